@@ -1,0 +1,37 @@
+"""Threads and SIMD: the knobs that change speed, never results."""
+
+from __future__ import annotations
+
+from aggkit import _core
+from aggkit.errors import InvalidParameterError
+
+
+def set_num_threads(n: int) -> None:
+    """Run aggkit's kernels on ``n`` threads (default: ``AGGKIT_NUM_THREADS`` or all cores).
+
+    Results are bit-identical for every thread count.
+
+    Parameters
+    ----------
+    n : int
+        Number of threads, ``>= 1``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise InvalidParameterError(f"set_num_threads: n must be >= 1, got n={n}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads aggkit's kernels use."""
+    return _core.get_num_threads()
+
+
+def simd_level() -> str:
+    """The SIMD code path in use: ``"avx2"`` or ``"scalar"``.
+
+    Set ``AGGKIT_SIMD=scalar`` before import to force the portable path; results are
+    bit-identical on every path.
+    """
+    return _core.simd_level()

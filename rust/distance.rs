@@ -1,0 +1,228 @@
+//! Pairwise squared Euclidean distances `D_ij = Σ_k (x_ik - x_jk)²`, shared by Krum, Multi-Krum
+//! and (later) Bulyan and DETOX.
+//!
+//! **Exact by construction.** Differences are taken directly, never through the Gram identity
+//! `|a|² + |b|² - 2ab`, which cancels catastrophically on near-identical inputs (honest
+//! gradients) and returns negative "squared distances" in Flower's float32 Krum. Each term is
+//! non-negative, so the only error is ordinary rounding: 16 float-typed lane accumulators over
+//! a chunk of at most 2048 coordinates (≤ 128 terms per lane), then float64 across chunks.
+//! A float32 square that overflows is +inf, which ranks that pair last, as it should.
+//!
+//! **Deterministic.** `d` is cut into chunks and the chunks into at most 64 parts, both from
+//! `(n, d)` alone. Each part is summed by one task in chunk order, parts are combined in order,
+//! and every pair goes through the same lane arithmetic wherever it sits in a register block:
+//! the result does not depend on thread count, SIMD level or row order.
+
+use rayon::prelude::*;
+
+use crate::input::Rows;
+use crate::order::Float;
+use crate::simd::{self, Level};
+
+const LANES: usize = 16;
+/// Rows of the register block: one row `i` against `BLOCK` rows `j` reuses each load of `x_i`.
+const BLOCK: usize = 4;
+
+/// Index of pair `i < j` in the packed upper triangle of an `n × n` matrix.
+#[inline(always)]
+pub fn pair_index(n: usize, i: usize, j: usize) -> usize {
+    debug_assert!(i < j && j < n);
+    i * n - i * (i + 1) / 2 + (j - i - 1)
+}
+
+/// Coordinates per chunk: all `n` rows of a chunk (~256 KiB) stay in L2 while every pair is
+/// formed; at most 2048 so a lane accumulates at most 128 float32 terms.
+fn chunk_width<T>(n: usize) -> usize {
+    let c = (256 * 1024) / (n.max(1) * std::mem::size_of::<T>());
+    (c / LANES * LANES).clamp(64, 2048)
+}
+
+#[inline(always)]
+fn reduce_lanes<T: Float>(acc: &[T; LANES]) -> f64 {
+    let mut v = [0.0f64; LANES];
+    for l in 0..LANES {
+        v[l] = acc[l].to_f64();
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            v[l] += v[l + width];
+        }
+    }
+    v[0]
+}
+
+/// Squared distances from `a` to each of `K` rows `b`, same arithmetic for every `K`.
+#[inline(always)]
+fn dist_block<T: Float, const K: usize>(a: &[T], b: [&[T]; K]) -> [f64; K] {
+    let len = a.len();
+    let mut acc = [[T::ZERO; LANES]; K];
+    let full = len / LANES * LANES;
+    let mut k = 0;
+    while k < full {
+        let av = &a[k..k + LANES];
+        for p in 0..K {
+            let bv = &b[p][k..k + LANES];
+            for l in 0..LANES {
+                let t = av[l] - bv[l];
+                acc[p][l] = acc[p][l] + t * t;
+            }
+        }
+        k += LANES;
+    }
+    for p in 0..K {
+        for (l, kk) in (full..len).enumerate() {
+            let t = a[kk] - b[p][kk];
+            acc[p][l] = acc[p][l] + t * t;
+        }
+    }
+    let mut out = [0.0; K];
+    for p in 0..K {
+        out[p] = reduce_lanes(&acc[p]);
+    }
+    out
+}
+
+/// Add the distances over coordinates `c0..c1` of every pair into `acc` (packed triangle).
+#[inline(always)]
+fn chunk_body<T: Float>(rows: &[&[T]], c0: usize, c1: usize, acc: &mut [f64]) {
+    let n = rows.len();
+    let mut idx = 0;
+    for i in 0..n {
+        let a = &rows[i][c0..c1];
+        let mut j = i + 1;
+        while j + BLOCK <= n {
+            let b: [&[T]; BLOCK] = std::array::from_fn(|p| &rows[j + p][c0..c1]);
+            let v = dist_block::<T, BLOCK>(a, b);
+            for p in 0..BLOCK {
+                acc[idx + p] += v[p];
+            }
+            idx += BLOCK;
+            j += BLOCK;
+        }
+        while j < n {
+            acc[idx] += dist_block::<T, 1>(a, [&rows[j][c0..c1]])[0];
+            idx += 1;
+            j += 1;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn chunk_avx2<T: Float>(rows: &[&[T]], c0: usize, c1: usize, acc: &mut [f64]) {
+    chunk_body(rows, c0, c1, acc)
+}
+
+fn chunk<T: Float>(level: Level, rows: &[&[T]], c0: usize, c1: usize, acc: &mut [f64]) {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Level::Avx2` is only in force when the CPU reports avx2 and fma (simd.rs).
+        Level::Avx2 => unsafe { chunk_avx2(rows, c0, c1, acc) },
+        _ => chunk_body(rows, c0, c1, acc),
+    }
+}
+
+/// All pairwise squared distances of the rows of `x`, as a full symmetric `n × n` row-major
+/// matrix with a zero diagonal.
+pub fn pairwise_sq_dists<T: Float>(x: &Rows<'_, T>) -> Vec<f64> {
+    let (n, d) = (x.n(), x.d());
+    let npairs = n * (n - 1) / 2;
+    let mut full = vec![0.0; n * n];
+    if npairs == 0 || d == 0 {
+        return full;
+    }
+    let level = simd::level();
+    let width = chunk_width::<T>(n);
+    let nchunks = d.div_ceil(width);
+    let max_parts = ((32usize << 20) / (npairs * 8)).clamp(1, 64);
+    let parts = nchunks.min(max_parts);
+    let part = |p: usize| -> Vec<f64> {
+        let mut acc = vec![0.0; npairs];
+        for c in (p * nchunks / parts)..((p + 1) * nchunks / parts) {
+            let c0 = c * width;
+            chunk(level, x.rows(), c0, (c0 + width).min(d), &mut acc);
+        }
+        acc
+    };
+    let partials: Vec<Vec<f64>> = if parts == 1 {
+        vec![part(0)]
+    } else {
+        crate::pool::install(|| (0..parts).into_par_iter().map(part).collect())
+    };
+    let mut tri = vec![0.0; npairs];
+    for p in &partials {
+        for (t, v) in tri.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    for i in 0..n {
+        for j in i + 1..n {
+            let v = tri[pair_index(n, i, j)];
+            full[i * n + j] = v;
+            full[j * n + i] = v;
+        }
+    }
+    full
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::{rows, Rng};
+
+    #[test]
+    fn exact_on_near_identical_rows() {
+        // Large common component, tiny differences: the Gram identity in float32 fails here.
+        let mut rng = Rng(5);
+        let d = 20_000;
+        let base: Vec<f32> = (0..d).map(|k| 100.0 + (k as f32 / 1000.0).sin()).collect();
+        let data: Vec<Vec<f32>> = (0..6)
+            .map(|_| {
+                base.iter()
+                    .map(|&b| b + 1e-3 * rng.next_f64() as f32)
+                    .collect()
+            })
+            .collect();
+        let x = rows(&data);
+        let dm = pairwise_sq_dists(&x);
+        for i in 0..6 {
+            for j in 0..6 {
+                let exact: f64 = (0..d)
+                    .map(|k| {
+                        let t = data[i][k] as f64 - data[j][k] as f64;
+                        t * t
+                    })
+                    .sum();
+                let got = dm[i * 6 + j];
+                assert!(got >= 0.0);
+                assert!(
+                    (got - exact).abs() <= 1e-5 * exact,
+                    "{i} {j}: {got} vs {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn independent_of_threads_simd_and_row_order() {
+        let data = Rng(9).matrix(13, 30_011);
+        let x = rows(&data);
+        crate::pool::set_num_threads(1).unwrap();
+        simd::set_level(Level::Scalar);
+        let a = pairwise_sq_dists(&x);
+        crate::pool::set_num_threads(2).unwrap();
+        simd::set_level(Level::Avx2);
+        let b = pairwise_sq_dists(&x);
+        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+        let perm: Vec<usize> = (0..13).rev().collect();
+        let pdata: Vec<Vec<f32>> = perm.iter().map(|&i| data[i].clone()).collect();
+        let c = pairwise_sq_dists(&rows(&pdata));
+        for i in 0..13 {
+            for j in 0..13 {
+                assert_eq!(c[i * 13 + j].to_bits(), a[perm[i] * 13 + perm[j]].to_bits());
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The core's error type. No Python here: `rust/python/mod.rs` maps each variant to one
+//! exception class of the `aggkit.AggkitError` hierarchy.
+
+use std::fmt;
+
+/// Everything a rule can refuse. Messages state the violated condition with the values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AggError {
+    /// No inputs at all (`n = 0`).
+    Empty { rule: &'static str },
+    /// Rows of different lengths; `row` is the first one that differs from row 0.
+    Ragged {
+        row: usize,
+        expected: usize,
+        got: usize,
+    },
+    /// `n` is below what the rule needs for the requested `f` (e.g. Krum: `n >= 2f + 3`).
+    TooFewInputs {
+        rule: &'static str,
+        requirement: &'static str,
+        n: usize,
+        f: usize,
+    },
+    /// A parameter out of range (`m`, weights, thread count, ...), with a full sentence.
+    InvalidParameter { rule: &'static str, message: String },
+    /// Non-finite values where the policy forbids them; `rows` lists the offending inputs.
+    NonFinite {
+        rule: &'static str,
+        rows: Vec<usize>,
+        detail: &'static str,
+    },
+}
+
+impl fmt::Display for AggError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AggError::Empty { rule } => write!(f, "{rule} needs at least one input, got n=0"),
+            AggError::Ragged { row, expected, got } => write!(
+                f,
+                "all inputs must have the same size: input 0 has {expected} values, input {row} has {got}"
+            ),
+            AggError::TooFewInputs {
+                rule,
+                requirement,
+                n,
+                f: ff,
+            } => write!(f, "{rule} needs {requirement}, got n={n}, f={ff}"),
+            AggError::InvalidParameter { rule, message } => write!(f, "{rule}: {message}"),
+            AggError::NonFinite { rule, rows, detail } => {
+                const SHOWN: usize = 10;
+                let list: Vec<String> = rows.iter().take(SHOWN).map(|r| r.to_string()).collect();
+                let more = if rows.len() > SHOWN {
+                    format!(" and {} more", rows.len() - SHOWN)
+                } else {
+                    String::new()
+                };
+                write!(
+                    f,
+                    "{rule}: {detail}; non-finite inputs (row indices): [{}]{more}",
+                    list.join(", ")
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for AggError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_state_the_condition_with_values() {
+        let e = AggError::TooFewInputs {
+            rule: "Krum",
+            requirement: "n >= 2f + 3",
+            n: 6,
+            f: 2,
+        };
+        assert_eq!(e.to_string(), "Krum needs n >= 2f + 3, got n=6, f=2");
+        let e = AggError::NonFinite {
+            rule: "median",
+            rows: (0..12).collect(),
+            detail: "nonfinite='raise'",
+        };
+        assert!(e
+            .to_string()
+            .ends_with("[0, 1, 2, 3, 4, 5, 6, 7, 8, 9] and 2 more"));
+    }
+}

@@ -1,0 +1,301 @@
+//! Floats, their order, and how they are summed. The only place comparisons on floats live.
+//!
+//! **Order.** Values are ranked by the pair `(value, row index)`: on equal values the lower
+//! row ranks first (DESIGN.md §3). The value order is IEEE-754 `totalOrder` with every NaN
+//! made the canonical positive quiet NaN first, so NaN ranks above `+inf` (the "robust"
+//! policy: a NaN is just the largest outlier). One deliberate refinement of "equal values":
+//! `-0.0` ranks below `+0.0`. They compare equal under IEEE `==`, but ranking them apart makes
+//! every order statistic bitwise permutation-invariant (with index tie-breaking a median could
+//! otherwise return `-0.0` or `+0.0` depending on row order).
+//!
+//! The pair is packed into one unsigned integer key (`value bits << 32 | row`), so selection and
+//! sorting are integer comparisons, and the selected key says which row supplied the value
+//! (the torch backward routes the gradient there). Rows are therefore limited to `u32::MAX`.
+//!
+//! **Sums** (DESIGN.md §3): float32 inputs are accumulated in float64; float64 inputs in float64
+//! with Neumaier compensation. [`Float::Acc`] is the one accumulator every rule uses.
+
+use std::fmt::Debug;
+use std::ops::{Add, Mul, Sub};
+
+/// A float64 accumulator: what every sum over inputs goes through.
+pub trait Accumulator: Copy + Send + Sync + Default {
+    fn add(&mut self, v: f64);
+    fn value(self) -> f64;
+}
+
+/// Plain float64 summation: exact enough for float32 inputs (53 vs 24 mantissa bits).
+#[derive(Clone, Copy, Default, Debug)]
+pub struct PlainSum(f64);
+
+impl Accumulator for PlainSum {
+    #[inline(always)]
+    fn add(&mut self, v: f64) {
+        self.0 += v;
+    }
+    #[inline(always)]
+    fn value(self) -> f64 {
+        self.0
+    }
+}
+
+/// Neumaier-compensated float64 summation, used for float64 inputs.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct CompensatedSum {
+    sum: f64,
+    comp: f64,
+}
+
+impl Accumulator for CompensatedSum {
+    #[inline(always)]
+    fn add(&mut self, v: f64) {
+        let t = self.sum + v;
+        if self.sum.abs() >= v.abs() {
+            self.comp += (self.sum - t) + v;
+        } else {
+            self.comp += (v - t) + self.sum;
+        }
+        self.sum = t;
+    }
+    #[inline(always)]
+    fn value(self) -> f64 {
+        // With infinities the compensation term is NaN; the plain sum is the IEEE answer then.
+        if self.sum.is_finite() {
+            self.sum + self.comp
+        } else {
+            self.sum
+        }
+    }
+}
+
+/// The two element types the kernels are generic over (float32 and float64).
+pub trait Float:
+    Copy
+    + Send
+    + Sync
+    + Debug
+    + Default
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + 'static
+{
+    /// `(value, row)` packed into one totally ordered integer.
+    type Key: Ord + Copy + Send + Sync + Debug;
+    /// The accumulator for sums of this type (see the module docs).
+    type Acc: Accumulator;
+    const ZERO: Self;
+    const NAN: Self;
+    const INFINITY: Self;
+    fn to_f64(self) -> f64;
+    /// Round a float64 to this type (round-to-nearest-even).
+    fn from_f64(v: f64) -> Self;
+    fn is_nan(self) -> bool;
+    fn is_finite(self) -> bool;
+    /// The ranking key of `(self, row)`.
+    fn key(self, row: u32) -> Self::Key;
+    /// The value a key was made from (NaN comes back as the canonical NaN).
+    fn key_value(k: Self::Key) -> Self;
+    /// The row a key was made from.
+    fn key_row(k: Self::Key) -> u32;
+    /// The average of two values without overflow, correctly rounded for float32
+    /// (`f32::midpoint` computes in float64) and float64 (`f64::midpoint`).
+    fn midpoint(a: Self, b: Self) -> Self;
+}
+
+const F32_SIGN: u32 = 1 << 31;
+const F64_SIGN: u64 = 1 << 63;
+
+impl Float for f32 {
+    type Key = u64;
+    type Acc = PlainSum;
+    const ZERO: Self = 0.0;
+    const NAN: Self = f32::NAN;
+    const INFINITY: Self = f32::INFINITY;
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+    #[inline(always)]
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
+    }
+    #[inline(always)]
+    fn key(self, row: u32) -> u64 {
+        let bits = if self.is_nan() {
+            f32::NAN.to_bits()
+        } else {
+            self.to_bits()
+        };
+        let ord = if bits & F32_SIGN != 0 {
+            !bits
+        } else {
+            bits | F32_SIGN
+        };
+        ((ord as u64) << 32) | row as u64
+    }
+    #[inline(always)]
+    fn key_value(k: u64) -> f32 {
+        let ord = (k >> 32) as u32;
+        let bits = if ord & F32_SIGN != 0 {
+            ord & !F32_SIGN
+        } else {
+            !ord
+        };
+        f32::from_bits(bits)
+    }
+    #[inline(always)]
+    fn key_row(k: u64) -> u32 {
+        k as u32
+    }
+    #[inline(always)]
+    fn midpoint(a: Self, b: Self) -> Self {
+        a.midpoint(b)
+    }
+}
+
+impl Float for f64 {
+    type Key = u128;
+    type Acc = CompensatedSum;
+    const ZERO: Self = 0.0;
+    const NAN: Self = f64::NAN;
+    const INFINITY: Self = f64::INFINITY;
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+    #[inline(always)]
+    fn is_finite(self) -> bool {
+        f64::is_finite(self)
+    }
+    #[inline(always)]
+    fn key(self, row: u32) -> u128 {
+        let bits = if self.is_nan() {
+            f64::NAN.to_bits()
+        } else {
+            self.to_bits()
+        };
+        let ord = if bits & F64_SIGN != 0 {
+            !bits
+        } else {
+            bits | F64_SIGN
+        };
+        ((ord as u128) << 32) | row as u128
+    }
+    #[inline(always)]
+    fn key_value(k: u128) -> f64 {
+        let ord = (k >> 32) as u64;
+        let bits = if ord & F64_SIGN != 0 {
+            ord & !F64_SIGN
+        } else {
+            !ord
+        };
+        f64::from_bits(bits)
+    }
+    #[inline(always)]
+    fn key_row(k: u128) -> u32 {
+        k as u32
+    }
+    #[inline(always)]
+    fn midpoint(a: Self, b: Self) -> Self {
+        a.midpoint(b)
+    }
+}
+
+/// Rank float64 scores (Krum) by `(score, index)` with NaN above `+inf`; `nan_first` puts
+/// NaN scores first instead (numpy's `argmin` semantics, used by `nonfinite="propagate"`).
+pub fn rank_scores(scores: &[f64], nan_first: bool) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by_key(|&i| {
+        let nan = scores[i].is_nan();
+        let first = if nan_first { !nan } else { nan };
+        (first, scores[i].key(0), i)
+    });
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_order_is_total_and_round_trips() {
+        let vals = [
+            f32::NEG_INFINITY,
+            -3.5,
+            -0.0,
+            0.0,
+            1e-45,
+            2.0,
+            f32::MAX,
+            f32::INFINITY,
+            f32::NAN,
+        ];
+        for w in vals.windows(2) {
+            assert!(w[0].key(7) < w[1].key(0), "{:?} !< {:?}", w[0], w[1]);
+        }
+        for &v in &vals {
+            let k = v.key(5);
+            assert_eq!(f32::key_row(k), 5);
+            assert_eq!(
+                f32::key_value(k).to_bits(),
+                if v.is_nan() {
+                    f32::NAN.to_bits()
+                } else {
+                    v.to_bits()
+                }
+            );
+        }
+        // Negative NaN is still the largest value.
+        assert!((-f32::NAN).key(0) > f32::INFINITY.key(1));
+        assert!((-f64::NAN).key(0) > f64::INFINITY.key(1));
+        assert!((-0.0f64).key(9) < 0.0f64.key(0));
+        assert_eq!(f64::key_value(1.25f64.key(3)), 1.25);
+        // Equal values: lower row first.
+        assert!(2.0f64.key(1) < 2.0f64.key(2));
+    }
+
+    #[test]
+    fn midpoint_does_not_overflow() {
+        assert_eq!(f32::midpoint(3e38, 3e38), 3e38);
+        assert_eq!(f64::midpoint(1e308, 1.5e308), 1.25e308);
+        assert!(f64::midpoint(f64::NEG_INFINITY, f64::INFINITY).is_nan());
+    }
+
+    #[test]
+    fn compensated_sum_recovers_cancellation() {
+        let mut a = CompensatedSum::default();
+        for v in [1e16, 1.0, -1e16] {
+            a.add(v);
+        }
+        assert_eq!(a.value(), 1.0);
+        let mut b = CompensatedSum::default();
+        b.add(f64::INFINITY);
+        b.add(1.0);
+        assert_eq!(b.value(), f64::INFINITY);
+    }
+
+    #[test]
+    fn rank_scores_orders_nan() {
+        let s = [2.0, f64::NAN, 1.0, 2.0, f64::INFINITY];
+        assert_eq!(rank_scores(&s, false), vec![2, 0, 3, 4, 1]);
+        assert_eq!(rank_scores(&s, true), vec![1, 2, 0, 3, 4]);
+    }
+}

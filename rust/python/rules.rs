@@ -1,0 +1,201 @@
+//! One thin `#[pyfunction]` per rule: parse options, dispatch on dtype, run detached, return
+//! fresh numpy arrays (outputs are moved into numpy without a copy).
+
+use numpy::{PyArray1, PyArrayMethods};
+use pyo3::prelude::*;
+
+use super::convert::{dispatch, Matrix};
+use super::{parse, run};
+use crate::input::NonFinite;
+use crate::order::Float;
+use crate::rules::median::Even;
+use crate::rules::{self as core, ColumnsOut};
+use crate::{distance, pool, simd};
+
+fn policy(s: &str) -> PyResult<NonFinite> {
+    parse(
+        "nonfinite",
+        s,
+        &["robust", "raise", "propagate"],
+        NonFinite::parse,
+    )
+}
+
+type Out = Py<PyAny>;
+
+fn array<T: numpy::Element>(py: Python<'_>, v: Vec<T>) -> Out {
+    PyArray1::from_vec(py, v).into_any().unbind()
+}
+
+/// A selection kernel's values and, if asked for, the two row arrays that define it.
+fn columns<T: Float + numpy::Element>(
+    py: Python<'_>,
+    d: usize,
+    want_rows: bool,
+    kernel: impl FnOnce(ColumnsOut<'_, T>) -> Result<(), crate::AggError> + Send,
+) -> PyResult<(Out, Option<Out>, Option<Out>)> {
+    let (vals, lo, hi) = run(py, move || {
+        let mut vals = vec![T::ZERO; d];
+        if want_rows {
+            let (mut lo, mut hi) = (vec![0u32; d], vec![0u32; d]);
+            kernel(ColumnsOut::with_rows(&mut vals, &mut lo, &mut hi))?;
+            Ok((vals, Some(lo), Some(hi)))
+        } else {
+            kernel(ColumnsOut::new(&mut vals))?;
+            Ok((vals, None, None))
+        }
+    })?;
+    Ok((
+        array(py, vals),
+        lo.map(|v| array(py, v)),
+        hi.map(|v| array(py, v)),
+    ))
+}
+
+#[pyfunction]
+#[pyo3(signature = (x, weights, nonfinite))]
+fn mean(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    weights: Option<numpy::PyReadonlyArray1<'_, f64>>,
+    nonfinite: &str,
+) -> PyResult<(Out, Vec<usize>)> {
+    let policy = policy(nonfinite)?;
+    let w = weights
+        .as_ref()
+        .map(|w| w.as_slice())
+        .transpose()
+        .map_err(|_| {
+            super::InvalidParameterError::new_err("weights must be a contiguous float64 array")
+        })?;
+    dispatch!(x.rows(core::mean::NAME)?, r => {
+        let (vals, info) = run(py, || {
+            let mut out = vec![Float::ZERO; r.d()];
+            let info = core::mean::mean(&r, w, policy, &mut out)?;
+            Ok((out, info))
+        })?;
+        Ok((array(py, vals), info.dropped))
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (x, even, nonfinite, return_rows))]
+fn median(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    even: &str,
+    nonfinite: &str,
+    return_rows: bool,
+) -> PyResult<(Out, Option<Out>, Option<Out>)> {
+    let policy = policy(nonfinite)?;
+    let even = parse("even", even, &["mean", "lower", "upper"], Even::parse)?;
+    dispatch!(x.rows(core::median::NAME)?, r => {
+        let rr = &r;
+        columns(py, r.d(), return_rows, move |out| core::median::median(rr, even, policy, out))
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (x, f, nonfinite, return_rows))]
+fn trimmed_mean(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    f: usize,
+    nonfinite: &str,
+    return_rows: bool,
+) -> PyResult<(Out, Option<Out>, Option<Out>)> {
+    let policy = policy(nonfinite)?;
+    dispatch!(x.rows(core::trimmed_mean::NAME)?, r => {
+        let rr = &r;
+        columns(py, r.d(), return_rows, move |out| core::trimmed_mean::trimmed_mean(rr, f, policy, out))
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (x, f, m, nonfinite))]
+fn multi_krum(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    f: usize,
+    m: usize,
+    nonfinite: &str,
+) -> PyResult<(Out, Vec<usize>, Out)> {
+    let policy = policy(nonfinite)?;
+    dispatch!(x.rows(core::krum::MULTI_NAME)?, r => {
+        let (vals, sel) = run(py, || {
+            let mut out = vec![Float::ZERO; r.d()];
+            let sel = if m == 1 {
+                core::krum::krum(&r, f, policy, &mut out)?
+            } else {
+                core::krum::multi_krum(&r, f, m, policy, &mut out)?
+            };
+            Ok((out, sel))
+        })?;
+        Ok((array(py, vals), sel.indices, array(py, sel.scores)))
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (x, f, nonfinite))]
+fn krum(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    f: usize,
+    nonfinite: &str,
+) -> PyResult<(Out, Vec<usize>, Out)> {
+    let policy = policy(nonfinite)?;
+    dispatch!(x.rows(core::krum::NAME)?, r => {
+        let (vals, sel) = run(py, || {
+            let mut out = vec![Float::ZERO; r.d()];
+            let sel = core::krum::krum(&r, f, policy, &mut out)?;
+            Ok((out, sel))
+        })?;
+        Ok((array(py, vals), sel.indices, array(py, sel.scores)))
+    })
+}
+
+/// All pairwise squared distances as an `(n, n)` float64 array.
+#[pyfunction]
+fn pairwise_sq_distances(py: Python<'_>, x: Matrix<'_>) -> PyResult<Out> {
+    dispatch!(x.rows("pairwise_sq_distances")?, r => {
+        let n = r.n();
+        let dm = run(py, || Ok(distance::pairwise_sq_dists(&r)))?;
+        Ok(PyArray1::from_vec(py, dm).reshape([n, n])?.into_any().unbind())
+    })
+}
+
+#[pyfunction]
+fn set_num_threads(py: Python<'_>, n: usize) -> PyResult<()> {
+    run(py, || pool::set_num_threads(n))
+}
+
+#[pyfunction]
+fn get_num_threads(py: Python<'_>) -> usize {
+    py.detach(pool::num_threads)
+}
+
+#[pyfunction]
+fn simd_level() -> &'static str {
+    simd::level().name()
+}
+
+/// Force a SIMD level (tests use it to compare paths); returns the level now in force.
+#[pyfunction]
+fn _set_simd_level(level: &str) -> PyResult<&'static str> {
+    let l = parse("level", level, &["scalar", "avx2"], simd::Level::parse)?;
+    Ok(simd::set_level(l).name())
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(mean, m)?)?;
+    m.add_function(wrap_pyfunction!(median, m)?)?;
+    m.add_function(wrap_pyfunction!(trimmed_mean, m)?)?;
+    m.add_function(wrap_pyfunction!(krum, m)?)?;
+    m.add_function(wrap_pyfunction!(multi_krum, m)?)?;
+    m.add_function(wrap_pyfunction!(pairwise_sq_distances, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_level, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_simd_level, m)?)?;
+    Ok(())
+}

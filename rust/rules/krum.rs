@@ -1,0 +1,251 @@
+//! Krum and Multi-Krum (Blanchard, El Mhamdi, Guerraoui, Stainer, NeurIPS 2017, arXiv 1703.02757).
+//!
+//! Score of input `i`: the sum of its `n - f - 2` smallest squared distances to the other inputs
+//! (the paper's count; byzfl uses `n - f - 1`, Flower clamps to at least 1 — see
+//! ALGORITHMS.md §17). Inputs are ranked by `(score, index)`; Krum returns the first, Multi-Krum
+//! the mean of the first `m`. Needs `n >= 2f + 3` (the paper's `2f + 2 < n`) and `1 <= m <= n`.
+//! Krum is Multi-Krum with `m = 1`: the mean of one row is that row, bit for bit.
+//!
+//! Non-finite values: `Robust` makes every non-finite distance +inf, so an input with NaN or
+//! ±inf gets an infinite score and is never selected; if fewer than `m` inputs have a finite
+//! score the call fails rather than average garbage. `Propagate` keeps IEEE arithmetic: a NaN
+//! distance ranks last among an input's distances (as `np.sort`) and a NaN score ranks first
+//! (as `np.argmin`), so a row holding NaN is selected and its NaN reaches the output.
+
+use crate::distance::pairwise_sq_dists;
+use crate::error::AggError;
+use crate::input::{NonFinite, Rows};
+use crate::order::{rank_scores, Accumulator, Float};
+use crate::rules::mean::weighted_sum;
+
+pub const NAME: &str = "krum";
+pub const MULTI_NAME: &str = "multi_krum";
+
+/// `n` needed for `f`: `2f + 3`.
+pub fn min_inputs(f: usize) -> usize {
+    2 * f + 3
+}
+
+/// What Krum and Multi-Krum selected, for operators who flag suspicious clients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    /// The selected inputs, best score first (`m` of them).
+    pub indices: Vec<usize>,
+    /// Every input's score (`n` of them), in input order.
+    pub scores: Vec<f64>,
+}
+
+fn check(rule: &'static str, n: usize, f: usize) -> Result<(), AggError> {
+    if n < min_inputs(f) {
+        return Err(AggError::TooFewInputs {
+            rule,
+            requirement: "n >= 2f + 3",
+            n,
+            f,
+        });
+    }
+    Ok(())
+}
+
+/// Every input's Krum score (validated: `n >= 2f + 3`).
+pub fn scores<T: Float>(
+    x: &Rows<'_, T>,
+    f: usize,
+    policy: NonFinite,
+) -> Result<Vec<f64>, AggError> {
+    check("Krum", x.n(), f)?;
+    x.check_policy("Krum", policy)?;
+    Ok(scores_unchecked(x, f, policy))
+}
+
+fn scores_unchecked<T: Float>(x: &Rows<'_, T>, f: usize, policy: NonFinite) -> Vec<f64> {
+    let n = x.n();
+    let k = n - f - 2;
+    let dist = pairwise_sq_dists(x);
+    let robust = policy != NonFinite::Propagate;
+    let mut row = Vec::with_capacity(n - 1);
+    (0..n)
+        .map(|i| {
+            row.clear();
+            row.extend((0..n).filter(|&j| j != i).map(|j| {
+                let v = dist[i * n + j];
+                // NaN keys rank above +inf, which is where np.sort puts NaN too.
+                (if robust && !v.is_finite() {
+                    f64::INFINITY
+                } else {
+                    v
+                })
+                .key(0)
+            }));
+            row.select_nth_unstable(k - 1);
+            let nearest = &mut row[..k];
+            nearest.sort_unstable();
+            let mut acc = <f64 as Float>::Acc::default();
+            nearest.iter().for_each(|&key| acc.add(f64::key_value(key)));
+            acc.value()
+        })
+        .collect()
+}
+
+/// Multi-Krum: the mean of the `m` best-scored inputs into `out`.
+pub fn multi_krum<T: Float>(
+    x: &Rows<'_, T>,
+    f: usize,
+    m: usize,
+    policy: NonFinite,
+    out: &mut [T],
+) -> Result<Selection, AggError> {
+    select(MULTI_NAME, "Multi-Krum", x, f, m, policy, out)
+}
+
+/// Krum: the best-scored input, copied into `out`.
+pub fn krum<T: Float>(
+    x: &Rows<'_, T>,
+    f: usize,
+    policy: NonFinite,
+    out: &mut [T],
+) -> Result<Selection, AggError> {
+    select(NAME, "Krum", x, f, 1, policy, out)
+}
+
+fn select<T: Float>(
+    _name: &'static str,
+    display: &'static str,
+    x: &Rows<'_, T>,
+    f: usize,
+    m: usize,
+    policy: NonFinite,
+    out: &mut [T],
+) -> Result<Selection, AggError> {
+    let n = x.n();
+    check(display, n, f)?;
+    if m < 1 || m > n {
+        return Err(AggError::InvalidParameter {
+            rule: display,
+            message: format!("m must satisfy 1 <= m <= n, got m={m}, n={n}"),
+        });
+    }
+    x.check_policy(display, policy)?;
+    let scores = scores_unchecked(x, f, policy);
+    let order = rank_scores(&scores, policy == NonFinite::Propagate);
+    let indices: Vec<usize> = order[..m].to_vec();
+    if policy != NonFinite::Propagate && indices.iter().any(|&i| !scores[i].is_finite()) {
+        let finite = scores.iter().filter(|s| s.is_finite()).count();
+        let mut rows = x.nonfinite_rows();
+        if rows.is_empty() {
+            rows = (0..n).filter(|&i| !scores[i].is_finite()).collect();
+        }
+        return Err(AggError::NonFinite {
+            rule: display,
+            rows,
+            detail: if finite == 0 {
+                "every score is infinite (more than f inputs are non-finite or their distances overflow)"
+            } else {
+                "fewer than m inputs have a finite score"
+            },
+        });
+    }
+    let items: Vec<(usize, f64)> = indices.iter().map(|&i| (i, 1.0)).collect();
+    weighted_sum(x, &items, m as f64, out);
+    Ok(Selection { indices, scores })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::rows;
+
+    fn spec_x() -> Vec<Vec<f64>> {
+        [
+            [6., -8.],
+            [-6., -5.],
+            [-6., 6.],
+            [7., 2.],
+            [-9., -8.],
+            [-3., -1.],
+            [40., -30.],
+        ]
+        .iter()
+        .map(|r| r.to_vec())
+        .collect()
+    }
+
+    #[test]
+    fn spec_oracle() {
+        // ALGORITHMS.md §18.2
+        let data = spec_x();
+        let x = rows(&data);
+        let s = scores(&x, 1, NonFinite::Robust).unwrap();
+        assert_eq!(s, vec![609.0, 317.0, 569.0, 613.0, 533.0, 277.0, 9184.0]);
+        let mut out = vec![0.0; 2];
+        let sel = krum(&x, 1, NonFinite::Robust, &mut out).unwrap();
+        assert_eq!(sel.indices, vec![5]);
+        assert_eq!(out, vec![-3.0, -1.0]);
+        let sel = multi_krum(&x, 1, 4, NonFinite::Robust, &mut out).unwrap();
+        let mut idx = sel.indices.clone();
+        idx.sort();
+        assert_eq!(idx, vec![1, 2, 4, 5]);
+        assert_eq!(out, vec![-6.0, -2.0]);
+        multi_krum(&x, 1, 6, NonFinite::Robust, &mut out).unwrap();
+        assert!((out[0] + 11.0 / 6.0).abs() < 1e-12 && (out[1] + 14.0 / 6.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn tie_rule_picks_lowest_index() {
+        // ALGORITHMS.md §18.3
+        let data: Vec<Vec<f32>> = vec![
+            vec![0., 0.],
+            vec![1., 0.],
+            vec![0., 1.],
+            vec![1., 1.],
+            vec![10., 10.],
+        ];
+        let x = rows(&data);
+        assert_eq!(
+            scores(&x, 1, NonFinite::Robust).unwrap(),
+            vec![2.0, 2.0, 2.0, 2.0, 343.0]
+        );
+        let mut out = vec![0.0f32; 2];
+        assert_eq!(
+            krum(&x, 1, NonFinite::Robust, &mut out).unwrap().indices,
+            vec![0]
+        );
+    }
+
+    #[test]
+    fn validity_and_nonfinite() {
+        let data = spec_x();
+        let x = rows(&data[..6]);
+        let mut out = vec![0.0; 2];
+        let e = krum(&x, 2, NonFinite::Robust, &mut out).unwrap_err();
+        assert_eq!(e.to_string(), "Krum needs n >= 2f + 3, got n=6, f=2");
+        let e = multi_krum(&x, 1, 7, NonFinite::Robust, &mut out).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Multi-Krum: m must satisfy 1 <= m <= n, got m=7, n=6"
+        );
+
+        let mut bad = spec_x();
+        bad[2][0] = f64::NAN;
+        let x = rows(&bad);
+        let sel = krum(&x, 1, NonFinite::Robust, &mut out).unwrap();
+        assert_eq!(sel.scores[2], f64::INFINITY);
+        assert_eq!(sel.indices, vec![5]);
+        let sel = krum(&x, 1, NonFinite::Propagate, &mut out).unwrap();
+        assert_eq!(sel.indices, vec![2]);
+        assert!(out[0].is_nan());
+        assert!(matches!(
+            krum(&x, 1, NonFinite::Raise, &mut out),
+            Err(AggError::NonFinite { .. })
+        ));
+        // Two NaN rows with f = 1 and m = n - f: too few finite scores.
+        bad[3][1] = f64::NAN;
+        let x = rows(&bad);
+        let e = multi_krum(&x, 1, 6, NonFinite::Robust, &mut out).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("fewer than m inputs have a finite score"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! The rules, one file per family. Each file exposes a `NAME` (the rule's one identifier:
+//! Rust module = Python function = registry key = torch op) and pure kernels over [`Rows`].
+//!
+//! Coordinate-wise rules share [`for_each_tile`]: the output is cut into tiles of consecutive
+//! coordinates at boundaries that depend only on `(n, d)`, each tile is computed by one task,
+//! so the result is bit-identical for any thread count.
+//!
+//! [`Rows`]: crate::input::Rows
+
+pub mod krum;
+pub mod mean;
+pub mod median;
+pub mod trimmed_mean;
+
+use rayon::prelude::*;
+
+use crate::input::Rows;
+use crate::order::Float;
+
+/// Below this many input values a call runs on the calling thread (rayon's fork/join costs
+/// microseconds, more than the work).
+pub(crate) const PARALLEL_MIN_VALUES: usize = 1 << 15;
+
+/// Per-coordinate outputs of a selection kernel: the values and, when asked for, the two rows
+/// that define the selection (median: lower/upper middle; trimmed mean: lowest/highest kept).
+pub struct ColumnsOut<'a, T> {
+    pub values: &'a mut [T],
+    pub rows: Option<(&'a mut [u32], &'a mut [u32])>,
+}
+
+impl<'a, T> ColumnsOut<'a, T> {
+    pub fn new(values: &'a mut [T]) -> Self {
+        ColumnsOut { values, rows: None }
+    }
+    pub fn with_rows(values: &'a mut [T], lo: &'a mut [u32], hi: &'a mut [u32]) -> Self {
+        assert!(lo.len() == values.len() && hi.len() == values.len());
+        ColumnsOut {
+            values,
+            rows: Some((lo, hi)),
+        }
+    }
+}
+
+/// One tile handed to a column kernel: coordinates `j0 .. j0 + values.len()`.
+pub(crate) struct Tile<'t, T> {
+    pub j0: usize,
+    pub values: &'t mut [T],
+    pub lo: &'t mut [u32],
+    pub hi: &'t mut [u32],
+    pub want_rows: bool,
+}
+
+/// Number of coordinates per tile for `n` rows: the tile's keys (`n × tile`) stay in L2.
+pub(crate) fn tile_width(n: usize) -> usize {
+    (32768 / n.max(1)).clamp(64, 2048)
+}
+
+/// What the zipped chunk iterators yield: `(tile index, ((values, lo rows), hi rows))`.
+type TileItem<'t, T> = (usize, ((&'t mut [T], &'t mut [u32]), &'t mut [u32]));
+
+/// Run `kernel(scratch, tile)` over all tiles of `out`, in parallel when the input is large.
+pub(crate) fn for_each_tile<T, S>(
+    x: &Rows<'_, T>,
+    out: ColumnsOut<'_, T>,
+    init: impl Fn() -> S + Sync + Send,
+    kernel: impl Fn(&mut S, Tile<'_, T>) + Sync + Send,
+) where
+    T: Float,
+{
+    let d = x.d();
+    assert_eq!(out.values.len(), d);
+    let width = tile_width(x.n());
+    let want_rows = out.rows.is_some();
+    // Without requested rows, write them into zeroed buffers that are never touched: the
+    // allocator maps them lazily, so they cost nothing and keep one code path.
+    let (mut lo_buf, mut hi_buf): (Vec<u32>, Vec<u32>);
+    let (lo, hi) = match out.rows {
+        Some(r) => r,
+        None => {
+            lo_buf = vec![0u32; d];
+            hi_buf = vec![0u32; d];
+            (&mut lo_buf[..], &mut hi_buf[..])
+        }
+    };
+    let values = out.values;
+    if d == 0 {
+        return;
+    }
+    let run = |s: &mut S, (t, ((v, l), h)): TileItem<'_, T>| {
+        kernel(
+            s,
+            Tile {
+                j0: t * width,
+                values: v,
+                lo: l,
+                hi: h,
+                want_rows,
+            },
+        )
+    };
+    if x.n() * d < PARALLEL_MIN_VALUES {
+        let mut s = init();
+        values
+            .chunks_mut(width)
+            .zip(lo.chunks_mut(width))
+            .zip(hi.chunks_mut(width))
+            .enumerate()
+            .for_each(|item| run(&mut s, item));
+    } else {
+        crate::pool::install(|| {
+            values
+                .par_chunks_mut(width)
+                .zip(lo.par_chunks_mut(width))
+                .zip(hi.par_chunks_mut(width))
+                .enumerate()
+                .for_each_init(&init, |s, item| run(s, item));
+        });
+    }
+}
+
+/// Fill `keys` (column-major, `n` keys per column) with the `(value, row)` keys of coordinates
+/// `j0 .. j0 + width`; returns, per column, the first row holding a NaN (or `u32::MAX`).
+pub(crate) fn load_keys<T: Float>(
+    x: &Rows<'_, T>,
+    j0: usize,
+    width: usize,
+    keys: &mut Vec<T::Key>,
+    first_nan: &mut Vec<u32>,
+    track_nan: bool,
+) {
+    let n = x.n();
+    keys.clear();
+    keys.resize(n * width, T::ZERO.key(0));
+    first_nan.clear();
+    first_nan.resize(width, u32::MAX);
+    for i in 0..n {
+        let r = &x.row(i)[j0..j0 + width];
+        for (c, &v) in r.iter().enumerate() {
+            keys[c * n + i] = v.key(i as u32);
+        }
+        if track_nan {
+            for (c, &v) in r.iter().enumerate() {
+                if v.is_nan() && first_nan[c] == u32::MAX {
+                    first_nan[c] = i as u32;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Tiny helpers shared by the rule tests.
+    use crate::input::Rows;
+
+    pub fn rows<T: crate::order::Float>(data: &[Vec<T>]) -> Rows<'_, T> {
+        Rows::new("test", data.iter().map(|r| &r[..]).collect()).unwrap()
+    }
+
+    /// A deterministic xorshift stream for test data.
+    pub struct Rng(pub u64);
+    impl Rng {
+        pub fn next_f64(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        }
+        pub fn matrix(&mut self, n: usize, d: usize) -> Vec<Vec<f32>> {
+            (0..n)
+                .map(|_| (0..d).map(|_| self.next_f64() as f32).collect())
+                .collect()
+        }
+    }
+}
