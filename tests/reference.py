@@ -1,0 +1,150 @@
+"""Slow, obvious reference implementations: the oracle the fast paths are compared against.
+
+Pure Python loops over coordinates and rows, written for reading, not speed. They follow the
+conventions of DESIGN.md §3 to the bit where the core promises bits: ranks by
+``(value, row)`` in IEEE total order (NaN above +inf, -0.0 below +0.0), sums in float64 in a
+fixed order (Neumaier-compensated for float64 input), the overflow-free midpoint.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def rank_key(v: float, i: int) -> tuple:
+    """Sort key of value ``v`` of row ``i``."""
+    if math.isnan(v):
+        return (1, 0.0, 0, i)
+    return (0, v, 0 if math.copysign(1.0, v) < 0 else 1, i)
+
+
+class Neumaier:
+    def __init__(self) -> None:
+        self.s = 0.0
+        self.c = 0.0
+
+    def add(self, v: float) -> None:
+        t = self.s + v
+        if abs(self.s) >= abs(v):
+            self.c += (self.s - t) + v
+        else:
+            self.c += (v - t) + self.s
+        self.s = t
+
+    def value(self) -> float:
+        return self.s + self.c if math.isfinite(self.s) else self.s
+
+
+def fsum_in_order(values, dtype) -> float:
+    """Sum like the core: plain float64 for float32 input, compensated for float64."""
+    if np.dtype(dtype) == np.float32:
+        s = 0.0
+        for v in values:
+            s += float(v)
+        return s
+    acc = Neumaier()
+    for v in values:
+        acc.add(float(v))
+    return acc.value()
+
+
+def midpoint(a: float, b: float, dtype) -> float:
+    if np.dtype(dtype) == np.float32:
+        return float(np.float32((float(a) + float(b)) / 2.0))
+    lo, hi = 2.2250738585072014e-308 * 2, 1.7976931348623157e308 / 2
+    if abs(a) <= hi and abs(b) <= hi:
+        return (a + b) / 2
+    if abs(a) < lo:
+        return a + b / 2
+    if abs(b) < lo:
+        return a / 2 + b
+    return a / 2 + b / 2
+
+
+def _columns(x: np.ndarray):
+    n = x.shape[0]
+    m = x.reshape(n, -1)
+    for j in range(m.shape[1]):
+        yield j, [(float(m[i, j]), i) for i in range(n)]
+
+
+def _finish(out: list[float], x: np.ndarray) -> np.ndarray:
+    return np.array(out, dtype=x.dtype).reshape(x.shape[1:])
+
+
+def median(x: np.ndarray, even: str = "mean", nonfinite: str = "robust") -> np.ndarray:
+    n = x.shape[0]
+    out = []
+    for _, col in _columns(x):
+        if nonfinite == "propagate" and any(math.isnan(v) for v, _ in col):
+            out.append(math.nan)
+            continue
+        s = sorted(col, key=lambda p: rank_key(*p))
+        if n % 2:
+            out.append(s[n // 2][0])
+        elif even == "lower":
+            out.append(s[n // 2 - 1][0])
+        elif even == "upper":
+            out.append(s[n // 2][0])
+        else:
+            out.append(midpoint(s[n // 2 - 1][0], s[n // 2][0], x.dtype))
+    return _finish(out, x)
+
+
+def trimmed_mean(x: np.ndarray, f: int, nonfinite: str = "robust") -> np.ndarray:
+    n = x.shape[0]
+    out = []
+    for _, col in _columns(x):
+        if nonfinite == "propagate" and any(math.isnan(v) for v, _ in col):
+            out.append(math.nan)
+            continue
+        s = sorted(col, key=lambda p: rank_key(*p))
+        kept = [v for v, _ in s[f : n - f]]
+        out.append(fsum_in_order(kept, x.dtype) / len(kept))
+    return _finish(out, x)
+
+
+def mean(x: np.ndarray, weights=None, nonfinite: str = "robust") -> np.ndarray:
+    n = x.shape[0]
+    m = x.reshape(n, -1)
+    w = [1.0] * n if weights is None else [float(v) for v in weights]
+    rows = list(range(n))
+    if nonfinite == "robust":
+        rows = [i for i in rows if all(math.isfinite(float(v)) for v in m[i])]
+    total = fsum_in_order([w[i] for i in rows], np.float64)
+    out = [
+        fsum_in_order([w[i] * float(m[i, j]) for i in rows], x.dtype) / total
+        for j in range(m.shape[1])
+    ]
+    return _finish(out, x)
+
+
+def sq_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return sum((float(p) - float(q)) ** 2 for p, q in zip(a.ravel(), b.ravel(), strict=True))
+
+
+def krum_scores(x: np.ndarray, f: int) -> list[float]:
+    """Robust-policy scores: non-finite distances count as +inf."""
+    n = x.shape[0]
+    k = n - f - 2
+    scores = []
+    for i in range(n):
+        ds = []
+        for j in range(n):
+            if j != i:
+                d = sq_distance(x[i], x[j])
+                ds.append(d if math.isfinite(d) else math.inf)
+        scores.append(sum(sorted(ds)[:k]))
+    return scores
+
+
+def multi_krum(x: np.ndarray, f: int, m: int) -> tuple[np.ndarray, list[int]]:
+    scores = krum_scores(x, f)
+    order = sorted(range(x.shape[0]), key=lambda i: (scores[i], i))[:m]
+    rows = x.reshape(x.shape[0], -1)
+    out = [
+        fsum_in_order([float(rows[i, j]) for i in order], x.dtype) / m for j in range(rows.shape[1])
+    ]
+    return _finish(out, x), order

@@ -1,0 +1,32 @@
+"""Examples in docstrings and the README run, and the demo prints what it promises."""
+
+import doctest
+import importlib
+import subprocess
+import sys
+
+import aggkit
+import pytest
+
+# aggkit.rules re-exports the functions under the modules' names, so import the modules by path.
+MODULES = ["registry", "rules.mean", "rules.median", "rules.trimmed_mean", "rules.krum"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(f"aggkit.{name}")
+    failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert tried > 0 and failures == 0
+
+
+def test_demo_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "aggkit", "demo"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    for name in aggkit.list_rules():
+        assert name in out
+    assert "honest" in out

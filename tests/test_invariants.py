@@ -1,0 +1,211 @@
+"""Properties every rule promises, driven by the registry: a new rule is tested once registered.
+
+Each case builds a rule object for a given ``(n, f)``; ``robust`` says how far the rule bounds
+the influence of ``f`` arbitrary inputs (per coordinate, or by selecting an honest input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aggkit
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from strategies import ANY, FAR, junk, matrices
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    make: Callable[[int], aggkit.Rule]  # n -> rule (with the largest f the rule allows)
+    f: Callable[[int], int]
+    min_n: int
+    robust: (
+        str | None
+    )  # "coordinate": stays in the honest range per coordinate; "select": honest row
+    averaging: bool  # output averages values (rounding) rather than picking one
+
+
+CASES = {
+    "mean": Case("mean", lambda n: aggkit.Mean(), lambda n: 0, 1, None, True),
+    "median": Case(
+        "median",
+        lambda n: aggkit.Median(even="lower"),
+        lambda n: (n - 1) // 2,
+        1,
+        "coordinate",
+        False,
+    ),
+    "trimmed_mean": Case(
+        "trimmed_mean",
+        lambda n: aggkit.TrimmedMean(f=(n - 1) // 2),
+        lambda n: (n - 1) // 2,
+        1,
+        "coordinate",
+        True,
+    ),
+    "krum": Case(
+        "krum", lambda n: aggkit.Krum(f=(n - 3) // 2), lambda n: (n - 3) // 2, 3, "select", False
+    ),
+    "multi_krum": Case(
+        "multi_krum",
+        lambda n: aggkit.MultiKrum(f=(n - 3) // 2),
+        lambda n: (n - 3) // 2,
+        3,
+        "coordinate",
+        True,
+    ),
+}
+
+
+def test_every_registered_rule_has_a_case():
+    assert sorted(CASES) == aggkit.list_rules()
+
+
+rules = pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+
+
+def draw_input(data, case, **kw):
+    x = data.draw(matrices(min_n=case.min_n, **kw))
+    return x, case.make(x.shape[0])
+
+
+@rules
+@given(data=st.data())
+def test_permutation_invariance(case, data):
+    x, rule = draw_input(data, case, ties=False)
+    if "krum" in case.name:  # equal scores are broken by input index, by definition
+        _, sel = aggkit.krum(x, f=rule.f, return_selection=True)
+        assume(len(set(sel.scores.tolist())) == x.shape[0])
+    perm = data.draw(st.permutations(range(x.shape[0])))
+    a, b = rule(x), rule(x[list(perm)])
+    if case.name == "mean":  # float64 accumulation in row order: equal up to the last rounding
+        np.testing.assert_allclose(a, b, rtol=1e-6 if x.dtype == np.float32 else 1e-14, atol=0)
+    else:
+        np.testing.assert_array_equal(a, b)
+
+
+@rules
+@given(data=st.data())
+def test_scaling_by_powers_of_two_is_exact(case, data):
+    x, rule = draw_input(data, case)
+    k = data.draw(st.sampled_from([-4.0, -2.0, 0.5, 2.0, 8.0]))
+    if k < 0 and case.name == "median":  # negating swaps the lower and upper middle
+        rule = aggkit.Median(even="mean")
+    np.testing.assert_array_equal(rule(x * x.dtype.type(k)), rule(x) * x.dtype.type(k))
+
+
+@rules
+@given(data=st.data())
+def test_translation_equivariance(case, data):
+    x, rule = draw_input(data, case, ties=False)
+    c = data.draw(st.floats(-1e3, 1e3, allow_subnormal=False))
+    shifted = (x + x.dtype.type(c)).astype(x.dtype)
+    eps = float(np.finfo(x.dtype).eps)
+    tol = 4 * eps * (np.abs(x).max() + abs(c) + 1)
+    np.testing.assert_allclose(rule(shifted), rule(x) + c, rtol=0, atol=tol)
+
+
+@rules
+@given(data=st.data())
+def test_unanimity(case, data):
+    x, rule = draw_input(data, case)
+    v = x[0]
+    same = np.repeat(v[None], x.shape[0], axis=0)
+    out = rule(same)
+    if case.averaging and x.dtype == np.float64:  # float64 sums of n copies round once
+        np.testing.assert_allclose(out, v, rtol=4e-16 * x.shape[0], atol=0)
+    else:
+        np.testing.assert_array_equal(out, v)
+
+
+ROBUST = [c for c in CASES.values() if c.robust is not None]  # the mean is the non-robust baseline
+
+
+@pytest.mark.parametrize("case", ROBUST, ids=[c.name for c in ROBUST])
+@given(data=st.data())
+def test_bounded_influence(case, data):
+    honest = data.draw(matrices(min_n=1, max_n=9, ties=False))
+    h = honest.shape[0]
+    # n = h + f inputs with the largest f the rule tolerates at that n.
+    f = data.draw(st.integers(0, 6))
+    n = h + f
+    assume(n >= case.min_n and case.f(n) >= f)
+    kinds = ANY if case.robust == "coordinate" and "krum" not in case.name else FAR
+    x = np.concatenate([honest, data.draw(junk(honest, f, kinds))])
+    perm = data.draw(st.permutations(range(n)))
+    x = x[list(perm)]
+    rule = case.make(n)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = rule(x)
+    if case.robust == "select":
+        assert any(np.array_equal(out, r) for r in honest)
+    else:
+        lo, hi = honest.min(axis=0), honest.max(axis=0)
+        assert np.all((lo <= out) & (out <= hi)), (out, lo, hi)
+
+
+@rules
+def test_thread_count_and_simd_level_do_not_change_bits(case, rng, threads, simd):
+    x = rng.standard_normal((23, 9001)).astype(np.float32)
+    x[4, ::5] = np.nan
+    rule = case.make(23)
+    outs = []
+    for t in (1, 2, 3):
+        aggkit.set_num_threads(t)
+        outs.append(rule(x))
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o.view(np.uint32), outs[0].view(np.uint32))
+
+
+@rules
+def test_simd_levels_agree_bitwise(case, rng):
+    x = rng.standard_normal((11, 5000))
+    rule = case.make(11)
+    before = aggkit.simd_level()
+    try:
+        aggkit._core._set_simd_level("scalar")
+        a = rule(x)
+        aggkit._core._set_simd_level("avx2")
+        b = rule(x)
+    finally:
+        aggkit._core._set_simd_level(before)
+    np.testing.assert_array_equal(a.view(np.uint64), b.view(np.uint64))
+
+
+@rules
+def test_inputs_are_never_mutated(case, rng):
+    x = rng.standard_normal((9, 40)).astype(np.float32)
+    x[1, 3] = np.nan
+    x.flags.writeable = False
+    snapshot = x.copy()
+    rule = case.make(9)
+    rule(x)
+    rule(list(x))
+    np.testing.assert_array_equal(x, snapshot)
+
+
+@rules
+def test_dtypes_and_shapes_are_preserved(case, rng):
+    rule = case.make(7)
+    for dt in (np.float16, np.float32, np.float64):
+        x = rng.standard_normal((7, 3, 4)).astype(dt)
+        out = rule(x)
+        assert out.dtype == dt and out.shape == (3, 4)
+        seq = rule([x[i] for i in range(7)])
+        np.testing.assert_array_equal(seq, out)
+    assert rule(np.ones((7, 0))).shape == (0,)
+
+
+@rules
+def test_repr_eq_and_registry_roundtrip(case):
+    r = case.make(9)
+    assert aggkit.rule(r.name, **r.get_params()) == r
+    assert eval(repr(r), {k: getattr(aggkit, k) for k in aggkit.__all__}) == r
+    assert hash(r) == hash(aggkit.rule(r.name, **r.get_params()))
+    assert aggkit.rule(r) is r
+    with pytest.raises(AttributeError):
+        r.nonfinite = "raise"

@@ -1,0 +1,68 @@
+import aggkit
+import numpy as np
+import pytest
+import reference as ref
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import matrices
+
+ORACLE = np.array([[1, 10], [2, -3], [4, 7], [100, 0.5]], dtype=np.float64)
+
+
+def test_spec_oracle():  # ALGORITHMS.md §18.1 and §18.2
+    np.testing.assert_array_equal(aggkit.median(ORACLE), [3, 3.75])
+    np.testing.assert_array_equal(aggkit.median(ORACLE, even="lower"), [2, 0.5])
+    np.testing.assert_array_equal(aggkit.median(ORACLE, even="upper"), [4, 7])
+    x = np.array([[6, -8], [-6, -5], [-6, 6], [7, 2], [-9, -8], [-3, -1], [40, -30]], np.float32)
+    np.testing.assert_array_equal(aggkit.median(x), [-3, -5])
+
+
+@given(matrices(), st.sampled_from(["mean", "lower", "upper"]))
+def test_matches_reference_bitwise(x, even):
+    np.testing.assert_array_equal(aggkit.median(x, even=even), ref.median(x, even))
+
+
+def test_matches_reference_across_tiles(rng):
+    # Wider than one tile and large enough for the parallel path.
+    x = rng.standard_normal((37, 2000)).astype(np.float32)
+    x[3, ::7] = np.nan
+    np.testing.assert_array_equal(aggkit.median(x), ref.median(x))
+    np.testing.assert_array_equal(
+        aggkit.median(x, nonfinite="propagate"), ref.median(x, nonfinite="propagate")
+    )
+
+
+def test_lower_matches_torch_convention_and_numpy(rng):
+    x = rng.standard_normal((10, 500))
+    np.testing.assert_allclose(aggkit.median(x), np.median(x, axis=0), rtol=0, atol=0)
+    lower = np.sort(x, axis=0)[4]
+    np.testing.assert_array_equal(aggkit.median(x, even="lower"), lower)
+
+
+def test_nonfinite_policies():
+    x = np.array([[1.0, np.nan], [2.0, 5.0], [np.nan, 6.0]])
+    np.testing.assert_array_equal(aggkit.median(x), [2.0, 6.0])
+    assert np.isnan(aggkit.median(x, nonfinite="propagate")).all()
+    with pytest.raises(aggkit.NonFiniteError, match=r"row indices\): \[0, 2\]") as e:
+        aggkit.median(x, nonfinite="raise")
+    assert e.value.rows == [0, 2]
+
+
+def test_even_mean_does_not_overflow():
+    x = np.array([[3e38], [3e38], [-1.0], [3e38]], np.float32)
+    np.testing.assert_array_equal(aggkit.median(x), np.float32([3e38]))
+    x = np.array([[-np.inf], [np.inf]])
+    assert np.isnan(aggkit.median(x))  # documented: the two middles -inf, +inf average to NaN
+
+
+def test_signed_zero_is_order_independent():
+    a = np.array([[-0.0], [0.0]])
+    for x in (a, a[::-1]):
+        assert np.signbit(aggkit.median(x, even="lower"))[0]
+        assert not np.signbit(aggkit.median(x, even="upper"))[0]
+
+
+def test_reports_selected_rows():
+    lo_hi = aggkit._core.median(ORACLE, "mean", "robust", True)
+    np.testing.assert_array_equal(lo_hi[1], [1, 3])  # rows of the lower middles: 2 and 0.5
+    np.testing.assert_array_equal(lo_hi[2], [2, 2])  # rows of the upper middles: 4 and 7

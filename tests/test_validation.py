@@ -1,0 +1,145 @@
+"""Bad input: every case raises a clear error that states the condition with the values."""
+
+import aggkit
+import numpy as np
+import pytest
+
+RULES = [
+    lambda x, **kw: aggkit.mean(x, **kw),
+    lambda x, **kw: aggkit.median(x, **kw),
+    lambda x, **kw: aggkit.trimmed_mean(x, f=0, **kw),
+    lambda x, **kw: aggkit.krum(x, f=0, **kw),
+    lambda x, **kw: aggkit.multi_krum(x, f=0, **kw),
+]
+rules = pytest.mark.parametrize(
+    "rule", RULES, ids=["mean", "median", "trimmed_mean", "krum", "multi_krum"]
+)
+
+
+def test_errors_are_value_errors():
+    assert issubclass(aggkit.AggkitError, ValueError)
+    for e in (
+        aggkit.EmptyInputError,
+        aggkit.ShapeError,
+        aggkit.TooFewInputsError,
+        aggkit.InvalidParameterError,
+        aggkit.NonFiniteError,
+    ):
+        assert issubclass(e, aggkit.AggkitError)
+
+
+@rules
+def test_empty(rule):
+    with pytest.raises(aggkit.EmptyInputError, match="n=0"):
+        rule(np.zeros((0, 3)))
+    with pytest.raises(aggkit.EmptyInputError, match="n=0"):
+        rule([])
+
+
+@rules
+def test_ragged_sequence(rule):
+    with pytest.raises(
+        aggkit.ShapeError, match=r"x\[0\] has shape \(3,\), x\[2\] has shape \(2,\)"
+    ):
+        rule([np.zeros(3), np.zeros(3), np.zeros(2)])
+
+
+@rules
+def test_zero_dim_and_non_arrays(rule):
+    with pytest.raises(aggkit.ShapeError, match="0-d"):
+        rule(np.float64(1.0))
+    with pytest.raises(TypeError, match="array"):
+        rule("abc")
+    with pytest.raises(TypeError, match="array"):
+        rule(object())
+
+
+@rules
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.bool_, np.complex64, object])
+def test_non_float_dtypes_raise_type_error(rule, dtype):
+    with pytest.raises(TypeError, match="floating-point"):
+        rule(np.ones((5, 2), dtype=dtype))
+
+
+@rules
+def test_mixed_dtypes_in_a_sequence(rule):
+    with pytest.raises(TypeError, match="same dtype"):
+        rule([np.zeros(2, np.float32), np.zeros(2, np.float64), np.zeros(2, np.float32)])
+
+
+@rules
+def test_bad_policy(rule):
+    with pytest.raises(aggkit.InvalidParameterError, match="nonfinite must be one of"):
+        rule(np.ones((5, 2)), nonfinite="ignore")
+
+
+@rules
+def test_noncontiguous_fortran_strided_and_readonly_inputs(rule, rng):
+    base = rng.standard_normal((7, 12))
+    expected = rule(np.ascontiguousarray(base[:, ::2]))
+    for x in (base[:, ::2], np.asfortranarray(base[:, ::2]), base[::-1][::-1, ::2]):
+        np.testing.assert_array_equal(rule(x), expected)
+    rows = np.ascontiguousarray(base[::2])
+    np.testing.assert_array_equal(rule(base[::2]), rule(rows))  # row-strided view: no copy needed
+    ro = base.copy()
+    ro.flags.writeable = False
+    np.testing.assert_array_equal(rule(ro), rule(base))
+    be = base.astype(">f8")
+    np.testing.assert_array_equal(rule(be), rule(base))
+
+
+def test_f_validation():
+    x = np.ones((5, 2))
+    with pytest.raises(aggkit.InvalidParameterError, match="f must be >= 0, got f=-1"):
+        aggkit.trimmed_mean(x, f=-1)
+    with pytest.raises(TypeError, match="f must be an int"):
+        aggkit.krum(x, f=1.0)
+    with pytest.raises(TypeError, match="f must be an int"):
+        aggkit.krum(x, f=True)
+    with pytest.raises(TypeError):
+        aggkit.krum(x)  # f is required and keyword-only
+    with pytest.raises(TypeError):
+        aggkit.trimmed_mean(x, 1)
+    with pytest.raises(
+        aggkit.TooFewInputsError, match=r"trimmed mean needs n >= 2f \+ 1, got n=5, f=3"
+    ):
+        aggkit.trimmed_mean(x, f=3)
+
+
+def test_options_and_registry_errors():
+    with pytest.raises(aggkit.InvalidParameterError, match="even must be one of"):
+        aggkit.median(np.ones((2, 2)), even="middle")
+    with pytest.raises(aggkit.InvalidParameterError, match="unknown rule 'bulyan'"):
+        aggkit.rule("bulyan", f=1)
+    with pytest.raises(TypeError):
+        aggkit.rule("median", f=1)
+    with pytest.raises(aggkit.InvalidParameterError, match="cannot be applied"):
+        aggkit.rule(aggkit.Median(), even="lower")
+    with pytest.raises(aggkit.InvalidParameterError, match="f must be >= 0"):
+        aggkit.Krum(f=-2)
+    with pytest.raises(aggkit.InvalidParameterError, match="must be >= 1"):
+        aggkit.set_num_threads(0)
+
+
+def test_dlpack_and_array_like_inputs():
+    class ArrayLike:
+        def __init__(self, a):
+            self.a = a
+
+        def __array__(self, dtype=None, copy=None):
+            return self.a
+
+    x = np.arange(12.0).reshape(4, 3)
+    np.testing.assert_array_equal(aggkit.median(ArrayLike(x)), aggkit.median(x))
+
+    class DLPackOnly:
+        def __init__(self, a):
+            self.a = a
+
+        def __dlpack__(self, **kw):
+            return self.a.__dlpack__(**kw)
+
+        def __dlpack_device__(self):
+            return self.a.__dlpack_device__()
+
+    np.testing.assert_array_equal(aggkit.median(DLPackOnly(x)), aggkit.median(x))
