@@ -114,10 +114,7 @@ def mean(x: np.ndarray, weights=None, nonfinite: str = "robust") -> np.ndarray:
     if nonfinite == "robust":
         rows = [i for i in rows if all(math.isfinite(float(v)) for v in m[i])]
     total = fsum_in_order([w[i] for i in rows], np.float64)
-    out = [
-        fsum_in_order([w[i] * float(m[i, j]) for i in rows], x.dtype) / total
-        for j in range(m.shape[1])
-    ]
+    out = [fsum_in_order([w[i] * float(m[i, j]) for i in rows], x.dtype) / total for j in range(m.shape[1])]
     return _finish(out, x)
 
 
@@ -144,7 +141,5 @@ def multi_krum(x: np.ndarray, f: int, m: int) -> tuple[np.ndarray, list[int]]:
     scores = krum_scores(x, f)
     order = sorted(range(x.shape[0]), key=lambda i: (scores[i], i))[:m]
     rows = x.reshape(x.shape[0], -1)
-    out = [
-        fsum_in_order([float(rows[i, j]) for i in order], x.dtype) / m for j in range(rows.shape[1])
-    ]
+    out = [fsum_in_order([float(rows[i, j]) for i in order], x.dtype) / m for j in range(rows.shape[1])]
     return _finish(out, x), order

@@ -86,9 +86,11 @@ def test_nonfinite_policies():
     x = SPEC.copy()
     x[2, 0] = np.nan
     y, sel = aggkit.krum(x, f=1, return_selection=True)
-    assert np.isinf(sel.scores[2]) and sel.indices.tolist() == [5]
+    assert np.isinf(sel.scores[2])
+    assert sel.indices.tolist() == [5]
     y, sel = aggkit.krum(x, f=1, nonfinite="propagate", return_selection=True)
-    assert sel.indices.tolist() == [2] and np.isnan(y[0])
+    assert sel.indices.tolist() == [2]
+    assert np.isnan(y[0])
     with pytest.raises(aggkit.NonFiniteError):
         aggkit.krum(x, f=1, nonfinite="raise")
     x[3, 1] = np.inf

@@ -13,9 +13,7 @@ def test_spec_oracles():  # ALGORITHMS.md §18.1, §18.2, §18.6
     y = np.array([[6, -8], [-6, -5], [-6, 6], [7, 2], [-9, -8], [-3, -1], [40, -30]], np.float64)
     np.testing.assert_allclose(aggkit.trimmed_mean(y, f=1), [-0.4, -4.0], rtol=1e-15)
     np.testing.assert_allclose(aggkit.trimmed_mean(y, f=2), [-1.0, -14 / 3], rtol=1e-15)
-    np.testing.assert_array_equal(
-        aggkit.trimmed_mean(np.array([[1.0], [2], [3], [10]]), f=1), [2.5]
-    )
+    np.testing.assert_array_equal(aggkit.trimmed_mean(np.array([[1.0], [2], [3], [10]]), f=1), [2.5])
 
 
 @given(st.data())
@@ -33,9 +31,7 @@ def test_matches_reference_across_tiles(rng):
 
 def test_f_zero_is_the_mean(rng):
     x = rng.standard_normal((9, 100)).astype(np.float32)
-    np.testing.assert_allclose(
-        aggkit.trimmed_mean(x, f=0), x.mean(axis=0, dtype=np.float64), rtol=1e-6
-    )
+    np.testing.assert_allclose(aggkit.trimmed_mean(x, f=0), x.mean(axis=0, dtype=np.float64), rtol=1e-6)
 
 
 def test_never_overflows_on_byzantine_extremes():

@@ -11,9 +11,7 @@ RULES = [
     lambda x, **kw: aggkit.krum(x, f=0, **kw),
     lambda x, **kw: aggkit.multi_krum(x, f=0, **kw),
 ]
-rules = pytest.mark.parametrize(
-    "rule", RULES, ids=["mean", "median", "trimmed_mean", "krum", "multi_krum"]
-)
+rules = pytest.mark.parametrize("rule", RULES, ids=["mean", "median", "trimmed_mean", "krum", "multi_krum"])
 
 
 def test_errors_are_value_errors():
@@ -38,9 +36,7 @@ def test_empty(rule):
 
 @rules
 def test_ragged_sequence(rule):
-    with pytest.raises(
-        aggkit.ShapeError, match=r"x\[0\] has shape \(3,\), x\[2\] has shape \(2,\)"
-    ):
+    with pytest.raises(aggkit.ShapeError, match=r"x\[0\] has shape \(3,\), x\[2\] has shape \(2,\)"):
         rule([np.zeros(3), np.zeros(3), np.zeros(2)])
 
 
@@ -100,9 +96,7 @@ def test_f_validation():
         aggkit.krum(x)  # f is required and keyword-only
     with pytest.raises(TypeError):
         aggkit.trimmed_mean(x, 1)
-    with pytest.raises(
-        aggkit.TooFewInputsError, match=r"trimmed mean needs n >= 2f \+ 1, got n=5, f=3"
-    ):
+    with pytest.raises(aggkit.TooFewInputsError, match=r"trimmed mean needs n >= 2f \+ 1, got n=5, f=3"):
         aggkit.trimmed_mean(x, f=3)
 
 

@@ -82,9 +82,7 @@ def _rows_2d(a: np.ndarray, dt: np.dtype) -> np.ndarray:
 def prepare(x: Any, rule: str) -> Prepared:
     """Validate ``x`` and view it as ``n`` rows of ``d`` values."""
     if isinstance(x, (str, bytes)):
-        raise TypeError(
-            f"{rule}: x must be an array or a sequence of arrays, got {type(x).__name__}"
-        )
+        raise TypeError(f"{rule}: x must be an array or a sequence of arrays, got {type(x).__name__}")
     if isinstance(x, Sequence) and not hasattr(x, "__array__"):
         return _prepare_sequence(x, rule)
     a = _as_array(x, f"{rule}: x")

@@ -58,9 +58,7 @@ def mean(x: Any, *, weights: Any = None, nonfinite: str = "robust") -> np.ndarra
     if weights is not None:
         w = np.ascontiguousarray(weights, dtype=np.float64)
         if w.ndim != 1:
-            raise ShapeError(
-                f"mean: weights must be 1-D with one entry per input, got shape {w.shape}"
-            )
+            raise ShapeError(f"mean: weights must be 1-D with one entry per input, got shape {w.shape}")
     out, _dropped = _core.mean(p.data, w, nonfinite)
     return p.finish(out)
 
