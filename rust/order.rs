@@ -99,6 +99,11 @@ pub trait Float:
     fn key_value(k: Self::Key) -> Self;
     /// The row a key was made from.
     fn key_row(k: Self::Key) -> u32;
+    /// The value alone as a totally ordered integer (same order as [`Float::key`] without the
+    /// row): half the width, for kernels that need the value but not which row supplied it.
+    type VKey: Ord + Copy + Send + Sync + Debug;
+    fn vkey(self) -> Self::VKey;
+    fn vkey_value(k: Self::VKey) -> Self;
     /// The average of two values without overflow, correctly rounded for float32
     /// (`f32::midpoint` computes in float64) and float64 (`f64::midpoint`).
     fn midpoint(a: Self, b: Self) -> Self;
@@ -157,6 +162,15 @@ impl Float for f32 {
     fn key_row(k: u64) -> u32 {
         k as u32
     }
+    type VKey = u32;
+    #[inline(always)]
+    fn vkey(self) -> u32 {
+        (self.key(0) >> 32) as u32
+    }
+    #[inline(always)]
+    fn vkey_value(k: u32) -> f32 {
+        f32::key_value((k as u64) << 32)
+    }
     #[inline(always)]
     fn midpoint(a: Self, b: Self) -> Self {
         a.midpoint(b)
@@ -213,9 +227,71 @@ impl Float for f64 {
     fn key_row(k: u128) -> u32 {
         k as u32
     }
+    type VKey = u64;
+    #[inline(always)]
+    fn vkey(self) -> u64 {
+        (self.key(0) >> 32) as u64
+    }
+    #[inline(always)]
+    fn vkey_value(k: u64) -> f64 {
+        f64::key_value((k as u128) << 32)
+    }
     #[inline(always)]
     fn midpoint(a: Self, b: Self) -> Self {
         a.midpoint(b)
+    }
+}
+
+/// Put the element of rank `k` at `v[k]`, smaller-or-equal ones before it, larger-or-equal ones
+/// after it, and return it (the contract of `slice::select_nth_unstable`).
+///
+/// Quickselect with a branch-free Lomuto partition: keys in a column are in random order, so
+/// the branch of a classic partition mispredicts about half the time; here the swap always
+/// happens and only the store index moves by the comparison result. Median-of-3 pivots; a pass
+/// that gathers keys equal to the pivot guarantees progress on ties; small ranges are finished
+/// by `sort_unstable` (branch-free small-sort networks for integers); after too many rounds
+/// (adversarial input) it hands over to std's introselect, which is O(n) worst case.
+pub fn select<K: Ord + Copy>(v: &mut [K], k: usize) -> K {
+    assert!(k < v.len());
+    let (mut lo, mut hi) = (0, v.len());
+    let mut rounds = 2 * (usize::BITS - v.len().leading_zeros()) + 4;
+    loop {
+        let len = hi - lo;
+        if len <= 16 {
+            v[lo..hi].sort_unstable();
+            return v[k];
+        }
+        if rounds == 0 {
+            let (_, &mut x, _) = v[lo..hi].select_nth_unstable(k - lo);
+            return x;
+        }
+        rounds -= 1;
+        let (a, b, c) = (v[lo], v[lo + len / 2], v[hi - 1]);
+        let p = a.max(b).min(a.min(b).max(c));
+        let mut store = lo;
+        for i in lo..hi {
+            let x = v[i];
+            v.swap(i, store);
+            store += (x < p) as usize;
+        }
+        if k < store {
+            hi = store;
+            continue;
+        }
+        if store > lo {
+            lo = store;
+            continue;
+        }
+        // Every key of the range is >= p: gather those equal to p (p itself is one of them).
+        for i in lo..hi {
+            let x = v[i];
+            v.swap(i, store);
+            store += (x <= p) as usize;
+        }
+        if k < store {
+            return p;
+        }
+        lo = store;
     }
 }
 
@@ -268,6 +344,13 @@ mod tests {
         assert!((-f64::NAN).key(0) > f64::INFINITY.key(1));
         assert!((-0.0f64).key(9) < 0.0f64.key(0));
         assert_eq!(f64::key_value(1.25f64.key(3)), 1.25);
+        for &v in &vals {
+            assert_eq!(
+                f32::vkey_value(v.vkey()).to_bits(),
+                f32::key_value(v.key(0)).to_bits()
+            );
+        }
+        assert!((-0.0f32).vkey() < 0.0f32.vkey() && 1.0f64.vkey() < f64::NAN.vkey());
         // Equal values: lower row first.
         assert!(2.0f64.key(1) < 2.0f64.key(2));
     }
@@ -290,6 +373,42 @@ mod tests {
         b.add(f64::INFINITY);
         b.add(1.0);
         assert_eq!(b.value(), f64::INFINITY);
+    }
+
+    #[test]
+    fn select_matches_sorting() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in [1usize, 2, 3, 16, 17, 18, 31, 50, 64, 200, 1000] {
+            for modulo in [2u64, 5, 1 << 40] {
+                let v: Vec<u64> = (0..len).map(|_| next() % modulo).collect();
+                let mut sorted = v.clone();
+                sorted.sort();
+                for k in [0, len / 2, len - 1, len / 3] {
+                    let mut w = v.clone();
+                    assert_eq!(select(&mut w, k), sorted[k]);
+                    assert!(
+                        w[..k].iter().all(|&a| a <= w[k]) && w[k + 1..].iter().all(|&a| a >= w[k])
+                    );
+                }
+            }
+            // Sorted, reversed and constant inputs.
+            for base in [
+                (0..len as u64).collect::<Vec<_>>(),
+                (0..len as u64).rev().collect(),
+                vec![7; len],
+            ] {
+                let mut w = base.clone();
+                let mut s = base.clone();
+                s.sort();
+                assert_eq!(select(&mut w, len / 2), s[len / 2]);
+            }
+        }
     }
 
     #[test]

@@ -15,8 +15,12 @@
 
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
-use crate::order::Float;
-use crate::rules::{for_each_tile, load_keys, ColumnsOut};
+use crate::network::{self, LANES};
+use crate::order::{select, Float};
+use crate::rules::{
+    for_each_tile, load_block, load_keys, ColumnsOut, Keying, ValuesOnly, WithRows,
+};
+use crate::simd;
 
 pub const NAME: &str = "median";
 
@@ -59,13 +63,58 @@ pub fn median<T: Float>(
             Even::Upper => (n / 2, n / 2),
         }
     };
+    if out.rows.is_some() {
+        run::<T, WithRows>(x, propagate, r_lo, r_hi, out);
+    } else {
+        run::<T, ValuesOnly>(x, propagate, r_lo, r_hi, out);
+    }
+    Ok(())
+}
+
+fn run<T: Float, Kg: Keying<T>>(
+    x: &Rows<'_, T>,
+    propagate: bool,
+    r_lo: usize,
+    r_hi: usize,
+    out: ColumnsOut<'_, T>,
+) {
+    let n = x.n();
+    if n <= network::MAX_N {
+        let net = network::network(n, &[r_lo, r_hi]);
+        let level = simd::level();
+        for_each_tile(x, out, Vec::new, |keys: &mut Vec<Kg::K>, t| {
+            let w = t.values.len();
+            for b0 in (0..w).step_by(LANES) {
+                let bw = (w - b0).min(LANES);
+                let first_nan = load_block::<T, Kg>(x, t.j0 + b0, bw, keys, propagate);
+                network::apply_dispatch(level, keys, &net);
+                for l in 0..bw {
+                    let c = b0 + l;
+                    if first_nan[l] != u32::MAX {
+                        t.values[c] = T::NAN;
+                        t.lo[c] = first_nan[l];
+                        t.hi[c] = first_nan[l];
+                        continue;
+                    }
+                    let (lo_key, hi_key) = (keys[r_lo * LANES + l], keys[r_hi * LANES + l]);
+                    let (a, b) = (Kg::value(lo_key), Kg::value(hi_key));
+                    t.values[c] = if r_lo == r_hi { b } else { T::midpoint(a, b) };
+                    if t.want_rows {
+                        t.lo[c] = Kg::row(lo_key);
+                        t.hi[c] = Kg::row(hi_key);
+                    }
+                }
+            }
+        });
+        return;
+    }
     for_each_tile(
         x,
         out,
         || (Vec::new(), Vec::new()),
-        |(keys, first_nan): &mut (Vec<T::Key>, Vec<u32>), t| {
+        |(keys, first_nan): &mut (Vec<Kg::K>, Vec<u32>), t| {
             let w = t.values.len();
-            load_keys(x, t.j0, w, keys, first_nan, propagate);
+            load_keys::<T, Kg>(x, t.j0, w, keys, first_nan, propagate);
             for c in 0..w {
                 if first_nan[c] != u32::MAX {
                     t.values[c] = T::NAN;
@@ -74,23 +123,22 @@ pub fn median<T: Float>(
                     continue;
                 }
                 let col = &mut keys[c * n..(c + 1) * n];
-                let (left, &mut hi_key, _) = col.select_nth_unstable(r_hi);
+                let hi_key = select(col, r_hi);
                 let lo_key = if r_lo == r_hi {
                     hi_key
                 } else {
                     // Rank r_hi - 1 is the largest key left of rank r_hi.
-                    *left.iter().max().expect("n >= 2 here")
+                    *col[..r_hi].iter().max().expect("n >= 2 here")
                 };
-                let (a, b) = (T::key_value(lo_key), T::key_value(hi_key));
+                let (a, b) = (Kg::value(lo_key), Kg::value(hi_key));
                 t.values[c] = if r_lo == r_hi { b } else { T::midpoint(a, b) };
                 if t.want_rows {
-                    t.lo[c] = T::key_row(lo_key);
-                    t.hi[c] = T::key_row(hi_key);
+                    t.lo[c] = Kg::row(lo_key);
+                    t.hi[c] = Kg::row(hi_key);
                 }
             }
         },
     );
-    Ok(())
 }
 
 #[cfg(test)]

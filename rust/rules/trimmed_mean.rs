@@ -13,8 +13,12 @@
 
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
-use crate::order::{Accumulator, Float};
-use crate::rules::{for_each_tile, load_keys, ColumnsOut};
+use crate::network::{self, LANES};
+use crate::order::{select, Accumulator, Float};
+use crate::rules::{
+    for_each_tile, load_block, load_keys, ColumnsOut, Keying, ValuesOnly, WithRows,
+};
+use crate::simd;
 
 pub const NAME: &str = "trimmed_mean";
 
@@ -41,14 +45,61 @@ pub fn trimmed_mean<T: Float>(
     }
     x.check_policy(NAME, policy)?;
     let propagate = policy == NonFinite::Propagate;
+    if out.rows.is_some() {
+        run::<T, WithRows>(x, f, propagate, out);
+    } else {
+        run::<T, ValuesOnly>(x, f, propagate, out);
+    }
+    Ok(())
+}
+
+fn run<T: Float, Kg: Keying<T>>(
+    x: &Rows<'_, T>,
+    f: usize,
+    propagate: bool,
+    out: ColumnsOut<'_, T>,
+) {
+    let n = x.n();
     let kept = n - 2 * f;
+    if n <= network::MAX_N {
+        let net = network::network(n, &(f..n - f).collect::<Vec<_>>());
+        let level = simd::level();
+        for_each_tile(x, out, Vec::new, |keys: &mut Vec<Kg::K>, t| {
+            let w = t.values.len();
+            for b0 in (0..w).step_by(LANES) {
+                let bw = (w - b0).min(LANES);
+                let first_nan = load_block::<T, Kg>(x, t.j0 + b0, bw, keys, propagate);
+                network::apply_dispatch(level, keys, &net);
+                for l in 0..bw {
+                    let c = b0 + l;
+                    if first_nan[l] != u32::MAX {
+                        t.values[c] = T::NAN;
+                        t.lo[c] = first_nan[l];
+                        t.hi[c] = first_nan[l];
+                        continue;
+                    }
+                    // Ranks f .. n-f in ascending order: the same summation order as below.
+                    let mut acc = T::Acc::default();
+                    for r in f..n - f {
+                        acc.add(Kg::value(keys[r * LANES + l]).to_f64());
+                    }
+                    t.values[c] = T::from_f64(acc.value() / kept as f64);
+                    if t.want_rows {
+                        t.lo[c] = Kg::row(keys[f * LANES + l]);
+                        t.hi[c] = Kg::row(keys[(n - f - 1) * LANES + l]);
+                    }
+                }
+            }
+        });
+        return;
+    }
     for_each_tile(
         x,
         out,
         || (Vec::new(), Vec::new()),
-        |(keys, first_nan): &mut (Vec<T::Key>, Vec<u32>), t| {
+        |(keys, first_nan): &mut (Vec<Kg::K>, Vec<u32>), t| {
             let w = t.values.len();
-            load_keys(x, t.j0, w, keys, first_nan, propagate);
+            load_keys::<T, Kg>(x, t.j0, w, keys, first_nan, propagate);
             for c in 0..w {
                 if first_nan[c] != u32::MAX {
                     t.values[c] = T::NAN;
@@ -59,27 +110,26 @@ pub fn trimmed_mean<T: Float>(
                 let col = &mut keys[c * n..(c + 1) * n];
                 // Isolate ranks f .. n-f, then order just those for a fixed summation order.
                 if f > 0 {
-                    col.select_nth_unstable(f);
+                    select(col, f);
                 }
                 let rest = &mut col[f..];
                 if kept < rest.len() {
-                    rest.select_nth_unstable(kept);
+                    select(rest, kept);
                 }
                 let mid = &mut rest[..kept];
                 mid.sort_unstable();
                 let mut acc = T::Acc::default();
                 for &k in mid.iter() {
-                    acc.add(T::key_value(k).to_f64());
+                    acc.add(Kg::value(k).to_f64());
                 }
                 t.values[c] = T::from_f64(acc.value() / kept as f64);
                 if t.want_rows {
-                    t.lo[c] = T::key_row(mid[0]);
-                    t.hi[c] = T::key_row(mid[kept - 1]);
+                    t.lo[c] = Kg::row(mid[0]);
+                    t.hi[c] = Kg::row(mid[kept - 1]);
                 }
             }
         },
     );
-    Ok(())
 }
 
 #[cfg(test)]
