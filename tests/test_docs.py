@@ -31,3 +31,14 @@ def test_demo_runs():
     for name in aggkit.list_rules():
         assert name in out
     assert "honest" in out
+
+
+def test_readme_python_examples_run():
+    import pathlib
+    import re
+
+    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(readme), "exec"), {})
