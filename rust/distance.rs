@@ -53,35 +53,67 @@ fn reduce_lanes<T: Float>(acc: &[T; LANES]) -> f64 {
     v[0]
 }
 
-/// Squared distances from `a` to each of `K` rows `b`, same arithmetic for every `K`.
+/// `acc[l] += (a[l] - b[l])²` for one block of `LANES` coordinates.
 #[inline(always)]
-fn dist_block<T: Float, const K: usize>(a: &[T], b: [&[T]; K]) -> [f64; K] {
-    let len = a.len();
-    let mut acc = [[T::ZERO; LANES]; K];
-    let full = len / LANES * LANES;
+fn lanes<T: Float>(acc: &mut [T; LANES], a: &[T], b: &[T]) {
+    let a: &[T; LANES] = a.try_into().expect("a block has LANES values");
+    let b: &[T; LANES] = b.try_into().expect("a block has LANES values");
+    for ((s, &x), &y) in acc.iter_mut().zip(a).zip(b) {
+        let t = x - y;
+        *s = *s + t * t;
+    }
+}
+
+/// The tail (fewer than `LANES` coordinates) goes into lanes `0..len`, same for every block.
+#[inline(always)]
+fn tail<T: Float>(acc: &mut [T; LANES], a: &[T], b: &[T]) {
+    for (l, (&x, &y)) in a.iter().zip(b).enumerate() {
+        let t = x - y;
+        acc[l] = acc[l] + t * t;
+    }
+}
+
+/// Squared distances from `a` to four rows at once (each load of `a` is used four times).
+/// Every pair goes through exactly the arithmetic of [`dist_1`], so blocking never changes bits.
+#[inline(always)]
+fn dist_4<T: Float>(a: &[T], b: [&[T]; 4]) -> [f64; 4] {
+    let mut acc = [[T::ZERO; LANES]; 4];
+    let (mut a0, mut a1, mut a2, mut a3) = (acc[0], acc[1], acc[2], acc[3]);
+    let full = a.len() / LANES * LANES;
     let mut k = 0;
     while k < full {
         let av = &a[k..k + LANES];
-        for p in 0..K {
-            let bv = &b[p][k..k + LANES];
-            for l in 0..LANES {
-                let t = av[l] - bv[l];
-                acc[p][l] = acc[p][l] + t * t;
-            }
-        }
+        lanes(&mut a0, av, &b[0][k..k + LANES]);
+        lanes(&mut a1, av, &b[1][k..k + LANES]);
+        lanes(&mut a2, av, &b[2][k..k + LANES]);
+        lanes(&mut a3, av, &b[3][k..k + LANES]);
         k += LANES;
     }
-    for p in 0..K {
-        for (l, kk) in (full..len).enumerate() {
-            let t = a[kk] - b[p][kk];
-            acc[p][l] = acc[p][l] + t * t;
-        }
+    tail(&mut a0, &a[full..], &b[0][full..]);
+    tail(&mut a1, &a[full..], &b[1][full..]);
+    tail(&mut a2, &a[full..], &b[2][full..]);
+    tail(&mut a3, &a[full..], &b[3][full..]);
+    acc = [a0, a1, a2, a3];
+    [
+        reduce_lanes(&acc[0]),
+        reduce_lanes(&acc[1]),
+        reduce_lanes(&acc[2]),
+        reduce_lanes(&acc[3]),
+    ]
+}
+
+/// Squared distance from `a` to `b`.
+#[inline(always)]
+fn dist_1<T: Float>(a: &[T], b: &[T]) -> f64 {
+    let mut acc = [T::ZERO; LANES];
+    let full = a.len() / LANES * LANES;
+    let mut k = 0;
+    while k < full {
+        lanes(&mut acc, &a[k..k + LANES], &b[k..k + LANES]);
+        k += LANES;
     }
-    let mut out = [0.0; K];
-    for p in 0..K {
-        out[p] = reduce_lanes(&acc[p]);
-    }
-    out
+    tail(&mut acc, &a[full..], &b[full..]);
+    reduce_lanes(&acc)
 }
 
 /// Add the distances over coordinates `c0..c1` of every pair into `acc` (packed triangle).
@@ -94,7 +126,7 @@ fn chunk_body<T: Float>(rows: &[&[T]], c0: usize, c1: usize, acc: &mut [f64]) {
         let mut j = i + 1;
         while j + BLOCK <= n {
             let b: [&[T]; BLOCK] = std::array::from_fn(|p| &rows[j + p][c0..c1]);
-            let v = dist_block::<T, BLOCK>(a, b);
+            let v = dist_4(a, b);
             for p in 0..BLOCK {
                 acc[idx + p] += v[p];
             }
@@ -102,7 +134,7 @@ fn chunk_body<T: Float>(rows: &[&[T]], c0: usize, c1: usize, acc: &mut [f64]) {
             j += BLOCK;
         }
         while j < n {
-            acc[idx] += dist_block::<T, 1>(a, [&rows[j][c0..c1]])[0];
+            acc[idx] += dist_1(a, &rows[j][c0..c1]);
             idx += 1;
             j += 1;
         }
