@@ -66,3 +66,15 @@ def test_reports_selected_rows():
     lo_hi = aggkit._core.median(ORACLE, "mean", "robust", True)
     np.testing.assert_array_equal(lo_hi[1], [1, 3])  # rows of the lower middles: 2 and 0.5
     np.testing.assert_array_equal(lo_hi[2], [2, 2])  # rows of the upper middles: 4 and 7
+
+
+def test_selection_path_beyond_the_network(rng):
+    # n > 1024 leaves the sorting network for per-coordinate selection: same results.
+    x = rng.standard_normal((1030, 5))
+    x[7, 1] = np.nan
+    for even in ("mean", "lower", "upper"):
+        np.testing.assert_array_equal(aggkit.median(x, even=even), ref.median(x, even))
+    np.testing.assert_array_equal(
+        aggkit.median(x, nonfinite="propagate"), ref.median(x, nonfinite="propagate")
+    )
+    np.testing.assert_array_equal(aggkit.trimmed_mean(x, f=100), ref.trimmed_mean(x, 100))

@@ -15,12 +15,8 @@
 
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
-use crate::network::{self, LANES};
-use crate::order::{select, Float};
-use crate::rules::{
-    for_each_tile, load_block, load_keys, ColumnsOut, Keying, ValuesOnly, WithRows,
-};
-use crate::simd;
+use crate::order::Float;
+use crate::rules::{ranked_columns, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows};
 
 pub const NAME: &str = "median";
 
@@ -64,81 +60,26 @@ pub fn median<T: Float>(
         }
     };
     if out.rows.is_some() {
-        run::<T, WithRows>(x, propagate, r_lo, r_hi, out);
+        ranked_columns::<T, WithRows>(x, out, propagate, r_lo, r_hi, |k| {
+            middle::<T, WithRows>(k, r_lo, r_hi)
+        });
     } else {
-        run::<T, ValuesOnly>(x, propagate, r_lo, r_hi, out);
+        ranked_columns::<T, ValuesOnly>(x, out, propagate, r_lo, r_hi, |k| {
+            middle::<T, ValuesOnly>(k, r_lo, r_hi)
+        });
     }
     Ok(())
 }
 
-fn run<T: Float, Kg: Keying<T>>(
-    x: &Rows<'_, T>,
-    propagate: bool,
-    r_lo: usize,
-    r_hi: usize,
-    out: ColumnsOut<'_, T>,
-) {
-    let n = x.n();
-    if n <= network::MAX_N {
-        let net = network::network(n, &[r_lo, r_hi]);
-        let level = simd::level();
-        for_each_tile(x, out, Vec::new, |keys: &mut Vec<Kg::K>, t| {
-            let w = t.values.len();
-            for b0 in (0..w).step_by(LANES) {
-                let bw = (w - b0).min(LANES);
-                let first_nan = load_block::<T, Kg>(x, t.j0 + b0, bw, keys, propagate);
-                network::apply_dispatch(level, keys, &net);
-                for l in 0..bw {
-                    let c = b0 + l;
-                    if first_nan[l] != u32::MAX {
-                        t.values[c] = T::NAN;
-                        t.lo[c] = first_nan[l];
-                        t.hi[c] = first_nan[l];
-                        continue;
-                    }
-                    let (lo_key, hi_key) = (keys[r_lo * LANES + l], keys[r_hi * LANES + l]);
-                    let (a, b) = (Kg::value(lo_key), Kg::value(hi_key));
-                    t.values[c] = if r_lo == r_hi { b } else { T::midpoint(a, b) };
-                    if t.want_rows {
-                        t.lo[c] = Kg::row(lo_key);
-                        t.hi[c] = Kg::row(hi_key);
-                    }
-                }
-            }
-        });
-        return;
+/// The median from the keys of ranks `r_lo` and `r_hi` (equal unless averaging an even `n`).
+#[inline(always)]
+fn middle<T: Float, Kg: Keying<T>>(k: &Ranked<'_, Kg::K>, r_lo: usize, r_hi: usize) -> T {
+    let b = Kg::value(k.get(r_hi));
+    if r_lo == r_hi {
+        b
+    } else {
+        T::midpoint(Kg::value(k.get(r_lo)), b)
     }
-    for_each_tile(
-        x,
-        out,
-        || (Vec::new(), Vec::new()),
-        |(keys, first_nan): &mut (Vec<Kg::K>, Vec<u32>), t| {
-            let w = t.values.len();
-            load_keys::<T, Kg>(x, t.j0, w, keys, first_nan, propagate);
-            for c in 0..w {
-                if first_nan[c] != u32::MAX {
-                    t.values[c] = T::NAN;
-                    t.lo[c] = first_nan[c];
-                    t.hi[c] = first_nan[c];
-                    continue;
-                }
-                let col = &mut keys[c * n..(c + 1) * n];
-                let hi_key = select(col, r_hi);
-                let lo_key = if r_lo == r_hi {
-                    hi_key
-                } else {
-                    // Rank r_hi - 1 is the largest key left of rank r_hi.
-                    *col[..r_hi].iter().max().expect("n >= 2 here")
-                };
-                let (a, b) = (Kg::value(lo_key), Kg::value(hi_key));
-                t.values[c] = if r_lo == r_hi { b } else { T::midpoint(a, b) };
-                if t.want_rows {
-                    t.lo[c] = Kg::row(lo_key);
-                    t.hi[c] = Kg::row(hi_key);
-                }
-            }
-        },
-    );
 }
 
 #[cfg(test)]
@@ -198,7 +139,8 @@ mod tests {
     #[test]
     fn reports_rows_and_matches_sorting() {
         let mut rng = Rng(42);
-        for &n in &[1usize, 2, 3, 10, 11, 64] {
+        // 1100 > network::MAX_N: the selection path.
+        for &n in &[1usize, 2, 3, 10, 11, 64, 1100] {
             let data = rng.matrix(n, 700);
             let x = rows(&data);
             for even in [Even::Mean, Even::Lower, Even::Upper] {

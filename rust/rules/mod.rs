@@ -15,8 +15,9 @@ pub mod trimmed_mean;
 use rayon::prelude::*;
 
 use crate::input::Rows;
-use crate::network::LANES;
-use crate::order::Float;
+use crate::network::{self, LANES};
+use crate::order::{select, Float};
+use crate::simd;
 
 /// Below this many input values a call runs on the calling thread (rayon's fork/join costs
 /// microseconds, more than the work).
@@ -162,6 +163,96 @@ impl<T: Float> Keying<T> for ValuesOnly {
     #[inline(always)]
     fn row(_k: T::VKey) -> u32 {
         0
+    }
+}
+
+/// The keys of one coordinate in rank order, at least for the ranks a kernel asked for.
+pub(crate) struct Ranked<'k, K> {
+    keys: &'k [K],
+    base: usize,
+    stride: usize,
+}
+
+impl<K: Copy> Ranked<'_, K> {
+    /// The key of rank `r` (0-based); valid for the ranks passed to [`ranked_columns`].
+    #[inline(always)]
+    pub fn get(&self, r: usize) -> K {
+        self.keys[self.base + r * self.stride]
+    }
+}
+
+/// Run a rank-based column kernel. For every coordinate the keys of ranks `lo..=hi` are put in
+/// rank order (a network for `n <= network::MAX_N`, selection plus a sort of that range beyond),
+/// `finish` turns them into the output value, and the rows of ranks `lo` and `hi` are reported.
+/// Under `propagate`, a coordinate holding a NaN is NaN and reports the first NaN row.
+pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
+    x: &Rows<'_, T>,
+    out: ColumnsOut<'_, T>,
+    propagate: bool,
+    lo: usize,
+    hi: usize,
+    finish: impl Fn(&Ranked<'_, Kg::K>) -> T + Sync + Send,
+) {
+    let n = x.n();
+    let emit = |t: &mut Tile<'_, T>, c: usize, first_nan: u32, r: &Ranked<'_, Kg::K>| {
+        if first_nan != u32::MAX {
+            t.values[c] = T::NAN;
+            t.lo[c] = first_nan;
+            t.hi[c] = first_nan;
+            return;
+        }
+        t.values[c] = finish(r);
+        if t.want_rows {
+            t.lo[c] = Kg::row(r.get(lo));
+            t.hi[c] = Kg::row(r.get(hi));
+        }
+    };
+    if n <= network::MAX_N {
+        let net = network::network(n, &(lo..=hi).collect::<Vec<_>>());
+        let level = simd::level();
+        for_each_tile(x, out, Vec::new, |keys: &mut Vec<Kg::K>, mut t| {
+            let w = t.values.len();
+            for b0 in (0..w).step_by(LANES) {
+                let bw = (w - b0).min(LANES);
+                let first_nan = load_block::<T, Kg>(x, t.j0 + b0, bw, keys, propagate);
+                network::apply_dispatch(level, keys, &net);
+                for (l, &nan_row) in first_nan.iter().enumerate().take(bw) {
+                    let r = Ranked {
+                        keys: &keys[..],
+                        base: l,
+                        stride: LANES,
+                    };
+                    emit(&mut t, b0 + l, nan_row, &r);
+                }
+            }
+        });
+    } else {
+        for_each_tile(
+            x,
+            out,
+            || (Vec::new(), Vec::new()),
+            |(keys, first_nan): &mut (Vec<Kg::K>, Vec<u32>), mut t| {
+                let w = t.values.len();
+                load_keys::<T, Kg>(x, t.j0, w, keys, first_nan, propagate);
+                for c in 0..w {
+                    let col = &mut keys[c * n..(c + 1) * n];
+                    if first_nan[c] == u32::MAX {
+                        select(col, lo);
+                        let rest = &mut col[lo..];
+                        if hi - lo + 1 < rest.len() {
+                            select(rest, hi - lo + 1);
+                        }
+                        rest[..=hi - lo].sort_unstable();
+                    }
+                    let r = Ranked {
+                        keys: &col[..],
+                        base: 0,
+                        stride: 1,
+                    };
+                    emit(&mut t, c, first_nan[c], &r);
+                }
+            },
+        );
     }
 }
 

@@ -13,12 +13,8 @@
 
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
-use crate::network::{self, LANES};
-use crate::order::{select, Accumulator, Float};
-use crate::rules::{
-    for_each_tile, load_block, load_keys, ColumnsOut, Keying, ValuesOnly, WithRows,
-};
-use crate::simd;
+use crate::order::{Accumulator, Float};
+use crate::rules::{ranked_columns, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows};
 
 pub const NAME: &str = "trimmed_mean";
 
@@ -45,91 +41,27 @@ pub fn trimmed_mean<T: Float>(
     }
     x.check_policy(NAME, policy)?;
     let propagate = policy == NonFinite::Propagate;
+    let (lo, hi) = (f, n - f - 1);
     if out.rows.is_some() {
-        run::<T, WithRows>(x, f, propagate, out);
+        ranked_columns::<T, WithRows>(x, out, propagate, lo, hi, |k| {
+            kept_mean::<T, WithRows>(k, lo, hi)
+        });
     } else {
-        run::<T, ValuesOnly>(x, f, propagate, out);
+        ranked_columns::<T, ValuesOnly>(x, out, propagate, lo, hi, |k| {
+            kept_mean::<T, ValuesOnly>(k, lo, hi)
+        });
     }
     Ok(())
 }
 
-fn run<T: Float, Kg: Keying<T>>(
-    x: &Rows<'_, T>,
-    f: usize,
-    propagate: bool,
-    out: ColumnsOut<'_, T>,
-) {
-    let n = x.n();
-    let kept = n - 2 * f;
-    if n <= network::MAX_N {
-        let net = network::network(n, &(f..n - f).collect::<Vec<_>>());
-        let level = simd::level();
-        for_each_tile(x, out, Vec::new, |keys: &mut Vec<Kg::K>, t| {
-            let w = t.values.len();
-            for b0 in (0..w).step_by(LANES) {
-                let bw = (w - b0).min(LANES);
-                let first_nan = load_block::<T, Kg>(x, t.j0 + b0, bw, keys, propagate);
-                network::apply_dispatch(level, keys, &net);
-                for l in 0..bw {
-                    let c = b0 + l;
-                    if first_nan[l] != u32::MAX {
-                        t.values[c] = T::NAN;
-                        t.lo[c] = first_nan[l];
-                        t.hi[c] = first_nan[l];
-                        continue;
-                    }
-                    // Ranks f .. n-f in ascending order: the same summation order as below.
-                    let mut acc = T::Acc::default();
-                    for r in f..n - f {
-                        acc.add(Kg::value(keys[r * LANES + l]).to_f64());
-                    }
-                    t.values[c] = T::from_f64(acc.value() / kept as f64);
-                    if t.want_rows {
-                        t.lo[c] = Kg::row(keys[f * LANES + l]);
-                        t.hi[c] = Kg::row(keys[(n - f - 1) * LANES + l]);
-                    }
-                }
-            }
-        });
-        return;
+/// The mean of ranks `lo..=hi`, summed in ascending order (bitwise permutation-invariant).
+#[inline(always)]
+fn kept_mean<T: Float, Kg: Keying<T>>(k: &Ranked<'_, Kg::K>, lo: usize, hi: usize) -> T {
+    let mut acc = T::Acc::default();
+    for r in lo..=hi {
+        acc.add(Kg::value(k.get(r)).to_f64());
     }
-    for_each_tile(
-        x,
-        out,
-        || (Vec::new(), Vec::new()),
-        |(keys, first_nan): &mut (Vec<Kg::K>, Vec<u32>), t| {
-            let w = t.values.len();
-            load_keys::<T, Kg>(x, t.j0, w, keys, first_nan, propagate);
-            for c in 0..w {
-                if first_nan[c] != u32::MAX {
-                    t.values[c] = T::NAN;
-                    t.lo[c] = first_nan[c];
-                    t.hi[c] = first_nan[c];
-                    continue;
-                }
-                let col = &mut keys[c * n..(c + 1) * n];
-                // Isolate ranks f .. n-f, then order just those for a fixed summation order.
-                if f > 0 {
-                    select(col, f);
-                }
-                let rest = &mut col[f..];
-                if kept < rest.len() {
-                    select(rest, kept);
-                }
-                let mid = &mut rest[..kept];
-                mid.sort_unstable();
-                let mut acc = T::Acc::default();
-                for &k in mid.iter() {
-                    acc.add(Kg::value(k).to_f64());
-                }
-                t.values[c] = T::from_f64(acc.value() / kept as f64);
-                if t.want_rows {
-                    t.lo[c] = Kg::row(mid[0]);
-                    t.hi[c] = Kg::row(mid[kept - 1]);
-                }
-            }
-        },
-    );
+    T::from_f64(acc.value() / (hi - lo + 1) as f64)
 }
 
 #[cfg(test)]
@@ -201,7 +133,16 @@ mod tests {
     #[test]
     fn matches_sorting_and_reports_bounds() {
         let mut rng = Rng(3);
-        for &(n, f) in &[(1usize, 0usize), (5, 0), (5, 2), (12, 3), (40, 4)] {
+        // 1100 > network::MAX_N: the selection path.
+        for &(n, f) in &[
+            (1usize, 0usize),
+            (5, 0),
+            (5, 2),
+            (12, 3),
+            (40, 4),
+            (1100, 100),
+            (1101, 550),
+        ] {
             let data = rng.matrix(n, 300);
             let x = rows(&data);
             let mut out = vec![0.0f32; 300];
