@@ -25,7 +25,9 @@ pub trait Accumulator: Copy + Send + Sync + Default {
 }
 
 /// Plain float64 summation: exact enough for float32 inputs (53 vs 24 mantissa bits).
+/// `repr(transparent)`: SIMD kernels may treat a `[PlainSum]` as the `[f64]` it is.
 #[derive(Clone, Copy, Default, Debug)]
+#[repr(transparent)]
 pub struct PlainSum(f64);
 
 impl Accumulator for PlainSum {

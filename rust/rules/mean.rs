@@ -17,7 +17,7 @@ use crate::simd::{self, Level};
 pub const NAME: &str = "mean";
 
 /// Coordinates per task: long contiguous runs per row (16-32 KB) stream at full bandwidth.
-const TILE: usize = 4096;
+const TILE: usize = 32768;
 
 /// The result of [`mean`] besides the values: which inputs were dropped (robust policy).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -48,29 +48,111 @@ fn check_weights(w: &[f64], n: usize) -> Result<(), AggError> {
     Ok(())
 }
 
-/// Add `w * row` into `acc`; returns whether every value of `row` was finite.
+/// Rows summed per pass over the accumulator: the running sums of a group stay in registers,
+/// which cuts the float64 accumulator traffic by this factor.
+const GROUP: usize = 8;
+
+/// Add `Σ w·row` over a group of at most [`GROUP`] rows into `acc`, each element in row order
+/// (`((acc + w0·x0) + w1·x1) + ...`, the same sequence for every group size); sets `bad[g]` if
+/// row `g` holds a non-finite value.
 #[inline(always)]
-fn accumulate_body<T: Float>(acc: &mut [T::Acc], row: &[T], w: f64) -> bool {
-    let mut finite = true;
-    for (a, &v) in acc.iter_mut().zip(row) {
-        a.add(w * v.to_f64());
-        finite &= v.is_finite();
+fn accumulate_body<T: Float>(acc: &mut [T::Acc], rows: &[(&[T], f64)], bad: &mut [bool; GROUP]) {
+    for (j, a) in acc.iter_mut().enumerate() {
+        let mut s = *a;
+        for &(r, w) in rows {
+            s.add(w * r[j].to_f64());
+        }
+        *a = s;
     }
-    finite
+    for (g, &(r, _)) in rows.iter().enumerate() {
+        bad[g] = !crate::input::all_finite(r);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn accumulate_avx2<T: Float>(acc: &mut [T::Acc], row: &[T], w: f64) -> bool {
-    accumulate_body::<T>(acc, row, w)
+fn accumulate_avx2<T: Float>(acc: &mut [T::Acc], rows: &[(&[T], f64)], bad: &mut [bool; GROUP]) {
+    use std::any::TypeId;
+    if TypeId::of::<T>() == TypeId::of::<f32>()
+        && TypeId::of::<T::Acc>() == TypeId::of::<crate::order::PlainSum>()
+    {
+        // SAFETY: T is f32 and T::Acc is PlainSum, a repr(transparent) f64 (checked above).
+        let (acc, rows) = unsafe {
+            (
+                &mut *(acc as *mut [T::Acc] as *mut [f64]),
+                &*(rows as *const [(&[T], f64)] as *const [(&[f32], f64)]),
+            )
+        };
+        return avx2::accumulate_f32(acc, rows, bad);
+    }
+    accumulate_body::<T>(acc, rows, bad)
 }
 
-fn accumulate<T: Float>(level: Level, acc: &mut [T::Acc], row: &[T], w: f64) -> bool {
+/// float32 rows added into float64 sums with explicit AVX2: a group of rows is summed in
+/// registers per 8 coordinates, then written once. Each element is `acc + w * (x as f64)` row
+/// after row, as in the portable path (no FMA), so both give the same bits; non-finite values
+/// are detected from the exponent bits.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::GROUP;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn accumulate_f32(acc: &mut [f64], rows: &[(&[f32], f64)], bad: &mut [bool; GROUP]) {
+        let len = acc.len();
+        assert!(rows.len() <= GROUP && rows.iter().all(|(r, _)| r.len() == len));
+        let full = len / 8 * 8;
+        let exp = _mm256_set1_epi32(0x7f80_0000);
+        let mut badv = [_mm256_setzero_si256(); GROUP];
+        let mut k = 0;
+        while k < full {
+            // SAFETY: k + 8 <= len for `acc` and every row (asserted equal lengths).
+            unsafe {
+                let p = acc.as_mut_ptr().add(k);
+                let (mut s0, mut s1) = (_mm256_loadu_pd(p), _mm256_loadu_pd(p.add(4)));
+                for (g, &(r, w)) in rows.iter().enumerate() {
+                    let v = _mm256_loadu_ps(r.as_ptr().add(k));
+                    let e = _mm256_and_si256(_mm256_castps_si256(v), exp);
+                    badv[g] = _mm256_or_si256(badv[g], _mm256_cmpeq_epi32(e, exp));
+                    let wv = _mm256_set1_pd(w);
+                    s0 = _mm256_add_pd(
+                        s0,
+                        _mm256_mul_pd(wv, _mm256_cvtps_pd(_mm256_castps256_ps128(v))),
+                    );
+                    s1 = _mm256_add_pd(
+                        s1,
+                        _mm256_mul_pd(wv, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v))),
+                    );
+                }
+                _mm256_storeu_pd(p, s0);
+                _mm256_storeu_pd(p.add(4), s1);
+            }
+            k += 8;
+        }
+        for (j, a) in acc.iter_mut().enumerate().skip(full) {
+            for &(r, w) in rows {
+                *a += w * r[j] as f64;
+            }
+        }
+        for (g, &(r, _)) in rows.iter().enumerate() {
+            let tail_bad = r[full..].iter().any(|v| !v.is_finite());
+            bad[g] = _mm256_testz_si256(badv[g], badv[g]) == 0 || tail_bad;
+        }
+    }
+}
+
+fn accumulate<T: Float>(
+    level: Level,
+    acc: &mut [T::Acc],
+    rows: &[(&[T], f64)],
+    bad: &mut [bool; GROUP],
+) {
     match level {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Level::Avx2` is only in force when the CPU reports avx2 and fma (simd.rs).
-        Level::Avx2 => unsafe { accumulate_avx2::<T>(acc, row, w) },
-        _ => accumulate_body::<T>(acc, row, w),
+        Level::Avx2 => unsafe { accumulate_avx2::<T>(acc, rows, bad) },
+        _ => accumulate_body::<T>(acc, rows, bad),
     }
 }
 
@@ -88,10 +170,20 @@ pub(crate) fn weighted_sum<T: Float>(
         acc.clear();
         acc.resize(o.len(), T::Acc::default());
         let mut bad = Vec::new();
-        for &(i, w) in items {
-            if !accumulate::<T>(level, acc, &x.row(i)[j0..j0 + o.len()], w) {
-                bad.push(i);
-            }
+        let mut flags = [false; GROUP];
+        for group in items.chunks(GROUP) {
+            let rows: Vec<(&[T], f64)> = group
+                .iter()
+                .map(|&(i, w)| (&x.row(i)[j0..j0 + o.len()], w))
+                .collect();
+            accumulate::<T>(level, acc, &rows, &mut flags);
+            bad.extend(
+                group
+                    .iter()
+                    .zip(flags)
+                    .filter(|(_, b)| *b)
+                    .map(|(&(i, _), _)| i),
+            );
         }
         for (y, a) in o.iter_mut().zip(acc.iter()) {
             *y = T::from_f64(a.value() / total);
