@@ -88,6 +88,8 @@ def test_permutation_invariance(case, data):
 @given(data=st.data())
 def test_scaling_by_powers_of_two_is_exact(case, data):
     x, rule = draw_input(data, case)
+    # Exact only away from underflow: an average of tiny values can be subnormal (fewer bits).
+    assume(np.all((x == 0) | (np.abs(x) >= np.finfo(x.dtype).tiny * 1024)))
     k = data.draw(st.sampled_from([-4.0, -2.0, 0.5, 2.0, 8.0]))
     if k < 0 and case.name == "median":  # negating swaps the lower and upper middle
         rule = aggkit.Median(even="mean")

@@ -95,7 +95,7 @@ pub fn multi_krum<T: Float>(
     policy: NonFinite,
     out: &mut [T],
 ) -> Result<Selection, AggError> {
-    select(MULTI_NAME, "Multi-Krum", x, f, m, policy, out)
+    select("Multi-Krum", x, f, m, policy, out)
 }
 
 /// Krum: the best-scored input, copied into `out`.
@@ -105,11 +105,10 @@ pub fn krum<T: Float>(
     policy: NonFinite,
     out: &mut [T],
 ) -> Result<Selection, AggError> {
-    select(NAME, "Krum", x, f, 1, policy, out)
+    select("Krum", x, f, 1, policy, out)
 }
 
 fn select<T: Float>(
-    _name: &'static str,
     display: &'static str,
     x: &Rows<'_, T>,
     f: usize,
