@@ -12,8 +12,13 @@ import pytest
 MODULES = ["registry", "rules.mean", "rules.median", "rules.trimmed_mean", "rules.krum"]
 
 
-@pytest.mark.parametrize("name", MODULES)
+TORCH_MODULES = ["torch.state_dict", "torch.nn"]
+
+
+@pytest.mark.parametrize("name", MODULES + TORCH_MODULES)
 def test_docstring_examples(name):
+    if name.startswith("torch."):
+        pytest.importorskip("torch")
     module = importlib.import_module(f"aggkit.{name}")
     failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried > 0

@@ -10,13 +10,14 @@ non-native byte order, and float16 (computed in float32 and returned as float16)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from aggkit.errors import EmptyInputError, InvalidParameterError, ShapeError
+from aggkit.errors import EmptyInputError, InvalidParameterError, ShapeError, TooFewInputsError
 
 _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 POLICIES = ("robust", "raise", "propagate")
@@ -30,13 +31,47 @@ class Prepared:
     n: int
     shape: tuple[int, ...]  # trailing shape of one input
     dtype: np.dtype  # the caller's dtype (the output's)
+    wrap: Callable[[np.ndarray], Any] | None = None  # back to the caller's array type
 
-    def finish(self, out: np.ndarray) -> np.ndarray:
-        """Reshape a flat core output to the input's trailing shape and dtype."""
+    def finish(self, out: np.ndarray) -> Any:
+        """Reshape a flat core output to the input's trailing shape, dtype and array type."""
         out = out.reshape(self.shape)
         if out.dtype != self.dtype:
             out = out.astype(self.dtype)
-        return out
+        return out if self.wrap is None else self.wrap(out)
+
+
+def is_torch(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor or a non-empty sequence of them.
+
+    torch is never imported here: if the caller holds a tensor, torch is in ``sys.modules``.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    if isinstance(x, torch.Tensor):
+        return True
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(v, torch.Tensor) for v in x)
+
+
+def _torch() -> Any:
+    """``aggkit.torch``, imported on first use (only once the caller holds a tensor)."""
+    import aggkit.torch
+
+    return aggkit.torch
+
+
+def _mirror(x: Any) -> Callable[[np.ndarray], Any] | None:
+    """How to return a result in the array type of ``x``; ``None`` for numpy and plain data.
+
+    Uses the array API's ``asarray`` of the producer's namespace, which takes numpy arrays.
+    """
+    if isinstance(x, np.ndarray) or not hasattr(x, "__array_namespace__"):
+        return None
+    xp = x.__array_namespace__()
+    if xp is np:
+        return None
+    return xp.asarray
 
 
 def _compute_dtype(dtype: np.dtype, what: str) -> np.dtype:
@@ -91,7 +126,7 @@ def prepare(x: Any, rule: str) -> Prepared:
     if a.shape[0] == 0:
         raise EmptyInputError(f"{rule} needs at least one input, got n=0")
     dt = _compute_dtype(a.dtype, f"{rule}: x")
-    return Prepared(_rows_2d(a, dt), a.shape[0], tuple(a.shape[1:]), a.dtype)
+    return Prepared(_rows_2d(a, dt), a.shape[0], tuple(a.shape[1:]), a.dtype, _mirror(x))
 
 
 def _prepare_sequence(x: Sequence[Any], rule: str) -> Prepared:
@@ -115,7 +150,7 @@ def _prepare_sequence(x: Sequence[Any], rule: str) -> Prepared:
         if a.dtype != dt:
             a = a.astype(dt)
         rows.append(np.ascontiguousarray(a).reshape(-1))
-    return Prepared(rows, len(rows), tuple(shape), dtype)
+    return Prepared(rows, len(rows), tuple(shape), dtype, _mirror(x[0]))
 
 
 def check_f(f: Any, rule: str) -> int:
@@ -134,3 +169,24 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...], rule: str) -> 
             f"{rule}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
         )
     return value
+
+
+def check_n(display: str, requirement: str, n: int, f: int, needed: int) -> None:
+    """Raise the core's ``TooFewInputsError`` (same message) when ``n < needed``."""
+    if n < needed:
+        raise TooFewInputsError(f"{display} needs {requirement}, got n={n}, f={f}")
+
+
+def check_weights(weights: Any, n: int) -> list[float]:
+    """Per-input weights as floats: one per input, finite and >= 0 (the core's checks)."""
+    w = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights, dtype=np.float64)
+    if w.ndim != 1:
+        raise ShapeError(f"mean: weights must be 1-D with one entry per input, got shape {w.shape}")
+    if w.shape[0] != n:
+        raise InvalidParameterError(
+            f"mean: weights must have one entry per input: got {w.shape[0]} weights for n={n}"
+        )
+    for i, v in enumerate(w):
+        if not (np.isfinite(v) and v >= 0.0):
+            raise InvalidParameterError(f"mean: weights must be finite and >= 0, got weights[{i}]={v}")
+    return [float(v) for v in w]

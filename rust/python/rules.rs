@@ -1,7 +1,7 @@
 //! One thin `#[pyfunction]` per rule: parse options, dispatch on dtype, run detached, return
 //! fresh numpy arrays (outputs are moved into numpy without a copy).
 
-use numpy::{PyArray1, PyArrayMethods};
+use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
 use super::convert::{dispatch, Matrix};
@@ -154,6 +154,33 @@ fn krum(
     })
 }
 
+/// Krum / Multi-Krum selection from a full `(n, n)` float64 squared-distance matrix.
+#[pyfunction]
+#[pyo3(signature = (dist, f, m, nonfinite))]
+fn krum_select(
+    py: Python<'_>,
+    dist: numpy::PyReadonlyArray2<'_, f64>,
+    f: usize,
+    m: usize,
+    nonfinite: &str,
+) -> PyResult<(Vec<usize>, Out)> {
+    let policy = policy(nonfinite)?;
+    let n = dist.shape()[0];
+    if dist.shape()[1] != n {
+        return Err(super::ShapeError::new_err(format!(
+            "krum_select: the distance matrix must be square, got shape {:?}",
+            dist.shape()
+        )));
+    }
+    let dm = dist.as_slice().map_err(|_| {
+        super::InvalidParameterError::new_err("the distance matrix must be C-contiguous")
+    })?;
+    let sel = run(py, || {
+        core::krum::select_from_distances(dm, n, f, m, policy)
+    })?;
+    Ok((sel.indices, array(py, sel.scores)))
+}
+
 /// All pairwise squared distances as an `(n, n)` float64 array.
 #[pyfunction]
 fn pairwise_sq_distances(py: Python<'_>, x: Matrix<'_>) -> PyResult<Out> {
@@ -193,6 +220,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(krum, m)?)?;
     m.add_function(wrap_pyfunction!(multi_krum, m)?)?;
     m.add_function(wrap_pyfunction!(pairwise_sq_distances, m)?)?;
+    m.add_function(wrap_pyfunction!(krum_select, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;

@@ -59,9 +59,13 @@ pub fn scores<T: Float>(
 }
 
 fn scores_unchecked<T: Float>(x: &Rows<'_, T>, f: usize, policy: NonFinite) -> Vec<f64> {
-    let n = x.n();
+    scores_from_distances(&pairwise_sq_dists(x), x.n(), f, policy)
+}
+
+/// Krum scores from a full `n × n` squared-distance matrix (row-major), e.g. one summed over
+/// the tensors of a model. `n >= 2f + 3` is the caller's to check.
+fn scores_from_distances(dist: &[f64], n: usize, f: usize, policy: NonFinite) -> Vec<f64> {
     let k = n - f - 2;
-    let dist = pairwise_sq_dists(x);
     let robust = policy != NonFinite::Propagate;
     let mut row = Vec::with_capacity(n - 1);
     (0..n)
@@ -85,6 +89,84 @@ fn scores_unchecked<T: Float>(x: &Rows<'_, T>, f: usize, policy: NonFinite) -> V
             acc.value()
         })
         .collect()
+}
+
+/// Multi-Krum's selection (the `m` best-scored inputs, best first, and every score) from a full
+/// `n × n` squared-distance matrix: what a caller needs when the inputs are not one matrix, such
+/// as models stored tensor by tensor, whose distances add up over the tensors. Under `Raise`
+/// the caller must have checked the inputs; a non-finite distance is reported as an error.
+pub fn select_from_distances(
+    dist: &[f64],
+    n: usize,
+    f: usize,
+    m: usize,
+    policy: NonFinite,
+) -> Result<Selection, AggError> {
+    let display = if m == 1 { "Krum" } else { "Multi-Krum" };
+    if dist.len() != n * n {
+        return Err(AggError::InvalidParameter {
+            rule: display,
+            message: format!(
+                "the distance matrix must be n x n, got {} entries for n={n}",
+                dist.len()
+            ),
+        });
+    }
+    check(display, n, f)?;
+    check_m(display, n, m)?;
+    if policy == NonFinite::Raise {
+        let bad: Vec<usize> = (0..n)
+            .filter(|&i| dist[i * n..(i + 1) * n].iter().any(|v| !v.is_finite()))
+            .collect();
+        if !bad.is_empty() {
+            return Err(AggError::NonFinite {
+                rule: display,
+                rows: bad,
+                detail: "their distances to other inputs are not finite",
+            });
+        }
+    }
+    let scores = scores_from_distances(dist, n, f, policy);
+    let indices = best(display, &scores, m, policy, || {
+        (0..n).filter(|&i| !scores[i].is_finite()).collect()
+    })?;
+    Ok(Selection { indices, scores })
+}
+
+fn check_m(display: &'static str, n: usize, m: usize) -> Result<(), AggError> {
+    if m < 1 || m > n {
+        return Err(AggError::InvalidParameter {
+            rule: display,
+            message: format!("m must satisfy 1 <= m <= n, got m={m}, n={n}"),
+        });
+    }
+    Ok(())
+}
+
+/// The `m` best-scored inputs; an error if one of them has a non-finite score (except under
+/// `Propagate`, where NaN scores rank first so that NaN reaches the output like in numpy).
+fn best(
+    display: &'static str,
+    scores: &[f64],
+    m: usize,
+    policy: NonFinite,
+    bad_rows: impl FnOnce() -> Vec<usize>,
+) -> Result<Vec<usize>, AggError> {
+    let order = rank_scores(scores, policy == NonFinite::Propagate);
+    let indices: Vec<usize> = order[..m].to_vec();
+    if policy != NonFinite::Propagate && indices.iter().any(|&i| !scores[i].is_finite()) {
+        let finite = scores.iter().filter(|s| s.is_finite()).count();
+        return Err(AggError::NonFinite {
+            rule: display,
+            rows: bad_rows(),
+            detail: if finite == 0 {
+                "every score is infinite (more than f inputs are non-finite or their distances overflow)"
+            } else {
+                "fewer than m inputs have a finite score"
+            },
+        });
+    }
+    Ok(indices)
 }
 
 /// Multi-Krum: the mean of the `m` best-scored inputs into `out`.
@@ -118,32 +200,17 @@ fn select<T: Float>(
 ) -> Result<Selection, AggError> {
     let n = x.n();
     check(display, n, f)?;
-    if m < 1 || m > n {
-        return Err(AggError::InvalidParameter {
-            rule: display,
-            message: format!("m must satisfy 1 <= m <= n, got m={m}, n={n}"),
-        });
-    }
+    check_m(display, n, m)?;
     x.check_policy(display, policy)?;
     let scores = scores_unchecked(x, f, policy);
-    let order = rank_scores(&scores, policy == NonFinite::Propagate);
-    let indices: Vec<usize> = order[..m].to_vec();
-    if policy != NonFinite::Propagate && indices.iter().any(|&i| !scores[i].is_finite()) {
-        let finite = scores.iter().filter(|s| s.is_finite()).count();
-        let mut rows = x.nonfinite_rows();
+    let indices = best(display, &scores, m, policy, || {
+        let rows = x.nonfinite_rows();
         if rows.is_empty() {
-            rows = (0..n).filter(|&i| !scores[i].is_finite()).collect();
+            (0..n).filter(|&i| !scores[i].is_finite()).collect()
+        } else {
+            rows
         }
-        return Err(AggError::NonFinite {
-            rule: display,
-            rows,
-            detail: if finite == 0 {
-                "every score is infinite (more than f inputs are non-finite or their distances overflow)"
-            } else {
-                "fewer than m inputs have a finite score"
-            },
-        });
-    }
+    })?;
     let items: Vec<(usize, f64)> = indices.iter().map(|&i| (i, 1.0)).collect();
     weighted_sum(x, &items, m as f64, out);
     Ok(Selection { indices, scores })
@@ -187,6 +254,29 @@ mod tests {
         assert_eq!(out, vec![-6.0, -2.0]);
         multi_krum(&x, 1, 6, NonFinite::Robust, &mut out).unwrap();
         assert!((out[0] + 11.0 / 6.0).abs() < 1e-12 && (out[1] + 14.0 / 6.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn selection_from_distances_matches_the_direct_path() {
+        let data = spec_x();
+        let x = rows(&data);
+        let dist = pairwise_sq_dists(&x);
+        let mut out = vec![0.0; 2];
+        for m in [1, 4, 7] {
+            let direct = multi_krum(&x, 1, m, NonFinite::Robust, &mut out).unwrap();
+            let via = select_from_distances(&dist, 7, 1, m, NonFinite::Robust).unwrap();
+            assert_eq!(direct, via);
+        }
+        let e = select_from_distances(&dist, 7, 3, 1, NonFinite::Robust).unwrap_err();
+        assert_eq!(e.to_string(), "Krum needs n >= 2f + 3, got n=7, f=3");
+        let mut bad = dist.clone();
+        bad[6] = f64::NAN; // (0, 6)
+        bad[6 * 7] = f64::NAN;
+        let sel = select_from_distances(&bad, 7, 1, 1, NonFinite::Robust).unwrap();
+        assert_eq!(sel.indices, vec![5]);
+        let e = select_from_distances(&bad, 7, 1, 1, NonFinite::Raise).unwrap_err();
+        assert!(matches!(e, AggError::NonFinite { ref rows, .. } if rows == &vec![0, 6]));
+        assert!(select_from_distances(&dist[1..], 7, 1, 1, NonFinite::Robust).is_err());
     }
 
     #[test]

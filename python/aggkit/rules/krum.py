@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from aggkit import _core
-from aggkit._validate import POLICIES, check_choice, check_f, prepare
+from aggkit._validate import POLICIES, _torch, check_choice, check_f, is_torch, prepare
 from aggkit.errors import InvalidParameterError
 from aggkit.registry import Rule, register
 
@@ -90,6 +90,8 @@ def krum(
     """
     f = check_f(f, "krum")
     nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "krum")
+    if is_torch(x):
+        return _torch().krum(x, f=f, nonfinite=nonfinite, return_selection=return_selection)
     p = prepare(x, "krum")
     out, idx, scores = _core.krum(p.data, f, nonfinite)
     y = p.finish(out)
@@ -158,6 +160,8 @@ def multi_krum(
     """
     f = check_f(f, "multi_krum")
     nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "multi_krum")
+    if is_torch(x):
+        return _torch().multi_krum(x, f=f, m=m, nonfinite=nonfinite, return_selection=return_selection)
     p = prepare(x, "multi_krum")
     m_ = _check_m(m, p.n, f)
     out, idx, scores = _core.multi_krum(p.data, f, m_, nonfinite)

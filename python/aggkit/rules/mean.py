@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from aggkit import _core
-from aggkit._validate import POLICIES, check_choice, prepare
+from aggkit._validate import POLICIES, _torch, check_choice, is_torch, prepare
 from aggkit.errors import ShapeError
 from aggkit.registry import Rule, register
 
@@ -53,6 +53,8 @@ def mean(x: Any, *, weights: Any = None, nonfinite: str = "robust") -> np.ndarra
     array([2., 3.])
     """
     nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "mean")
+    if is_torch(x):
+        return _torch().mean(x, weights=weights, nonfinite=nonfinite)
     p = prepare(x, "mean")
     w = None
     if weights is not None:

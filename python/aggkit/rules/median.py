@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from aggkit import _core
-from aggkit._validate import POLICIES, check_choice, prepare
+from aggkit._validate import POLICIES, _torch, check_choice, is_torch, prepare
 from aggkit.registry import Rule, register
 
 EVEN = ("mean", "lower", "upper")
@@ -62,6 +62,8 @@ def median(x: Any, *, even: str = "mean", nonfinite: str = "robust") -> np.ndarr
     """
     even = check_choice(even, "even", EVEN, "median")
     nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "median")
+    if is_torch(x):
+        return _torch().median(x, even=even, nonfinite=nonfinite)
     p = prepare(x, "median")
     out, _, _ = _core.median(p.data, even, nonfinite, False)
     return p.finish(out)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from aggkit import _core
-from aggkit._validate import POLICIES, check_choice, check_f, prepare
+from aggkit._validate import POLICIES, _torch, check_choice, check_f, is_torch, prepare
 from aggkit.registry import Rule, register
 
 
@@ -64,6 +64,8 @@ def trimmed_mean(x: Any, *, f: int, nonfinite: str = "robust") -> np.ndarray:
     """
     f = check_f(f, "trimmed_mean")
     nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "trimmed_mean")
+    if is_torch(x):
+        return _torch().trimmed_mean(x, f=f, nonfinite=nonfinite)
     p = prepare(x, "trimmed_mean")
     out, _, _ = _core.trimmed_mean(p.data, f, nonfinite, False)
     return p.finish(out)

@@ -1,0 +1,276 @@
+"""The ``aggkit::*`` torch operators: registration, fake (meta) kernels and autograd.
+
+Every op takes a validated, contiguous ``(n, d)`` float32/float64 tensor. On CPU it runs the
+Rust kernel on a zero-copy numpy view of the tensor's memory (the GIL is released inside) and
+wraps the result with ``torch.from_numpy`` (no copy); on every other device, or on CPU inside
+:func:`aggkit.torch.force_native`, it runs the torch-native kernel of ``_native.py`` and the
+data never leaves its device.
+
+Autograd follows ALGORITHMS.md §0.6: the forward returns selection metadata (the rows of the
+order statistics, the selected inputs, the mean's coefficients) and the backward routes the
+incoming gradient to those inputs with gather/scatter ops, so it runs on any device and is
+itself differentiable. The selection is treated as locally constant (zero gradient through
+the decision), which is exact almost everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from aggkit import _core
+from aggkit.torch import _native
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def force_native() -> Iterator[None]:
+    """Run CPU tensors through the torch-native kernels instead of the Rust core.
+
+    The native kernels are what CUDA (and other device) tensors use; forcing them on CPU lets
+    the two implementations be compared on any machine. Applies to the calling thread.
+    """
+    prev = getattr(_local, "native", False)
+    _local.native = True
+    try:
+        yield
+    finally:
+        _local.native = prev
+
+
+def _rust(x: Tensor) -> bool:
+    return x.device.type == "cpu" and not getattr(_local, "native", False)
+
+
+def _view(x: Tensor) -> np.ndarray:
+    """The tensor's memory as a numpy array (no copy; ``x`` is contiguous and on the CPU)."""
+    return x.detach().numpy()
+
+
+def _rows(r: np.ndarray | None, x: Tensor) -> Tensor:
+    if r is None:
+        return torch.empty(0, dtype=torch.int32, device=x.device)
+    return torch.from_numpy(r.view(np.int32))  # rows < 2**32 fit; int32 view, no copy
+
+
+def _empty_like_rows(x: Tensor, need_rows: bool) -> Tensor:
+    return x.new_empty(x.shape[1] if need_rows else 0, dtype=torch.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# median
+
+
+@torch.library.custom_op("aggkit::median", mutates_args=())
+def median(x: Tensor, even: str, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Values ``(d,)``; rows of the lower and upper middle values ``(d,)`` int32 if asked."""
+    if _rust(x):
+        out, lo, hi = _core.median(_view(x), even, nonfinite, need_rows)
+        return torch.from_numpy(out), _rows(lo, x), _rows(hi, x)
+    return _native.median(x, even, nonfinite, need_rows)
+
+
+@median.register_fake
+def _(x: Tensor, even: str, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
+    return x.new_empty(x.shape[1]), _empty_like_rows(x, need_rows), _empty_like_rows(x, need_rows)
+
+
+def _missing_rows(name: str) -> RuntimeError:
+    return RuntimeError(
+        f"aggkit::{name} was called with need_rows=False, so it saved nothing to differentiate; "
+        "call it through aggkit.torch, which asks for the rows when a gradient is needed"
+    )
+
+
+def _median_setup(ctx, inputs, output) -> None:
+    x, even, _, need_rows = inputs
+    _, lo, hi = output
+    ctx.shape = x.shape
+    ctx.need_rows = need_rows
+    n = x.shape[0]
+    ctx.average = n % 2 == 0 and even == "mean"
+    ctx.save_for_backward(lo, hi)
+
+
+def _median_backward(ctx, g: Tensor, _lo: Tensor, _hi: Tensor):
+    lo, hi = ctx.saved_tensors
+    if not ctx.need_rows:
+        raise _missing_rows("median")
+    grad = g.new_zeros(ctx.shape)
+    if ctx.average:
+        half = (g / 2)[None]
+        grad = grad.scatter_add(0, lo.long()[None], half).scatter_add(0, hi.long()[None], half)
+    else:
+        grad = grad.scatter(0, lo.long()[None], g[None])
+    return grad, None, None, None
+
+
+median.register_autograd(_median_backward, setup_context=_median_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# trimmed mean
+
+
+@torch.library.custom_op("aggkit::trimmed_mean", mutates_args=())
+def trimmed_mean(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Values ``(d,)``; rows of the lowest and highest kept values ``(d,)`` int32 if asked."""
+    if _rust(x):
+        out, lo, hi = _core.trimmed_mean(_view(x), f, nonfinite, need_rows)
+        return torch.from_numpy(out), _rows(lo, x), _rows(hi, x)
+    return _native.trimmed_mean(x, f, nonfinite, need_rows)
+
+
+@trimmed_mean.register_fake
+def _(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
+    return x.new_empty(x.shape[1]), _empty_like_rows(x, need_rows), _empty_like_rows(x, need_rows)
+
+
+def _trimmed_mean_setup(ctx, inputs, output) -> None:
+    x, f, _, need_rows = inputs
+    _, lo, hi = output
+    ctx.kept = x.shape[0] - 2 * f
+    ctx.need_rows = need_rows
+    ctx.save_for_backward(x, lo, hi)
+
+
+def kept_mask(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Which ``(row, coordinate)`` a trimmed mean kept, rebuilt from the two boundary rows.
+
+    The kept set of a coordinate is every row whose ``(value, row)`` key lies between the keys
+    of its lowest and highest kept rows, inclusive (the tie rule of ALGORITHMS.md §0.1).
+    """
+    keys = _native.total_order_keys(x.detach())
+    lo, hi = lo.long()[None], hi.long()[None]
+    klo, khi = keys.gather(0, lo), keys.gather(0, hi)
+    row = torch.arange(x.shape[0], device=x.device)[:, None]
+    above = (keys > klo) | ((keys == klo) & (row >= lo))
+    below = (keys < khi) | ((keys == khi) & (row <= hi))
+    return above & below
+
+
+def _trimmed_mean_backward(ctx, g: Tensor, _lo: Tensor, _hi: Tensor):
+    x, lo, hi = ctx.saved_tensors
+    if not ctx.need_rows:
+        raise _missing_rows("trimmed_mean")
+    mask = kept_mask(x, lo, hi)
+    return torch.where(mask, (g / ctx.kept)[None], g.new_zeros(())), None, None, None
+
+
+trimmed_mean.register_autograd(_trimmed_mean_backward, setup_context=_trimmed_mean_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# mean
+
+
+@torch.library.custom_op("aggkit::mean", mutates_args=())
+def mean(x: Tensor, weights: list[float], nonfinite: str) -> tuple[Tensor, Tensor]:
+    """Values ``(d,)`` and each input's coefficient ``w_i / Σ w`` ``(n,)`` float64.
+
+    ``weights``: one per input, or empty for the unweighted mean.
+    """
+    w = np.asarray(weights, dtype=np.float64) if weights else None
+    if _rust(x):
+        out, dropped = _core.mean(_view(x), w, nonfinite)
+        wv = np.ones(x.shape[0]) if w is None else w.copy()
+        wv[dropped] = 0.0
+        return torch.from_numpy(out), torch.from_numpy(wv / _native.weight_total(list(wv)))
+    return _native.mean(x, None if w is None else [float(v) for v in w], nonfinite)
+
+
+@mean.register_fake
+def _(x: Tensor, weights: list[float], nonfinite: str) -> tuple[Tensor, Tensor]:
+    return x.new_empty(x.shape[1]), x.new_empty(x.shape[0], dtype=torch.float64)
+
+
+def _mean_setup(ctx, inputs, output) -> None:
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+
+
+def _mean_backward(ctx, g: Tensor, _coef: Tensor):
+    (coef,) = ctx.saved_tensors
+    return coef.to(g.dtype)[:, None] * g[None], None, None
+
+
+mean.register_autograd(_mean_backward, setup_context=_mean_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# Krum and Multi-Krum
+
+
+def _krum_impl(x: Tensor, f: int, m: int, nonfinite: str, name: str) -> tuple[Tensor, Tensor, Tensor]:
+    display = "Krum" if name == "krum" else "Multi-Krum"
+    if _rust(x):
+        if name == "krum":
+            out, idx, scores = _core.krum(_view(x), f, nonfinite)
+        else:
+            out, idx, scores = _core.multi_krum(_view(x), f, m, nonfinite)
+        return torch.from_numpy(out), torch.tensor(idx, dtype=torch.int64), torch.from_numpy(scores)
+    return _native.multi_krum(x, f, m, nonfinite, display)
+
+
+@torch.library.custom_op("aggkit::krum", mutates_args=())
+def krum(x: Tensor, f: int, nonfinite: str) -> tuple[Tensor, Tensor, Tensor]:
+    """The selected row ``(d,)``, its index ``(1,)`` int64 and every score ``(n,)`` float64."""
+    return _krum_impl(x, f, 1, nonfinite, "krum")
+
+
+@krum.register_fake
+def _(x: Tensor, f: int, nonfinite: str) -> tuple[Tensor, Tensor, Tensor]:
+    return (
+        x.new_empty(x.shape[1]),
+        x.new_empty(1, dtype=torch.int64),
+        x.new_empty(x.shape[0], dtype=torch.float64),
+    )
+
+
+@torch.library.custom_op("aggkit::multi_krum", mutates_args=())
+def multi_krum(x: Tensor, f: int, m: int, nonfinite: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean of the ``m`` best rows ``(d,)``, their indices ``(m,)``, every score ``(n,)``."""
+    return _krum_impl(x, f, m, nonfinite, "multi_krum")
+
+
+@multi_krum.register_fake
+def _(x: Tensor, f: int, m: int, nonfinite: str) -> tuple[Tensor, Tensor, Tensor]:
+    return (
+        x.new_empty(x.shape[1]),
+        x.new_empty(m, dtype=torch.int64),
+        x.new_empty(x.shape[0], dtype=torch.float64),
+    )
+
+
+def _selection_setup(ctx, inputs, output) -> None:
+    ctx.shape = inputs[0].shape
+    _, idx, scores = output
+    ctx.mark_non_differentiable(scores)
+    ctx.save_for_backward(idx)
+
+
+def _selection_backward(ctx, g: Tensor, _idx: Tensor, _scores: Tensor):
+    (idx,) = ctx.saved_tensors
+    m = idx.shape[0]
+    grad = g.new_zeros(ctx.shape).index_add(0, idx, (g / m)[None].expand(m, -1))
+    return (grad,) + (None,) * (ctx.nargs - 1)
+
+
+def _krum_setup(ctx, inputs, output) -> None:
+    ctx.nargs = 3
+    _selection_setup(ctx, inputs, output)
+
+
+def _multi_krum_setup(ctx, inputs, output) -> None:
+    ctx.nargs = 4
+    _selection_setup(ctx, inputs, output)
+
+
+krum.register_autograd(_selection_backward, setup_context=_krum_setup)
+multi_krum.register_autograd(_selection_backward, setup_context=_multi_krum_setup)
