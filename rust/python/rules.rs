@@ -154,6 +154,85 @@ fn krum(
     })
 }
 
+/// Median backward on the CPU: the `(n, d)` input gradient from `g` and the middle rows.
+#[pyfunction]
+#[pyo3(signature = (n, lo, hi, g))]
+fn median_backward(
+    py: Python<'_>,
+    n: usize,
+    lo: numpy::PyReadonlyArray1<'_, u32>,
+    hi: Option<numpy::PyReadonlyArray1<'_, u32>>,
+    g: &Bound<'_, PyAny>,
+) -> PyResult<Out> {
+    fn go<T: Float + numpy::Element>(
+        py: Python<'_>,
+        n: usize,
+        lo: &[u32],
+        hi: Option<&[u32]>,
+        g: &[T],
+    ) -> PyResult<Out> {
+        let d = g.len();
+        let out = run(py, || {
+            let mut out = vec![T::ZERO; n * d];
+            core::grad::route(n, lo, hi, g, &mut out)?;
+            Ok(out)
+        })?;
+        Ok(PyArray1::from_vec(py, out)
+            .reshape([n, d])?
+            .into_any()
+            .unbind())
+    }
+    let lo = contiguous(&lo)?;
+    let hi_arr = hi.as_ref().map(contiguous).transpose()?;
+    if let Ok(g) = g.extract::<numpy::PyReadonlyArray1<'_, f32>>() {
+        go(py, n, lo, hi_arr, contiguous(&g)?)
+    } else {
+        let g: numpy::PyReadonlyArray1<'_, f64> = g.extract()?;
+        go(py, n, lo, hi_arr, contiguous(&g)?)
+    }
+}
+
+fn contiguous<'a, T: numpy::Element>(a: &'a numpy::PyReadonlyArray1<'_, T>) -> PyResult<&'a [T]> {
+    a.as_slice()
+        .map_err(|_| super::InvalidParameterError::new_err("backward: arrays must be contiguous"))
+}
+
+/// Trimmed-mean backward on the CPU: `g / kept` at every kept `(row, coordinate)`.
+#[pyfunction]
+#[pyo3(signature = (x, lo, hi, g, kept))]
+fn trimmed_mean_backward(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    lo: numpy::PyReadonlyArray1<'_, u32>,
+    hi: numpy::PyReadonlyArray1<'_, u32>,
+    g: &Bound<'_, PyAny>,
+    kept: usize,
+) -> PyResult<Out> {
+    fn go<T: Float + numpy::Element>(
+        py: Python<'_>,
+        r: &crate::input::Rows<'_, T>,
+        lo: &[u32],
+        hi: &[u32],
+        g: &Bound<'_, PyAny>,
+        kept: usize,
+    ) -> PyResult<Out> {
+        let g: numpy::PyReadonlyArray1<'_, T> = g.extract()?;
+        let g = contiguous(&g)?;
+        let (n, d) = (r.n(), r.d());
+        let out = run(py, || {
+            let mut out = vec![T::ZERO; n * d];
+            core::grad::kept(r, lo, hi, g, kept, &mut out)?;
+            Ok(out)
+        })?;
+        Ok(PyArray1::from_vec(py, out)
+            .reshape([n, d])?
+            .into_any()
+            .unbind())
+    }
+    let (lo, hi) = (contiguous(&lo)?, contiguous(&hi)?);
+    dispatch!(x.rows("trimmed_mean_backward")?, r => go(py, &r, lo, hi, g, kept))
+}
+
 /// Krum / Multi-Krum selection from a full `(n, n)` float64 squared-distance matrix.
 #[pyfunction]
 #[pyo3(signature = (dist, f, m, nonfinite))]
@@ -221,6 +300,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(multi_krum, m)?)?;
     m.add_function(wrap_pyfunction!(pairwise_sq_distances, m)?)?;
     m.add_function(wrap_pyfunction!(krum_select, m)?)?;
+    m.add_function(wrap_pyfunction!(median_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(trimmed_mean_backward, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;

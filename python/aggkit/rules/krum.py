@@ -22,6 +22,8 @@ class Selection(NamedTuple):
     scores : numpy.ndarray of float64
         Every input's score, in input order (lower is better; ``inf`` for inputs that
         cannot be selected).
+
+    For torch inputs both are tensors on the input's device (``aggkit.torch``).
     """
 
     indices: np.ndarray

@@ -30,7 +30,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
+try:
+    import torch
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError("aggkit.torch needs PyTorch: pip install 'aggkit[torch]'") from e
 from torch import Tensor
 
 import aggkit

@@ -98,10 +98,28 @@ def _median_setup(ctx, inputs, output) -> None:
     ctx.save_for_backward(lo, hi)
 
 
+def _rust_backward(g: Tensor) -> bool:
+    """Whether to use the one-pass Rust backward kernels.
+
+    On CPU, unless a higher-order graph is being built (``create_graph=True`` turns grad mode on
+    in backward), which needs differentiable torch ops, and unless the backward is being traced
+    (``torch.compile``, ``opcheck``: fake or functional tensor subclasses), which needs torch ops.
+    """
+    return type(g) is torch.Tensor and _rust(g) and not torch.is_grad_enabled()
+
+
+def _u32(rows: Tensor) -> np.ndarray:
+    return rows.numpy().view(np.uint32)
+
+
 def _median_backward(ctx, g: Tensor, _lo: Tensor, _hi: Tensor):
     lo, hi = ctx.saved_tensors
     if not ctx.need_rows:
         raise _missing_rows("median")
+    if _rust_backward(g):
+        gv = g.detach().contiguous().numpy()
+        grad = _core.median_backward(ctx.shape[0], _u32(lo), _u32(hi) if ctx.average else None, gv)
+        return torch.from_numpy(grad), None, None, None
     grad = g.new_zeros(ctx.shape)
     if ctx.average:
         half = (g / 2)[None]
@@ -159,6 +177,10 @@ def _trimmed_mean_backward(ctx, g: Tensor, _lo: Tensor, _hi: Tensor):
     x, lo, hi = ctx.saved_tensors
     if not ctx.need_rows:
         raise _missing_rows("trimmed_mean")
+    if _rust_backward(g):
+        gv = g.detach().contiguous().numpy()
+        grad = _core.trimmed_mean_backward(_view(x), _u32(lo), _u32(hi), gv, ctx.kept)
+        return torch.from_numpy(grad), None, None, None
     mask = kept_mask(x, lo, hi)
     return torch.where(mask, (g / ctx.kept)[None], g.new_zeros(())), None, None, None
 
