@@ -64,19 +64,16 @@ pub fn route<T: Float>(
         let half: Vec<T> = g.iter().map(|&v| T::from_f64(v.to_f64() * 0.5)).collect();
         by_rows(n, d, out, |i, o| {
             let i = i as u32;
-            for (j, y) in o.iter_mut().enumerate() {
-                *y = if lo[j] == i || hi[j] == i {
-                    half[j]
-                } else {
-                    T::ZERO
-                };
+            // Zipped slices, no indexing: no bounds checks, so the loop vectorises.
+            for (((y, &a), &b), &h) in o.iter_mut().zip(lo).zip(hi).zip(&half) {
+                *y = if (a == i) | (b == i) { h } else { T::ZERO };
             }
         });
     } else {
         by_rows(n, d, out, |i, o| {
             let i = i as u32;
-            for (j, y) in o.iter_mut().enumerate() {
-                *y = if lo[j] == i { g[j] } else { T::ZERO };
+            for ((y, &a), &v) in o.iter_mut().zip(lo).zip(g) {
+                *y = if a == i { v } else { T::ZERO };
             }
         });
     }
@@ -99,25 +96,25 @@ pub fn kept<T: Float>(
     }
     check_rows("lo", lo, n, d)?;
     check_rows("hi", hi, n, d)?;
-    let klo: Vec<T::Key> = (0..d)
-        .map(|j| x.row(lo[j] as usize)[j].key(lo[j]))
-        .collect();
-    let khi: Vec<T::Key> = (0..d)
-        .map(|j| x.row(hi[j] as usize)[j].key(hi[j]))
-        .collect();
+    // Value-only keys (half the width of `(value, row)` keys, so the loop vectorises) plus the
+    // row comparison that breaks ties.
+    let vlo: Vec<T::VKey> = (0..d).map(|j| x.row(lo[j] as usize)[j].vkey()).collect();
+    let vhi: Vec<T::VKey> = (0..d).map(|j| x.row(hi[j] as usize)[j].vkey()).collect();
     let scaled: Vec<T> = g
         .iter()
         .map(|&v| T::from_f64(v.to_f64() / kept as f64))
         .collect();
-    by_rows(n, d, out, |i, o| {
-        let r = x.row(i);
-        for (j, y) in o.iter_mut().enumerate() {
-            let k = r[j].key(i as u32);
-            *y = if klo[j] <= k && k <= khi[j] {
-                scaled[j]
-            } else {
-                T::ZERO
-            };
+    by_rows(n, d, out, |row, o| {
+        let i = row as u32;
+        let lower = vlo.iter().zip(lo);
+        let upper = vhi.iter().zip(hi);
+        let bounds = lower.zip(upper).zip(&scaled);
+        for ((y, &v), (((&a, &ra), (&b, &rb)), &s)) in o.iter_mut().zip(x.row(row)).zip(bounds) {
+            let k = v.vkey();
+            // Non-short-circuit `|` / `&`: no branches to mispredict on random data.
+            let above = (k > a) | ((k == a) & (i >= ra));
+            let below = (k < b) | ((k == b) & (i <= rb));
+            *y = if above & below { s } else { T::ZERO };
         }
     });
     Ok(())
