@@ -154,6 +154,24 @@ fn krum(
     })
 }
 
+/// Run `kernel` detached on a fresh `n × d` buffer and return it as an `(n, d)` numpy array.
+fn matrix<T: Float + numpy::Element>(
+    py: Python<'_>,
+    n: usize,
+    d: usize,
+    kernel: impl FnOnce(&mut [T]) -> Result<(), crate::AggError> + Send,
+) -> PyResult<Out> {
+    let out = run(py, || {
+        let mut out = vec![T::ZERO; n * d];
+        kernel(&mut out)?;
+        Ok(out)
+    })?;
+    Ok(PyArray1::from_vec(py, out)
+        .reshape([n, d])?
+        .into_any()
+        .unbind())
+}
+
 /// Median backward on the CPU: the `(n, d)` input gradient from `g` and the middle rows.
 #[pyfunction]
 #[pyo3(signature = (n, lo, hi, g))]
@@ -171,16 +189,7 @@ fn median_backward(
         hi: Option<&[u32]>,
         g: &[T],
     ) -> PyResult<Out> {
-        let d = g.len();
-        let out = run(py, || {
-            let mut out = vec![T::ZERO; n * d];
-            core::grad::route(n, lo, hi, g, &mut out)?;
-            Ok(out)
-        })?;
-        Ok(PyArray1::from_vec(py, out)
-            .reshape([n, d])?
-            .into_any()
-            .unbind())
+        matrix(py, n, g.len(), |out| core::grad::route(n, lo, hi, g, out))
     }
     let lo = contiguous(&lo)?;
     let hi_arr = hi.as_ref().map(contiguous).transpose()?;
@@ -218,16 +227,9 @@ fn trimmed_mean_backward(
     ) -> PyResult<Out> {
         let g: numpy::PyReadonlyArray1<'_, T> = g.extract()?;
         let g = contiguous(&g)?;
-        let (n, d) = (r.n(), r.d());
-        let out = run(py, || {
-            let mut out = vec![T::ZERO; n * d];
-            core::grad::kept(r, lo, hi, g, kept, &mut out)?;
-            Ok(out)
-        })?;
-        Ok(PyArray1::from_vec(py, out)
-            .reshape([n, d])?
-            .into_any()
-            .unbind())
+        matrix(py, r.n(), r.d(), |out| {
+            core::grad::kept(r, lo, hi, g, kept, out)
+        })
     }
     let (lo, hi) = (contiguous(&lo)?, contiguous(&hi)?);
     dispatch!(x.rows("trimmed_mean_backward")?, r => go(py, &r, lo, hi, g, kept))

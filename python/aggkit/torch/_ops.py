@@ -59,8 +59,17 @@ def _rows(r: np.ndarray | None, x: Tensor) -> Tensor:
     return torch.from_numpy(r.view(np.int32))  # rows < 2**32 fit; int32 view, no copy
 
 
-def _empty_like_rows(x: Tensor, need_rows: bool) -> Tensor:
-    return x.new_empty(x.shape[1] if need_rows else 0, dtype=torch.int32)
+def _columns(name: str, x: Tensor, *args: object) -> tuple[Tensor, Tensor, Tensor]:
+    """Run the order-statistic kernel ``name`` (core or native): values, lo rows, hi rows."""
+    if _rust(x):
+        out, lo, hi = getattr(_core, name)(_view(x), *args)
+        return torch.from_numpy(out), _rows(lo, x), _rows(hi, x)
+    return getattr(_native, name)(x, *args)
+
+
+def _columns_fake(x: Tensor, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
+    rows = x.shape[1] if need_rows else 0
+    return x.new_empty(x.shape[1]), x.new_empty(rows, dtype=torch.int32), x.new_empty(rows, dtype=torch.int32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,15 +79,12 @@ def _empty_like_rows(x: Tensor, need_rows: bool) -> Tensor:
 @torch.library.custom_op("aggkit::median", mutates_args=())
 def median(x: Tensor, even: str, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Values ``(d,)``; rows of the lower and upper middle values ``(d,)`` int32 if asked."""
-    if _rust(x):
-        out, lo, hi = _core.median(_view(x), even, nonfinite, need_rows)
-        return torch.from_numpy(out), _rows(lo, x), _rows(hi, x)
-    return _native.median(x, even, nonfinite, need_rows)
+    return _columns("median", x, even, nonfinite, need_rows)
 
 
 @median.register_fake
 def _(x: Tensor, even: str, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
-    return x.new_empty(x.shape[1]), _empty_like_rows(x, need_rows), _empty_like_rows(x, need_rows)
+    return _columns_fake(x, need_rows)
 
 
 def _missing_rows(name: str) -> RuntimeError:
@@ -139,15 +145,12 @@ median.register_autograd(_median_backward, setup_context=_median_setup)
 @torch.library.custom_op("aggkit::trimmed_mean", mutates_args=())
 def trimmed_mean(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Values ``(d,)``; rows of the lowest and highest kept values ``(d,)`` int32 if asked."""
-    if _rust(x):
-        out, lo, hi = _core.trimmed_mean(_view(x), f, nonfinite, need_rows)
-        return torch.from_numpy(out), _rows(lo, x), _rows(hi, x)
-    return _native.trimmed_mean(x, f, nonfinite, need_rows)
+    return _columns("trimmed_mean", x, f, nonfinite, need_rows)
 
 
 @trimmed_mean.register_fake
 def _(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
-    return x.new_empty(x.shape[1]), _empty_like_rows(x, need_rows), _empty_like_rows(x, need_rows)
+    return _columns_fake(x, need_rows)
 
 
 def _trimmed_mean_setup(ctx, inputs, output) -> None:
