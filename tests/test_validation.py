@@ -3,6 +3,7 @@
 import aggkit
 import numpy as np
 import pytest
+from producers import DLPackOnly
 
 RULES = [
     lambda x, **kw: aggkit.mean(x, **kw),
@@ -125,15 +126,5 @@ def test_dlpack_and_array_like_inputs():
 
     x = np.arange(12.0).reshape(4, 3)
     np.testing.assert_array_equal(aggkit.median(ArrayLike(x)), aggkit.median(x))
-
-    class DLPackOnly:
-        def __init__(self, a):
-            self.a = a
-
-        def __dlpack__(self, **kw):
-            return self.a.__dlpack__(**kw)
-
-        def __dlpack_device__(self):
-            return self.a.__dlpack_device__()
 
     np.testing.assert_array_equal(aggkit.median(DLPackOnly(x)), aggkit.median(x))
