@@ -111,3 +111,45 @@ def test_validity():
         aggkit.multi_krum(SPEC, f=1, m=0)
     with pytest.raises(TypeError):
         aggkit.multi_krum(SPEC, f=1, m=2.0)
+
+
+@given(st.data())
+def test_weighted_multi_krum_averages_the_selection_with_its_weights(data):
+    x = data.draw(matrices(min_n=3, max_n=10))
+    n = x.shape[0]
+    f = data.draw(st.integers(0, (n - 3) // 2))
+    m = data.draw(st.integers(1, n))
+    w = data.draw(st.lists(st.integers(1, 1000), min_size=n, max_size=n))
+    y, sel = aggkit.multi_krum(x, f=f, m=m, weights=w, return_selection=True)
+    _, unweighted = aggkit.multi_krum(x, f=f, m=m, return_selection=True)
+    assert sel.indices.tolist() == unweighted.indices.tolist()  # weights do not change who is kept
+    order = sel.indices.tolist()
+    expected = ref.mean(x[order], weights=[w[i] for i in order], nonfinite="propagate")
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_weighted_multi_krum_errors():
+    x = np.arange(14.0).reshape(7, 2)
+    with pytest.raises(aggkit.InvalidParameterError, match="one entry per input"):
+        aggkit.multi_krum(x, f=1, weights=[1, 2])
+    with pytest.raises(aggkit.InvalidParameterError, match=r"weights\[1\]=-1"):
+        aggkit.multi_krum(x, f=1, weights=[1, -1, 1, 1, 1, 1, 1])
+    with pytest.raises(aggkit.InvalidParameterError, match="all have weight 0"):
+        aggkit.multi_krum(x, f=1, m=2, weights=[0] * 7)
+
+
+def test_rule_objects_report_their_selection():
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [10.0, 10.0]])
+    y, sel = aggkit.Krum(f=1).aggregate(x)
+    np.testing.assert_array_equal(y, [0.0, 0.0])
+    assert sel.indices.tolist() == [0]
+    y, sel = aggkit.MultiKrum(f=1, m=2).aggregate(x, weights=[3, 1, 1, 1, 1])
+    np.testing.assert_array_equal(y, [0.25, 0.0])
+    assert sel.indices.tolist() == [0, 1]
+    with pytest.raises(aggkit.InvalidParameterError, match="does not take weights"):
+        aggkit.Krum(f=1).aggregate(x, weights=[1] * 5)
+    with pytest.raises(aggkit.InvalidParameterError, match="does not take weights"):
+        aggkit.Median().aggregate(x, weights=[1] * 5)
+    y, sel = aggkit.Mean().aggregate(x, weights=[1, 0, 0, 0, 0])
+    assert sel is None
+    np.testing.assert_array_equal(y, [0.0, 0.0])

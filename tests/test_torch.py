@@ -120,6 +120,24 @@ def test_krum_spec_oracle_on_both_paths():
         assert run(at.multi_krum, f=1, m=4).tolist() == [-6.0, -2.0]
 
 
+def test_weighted_multi_krum_on_every_path():
+    g = np.random.default_rng(5)
+    x = g.standard_normal((9, 4))
+    w = [3.0, 1.0, 0.0, 2.0, 5.0, 1.0, 1.0, 4.0, 2.0]
+    expected = aggkit.multi_krum(x, f=2, m=4, weights=w)
+    t = torch.tensor(x, requires_grad=True)
+    for y in (at.multi_krum(t, f=2, m=4, weights=w), native(at.multi_krum, t, f=2, m=4, weights=w)):
+        assert same(y, torch.from_numpy(expected))
+    views = [torch.from_numpy(r) for r in x]  # the in-place list path
+    assert same(at.multi_krum(views, f=2, m=4, weights=w), torch.from_numpy(expected))
+    y, sel = at.multi_krum(t, f=2, m=4, weights=w, return_selection=True)
+    y.sum().backward()
+    kept = sel.indices.tolist()
+    total = sum(w[i] for i in kept)
+    for i in range(9):
+        assert torch.allclose(t.grad[i], torch.full((4,), w[i] / total if i in kept else 0.0, dtype=t.dtype))
+
+
 @pytest.mark.parametrize("path", ["core", "native"])
 def test_krum_nonfinite_policies(path):
     x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [float("nan"), 0.0]])

@@ -177,16 +177,16 @@ def check_n(display: str, requirement: str, n: int, f: int, needed: int) -> None
         raise TooFewInputsError(f"{display} needs {requirement}, got n={n}, f={f}")
 
 
-def check_weights(weights: Any, n: int) -> list[float]:
+def check_weights(weights: Any, n: int, rule: str = "mean") -> list[float]:
     """Per-input weights as floats: one per input, finite and >= 0 (the core's checks)."""
     w = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights, dtype=np.float64)
     if w.ndim != 1:
-        raise ShapeError(f"mean: weights must be 1-D with one entry per input, got shape {w.shape}")
+        raise ShapeError(f"{rule}: weights must be 1-D with one entry per input, got shape {w.shape}")
     if w.shape[0] != n:
         raise InvalidParameterError(
-            f"mean: weights must have one entry per input: got {w.shape[0]} weights for n={n}"
+            f"{rule}: weights must have one entry per input: got {w.shape[0]} weights for n={n}"
         )
     for i, v in enumerate(w):
         if not (np.isfinite(v) and v >= 0.0):
-            raise InvalidParameterError(f"mean: weights must be finite and >= 0, got weights[{i}]={v}")
+            raise InvalidParameterError(f"{rule}: weights must be finite and >= 0, got weights[{i}]={v}")
     return [float(v) for v in w]

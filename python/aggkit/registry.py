@@ -33,10 +33,29 @@ class Rule:
 
     name: ClassVar[str]
     params: ClassVar[tuple[str, ...]]
+    #: Each output coordinate depends only on the same coordinate of the inputs, so the rule
+    #: can run on any split of the coordinates (per layer, per DDP bucket, per shard).
+    coordinate_wise: ClassVar[bool] = False
+    #: ``__call__`` and :meth:`aggregate` take per-input ``weights`` (e.g. example counts).
+    supports_weights: ClassVar[bool] = False
 
     def __call__(self, x: Any) -> np.ndarray:
         """Aggregate ``x`` (shape ``(n, *shape)``, or a sequence of ``n`` arrays)."""
         raise NotImplementedError
+
+    def aggregate(self, x: Any, *, weights: Any = None) -> tuple[Any, Any]:
+        """Aggregate ``x`` and report diagnostics: ``(output, selection)``.
+
+        ``selection`` is a :class:`aggkit.Selection` for rules that select inputs (Krum,
+        Multi-Krum), ``None`` for the others. ``weights`` (one non-negative value per input)
+        is used by rules with ``supports_weights`` and refused by the others, so that an
+        integration never drops a weighting silently: check ``supports_weights`` first.
+        """
+        if weights is None:
+            return self(x), None
+        if not self.supports_weights:
+            raise InvalidParameterError(f"{self!r} does not take weights")
+        return self(x, weights=weights), None  # type: ignore[call-arg]
 
     def min_inputs(self) -> int:
         """The smallest ``n`` this rule accepts with its parameters."""

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from aggkit import _core
-from aggkit._validate import POLICIES, _torch, check_choice, check_f, is_torch, prepare
+from aggkit._validate import POLICIES, _torch, check_choice, check_f, check_weights, is_torch, prepare
 from aggkit.errors import InvalidParameterError
 from aggkit.registry import Rule, register
 
@@ -105,6 +105,7 @@ def multi_krum(
     *,
     f: int,
     m: int | None = None,
+    weights: Any = None,
     nonfinite: str = "robust",
     return_selection: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, Selection]:
@@ -119,6 +120,10 @@ def multi_krum(
     m : int, optional
         Number of inputs averaged, ``1 <= m <= n``. Default ``n - f`` (byzfl's choice; the
         DETOX and Garfield code use ``n - f - 2``). ``m = 1`` is Krum.
+    weights : array_like of shape (n,), optional
+        Non-negative per-input weights (e.g. example counts). The selected inputs are then
+        averaged with their weights, as Flower's ``MultiKrum`` does with ``num-examples``;
+        the selection itself ignores the weights. The selected weights must not all be 0.
     nonfinite : {"robust", "raise", "propagate"}, default "robust"
         See Notes. Under ``"robust"``, fewer than ``m`` inputs with a finite score is an
         error rather than an average that includes a non-finite input.
@@ -163,10 +168,19 @@ def multi_krum(
     f = check_f(f, "multi_krum")
     nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "multi_krum")
     if is_torch(x):
-        return _torch().multi_krum(x, f=f, m=m, nonfinite=nonfinite, return_selection=return_selection)
+        return _torch().multi_krum(
+            x, f=f, m=m, weights=weights, nonfinite=nonfinite, return_selection=return_selection
+        )
     p = prepare(x, "multi_krum")
     m_ = _check_m(m, p.n, f)
+    w = None if weights is None else check_weights(weights, p.n, "multi_krum")
     out, idx, scores = _core.multi_krum(p.data, f, m_, nonfinite)
+    if w is not None:
+        # The weighted average of the selected rows, best score first (as without weights).
+        if not any(w[i] > 0 for i in idx):
+            raise InvalidParameterError(f"multi_krum: the selected inputs {list(idx)} all have weight 0")
+        rows = [p.data[i] for i in idx]
+        out, _ = _core.mean(rows, np.array([w[i] for i in idx]), "propagate")
     y = p.finish(out)
     return (y, _selection(idx, scores)) if return_selection else y
 
@@ -201,6 +215,12 @@ class Krum(Rule):
         """Aggregate ``x``; see :func:`aggkit.krum`."""
         return krum(x, f=self.f, nonfinite=self.nonfinite)  # type: ignore[return-value]
 
+    def aggregate(self, x: Any, *, weights: Any = None) -> tuple[Any, Selection]:
+        """Aggregate ``x`` and return the :class:`Selection` too (weights are refused)."""
+        if weights is not None:
+            raise InvalidParameterError(f"{self!r} does not take weights: it returns one input")
+        return krum(x, f=self.f, nonfinite=self.nonfinite, return_selection=True)  # type: ignore[return-value]
+
 
 @register
 class MultiKrum(Rule):
@@ -208,6 +228,7 @@ class MultiKrum(Rule):
 
     name = "multi_krum"
     params = ("f", "m", "nonfinite")
+    supports_weights = True
 
     def __init__(self, *, f: int, m: int | None = None, nonfinite: str = "robust") -> None:
         self.f = check_f(f, "multi_krum")
@@ -221,6 +242,14 @@ class MultiKrum(Rule):
         """``max(2f + 3, m)``."""
         return max(2 * self.f + 3, self.m or 1)
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, x: Any, *, weights: Any = None) -> np.ndarray:
         """Aggregate ``x``; see :func:`aggkit.multi_krum`."""
-        return multi_krum(x, f=self.f, m=self.m, nonfinite=self.nonfinite)  # type: ignore[return-value]
+        return multi_krum(  # type: ignore[return-value]
+            x, f=self.f, m=self.m, weights=weights, nonfinite=self.nonfinite
+        )
+
+    def aggregate(self, x: Any, *, weights: Any = None) -> tuple[Any, Selection]:
+        """Aggregate ``x`` and return the :class:`Selection` too."""
+        return multi_krum(  # type: ignore[return-value]
+            x, f=self.f, m=self.m, weights=weights, nonfinite=self.nonfinite, return_selection=True
+        )

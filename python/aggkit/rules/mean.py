@@ -67,15 +67,17 @@ def mean(x: Any, *, weights: Any = None, nonfinite: str = "robust") -> np.ndarra
 
 @register
 class Mean(Rule):
-    """Rule object for :func:`aggkit.mean` (unweighted)."""
+    """Rule object for :func:`aggkit.mean` (weights are given per call)."""
 
     name = "mean"
     params = ("nonfinite",)
+    coordinate_wise = True
+    supports_weights = True
 
     def __init__(self, *, nonfinite: str = "robust") -> None:
         self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "mean")
         self._freeze()
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, x: Any, *, weights: Any = None) -> np.ndarray:
         """Aggregate ``x``; see :func:`aggkit.mean`."""
-        return mean(x, nonfinite=self.nonfinite)
+        return mean(x, weights=weights, nonfinite=self.nonfinite)

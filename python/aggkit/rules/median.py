@@ -74,6 +74,7 @@ class Median(Rule):
     """Rule object for :func:`aggkit.median`."""
 
     name = "median"
+    coordinate_wise = True
     params = ("even", "nonfinite")
 
     def __init__(self, *, even: str = "mean", nonfinite: str = "robust") -> None:

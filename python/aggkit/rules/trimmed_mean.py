@@ -76,6 +76,7 @@ class TrimmedMean(Rule):
     """Rule object for :func:`aggkit.trimmed_mean`."""
 
     name = "trimmed_mean"
+    coordinate_wise = True
     params = ("f", "nonfinite")
 
     def __init__(self, *, f: int, nonfinite: str = "robust") -> None:

@@ -225,13 +225,24 @@ def krum(
 
 
 def multi_krum(
-    x: Any, *, f: int, m: int | None = None, nonfinite: str = "robust", return_selection: bool = False
+    x: Any,
+    *,
+    f: int,
+    m: int | None = None,
+    weights: Any = None,
+    nonfinite: str = "robust",
+    return_selection: bool = False,
 ) -> Tensor | tuple[Tensor, Selection]:
-    """Multi-Krum; see :func:`aggkit.multi_krum`. The gradient is ``1/m`` to each selected input."""
+    """Multi-Krum; see :func:`aggkit.multi_krum`.
+
+    The gradient is ``1/m`` to each selected input, or ``w_i / Σ_selected w`` with ``weights``.
+    """
     f = check_f(f, "multi_krum")
     nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "multi_krum")
     if (views := _in_place_rows(x)) is not None:
-        y, sel = aggkit.multi_krum(views, f=f, m=m, nonfinite=nonfinite, return_selection=True)
+        y, sel = aggkit.multi_krum(
+            views, f=f, m=m, weights=weights, nonfinite=nonfinite, return_selection=True
+        )
         out, idx, scores = torch.from_numpy(y), torch.from_numpy(sel.indices), torch.from_numpy(sel.scores)
         return (out, _selection(idx, scores)) if return_selection else out
     p = _Prepared(x, "multi_krum")
@@ -239,6 +250,13 @@ def multi_krum(
     m_ = _check_m(m, p.n, f)
     if m_ > p.n:
         raise InvalidParameterError(f"Multi-Krum: m must satisfy 1 <= m <= n, got m={m_}, n={p.n}")
+    w = None if weights is None else check_weights(weights, p.n, "multi_krum")
     out, idx, scores = torch.ops.aggkit.multi_krum(p.x, f, m_, nonfinite)
+    if w is not None:
+        # As in the numpy API: the selected rows' weighted mean, best score first.
+        order = idx.tolist()
+        if not any(w[i] > 0 for i in order):
+            raise InvalidParameterError(f"multi_krum: the selected inputs {order} all have weight 0")
+        out, _ = torch.ops.aggkit.mean(p.x[idx], [w[i] for i in order], "propagate")
     y = p.finish(out)
     return (y, _selection(idx, scores)) if return_selection else y
