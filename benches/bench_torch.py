@@ -25,7 +25,7 @@ import aggkit.torch as at
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from bench_rules import machine_line, read_bandwidth
+from aggkit._bench import machine_line, read_bandwidth
 
 
 def sync(device: str) -> None:

@@ -9,7 +9,15 @@ import aggkit
 import pytest
 
 # aggkit.rules re-exports the functions under the modules' names, so import the modules by path.
-MODULES = ["registry", "rules.mean", "rules.median", "rules.trimmed_mean", "rules.krum"]
+MODULES = [
+    "registry",
+    "rules.mean",
+    "rules.median",
+    "rules.trimmed_mean",
+    "rules.krum",
+    "attacks",
+    "simulate",
+]
 
 
 TORCH_MODULES = ["torch.state_dict", "torch.nn"]

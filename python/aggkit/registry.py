@@ -129,6 +129,11 @@ def rule(spec: str | Rule, **params: Any) -> Rule:
     return cls(**params)
 
 
+def rule_class(name: str) -> type[Rule] | None:
+    """The registered class of rule ``name``, or ``None`` (to read its ``params`` first)."""
+    return _REGISTRY.get(name)
+
+
 def list_rules() -> list[str]:
     """The names of all registered rules, sorted."""
     return sorted(_REGISTRY)

@@ -1,0 +1,174 @@
+"""aggkit against numpy / torch baselines, with the machine's read bandwidth measured in the same run.
+
+``aggkit bench`` runs this (``benches/bench_rules.py`` is the same program)::
+
+    aggkit bench                       # the full grid (n 10/50/200, d 1e5/1e6/1e7), ~25 min, 8 GB
+    aggkit bench --n 50 --d 1e6        # one point
+    aggkit bench --quick               # a smoke run in seconds
+
+For each (n, d), float32 input: median time of the repeats in ms, GB/s of input read (4·n·d bytes
+per call), that rate as a % of the streaming read bandwidth measured at the start, and the speed-up
+over each baseline (baseline time / aggkit time, both medians in this run). A baseline whose projected
+time exceeds --budget seconds is skipped and marked so. Shared machines are noisy: compare the
+ratios, not the absolute numbers.
+
+Baselines: np.median(axis=0); a numpy trimmed mean (np.partition then mean, as Flower's
+FedTrimmedAvg); torch.median(dim=0) when torch is installed (lower median, same thread count);
+a numpy Krum in Flower's form (float32 Gram identity through BLAS: fast, but it is the inexact
+method aggkit refuses; aggkit computes exact direct differences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+import aggkit
+
+try:
+    import torch
+except ImportError:  # torch is an optional extra
+    torch = None
+
+
+def timed(fn, repeats: int) -> float:
+    """Median wall time in seconds over ``repeats`` calls (after one warm-up when cheap)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def read_bandwidth(threads: int, gib: float = 1.0) -> float:
+    """Streaming read bandwidth in GB/s: numpy sums over a buffer far larger than the caches."""
+    buf = np.ones(int(gib * 2**30) // 4, dtype=np.float32)
+    parts = np.array_split(buf, threads)
+    best = 0.0
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(5):
+            t0 = time.perf_counter()
+            list(pool.map(np.sum, parts))  # numpy releases the GIL in large reductions
+            best = max(best, buf.nbytes / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def np_trimmed_mean(x: np.ndarray, f: int) -> np.ndarray:
+    n = x.shape[0]
+    return np.partition(x, (f, n - f - 1), axis=0)[f : n - f].mean(axis=0)
+
+
+def np_krum_gram(x: np.ndarray, f: int) -> np.ndarray:
+    sq = np.einsum("ij,ij->i", x, x)
+    dist = sq[:, None] + sq[None, :] - 2 * (x @ x.T)
+    np.fill_diagonal(dist, np.inf)
+    k = x.shape[0] - f - 2
+    scores = np.sort(dist, axis=1)[:, :k].sum(axis=1)
+    return x[int(np.argmin(scores))]
+
+
+def machine_line(threads: int, bw: float) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    tv = torch.__version__ if torch is not None else "not installed"
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, threads={threads}, aggkit {aggkit.__version__} "
+        f"(SIMD {aggkit.simd_level()}), numpy {np.__version__}, torch {tv}, "
+        f"Python {sys.version.split()[0]}; streaming read bandwidth measured: {bw:.1f} GB/s"
+    )
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the benchmark grid with command-line arguments ``argv``; print a Markdown table."""
+    ap = argparse.ArgumentParser(prog="aggkit bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[10, 50, 200])
+    ap.add_argument("--d", type=float, nargs="+", default=[1e5, 1e6, 1e7])
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--budget", type=float, default=30.0, help="max seconds for one baseline call")
+    ap.add_argument("--rules", nargs="+", default=["mean", "median", "trimmed_mean", "krum"])
+    ap.add_argument("--quick", action="store_true", help="n 10/50, d 1e5, 3 repeats")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.d, args.repeats = [10, 50], [1e5], 3
+
+    aggkit.set_num_threads(args.threads)
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+    bw = read_bandwidth(args.threads)
+    print(machine_line(args.threads, bw))
+    print(f"command: aggkit bench {' '.join(sys.argv[1:] if argv is None else argv)}\n")
+    print("| n | d | rule | aggkit ms | GB/s | % of read BW | baseline | baseline ms | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for d in map(int, args.d):
+        for n in args.n:
+            bench_point(rng.standard_normal((n, d), dtype=np.float32), args, bw)
+    return 0
+
+
+def bench_point(x: np.ndarray, args: argparse.Namespace, bw: float) -> None:
+    """Time every requested rule and its baselines on one (n, d) input; print table rows."""
+    n, d = x.shape
+    f = max(1, n // 10) if n >= 5 else 0
+    fk = (n - 3) // 4  # Krum: a quarter of the admissible range
+    gb = x.nbytes / 1e9
+    tx = torch.from_numpy(x) if torch is not None else None
+    rules = {
+        "mean": (lambda: aggkit.mean(x), [("np.mean(axis=0)", lambda: x.mean(axis=0))]),
+        "median": (
+            lambda: aggkit.median(x),
+            [("np.median(axis=0)", lambda: np.median(x, axis=0))]
+            + ([("torch.median(dim=0)", lambda: tx.median(dim=0))] if tx is not None else []),
+        ),
+        "trimmed_mean": (
+            lambda: aggkit.trimmed_mean(x, f=f),
+            [("np.partition + mean", lambda: np_trimmed_mean(x, f))],
+        ),
+        "krum": (
+            lambda: aggkit.krum(x, f=fk),
+            [("numpy Krum (f32 Gram, Flower's form)", lambda: np_krum_gram(x, fk))],
+        ),
+    }
+    for name in args.rules:
+        ours, baselines = rules[name]
+        ours()  # warm-up: thread pool, page faults of the output
+        t = timed(ours, args.repeats)
+        label = {"trimmed_mean": f"trimmed_mean f={f}", "krum": f"krum f={fk}"}.get(name, name)
+        pct = 100 * gb / t / bw
+        head = f"| {n} | {d:.0e} | {label} | {t * 1e3:.1f} | {gb / t:.2f} | {pct:.0f} % "
+        for bname, bfn in baselines:
+            projected = _project(bname, n, max(1, d // 100), d, f, fk)
+            if projected > args.budget:
+                print(f"{head}| {bname} | skipped (> {args.budget:.0f} s projected) | — |")
+                continue
+            bt = timed(bfn, 1 if projected > 2 else 3)
+            print(f"{head}| {bname} | {bt * 1e3:.1f} | {bt / t:.1f}x |")
+        sys.stdout.flush()
+
+
+def _project(bname: str, n: int, small: int, d: int, f: int, fk: int) -> float:
+    """Time a baseline on d/100 coordinates and scale linearly (they are all O(d))."""
+    xs = np.random.default_rng(1).standard_normal((n, small), dtype=np.float32)
+    fns = {
+        "np.mean(axis=0)": lambda: xs.mean(axis=0),
+        "np.median(axis=0)": lambda: np.median(xs, axis=0),
+        "np.partition + mean": lambda: np_trimmed_mean(xs, f),
+        "numpy Krum (f32 Gram, Flower's form)": lambda: np_krum_gram(xs, fk),
+    }
+    if torch is not None:
+        txs = torch.from_numpy(xs)
+        fns["torch.median(dim=0)"] = lambda: txs.median(dim=0)
+    return timed(fns[bname], 1) * d / small

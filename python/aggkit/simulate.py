@@ -1,0 +1,468 @@
+"""Federated-learning simulation with Byzantine clients: what ``aggkit simulate`` runs.
+
+A server trains a small classifier with ``n`` clients for a number of rounds. Each round every
+client receives the global model, runs a few steps of minibatch SGD on its own data and sends
+its update (local model minus global model); the server aggregates the ``n`` updates with a
+rule and adds the result to the global model. The last ``f`` clients are Byzantine: each round
+they replace their updates by an attack (:mod:`aggkit.attacks`) built from the honest updates
+of that round, or, for data-poisoning attacks, train on poisoned data. Every (rule, attack)
+pair starts from the same model and data partition and draws the same minibatches, so the
+runs differ only in the rule and the attack.
+
+Everything here is numpy and aggkit; the data are scikit-learn's bundled digits (8x8 images,
+10 classes, no download) or a generated Gaussian-mixture task that needs nothing.
+
+    >>> from aggkit.simulate import simulate
+    >>> r = simulate(rules=["mean", "median"], attacks=["sign_flip"], dataset="synthetic",
+    ...              clients=10, byzantine=2, rounds=5, progress=False)
+    >>> sorted(r.final_accuracy())
+    [('mean', 'sign_flip'), ('median', 'sign_flip')]
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import aggkit
+from aggkit import attacks as _attacks
+from aggkit.errors import InvalidParameterError
+from aggkit.registry import Rule, rule_class
+
+__all__ = ["Dataset", "SimulationResult", "load_dataset", "parse_spec", "simulate"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A classification task: float32 features in [0, 1] scale, int64 labels."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+
+def load_dataset(name: str, seed: int = 0) -> Dataset:
+    """``"digits"`` (scikit-learn's bundled 8x8 digits, 1797 images) or ``"synthetic"``.
+
+    Both are split 75 % / 25 % into train and test with ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    if name == "digits":
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise ImportError(
+                "the digits dataset comes with scikit-learn: pip install 'aggkit[sim]' "
+                "(or use dataset='synthetic', which needs nothing)"
+            ) from None
+        d = load_digits()
+        x, y, c = (d.data / 16.0).astype(np.float32), d.target.astype(np.int64), 10
+    elif name == "synthetic":
+        # 10 Gaussian classes in 32 dimensions, overlapping enough that accuracy is not trivial.
+        c, dim, per = 10, 32, 200
+        centers = rng.standard_normal((c, dim)).astype(np.float32)
+        y = np.repeat(np.arange(c), per)
+        x = centers[y] + 1.2 * rng.standard_normal((c * per, dim)).astype(np.float32)
+        x = (x - x.min()) / (x.max() - x.min())
+    else:
+        raise InvalidParameterError(f"unknown dataset {name!r}; choose 'digits' or 'synthetic'")
+    perm = rng.permutation(len(y))
+    cut = int(0.75 * len(y))
+    tr, te = perm[:cut], perm[cut:]
+    return Dataset(name, x[tr], y[tr], x[te], y[te], c)
+
+
+def partition(y: np.ndarray, clients: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """Split sample indices among clients; per class, shares drawn from Dirichlet(alpha).
+
+    ``alpha = inf`` gives an IID split (shuffled, near-equal sizes). Small ``alpha`` gives each
+    client few classes. Every client gets at least 2 samples (the draw is repeated until so).
+    """
+    n = len(y)
+    if clients * 2 > n:
+        raise InvalidParameterError(f"{clients} clients need at least {2 * clients} samples, got {n}")
+    if math.isinf(alpha):
+        return [np.sort(p) for p in np.array_split(rng.permutation(n), clients)]
+    for _ in range(100):
+        parts: list[list[int]] = [[] for _ in range(clients)]
+        for c in np.unique(y):
+            idx = rng.permutation(np.flatnonzero(y == c))
+            shares = rng.dirichlet(np.full(clients, alpha))
+            cuts = (np.cumsum(shares)[:-1] * len(idx)).astype(int)
+            for k, chunk in enumerate(np.split(idx, cuts)):
+                parts[k].extend(chunk.tolist())
+        if min(len(p) for p in parts) >= 2:
+            return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+    raise InvalidParameterError(
+        f"Dirichlet alpha={alpha} left some of {clients} clients with fewer than 2 samples in "
+        "100 draws; use a larger alpha or fewer clients"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: flat float32 parameter vectors, numpy forward and backward
+
+
+class _Model:
+    def __init__(self, kind: str, dim: int, classes: int, hidden: int = 32) -> None:
+        self.kind, self.dim, self.classes, self.hidden = kind, dim, classes, hidden
+        if kind == "logreg":
+            self.shapes = [(dim, classes), (classes,)]
+        elif kind == "mlp":
+            self.shapes = [(dim, hidden), (hidden,), (hidden, classes), (classes,)]
+        else:
+            raise InvalidParameterError(f"unknown model {kind!r}; choose 'logreg' or 'mlp'")
+        self.size = sum(int(np.prod(s)) for s in self.shapes)
+
+    def init(self, rng: np.random.Generator) -> np.ndarray:
+        parts = []
+        for s in self.shapes:
+            if len(s) == 2:
+                parts.append(rng.standard_normal(s) * math.sqrt(2.0 / s[0]))
+            else:
+                parts.append(np.zeros(s))
+        return np.concatenate([p.ravel() for p in parts]).astype(np.float32)
+
+    def _unflat(self, w: np.ndarray) -> list[np.ndarray]:
+        out, o = [], 0
+        for s in self.shapes:
+            k = int(np.prod(s))
+            out.append(w[o : o + k].reshape(s))
+            o += k
+        return out
+
+    def logits(self, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+        p = self._unflat(w)
+        if self.kind == "logreg":
+            return x @ p[0] + p[1]
+        h = np.maximum(x @ p[0] + p[1], 0.0)
+        return h @ p[2] + p[3]
+
+    def grad(self, w: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Gradient of the mean cross-entropy at ``w`` on ``(x, y)``."""
+        p = self._unflat(w)
+        m = len(y)
+        if self.kind == "logreg":
+            z = x @ p[0] + p[1]
+        else:
+            a = x @ p[0] + p[1]
+            h = np.maximum(a, 0.0)
+            z = h @ p[2] + p[3]
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        g = e / e.sum(axis=1, keepdims=True)
+        g[np.arange(m), y] -= 1.0
+        g /= m
+        if self.kind == "logreg":
+            grads = [x.T @ g, g.sum(0)]
+        else:
+            gh = (g @ p[2].T) * (a > 0)
+            grads = [x.T @ gh, gh.sum(0), h.T @ g, g.sum(0)]
+        return np.concatenate([q.ravel() for q in grads]).astype(np.float32)
+
+    def accuracy(self, w: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+        if not np.all(np.isfinite(w)):
+            return float(np.mean(y == 0))  # a NaN model predicts class 0 (argmax of NaNs)
+        with np.errstate(over="ignore", invalid="ignore"):
+            pred = np.argmax(self.logits(w, x), axis=1)
+        return float(np.mean(pred == y))
+
+
+# ---------------------------------------------------------------------------------------------
+# Specs such as "trimmed_mean:f=3" or "alie:z=1.5"
+
+
+def _value(text: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    if text in ("None", "none"):
+        return None
+    return text
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"name:k=v,k2=v2"`` -> ``("name", {"k": v, "k2": v2})`` (ints, floats, None, strings)."""
+    name, _, rest = spec.partition(":")
+    params: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        k, eq, v = item.partition("=")
+        if not eq or not k:
+            raise InvalidParameterError(f"cannot read {item!r} in {spec!r}; write name:key=value,...")
+        params[k.strip()] = _value(v.strip())
+    return name.strip(), params
+
+
+def _make_rule(spec: str | Rule, byzantine: int) -> tuple[str, Rule]:
+    if isinstance(spec, Rule):
+        return repr(spec), spec
+    name, params = parse_spec(spec)
+    cls = rule_class(name)
+    if cls is not None and "f" in cls.params and "f" not in params:
+        params["f"] = byzantine
+    return spec, aggkit.rule(name, **params)
+
+
+def _make_attack(spec: str | _attacks.Attack | None) -> tuple[str, _attacks.Attack | None]:
+    if spec is None or spec == "none":
+        return "none", None
+    if isinstance(spec, _attacks.Attack):
+        return repr(spec), spec
+    name, params = parse_spec(spec)
+    return spec, _attacks.attack(name, **params)
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulation
+
+
+@dataclass
+class SimulationResult:
+    """Accuracy on the test set after every round, per (rule, attack)."""
+
+    accuracy: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    #: For selection rules: per (rule, attack), how often each client was kept over the rounds.
+    kept: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+
+    def final_accuracy(self) -> dict[tuple[str, str], float]:
+        """The accuracy after the last round, per (rule, attack)."""
+        return {k: v[-1] for k, v in self.accuracy.items()}
+
+    def table(self) -> str:
+        """A plain-text table: one row per rule, one column per attack (final accuracy, %)."""
+        rules = list(dict.fromkeys(r for r, _ in self.accuracy))
+        attacks = list(dict.fromkeys(a for _, a in self.accuracy))
+        w0 = max(len("rule"), *(len(r) for r in rules))
+        ws = [max(len(a), 6) for a in attacks]
+        lines = ["  ".join([f"{'rule':<{w0}}", *(f"{a:>{w}}" for a, w in zip(attacks, ws, strict=True))])]
+        lines.append("-" * len(lines[0]))
+        for r in rules:
+            cells = []
+            for a, w in zip(attacks, ws, strict=True):
+                acc = self.accuracy.get((r, a))
+                cells.append(f"{100 * acc[-1]:>{w}.1f}" if acc else f"{'-':>{w}}")
+            lines.append("  ".join([f"{r:<{w0}}", *cells]))
+        return "\n".join(lines)
+
+    def plot(self, path: str) -> str:
+        """Write a PNG of accuracy over rounds (one panel per attack, one line per rule)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("plotting needs matplotlib: pip install 'aggkit[sim]'") from None
+        rules = list(dict.fromkeys(r for r, _ in self.accuracy))
+        attacks = list(dict.fromkeys(a for _, a in self.accuracy))
+        cols = min(3, len(attacks))
+        rows = math.ceil(len(attacks) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True)
+        for ax, a in zip(axes.ravel(), attacks, strict=False):
+            for r in rules:
+                acc = self.accuracy.get((r, a))
+                if acc:
+                    ax.plot(range(1, len(acc) + 1), [100 * v for v in acc], label=r)
+            ax.set_title(f"attack: {a}")
+            ax.set_xlabel("round")
+            ax.set_ylim(0, 100)
+            ax.grid(alpha=0.3)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("test accuracy (%)")
+        for ax in axes.ravel()[len(attacks) :]:
+            ax.axis("off")
+        axes.ravel()[0].legend(fontsize=8, loc="lower right")
+        c = self.config
+        fig.suptitle(
+            f"aggkit simulate: {c.get('dataset')}, {c.get('model')}, n={c.get('clients')} clients, "
+            f"{c.get('byzantine')} Byzantine, alpha={c.get('alpha')}, seed={c.get('seed')}",
+            fontsize=10,
+        )
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+class _Progress:
+    """A one-line progress bar on stderr (a line per 10 % when stderr is not a terminal)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.done = total, enabled, 0
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+        self.last_decile = -1
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        frac = self.done / self.total
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / frac - elapsed if frac > 0 else 0.0
+        bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
+        line = f"[{bar}] {100 * frac:5.1f}%  {elapsed:5.1f}s elapsed, ~{eta:4.0f}s left  {label}"
+        if self.tty:
+            sys.stderr.write("\r" + line[:150].ljust(150))
+            if self.done == self.total:
+                sys.stderr.write("\n")
+        elif int(10 * frac) > self.last_decile:
+            self.last_decile = int(10 * frac)
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+DEFAULT_RULES = ("mean", "median", "trimmed_mean", "krum", "multi_krum")
+DEFAULT_ATTACKS = ("none", "sign_flip", "alie", "ipm", "gaussian", "large_values", "nonfinite", "label_flip")
+
+
+def simulate(
+    *,
+    rules: Sequence[str | Rule] = DEFAULT_RULES,
+    attacks: Sequence[str | _attacks.Attack | None] = DEFAULT_ATTACKS,
+    dataset: str = "digits",
+    model: str = "mlp",
+    clients: int = 20,
+    byzantine: int = 4,
+    rounds: int = 40,
+    local_steps: int = 2,
+    batch_size: int = 32,
+    lr: float = 0.5,
+    alpha: float = 1.0,
+    weighted: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    on_round: Callable[[str, str, int, float], None] | None = None,
+) -> SimulationResult:
+    """Run every (rule, attack) pair and return the test accuracy after each round.
+
+    Parameters
+    ----------
+    rules : sequence of str or Rule
+        Rule objects or specs ``"name"`` / ``"name:key=value,..."``; rules with an ``f``
+        parameter get ``f=byzantine`` unless the spec sets it.
+    attacks : sequence of str, Attack or None
+        Attack objects or specs (``"none"`` or ``None``: the Byzantine clients are honest).
+    dataset : {"digits", "synthetic"}
+    model : {"mlp", "logreg"}
+        A 1-hidden-layer MLP (32 ReLU units) or multinomial logistic regression.
+    clients, byzantine : int
+        ``n`` clients of which the last ``byzantine`` are Byzantine.
+    rounds, local_steps, batch_size, lr : int, int, int, float
+        Training schedule: each round, each client runs ``local_steps`` SGD steps.
+    alpha : float
+        Dirichlet concentration of the label split (``inf``: IID; small: non-IID).
+    weighted : bool
+        Pass the clients' example counts as weights to rules that take them (FedAvg style).
+    seed : int
+        Seeds the split, the initial model, the minibatches and the attacks.
+    progress : bool
+        Show a progress bar on stderr.
+    on_round : callable, optional
+        Called as ``on_round(rule, attack, round, accuracy)`` after each round.
+    """
+    if isinstance(rules, (str, Rule)) or isinstance(attacks, (str, _attacks.Attack)):
+        raise TypeError("rules and attacks are sequences, e.g. rules=['median']")
+    for name, v, lo in (("clients", clients, 1), ("rounds", rounds, 1), ("local_steps", local_steps, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise InvalidParameterError(f"simulate: {name} must be an int >= {lo}, got {v!r}")
+    if isinstance(byzantine, bool) or not isinstance(byzantine, int) or not 0 <= byzantine < clients:
+        raise InvalidParameterError(
+            f"simulate: byzantine must be an int in 0..clients-1, got {byzantine!r} with clients={clients}"
+        )
+    if not alpha > 0:
+        raise InvalidParameterError(f"simulate: alpha must be > 0 (inf for IID), got {alpha}")
+    data = load_dataset(dataset, seed)
+    net = _Model(model, data.x_train.shape[1], data.num_classes)
+    rule_objs = [_make_rule(r, byzantine) for r in rules]
+    attack_objs = [_make_attack(a) for a in attacks]
+    for label, r in rule_objs:
+        if clients < r.min_inputs():
+            raise InvalidParameterError(
+                f"simulate: rule {label} needs at least {r.min_inputs()} clients, got clients={clients}"
+            )
+    split = partition(data.y_train, clients, alpha, np.random.default_rng(seed + 1))
+    counts = np.array([len(p) for p in split], dtype=np.float64)
+    w0 = net.init(np.random.default_rng(seed + 2))
+    honest_n = clients - byzantine
+    result = SimulationResult(
+        config=dict(
+            dataset=dataset, model=model, clients=clients, byzantine=byzantine, rounds=rounds,
+            local_steps=local_steps, batch_size=batch_size, lr=lr, alpha=alpha, weighted=weighted,
+            seed=seed, params=net.size,
+        )
+    )  # fmt: skip
+    bar = _Progress(len(rule_objs) * len(attack_objs) * rounds, progress)
+    t0 = time.perf_counter()
+    for a_label, atk in attack_objs:
+        for r_label, rule in rule_objs:
+            rng = np.random.default_rng(seed + 3)  # same minibatches and attack draws for every pair
+            w = w0.copy()
+            accs: list[float] = []
+            kept = [0] * clients
+            for rnd in range(rounds):
+                updates = np.empty((clients, net.size), dtype=np.float32)
+                for c in range(clients):
+                    poisoned = c >= honest_n and atk is not None and atk.poisons_data
+                    updates[c] = _local_update(
+                        net, w, data, split[c], rng, local_steps, batch_size, lr, poisoned
+                    )
+                if atk is not None and byzantine and not atk.poisons_data:
+                    updates[honest_n:] = atk(updates[:honest_n], f=byzantine, rng=rng)
+                weights = counts if weighted and rule.supports_weights else None
+                with np.errstate(all="ignore"):
+                    agg, sel = rule.aggregate(updates, weights=weights)
+                    w = (w + agg).astype(np.float32)
+                if sel is not None:
+                    for i in sel.indices.tolist():
+                        kept[i] += 1
+                acc = net.accuracy(w, data.x_test, data.y_test)
+                accs.append(acc)
+                if on_round is not None:
+                    on_round(r_label, a_label, rnd + 1, acc)
+                bar.step(f"{r_label} vs {a_label}, round {rnd + 1}/{rounds}")
+            result.accuracy[(r_label, a_label)] = accs
+            if any(kept):
+                result.kept[(r_label, a_label)] = kept
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _local_update(
+    net: _Model,
+    w: np.ndarray,
+    data: Dataset,
+    idx: np.ndarray,
+    rng: np.random.Generator,
+    steps: int,
+    batch: int,
+    lr: float,
+    poisoned: bool,
+) -> np.ndarray:
+    """``steps`` minibatch SGD steps from ``w`` on the client's samples; returns the change."""
+    local = w.copy()
+    for _ in range(steps):
+        b = rng.choice(idx, size=min(batch, len(idx)), replace=False)
+        y = data.y_train[b]
+        if poisoned:
+            y = _attacks.LabelFlip().poison_labels(y, data.num_classes)
+        with np.errstate(all="ignore"):
+            local -= lr * net.grad(local, data.x_train[b], y)
+    return local - w

@@ -1,0 +1,157 @@
+"""aggkit.simulate and the ``aggkit simulate`` command."""
+
+import json
+import math
+import subprocess
+import sys
+
+import aggkit
+import numpy as np
+import pytest
+from aggkit.simulate import load_dataset, parse_spec, partition, simulate
+
+SMALL = dict(dataset="synthetic", clients=10, byzantine=2, rounds=6, progress=False)
+
+
+def test_runs_every_pair_reproducibly():
+    kw = dict(SMALL, rules=["mean", "median", "trimmed_mean:f=1"], attacks=["none", "large_values"])
+    a, b = simulate(**kw), simulate(**kw)
+    assert a.accuracy == b.accuracy
+    assert list(a.accuracy) == [
+        ("mean", "none"), ("median", "none"), ("trimmed_mean:f=1", "none"),
+        ("mean", "large_values"), ("median", "large_values"), ("trimmed_mean:f=1", "large_values"),
+    ]  # fmt: skip
+    assert all(len(v) == 6 and all(0.0 <= x <= 1.0 for x in v) for v in a.accuracy.values())
+    assert a.config["params"] > 0
+    assert a.seconds > 0
+
+
+def test_robust_rules_beat_the_mean_under_attack():
+    r = simulate(
+        **dict(SMALL, rounds=15), rules=["mean", "median", "multi_krum"], attacks=["none", "large_values"]
+    )
+    acc = r.final_accuracy()
+    clean = acc[("mean", "none")]
+    assert clean > 0.4  # 10 classes: chance is 0.1
+    assert acc[("mean", "large_values")] < 0.2  # the model is destroyed
+    assert acc[("median", "large_values")] > 0.75 * clean
+    assert acc[("multi_krum", "large_values")] > 0.75 * clean
+    kept = r.kept[("multi_krum", "large_values")]
+    assert sum(kept[8:]) == 0  # Multi-Krum never kept a Byzantine client
+    assert sum(kept) == 15 * 8  # m = n - f clients kept per round
+
+
+def test_without_attack_the_byzantine_clients_are_honest():
+    r = simulate(**SMALL, rules=["mean"], attacks=["none"])
+    honest = simulate(**dict(SMALL, byzantine=0), rules=["mean"], attacks=["none"])
+    assert r.accuracy == honest.accuracy
+
+
+def test_label_flip_and_weights_and_rule_objects():
+    r = simulate(
+        **SMALL,
+        rules=[aggkit.MultiKrum(f=2, m=5), "mean"],
+        attacks=["label_flip", aggkit.attacks.SignFlip(scale=10)],
+        weighted=True,
+        alpha=math.inf,
+        model="logreg",
+    )
+    assert ("MultiKrum(f=2, m=5, nonfinite='robust')", "label_flip") in r.accuracy
+    assert ("mean", "SignFlip(scale=10.0)") in r.accuracy
+    table = r.table()
+    assert table.splitlines()[0].split() == ["rule", "label_flip", "SignFlip(scale=10.0)"]
+    assert len(table.splitlines()) == 4
+
+
+def test_parse_spec():
+    assert parse_spec("median") == ("median", {})
+    assert parse_spec("multi_krum:f=2,m=5") == ("multi_krum", {"f": 2, "m": 5})
+    assert parse_spec("alie:z=1.5") == ("alie", {"z": 1.5})
+    assert parse_spec("median:even=lower,nonfinite=raise") == (
+        "median",
+        {"even": "lower", "nonfinite": "raise"},
+    )
+    with pytest.raises(aggkit.InvalidParameterError, match="name:key=value"):
+        parse_spec("median:lower")
+
+
+def test_partition_covers_every_sample_once():
+    y = np.repeat(np.arange(10), 30)
+    rng = np.random.default_rng(0)
+    for alpha in (0.1, 1.0, math.inf):
+        parts = partition(y, 12, alpha, rng)
+        assert len(parts) == 12
+        assert min(len(p) for p in parts) >= 2
+        np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(300))
+    iid = partition(y, 12, math.inf, rng)
+    assert max(map(len, iid)) - min(map(len, iid)) <= 1
+    # Small alpha concentrates each client on few classes.
+    skewed = partition(y, 12, 0.05, rng)
+    assert np.mean([len(np.unique(y[p])) for p in skewed]) < 5
+
+
+def test_datasets():
+    s = load_dataset("synthetic", 0)
+    assert s.x_train.dtype == np.float32
+    assert s.num_classes == 10
+    assert len(s.y_train) + len(s.y_test) == 2000
+    pytest.importorskip("sklearn")
+    d = load_dataset("digits", 0)
+    assert d.x_train.shape[1] == 64
+    assert len(d.y_train) + len(d.y_test) == 1797
+
+
+def test_bad_input():
+    bad = [
+        (dict(clients=0), "clients must be an int >= 1"),
+        (dict(byzantine=10), "byzantine must be an int in 0..clients-1"),
+        (dict(rounds=0), "rounds must be an int >= 1"),
+        (dict(alpha=0.0), "alpha must be > 0"),
+        (dict(dataset="mnist"), "unknown dataset 'mnist'"),
+        (dict(model="cnn"), "unknown model 'cnn'"),
+        (dict(rules=["krum"], byzantine=4), r"rule krum needs at least 11 clients, got clients=10"),
+        (dict(rules=["nope"]), "unknown rule 'nope'"),
+        (dict(attacks=["nope"]), "unknown attack 'nope'"),
+    ]
+    for over, msg in bad:
+        with pytest.raises(aggkit.InvalidParameterError, match=msg):
+            simulate(**{**SMALL, **over})
+    with pytest.raises(TypeError, match="sequences"):
+        simulate(**SMALL, rules="median")
+
+
+def test_command_line(tmp_path):
+    png, js = tmp_path / "acc.png", tmp_path / "acc.json"
+    args = ["simulate", "--dataset", "synthetic", "--clients", "9", "--byzantine", "2", "--rounds", "3"]
+    args += ["--rules", "mean", "median", "krum", "--attacks", "none", "sign_flip:scale=5"]
+    args += ["--json", str(js), "--plot", str(png)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggkit", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "final test accuracy (%)" in out
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("rule"))
+    assert lines[header].split() == ["rule", "none", "sign_flip:scale=5"]
+    assert [line.split()[0] for line in lines[header + 2 : header + 5]] == ["mean", "median", "krum"]
+    assert "100.0%" in proc.stderr  # the progress bar reached the end
+    data = json.loads(js.read_text())
+    assert data["config"]["clients"] == 9
+    assert len(data["accuracy"]) == 6
+    if "no plot" in proc.stderr:
+        pytest.importorskip("matplotlib")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_command_line_errors():
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggkit", "simulate", "--rules", "krum", "--clients", "5", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "Krum" in proc.stderr or "krum" in proc.stderr
+    assert "Traceback" not in proc.stderr
