@@ -1,0 +1,245 @@
+"""Flower integration: robust aggregation as a strategy of Flower's Message API.
+
+:class:`RobustStrategy` is Flower's ``FedAvg`` (same sampling, configuration, evaluation and
+metrics) whose training aggregation is any aggkit rule::
+
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.app import ArrayRecord, Context
+    from aggkit.flower import RobustStrategy
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = RobustStrategy("trimmed_mean", f=2, fraction_evaluate=0.0)
+        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
+                                num_rounds=10)
+
+What it does differently from Flower's own ``FedMedian`` / ``FedTrimmedAvg`` / ``Krum``:
+
+- It aggregates **updates**: the global model sent in ``configure_train`` is subtracted from
+  each reply and added back to the result. Median, trimmed mean and Krum select the same
+  inputs either way, but distances between near-identical models cancel badly in float32
+  (Flower 1.41's Krum returns negative squared distances there), and clipping-type rules are
+  defined on updates.
+- Coordinate-wise rules (``rule.coordinate_wise``: mean, median, trimmed mean) run key by
+  key, so peak memory is ``n`` copies of the largest array, not of the model. Whole-model
+  rules (Krum, Multi-Krum) see each client's arrays flattened into one ``(n, d)`` matrix, in
+  the record's key order.
+- Example counts (the ``weighted_by_key`` metric, ``"num-examples"`` by default) weight the
+  rules that take weights (mean, Multi-Krum); the other rules treat clients equally.
+- Replies are read, never modified (Flower's ``FedMedian`` pops the arrays out of them).
+- Selection rules report which clients they excluded: the training metrics get
+  ``aggkit-num-excluded`` and ``aggkit-excluded-node-ids``, and :attr:`RobustStrategy.history`
+  keeps every round's node ids and scores.
+- A round with too few replies for the rule (e.g. Krum with ``n < 2f + 3``) logs a warning
+  and keeps the current global model, as Flower's ``Bulyan`` does; other errors propagate.
+- Arrays that are not floating point (e.g. BatchNorm's ``num_batches_tracked``) take the
+  element-wise lower median of the clients' values.
+
+Requires ``flwr>=1.21,<2`` (``pip install 'aggkit[flower]'``). The strategy calls Flower's
+``FedAvg._check_and_log_replies`` for error filtering and reply validation, a private helper;
+that is why the supported range is pinned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+
+try:
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+    from flwr.common.logger import log
+    from flwr.serverapp import Grid
+    from flwr.serverapp.strategy import FedAvg
+except ImportError as e:  # pragma: no cover - exercised only without flwr
+    raise ImportError(
+        f"aggkit.flower needs Flower's Message API (flwr>=1.21,<2): pip install 'aggkit[flower]' ({e})"
+    ) from e
+
+from aggkit.errors import InvalidParameterError, TooFewInputsError
+from aggkit.registry import Rule, rule_class
+from aggkit.registry import rule as make_rule
+
+__all__ = ["RobustStrategy"]
+
+
+class RobustStrategy(FedAvg):
+    """Flower ``FedAvg`` whose training aggregation is an aggkit rule.
+
+    Parameters
+    ----------
+    rule : str or aggkit.Rule
+        A rule object (``aggkit.TrimmedMean(f=2)``) or a registered name (``"median"``).
+    on_updates : bool, default True
+        Aggregate the updates (reply minus the global model of this round) rather than the
+        returned models. See the module docstring.
+    weighted : bool, default True
+        Weight by the ``weighted_by_key`` metric for rules that take weights.
+    **kwargs
+        The rule's parameters when ``rule`` is a name (e.g. ``f=2``), then ``FedAvg``'s
+        (``fraction_train``, ``min_train_nodes``, ``weighted_by_key``, ...).
+
+    Attributes
+    ----------
+    rule : aggkit.Rule
+    history : list of dict
+        One entry per aggregated round: ``round``, ``node_ids`` (reply order), ``weights``
+        and, for selection rules, ``kept_node_ids``, ``excluded_node_ids`` and ``scores``.
+    """
+
+    def __init__(self, rule: str | Rule, *, on_updates: bool = True, weighted: bool = True, **kwargs: Any):
+        # The rule's parameters go to the rule (an error with a rule object), the rest to FedAvg.
+        cls = rule_class(rule) if isinstance(rule, str) else type(rule)
+        names = cls.params if cls is not None else ()
+        rule_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+        self.rule: Rule = make_rule(rule, **rule_kwargs)
+        super().__init__(**kwargs)
+        self.on_updates = bool(on_updates)
+        self.weighted = bool(weighted)
+        self.history: list[dict[str, Any]] = []
+        self._global: dict[str, np.ndarray] | None = None
+
+    def summary(self) -> None:
+        """Log the strategy's settings (FedAvg's summary, then the rule)."""
+        super().summary()
+        log(INFO, "\t└──> aggkit rule: %r (on %s)", self.rule, "updates" if self.on_updates else "models")
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """FedAvg's ``configure_train``; remembers ``arrays`` as this round's global model."""
+        if self.on_updates:
+            self._global = {k: v.numpy() for k, v in arrays.items()}
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Aggregate the replies' arrays with the rule; metrics as FedAvg, plus diagnostics."""
+        valid, _ = self._check_and_log_replies(replies, is_train=True)
+        if not valid:
+            return None, None
+        contents = [m.content for m in valid]
+        record_key = next(iter(contents[0].array_records.keys()))
+        records = [c[record_key] for c in contents]
+        keys = list(records[0].keys())
+        if self.on_updates:
+            if self._global is None:
+                raise InvalidParameterError(
+                    "RobustStrategy(on_updates=True) aggregates updates against the model sent "
+                    "in configure_train, which has not been called; call it first (start() does) "
+                    "or build the strategy with on_updates=False"
+                )
+            missing = [k for k in keys if k not in self._global]
+            if missing:
+                raise InvalidParameterError(f"replies hold arrays the global model does not: {missing}")
+        node_ids = [int(m.metadata.src_node_id) for m in valid]
+        counts = [_weight(c, self.weighted_by_key) for c in contents]
+        weights = counts if self.weighted and self.rule.supports_weights else None
+        entry: dict[str, Any] = {"round": server_round, "node_ids": node_ids, "weights": weights}
+        try:
+            if self.rule.coordinate_wise:
+                arrays, selection = self._per_key(records, keys, weights), None
+            else:
+                arrays, selection = self._whole_model(records, keys, weights)
+        except TooFewInputsError as e:
+            log(WARNING, "aggkit %r skipped round %d: %s", self.rule, server_round, e)
+            return None, None
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        if selection is not None:
+            kept = selection.indices.tolist()
+            excluded = [node_ids[i] for i in range(len(valid)) if i not in set(kept)]
+            entry |= {
+                "kept_node_ids": [node_ids[i] for i in kept],
+                "excluded_node_ids": excluded,
+                "scores": dict(zip(node_ids, selection.scores.tolist(), strict=True)),
+            }
+            if metrics is None:
+                metrics = MetricRecord()
+            metrics["aggkit-num-excluded"] = len(excluded)
+            metrics["aggkit-excluded-node-ids"] = excluded
+            if excluded:
+                log(INFO, "aggkit %r excluded nodes %s in round %d", self.rule, excluded, server_round)
+        self.history.append(entry)
+        return arrays, metrics
+
+    # -----------------------------------------------------------------------------------------
+
+    def _base(self, key: str) -> np.ndarray | None:
+        return self._global[key] if self.on_updates and self._global is not None else None
+
+    def _per_key(self, records: list[ArrayRecord], keys: list[str], weights: Any) -> ArrayRecord:
+        out = ArrayRecord()
+        for key in keys:
+            layers = [r[key].numpy() for r in records]
+            base = self._base(key)
+            if layers[0].dtype.kind != "f":
+                out[key] = Array(_lower_median(layers))
+                continue
+            if base is not None:
+                layers = [a - base.astype(a.dtype, copy=False) for a in layers]
+            y, _ = self.rule.aggregate(layers, weights=weights)
+            if base is not None:
+                y = (base.astype(y.dtype, copy=False) + y).astype(layers[0].dtype, copy=False)
+            out[key] = Array(np.ascontiguousarray(y))
+        return out
+
+    def _whole_model(
+        self, records: list[ArrayRecord], keys: list[str], weights: Any
+    ) -> tuple[ArrayRecord, Any]:
+        first = {k: records[0][k] for k in keys}
+        dtypes = {k: np.dtype(first[k].dtype) for k in keys}
+        shapes = {k: tuple(first[k].shape) for k in keys}
+        floats = [k for k in keys if dtypes[k].kind == "f"]
+        wide = any(dtypes[k].itemsize == 8 for k in floats)
+        buf_dtype = np.float64 if wide else np.float32
+        sizes = [int(np.prod(shapes[k])) for k in floats]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        n = len(records)
+        buf = np.empty((n, int(offsets[-1])), dtype=buf_dtype)  # the one (n, d) copy
+        for i, r in enumerate(records):
+            for k, lo, hi in zip(floats, offsets[:-1], offsets[1:], strict=True):
+                a = r[k].numpy()
+                if a.shape != shapes[k] or a.dtype != dtypes[k]:
+                    raise InvalidParameterError(
+                        f"array {k!r}: client {i} sent shape {a.shape} dtype {a.dtype}, client 0 "
+                        f"sent shape {shapes[k]} dtype {dtypes[k]}"
+                    )
+                row = buf[i, lo:hi]
+                row[...] = a.reshape(-1)
+                base = self._base(k)
+                if base is not None:
+                    row -= base.reshape(-1)
+        y, selection = self.rule.aggregate(buf, weights=weights)
+        del buf
+        out = ArrayRecord()
+        for k in keys:
+            if dtypes[k].kind != "f":
+                out[k] = Array(_lower_median([r[k].numpy() for r in records]))
+                continue
+            j = floats.index(k)
+            part = y[offsets[j] : offsets[j + 1]].reshape(shapes[k])
+            base = self._base(k)
+            if base is not None:
+                part = base.astype(buf_dtype) + part
+            out[k] = Array(np.ascontiguousarray(part.astype(dtypes[k], copy=False)))
+        return out, selection
+
+
+def _weight(content: Any, key: str) -> float:
+    record = next(iter(content.metric_records.values()))
+    value = record[key]
+    if isinstance(value, list) or not np.isfinite(value) or value < 0:
+        raise InvalidParameterError(f"the weight metric {key!r} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _lower_median(layers: list[np.ndarray]) -> np.ndarray:
+    """Element-wise lower median of non-float arrays (counters, masks): one of the values."""
+    stacked = np.stack(layers)
+    k = (len(layers) - 1) // 2
+    return np.asarray(np.partition(stacked, k, axis=0)[k])

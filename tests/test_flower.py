@@ -1,0 +1,261 @@
+"""aggkit.flower.RobustStrategy driven with real Flower objects (messages built by hand, no ray)."""
+
+from __future__ import annotations
+
+import time
+
+import aggkit
+import numpy as np
+import pytest
+
+flwr = pytest.importorskip("flwr")
+from aggkit.flower import RobustStrategy  # noqa: E402
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def run_identity(monkeypatch):
+    """Flower stamps outgoing messages with the run's identity, which a live run sets."""
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 0)
+
+
+def record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()})
+
+
+def reply(node: int, arrays: dict[str, np.ndarray], examples: float, server_round: int = 1) -> Message:
+    md = Metadata(
+        run_id=1,
+        message_id=f"reply-{node}-{server_round}",
+        src_node_id=node,
+        dst_node_id=0,
+        reply_to_message_id=f"ins-{node}",
+        group_id=str(server_round),
+        created_at=time.time(),
+        ttl=60.0,
+        message_type="train",
+    )
+    content = RecordDict(
+        {"arrays": record(arrays), "metrics": MetricRecord({"num-examples": examples, "loss": float(node)})}
+    )
+    return Message(content=content, metadata=md)
+
+
+class InProcessGrid:
+    """A Grid that runs each node's ``train`` function in this process (what ray does, minus ray)."""
+
+    def __init__(self, train_fns: dict[int, object]):
+        self.train_fns = train_fns
+        self.sent: list[Message] = []
+
+    def get_node_ids(self):
+        return list(self.train_fns)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        out = []
+        for msg in messages:
+            self.sent.append(msg)
+            node = msg.metadata.dst_node_id
+            arrays = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+            new, examples = self.train_fns[node](arrays, msg.content["config"]["server-round"])
+            out.append(reply(node, new, examples, msg.content["config"]["server-round"]))
+        return out
+
+
+GLOBAL = {
+    "w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4),
+    "b": np.zeros(4, dtype=np.float32),
+    "steps": np.array(10, dtype=np.int64),
+}
+
+
+def configured(strategy: RobustStrategy, nodes=(11, 12, 13, 14, 15)) -> None:
+    msgs = list(
+        strategy.configure_train(1, record(GLOBAL), ConfigRecord({}), InProcessGrid(dict.fromkeys(nodes)))
+    )
+    assert len(msgs) == len(nodes)
+
+
+def client_models(rng, honest=4, byzantine=1):
+    models = []
+    for i in range(honest):
+        models.append(
+            {
+                "w": GLOBAL["w"] + 0.01 * rng.standard_normal((3, 4)).astype(np.float32),
+                "b": GLOBAL["b"] + np.float32(0.1 * (i + 1)),
+                "steps": np.array(11 + i),
+            }
+        )
+    for _ in range(byzantine):
+        models.append({"w": GLOBAL["w"] + 1e4, "b": GLOBAL["b"] - 1e4, "steps": np.array(10**6)})
+    return models
+
+
+@pytest.mark.parametrize(
+    ("rule", "kwargs"),
+    [("median", {}), ("trimmed_mean", {"f": 1}), ("mean", {}), ("krum", {"f": 1}), ("multi_krum", {"f": 1})],
+)
+def test_matches_the_rule_on_updates(rule, kwargs):
+    rng = np.random.default_rng(0)
+    models = client_models(rng)
+    s = RobustStrategy(rule, **kwargs, weighted=False)
+    configured(s)
+    replies = [reply(11 + i, m, 10 * (i + 1)) for i, m in enumerate(models)]
+    arrays, metrics = s.aggregate_train(1, replies)
+    r = aggkit.rule(rule, **kwargs)
+    if r.coordinate_wise:
+        for k in ("w", "b"):
+            updates = np.stack([m[k] - GLOBAL[k] for m in models])
+            expected = GLOBAL[k] + r(updates)
+            np.testing.assert_array_equal(arrays[k].numpy(), expected)
+    else:
+        flat = np.stack([np.concatenate([(m[k] - GLOBAL[k]).ravel() for k in ("w", "b")]) for m in models])
+        y = r(flat)
+        np.testing.assert_array_equal(arrays["w"].numpy(), GLOBAL["w"] + y[:12].reshape(3, 4))
+        np.testing.assert_array_equal(arrays["b"].numpy(), GLOBAL["b"] + y[12:])
+    assert arrays["w"].numpy().dtype == np.float32
+    assert arrays["steps"].numpy().tolist() == 13  # the median of 11, 12, 13, 14, 10**6
+    assert arrays["steps"].numpy().dtype == np.int64
+    assert metrics["loss"] == pytest.approx(2050 / 150)  # FedAvg's metric average, by num-examples
+    assert list(arrays.keys()) == ["w", "b", "steps"]
+    # The Byzantine client (node 15) is outvoted by every robust rule.
+    if rule != "mean":
+        assert np.abs(arrays["w"].numpy() - GLOBAL["w"]).max() < 0.1
+    # Replies are not modified (Flower's FedMedian pops their arrays).
+    for i, m in enumerate(models):
+        np.testing.assert_array_equal(replies[i].content["arrays"]["w"].numpy(), m["w"])
+
+
+def test_selection_diagnostics_and_weights():
+    rng = np.random.default_rng(1)
+    models = client_models(rng, honest=5, byzantine=2)
+    nodes = list(range(101, 108))
+    s = RobustStrategy(aggkit.MultiKrum(f=2, m=3))
+    configured(s, nodes)
+    replies = [reply(nodes[i], m, float(i + 1)) for i, m in enumerate(models)]
+    arrays, metrics = s.aggregate_train(1, replies)
+    h = s.history[-1]
+    assert set(h["excluded_node_ids"]) >= {106, 107}
+    assert len(h["kept_node_ids"]) == 3
+    assert metrics["aggkit-num-excluded"] == 4
+    assert sorted(metrics["aggkit-excluded-node-ids"]) == sorted(h["excluded_node_ids"])
+    assert h["weights"] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert set(h["scores"]) == set(nodes)
+    # Weighted by num-examples: the kept updates averaged with their example counts.
+    kept = [nodes.index(i) for i in h["kept_node_ids"]]
+    flat = np.stack([np.concatenate([(m[k] - GLOBAL[k]).ravel() for k in ("w", "b")]) for m in models])
+    y = aggkit.multi_krum(flat, f=2, m=3, weights=[float(i + 1) for i in range(7)])
+    np.testing.assert_array_equal(arrays["b"].numpy(), GLOBAL["b"] + y[12:])
+    assert kept == sorted(kept, key=lambda i: h["scores"][nodes[i]])
+
+
+def test_rules_without_weights_are_unweighted_and_mean_is_weighted():
+    rng = np.random.default_rng(2)
+    models = client_models(rng, honest=3, byzantine=0)
+    replies = [reply(11 + i, m, [1.0, 1.0, 98.0][i]) for i, m in enumerate(models)]
+    s = RobustStrategy("mean")
+    configured(s, (11, 12, 13))
+    arrays, _ = s.aggregate_train(1, replies)
+    expected = GLOBAL["b"] + aggkit.mean(
+        np.stack([m["b"] - GLOBAL["b"] for m in models]), weights=[1.0, 1.0, 98.0]
+    )
+    np.testing.assert_array_equal(arrays["b"].numpy(), expected)
+    s = RobustStrategy("median")
+    configured(s, (11, 12, 13))
+    arrays, _ = s.aggregate_train(1, replies)
+    np.testing.assert_allclose(arrays["b"].numpy(), GLOBAL["b"] + 0.2, rtol=1e-6)
+
+
+def test_too_few_replies_keeps_the_model_and_errors_are_filtered():
+    s = RobustStrategy("krum", f=2)  # needs 7
+    configured(s)
+    models = client_models(np.random.default_rng(3))
+    assert s.aggregate_train(1, [reply(11 + i, m, 1.0) for i, m in enumerate(models)]) == (None, None)
+    assert s.aggregate_train(1, []) == (None, None)
+
+
+def test_must_know_the_global_model_for_updates():
+    s = RobustStrategy("median")
+    models = client_models(np.random.default_rng(4))
+    replies = [reply(11 + i, m, 1.0) for i, m in enumerate(models)]
+    with pytest.raises(aggkit.InvalidParameterError, match="configure_train"):
+        s.aggregate_train(1, replies)
+    s = RobustStrategy("median", on_updates=False)
+    arrays, _ = s.aggregate_train(1, replies)
+    np.testing.assert_array_equal(arrays["w"].numpy(), aggkit.median(np.stack([m["w"] for m in models])))
+
+
+def test_constructor():
+    s = RobustStrategy("trimmed_mean", f=2, min_train_nodes=7, fraction_evaluate=0.0)
+    assert s.rule == aggkit.TrimmedMean(f=2)
+    assert s.min_train_nodes == 7
+    with pytest.raises(aggkit.InvalidParameterError, match="unknown rule"):
+        RobustStrategy("nope")
+    with pytest.raises(aggkit.InvalidParameterError, match="cannot be applied"):
+        RobustStrategy(aggkit.Median(), even="lower")
+    with pytest.raises(TypeError):
+        RobustStrategy("median", not_an_option=1)
+
+
+def test_start_trains_through_flower_with_a_byzantine_node():
+    """Flower's own Strategy.start loop over an in-process grid: 3 rounds, node 5 is Byzantine."""
+    target = {"w": np.full((3, 4), 2.0, np.float32), "b": np.full(4, -1.0, np.float32)}
+
+    def honest(node):
+        def train(arrays, rnd):
+            g = np.random.default_rng(node * 100 + rnd)
+            return {k: v + 0.5 * (target[k] - v) + 0.01 * g.standard_normal(v.shape).astype(v.dtype)
+                    for k, v in arrays.items()}, 50.0  # fmt: skip
+
+        return train
+
+    def byzantine(arrays, rnd):
+        return {k: np.full_like(v, 1e6) for k, v in arrays.items()}, 1000.0
+
+    init = {"w": np.zeros((3, 4), np.float32), "b": np.zeros(4, np.float32)}
+    results = {}
+    for rule in ("mean", "median", "krum"):
+        grid = InProcessGrid({1: honest(1), 2: honest(2), 3: honest(3), 4: honest(4), 5: byzantine})
+        s = RobustStrategy(rule, **({"f": 1} if rule == "krum" else {}), fraction_evaluate=0.0,
+                           min_available_nodes=5, min_train_nodes=5)  # fmt: skip
+        result = s.start(grid=grid, initial_arrays=record(init), num_rounds=3)
+        results[rule] = {k: v.numpy() for k, v in result.arrays.items()}
+        assert len(s.history) == 3
+    err = {r: max(np.abs(v[k] - target[k]).max() for k in target) for r, v in results.items()}
+    assert err["mean"] > 1e4
+    assert err["median"] < 0.3  # 3 halvings of the distance to the target
+    assert err["krum"] < 0.3
+
+
+@pytest.mark.parametrize("rule", ["median", "krum"])
+def test_flower_simulation_end_to_end(rule, tmp_path):
+    """A real Flower simulation (ray backend, 5 supernodes, one Byzantine): runs where ray is installed."""
+    pytest.importorskip("ray")
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    out = tmp_path / "result.json"
+    app = pathlib.Path(__file__).with_name("flower_sim_app.py")
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", RAY_USAGE_STATS_ENABLED="0")
+    proc = subprocess.run(
+        [sys.executable, str(app), rule, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
+    assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    w, b = np.array(data["arrays"]["w"]), np.array(data["arrays"]["b"])
+    # Three halvings of the distance to the target (2, -1), despite the Byzantine node.
+    np.testing.assert_allclose(w, 2.0 * (1 - 0.5**3), rtol=1e-5)
+    np.testing.assert_allclose(b, -1.0 * (1 - 0.5**3), rtol=1e-5)
+    if rule == "krum":
+        assert all(len(ex) == 4 for ex in data["history"])
