@@ -22,10 +22,11 @@ What it does differently from Flower's own ``FedMedian`` / ``FedTrimmedAvg`` / `
   inputs either way, but distances between near-identical models cancel badly in float32
   (Flower 1.41's Krum returns negative squared distances there), and clipping-type rules are
   defined on updates.
-- Coordinate-wise rules (``rule.coordinate_wise``: mean, median, trimmed mean) run key by
-  key, so peak memory is ``n`` copies of the largest array, not of the model. Whole-model
-  rules (Krum, Multi-Krum) see each client's arrays flattened into one ``(n, d)`` matrix, in
-  the record's key order.
+- Coordinate-wise rules (``rule.coordinate_wise``: median, trimmed mean, and the mean unless
+  ``nonfinite="robust"``, which drops a client with a NaN anywhere) run key by key, so peak
+  memory is ``n`` copies of the largest array, not of the model. Whole-model rules (Krum,
+  Multi-Krum, the robust mean) see each client's float arrays flattened into one ``(n, d)``
+  matrix, in the record's key order.
 - Example counts (the ``weighted_by_key`` metric, ``"num-examples"`` by default) weight the
   rules that take weights (mean, Multi-Krum); the other rules treat clients equally.
 - Replies are read, never modified (Flower's ``FedMedian`` pops the arrays out of them).

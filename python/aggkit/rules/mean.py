@@ -71,8 +71,16 @@ class Mean(Rule):
 
     name = "mean"
     params = ("nonfinite",)
-    coordinate_wise = True
     supports_weights = True
+
+    @property
+    def coordinate_wise(self) -> bool:  # type: ignore[override]
+        """Whether the rule works coordinate by coordinate: not under ``nonfinite="robust"``.
+
+        There an input holding a NaN anywhere is dropped from every coordinate, so the rule
+        must see whole inputs.
+        """
+        return self.nonfinite != "robust"
 
     def __init__(self, *, nonfinite: str = "robust") -> None:
         self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "mean")

@@ -174,24 +174,33 @@ def _int_median(ts: list[Tensor]) -> Tensor:
 
 def _select(state_dicts: Sequence[Mapping[str, Tensor]], floats: list[str], r: Rule) -> Selection:
     """Krum / Multi-Krum selection on whole models: distances summed over the tensors."""
+    n = len(state_dicts)
+    dist = np.zeros((n, n))
+    for k in floats:
+        dist += pairwise_sq_distances([sd[k].detach().reshape(-1) for sd in state_dicts])
+    idx, scores = krum_select(dist, r)
+    dev = state_dicts[0][floats[0]].device if floats else torch.device("cpu")
+    return Selection(torch.tensor(idx, dtype=torch.int64, device=dev), torch.from_numpy(scores).to(dev))
+
+
+def pairwise_sq_distances(rows: Sequence[Tensor]) -> np.ndarray:
+    """``(n, n)`` float64 squared distances between ``n`` 1-D tensors (CPU: read in place)."""
+    if rows[0].device.type == "cpu" and rows[0].dtype != torch.bfloat16:
+        return _core.pairwise_sq_distances([_f32_or_f64(t.numpy()) for t in rows])
     from aggkit.torch import _native
 
-    n = len(state_dicts)
+    x = torch.stack(list(rows))
+    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return _native.pairwise_sq_distances(x).cpu().numpy()
+
+
+def krum_select(dist: np.ndarray, r: Rule) -> tuple[list[int], np.ndarray]:
+    """Krum / Multi-Krum's selection from a float64 distance matrix, with ``r``'s parameters."""
+    n = dist.shape[0]
     p = r.get_params()
     f = p["f"]
     m = 1 if r.name == "krum" else (max(n - f, 1) if p.get("m") is None else p["m"])
-    dist = np.zeros((n, n))
-    for k in floats:
-        ts = [sd[k].detach() for sd in state_dicts]
-        if ts[0].device.type == "cpu" and ts[0].dtype != torch.bfloat16:
-            dist += _core.pairwise_sq_distances([_f32_or_f64(t.numpy().reshape(-1)) for t in ts])
-        else:
-            x = torch.stack([t.reshape(-1) for t in ts])
-            x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-            dist += _native.pairwise_sq_distances(x).cpu().numpy()
-    idx, scores = _core.krum_select(dist, f, m, p["nonfinite"])
-    dev = state_dicts[0][floats[0]].device if floats else torch.device("cpu")
-    return Selection(torch.tensor(idx, dtype=torch.int64, device=dev), torch.from_numpy(scores).to(dev))
+    return _core.krum_select(np.ascontiguousarray(dist), f, m, p["nonfinite"])
 
 
 def _f32_or_f64(a: np.ndarray) -> np.ndarray:
