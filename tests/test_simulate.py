@@ -155,3 +155,30 @@ def test_command_line_errors():
     assert proc.returncode == 2
     assert "Krum" in proc.stderr or "krum" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bench_command_quick():
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aggkit",
+            "bench",
+            "--quick",
+            "--rules",
+            "median",
+            "--n",
+            "10",
+            "--repeats",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "streaming read bandwidth measured" in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 10 |")]
+    assert rows
+    assert all("median" in r and r.rstrip().endswith("x |") for r in rows)

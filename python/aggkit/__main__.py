@@ -114,16 +114,15 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from aggkit._bench import run
-
-    return run(args.bench_args)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     from aggkit.simulate import DEFAULT_ATTACKS, DEFAULT_RULES
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its own parser: aggkit bench -h lists its options
+        from aggkit._bench import run
+
+        return run(argv[1:])
     parser = argparse.ArgumentParser(
         prog="aggkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -180,17 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--json", default=None, help="also write the accuracy curves as JSON here")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    b = sub.add_parser(
-        "bench", help="benchmark grid against numpy/torch (options: aggkit bench -h)", add_help=False
-    )
-    b.add_argument("bench_args", nargs=argparse.REMAINDER)
+    sub.add_parser("bench", help="benchmark grid against numpy/torch (options: aggkit bench -h)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.seed)
         return 0
-    if args.command == "simulate":
-        return _simulate(args)
-    return _bench(args)
+    return _simulate(args)
 
 
 if __name__ == "__main__":
