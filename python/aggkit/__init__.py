@@ -22,6 +22,7 @@ from aggkit.rules import Median as Median
 from aggkit.rules import MultiKrum as MultiKrum
 from aggkit.rules import Selection as Selection
 from aggkit.rules import TrimmedMean as TrimmedMean
+from aggkit.rules import crossmax as crossmax
 from aggkit.rules import krum as krum
 from aggkit.rules import mean as mean
 from aggkit.rules import median as median
@@ -45,6 +46,7 @@ __all__ = [
     "TooFewInputsError",
     "TrimmedMean",
     "__version__",
+    "crossmax",
     "get_num_threads",
     "krum",
     "list_rules",

@@ -154,6 +154,124 @@ fn krum(
     })
 }
 
+type CrossmaxResult = (Out, Option<Out>, Option<Out>, Option<Out>, Option<Out>);
+
+/// CrossMax over `z` viewed as `(b * n, c)` (C-contiguous): flat `b * c` scores and, when
+/// asked for, the backward's indices (top, kth, kth2 per `(b, c)`; argmax per `(b, n)`).
+#[pyfunction]
+#[pyo3(signature = (z, n, k, reducer, even, nonfinite, return_indices))]
+#[allow(clippy::too_many_arguments)]
+fn crossmax(
+    py: Python<'_>,
+    z: &Bound<'_, PyAny>,
+    n: usize,
+    k: usize,
+    reducer: &str,
+    even: &str,
+    nonfinite: &str,
+    return_indices: bool,
+) -> PyResult<CrossmaxResult> {
+    use crate::rules::crossmax::{self as cm, CrossmaxIndices, CrossmaxOut, Reducer};
+    let policy = policy(nonfinite)?;
+    let reducer = match reducer {
+        "kth" => Reducer::Kth(k),
+        "median" => Reducer::Median(parse(
+            "even",
+            even,
+            &["mean", "lower", "upper"],
+            Even::parse,
+        )?),
+        other => {
+            return Err(super::InvalidParameterError::new_err(format!(
+                "crossmax: reducer must be one of 'kth', 'median', got {other:?}"
+            )))
+        }
+    };
+    fn go<T: Float + numpy::Element>(
+        py: Python<'_>,
+        z: numpy::PyReadonlyArray2<'_, T>,
+        n: usize,
+        reducer: Reducer,
+        policy: NonFinite,
+        want: bool,
+    ) -> PyResult<CrossmaxResult> {
+        let (rows, c) = (z.shape()[0], z.shape()[1]);
+        if n == 0 || rows % n != 0 {
+            return Err(super::ShapeError::new_err(format!(
+                "crossmax: {rows} rows cannot be split into examples of n={n} predictors"
+            )));
+        }
+        let b = rows / n;
+        let zs = z
+            .as_slice()
+            .map_err(|_| super::ShapeError::new_err("crossmax: logits must be C-contiguous"))?;
+        let (vals, ix) = run(py, || {
+            let mut vals = vec![T::ZERO; b * c];
+            if want {
+                let (mut t, mut k1, mut k2, mut am) = (
+                    vec![0u32; b * c],
+                    vec![0u32; b * c],
+                    vec![0u32; b * c],
+                    vec![0u32; b * n],
+                );
+                let indices = CrossmaxIndices {
+                    top: &mut t,
+                    kth: &mut k1,
+                    kth2: &mut k2,
+                    argmax: &mut am,
+                };
+                cm::crossmax(
+                    zs,
+                    b,
+                    n,
+                    c,
+                    reducer,
+                    policy,
+                    CrossmaxOut {
+                        values: &mut vals,
+                        indices: Some(indices),
+                    },
+                )?;
+                Ok((vals, Some((t, k1, k2, am))))
+            } else {
+                cm::crossmax(
+                    zs,
+                    b,
+                    n,
+                    c,
+                    reducer,
+                    policy,
+                    CrossmaxOut {
+                        values: &mut vals,
+                        indices: None,
+                    },
+                )?;
+                Ok((vals, None))
+            }
+        })?;
+        let vals = array(py, vals);
+        Ok(match ix {
+            Some((t, k1, k2, am)) => (
+                vals,
+                Some(array(py, t)),
+                Some(array(py, k1)),
+                Some(array(py, k2)),
+                Some(array(py, am)),
+            ),
+            None => (vals, None, None, None, None),
+        })
+    }
+    if let Ok(a) = z.extract::<numpy::PyReadonlyArray2<'_, f32>>() {
+        go(py, a, n, reducer, policy, return_indices)
+    } else if let Ok(a) = z.extract::<numpy::PyReadonlyArray2<'_, f64>>() {
+        go(py, a, n, reducer, policy, return_indices)
+    } else {
+        Err(pyo3::exceptions::PyTypeError::new_err(
+            "crossmax: logits must be a 2-D float32 or float64 numpy array",
+        ))
+    }
+}
+
 /// Run `kernel` detached on a fresh `n × d` buffer and return it as an `(n, d)` numpy array.
 fn matrix<T: Float + numpy::Element>(
     py: Python<'_>,
@@ -302,6 +420,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(multi_krum, m)?)?;
     m.add_function(wrap_pyfunction!(pairwise_sq_distances, m)?)?;
     m.add_function(wrap_pyfunction!(krum_select, m)?)?;
+    m.add_function(wrap_pyfunction!(crossmax, m)?)?;
     m.add_function(wrap_pyfunction!(median_backward, m)?)?;
     m.add_function(wrap_pyfunction!(trimmed_mean_backward, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;

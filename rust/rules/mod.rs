@@ -7,6 +7,7 @@
 //!
 //! [`Rows`]: crate::input::Rows
 
+pub mod crossmax;
 pub mod grad;
 pub mod krum;
 pub mod mean;

@@ -1,5 +1,6 @@
 """The numpy API: one module per rule family, each with a function and a rule object."""
 
+from aggkit.rules.crossmax import crossmax
 from aggkit.rules.krum import Krum, MultiKrum, Selection, krum, multi_krum
 from aggkit.rules.mean import Mean, mean
 from aggkit.rules.median import Median, median
@@ -12,6 +13,7 @@ __all__ = [
     "MultiKrum",
     "Selection",
     "TrimmedMean",
+    "crossmax",
     "krum",
     "mean",
     "median",

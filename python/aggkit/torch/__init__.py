@@ -39,6 +39,7 @@ from torch import Tensor
 import aggkit
 from aggkit._validate import POLICIES, check_choice, check_f, check_n, check_weights
 from aggkit.errors import EmptyInputError, InvalidParameterError, ShapeError
+from aggkit.rules.crossmax import check_crossmax_params, normalize_dims
 from aggkit.rules.krum import Selection, _check_m
 from aggkit.rules.median import EVEN
 from aggkit.torch import _ops
@@ -47,6 +48,7 @@ from aggkit.torch.state_dict import aggregate_state_dicts
 
 __all__ = [
     "aggregate_state_dicts",
+    "crossmax",
     "force_native",
     "krum",
     "mean",
@@ -260,3 +262,43 @@ def multi_krum(
         out, _ = torch.ops.aggkit.mean(p.x[idx], [w[i] for i in order], "propagate")
     y = p.finish(out)
     return (y, _selection(idx, scores)) if return_selection else y
+
+
+def crossmax(
+    z: Tensor,
+    *,
+    k: int | None = None,
+    reducer: str = "kth",
+    even: str = "lower",
+    predictor_dim: int = -2,
+    class_dim: int = -1,
+    nonfinite: str = "robust",
+) -> Tensor:
+    """CrossMax of logits ``(..., N, C) -> (..., C)``; see :func:`aggkit.crossmax`.
+
+    The gradient of each output ``Y[c]`` has four entries (ALGORITHMS.md §13.4): ``+1`` at
+    the k-th predictor's logit for ``c`` and ``-1`` at that predictor's top logit, ``-1`` at
+    the best predictor's logit for ``c`` and ``+1`` at its top logit (they cancel where ``c``
+    is that predictor's top class); half of the k-th terms to each of the two middle
+    predictors for ``reducer="median", even="mean"``. This sparse gradient is CrossMax's own;
+    it is not smoothed.
+    """
+    k_ = check_crossmax_params(k, reducer, even, nonfinite)
+    if not isinstance(z, Tensor):
+        raise TypeError(f"crossmax: z must be a tensor, got {type(z).__name__}")
+    dt = _check_dtype(z.dtype, "crossmax")
+    pd, cd = normalize_dims(z.ndim, predictor_dim, class_dim)
+    moved = z.movedim((pd, cd), (-2, -1))
+    batch, (n, c) = moved.shape[:-2], moved.shape[-2:]
+    if k_ > n:
+        raise InvalidParameterError(f"crossmax: k must satisfy 2 <= k <= N, got k={k_}, N={n}")
+    if n < 2:
+        raise InvalidParameterError(
+            f"crossmax: needs N >= 2 predictors, got N={n} (with one predictor every class scores 0)"
+        )
+    z3 = moved.reshape(-1, n, c)
+    if z3.dtype != dt:
+        z3 = z3.to(dt)
+    y, *_ = torch.ops.aggkit.crossmax(z3.contiguous(), k_, reducer, even, nonfinite, _needs_grad(z3))
+    y = y.reshape(*batch, c)
+    return y if y.dtype == z.dtype else y.to(z.dtype)

@@ -20,6 +20,8 @@ checked by the callers (``aggkit.torch``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from aggkit.errors import NonFiniteError
@@ -248,3 +250,52 @@ def multi_krum(
         raise
     out = weighted_mean(x, [(i, 1.0) for i in idx], float(m))
     return out, torch.tensor(idx, dtype=torch.int64, device=x.device), scores
+
+
+def crossmax(
+    z: torch.Tensor, k: int, reducer: str, even: str, nonfinite: str, need_indices: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CrossMax of ``z`` ``(B, N, C)`` with the core's semantics (rust/rules/crossmax.rs).
+
+    Predictors are ranked per class by a stable descending sort (ties: lower index first),
+    after ``+ 0.0`` turns ``-0.0`` into ``+0.0``, exactly as the core ranks them.
+    """
+    n = z.shape[1]
+    if nonfinite == "raise":
+        bad = (torch.isnan(z) | (z == math.inf)).any(dim=2).any(dim=0)
+        if bool(bad.any()):
+            raise nonfinite_error(
+                "crossmax",
+                torch.nonzero(bad).flatten().tolist(),
+                "NaN or +inf logits under nonfinite='raise' (-inf marks a masked class and is allowed)",
+            )
+    neg_inf = torch.tensor(-math.inf, dtype=z.dtype, device=z.device)
+    if nonfinite == "robust":
+        z = torch.where(torch.isnan(z), neg_inf, z)
+        z = torch.where(
+            z == math.inf, torch.tensor(torch.finfo(z.dtype).max, dtype=z.dtype, device=z.device), z
+        )
+    m = z.amax(dim=2, keepdim=True)
+    a = (z - m) + 0.0
+    if nonfinite == "robust":
+        a = torch.where(m == -math.inf, neg_inf, a)  # a predictor with no finite logit abstains
+    vals, order = torch.sort(a, dim=1, descending=True, stable=True)
+    if reducer == "kth":
+        ra = rb = k
+    else:
+        upper, lower = (n + 1) // 2, n // 2 + 1
+        ra, rb = {"lower": (lower, lower), "upper": (upper, upper), "mean": (upper, lower)}[even]
+    top = vals[:, 0, :]
+    y = vals[:, ra - 1, :] - top if ra == rb else midpoint(vals[:, ra - 1, :], vals[:, rb - 1, :]) - top
+    y = torch.where(torch.isnan(a).any(dim=1), torch.tensor(math.nan, dtype=z.dtype, device=z.device), y)
+    y = torch.where((z == -math.inf).all(dim=1), neg_inf, y)
+    if not need_indices:
+        return (y, *(torch.empty(0, dtype=torch.int32, device=z.device) for _ in range(4)))
+    i32 = torch.int32
+    return (
+        y,
+        order[:, 0, :].to(i32),
+        order[:, ra - 1, :].to(i32),
+        order[:, rb - 1, :].to(i32),
+        z.argmax(dim=2).to(i32),
+    )

@@ -299,3 +299,87 @@ def _multi_krum_setup(ctx, inputs, output) -> None:
 
 krum.register_autograd(_selection_backward, setup_context=_krum_setup)
 multi_krum.register_autograd(_selection_backward, setup_context=_multi_krum_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# CrossMax
+
+
+@torch.library.custom_op("aggkit::crossmax", mutates_args=())
+def crossmax(
+    z: Tensor, k: int, reducer: str, even: str, nonfinite: str, need_indices: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Scores ``(B, C)`` of logits ``(B, N, C)``, and int32 indices for the backward if asked.
+
+    The indices: the top and the k-th predictor (the k-th twice; two different ones for an
+    averaged median) ``(B, C)``, and each predictor's argmax class ``(B, N)``.
+    """
+    if _rust(z):
+        b, n, c = z.shape
+        y, top, kth, kth2, am = _core.crossmax(
+            _view(z).reshape(b * n, c), n, k, reducer, even, nonfinite, need_indices
+        )
+        y = torch.from_numpy(y).reshape(b, c)
+        if not need_indices:
+            return (y, *(torch.empty(0, dtype=torch.int32) for _ in range(4)))
+        i = [torch.from_numpy(v.view(np.int32)) for v in (top, kth, kth2, am)]
+        return y, i[0].reshape(b, c), i[1].reshape(b, c), i[2].reshape(b, c), i[3].reshape(b, n)
+    return _native.crossmax(z, k, reducer, even, nonfinite, need_indices)
+
+
+@crossmax.register_fake
+def _(z: Tensor, k: int, reducer: str, even: str, nonfinite: str, need_indices: bool):
+    b, n, c = z.shape
+    bc = (b, c) if need_indices else (0,)
+    bn = (b, n) if need_indices else (0,)
+    i32 = torch.int32
+    return (
+        z.new_empty(b, c),
+        z.new_empty(bc, dtype=i32),
+        z.new_empty(bc, dtype=i32),
+        z.new_empty(bc, dtype=i32),
+        z.new_empty(bn, dtype=i32),
+    )
+
+
+def _crossmax_setup(ctx, inputs, output) -> None:
+    z, _, reducer, even, _, need_indices = inputs
+    y, top, kth, kth2, am = output
+    ctx.shape = z.shape
+    ctx.need_indices = need_indices
+    n = z.shape[1]
+    ctx.average = reducer == "median" and even == "mean" and n % 2 == 0
+    ctx.mark_non_differentiable(top, kth, kth2, am)
+    ctx.save_for_backward(torch.isfinite(y), top, kth, kth2, am)
+
+
+def _crossmax_backward(ctx, g: Tensor, *_):
+    """Four entries per output (ALGORITHMS.md §13.4).
+
+    ``+g`` at ``(k-th, c)``, ``-g`` at ``(k-th, its argmax)``, ``-g`` at ``(top, c)``, ``+g``
+    at ``(top, its argmax)``; half of the k-th terms to each middle predictor for an averaged
+    median. Non-finite outputs (masked classes) pass no gradient.
+    """
+    finite, top, kth, kth2, am = ctx.saved_tensors
+    if not ctx.need_indices:
+        raise RuntimeError(
+            "aggkit::crossmax was called with need_indices=False, so it saved nothing to "
+            "differentiate; call it through aggkit.torch.crossmax"
+        )
+    b, n, c = ctx.shape
+    g = torch.where(finite, g, g.new_zeros(()))
+    cls = torch.arange(c, device=g.device)[None, :]
+    am = am.long()
+    grad = g.new_zeros(b, n * c)
+    terms = [(top.long(), -g)]
+    if ctx.average:
+        terms += [(kth.long(), g / 2), (kth2.long(), g / 2)]
+    else:
+        terms += [(kth.long(), g)]
+    for p, w in terms:
+        grad = grad.scatter_add(1, p * c + cls, w)
+        grad = grad.scatter_add(1, p * c + am.gather(1, p), -w)
+    return grad.reshape(b, n, c), None, None, None, None, None
+
+
+crossmax.register_autograd(_crossmax_backward, setup_context=_crossmax_setup)

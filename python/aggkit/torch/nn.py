@@ -14,16 +14,20 @@ modules take ``dim``, the dimension that indexes the inputs, so leading batch di
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 import aggkit.torch as at
 from aggkit._validate import POLICIES, check_choice, check_f
+from aggkit.errors import InvalidParameterError
+from aggkit.rules.crossmax import check_crossmax_params
 from aggkit.rules.krum import _check_m
 from aggkit.rules.median import EVEN
 
-__all__ = ["Krum", "Mean", "Median", "MultiKrum", "TrimmedMean"]
+__all__ = ["CrossMax", "Krum", "Mean", "Median", "MultiKrum", "SelfEnsemble", "TrimmedMean"]
 
 
 class _Aggregator(nn.Module):
@@ -113,3 +117,201 @@ class MultiKrum(Krum):
 
     def __init__(self, *, f: int, m: int | None = None, nonfinite: str = "robust") -> None:
         super().__init__(f=f, m=m, nonfinite=nonfinite)
+
+
+class CrossMax(_Aggregator):
+    """CrossMax over the predictors of logits ``(..., N, C)``; see :func:`aggkit.torch.crossmax`.
+
+    >>> z = torch.tensor([[1, 0, -1, 0.5], [0, 2, 0, -3], [0.5, -1, 3, 0], [2, 1.5, 0, 1.9]])
+    >>> CrossMax(k=3)(z)
+    tensor([-2.0000, -1.0000, -2.0000, -2.9000])
+    """
+
+    _params = ("k", "reducer", "even", "predictor_dim", "class_dim", "nonfinite")
+
+    def __init__(
+        self,
+        k: int | None = 3,
+        *,
+        reducer: str = "kth",
+        even: str = "lower",
+        predictor_dim: int = -2,
+        class_dim: int = -1,
+        nonfinite: str = "robust",
+    ) -> None:
+        super().__init__()
+        if reducer == "median" and k == 3:
+            k = None  # the default k does not apply to the median
+        check_crossmax_params(k, reducer, even, nonfinite)
+        self.k, self.reducer, self.even, self.nonfinite = k, reducer, even, nonfinite
+        self.predictor_dim, self.class_dim = predictor_dim, class_dim
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Scores ``(..., C)``; their argmax is the prediction."""
+        return at.crossmax(
+            z, k=self.k, reducer=self.reducer, even=self.even, predictor_dim=self.predictor_dim,
+            class_dim=self.class_dim, nonfinite=self.nonfinite,
+        )  # fmt: skip
+
+
+def _pooled(feature: Any) -> Tensor:
+    """An intermediate activation as ``(B, features)``: spatial dimensions averaged away."""
+    if isinstance(feature, (tuple, list)):
+        feature = feature[0]
+    if not isinstance(feature, Tensor):
+        raise TypeError(f"SelfEnsemble: a hooked layer returned {type(feature).__name__}, not a tensor")
+    if feature.ndim > 2:
+        return feature.flatten(2).mean(dim=2)
+    if feature.ndim == 2:
+        return feature
+    raise InvalidParameterError(
+        f"SelfEnsemble: a hooked layer returned a {feature.ndim}-d tensor; need (B, ...)"
+    )
+
+
+def default_head(num_classes: int) -> nn.Module:
+    """BatchNorm + Linear on the globally average-pooled activation (the reference's heads)."""
+    return nn.Sequential(nn.LazyBatchNorm1d(), nn.LazyLinear(num_classes))
+
+
+class SelfEnsemble(nn.Module):
+    """A backbone plus classification heads on intermediate layers, aggregated by CrossMax.
+
+    Forward hooks capture the outputs of ``layers`` during the backbone's forward pass; each
+    goes through its head (by default: spatial average pooling, ``BatchNorm1d``, ``Linear``)
+    to ``num_classes`` logits; with ``include_backbone`` the backbone's own output is one more
+    predictor. The ``N`` predictors' logits are combined with :class:`CrossMax` (Fort &
+    Lakshminarayanan 2024, who attach such heads to a ResNet and use ``k = 3``).
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        Returns ``(B, num_classes)`` logits when ``include_backbone`` is true.
+    layers : sequence of str or nn.Module
+        Submodules of ``backbone`` (names as in ``backbone.named_modules()``, or the modules).
+    num_classes : int
+    heads : sequence of nn.Module or callable, optional
+        One head per layer (mapping the pooled ``(B, features)`` activation to logits), or a
+        factory ``heads(layer_name) -> nn.Module``. Default: :func:`default_head`, which is
+        lazy: run one forward pass (or pass ``example_input``) before building the optimizer.
+    include_backbone : bool, default True
+    k, reducer, even, nonfinite
+        CrossMax's parameters (default ``k=3``); ``2 <= k <= N`` is checked here.
+    detach_features : bool, default False
+        Stop gradients from the heads into the backbone (train the heads on a frozen backbone).
+    example_input : Tensor, optional
+        Run once at construction (no grad, eval mode) to materialise lazy heads.
+
+    ``forward(x, return_all=False)`` returns the CrossMax scores ``(B, C)``, and with
+    ``return_all=True`` also every predictor's logits ``(B, N, C)`` (heads in ``layers``
+    order, then the backbone), e.g. to train all heads with a summed cross-entropy.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        layers: Sequence[str | nn.Module],
+        num_classes: int,
+        *,
+        heads: Sequence[nn.Module] | Callable[[str], nn.Module] | None = None,
+        include_backbone: bool = True,
+        k: int | None = 3,
+        reducer: str = "kth",
+        even: str = "lower",
+        nonfinite: str = "robust",
+        detach_features: bool = False,
+        example_input: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(layers, (str, nn.Module)) or len(layers) == 0:
+            raise InvalidParameterError(
+                "SelfEnsemble: layers must be a non-empty sequence of names or modules"
+            )
+        self.backbone = backbone
+        names = {id(m): name for name, m in backbone.named_modules()}
+        by_name = dict(backbone.named_modules())
+        mods, self.layer_names = [], []
+        for layer in layers:
+            if isinstance(layer, str):
+                if layer not in by_name:
+                    raise InvalidParameterError(f"SelfEnsemble: backbone has no submodule {layer!r}")
+                mods.append(by_name[layer])
+                self.layer_names.append(layer)
+            elif isinstance(layer, nn.Module) and id(layer) in names:
+                mods.append(layer)
+                self.layer_names.append(names[id(layer)])
+            else:
+                raise InvalidParameterError(
+                    "SelfEnsemble: each layer must be a submodule of backbone (or its name)"
+                )
+        if heads is None:
+            head_list = [default_head(num_classes) for _ in mods]
+        elif callable(heads) and not isinstance(heads, (nn.Module, Sequence)):
+            head_list = [heads(name) for name in self.layer_names]
+        else:
+            head_list = list(heads)  # type: ignore[arg-type]
+            if len(head_list) != len(mods):
+                raise InvalidParameterError(
+                    f"SelfEnsemble: {len(head_list)} heads for {len(mods)} layers; give one per layer"
+                )
+        self.heads = nn.ModuleList(head_list)
+        self.include_backbone = bool(include_backbone)
+        n = len(mods) + int(self.include_backbone)
+        if reducer == "median" and k == 3:
+            k = None
+        k_ = check_crossmax_params(k, reducer, even, nonfinite)
+        if k_ > n:
+            raise InvalidParameterError(
+                f"SelfEnsemble: k must satisfy 2 <= k <= N, got k={k_}, N={n} predictors"
+            )
+        self.crossmax = CrossMax(k, reducer=reducer, even=even, nonfinite=nonfinite)
+        self.num_classes = num_classes
+        self.detach_features = bool(detach_features)
+        self._captured: list[Tensor | None] = [None] * len(mods)
+        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(mods)]
+        if example_input is not None:
+            was = self.training
+            self.eval()
+            with torch.no_grad():
+                self(example_input)
+            self.train(was)
+
+    def _hook(self, i: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            self._captured[i] = output
+
+        return hook
+
+    def remove_hooks(self) -> None:
+        """Detach the forward hooks from the backbone (the module is unusable afterwards)."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def forward(self, x: Any, return_all: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """CrossMax scores ``(B, C)``; with ``return_all`` also the logits ``(B, N, C)``."""
+        if not self._handles:
+            raise RuntimeError("SelfEnsemble: hooks were removed")
+        self._captured = [None] * len(self.heads)
+        out = self.backbone(x)
+        logits = []
+        for name, feature, head in zip(self.layer_names, self._captured, self.heads, strict=True):
+            if feature is None:
+                raise RuntimeError(f"SelfEnsemble: layer {name!r} did not run in the backbone's forward")
+            f = _pooled(feature)
+            logits.append(head(f.detach() if self.detach_features else f))
+        self._captured = [None] * len(self.heads)
+        if self.include_backbone:
+            logits.append(out)
+        z = torch.stack(logits, dim=1)
+        if z.shape[-1] != self.num_classes:
+            raise InvalidParameterError(
+                f"SelfEnsemble: predictors return {z.shape[-1]} logits, "
+                f"expected num_classes={self.num_classes}"
+            )
+        y = self.crossmax(z)
+        return (y, z) if return_all else y
+
+    def extra_repr(self) -> str:
+        """The hooked layers, for ``repr``."""
+        return f"layers={self.layer_names}, include_backbone={self.include_backbone}"

@@ -1,0 +1,406 @@
+//! CrossMax: robust ensembling of predictor logits (Fort & Lakshminarayanan 2024).
+//!
+//! Input logits `Z` of shape `(B, N, C)` (`B` examples, `N` predictors, `C` classes), output
+//! `Y` of shape `(B, C)`:
+//!
+//! ```text
+//! A  = Z - max_c Z           per (example, predictor): its top logit becomes 0
+//! Bm = A - max_n A           per (example, class): its best predictor becomes 0
+//! Y  = k-th largest over n of Bm
+//! ```
+//!
+//! Step 2 subtracts a per-class constant, so the order over `n` is unchanged and
+//! `Y[b,c] = A_(k)[b,c] - A_(1)[b,c]` (ALGORITHMS.md §13.1): this kernel never builds the
+//! `N x C` intermediate. Predictors are ranked per class by `(-A, n)`: on equal values the
+//! lower predictor index ranks first; `-0.0` and `+0.0` are equal (they are canonicalised), so
+//! the torch-native path (a stable descending sort) ranks identically. The median variant
+//! takes the median over predictors instead of the k-th largest; with `Even` the lower,
+//! upper or averaged middle (`Y = midpoint(A_lo, A_hi) - A_(1)`).
+//!
+//! Non-finite logits: a class that is `-inf` for every predictor is masked (`Y = -inf`).
+//! `Robust` reads NaN as `-inf` (the predictor bids nothing for that class) and `+inf` as the
+//! largest finite value, and a predictor whose logits are all `-inf` abstains (its `A` is
+//! `-inf`). `Raise` refuses NaN and `+inf` (naming the predictors). `Propagate` computes
+//! naively, as the reference's torch code does (NaN spreads through the maxima).
+//!
+//! For the backward the kernel reports, per `(b, c)`, the top predictor and the k-th one (two
+//! for the averaged median) and, per `(b, n)`, the predictor's argmax class: the gradient of
+//! `Y[b,c]` has four entries (§13.4).
+
+use rayon::prelude::*;
+
+use crate::error::AggError;
+use crate::input::NonFinite;
+use crate::order::Float;
+use crate::pool;
+use crate::rules::median::Even;
+use crate::rules::PARALLEL_MIN_VALUES;
+
+pub const NAME: &str = "crossmax";
+
+/// How a class's score is read from its ranked predictors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reducer {
+    /// The k-th largest, `2 <= k <= N` (the reference uses k = 3).
+    Kth(usize),
+    /// The median over predictors.
+    Median(Even),
+}
+
+/// Where the kernel writes: `values` is `B x C`; the index arrays, when present, are
+/// `top`, `kth`, `kth2` (`B x C`; `kth2 == kth` unless the median averages two) and
+/// `argmax` (`B x N`).
+pub struct CrossmaxOut<'a, T> {
+    pub values: &'a mut [T],
+    pub indices: Option<CrossmaxIndices<'a>>,
+}
+
+pub struct CrossmaxIndices<'a> {
+    pub top: &'a mut [u32],
+    pub kth: &'a mut [u32],
+    pub kth2: &'a mut [u32],
+    pub argmax: &'a mut [u32],
+}
+
+/// One example's slices of the index arrays: top, kth, kth2 (`C` each), argmax (`N`).
+type ExampleIndices<'a> = (&'a mut [u32], &'a mut [u32], &'a mut [u32], &'a mut [u32]);
+
+/// The descending ranks (1-based) read for the output: `(rank_a, rank_b)`, equal unless the
+/// median of an even `N` averages two.
+fn ranks(reducer: Reducer, n: usize) -> (usize, usize) {
+    match reducer {
+        Reducer::Kth(k) => (k, k),
+        Reducer::Median(even) => {
+            let upper = n.div_ceil(2); // the upper middle is the smaller descending rank
+            let lower = n / 2 + 1;
+            match even {
+                Even::Lower => (lower, lower),
+                Even::Upper => (upper, upper),
+                Even::Mean => (upper, lower),
+            }
+        }
+    }
+}
+
+/// Validate the shape and parameters (messages state the condition with the values).
+pub fn check(n: usize, reducer: Reducer) -> Result<(), AggError> {
+    if n < 2 {
+        return Err(AggError::InvalidParameter {
+            rule: NAME,
+            message: format!(
+                "needs N >= 2 predictors, got N={n} (with one predictor every class scores 0)"
+            ),
+        });
+    }
+    if let Reducer::Kth(k) = reducer {
+        if k < 2 || k > n {
+            let why = if k == 1 {
+                " (k=1 is degenerate: every class scores 0, so the argmax is an all-way tie)"
+            } else {
+                ""
+            };
+            return Err(AggError::InvalidParameter {
+                rule: NAME,
+                message: format!("k must satisfy 2 <= k <= N, got k={k}, N={n}{why}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[inline]
+fn clean<T: Float>(v: T, policy: NonFinite, max_finite: T) -> T {
+    if policy != NonFinite::Robust || v.is_finite() {
+        v
+    } else if v.is_nan() {
+        T::ZERO - T::INFINITY
+    } else if v > T::ZERO {
+        max_finite
+    } else {
+        v
+    }
+}
+
+/// CrossMax of `z` (`b x n x c`, row-major) into `out`.
+pub fn crossmax<T: Float>(
+    z: &[T],
+    b: usize,
+    n: usize,
+    c: usize,
+    reducer: Reducer,
+    policy: NonFinite,
+    out: CrossmaxOut<'_, T>,
+) -> Result<(), AggError> {
+    check(n, reducer)?;
+    assert_eq!(z.len(), b * n * c, "crossmax: z has the wrong length");
+    assert_eq!(out.values.len(), b * c);
+    if policy == NonFinite::Raise {
+        let mut bad: Vec<usize> = (0..n)
+            .filter(|&p| {
+                (0..b).any(|e| {
+                    let row = &z[(e * n + p) * c..(e * n + p + 1) * c];
+                    row.iter()
+                        .any(|v| v.is_nan() || (!v.is_finite() && *v > T::ZERO))
+                })
+            })
+            .collect();
+        if !bad.is_empty() {
+            bad.dedup();
+            return Err(AggError::NonFinite {
+                rule: NAME,
+                rows: bad,
+                detail: "NaN or +inf logits under nonfinite='raise' (-inf marks a masked class and is allowed)",
+            });
+        }
+    }
+    if b == 0 || c == 0 {
+        return Ok(());
+    }
+    let (ra, rb) = ranks(reducer, n);
+    let max_finite = T::from_f64(if std::mem::size_of::<T>() == 4 {
+        f32::MAX as f64
+    } else {
+        f64::MAX
+    });
+    let work = |e: usize, vals: &mut [T], idx: Option<ExampleIndices<'_>>| {
+        example(
+            &z[e * n * c..(e + 1) * n * c],
+            n,
+            c,
+            ra,
+            rb,
+            policy,
+            max_finite,
+            vals,
+            idx,
+        );
+    };
+    let parallel = b * n * c >= PARALLEL_MIN_VALUES && b > 1;
+    match out.indices {
+        None => {
+            let run = || {
+                out.values
+                    .par_chunks_mut(c)
+                    .enumerate()
+                    .with_min_len(if parallel { 1 } else { b })
+                    .for_each(|(e, vals)| work(e, vals, None))
+            };
+            pool::install(run);
+        }
+        Some(ix) => {
+            let run = || {
+                out.values
+                    .par_chunks_mut(c)
+                    .zip(ix.top.par_chunks_mut(c))
+                    .zip(ix.kth.par_chunks_mut(c))
+                    .zip(ix.kth2.par_chunks_mut(c))
+                    .zip(ix.argmax.par_chunks_mut(n))
+                    .enumerate()
+                    .with_min_len(if parallel { 1 } else { b })
+                    .for_each(|(e, ((((vals, top), kth), kth2), am))| {
+                        work(e, vals, Some((top, kth, kth2, am)))
+                    })
+            };
+            pool::install(run);
+        }
+    }
+    Ok(())
+}
+
+/// One example: `zb` is `n x c`.
+#[allow(clippy::too_many_arguments)]
+fn example<T: Float>(
+    zb: &[T],
+    n: usize,
+    c: usize,
+    ra: usize,
+    rb: usize,
+    policy: NonFinite,
+    max_finite: T,
+    vals: &mut [T],
+    mut idx: Option<ExampleIndices<'_>>,
+) {
+    let neg_inf = T::ZERO - T::INFINITY;
+    // Per predictor: its maximum (NaN-propagating under Propagate) and the lowest argmax.
+    let mut maxima = Vec::with_capacity(n);
+    for p in 0..n {
+        let row = &zb[p * c..(p + 1) * c];
+        let (mut m, mut at) = (clean(row[0], policy, max_finite), 0u32);
+        if !m.is_nan() {
+            for (j, &v) in row.iter().enumerate().skip(1) {
+                let v = clean(v, policy, max_finite);
+                if v.is_nan() {
+                    (m, at) = (v, j as u32);
+                    break;
+                }
+                if v > m {
+                    (m, at) = (v, j as u32);
+                }
+            }
+        }
+        maxima.push(m);
+        if let Some((_, _, _, am)) = idx.as_mut() {
+            am[p] = at;
+        }
+    }
+    // Per class: the ra-th and rb-th smallest keys of (-A, p), keeping the best rb in a
+    // sorted buffer (insertion: N is small, typically <= 16).
+    let mut buf: Vec<T::Key> = Vec::with_capacity(rb);
+    for j in 0..c {
+        buf.clear();
+        let (mut masked, mut nan) = (true, false);
+        for p in 0..n {
+            let v = clean(zb[p * c + j], policy, max_finite);
+            masked &= v == neg_inf;
+            let m = maxima[p];
+            let a = if policy == NonFinite::Robust && m == neg_inf {
+                neg_inf // the predictor abstains
+            } else {
+                (v - m) + T::ZERO // + 0 turns -0.0 into +0.0
+            };
+            nan |= a.is_nan();
+            let key = (T::ZERO - a).key(p as u32);
+            if buf.len() < rb {
+                let at = buf.partition_point(|k| *k <= key);
+                buf.insert(at, key);
+            } else if key < buf[rb - 1] {
+                buf.pop();
+                let at = buf.partition_point(|k| *k <= key);
+                buf.insert(at, key);
+            }
+        }
+        let value_of = |k: T::Key| T::ZERO - T::key_value(k);
+        let top = value_of(buf[0]);
+        let (ka, kb) = (buf[ra - 1], buf[rb - 1]);
+        vals[j] = if masked {
+            neg_inf
+        } else if nan {
+            T::NAN // only under Propagate: Robust has no NaN left, Raise refused them
+        } else if ra == rb {
+            value_of(ka) - top
+        } else {
+            T::midpoint(value_of(ka), value_of(kb)) - top
+        };
+        if let Some((t, k1, k2, _)) = idx.as_mut() {
+            t[j] = T::key_row(buf[0]);
+            k1[j] = T::key_row(ka);
+            k2[j] = T::key_row(kb);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const Z: [f64; 16] = [
+        1.0, 0.0, -1.0, 0.5, 0.0, 2.0, 0.0, -3.0, 0.5, -1.0, 3.0, 0.0, 2.0, 1.5, 0.0, 1.9,
+    ];
+
+    fn run(z: &[f64], n: usize, c: usize, r: Reducer, p: NonFinite) -> Vec<f64> {
+        let mut v = vec![0.0; z.len() / n];
+        crossmax(
+            z,
+            z.len() / (n * c),
+            n,
+            c,
+            r,
+            p,
+            CrossmaxOut {
+                values: &mut v,
+                indices: None,
+            },
+        )
+        .unwrap();
+        v
+    }
+
+    #[test]
+    fn spec_oracle() {
+        // ALGORITHMS.md §13.6: B=1, N=4, C=4 (decimal oracle values: compare to rounding).
+        let close = |got: Vec<f64>, want: [f64; 4]| {
+            for (a, b) in got.iter().zip(want) {
+                assert!((a - b).abs() < 1e-12, "{got:?} != {want:?}");
+            }
+        };
+        close(
+            run(&Z, 4, 4, Reducer::Kth(2), NonFinite::Robust),
+            [0.0, -0.5, -2.0, -0.4],
+        );
+        close(
+            run(&Z, 4, 4, Reducer::Kth(3), NonFinite::Robust),
+            [-2.0, -1.0, -2.0, -2.9],
+        );
+        let med = run(&Z, 4, 4, Reducer::Median(Even::Mean), NonFinite::Robust);
+        close(med, [-1.0, -0.75, -2.0, -1.65]);
+        // N = 4: the lower median is the 3rd largest.
+        assert_eq!(
+            run(&Z, 4, 4, Reducer::Median(Even::Lower), NonFinite::Robust),
+            run(&Z, 4, 4, Reducer::Kth(3), NonFinite::Robust)
+        );
+    }
+
+    #[test]
+    fn indices_and_masked_classes() {
+        let mut z = Z.to_vec();
+        for p in 0..4 {
+            z[p * 4 + 3] = f64::NEG_INFINITY; // class 3 masked for every predictor
+        }
+        let (mut v, mut t, mut k1, mut k2, mut am) =
+            (vec![0.0; 4], [0u32; 4], [0u32; 4], [0u32; 4], [0u32; 4]);
+        let ix = CrossmaxIndices {
+            top: &mut t,
+            kth: &mut k1,
+            kth2: &mut k2,
+            argmax: &mut am,
+        };
+        crossmax(
+            &z,
+            1,
+            4,
+            4,
+            Reducer::Kth(3),
+            NonFinite::Robust,
+            CrossmaxOut {
+                values: &mut v,
+                indices: Some(ix),
+            },
+        )
+        .unwrap();
+        assert_eq!(v[3], f64::NEG_INFINITY);
+        assert_eq!(am, [0, 1, 2, 0]);
+        // Class 0: A = [0, -2, -2.5, 0] -> top is predictor 0 (tie with 3, lower index), 3rd is 1.
+        assert_eq!((t[0], k1[0]), (0, 1));
+        assert_eq!(k1, k2);
+    }
+
+    #[test]
+    fn validation() {
+        let bad = |n, r| check(n, r).unwrap_err().to_string();
+        assert!(bad(4, Reducer::Kth(1)).contains("k=1 is degenerate"));
+        assert!(bad(4, Reducer::Kth(5)).contains("2 <= k <= N, got k=5, N=4"));
+        assert!(bad(1, Reducer::Median(Even::Mean)).contains("N >= 2"));
+        let mut z = Z.to_vec();
+        z[5] = f64::NAN;
+        let mut v = vec![0.0; 4];
+        let e = crossmax(
+            &z,
+            1,
+            4,
+            4,
+            Reducer::Kth(3),
+            NonFinite::Raise,
+            CrossmaxOut {
+                values: &mut v,
+                indices: None,
+            },
+        );
+        assert!(matches!(e, Err(AggError::NonFinite { ref rows, .. }) if rows == &vec![1]));
+        // Robust reads the NaN as -inf: predictor 1 no longer bids for class 1.
+        let r = run(&z, 4, 4, Reducer::Kth(2), NonFinite::Robust);
+        assert!(r.iter().all(|v| v.is_finite()));
+        assert!(run(&z, 4, 4, Reducer::Kth(2), NonFinite::Propagate)
+            .iter()
+            .any(|v| v.is_nan()));
+    }
+}
