@@ -143,3 +143,47 @@ def multi_krum(x: np.ndarray, f: int, m: int) -> tuple[np.ndarray, list[int]]:
     rows = x.reshape(x.shape[0], -1)
     out = [fsum_in_order([float(rows[i, j]) for i in order], x.dtype) / m for j in range(rows.shape[1])]
     return _finish(out, x), order
+
+
+def crossmax(z: np.ndarray, k: int | None = None, reducer: str = "kth", even: str = "lower",
+             nonfinite: str = "robust") -> np.ndarray:  # fmt: skip
+    """The definition step by step (ALGORITHMS.md §13.1) on ``(B, N, C)`` logits, no closed form.
+
+    A = Z - max_c Z; Bm = A - max_n A; Y = k-th largest over n of Bm (or the median).
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _crossmax(z, k, reducer, even, nonfinite)
+
+
+def _crossmax(z, k, reducer, even, nonfinite):
+    b, n, c = z.shape
+    dt = z.dtype.type
+    out = np.empty((b, c), dtype=z.dtype)
+    big = float(np.finfo(z.dtype).max)
+    for e in range(b):
+        zz = [[float(v) for v in z[e, p]] for p in range(n)]
+        if nonfinite == "robust":
+            zz = [[-math.inf if math.isnan(v) else (big if v == math.inf else v) for v in row] for row in zz]
+        maxima = [max(row) if not any(math.isnan(v) for v in row) else math.nan for row in zz]
+        for j in range(c):
+            if all(zz[p][j] == -math.inf for p in range(n)):
+                out[e, j] = -math.inf
+                continue
+            a = []
+            for p in range(n):
+                if nonfinite == "robust" and maxima[p] == -math.inf:
+                    a.append(-math.inf)  # the predictor abstains
+                else:
+                    a.append(float(dt(dt(zz[p][j]) - dt(maxima[p]))))
+            if any(math.isnan(v) for v in a):
+                out[e, j] = math.nan
+                continue
+            best = max(a)
+            bm = sorted((float(dt(dt(v) - dt(best))) if v != -math.inf or best != -math.inf else -math.inf
+                         for v in a), reverse=True)  # fmt: skip
+            if reducer == "kth":
+                out[e, j] = bm[(3 if k is None else k) - 1]
+            else:
+                lower, upper = bm[n // 2], bm[(n + 1) // 2 - 1]  # descending: lower median is further down
+                out[e, j] = {"lower": lower, "upper": upper, "mean": (lower + upper) / 2}[even]
+    return out

@@ -349,8 +349,7 @@ def _crossmax_setup(ctx, inputs, output) -> None:
     ctx.need_indices = need_indices
     n = z.shape[1]
     ctx.average = reducer == "median" and even == "mean" and n % 2 == 0
-    ctx.mark_non_differentiable(top, kth, kth2, am)
-    ctx.save_for_backward(torch.isfinite(y), top, kth, kth2, am)
+    ctx.save_for_backward(y, top, kth, kth2, am)
 
 
 def _crossmax_backward(ctx, g: Tensor, *_):
@@ -360,14 +359,14 @@ def _crossmax_backward(ctx, g: Tensor, *_):
     at ``(top, its argmax)``; half of the k-th terms to each middle predictor for an averaged
     median. Non-finite outputs (masked classes) pass no gradient.
     """
-    finite, top, kth, kth2, am = ctx.saved_tensors
+    y, top, kth, kth2, am = ctx.saved_tensors
     if not ctx.need_indices:
         raise RuntimeError(
             "aggkit::crossmax was called with need_indices=False, so it saved nothing to "
             "differentiate; call it through aggkit.torch.crossmax"
         )
     b, n, c = ctx.shape
-    g = torch.where(finite, g, g.new_zeros(()))
+    g = torch.where(torch.isfinite(y.detach()), g, g.new_zeros(()))
     cls = torch.arange(c, device=g.device)[None, :]
     am = am.long()
     grad = g.new_zeros(b, n * c)

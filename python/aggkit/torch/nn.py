@@ -303,12 +303,14 @@ class SelfEnsemble(nn.Module):
         self._captured = [None] * len(self.heads)
         if self.include_backbone:
             logits.append(out)
+        names = [*self.layer_names, "the backbone"]
+        for name, t in zip(names, logits, strict=False):
+            if t.ndim != 2 or t.shape[-1] != self.num_classes:
+                raise InvalidParameterError(
+                    f"SelfEnsemble: the predictor of {name} returned shape {tuple(t.shape)}, "
+                    f"expected (batch, num_classes={self.num_classes})"
+                )
         z = torch.stack(logits, dim=1)
-        if z.shape[-1] != self.num_classes:
-            raise InvalidParameterError(
-                f"SelfEnsemble: predictors return {z.shape[-1]} logits, "
-                f"expected num_classes={self.num_classes}"
-            )
         y = self.crossmax(z)
         return (y, z) if return_all else y
 
