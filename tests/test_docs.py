@@ -15,6 +15,7 @@ MODULES = [
     "rules.median",
     "rules.trimmed_mean",
     "rules.krum",
+    "rules.crossmax",
     "attacks",
     "simulate",
 ]
