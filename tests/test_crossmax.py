@@ -356,3 +356,20 @@ def test_self_ensemble(torch):
     se.remove_hooks()
     with pytest.raises(RuntimeError, match="hooks were removed"):
         se(x)
+
+
+def test_digits_example_runs():
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "examples" / "crossmax_digits.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--epochs", "2", "--eval", "40", "--steps", "2"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "CrossMax (k=3)" in proc.stdout
+    assert "PGD-adaptive" in proc.stdout
