@@ -226,6 +226,20 @@ def test_gradient_is_the_sparse_four_entry_formula(torch):
     assert float(z.grad.sum()) == 0.0  # every output's gradient sums to zero
 
 
+@given(logits(special=True), st.data())
+def test_rust_backward_equals_the_torch_backward(z, data):
+    torch = pytest.importorskip("torch")
+    import aggkit.torch as at
+
+    kw = params(data.draw, z.shape[1])
+    t = torch.from_numpy(z).requires_grad_(True)
+    y = at.crossmax(t, **kw)
+    g = torch.from_numpy(np.random.default_rng(0).standard_normal(tuple(y.shape)).astype(z.dtype))
+    (rust,) = torch.autograd.grad(y, t, g, retain_graph=True)  # one-pass Rust kernel
+    (ops,) = torch.autograd.grad(y, t, g, create_graph=True)  # differentiable torch ops
+    assert torch.equal(rust, ops.detach())
+
+
 @pytest.mark.parametrize(
     "kw", [{"k": 2}, {"k": 3}, {"reducer": "median", "even": "mean"}, {"reducer": "median"}]
 )

@@ -47,6 +47,17 @@ def crossmax(
     npt.NDArray[np.uint32] | None,
     npt.NDArray[np.uint32] | None,
 ]: ...
+def crossmax_backward(
+    g: npt.NDArray[np.floating],
+    finite: npt.NDArray[np.bool_],
+    top: npt.NDArray[np.uint32],
+    kth: npt.NDArray[np.uint32],
+    kth2: npt.NDArray[np.uint32],
+    argmax: npt.NDArray[np.uint32],
+    n: int,
+    c: int,
+    average: bool,
+) -> npt.NDArray[np.floating]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def simd_level() -> str: ...

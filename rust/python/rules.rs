@@ -272,6 +272,70 @@ fn crossmax(
     }
 }
 
+/// CrossMax backward on the CPU: the flat `b * n * c` input gradient.
+#[pyfunction]
+#[pyo3(signature = (g, finite, top, kth, kth2, argmax, n, c, average))]
+#[allow(clippy::too_many_arguments)]
+fn crossmax_backward(
+    py: Python<'_>,
+    g: &Bound<'_, PyAny>,
+    finite: numpy::PyReadonlyArray1<'_, bool>,
+    top: numpy::PyReadonlyArray1<'_, u32>,
+    kth: numpy::PyReadonlyArray1<'_, u32>,
+    kth2: numpy::PyReadonlyArray1<'_, u32>,
+    argmax: numpy::PyReadonlyArray1<'_, u32>,
+    n: usize,
+    c: usize,
+    average: bool,
+) -> PyResult<Out> {
+    #[allow(clippy::too_many_arguments)]
+    fn go<T: Float + numpy::Element>(
+        py: Python<'_>,
+        g: &[T],
+        finite: &[bool],
+        ix: [&[u32]; 4],
+        n: usize,
+        c: usize,
+        average: bool,
+    ) -> PyResult<Out> {
+        let bc = g.len();
+        let b = bc.checked_div(c).unwrap_or(0);
+        if finite.len() != bc
+            || ix[0].len() != bc
+            || ix[1].len() != bc
+            || ix[2].len() != bc
+            || b * n != ix[3].len()
+        {
+            return Err(super::ShapeError::new_err(
+                "crossmax_backward: inconsistent sizes",
+            ));
+        }
+        let out = run(py, || {
+            let mut out = vec![T::ZERO; b * n * c];
+            crate::rules::crossmax::backward(
+                g, finite, ix[0], ix[1], ix[2], ix[3], n, c, average, &mut out,
+            );
+            Ok(out)
+        })?;
+        Ok(array(py, out))
+    }
+    let finite_s = finite.as_slice().map_err(|_| {
+        super::InvalidParameterError::new_err("backward: arrays must be contiguous")
+    })?;
+    let ix = [
+        contiguous(&top)?,
+        contiguous(&kth)?,
+        contiguous(&kth2)?,
+        contiguous(&argmax)?,
+    ];
+    if let Ok(g) = g.extract::<numpy::PyReadonlyArray1<'_, f32>>() {
+        go(py, contiguous(&g)?, finite_s, ix, n, c, average)
+    } else {
+        let g: numpy::PyReadonlyArray1<'_, f64> = g.extract()?;
+        go(py, contiguous(&g)?, finite_s, ix, n, c, average)
+    }
+}
+
 /// Run `kernel` detached on a fresh `n × d` buffer and return it as an `(n, d)` numpy array.
 fn matrix<T: Float + numpy::Element>(
     py: Python<'_>,
@@ -421,6 +485,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pairwise_sq_distances, m)?)?;
     m.add_function(wrap_pyfunction!(krum_select, m)?)?;
     m.add_function(wrap_pyfunction!(crossmax, m)?)?;
+    m.add_function(wrap_pyfunction!(crossmax_backward, m)?)?;
     m.add_function(wrap_pyfunction!(median_backward, m)?)?;
     m.add_function(wrap_pyfunction!(trimmed_mean_backward, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;

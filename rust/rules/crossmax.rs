@@ -162,19 +162,11 @@ pub fn crossmax<T: Float>(
     } else {
         f64::MAX
     });
-    let work = |e: usize, vals: &mut [T], idx: Option<ExampleIndices<'_>>| {
-        example(
-            &z[e * n * c..(e + 1) * n * c],
-            n,
-            c,
-            ra,
-            rb,
-            policy,
-            max_finite,
-            vals,
-            idx,
-        );
+    let work = |s: &mut Scratch<T>, e: usize, vals: &mut [T], idx: Option<ExampleIndices<'_>>| {
+        let zb = &z[e * n * c..(e + 1) * n * c];
+        example(zb, n, c, ra, rb, policy, max_finite, vals, idx, s);
     };
+    let scratch = || Scratch::new(n, c, rb);
     let parallel = b * n * c >= PARALLEL_MIN_VALUES && b > 1;
     match out.indices {
         None => {
@@ -183,7 +175,7 @@ pub fn crossmax<T: Float>(
                     .par_chunks_mut(c)
                     .enumerate()
                     .with_min_len(if parallel { 1 } else { b })
-                    .for_each(|(e, vals)| work(e, vals, None))
+                    .for_each_init(scratch, |s, (e, vals)| work(s, e, vals, None))
             };
             pool::install(run);
         }
@@ -197,8 +189,8 @@ pub fn crossmax<T: Float>(
                     .zip(ix.argmax.par_chunks_mut(n))
                     .enumerate()
                     .with_min_len(if parallel { 1 } else { b })
-                    .for_each(|(e, ((((vals, top), kth), kth2), am))| {
-                        work(e, vals, Some((top, kth, kth2, am)))
+                    .for_each_init(scratch, |s, (e, ((((vals, top), kth), kth2), am))| {
+                        work(s, e, vals, Some((top, kth, kth2, am)))
                     })
             };
             pool::install(run);
@@ -207,7 +199,38 @@ pub fn crossmax<T: Float>(
     Ok(())
 }
 
+/// Per-thread buffers of [`example`]: the best `rb` values (and predictors) of every class, the
+/// value being inserted, and per-class flags.
+struct Scratch<T> {
+    best: Vec<T>,
+    best_at: Vec<u32>,
+    carry: Vec<T>,
+    carry_at: Vec<u32>,
+    masked: Vec<bool>,
+    nan: Vec<bool>,
+    maxima: Vec<T>,
+}
+
+impl<T: Float> Scratch<T> {
+    fn new(n: usize, c: usize, rb: usize) -> Self {
+        Scratch {
+            best: vec![T::ZERO; rb * c],
+            best_at: vec![0; rb * c],
+            carry: vec![T::ZERO; c],
+            carry_at: vec![0; c],
+            masked: vec![true; c],
+            nan: vec![false; c],
+            maxima: vec![T::ZERO; n],
+        }
+    }
+}
+
 /// One example: `zb` is `n x c`.
+///
+/// Lane-parallel over classes: predictors are inserted in index order into a per-class sorted
+/// list of the best `rb` values by compare-exchange (`v > t`, strict, so an equal value never
+/// displaces an earlier predictor: the `(value, index)` order). The inner loops run over the
+/// `c` classes with branch-free selects, which the compiler vectorises.
 #[allow(clippy::too_many_arguments)]
 fn example<T: Float>(
     zb: &[T],
@@ -219,74 +242,153 @@ fn example<T: Float>(
     max_finite: T,
     vals: &mut [T],
     mut idx: Option<ExampleIndices<'_>>,
+    s: &mut Scratch<T>,
 ) {
     let neg_inf = T::ZERO - T::INFINITY;
-    // Per predictor: its maximum (NaN-propagating under Propagate) and the lowest argmax.
-    let mut maxima = Vec::with_capacity(n);
+    let want = idx.is_some();
+    // Per predictor: its maximum (NaN if it holds one, under Propagate) and the lowest argmax.
     for p in 0..n {
         let row = &zb[p * c..(p + 1) * c];
-        let (mut m, mut at) = (clean(row[0], policy, max_finite), 0u32);
-        if !m.is_nan() {
-            for (j, &v) in row.iter().enumerate().skip(1) {
-                let v = clean(v, policy, max_finite);
-                if v.is_nan() {
-                    (m, at) = (v, j as u32);
-                    break;
-                }
-                if v > m {
-                    (m, at) = (v, j as u32);
-                }
-            }
+        let (mut m, mut has_nan) = (neg_inf, false);
+        for &v in row {
+            let v = clean(v, policy, max_finite);
+            has_nan |= v.is_nan();
+            m = if v > m { v } else { m };
         }
-        maxima.push(m);
+        let m = if has_nan { T::NAN } else { m };
+        s.maxima[p] = m;
         if let Some((_, _, _, am)) = idx.as_mut() {
-            am[p] = at;
+            am[p] = row
+                .iter()
+                .position(|&v| {
+                    let v = clean(v, policy, max_finite);
+                    if has_nan {
+                        v.is_nan()
+                    } else {
+                        v == m
+                    }
+                })
+                .unwrap_or(0) as u32;
         }
     }
-    // Per class: the ra-th and rb-th smallest keys of (-A, p), keeping the best rb in a
-    // sorted buffer (insertion: N is small, typically <= 16).
-    let mut buf: Vec<T::Key> = Vec::with_capacity(rb);
-    for j in 0..c {
-        buf.clear();
-        let (mut masked, mut nan) = (true, false);
-        for p in 0..n {
-            let v = clean(zb[p * c + j], policy, max_finite);
-            masked &= v == neg_inf;
-            let m = maxima[p];
-            let a = if policy == NonFinite::Robust && m == neg_inf {
-                neg_inf // the predictor abstains
+    s.masked.fill(true);
+    s.nan.fill(false);
+    for p in 0..n {
+        let row = &zb[p * c..(p + 1) * c];
+        let m = s.maxima[p];
+        let abstains = policy == NonFinite::Robust && m == neg_inf;
+        for (j, &v) in row.iter().enumerate() {
+            let v = clean(v, policy, max_finite);
+            s.masked[j] &= v == neg_inf;
+            let a = if abstains { neg_inf } else { (v - m) + T::ZERO }; // + 0: -0.0 -> +0.0
+            s.nan[j] |= a.is_nan();
+            s.carry[j] = a;
+        }
+        if want {
+            s.carry_at.fill(p as u32);
+        }
+        for slot in 0..p.min(rb) {
+            let best = &mut s.best[slot * c..(slot + 1) * c];
+            if want {
+                let at = &mut s.best_at[slot * c..(slot + 1) * c];
+                for j in 0..c {
+                    let (v, t) = (s.carry[j], best[j]);
+                    let (vi, ti) = (s.carry_at[j], at[j]);
+                    let swap = v > t;
+                    best[j] = if swap { v } else { t };
+                    s.carry[j] = if swap { t } else { v };
+                    at[j] = if swap { vi } else { ti };
+                    s.carry_at[j] = if swap { ti } else { vi };
+                }
             } else {
-                (v - m) + T::ZERO // + 0 turns -0.0 into +0.0
-            };
-            nan |= a.is_nan();
-            let key = (T::ZERO - a).key(p as u32);
-            if buf.len() < rb {
-                let at = buf.partition_point(|k| *k <= key);
-                buf.insert(at, key);
-            } else if key < buf[rb - 1] {
-                buf.pop();
-                let at = buf.partition_point(|k| *k <= key);
-                buf.insert(at, key);
+                for (b, v) in best.iter_mut().zip(s.carry.iter_mut()) {
+                    let (hi, lo) = if *v > *b { (*v, *b) } else { (*b, *v) };
+                    *b = hi;
+                    *v = lo;
+                }
             }
         }
-        let value_of = |k: T::Key| T::ZERO - T::key_value(k);
-        let top = value_of(buf[0]);
-        let (ka, kb) = (buf[ra - 1], buf[rb - 1]);
-        vals[j] = if masked {
+        if p < rb {
+            s.best[p * c..(p + 1) * c].copy_from_slice(&s.carry);
+            if want {
+                s.best_at[p * c..(p + 1) * c].copy_from_slice(&s.carry_at);
+            }
+        }
+    }
+    let top = &s.best[..c];
+    let ka = &s.best[(ra - 1) * c..ra * c];
+    let kb = &s.best[(rb - 1) * c..rb * c];
+    for j in 0..c {
+        vals[j] = if s.masked[j] {
             neg_inf
-        } else if nan {
+        } else if s.nan[j] {
             T::NAN // only under Propagate: Robust has no NaN left, Raise refused them
         } else if ra == rb {
-            value_of(ka) - top
+            ka[j] - top[j]
         } else {
-            T::midpoint(value_of(ka), value_of(kb)) - top
+            T::midpoint(ka[j], kb[j]) - top[j]
         };
-        if let Some((t, k1, k2, _)) = idx.as_mut() {
-            t[j] = T::key_row(buf[0]);
-            k1[j] = T::key_row(ka);
-            k2[j] = T::key_row(kb);
-        }
     }
+    if let Some((t, k1, k2, _)) = idx.as_mut() {
+        t.copy_from_slice(&s.best_at[..c]);
+        k1.copy_from_slice(&s.best_at[(ra - 1) * c..ra * c]);
+        k2.copy_from_slice(&s.best_at[(rb - 1) * c..rb * c]);
+    }
+}
+
+/// The backward on the CPU: `grad` (`b x n x c`, written whole) from the upstream `g`
+/// (`b x c`) and the forward's indices; non-finite outputs (`finite[b*c] == false`) pass
+/// nothing. Four entries per output (§13.4), half of the k-th terms to each of `kth` and
+/// `kth2` when `average`. One task per example, entries added in a fixed order: deterministic.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: Float>(
+    g: &[T],
+    finite: &[bool],
+    top: &[u32],
+    kth: &[u32],
+    kth2: &[u32],
+    argmax: &[u32],
+    n: usize,
+    c: usize,
+    average: bool,
+    grad: &mut [T],
+) {
+    let b = g.len() / c.max(1);
+    assert!(grad.len() == b * n * c && argmax.len() == b * n && top.len() == b * c);
+    if c == 0 {
+        return;
+    }
+    let half = T::from_f64(0.5);
+    let run = || {
+        grad.par_chunks_mut(n * c)
+            .enumerate()
+            .with_min_len((PARALLEL_MIN_VALUES / (n * c)).max(1))
+            .for_each(|(e, out)| {
+                out.fill(T::ZERO);
+                let am = &argmax[e * n..(e + 1) * n];
+                for j in 0..c {
+                    let at = e * c + j;
+                    if !finite[at] {
+                        continue;
+                    }
+                    let gj = g[at];
+                    let mut put = |p: u32, w: T| {
+                        let p = p as usize;
+                        out[p * c + j] = out[p * c + j] + w;
+                        let a = am[p] as usize;
+                        out[p * c + a] = out[p * c + a] - w;
+                    };
+                    put(top[at], T::ZERO - gj);
+                    if average {
+                        put(kth[at], gj * half);
+                        put(kth2[at], gj * half);
+                    } else {
+                        put(kth[at], gj);
+                    }
+                }
+            })
+    };
+    pool::install(run);
 }
 
 #[cfg(test)]

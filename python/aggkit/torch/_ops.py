@@ -366,18 +366,32 @@ def _crossmax_backward(ctx, g: Tensor, *_):
             "differentiate; call it through aggkit.torch.crossmax"
         )
     b, n, c = ctx.shape
+    if _rust_backward(g):
+        finite = torch.isfinite(y.detach()).reshape(-1).numpy()
+        flat = [_u32(t.reshape(-1)) for t in (top, kth, kth2, am)]
+        gv = g.detach().contiguous().reshape(-1).numpy()
+        grad = _core.crossmax_backward(gv, finite, *flat, n, c, ctx.average)
+        return torch.from_numpy(grad).reshape(b, n, c), None, None, None, None, None
     g = torch.where(torch.isfinite(y.detach()), g, g.new_zeros(()))
     cls = torch.arange(c, device=g.device)[None, :]
     am = am.long()
-    grad = g.new_zeros(b, n * c)
-    terms = [(top.long(), -g)]
+    preds, weights = [top.long()], [-g]
     if ctx.average:
-        terms += [(kth.long(), g / 2), (kth2.long(), g / 2)]
+        preds += [kth.long(), kth2.long()]
+        weights += [g / 2, g / 2]
     else:
-        terms += [(kth.long(), g)]
-    for p, w in terms:
-        grad = grad.scatter_add(1, p * c + cls, w)
-        grad = grad.scatter_add(1, p * c + am.gather(1, p), -w)
+        preds.append(kth.long())
+        weights.append(g)
+    # One scatter of every term: (p, c) gets w, (p, argmax of p) gets -w; ordered class by
+    # class, then term by term, which is the order the Rust kernel adds them in (same bits).
+    index = torch.stack([t for p in preds for t in (p * c + cls, p * c + am.gather(1, p))], dim=2)
+    src = torch.stack([t for w in weights for t in (w, -w)], dim=2)
+    index, src = index.reshape(b, -1), src.reshape(b, -1)
+    grad = g.new_zeros(b, n * c)
+    if torch.is_grad_enabled():  # double backward: keep the graph
+        grad = grad.scatter_add(1, index, src)
+    else:
+        grad.scatter_add_(1, index, src)
     return grad.reshape(b, n, c), None, None, None, None, None
 
 
