@@ -109,6 +109,10 @@ def crossmax(
     ``"raise"`` refuses NaN and ``+inf`` (``-inf`` masks a class and is always allowed);
     ``"propagate"`` computes naively, so a NaN logit makes its example's scores NaN.
 
+    Convention: ``k = 3`` is the default because the authors' reference notebook uses it (with
+    ``N = 8``); the paper's Algorithm 1 is said to take the median for generic ensembles, which
+    could not be checked against the paper here, so both are offered (``reducer="median"``).
+
     CrossMax is an aggregation operator. Its reported adversarial robustness was largely
     gradient masking under adaptive attacks (Zhang, Nikolić, Carlini, Tramèr 2024,
     arXiv:2411.14834): do not treat it as a certified defence.
