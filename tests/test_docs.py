@@ -16,6 +16,7 @@ MODULES = [
     "rules.trimmed_mean",
     "rules.krum",
     "rules.crossmax",
+    "rules.detox",
     "attacks",
     "simulate",
 ]

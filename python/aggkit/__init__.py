@@ -10,35 +10,50 @@ from aggkit._runtime import simd_level as simd_level
 from aggkit.errors import AggkitError as AggkitError
 from aggkit.errors import EmptyInputError as EmptyInputError
 from aggkit.errors import InvalidParameterError as InvalidParameterError
+from aggkit.errors import NoMajorityError as NoMajorityError
 from aggkit.errors import NonFiniteError as NonFiniteError
 from aggkit.errors import ShapeError as ShapeError
 from aggkit.errors import TooFewInputsError as TooFewInputsError
 from aggkit.registry import Rule as Rule
 from aggkit.registry import list_rules as list_rules
 from aggkit.registry import rule as rule
+from aggkit.rules import DETOX as DETOX
+from aggkit.rules import DetoxInfo as DetoxInfo
 from aggkit.rules import Krum as Krum
 from aggkit.rules import Mean as Mean
 from aggkit.rules import Median as Median
 from aggkit.rules import MultiKrum as MultiKrum
 from aggkit.rules import Selection as Selection
 from aggkit.rules import TrimmedMean as TrimmedMean
+from aggkit.rules import contiguous_groups as contiguous_groups
 from aggkit.rules import crossmax as crossmax
+from aggkit.rules import data_assignment as data_assignment
+from aggkit.rules import detox as detox
+from aggkit.rules import detox_bulyan as detox_bulyan
+from aggkit.rules import detox_median as detox_median
+from aggkit.rules import detox_multikrum as detox_multikrum
+from aggkit.rules import effective_f as effective_f
+from aggkit.rules import expected_corrupted_groups as expected_corrupted_groups
 from aggkit.rules import krum as krum
 from aggkit.rules import mean as mean
 from aggkit.rules import median as median
 from aggkit.rules import multi_krum as multi_krum
+from aggkit.rules import random_groups as random_groups
 from aggkit.rules import trimmed_mean as trimmed_mean
 
 __version__: str = _core.__version__
 
 __all__ = [
+    "DETOX",
     "AggkitError",
+    "DetoxInfo",
     "EmptyInputError",
     "InvalidParameterError",
     "Krum",
     "Mean",
     "Median",
     "MultiKrum",
+    "NoMajorityError",
     "NonFiniteError",
     "Rule",
     "Selection",
@@ -46,13 +61,22 @@ __all__ = [
     "TooFewInputsError",
     "TrimmedMean",
     "__version__",
+    "contiguous_groups",
     "crossmax",
+    "data_assignment",
+    "detox",
+    "detox_bulyan",
+    "detox_median",
+    "detox_multikrum",
+    "effective_f",
+    "expected_corrupted_groups",
     "get_num_threads",
     "krum",
     "list_rules",
     "mean",
     "median",
     "multi_krum",
+    "random_groups",
     "rule",
     "set_num_threads",
     "simd_level",

@@ -50,6 +50,15 @@ def demo(seed: int = 0) -> None:
     _, sel = aggkit.multi_krum(x, f=f, return_selection=True)
     print(f"\nmulti_krum kept clients {sorted(sel.indices.tolist())}; scores {sel.scores.round(2)}")
     print("(clients 7, 8, 9 are the Byzantine ones: their scores are huge or infinite)")
+    # DETOX needs redundancy: workers in groups of 3 compute on the same data.
+    groups_x = np.repeat(honest[:3], 3, axis=0)  # 9 workers, 3 groups, each group one shard
+    groups_x[[0, 1]] = 1e6  # two colluding Byzantine workers take group 0
+    groups_x[4] = np.nan  # a third one is outvoted in group 1
+    y, info = aggkit.detox(groups_x, q=3, buckets=3, return_info=True)
+    err = float(np.linalg.norm(y.astype(np.float64) - honest[:3].mean(axis=0)))
+    print(f"\ndetox(q=3) over 9 workers in groups of 3 (workers 0, 1, 4 Byzantine): {np.array2string(y)}")
+    print(f"  group winners {info.winners.ravel().tolist()}, outvoted workers {info.suspects}; error vs the")
+    print(f"  honest groups' mean {err:.3g} (the median of the 3 group winners ignores the tainted one)")
     print(f"\nthreads: {aggkit.get_num_threads()}, SIMD path: {aggkit.simd_level()}")
 
 

@@ -18,7 +18,17 @@ __all__ = [
     "AggkitError",
     "EmptyInputError",
     "InvalidParameterError",
+    "NoMajorityError",
     "NonFiniteError",
     "ShapeError",
     "TooFewInputsError",
 ]
+
+
+class NoMajorityError(AggkitError):
+    """DETOX: a group of redundant workers reached no majority under ``no_majority="raise"``.
+
+    ``.groups`` lists the groups (indices into the group assignment).
+    """
+
+    groups: list[int]

@@ -154,6 +154,38 @@ fn krum(
     })
 }
 
+/// DETOX stage 1: winners per (group, segment) (`u32::MAX` = none) and per-member agreement.
+#[pyfunction]
+#[pyo3(signature = (x, groups, r, segments, mode, atol, rtol))]
+#[allow(clippy::too_many_arguments)]
+fn detox_vote(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    groups: numpy::PyReadonlyArray1<'_, u32>,
+    r: usize,
+    segments: Vec<usize>,
+    mode: &str,
+    atol: f64,
+    rtol: f64,
+) -> PyResult<(Out, Out)> {
+    use crate::rules::detox::{self as dx, Vote};
+    let mode = match mode {
+        "exact" => Vote::Exact,
+        "approx" => Vote::Approx { atol, rtol },
+        "reference" => Vote::Reference,
+        other => {
+            return Err(super::InvalidParameterError::new_err(format!(
+                "detox: vote must be one of 'exact', 'approx', 'reference', got {other:?}"
+            )))
+        }
+    };
+    let groups = contiguous(&groups)?;
+    dispatch!(x.rows(dx::NAME)?, rr => {
+        let res = run(py, || dx::vote(&rr, groups, r, &segments, mode))?;
+        Ok((array(py, res.winners), array(py, res.agree)))
+    })
+}
+
 type CrossmaxResult = (Out, Option<Out>, Option<Out>, Option<Out>, Option<Out>);
 
 /// CrossMax over `z` viewed as `(b * n, c)` (C-contiguous): flat `b * c` scores and, when
@@ -485,6 +517,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pairwise_sq_distances, m)?)?;
     m.add_function(wrap_pyfunction!(krum_select, m)?)?;
     m.add_function(wrap_pyfunction!(crossmax, m)?)?;
+    m.add_function(wrap_pyfunction!(detox_vote, m)?)?;
     m.add_function(wrap_pyfunction!(crossmax_backward, m)?)?;
     m.add_function(wrap_pyfunction!(median_backward, m)?)?;
     m.add_function(wrap_pyfunction!(trimmed_mean_backward, m)?)?;

@@ -8,6 +8,7 @@
 //! [`Rows`]: crate::input::Rows
 
 pub mod crossmax;
+pub mod detox;
 pub mod grad;
 pub mod krum;
 pub mod mean;

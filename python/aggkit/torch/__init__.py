@@ -49,6 +49,7 @@ from aggkit.torch.state_dict import aggregate_state_dicts
 __all__ = [
     "aggregate_state_dicts",
     "crossmax",
+    "detox",
     "force_native",
     "krum",
     "mean",
@@ -302,3 +303,16 @@ def crossmax(
     y, *_ = torch.ops.aggkit.crossmax(z3.contiguous(), k_, reducer, even, nonfinite, _needs_grad(z3))
     y = y.reshape(*batch, c)
     return y if y.dtype == z.dtype else y.to(z.dtype)
+
+
+def detox(x: Any, **kwargs: Any) -> Any:
+    """DETOX on tensors; see :func:`aggkit.detox` (same parameters).
+
+    The vote runs as ``torch.ops.aggkit.detox`` (Rust on CPU, torch ops on other devices);
+    stage 2 composes ``aggkit.torch``'s rules on the winners, so the gradient reaches each
+    group's winning member (ALGORITHMS.md §12.7: one representative, the lowest-index member
+    that won) through the stage-2 rules' own backward.
+    """
+    if not isinstance(x, Tensor) and not (isinstance(x, Sequence) and x and isinstance(x[0], Tensor)):
+        raise TypeError(f"detox: x must be a tensor or a sequence of tensors, got {type(x).__name__}")
+    return aggkit.detox(x, **kwargs)

@@ -20,8 +20,10 @@ checked by the callers (``aggkit.torch``).
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import numpy as np
 import torch
 
 from aggkit.errors import NonFiniteError
@@ -299,3 +301,47 @@ def crossmax(
         order[:, rb - 1, :].to(i32),
         z.argmax(dim=2).to(i32),
     )
+
+
+def detox_vote(
+    data: torch.Tensor, groups: np.ndarray, segs: list[int], mode: str, atol: float, rtol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """DETOX's vote with torch ops on the tensor's device (rust/rules/detox.rs semantics).
+
+    ``data`` is ``(n, d)``; returns winners ``(g, s)`` (-1: none) and agreement ``(g, r)``.
+    """
+    g, r = groups.shape
+    need = r // 2 + 1
+    winners = np.full((g, len(segs) - 1), -1, dtype=np.int64)
+    agree = np.ones((g, r), dtype=bool)
+    for gi, members in enumerate(groups.tolist()):
+        for s, (lo, hi) in enumerate(itertools.pairwise(segs)):
+            seg = data[members, lo:hi]
+            if mode == "approx":
+                diff = (seg[:, None, :] - seg[None, :, :]).abs()
+                tol = atol + rtol * seg.abs()[None, :, :]
+                eq = (diff <= tol).all(dim=2)  # eq[j, m]: member j is close to candidate m
+            else:
+                eq = (seg[:, None, :] == seg[None, :, :]).all(dim=2)
+            eq = eq.cpu().numpy()
+            if mode == "reference":
+                cand, count = 0, 0
+                for m in range(r):
+                    if count == 0:
+                        cand, count = m, 1
+                    elif eq[m, cand]:
+                        count += 1
+                    else:
+                        count -= 1
+                w = cand
+            else:
+                counts = eq.sum(axis=0) - (np.diag(eq) if mode == "approx" else 0)
+                target = need - 1 if mode == "approx" else need
+                ok = np.nonzero(counts >= target)[0]
+                w = int(ok[0]) if ok.size else None
+            if w is not None:
+                winners[gi, s] = members[w]
+                same = eq[:, w].copy()
+                same[w] = True
+                agree[gi] &= same
+    return winners, agree

@@ -396,3 +396,35 @@ def _crossmax_backward(ctx, g: Tensor, *_):
 
 
 crossmax.register_autograd(_crossmax_backward, setup_context=_crossmax_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# DETOX stage 1 (the vote; stage 2 composes the other ops, see aggkit.rules.detox)
+
+
+@torch.library.custom_op("aggkit::detox", mutates_args=())
+def detox(
+    x: Tensor, groups: Tensor, r: int, segments: list[int], mode: str, atol: float, rtol: float
+) -> tuple[Tensor, Tensor]:
+    """DETOX's majority vote on ``(n, d)`` rows.
+
+    Returns winners ``(g * s,)`` int32 (-1: none) and agreement ``(g * r,)``. ``groups`` is
+    the flat ``(g * r,)`` int32 member list. Not differentiable (a selection): the gradient
+    reaches the winners through the indexing that follows.
+    """
+    g = groups.numel() // r
+    if _rust(x):
+        w, agree = _core.detox_vote(_view(x), groups.numpy().view(np.uint32), r, segments, mode, atol, rtol)
+        return torch.from_numpy(w.view(np.int32)), torch.from_numpy(agree)
+    w, agree = _native.detox_vote(
+        x, groups.cpu().numpy().reshape(g, r).astype(np.int64), segments, mode, atol, rtol
+    )
+    w32 = torch.from_numpy(w.reshape(-1).astype(np.int32)).to(x.device)
+    return w32, torch.from_numpy(agree.reshape(-1)).to(x.device)
+
+
+@detox.register_fake
+def _(x: Tensor, groups: Tensor, r: int, segments: list[int], mode: str, atol: float, rtol: float):
+    g = groups.shape[0] // r
+    s = len(segments) - 1
+    return x.new_empty(g * s, dtype=torch.int32), x.new_empty(g * r, dtype=torch.bool)

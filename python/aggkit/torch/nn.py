@@ -27,7 +27,7 @@ from aggkit.rules.crossmax import check_crossmax_params
 from aggkit.rules.krum import _check_m
 from aggkit.rules.median import EVEN
 
-__all__ = ["CrossMax", "Krum", "Mean", "Median", "MultiKrum", "SelfEnsemble", "TrimmedMean"]
+__all__ = ["DETOX", "CrossMax", "Krum", "Mean", "Median", "MultiKrum", "SelfEnsemble", "TrimmedMean"]
 
 
 class _Aggregator(nn.Module):
@@ -317,3 +317,37 @@ class SelfEnsemble(nn.Module):
     def extra_repr(self) -> str:
         """The hooked layers, for ``repr``."""
         return f"layers={self.layer_names}, include_backbone={self.include_backbone}"
+
+
+class DETOX(_Aggregator):
+    """DETOX over worker vectors ``(n, ...)``; see :func:`aggkit.detox` and :func:`aggkit.torch.detox`.
+
+    ``forward(x, groups="contiguous", rng=None)`` takes this round's group assignment.
+    """
+
+    _params = ("q", "r", "inner", "outer", "buckets", "vote", "no_majority")
+
+    def __init__(
+        self,
+        *,
+        q: int,
+        r: int = 3,
+        inner: Any = "mean",
+        outer: Any = "median",
+        buckets: int | None = None,
+        vote: str = "exact",
+        no_majority: str = "drop",
+    ) -> None:
+        super().__init__()
+        from aggkit.rules.detox import DETOX as _Rule
+
+        _Rule(q=q, r=r, buckets=buckets, vote=vote, no_majority=no_majority)  # validates
+        self.q, self.r, self.inner, self.outer = q, r, inner, outer
+        self.buckets, self.vote, self.no_majority = buckets, vote, no_majority
+
+    def forward(self, x: Any, groups: Any = "contiguous", rng: Any = None) -> Tensor:
+        """Aggregate the workers' vectors."""
+        return at.detox(
+            x, q=self.q, r=self.r, inner=self.inner, outer=self.outer, buckets=self.buckets,
+            vote=self.vote, no_majority=self.no_majority, groups=groups, rng=rng,
+        )  # fmt: skip
