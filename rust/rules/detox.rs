@@ -47,8 +47,12 @@ pub struct VoteResult {
 }
 
 fn equal<T: Float>(a: &[T], b: &[T]) -> bool {
-    // `==` on floats: -0.0 == +0.0 and NaN != NaN, exactly np.array_equal.
-    a.len() == b.len() && a.iter().zip(b).fold(true, |ok, (x, y)| ok & (*x == *y))
+    // `==` on floats: -0.0 == +0.0 and NaN != NaN, exactly np.array_equal. Branch-free within
+    // blocks (vectorised), early exit between blocks (different vectors differ early).
+    a.len() == b.len()
+        && a.chunks(256)
+            .zip(b.chunks(256))
+            .all(|(x, y)| x.iter().zip(y).fold(true, |ok, (p, q)| ok & (*p == *q)))
 }
 
 fn close<T: Float>(x: &[T], m: &[T], atol: f64, rtol: f64) -> bool {
@@ -59,11 +63,28 @@ fn close<T: Float>(x: &[T], m: &[T], atol: f64, rtol: f64) -> bool {
 }
 
 fn hash<T: Float>(v: &[T]) -> u64 {
-    v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+    // Four independent lanes (the multiply chain is latency-bound), combined at the end.
+    let mix = |h: u64, x: &T| {
         let bits = (x.to_f64() + 0.0).to_bits(); // + 0.0: -0.0 and +0.0 hash alike
         (h.rotate_left(5) ^ bits).wrapping_mul(0x517c_c1b7_2722_0a95)
-    })
+    };
+    let mut h = [0xcbf2_9ce4_8422_2325u64, 1, 2, 3];
+    let mut quads = v.chunks_exact(4);
+    for q in &mut quads {
+        for (hl, x) in h.iter_mut().zip(q) {
+            *hl = mix(*hl, x);
+        }
+    }
+    let tail = quads.remainder().iter().fold(h[0], mix);
+    [h[1], h[2], h[3]]
+        .iter()
+        .fold(tail, |acc, &x| mix(acc, &T::from_f64(x as f64)))
 }
+
+/// Up to this group size the exact vote compares members directly (at most r(r-1)/2 early-exit
+/// comparisons: O(d) per group for a fixed small r, and cheaper than hashing, whose multiply
+/// chain is latency-bound); larger groups hash first and confirm equal hashes: O(r d).
+const DIRECT_MAX_R: usize = 5;
 
 /// Validate `groups` (`g * r` row indices into `rows`, each row at most once) and `segments`.
 fn check(n: usize, d: usize, groups: &[u32], r: usize, segments: &[usize]) -> Result<(), AggError> {
@@ -127,21 +148,24 @@ pub fn vote<T: Float>(
                     let (lo, hi) = (segments[s], segments[s + 1]);
                     let seg = |m: usize| &rows.row(members[m] as usize)[lo..hi];
                     let w = match mode {
+                        // A member equal (==) to another holds no NaN, so only r = 1 needs an
+                        // explicit NaN check (a member must equal itself to count).
+                        Vote::Exact if need == 1 => (0..r).find(|&m| equal(seg(m), seg(m))),
                         Vote::Exact => {
-                            let nan: Vec<bool> =
-                                (0..r).map(|m| seg(m).iter().any(|v| v.is_nan())).collect();
-                            let hashes: Vec<u64> = (0..r).map(|m| hash(seg(m))).collect();
+                            let hashes: Option<Vec<u64>> =
+                                (r > DIRECT_MAX_R).then(|| (0..r).map(|m| hash(seg(m))).collect());
                             (0..r).find(|&m| {
-                                !nan[m]
-                                    && (0..r)
-                                        .filter(|&j| {
-                                            j == m
-                                                || (!nan[j]
-                                                    && hashes[j] == hashes[m]
-                                                    && equal(seg(j), seg(m)))
-                                        })
-                                        .count()
-                                        >= need
+                                let mut count = 1;
+                                for j in (0..r).filter(|&j| j != m) {
+                                    let maybe = hashes.as_ref().is_none_or(|h| h[j] == h[m]);
+                                    if maybe && equal(seg(j), seg(m)) {
+                                        count += 1;
+                                        if count >= need {
+                                            return true;
+                                        }
+                                    }
+                                }
+                                false
                             })
                         }
                         Vote::Approx { atol, rtol } => (0..r).find(|&m| {
@@ -222,6 +246,30 @@ mod tests {
         assert_eq!(v.winners, vec![0, NO_WINNER]);
         let v = vote(&x, &[0, 1, 2], 3, &[0, 2], Vote::Exact).unwrap();
         assert_eq!(v.winners, vec![NO_WINNER]);
+    }
+
+    #[test]
+    fn hashed_path_for_large_groups_and_r1() {
+        // r = 7: members 1, 3, 4, 6 share a value (a strict majority of 4); the others differ
+        // only in the last coordinate, the case hashing exists for.
+        let d = 9;
+        let mut data = vec![0.0f64; 7 * d];
+        for m in 0..7 {
+            data[m * d + d - 1] = if [1, 3, 4, 6].contains(&m) {
+                5.0
+            } else {
+                10.0 + m as f64
+            };
+        }
+        let x = rows(&data, d);
+        let v = vote(&x, &[0, 1, 2, 3, 4, 5, 6], 7, &[0, d], Vote::Exact).unwrap();
+        assert_eq!(v.winners, vec![1]);
+        assert_eq!(v.agree, vec![false, true, false, true, true, false, true]);
+        // r = 1: the member wins unless it holds a NaN.
+        let data = [1.0, f64::NAN];
+        let x = rows(&data, 1);
+        let v = vote(&x, &[0, 1], 1, &[0, 1], Vote::Exact).unwrap();
+        assert_eq!(v.winners, vec![0, NO_WINNER]);
     }
 
     #[test]
