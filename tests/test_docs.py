@@ -17,6 +17,7 @@ MODULES = [
     "rules.krum",
     "rules.crossmax",
     "rules.detox",
+    "rules.geometric_median",
     "attacks",
     "simulate",
 ]

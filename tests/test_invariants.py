@@ -58,6 +58,9 @@ CASES = {
         "coordinate",
         True,
     ),
+    "geometric_median": Case(
+        "geometric_median", lambda n: aggkit.GeometricMedian(), lambda n: 0, 1, None, True, generic=False
+    ),
     "detox": Case("detox", lambda n: aggkit.DETOX(q=0), lambda n: 0, 3, None, True, generic=False),
 }
 

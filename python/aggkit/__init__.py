@@ -19,6 +19,8 @@ from aggkit.registry import list_rules as list_rules
 from aggkit.registry import rule as rule
 from aggkit.rules import DETOX as DETOX
 from aggkit.rules import DetoxInfo as DetoxInfo
+from aggkit.rules import GeometricMedian as GeometricMedian
+from aggkit.rules import GeometricMedianInfo as GeometricMedianInfo
 from aggkit.rules import Krum as Krum
 from aggkit.rules import Mean as Mean
 from aggkit.rules import Median as Median
@@ -34,6 +36,7 @@ from aggkit.rules import detox_median as detox_median
 from aggkit.rules import detox_multikrum as detox_multikrum
 from aggkit.rules import effective_f as effective_f
 from aggkit.rules import expected_corrupted_groups as expected_corrupted_groups
+from aggkit.rules import geometric_median as geometric_median
 from aggkit.rules import krum as krum
 from aggkit.rules import mean as mean
 from aggkit.rules import median as median
@@ -48,6 +51,8 @@ __all__ = [
     "AggkitError",
     "DetoxInfo",
     "EmptyInputError",
+    "GeometricMedian",
+    "GeometricMedianInfo",
     "InvalidParameterError",
     "Krum",
     "Mean",
@@ -70,6 +75,7 @@ __all__ = [
     "detox_multikrum",
     "effective_f",
     "expected_corrupted_groups",
+    "geometric_median",
     "get_num_threads",
     "krum",
     "list_rules",

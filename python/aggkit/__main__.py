@@ -43,6 +43,7 @@ def demo(seed: int = 0) -> None:
         (f"trimmed_mean(f={f})", aggkit.trimmed_mean(x, f=f)),
         (f"krum(f={f})", aggkit.krum(x, f=f)),
         (f"multi_krum(f={f})", aggkit.multi_krum(x, f=f)),
+        ("geometric_median", aggkit.geometric_median(x)),
     ]
     for name, y in rows:
         err = float(np.linalg.norm(y.astype(np.float64) - true))

@@ -7,7 +7,7 @@ another object of the same rule and parameters, and resolvable from its name::
     >>> aggkit.rule("trimmed_mean", f=2)
     TrimmedMean(f=2, nonfinite='robust')
     >>> aggkit.list_rules()
-    ['detox', 'krum', 'mean', 'median', 'multi_krum', 'trimmed_mean']
+    ['detox', 'geometric_median', 'krum', 'mean', 'median', 'multi_krum', 'trimmed_mean']
 
 Integrations (Flower strategies, DDP hooks, torch modules) accept a rule object or a name.
 """

@@ -186,6 +186,40 @@ fn detox_vote(
     })
 }
 
+/// Geometric median (smoothed Weiszfeld): values, iterations, converged, objective, weights.
+#[pyfunction]
+#[pyo3(signature = (x, weights, nu, maxiter, ftol, init, nonfinite))]
+#[allow(clippy::too_many_arguments)]
+fn geometric_median(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    weights: Option<numpy::PyReadonlyArray1<'_, f64>>,
+    nu: f64,
+    maxiter: usize,
+    ftol: f64,
+    init: &str,
+    nonfinite: &str,
+) -> PyResult<(Out, usize, bool, f64, Out)> {
+    use crate::rules::geometric_median::{self as gm, Init};
+    let policy = policy(nonfinite)?;
+    let init = parse("init", init, &["mean", "median", "zero"], Init::parse)?;
+    let w = weights
+        .as_ref()
+        .map(|w| w.as_slice())
+        .transpose()
+        .map_err(|_| {
+            super::InvalidParameterError::new_err("weights must be a contiguous float64 array")
+        })?;
+    dispatch!(x.rows(gm::NAME)?, r => {
+        let (vals, info) = run(py, || {
+            let mut out = vec![Float::ZERO; r.d()];
+            let info = gm::geometric_median(&r, w, nu, maxiter, ftol, init, policy, &mut out)?;
+            Ok((out, info))
+        })?;
+        Ok((array(py, vals), info.iterations, info.converged, info.objective, array(py, info.weights)))
+    })
+}
+
 type CrossmaxResult = (Out, Option<Out>, Option<Out>, Option<Out>, Option<Out>);
 
 /// CrossMax over `z` viewed as `(b * n, c)` (C-contiguous): flat `b * c` scores and, when
@@ -518,6 +552,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(krum_select, m)?)?;
     m.add_function(wrap_pyfunction!(crossmax, m)?)?;
     m.add_function(wrap_pyfunction!(detox_vote, m)?)?;
+    m.add_function(wrap_pyfunction!(geometric_median, m)?)?;
     m.add_function(wrap_pyfunction!(crossmax_backward, m)?)?;
     m.add_function(wrap_pyfunction!(median_backward, m)?)?;
     m.add_function(wrap_pyfunction!(trimmed_mean_backward, m)?)?;

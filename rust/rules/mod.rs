@@ -9,6 +9,7 @@
 
 pub mod crossmax;
 pub mod detox;
+pub mod geometric_median;
 pub mod grad;
 pub mod krum;
 pub mod mean;

@@ -14,6 +14,7 @@ from aggkit.rules.detox import (
     expected_corrupted_groups,
     random_groups,
 )
+from aggkit.rules.geometric_median import GeometricMedian, GeometricMedianInfo, geometric_median
 from aggkit.rules.krum import Krum, MultiKrum, Selection, krum, multi_krum
 from aggkit.rules.mean import Mean, mean
 from aggkit.rules.median import Median, median
@@ -22,6 +23,8 @@ from aggkit.rules.trimmed_mean import TrimmedMean, trimmed_mean
 __all__ = [
     "DETOX",
     "DetoxInfo",
+    "GeometricMedian",
+    "GeometricMedianInfo",
     "Krum",
     "Mean",
     "Median",
@@ -37,6 +40,7 @@ __all__ = [
     "detox_multikrum",
     "effective_f",
     "expected_corrupted_groups",
+    "geometric_median",
     "krum",
     "mean",
     "median",

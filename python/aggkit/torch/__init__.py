@@ -51,6 +51,7 @@ __all__ = [
     "crossmax",
     "detox",
     "force_native",
+    "geometric_median",
     "krum",
     "mean",
     "median",
@@ -316,3 +317,39 @@ def detox(x: Any, **kwargs: Any) -> Any:
     if not isinstance(x, Tensor) and not (isinstance(x, Sequence) and x and isinstance(x[0], Tensor)):
         raise TypeError(f"detox: x must be a tensor or a sequence of tensors, got {type(x).__name__}")
     return aggkit.detox(x, **kwargs)
+
+
+def geometric_median(
+    x: Any,
+    *,
+    weights: Any = None,
+    nu: float = 1e-6,
+    maxiter: int = 100,
+    ftol: float = 1e-10,
+    init: str = "median",
+    nonfinite: str = "robust",
+    return_info: bool = False,
+) -> Any:
+    """Geometric median; see :func:`aggkit.geometric_median`.
+
+    The gradient is the "frozen weights" one (ALGORITHMS.md §5, the RFA author's choice): the
+    result is the weighted mean of the inputs with the final Weiszfeld weights ``w``, and input
+    ``i`` gets ``w_i / Σ w`` (the weights themselves are treated as constants). CPU tensors run
+    the Rust iterations; other devices iterate with torch ops in float64 on the device (same
+    definition, not bit-identical to the CPU path).
+    """
+    from aggkit.rules.geometric_median import GeometricMedianInfo, check_gm_params
+
+    check_gm_params(nu, maxiter, ftol, init, nonfinite)
+    p = _Prepared(x, "geometric_median")
+    alpha = [] if weights is None else check_weights(weights, p.n, "geometric_median")
+    w, stats = torch.ops.aggkit.geometric_median(
+        p.x.detach(), alpha, float(nu), int(maxiter), float(ftol), init, nonfinite
+    )
+    wl = [float(v) for v in w.tolist()]
+    out, _ = torch.ops.aggkit.mean(p.x, wl, "robust" if nonfinite == "robust" else "propagate")
+    y = p.finish(out)
+    if not return_info:
+        return y
+    it, conv, obj = stats.tolist()
+    return y, GeometricMedianInfo(int(it), bool(conv), float(obj), w.cpu().numpy())

@@ -345,3 +345,50 @@ def detox_vote(
                 same[w] = True
                 agree[gi] &= same
     return winners, agree
+
+
+def geometric_median(
+    x: torch.Tensor, alpha: list[float], nu: float, maxiter: int, ftol: float, init: str, nonfinite: str
+):
+    """Weiszfeld iterations with torch ops in float64 on ``x``'s device."""
+    n = x.shape[0]
+    if nonfinite == "raise":
+        check_policy(x, "geometric_median", "raise")
+    keep = (
+        torch.isfinite(x).all(dim=1)
+        if nonfinite == "robust"
+        else torch.ones(n, dtype=torch.bool, device=x.device)
+    )
+    if not bool(keep.any()):
+        raise nonfinite_error(
+            "geometric_median", list(range(n)), "every input holds NaN or infinite values, nothing is left"
+        )
+    xs = x[keep].double()
+    a = (
+        torch.ones(n, dtype=torch.float64, device=x.device)
+        if not alpha
+        else torch.tensor(alpha, dtype=torch.float64, device=x.device)
+    )
+    a = a[keep]
+    if init == "mean":
+        z = (a[:, None] * xs).sum(0) / a.sum()
+    elif init == "median":
+        z = torch.quantile(xs, 0.5, dim=0)
+    else:
+        z = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    d = (xs - z).norm(dim=1)
+    obj = float((a * d).sum())
+    w, it, conv = a, 0, False
+    while it < maxiter:
+        w = a / d.clamp(min=nu)
+        z = (w[:, None] * xs).sum(0) / w.sum()
+        it += 1
+        d = (xs - z).norm(dim=1)
+        new = float((a * d).sum())
+        change, obj = abs(obj - new), new
+        if change <= ftol * new:
+            conv = True
+            break
+    full = np.zeros(n)
+    full[keep.cpu().numpy()] = w.cpu().numpy()
+    return it, conv, obj, full

@@ -428,3 +428,30 @@ def _(x: Tensor, groups: Tensor, r: int, segments: list[int], mode: str, atol: f
     g = groups.shape[0] // r
     s = len(segments) - 1
     return x.new_empty(g * s, dtype=torch.int32), x.new_empty(g * r, dtype=torch.bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# geometric median: the Weiszfeld weights (the value is their weighted mean, aggkit::mean)
+
+
+@torch.library.custom_op("aggkit::geometric_median", mutates_args=())
+def geometric_median(
+    x: Tensor, alpha: list[float], nu: float, maxiter: int, ftol: float, init: str, nonfinite: str
+) -> tuple[Tensor, Tensor]:
+    """The final Weiszfeld weights ``(n,)`` float64 and ``[iterations, converged, objective]``.
+
+    Not differentiable: ``aggkit.torch.geometric_median`` takes the weighted mean of ``x`` with
+    these weights through ``aggkit::mean`` (the "frozen weights" gradient).
+    """
+    a = np.asarray(alpha, dtype=np.float64) if alpha else None
+    if _rust(x):
+        _, it, conv, obj, w = _core.geometric_median(_view(x), a, nu, maxiter, ftol, init, nonfinite)
+    else:
+        it, conv, obj, w = _native.geometric_median(x, alpha, nu, maxiter, ftol, init, nonfinite)
+    stats = torch.tensor([float(it), float(conv), float(obj)], dtype=torch.float64)
+    return torch.from_numpy(np.asarray(w, dtype=np.float64)).to(x.device), stats.to(x.device)
+
+
+@geometric_median.register_fake
+def _(x: Tensor, alpha: list[float], nu: float, maxiter: int, ftol: float, init: str, nonfinite: str):
+    return x.new_empty(x.shape[0], dtype=torch.float64), x.new_empty(3, dtype=torch.float64)
