@@ -179,11 +179,11 @@ def _crossmax(z, k, reducer, even, nonfinite):
                 out[e, j] = math.nan
                 continue
             best = max(a)
-            bm = sorted((float(dt(dt(v) - dt(best))) if v != -math.inf or best != -math.inf else -math.inf
-                         for v in a), reverse=True)  # fmt: skip
+            bm = sorted((float(dt(dt(v) - dt(best))) for v in a), reverse=True)
             if reducer == "kth":
                 out[e, j] = bm[(3 if k is None else k) - 1]
             else:
                 lower, upper = bm[n // 2], bm[(n + 1) // 2 - 1]  # descending: lower median is further down
-                out[e, j] = {"lower": lower, "upper": upper, "mean": (lower + upper) / 2}[even]
+                mid = lower if lower == upper else lower / 2 + upper / 2  # no overflow near the max
+                out[e, j] = {"lower": lower, "upper": upper, "mean": mid}[even]
     return out

@@ -46,8 +46,10 @@ def test_optimal_like_the_slow_reference(data):
     ref = reference(x, w)
     scale = 1.0 + float(np.abs(x).max())
     # Same minimiser up to the smoothing and tolerance: compare objectives, the quantity minimised
-    # (Weiszfeld converges slowly when the minimiser sits on a heavy input: 1e-5 relative).
-    assert objective(z, x, w) <= objective(ref, x, w) * (1 + 1e-5) + 1e-9 * scale
+    # (Weiszfeld converges slowly when the minimiser sits on a heavy input: 1e-5 relative; the
+    # smoothing nu = 1e-6 moves the minimiser by up to about nu: n * nu absolute).
+    slack = sum(w) if w is not None else len(x)
+    assert objective(z, x, w) <= objective(ref, x, w) * (1 + 1e-5) + 1e-9 * scale + 2e-6 * slack
     # The result is the weighted mean with the reported weights (what the torch gradient uses).
     np.testing.assert_allclose(
         z, (info.weights[:, None] * x).sum(0) / info.weights.sum(), rtol=1e-12, atol=1e-12

@@ -228,8 +228,9 @@ impl<T: Float> Scratch<T> {
 /// One example: `zb` is `n x c`.
 ///
 /// Lane-parallel over classes: predictors are inserted in index order into a per-class sorted
-/// list of the best `rb` values by compare-exchange (`v > t`, strict, so an equal value never
-/// displaces an earlier predictor: the `(value, index)` order). The inner loops run over the
+/// list of the best `rb` values by compare-exchange in `(value, index)` order (larger value
+/// first, lower predictor index first among equal values; the values-only path needs no index
+/// because equal values are interchangeable). The inner loops run over the
 /// `c` classes with branch-free selects, which the compiler vectorises.
 #[allow(clippy::too_many_arguments)]
 fn example<T: Float>(
@@ -294,7 +295,9 @@ fn example<T: Float>(
                 for j in 0..c {
                     let (v, t) = (s.carry[j], best[j]);
                     let (vi, ti) = (s.carry_at[j], at[j]);
-                    let swap = v > t;
+                    // (value, index) order: a value displaced from a higher slot may carry a
+                    // lower index than an equal value below it, so ties compare indices.
+                    let swap = v > t || (v == t && vi < ti);
                     best[j] = if swap { v } else { t };
                     s.carry[j] = if swap { t } else { v };
                     at[j] = if swap { vi } else { ti };
