@@ -297,7 +297,7 @@ fn example<T: Float>(
                     let (vi, ti) = (s.carry_at[j], at[j]);
                     // (value, index) order: a value displaced from a higher slot may carry a
                     // lower index than an equal value below it, so ties compare indices.
-                    let swap = v > t || (v == t && vi < ti);
+                    let swap = (v > t) | ((v == t) & (vi < ti)); // non-short-circuit: vectorises
                     best[j] = if swap { v } else { t };
                     s.carry[j] = if swap { t } else { v };
                     at[j] = if swap { vi } else { ti };
