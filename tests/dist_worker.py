@@ -3,6 +3,7 @@
 Each worker writes what it computed to ``out/rank{r}.pt``; the test compares ranks and references.
 """
 
+import gc
 import os
 
 import aggkit
@@ -17,6 +18,18 @@ def _init(rank: int, world: int, port: int) -> None:
     torch.set_num_threads(1)
     aggkit.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+
+
+def _finish() -> None:
+    """Tear down only after every rank is done communicating, with no DDP reducer left alive.
+
+    Without the barrier a fast rank can destroy its gloo group while a peer's last sends are in
+    flight, and a reducer that outlives the group is destroyed at interpreter exit; either way a
+    worker could die with "terminate called without an active exception" (seen once in CI).
+    """
+    dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def contribution(rank: int, d: int) -> torch.Tensor:
@@ -55,7 +68,7 @@ def all_reduce_worker(rank: int, world: int, port: int, out: str, d: int) -> Non
             results[(name, sharded)] = (y, None if sel is None else sel.indices)
     assert torch.equal(x.view(torch.int32), before.view(torch.int32))  # not modified (NaN included)
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    _finish()
 
 
 def ddp_worker(rank: int, world: int, port: int, out: str, rule: str, sharded: bool, steps: int) -> None:
@@ -83,7 +96,8 @@ def ddp_worker(rank: int, world: int, port: int, out: str, rule: str, sharded: b
             kept.append(state.last_selection.indices.tolist())
     params = [p.detach().clone() for p in model.parameters()]
     torch.save({"losses": losses, "params": params, "kept": kept}, os.path.join(out, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    del ddp, opt, state
+    _finish()
 
 
 def hook_reference_worker(rank: int, world: int, port: int, out: str, rule: str, sharded: bool) -> None:
@@ -103,4 +117,5 @@ def hook_reference_worker(rank: int, world: int, port: int, out: str, rule: str,
         ddp(xb).square().mean().mul(100.0 if rank == 0 else 1.0).backward()
         results.append(([t.clone() for t in local], [p.grad.clone() for p in model.parameters()]))
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    del ddp
+    _finish()
