@@ -307,6 +307,27 @@ pub fn pairwise_sq_dists<T: Float>(x: &Rows<'_, T>) -> Vec<f64> {
     full
 }
 
+/// Euclidean distances `||x_i - z||` of every row to one float64 point, one task per row
+/// (each summed in float64 in coordinate order, so independent of the thread count).
+pub fn dists_to<T: Float>(x: &Rows<'_, T>, z: &[f64]) -> Vec<f64> {
+    assert_eq!(z.len(), x.d());
+    let one = |r: &&[T]| {
+        r.iter()
+            .zip(z)
+            .map(|(a, b)| {
+                let t = a.to_f64() - b;
+                t * t
+            })
+            .sum::<f64>()
+            .sqrt()
+    };
+    if x.n() * x.d() < crate::rules::PARALLEL_MIN_VALUES {
+        x.rows().iter().map(one).collect()
+    } else {
+        crate::pool::install(|| x.rows().par_iter().map(one).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

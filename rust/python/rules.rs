@@ -520,6 +520,214 @@ fn pairwise_sq_distances(py: Python<'_>, x: Matrix<'_>) -> PyResult<Out> {
     })
 }
 
+fn weights_slice<'a>(
+    w: &'a Option<numpy::PyReadonlyArray1<'_, f64>>,
+) -> PyResult<Option<&'a [f64]>> {
+    w.as_ref().map(|w| w.as_slice()).transpose().map_err(|_| {
+        super::InvalidParameterError::new_err("weights must be a contiguous float64 array")
+    })
+}
+
+/// Weighted median (values, and the rows of the one or two values used).
+#[pyfunction]
+#[pyo3(signature = (x, weights, even, nonfinite, return_rows))]
+fn weighted_median(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    weights: numpy::PyReadonlyArray1<'_, f64>,
+    even: &str,
+    nonfinite: &str,
+    return_rows: bool,
+) -> PyResult<(Out, Option<Out>, Option<Out>)> {
+    let policy = policy(nonfinite)?;
+    let even = parse("even", even, &["mean", "lower", "upper"], Even::parse)?;
+    let w = weights_slice(&Some(weights))?
+        .map(|w| w.to_vec())
+        .unwrap_or_default();
+    dispatch!(x.rows(core::median::NAME)?, r => {
+        let (rr, ww) = (&r, &w[..]);
+        columns(py, r.d(), return_rows, move |out| core::weighted::weighted_median(rr, ww, even, policy, out))
+    })
+}
+
+/// Weighted trimmed mean (values, and the rows of the lowest and highest value kept in part).
+#[pyfunction]
+#[pyo3(signature = (x, weights, f, nonfinite, return_rows))]
+fn weighted_trimmed_mean(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    weights: numpy::PyReadonlyArray1<'_, f64>,
+    f: usize,
+    nonfinite: &str,
+    return_rows: bool,
+) -> PyResult<(Out, Option<Out>, Option<Out>)> {
+    let policy = policy(nonfinite)?;
+    let w = weights_slice(&Some(weights))?
+        .map(|w| w.to_vec())
+        .unwrap_or_default();
+    dispatch!(x.rows(core::trimmed_mean::NAME)?, r => {
+        let (rr, ww) = (&r, &w[..]);
+        columns(py, r.d(), return_rows, move |out| core::weighted::weighted_trimmed_mean(rr, ww, f, policy, out))
+    })
+}
+
+/// Meamed with `f`, or (`keep` given) the mean of the `keep` values closest to the median.
+#[pyfunction]
+#[pyo3(signature = (x, f, keep, nonfinite, return_rows))]
+fn meamed(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    f: usize,
+    keep: Option<usize>,
+    nonfinite: &str,
+    return_rows: bool,
+) -> PyResult<(Out, Option<Out>, Option<Out>)> {
+    let policy = policy(nonfinite)?;
+    dispatch!(x.rows(core::meamed::NAME)?, r => {
+        let rr = &r;
+        columns(py, r.d(), return_rows, move |out| match keep {
+            None => core::meamed::meamed(rr, f, policy, out),
+            Some(k) => core::meamed::closest_to_median(rr, k, policy, out, "bulyan"),
+        })
+    })
+}
+
+/// Centered clipping: values, dropped inputs, last clipping factors.
+#[pyfunction]
+#[pyo3(signature = (x, center, tau, iters, nonfinite))]
+fn centered_clipping(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    center: Option<numpy::PyReadonlyArray1<'_, f64>>,
+    tau: f64,
+    iters: usize,
+    nonfinite: &str,
+) -> PyResult<(Out, Vec<usize>, Out)> {
+    let policy = policy(nonfinite)?;
+    let c = center
+        .as_ref()
+        .map(|c| c.as_slice())
+        .transpose()
+        .map_err(|_| {
+            super::InvalidParameterError::new_err("center must be a contiguous float64 array")
+        })?;
+    dispatch!(x.rows(core::centered_clipping::NAME)?, r => {
+        let (vals, info) = run(py, || {
+            let mut out = vec![Float::ZERO; r.d()];
+            let info = core::centered_clipping::centered_clipping(&r, c, tau, iters, policy, &mut out)?;
+            Ok((out, info))
+        })?;
+        Ok((array(py, vals), info.dropped, array(py, info.scales)))
+    })
+}
+
+/// The Euclidean norm of each input (float64).
+#[pyfunction]
+fn row_norms(py: Python<'_>, x: Matrix<'_>) -> PyResult<Out> {
+    dispatch!(x.rows("row_norms")?, r => {
+        let v = run(py, || Ok(core::preagg::row_norms(&r)))?;
+        Ok(array(py, v))
+    })
+}
+
+/// Euclidean distances of each input to one float64 point.
+#[pyfunction]
+fn dists_to(py: Python<'_>, x: Matrix<'_>, z: numpy::PyReadonlyArray1<'_, f64>) -> PyResult<Out> {
+    let z = z
+        .as_slice()
+        .map_err(|_| super::InvalidParameterError::new_err("z must be contiguous"))?;
+    dispatch!(x.rows("dists_to")?, r => {
+        if z.len() != r.d() {
+            return Err(super::ShapeError::new_err(format!(
+                "the point has {} values, the inputs {}", z.len(), r.d()
+            )));
+        }
+        let v = run(py, || Ok(distance::dists_to(&r, z)))?;
+        Ok(array(py, v))
+    })
+}
+
+/// Means of groups of inputs (CSR `offsets` / `members`), as a `(groups, d)` array.
+#[pyfunction]
+fn group_means(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    offsets: Vec<usize>,
+    members: Vec<usize>,
+) -> PyResult<Out> {
+    dispatch!(x.rows("group_means")?, r => {
+        let d = r.d();
+        let g = offsets.len().saturating_sub(1);
+        let v = run(py, || {
+            let mut out = vec![Float::ZERO; g * d];
+            core::preagg::group_means(&r, &offsets, &members, &mut out)?;
+            Ok(out)
+        })?;
+        Ok(PyArray1::from_vec(py, v).reshape([g, d])?.into_any().unbind())
+    })
+}
+
+/// signSGD majority vote.
+#[pyfunction]
+fn sign_vote(py: Python<'_>, x: Matrix<'_>, propagate: bool) -> PyResult<Out> {
+    dispatch!(x.rows("sign_vote")?, r => {
+        let v = run(py, || {
+            let mut out = vec![Float::ZERO; r.d()];
+            core::preagg::sign_vote(&r, propagate, &mut out);
+            Ok(out)
+        })?;
+        Ok(array(py, v))
+    })
+}
+
+fn square<'a>(
+    what: &str,
+    dist: &'a numpy::PyReadonlyArray2<'_, f64>,
+) -> PyResult<(usize, &'a [f64])> {
+    let n = dist.shape()[0];
+    if dist.shape()[1] != n {
+        return Err(super::ShapeError::new_err(format!(
+            "{what}: the distance matrix must be square, got shape {:?}",
+            dist.shape()
+        )));
+    }
+    let dm = dist.as_slice().map_err(|_| {
+        super::InvalidParameterError::new_err("the distance matrix must be C-contiguous")
+    })?;
+    Ok((n, dm))
+}
+
+/// MDA's kept inputs from a full squared-distance matrix.
+#[pyfunction]
+fn mda_select(
+    py: Python<'_>,
+    dist: numpy::PyReadonlyArray2<'_, f64>,
+    f: usize,
+    max_subsets: u64,
+) -> PyResult<Vec<usize>> {
+    let (n, dm) = square("mda", &dist)?;
+    run(py, || core::subsets::mda_select(dm, n, f, max_subsets))
+}
+
+/// Bulyan's iterated-Krum selection (order chosen, scores) from a full squared-distance matrix.
+#[pyfunction]
+fn bulyan_select(
+    py: Python<'_>,
+    dist: numpy::PyReadonlyArray2<'_, f64>,
+    f: usize,
+    clamp: bool,
+) -> PyResult<(Vec<usize>, Out)> {
+    let (n, dm) = square("bulyan", &dist)?;
+    let (sel, scores) = run(py, || core::subsets::bulyan_select(dm, n, f, clamp))?;
+    Ok((sel, array(py, scores)))
+}
+
+/// `C(n, k)`, saturating.
+#[pyfunction]
+fn binomial(n: usize, k: usize) -> u64 {
+    core::subsets::binomial(n, k)
+}
+
 #[pyfunction]
 fn set_num_threads(py: Python<'_>, n: usize) -> PyResult<()> {
     run(py, || pool::set_num_threads(n))
@@ -556,6 +764,17 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crossmax_backward, m)?)?;
     m.add_function(wrap_pyfunction!(median_backward, m)?)?;
     m.add_function(wrap_pyfunction!(trimmed_mean_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(weighted_median, m)?)?;
+    m.add_function(wrap_pyfunction!(weighted_trimmed_mean, m)?)?;
+    m.add_function(wrap_pyfunction!(meamed, m)?)?;
+    m.add_function(wrap_pyfunction!(centered_clipping, m)?)?;
+    m.add_function(wrap_pyfunction!(row_norms, m)?)?;
+    m.add_function(wrap_pyfunction!(dists_to, m)?)?;
+    m.add_function(wrap_pyfunction!(group_means, m)?)?;
+    m.add_function(wrap_pyfunction!(sign_vote, m)?)?;
+    m.add_function(wrap_pyfunction!(mda_select, m)?)?;
+    m.add_function(wrap_pyfunction!(bulyan_select, m)?)?;
+    m.add_function(wrap_pyfunction!(binomial, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;

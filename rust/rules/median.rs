@@ -61,11 +61,11 @@ pub fn median<T: Float>(
     };
     if out.rows.is_some() {
         ranked_columns::<T, WithRows>(x, out, propagate, r_lo, r_hi, |k| {
-            middle::<T, WithRows>(k, r_lo, r_hi)
+            (middle::<T, WithRows>(k, r_lo, r_hi), r_lo, r_hi)
         });
     } else {
         ranked_columns::<T, ValuesOnly>(x, out, propagate, r_lo, r_hi, |k| {
-            middle::<T, ValuesOnly>(k, r_lo, r_hi)
+            (middle::<T, ValuesOnly>(k, r_lo, r_hi), r_lo, r_hi)
         });
     }
     Ok(())

@@ -7,14 +7,19 @@
 //!
 //! [`Rows`]: crate::input::Rows
 
+pub mod centered_clipping;
 pub mod crossmax;
 pub mod detox;
 pub mod geometric_median;
 pub mod grad;
 pub mod krum;
+pub mod meamed;
 pub mod mean;
 pub mod median;
+pub mod preagg;
+pub mod subsets;
 pub mod trimmed_mean;
+pub mod weighted;
 
 use rayon::prelude::*;
 
@@ -187,7 +192,8 @@ impl<K: Copy> Ranked<'_, K> {
 
 /// Run a rank-based column kernel. For every coordinate the keys of ranks `lo..=hi` are put in
 /// rank order (a network for `n <= network::MAX_N`, selection plus a sort of that range beyond),
-/// `finish` turns them into the output value, and the rows of ranks `lo` and `hi` are reported.
+/// `finish` turns them into the output value and names two ranks (within `lo..=hi`) whose rows
+/// are reported: the bounds of the kept range, which the backward rebuilds from them.
 /// Under `propagate`, a coordinate holding a NaN is NaN and reports the first NaN row.
 pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
     x: &Rows<'_, T>,
@@ -195,7 +201,7 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
     propagate: bool,
     lo: usize,
     hi: usize,
-    finish: impl Fn(&Ranked<'_, Kg::K>) -> T + Sync + Send,
+    finish: impl Fn(&Ranked<'_, Kg::K>) -> (T, usize, usize) + Sync + Send,
 ) {
     let n = x.n();
     let emit = |t: &mut Tile<'_, T>, c: usize, first_nan: u32, r: &Ranked<'_, Kg::K>| {
@@ -205,10 +211,11 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
             t.hi[c] = first_nan;
             return;
         }
-        t.values[c] = finish(r);
+        let (v, r_lo, r_hi) = finish(r);
+        t.values[c] = v;
         if t.want_rows {
-            t.lo[c] = Kg::row(r.get(lo));
-            t.hi[c] = Kg::row(r.get(hi));
+            t.lo[c] = Kg::row(r.get(r_lo));
+            t.hi[c] = Kg::row(r.get(r_hi));
         }
     };
     if n <= network::MAX_N {

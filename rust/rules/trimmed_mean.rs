@@ -44,11 +44,11 @@ pub fn trimmed_mean<T: Float>(
     let (lo, hi) = (f, n - f - 1);
     if out.rows.is_some() {
         ranked_columns::<T, WithRows>(x, out, propagate, lo, hi, |k| {
-            kept_mean::<T, WithRows>(k, lo, hi)
+            (kept_mean::<T, WithRows>(k, lo, hi), lo, hi)
         });
     } else {
         ranked_columns::<T, ValuesOnly>(x, out, propagate, lo, hi, |k| {
-            kept_mean::<T, ValuesOnly>(k, lo, hi)
+            (kept_mean::<T, ValuesOnly>(k, lo, hi), lo, hi)
         });
     }
     Ok(())

@@ -1,0 +1,156 @@
+//! Centered clipping (Karimireddy, He, Jaggi, ICML 2021; byzfl `CenteredClipping(m, L, tau)`).
+//!
+//! From a centre `v_0` (the previous round's aggregate; zero by default), `iters` times:
+//! `v <- v + (1/n) Σ_i (x_i - v) · min(1, tau / ||x_i - v||)`. A zero distance is taken as
+//! the smallest positive float64, so `tau = 0` returns the centre instead of 0/0.
+//!
+//! The centre and every update are float64; distances are one task per row, each coordinate of
+//! the update one task summing rows in index order: the result does not depend on the thread
+//! count. `Robust` drops the inputs holding NaN or ±inf (they count against `f`), `Propagate`
+//! lets NaN reach the output.
+
+use rayon::prelude::*;
+
+use crate::distance::dists_to;
+use crate::error::AggError;
+use crate::input::{all_finite, NonFinite, Rows};
+use crate::order::Float;
+use crate::pool;
+
+pub const NAME: &str = "centered_clipping";
+
+/// Coordinates per task of the update.
+const TILE: usize = 4096;
+
+/// What [`centered_clipping`] reports besides the output.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CcInfo {
+    /// The inputs dropped under `Robust`.
+    pub dropped: Vec<usize>,
+    /// Each input's clipping factor `min(1, tau / ||x_i - v||)` in the last iteration (0 for
+    /// dropped inputs; all 1 with `iters = 0`).
+    pub scales: Vec<f64>,
+}
+
+fn bad(message: String) -> AggError {
+    AggError::InvalidParameter {
+        rule: NAME,
+        message,
+    }
+}
+
+/// Centered clipping of `x` from `center` (zeros if `None`) into `out`.
+pub fn centered_clipping<T: Float>(
+    x: &Rows<'_, T>,
+    center: Option<&[f64]>,
+    tau: f64,
+    iters: usize,
+    policy: NonFinite,
+    out: &mut [T],
+) -> Result<CcInfo, AggError> {
+    let (n, d) = (x.n(), x.d());
+    assert_eq!(out.len(), d);
+    if !(tau.is_finite() && tau >= 0.0) {
+        return Err(bad(format!("tau must be finite and >= 0, got tau={tau}")));
+    }
+    let mut v: Vec<f64> = match center {
+        Some(c) if c.len() != d => {
+            return Err(bad(format!(
+                "the center must have the inputs' size: got {} values for d={d}",
+                c.len()
+            )))
+        }
+        Some(c) if !c.iter().all(|v| v.is_finite()) => {
+            return Err(bad("the center must be finite".to_string()))
+        }
+        Some(c) => c.to_vec(),
+        None => vec![0.0; d],
+    };
+    x.check_policy(NAME, policy)?;
+    let keep: Vec<usize> = if policy == NonFinite::Robust {
+        (0..n).filter(|&i| all_finite(x.row(i))).collect()
+    } else {
+        (0..n).collect()
+    };
+    if keep.is_empty() {
+        return Err(AggError::NonFinite {
+            rule: NAME,
+            rows: (0..n).collect(),
+            detail: "every input holds NaN or infinite values, nothing is left",
+        });
+    }
+    let sub = Rows::new(NAME, keep.iter().map(|&i| x.row(i)).collect())?;
+    let mut s = vec![1.0; keep.len()];
+    let count = keep.len() as f64;
+    for _ in 0..iters {
+        let dist = dists_to(&sub, &v);
+        for (si, di) in s.iter_mut().zip(&dist) {
+            *si = if di.is_nan() {
+                f64::NAN
+            } else {
+                (tau / di.max(f64::MIN_POSITIVE)).min(1.0)
+            };
+        }
+        let rows = sub.rows();
+        let update = |(t, vt): (usize, &mut [f64])| {
+            let j0 = t * TILE;
+            let mut acc = vec![0.0f64; vt.len()];
+            for (r, &si) in rows.iter().zip(&s) {
+                for ((a, &xv), &c) in acc.iter_mut().zip(&r[j0..j0 + vt.len()]).zip(vt.iter()) {
+                    *a += (xv.to_f64() - c) * si;
+                }
+            }
+            for (c, a) in vt.iter_mut().zip(&acc) {
+                *c += a / count;
+            }
+        };
+        if n * d < crate::rules::PARALLEL_MIN_VALUES {
+            v.chunks_mut(TILE).enumerate().for_each(update);
+        } else {
+            pool::install(|| v.par_chunks_mut(TILE).enumerate().for_each(update));
+        }
+    }
+    for (o, &c) in out.iter_mut().zip(&v) {
+        *o = T::from_f64(c);
+    }
+    let mut scales = vec![0.0; n];
+    for (k, &i) in keep.iter().enumerate() {
+        scales[i] = s[k];
+    }
+    let dropped = (0..n).filter(|i| !keep.contains(i)).collect();
+    Ok(CcInfo { dropped, scales })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cc(data: &[f64], d: usize, tau: f64, iters: usize) -> Vec<f64> {
+        let x = Rows::from_matrix(NAME, data, data.len() / d, d).unwrap();
+        let mut out = vec![0.0; d];
+        centered_clipping(&x, None, tau, iters, NonFinite::Robust, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn large_tau_is_the_mean_and_zero_tau_the_center() {
+        let data = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+        let y = cc(&data, 3, 1e9, 1);
+        assert_eq!(y, vec![4.0, 5.0, 6.0]);
+        assert_eq!(cc(&data, 3, 0.0, 3), vec![0.0, 0.0, 0.0]);
+        assert_eq!(cc(&data, 3, 5.0, 0), vec![0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn one_step_by_hand() {
+        // rows (3, 4) and (0, 0) from 0, tau = 1: (3,4) -> (0.6, 0.8); mean (0.3, 0.4).
+        let y = cc(&[3.0, 4.0, 0.0, 0.0], 2, 1.0, 1);
+        assert!((y[0] - 0.3).abs() < 1e-15 && (y[1] - 0.4).abs() < 1e-15);
+    }
+
+    #[test]
+    fn nonfinite_rows_are_dropped() {
+        let y = cc(&[1.0, f64::NAN, 3.0, 3.0], 2, 1e9, 1);
+        assert_eq!(y, vec![3.0, 3.0]);
+    }
+}

@@ -1,0 +1,136 @@
+//! Kernels of the pre-aggregators and of signSGD: row norms (static clipping, ARC), means of
+//! groups of rows (nearest-neighbour mixing, bucketing) and the majority vote of signs.
+//!
+//! Every output value is computed by one task with a fixed summation order (rows in the order
+//! given, float64 accumulation), so results do not depend on the thread count.
+
+use rayon::prelude::*;
+
+use crate::error::AggError;
+use crate::input::Rows;
+use crate::order::Float;
+use crate::pool;
+use crate::rules::PARALLEL_MIN_VALUES;
+
+/// Coordinates per task.
+const TILE: usize = 4096;
+
+/// The Euclidean norm of every row (float64, one task per row).
+pub fn row_norms<T: Float>(x: &Rows<'_, T>) -> Vec<f64> {
+    crate::distance::dists_to(x, &vec![0.0; x.d()])
+}
+
+/// `out[g] = mean of the rows listed in group g`: groups are given in CSR form, the members of
+/// group `g` being `members[offsets[g] .. offsets[g + 1]]`, summed in that order in float64.
+/// `out` is `groups × d`, row-major.
+pub fn group_means<T: Float>(
+    x: &Rows<'_, T>,
+    offsets: &[usize],
+    members: &[usize],
+    out: &mut [T],
+) -> Result<(), AggError> {
+    let (n, d) = (x.n(), x.d());
+    let bad = |message: String| AggError::InvalidParameter {
+        rule: "group means",
+        message,
+    };
+    if offsets.is_empty() || offsets[0] != 0 || *offsets.last().unwrap() != members.len() {
+        return Err(bad("offsets must start at 0 and end at len(members)".into()));
+    }
+    if offsets.windows(2).any(|w| w[1] <= w[0]) {
+        return Err(bad("every group must have at least one member".into()));
+    }
+    if let Some(&m) = members.iter().find(|&&m| m >= n) {
+        return Err(bad(format!("member {m} is out of range for n={n}")));
+    }
+    let groups = offsets.len() - 1;
+    assert_eq!(out.len(), groups * d);
+    if d == 0 {
+        return Ok(());
+    }
+    let tiles = d.div_ceil(TILE);
+    let task = |(k, o): (usize, &mut [T])| {
+        let (g, t) = (k / tiles, k % tiles);
+        let j0 = t * TILE;
+        let mem = &members[offsets[g]..offsets[g + 1]];
+        let mut acc = vec![0.0f64; o.len()];
+        for &i in mem {
+            for (a, v) in acc.iter_mut().zip(&x.row(i)[j0..j0 + o.len()]) {
+                *a += v.to_f64();
+            }
+        }
+        let c = mem.len() as f64;
+        for (ov, a) in o.iter_mut().zip(&acc) {
+            *ov = T::from_f64(a / c);
+        }
+    };
+    // Chunks of one group row cut at TILE: chunk k is group k / tiles, tile k % tiles.
+    let mut parts: Vec<&mut [T]> = out.chunks_mut(d).flat_map(|r| r.chunks_mut(TILE)).collect();
+    if members.len() * d < PARALLEL_MIN_VALUES {
+        parts.iter_mut().enumerate().for_each(|(k, o)| task((k, o)));
+    } else {
+        pool::install(|| {
+            parts
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(k, o)| task((k, o)))
+        });
+    }
+    Ok(())
+}
+
+/// signSGD's majority vote: `out_j = sign(Σ_i sign(x_ij))` (`sign(0) = 0`, so a tied vote or
+/// zeros give 0). NaN has no sign: under `propagate` a coordinate holding a NaN is NaN,
+/// otherwise a NaN abstains (it is the caller's policy to refuse it first).
+pub fn sign_vote<T: Float>(x: &Rows<'_, T>, propagate: bool, out: &mut [T]) {
+    let d = x.d();
+    assert_eq!(out.len(), d);
+    let task = |(t, o): (usize, &mut [T])| {
+        let j0 = t * TILE;
+        let mut count = vec![0i64; o.len()];
+        let mut nan = vec![false; o.len()];
+        for r in x.rows() {
+            for ((c, nn), v) in count
+                .iter_mut()
+                .zip(nan.iter_mut())
+                .zip(&r[j0..j0 + o.len()])
+            {
+                let v = v.to_f64();
+                *c += (v > 0.0) as i64 - (v < 0.0) as i64;
+                *nn |= v.is_nan();
+            }
+        }
+        for ((ov, &c), &nn) in o.iter_mut().zip(&count).zip(&nan) {
+            *ov = if propagate && nn {
+                T::NAN
+            } else {
+                T::from_f64(c.signum() as f64)
+            };
+        }
+    };
+    if x.n() * d < PARALLEL_MIN_VALUES {
+        out.chunks_mut(TILE).enumerate().for_each(task);
+    } else {
+        pool::install(|| out.par_chunks_mut(TILE).enumerate().for_each(task));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::rows;
+
+    #[test]
+    fn group_means_and_votes() {
+        let data = vec![vec![1.0f64, -2.0], vec![3.0, 0.0], vec![5.0, 2.0]];
+        let x = rows(&data);
+        let mut out = vec![0.0; 4];
+        group_means(&x, &[0, 2, 3], &[0, 2, 1], &mut out).unwrap();
+        assert_eq!(out, vec![3.0, 0.0, 3.0, 0.0]);
+        let mut v = vec![0.0; 2];
+        sign_vote(&x, false, &mut v);
+        assert_eq!(v, vec![1.0, 0.0]);
+        assert!(group_means(&x, &[0, 0, 3], &[0, 1, 2], &mut out).is_err());
+        assert_eq!(row_norms(&x)[1], 3.0);
+    }
+}
