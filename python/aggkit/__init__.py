@@ -14,19 +14,40 @@ from aggkit.errors import NoMajorityError as NoMajorityError
 from aggkit.errors import NonFiniteError as NonFiniteError
 from aggkit.errors import ShapeError as ShapeError
 from aggkit.errors import TooFewInputsError as TooFewInputsError
+from aggkit.preagg import ARC as ARC
+from aggkit.preagg import NNM as NNM
+from aggkit.preagg import Bucketing as Bucketing
+from aggkit.preagg import Clipping as Clipping
+from aggkit.preagg import Perturb as Perturb
+from aggkit.preagg import Pipeline as Pipeline
+from aggkit.preagg import PreAggregator as PreAggregator
+from aggkit.preagg import list_preaggregators as list_preaggregators
+from aggkit.preagg import pipeline as pipeline
 from aggkit.registry import Rule as Rule
 from aggkit.registry import list_rules as list_rules
 from aggkit.registry import rule as rule
+from aggkit.rules import CAF as CAF
 from aggkit.rules import DETOX as DETOX
+from aggkit.rules import MDA as MDA
+from aggkit.rules import SMEA as SMEA
+from aggkit.rules import Bulyan as Bulyan
+from aggkit.rules import CenteredClipping as CenteredClipping
+from aggkit.rules import CenteredClippingState as CenteredClippingState
 from aggkit.rules import DetoxInfo as DetoxInfo
 from aggkit.rules import GeometricMedian as GeometricMedian
 from aggkit.rules import GeometricMedianInfo as GeometricMedianInfo
 from aggkit.rules import Krum as Krum
+from aggkit.rules import Meamed as Meamed
 from aggkit.rules import Mean as Mean
 from aggkit.rules import Median as Median
+from aggkit.rules import MoNNA as MoNNA
 from aggkit.rules import MultiKrum as MultiKrum
 from aggkit.rules import Selection as Selection
+from aggkit.rules import SignVote as SignVote
 from aggkit.rules import TrimmedMean as TrimmedMean
+from aggkit.rules import bulyan as bulyan
+from aggkit.rules import caf as caf
+from aggkit.rules import centered_clipping as centered_clipping
 from aggkit.rules import contiguous_groups as contiguous_groups
 from aggkit.rules import crossmax as crossmax
 from aggkit.rules import data_assignment as data_assignment
@@ -38,34 +59,58 @@ from aggkit.rules import effective_f as effective_f
 from aggkit.rules import expected_corrupted_groups as expected_corrupted_groups
 from aggkit.rules import geometric_median as geometric_median
 from aggkit.rules import krum as krum
+from aggkit.rules import mda as mda
+from aggkit.rules import meamed as meamed
 from aggkit.rules import mean as mean
 from aggkit.rules import median as median
+from aggkit.rules import monna as monna
 from aggkit.rules import multi_krum as multi_krum
 from aggkit.rules import random_groups as random_groups
+from aggkit.rules import sign_vote as sign_vote
+from aggkit.rules import smea as smea
 from aggkit.rules import trimmed_mean as trimmed_mean
 
 __version__: str = _core.__version__
 
 __all__ = [
+    "ARC",
+    "CAF",
     "DETOX",
+    "MDA",
+    "NNM",
+    "SMEA",
     "AggkitError",
+    "Bucketing",
+    "Bulyan",
+    "CenteredClipping",
+    "CenteredClippingState",
+    "Clipping",
     "DetoxInfo",
     "EmptyInputError",
     "GeometricMedian",
     "GeometricMedianInfo",
     "InvalidParameterError",
     "Krum",
+    "Meamed",
     "Mean",
     "Median",
+    "MoNNA",
     "MultiKrum",
     "NoMajorityError",
     "NonFiniteError",
+    "Perturb",
+    "Pipeline",
+    "PreAggregator",
     "Rule",
     "Selection",
     "ShapeError",
+    "SignVote",
     "TooFewInputsError",
     "TrimmedMean",
     "__version__",
+    "bulyan",
+    "caf",
+    "centered_clipping",
     "contiguous_groups",
     "crossmax",
     "data_assignment",
@@ -78,13 +123,20 @@ __all__ = [
     "geometric_median",
     "get_num_threads",
     "krum",
+    "list_preaggregators",
     "list_rules",
+    "mda",
+    "meamed",
     "mean",
     "median",
+    "monna",
     "multi_krum",
+    "pipeline",
     "random_groups",
     "rule",
     "set_num_threads",
+    "sign_vote",
     "simd_level",
+    "smea",
     "trimmed_mean",
 ]

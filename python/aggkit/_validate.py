@@ -190,3 +190,19 @@ def check_weights(weights: Any, n: int, rule: str = "mean") -> list[float]:
         if not (np.isfinite(v) and v >= 0.0):
             raise InvalidParameterError(f"{rule}: weights must be finite and >= 0, got weights[{i}]={v}")
     return [float(v) for v in w]
+
+
+def nonfinite_rows(rows: Any) -> list[int]:
+    """The inputs (rows of a prepared ``(n, d)`` array or list of rows) holding NaN or ±inf."""
+    return [i for i, r in enumerate(rows) if not np.isfinite(r).all()]
+
+
+def nonfinite_error(rule: str, rows: list[int], detail: str) -> Exception:
+    """The core's ``NonFiniteError`` (same message format, ``.rows`` set)."""
+    from aggkit.errors import NonFiniteError
+
+    shown = ", ".join(str(r) for r in rows[:10])
+    more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+    e = NonFiniteError(f"{rule}: {detail}; non-finite inputs (row indices): [{shown}]{more}")
+    e.rows = rows  # type: ignore[attr-defined]
+    return e

@@ -23,7 +23,35 @@ from aggkit.errors import InvalidParameterError
 _REGISTRY: dict[str, type[Rule]] = {}
 
 
-class Rule:
+class Hyper:
+    """Immutable hyperparameter holder: ``repr``, equality, hashing and freezing from ``params``."""
+
+    params: ClassVar[tuple[str, ...]]
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyperparameters, as keyword arguments that rebuild an equal object."""
+        return {p: getattr(self, p) for p in self.params}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_params() == other.get_params()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(self.get_params().items())))
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"{type(self).__name__} is immutable; build a new rule instead")
+        object.__setattr__(self, key, value)
+
+    def _freeze(self) -> None:
+        object.__setattr__(self, "_frozen", True)
+
+
+class Rule(Hyper):
     """Base class of the rule objects: hyperparameters in, ``rule(x)`` out.
 
     Subclasses set ``name`` (the registry key, identical to the function name) and
@@ -60,28 +88,6 @@ class Rule:
     def min_inputs(self) -> int:
         """The smallest ``n`` this rule accepts with its parameters."""
         return 1
-
-    def get_params(self) -> dict[str, Any]:
-        """The hyperparameters, as keyword arguments that rebuild an equal rule."""
-        return {p: getattr(self, p) for p in self.params}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_params() == other.get_params()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(self.get_params().items())))
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        if getattr(self, "_frozen", False):
-            raise AttributeError(f"{type(self).__name__} is immutable; build a new rule instead")
-        object.__setattr__(self, key, value)
-
-    def _freeze(self) -> None:
-        object.__setattr__(self, "_frozen", True)
 
 
 def register(cls: type[Rule]) -> type[Rule]:
@@ -120,6 +126,10 @@ def rule(spec: str | Rule, **params: Any) -> Rule:
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"a rule is given by name or as a Rule object, got {type(spec).__name__}")
+    if ">" in spec:  # "nnm>trimmed_mean": a pipeline of pre-aggregators and a rule
+        from aggkit.preagg import pipeline
+
+        return pipeline(*[s.strip() for s in spec.split(">")], **params)
     try:
         cls = _REGISTRY[spec]
     except KeyError:

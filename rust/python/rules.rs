@@ -669,11 +669,13 @@ fn group_means(
 
 /// signSGD majority vote.
 #[pyfunction]
-fn sign_vote(py: Python<'_>, x: Matrix<'_>, propagate: bool) -> PyResult<Out> {
+fn sign_vote(py: Python<'_>, x: Matrix<'_>, nonfinite: &str) -> PyResult<Out> {
+    let policy = policy(nonfinite)?;
     dispatch!(x.rows("sign_vote")?, r => {
         let v = run(py, || {
+            r.check_policy("sign_vote", policy)?;
             let mut out = vec![Float::ZERO; r.d()];
-            core::preagg::sign_vote(&r, propagate, &mut out);
+            core::preagg::sign_vote(&r, policy == NonFinite::Propagate, &mut out);
             Ok(out)
         })?;
         Ok(array(py, v))

@@ -7,13 +7,13 @@ from typing import Any
 import numpy as np
 
 from aggkit import _core
-from aggkit._validate import POLICIES, _torch, check_choice, is_torch, prepare
+from aggkit._validate import POLICIES, _torch, check_choice, check_weights, is_torch, prepare
 from aggkit.registry import Rule, register
 
 EVEN = ("mean", "lower", "upper")
 
 
-def median(x: Any, *, even: str = "mean", nonfinite: str = "robust") -> np.ndarray:
+def median(x: Any, *, even: str = "mean", weights: Any = None, nonfinite: str = "robust") -> np.ndarray:
     r"""Coordinate-wise median of the inputs.
 
     Parameters
@@ -23,6 +23,9 @@ def median(x: Any, *, even: str = "mean", nonfinite: str = "robust") -> np.ndarr
     even : {"mean", "lower", "upper"}, default "mean"
         For even ``n``: the average of the two middle values (numpy, byzfl, Flower), the
         lower one (``torch.median``) or the upper one.
+    weights : array_like of shape (n,), optional
+        Non-negative weights (e.g. example counts): the weighted median, the value at half of
+        the total weight (see Notes).
     nonfinite : {"robust", "raise", "propagate"}, default "robust"
         ``"robust"`` ranks NaN above +inf, so NaN and ±inf are outliers like any other;
         ``"raise"`` refuses them; ``"propagate"`` returns NaN in every coordinate that holds
@@ -49,6 +52,12 @@ def median(x: Any, *, even: str = "mean", nonfinite: str = "robust") -> np.ndarr
     of the honest values. The average of the two middle values is computed without overflow.
     Cost: :math:`O(n d)`.
 
+    With ``weights``, input :math:`i` counts as :math:`w_i` copies: the result is the first
+    ranked value whose cumulative weight reaches half the total; when it reaches exactly half,
+    ``even`` decides between it and the next value of positive weight. Unit weights give the
+    unweighted median; integer weights give the median of the inputs repeated that many times.
+    Cost: :math:`O(n \log n)` per coordinate (a full sort).
+
     References
     ----------
     D. Yin, Y. Chen, K. Ramchandran, P. Bartlett. Byzantine-robust distributed learning:
@@ -63,9 +72,13 @@ def median(x: Any, *, even: str = "mean", nonfinite: str = "robust") -> np.ndarr
     even = check_choice(even, "even", EVEN, "median")
     nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "median")
     if is_torch(x):
-        return _torch().median(x, even=even, nonfinite=nonfinite)
+        return _torch().median(x, even=even, weights=weights, nonfinite=nonfinite)
     p = prepare(x, "median")
-    out, _, _ = _core.median(p.data, even, nonfinite, False)
+    if weights is not None:
+        w = np.asarray(check_weights(weights, p.n, "median"))
+        out, _, _ = _core.weighted_median(p.data, w, even, nonfinite, False)
+    else:
+        out, _, _ = _core.median(p.data, even, nonfinite, False)
     return p.finish(out)
 
 
@@ -76,12 +89,13 @@ class Median(Rule):
     name = "median"
     coordinate_wise = True
     params = ("even", "nonfinite")
+    supports_weights = True
 
     def __init__(self, *, even: str = "mean", nonfinite: str = "robust") -> None:
         self.even = check_choice(even, "even", EVEN, "median")
         self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "median")
         self._freeze()
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, x: Any, *, weights: Any = None) -> np.ndarray:
         """Aggregate ``x``; see :func:`aggkit.median`."""
-        return median(x, even=self.even, nonfinite=self.nonfinite)
+        return median(x, even=self.even, weights=weights, nonfinite=self.nonfinite)

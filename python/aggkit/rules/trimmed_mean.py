@@ -7,11 +7,20 @@ from typing import Any
 import numpy as np
 
 from aggkit import _core
-from aggkit._validate import POLICIES, _torch, check_choice, check_f, is_torch, prepare
+from aggkit._validate import (
+    POLICIES,
+    _torch,
+    check_choice,
+    check_f,
+    check_n,
+    check_weights,
+    is_torch,
+    prepare,
+)
 from aggkit.registry import Rule, register
 
 
-def trimmed_mean(x: Any, *, f: int, nonfinite: str = "robust") -> np.ndarray:
+def trimmed_mean(x: Any, *, f: int, weights: Any = None, nonfinite: str = "robust") -> np.ndarray:
     r"""Coordinate-wise mean after dropping the ``f`` lowest and ``f`` highest values.
 
     Parameters
@@ -21,6 +30,9 @@ def trimmed_mean(x: Any, *, f: int, nonfinite: str = "robust") -> np.ndarray:
     f : int
         Number of values trimmed on each side (the number of Byzantine inputs tolerated).
         Needs ``n >= 2f + 1``; ``f = 0`` is the mean.
+    weights : array_like of shape (n,), optional
+        Non-negative weights (e.g. example counts): trims the weight ``f/n`` of the total from
+        each end instead of ``f`` inputs (see Notes).
     nonfinite : {"robust", "raise", "propagate"}, default "robust"
         ``"robust"`` ranks NaN above +inf, so up to ``f`` NaN or infinite values per side
         are trimmed like any outlier; ``"raise"`` refuses them; ``"propagate"`` returns NaN
@@ -51,6 +63,13 @@ def trimmed_mean(x: Any, *, f: int, nonfinite: str = "robust") -> np.ndarray:
     byzfl's ``TrMean(f)`` uses the same ``f``; Flower's ``FedTrimmedAvg(beta)`` trims
     ``int(beta * n)`` per side.
 
+    With ``weights``, input :math:`i` counts as a mass :math:`w_i`: the mass
+    :math:`t = W f / n` (:math:`W = \sum w`) is trimmed from each end of the ranked values and
+    the rest averaged, a value on the cut counting with its kept part. Unit weights give the
+    unweighted rule, integer weights the trimmed mean of repeated inputs with ``f`` scaled to
+    match. The bound on the honest range holds when the Byzantine inputs' total weight is at
+    most :math:`t`. Cost: :math:`O(n \log n)` per coordinate (a full sort).
+
     References
     ----------
     D. Yin, Y. Chen, K. Ramchandran, P. Bartlett. Byzantine-robust distributed learning:
@@ -65,9 +84,14 @@ def trimmed_mean(x: Any, *, f: int, nonfinite: str = "robust") -> np.ndarray:
     f = check_f(f, "trimmed_mean")
     nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "trimmed_mean")
     if is_torch(x):
-        return _torch().trimmed_mean(x, f=f, nonfinite=nonfinite)
+        return _torch().trimmed_mean(x, f=f, weights=weights, nonfinite=nonfinite)
     p = prepare(x, "trimmed_mean")
-    out, _, _ = _core.trimmed_mean(p.data, f, nonfinite, False)
+    if weights is not None:
+        check_n("trimmed mean", "n >= 2f + 1", p.n, f, 2 * f + 1)
+        w = np.asarray(check_weights(weights, p.n, "trimmed_mean"))
+        out, _, _ = _core.weighted_trimmed_mean(p.data, w, f, nonfinite, False)
+    else:
+        out, _, _ = _core.trimmed_mean(p.data, f, nonfinite, False)
     return p.finish(out)
 
 
@@ -78,6 +102,7 @@ class TrimmedMean(Rule):
     name = "trimmed_mean"
     coordinate_wise = True
     params = ("f", "nonfinite")
+    supports_weights = True
 
     def __init__(self, *, f: int, nonfinite: str = "robust") -> None:
         self.f = check_f(f, "trimmed_mean")
@@ -88,6 +113,6 @@ class TrimmedMean(Rule):
         """``2f + 1``."""
         return 2 * self.f + 1
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, x: Any, *, weights: Any = None) -> np.ndarray:
         """Aggregate ``x``; see :func:`aggkit.trimmed_mean`."""
-        return trimmed_mean(x, f=self.f, nonfinite=self.nonfinite)
+        return trimmed_mean(x, f=self.f, weights=weights, nonfinite=self.nonfinite)
