@@ -42,20 +42,54 @@ from aggkit.errors import EmptyInputError, InvalidParameterError, ShapeError
 from aggkit.rules.crossmax import check_crossmax_params, normalize_dims
 from aggkit.rules.krum import Selection, _check_m
 from aggkit.rules.median import EVEN
-from aggkit.torch import _ops
+
+# Importing _family after _ops/_native (it uses both); its names are re-exported below.
+from aggkit.torch import (
+    _family,
+    _ops,
+)
+from aggkit.torch._family import (
+    arc,
+    bucketing,
+    bulyan,
+    caf,
+    centered_clipping,
+    clipping,
+    mda,
+    meamed,
+    monna,
+    nnm,
+    perturb,
+    sign_vote,
+    smea,
+)
 from aggkit.torch._ops import force_native
 from aggkit.torch.state_dict import aggregate_state_dicts
 
 __all__ = [
     "aggregate_state_dicts",
+    "arc",
+    "bucketing",
+    "bulyan",
+    "caf",
+    "centered_clipping",
+    "clipping",
     "crossmax",
     "detox",
     "force_native",
     "geometric_median",
     "krum",
+    "mda",
+    "meamed",
     "mean",
     "median",
+    "monna",
     "multi_krum",
+    "nnm",
+    "perturb",
+    "pipeline",
+    "sign_vote",
+    "smea",
     "trimmed_mean",
 ]
 
@@ -158,14 +192,23 @@ def _needs_grad(x: Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
 
 
-def median(x: Any, *, even: str = "mean", nonfinite: str = "robust", dim: int = 0) -> Tensor:
+def median(
+    x: Any, *, even: str = "mean", weights: Any = None, nonfinite: str = "robust", dim: int = 0
+) -> Tensor:
     """Coordinate-wise median; see :func:`aggkit.median`.
 
     The gradient goes to the middle element of each coordinate (half to each of the two
     middle elements under ``even="mean"`` with even ``n``); ties are broken by row index.
+    With ``weights`` it runs as torch ops on every device (sort, cumulative weights, gather).
     """
     even = check_choice(even, "even", EVEN, "median")
     nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "median")
+    if weights is not None:
+        p = _Prepared(x, "median", dim)
+        w = check_weights(weights, p.n, "median")
+        if sum(w) <= 0:
+            raise InvalidParameterError("median: the weights sum to 0")
+        return p.finish(_family.weighted_median(p.x, w, even, nonfinite))
     if (views := _in_place_rows(x)) is not None and dim == 0:
         return torch.from_numpy(aggkit.median(views, even=even, nonfinite=nonfinite))
     p = _Prepared(x, "median", dim)
@@ -173,13 +216,22 @@ def median(x: Any, *, even: str = "mean", nonfinite: str = "robust", dim: int = 
     return p.finish(out)
 
 
-def trimmed_mean(x: Any, *, f: int, nonfinite: str = "robust", dim: int = 0) -> Tensor:
+def trimmed_mean(x: Any, *, f: int, weights: Any = None, nonfinite: str = "robust", dim: int = 0) -> Tensor:
     """Coordinate-wise trimmed mean; see :func:`aggkit.trimmed_mean`.
 
-    The gradient is ``1/(n - 2f)`` for each kept value, 0 for the trimmed ones.
+    The gradient is ``1/(n - 2f)`` for each kept value, 0 for the trimmed ones. With
+    ``weights`` it runs as torch ops on every device; each value's gradient is the part of its
+    mass that is kept over the kept mass.
     """
     f = check_f(f, "trimmed_mean")
     nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "trimmed_mean")
+    if weights is not None:
+        p = _Prepared(x, "trimmed_mean", dim)
+        check_n("trimmed mean", "n >= 2f + 1", p.n, f, 2 * f + 1)
+        w = check_weights(weights, p.n, "trimmed_mean")
+        if sum(w) <= 0:
+            raise InvalidParameterError("trimmed mean: the weights sum to 0")
+        return p.finish(_family.weighted_trimmed_mean(p.x, w, f, nonfinite))
     if (views := _in_place_rows(x)) is not None and dim == 0:
         return torch.from_numpy(aggkit.trimmed_mean(views, f=f, nonfinite=nonfinite))
     p = _Prepared(x, "trimmed_mean", dim)
@@ -353,3 +405,8 @@ def geometric_median(
         return y
     it, conv, obj = stats.tolist()
     return y, GeometricMedianInfo(int(it), bool(conv), float(obj), w.cpu().numpy())
+
+
+def pipeline(x: Any, *, stages: Sequence[Any]) -> Any:
+    """Apply :class:`aggkit.Pipeline` ``stages`` to tensors (each stage's torch version)."""
+    return aggkit.Pipeline(stages)(x)

@@ -392,3 +392,38 @@ def geometric_median(
     full = np.zeros(n)
     full[keep.cpu().numpy()] = w.cpu().numpy()
     return it, conv, obj, full
+
+
+def meamed(
+    x: torch.Tensor, keep: int, nonfinite: str, need_rows: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mean of the ``keep`` values closest to the median (the core's outward growth and tie rule)."""
+    check_policy(x, "meamed", nonfinite)
+    n, d = x.shape
+    order = rank_order(x)
+    s = x.gather(0, order)  # values in rank order
+    p = n // 2
+    med = s[p].double() if n % 2 == 1 else midpoint(s[p - 1], s[p]).double()
+    dist = (s.double() - med[None]).abs()
+    dist = torch.where(torch.isnan(dist), torch.full_like(dist, float("inf")), dist)
+    lo = torch.full((d,), p, dtype=torch.long, device=x.device)
+    hi = lo.clone()
+    cols = torch.arange(d, device=x.device)
+    inf = torch.tensor(float("inf"), dtype=torch.float64, device=x.device)
+    for _ in range(keep):
+        has_low, has_high = lo > 0, hi < n
+        dl = torch.where(has_low, dist[(lo - 1).clamp(min=0), cols], inf)
+        dh = torch.where(has_high, dist[hi.clamp(max=n - 1), cols], inf)
+        rl = order[(lo - 1).clamp(min=0), cols]
+        rh = order[hi.clamp(max=n - 1), cols]
+        take_low = has_low & (~has_high | (dl < dh) | ((dl == dh) & (rl < rh)))
+        lo = torch.where(take_low, lo - 1, lo)
+        hi = torch.where(take_low, hi, hi + 1)
+    rank = torch.arange(n, device=x.device)[:, None]
+    kept = (rank >= lo[None]) & (rank < hi[None])
+    terms = [
+        torch.where(kept[r], s[r].double(), torch.zeros((), dtype=torch.float64, device=x.device))
+        for r in range(n)
+    ]
+    out = (accumulate(terms, x.dtype) / float(keep)).to(x.dtype)
+    return _propagate(x, nonfinite, out, order[lo, cols], order[hi - 1, cols], need_rows)

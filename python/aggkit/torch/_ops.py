@@ -192,6 +192,47 @@ trimmed_mean.register_autograd(_trimmed_mean_backward, setup_context=_trimmed_me
 
 
 # ---------------------------------------------------------------------------------------------
+# meamed (and Bulyan's second stage): the kept values are a range of ranks, like the trimmed mean
+
+
+@torch.library.custom_op("aggkit::meamed", mutates_args=())
+def meamed(x: Tensor, keep: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean of the ``keep`` values closest to the median ``(d,)``; rows of the kept range's ends."""
+    if _rust(x):
+        out, lo, hi = _core.meamed(_view(x), 0, keep, nonfinite, need_rows)
+        return torch.from_numpy(out), _rows(lo, x), _rows(hi, x)
+    return _native.meamed(x, keep, nonfinite, need_rows)
+
+
+@meamed.register_fake
+def _(x: Tensor, keep: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
+    return _columns_fake(x, need_rows)
+
+
+def _meamed_setup(ctx, inputs, output) -> None:
+    x, keep, _, need_rows = inputs
+    _, lo, hi = output
+    ctx.kept = keep
+    ctx.need_rows = need_rows
+    ctx.save_for_backward(x, lo, hi)
+
+
+def _meamed_backward(ctx, g: Tensor, _lo: Tensor, _hi: Tensor):
+    x, lo, hi = ctx.saved_tensors
+    if not ctx.need_rows:
+        raise _missing_rows("meamed")
+    if _rust_backward(g):
+        gv = g.detach().contiguous().numpy()
+        grad = _core.trimmed_mean_backward(_view(x), _u32(lo), _u32(hi), gv, ctx.kept)
+        return torch.from_numpy(grad), None, None, None
+    mask = kept_mask(x, lo, hi)
+    return torch.where(mask, (g / ctx.kept)[None], g.new_zeros(())), None, None, None
+
+
+meamed.register_autograd(_meamed_backward, setup_context=_meamed_setup)
+
+
+# ---------------------------------------------------------------------------------------------
 # mean
 
 
