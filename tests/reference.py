@@ -187,3 +187,179 @@ def _crossmax(z, k, reducer, even, nonfinite):
                 mid = lower if lower == upper else lower / 2 + upper / 2  # no overflow near the max
                 out[e, j] = {"lower": lower, "upper": upper, "mean": mid}[even]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The rest of the family (issue 9): obvious loops, float64
+
+
+def closest_to_median(x: np.ndarray, keep: int) -> np.ndarray:
+    """Per coordinate: grow outward from the median over (value, row) ranks; ties to the lower row."""
+    out = []
+    n = x.shape[0]
+    for _, col in _columns(x):
+        ranked = sorted(col, key=lambda t: rank_key(*t))
+        vals = [v for v, _ in ranked]
+        rows = [i for _, i in ranked]
+        p = n // 2
+        med = vals[p] if n % 2 else midpoint(vals[p - 1], vals[p], x.dtype)
+
+        def dist(r, vals=vals, med=med):
+            d = abs(vals[r] - med)
+            return math.inf if math.isnan(d) else d
+
+        lo = hi = p
+        for _ in range(keep):
+            if lo == 0:
+                take_low = False
+            elif hi == n:
+                take_low = True
+            else:
+                a, b = dist(lo - 1), dist(hi)
+                take_low = a < b or (a == b and rows[lo - 1] < rows[hi])
+            if take_low:
+                lo -= 1
+            else:
+                hi += 1
+        out.append(fsum_in_order(vals[lo:hi], x.dtype) / keep)
+    return _finish(out, x)
+
+
+def weighted_median(x: np.ndarray, w, even: str = "mean") -> np.ndarray:
+    """Expand integer weights into repeated inputs and take the plain median."""
+    reps = np.repeat(x, [int(v) for v in w], axis=0)
+    return median(reps, even=even)
+
+
+def weighted_trimmed_mean(x: np.ndarray, w, f: int) -> np.ndarray:
+    """Mass-based trimming: each value covers an interval of cumulative weight."""
+    n = x.shape[0]
+    out = []
+    for _, col in _columns(x):
+        ranked = sorted(col, key=lambda t: rank_key(*t))
+        total = float(sum(w))
+        t = total * f / n
+        c0, s, kept = 0.0, 0.0, 0.0
+        for v, i in ranked:
+            c1 = c0 + w[i]
+            part = min(c1, total - t) - max(c0, t)
+            if part > 0:
+                s += part * v
+                kept += part
+            c0 = c1
+        out.append(s / kept)
+    return _finish(out, x)
+
+
+def centered_clipping(x: np.ndarray, tau: float, iters: int, center=None) -> np.ndarray:
+    v = np.zeros(x.shape[1]) if center is None else np.asarray(center, np.float64).copy()
+    xd = x.astype(np.float64)
+    for _ in range(iters):
+        acc = np.zeros_like(v)
+        for r in xd:
+            dist = math.sqrt(sum((a - b) ** 2 for a, b in zip(r, v, strict=True)))
+            acc += (r - v) * min(1.0, tau / max(dist, np.finfo(np.float64).tiny))
+        v = v + acc / len(xd)
+    return v
+
+
+def mda(x: np.ndarray, f: int) -> tuple[np.ndarray, tuple]:
+    """byzfl's enumeration: kept tuples in lexicographic order, strict improvements."""
+    import itertools
+
+    xd = x.astype(np.float64)
+    n = len(xd)
+    best, best_s = math.inf, None
+    for s in itertools.combinations(range(n), n - f):
+        diam = max((sq_distance(xd[i], xd[j]) for i, j in itertools.combinations(s, 2)), default=0.0)
+        if diam < best:
+            best, best_s = diam, s
+    return xd[list(best_s)].mean(axis=0), best_s
+
+
+def smea(x: np.ndarray, f: int) -> tuple[np.ndarray, tuple]:
+    """Top eigenvalue of each subset's covariance (d x d, numpy), the smallest wins."""
+    import itertools
+
+    xd = x.astype(np.float64)
+    n = len(xd)
+    best, best_s = math.inf, None
+    for s in itertools.combinations(range(n), n - f):
+        sub = xd[list(s)]
+        c = sub - sub.mean(axis=0)
+        lam = np.linalg.eigvalsh(c.T @ c / len(s))[-1]
+        if lam < best * (1 - 1e-9):
+            best, best_s = lam, s
+    return xd[list(best_s)].mean(axis=0), best_s
+
+
+def caf(x: np.ndarray, f: int) -> np.ndarray:
+    """CAF with the weighted covariance in d x d and an exact eigendecomposition."""
+    xd = x.astype(np.float64)
+    n = len(xd)
+    c = np.ones(n)
+    best, best_mu = math.inf, xd.mean(axis=0)  # f = 0: nothing to filter
+    for _ in range(n + 1):
+        if not c.sum() > n - 2 * f:
+            break
+        w = c / c.sum()
+        mu = (w[:, None] * xd).sum(axis=0)
+        diff = xd - mu
+        cov = (w[:, None] * diff).T @ diff
+        vals, vecs = np.linalg.eigh(cov)
+        lam, v = vals[-1], vecs[:, -1]
+        if lam < best:
+            best, best_mu = lam, mu
+        if not lam > 0:
+            break
+        tau = (diff @ v) ** 2
+        sup = c > 0
+        if not tau[sup].max() > 0:
+            break
+        c = np.where(sup, c * (1 - tau / tau[sup].max()), 0.0)
+    return best_mu
+
+
+def nnm(x: np.ndarray, f: int) -> np.ndarray:
+    xd = x.astype(np.float64)
+    n = len(xd)
+    out = []
+    for i in range(n):
+        order = sorted(range(n), key=lambda j, i=i: (sq_distance(xd[i], xd[j]), j))[: n - f]
+        out.append(xd[order].mean(axis=0))
+    return np.array(out)
+
+
+def arc(x: np.ndarray, f: int) -> np.ndarray:
+    xd = x.astype(np.float64)
+    n = len(xd)
+    norms = [math.sqrt(sum(v * v for v in r)) for r in xd]
+    k = int(2 * f * (n - f) // n)
+    out = xd.copy()
+    if k == 0:
+        return out
+    order = sorted(range(n), key=lambda i: (norms[i], i))
+    tau = norms[order[n - k - 1]]
+    for i in order[n - k :]:
+        if norms[i] > tau:
+            out[i] = xd[i] * (tau / norms[i])
+    return out
+
+
+def bulyan(x: np.ndarray, f: int, clamp: bool = True) -> tuple[np.ndarray, list[int]]:
+    """The paper's Bulyan, written out: iterated Krum then closest-to-median."""
+    xd = x.astype(np.float64)
+    n = len(xd)
+    theta, remaining, chosen = n - 2 * f, list(range(n)), []
+    for _ in range(theta):
+        r = len(remaining)
+        k = max(r - f - 2, 0)
+        k = min(max(k, 1) if clamp else k, r - 1)
+        scores = []
+        for i in remaining:
+            ds = sorted(sq_distance(xd[i], xd[j]) for j in remaining if j != i)
+            scores.append((sum(ds[:k]), i))
+        _, best = min(scores)
+        chosen.append(best)
+        remaining.remove(best)
+    return closest_to_median(x[chosen], theta - 2 * f), chosen

@@ -18,6 +18,12 @@ MODULES = [
     "rules.crossmax",
     "rules.detox",
     "rules.geometric_median",
+    "rules.meamed",
+    "rules.bulyan",
+    "rules.centered_clipping",
+    "rules.subsets",
+    "rules.sign_vote",
+    "preagg",
     "attacks",
     "simulate",
 ]

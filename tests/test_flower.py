@@ -167,6 +167,11 @@ def test_rules_without_weights_are_unweighted_and_mean_is_weighted():
     configured(s, (11, 12, 13))
     arrays, _ = s.aggregate_train(1, replies)
     np.testing.assert_allclose(arrays["b"].numpy(), GLOBAL["b"] + 0.2, rtol=1e-6)
+    # Asked for, the median is weighted too (the heavy client's update wins).
+    s = RobustStrategy("median", weighted=True)
+    configured(s, (11, 12, 13))
+    arrays, _ = s.aggregate_train(1, replies)
+    np.testing.assert_allclose(arrays["b"].numpy(), GLOBAL["b"] + (models[2]["b"] - GLOBAL["b"]), rtol=1e-6)
 
 
 def test_too_few_replies_keeps_the_model_and_errors_are_filtered():

@@ -104,8 +104,8 @@ def test_f_validation():
 def test_options_and_registry_errors():
     with pytest.raises(aggkit.InvalidParameterError, match="even must be one of"):
         aggkit.median(np.ones((2, 2)), even="middle")
-    with pytest.raises(aggkit.InvalidParameterError, match="unknown rule 'bulyan'"):
-        aggkit.rule("bulyan", f=1)
+    with pytest.raises(aggkit.InvalidParameterError, match="unknown rule 'bulyna'"):
+        aggkit.rule("bulyna", f=1)
     with pytest.raises(TypeError):
         aggkit.rule("median", f=1)
     with pytest.raises(aggkit.InvalidParameterError, match="cannot be applied"):

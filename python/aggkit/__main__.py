@@ -44,6 +44,15 @@ def demo(seed: int = 0) -> None:
         (f"krum(f={f})", aggkit.krum(x, f=f)),
         (f"multi_krum(f={f})", aggkit.multi_krum(x, f=f)),
         ("geometric_median", aggkit.geometric_median(x)),
+        (f"meamed(f={f})", aggkit.meamed(x, f=f)),
+        ("bulyan(f=2, variant='detox')", aggkit.bulyan(x, f=2, variant="detox")),
+        (f"mda(f={f})", aggkit.mda(x, f=f)),
+        (f"smea(f={f})", aggkit.smea(x, f=f)),
+        (f"caf(f={f})", aggkit.caf(x, f=f)),
+        (f"monna(f={f}, trusted client 0)", aggkit.monna(x, f=f, idx=0)),
+        ("centered_clipping(tau=2, iters=10)", aggkit.centered_clipping(x, tau=2.0, iters=10)),
+        (f"pipeline: nnm>trimmed_mean(f={f})", aggkit.rule("nnm>trimmed_mean", f=f)(x)),
+        ("sign_vote (a sign per coordinate)", aggkit.sign_vote(x)),
     ]
     for name, y in rows:
         err = float(np.linalg.norm(y.astype(np.float64) - true))

@@ -28,7 +28,10 @@ What it does differently from Flower's own ``FedMedian`` / ``FedTrimmedAvg`` / `
   Multi-Krum, the robust mean) see each client's float arrays flattened into one ``(n, d)``
   matrix, in the record's key order.
 - Example counts (the ``weighted_by_key`` metric, ``"num-examples"`` by default) weight the
-  rules that take weights (mean, Multi-Krum); the other rules treat clients equally.
+  mean, Multi-Krum and the geometric median, as Flower's strategies do; the order statistics
+  (median, trimmed mean) treat clients equally like Flower's ``FedMedian`` and
+  ``FedTrimmedAvg``, because a Byzantine client can report any count. ``weighted=True`` weights
+  every rule that takes weights, ``weighted=False`` none.
 - Replies are read, never modified (Flower's ``FedMedian`` pops the arrays out of them).
 - Selection rules report which clients they excluded: the training metrics get
   ``aggkit-num-excluded`` and ``aggkit-excluded-node-ids``, and :attr:`RobustStrategy.history`
@@ -78,8 +81,10 @@ class RobustStrategy(FedAvg):
     on_updates : bool, default True
         Aggregate the updates (reply minus the global model of this round) rather than the
         returned models. See the module docstring.
-    weighted : bool, default True
-        Weight by the ``weighted_by_key`` metric for rules that take weights.
+    weighted : bool or None, default None
+        Weight by the ``weighted_by_key`` metric: ``None`` for the mean, Multi-Krum and the
+        geometric median only (Flower's choice, see the module docstring), ``True`` for every
+        rule that takes weights, ``False`` never.
     **kwargs
         The rule's parameters when ``rule`` is a name (e.g. ``f=2``), then ``FedAvg``'s
         (``fraction_train``, ``min_train_nodes``, ``weighted_by_key``, ...).
@@ -92,7 +97,9 @@ class RobustStrategy(FedAvg):
         and, for selection rules, ``kept_node_ids``, ``excluded_node_ids`` and ``scores``.
     """
 
-    def __init__(self, rule: str | Rule, *, on_updates: bool = True, weighted: bool = True, **kwargs: Any):
+    def __init__(
+        self, rule: str | Rule, *, on_updates: bool = True, weighted: bool | None = None, **kwargs: Any
+    ):
         # The rule's parameters go to the rule (an error with a rule object), the rest to FedAvg.
         cls = rule_class(rule) if isinstance(rule, str) else type(rule)
         names = cls.params if cls is not None else ()
@@ -100,7 +107,7 @@ class RobustStrategy(FedAvg):
         self.rule: Rule = make_rule(rule, **rule_kwargs)
         super().__init__(**kwargs)
         self.on_updates = bool(on_updates)
-        self.weighted = bool(weighted)
+        self.weighted = None if weighted is None else bool(weighted)
         self.history: list[dict[str, Any]] = []
         self._global: dict[str, np.ndarray] | None = None
 
@@ -140,7 +147,8 @@ class RobustStrategy(FedAvg):
                 raise InvalidParameterError(f"replies hold arrays the global model does not: {missing}")
         node_ids = [int(m.metadata.src_node_id) for m in valid]
         counts = [_weight(c, self.weighted_by_key) for c in contents]
-        weights = counts if self.weighted and self.rule.supports_weights else None
+        use = self.rule.name in _WEIGHTED_BY_DEFAULT if self.weighted is None else self.weighted
+        weights = counts if use and self.rule.supports_weights else None
         entry: dict[str, Any] = {"round": server_round, "node_ids": node_ids, "weights": weights}
         try:
             if self.rule.coordinate_wise:
@@ -229,6 +237,11 @@ class RobustStrategy(FedAvg):
                 part = base.astype(buf_dtype) + part
             out[k] = Array(np.ascontiguousarray(part.astype(dtypes[k], copy=False)))
         return out, selection
+
+
+# The rules Flower's strategies weight by example counts (FedAvg, MultiKrum) and the geometric
+# median (RFA's weights); order statistics stay unweighted by default (FedMedian, FedTrimmedAvg).
+_WEIGHTED_BY_DEFAULT = frozenset({"mean", "multi_krum", "geometric_median"})
 
 
 def _weight(content: Any, key: str) -> float:

@@ -6,8 +6,8 @@ another object of the same rule and parameters, and resolvable from its name::
     >>> import aggkit
     >>> aggkit.rule("trimmed_mean", f=2)
     TrimmedMean(f=2, nonfinite='robust')
-    >>> aggkit.list_rules()
-    ['detox', 'geometric_median', 'krum', 'mean', 'median', 'multi_krum', 'trimmed_mean']
+    >>> aggkit.list_rules()[:6]
+    ['bulyan', 'caf', 'centered_clipping', 'detox', 'geometric_median', 'krum']
 
 Integrations (Flower strategies, DDP hooks, torch modules) accept a rule object or a name.
 """

@@ -49,14 +49,19 @@ def finite_part(rows: Any, f: int, nonfinite: str, rule: str) -> tuple[list[int]
     return good, f - len(bad)
 
 
-def centered_gram(dist: np.ndarray) -> np.ndarray:
-    """The Gram matrix of the inputs centred at their mean, from squared distances (-J D J / 2).
+def centered_gram(dist: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """Inner products ``(x_i - mu) . (x_j - mu)`` from squared distances, ``mu = Σ w x``.
 
-    Translation-invariant (built from differences): no cancellation from a large common offset.
+    ``-P D P^T / 2`` with ``P = I - 1 w^T`` (``w`` uniform by default).
+
+    Built from the exact pairwise distances, never from the raw coordinates, so a large common
+    offset cancels exactly; and an input of weight 0 contributes nothing to the other entries
+    (a far outlier does not swamp the small distances between the others).
     """
     n = dist.shape[0]
-    j = np.eye(n) - 1.0 / n
-    return -0.5 * j @ dist @ j
+    w = np.full(n, 1.0 / n) if w is None else w
+    dw = dist @ w  # Σ_k w_k D_ik
+    return -0.5 * (dist - dw[:, None] - dw[None, :] + w @ dw)
 
 
 def _subset_mean(p: Any, idx: list[int], weights: np.ndarray | None = None) -> np.ndarray:
@@ -160,7 +165,6 @@ def smea_indices(dist: np.ndarray, f: int, max_subsets: int, batch: int = 2048) 
             f"smea: C(n, f) = C({n}, {f}) = {count} subsets exceed max_subsets={max_subsets}; "
             "raise max_subsets to accept the cost (it grows exponentially with f)"
         )
-    g = centered_gram(dist)
     best_val, best = math.inf, None
     combos = itertools.combinations(range(n), k)
     while True:
@@ -168,13 +172,9 @@ def smea_indices(dist: np.ndarray, f: int, max_subsets: int, batch: int = 2048) 
         if not chunk:
             break
         idx = np.array(chunk, dtype=np.intp)
-        s = g[idx[:, :, None], idx[:, None, :]]
-        s = (
-            s
-            - s.mean(axis=1, keepdims=True)
-            - s.mean(axis=2, keepdims=True)
-            + s.mean(axis=(1, 2), keepdims=True)
-        )
+        dd = dist[idx[:, :, None], idx[:, None, :]]  # each subset's own distances
+        rm = dd.mean(axis=2, keepdims=True)
+        s = -0.5 * (dd - rm - rm.transpose(0, 2, 1) + rm.mean(axis=1, keepdims=True))
         top = np.linalg.eigvalsh(s)[:, -1] / k
         # Strict improvement in enumeration order (byzfl); values within rounding of the best
         # count as equal, so the first of two equal subsets wins whatever the LAPACK rounding.
@@ -269,7 +269,6 @@ def caf_weights(dist: np.ndarray, n_total: int, f: int) -> np.ndarray:
     ``n - 2f`` the total weight is filtered down to (dropped inputs already weigh 0).
     """
     n = dist.shape[0]
-    b = centered_gram(dist)
     c = np.ones(n)
     best_val, best_c = math.inf, c.copy()
     for _ in range(n + 1):  # each round zeroes at least one input of the support
@@ -277,8 +276,7 @@ def caf_weights(dist: np.ndarray, n_total: int, f: int) -> np.ndarray:
         if not total > n_total - 2 * f:
             break
         w = c / total
-        proj = np.eye(n) - np.outer(np.ones(n), w)  # rows: x_i - mu, mu = Σ w x
-        cm = proj @ b @ proj.T  # (x_i - mu) . (x_j - mu)
+        cm = centered_gram(dist, w)  # (x_i - mu) . (x_j - mu), mu = Σ w x
         sw = np.sqrt(w)
         vals, vecs = np.linalg.eigh(sw[:, None] * cm * sw[None, :])
         lam, u = vals[-1], vecs[:, -1]
@@ -288,7 +286,10 @@ def caf_weights(dist: np.ndarray, n_total: int, f: int) -> np.ndarray:
             break
         tau = (cm @ (sw * u)) ** 2 / lam  # squared projections on the top eigenvector
         support = c > 0
-        c = np.where(support, c * (1.0 - tau / tau[support].max()), 0.0)
+        top = tau[support].max()
+        if not (np.isfinite(top) and top > 0):  # spread below float range: nothing to filter
+            break
+        c = np.where(support, c * (1.0 - tau / top), 0.0)
     return best_c
 
 
