@@ -389,3 +389,14 @@ def test_byzfl_mutates_and_aggkit_does_not():
     mine = x.copy()
     aggkit.Clipping(c=1.0)(mine)
     np.testing.assert_array_equal(mine, x)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("name", list(TORCH_RULES))
+def test_cuda_matches_cpu(name, rng):
+    x = torch.from_numpy(rng.standard_normal((9, 64)).astype(np.float32))
+    kw = TORCH_RULES[name]
+    cpu = getattr(at, name)(x, **kw)
+    gpu = getattr(at, name)(x.cuda(), **kw)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-6)

@@ -331,12 +331,14 @@ def _op_samples():
     yield torch.ops.aggkit.mean.default, (x, [1.0, 2.0, 3.0, 1.0, 1.0, 1.0, 1.0], "robust")
     yield torch.ops.aggkit.krum.default, (x, 1, "robust")
     yield torch.ops.aggkit.multi_krum.default, (x, 1, 3, "robust")
+    yield torch.ops.aggkit.meamed.default, (x, 4, "robust", True)
+    yield torch.ops.aggkit.meamed.default, (x[:6], 3, "robust", True)
 
 
 # torch's own aot_dispatch check reads .grad of the non-leaf inputs it makes (a torch-internal
 # UserWarning, not about this op).
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
-@pytest.mark.parametrize("k", range(10))
+@pytest.mark.parametrize("k", range(12))
 def test_opcheck(k):
     op, args = list(_op_samples())[k]
     x = args[0].clone().requires_grad_(op is not torch.ops.aggkit.median.default or args[3])
