@@ -380,19 +380,32 @@ def geometric_median(
     ftol: float = 1e-10,
     init: str = "median",
     nonfinite: str = "robust",
+    grad: str = "frozen",
     return_info: bool = False,
 ) -> Any:
-    """Geometric median; see :func:`aggkit.geometric_median`.
+    r"""Geometric median; see :func:`aggkit.geometric_median`.
 
-    The gradient is the "frozen weights" one (ALGORITHMS.md §5, the RFA author's choice): the
-    result is the weighted mean of the inputs with the final Weiszfeld weights ``w``, and input
-    ``i`` gets ``w_i / Σ w`` (the weights themselves are treated as constants). CPU tensors run
-    the Rust iterations; other devices iterate with torch ops in float64 on the device (same
-    definition, not bit-identical to the CPU path).
+    CPU tensors run the Rust iterations; other devices iterate with torch ops in float64 on the
+    device (same definition, not bit-identical to the CPU path). ``grad`` picks the gradient
+    (ALGORITHMS.md §5):
+
+    * ``"frozen"`` (default; the RFA author's choice): the result is the weighted mean of the
+      inputs with the final Weiszfeld weights ``w``, input ``i`` gets ``w_i / Σ w`` (the
+      weights treated as constants). Cheap.
+    * ``"unrolled"``: autograd through the same number of Weiszfeld iterations, replayed with
+      torch ops in float64 (what byzfl gets implicitly). Memory grows with the iterations.
+    * ``"implicit"``: the exact derivative of the fixed point
+      :math:`\sum_i \alpha_i (z - x_i)/r_i = 0` (:math:`r_i = \max(\nu, \|z - x_i\|)`):
+      solve :math:`H v = g` with :math:`H = \sum_i (\alpha_i/r_i)(I - u_i u_i^\top)` by
+      conjugate gradients (matrix-free, :math:`O(n d)` per step), then input ``i`` gets
+      :math:`(\alpha_i/r_i)(I - u_i u_i^\top) v`. Exact at convergence.
+
+    Inputs dropped as non-finite get no gradient in every mode.
     """
     from aggkit.rules.geometric_median import GeometricMedianInfo, check_gm_params
 
     check_gm_params(nu, maxiter, ftol, init, nonfinite)
+    check_choice(grad, "grad", ("frozen", "unrolled", "implicit"), "geometric_median")
     p = _Prepared(x, "geometric_median")
     alpha = [] if weights is None else check_weights(weights, p.n, "geometric_median")
     w, stats = torch.ops.aggkit.geometric_median(
@@ -400,6 +413,16 @@ def geometric_median(
     )
     wl = [float(v) for v in w.tolist()]
     out, _ = torch.ops.aggkit.mean(p.x, wl, "robust" if nonfinite == "robust" else "propagate")
+    if grad != "frozen" and _needs_grad(p.x):
+        from aggkit.torch._family import gm_implicit, gm_unrolled
+
+        keep = torch.tensor([v > 0 for v in wl], device=p.x.device)
+        a = torch.tensor(alpha or [1.0] * p.n, dtype=torch.float64, device=p.x.device)
+        if grad == "unrolled":
+            z = gm_unrolled(p.x, keep, a, float(nu), int(stats[0]), init)
+        else:
+            z = gm_implicit(p.x, out.detach(), keep, a, float(nu))
+        out = z.to(p.x.dtype)
     y = p.finish(out)
     if not return_info:
         return y

@@ -352,3 +352,67 @@ def perturb(x: Any, pre: Any) -> Tensor:
 def check_rule_weights(weights: Any, n: int, rule: str) -> list[float]:
     """Per-input weights for the weighted order statistics."""
     return check_weights(weights, n, rule)
+
+
+# ---------------------------------------------------------------------------------------------
+# geometric median: the unrolled and implicit gradients
+
+
+def gm_unrolled(x: Tensor, keep: Tensor, a: Tensor, nu: float, iters: int, init: str) -> Tensor:
+    """Replay ``iters`` Weiszfeld steps with differentiable torch ops (float64)."""
+    xs, aa = x[keep].double(), a[keep]
+    if init == "mean":
+        z = (aa[:, None] * xs).sum(0) / aa.sum()
+    elif init == "median":
+        z = xs.median(dim=0).values if xs.shape[0] % 2 else torch.quantile(xs, 0.5, dim=0)
+    else:
+        z = torch.zeros(xs.shape[1], dtype=torch.float64, device=x.device)
+    for _ in range(iters):
+        w = aa / (xs - z).norm(dim=1).clamp(min=nu)
+        z = (w[:, None] * xs).sum(0) / w.sum()
+    return z
+
+
+class _GmImplicit(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, z: Tensor, keep: Tensor, a: Tensor, nu: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, z, keep, a)
+        ctx.nu = nu
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        x, z, keep, a = ctx.saved_tensors
+        xs = x[keep].double()
+        diff = z.double()[None] - xs
+        r = diff.norm(dim=1).clamp(min=ctx.nu)
+        u = diff / r[:, None]
+        c = a[keep] / r
+
+        def h(v: Tensor) -> Tensor:  # H v = Σ c_i (v - u_i (u_i . v))
+            return c.sum() * v - (c * (u @ v)) @ u
+
+        gd = g.double()
+        v = torch.zeros_like(gd)
+        res = gd.clone()
+        dirn = res.clone()
+        rs = res @ res
+        tol = 1e-24 * float(gd @ gd)
+        for _ in range(max(50, 4 * gd.numel())):
+            if float(rs) <= tol:
+                break
+            hd = h(dirn)
+            step = rs / (dirn @ hd)
+            v = v + step * dirn
+            res = res - step * hd
+            rs_new = res @ res
+            dirn = res + (rs_new / rs) * dirn
+            rs = rs_new
+        gx = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+        gx[keep] = c[:, None] * (v[None] - u * (u @ v)[:, None])
+        return gx.to(x.dtype), None, None, None, None
+
+
+def gm_implicit(x: Tensor, z: Tensor, keep: Tensor, a: Tensor, nu: float) -> Tensor:
+    """``z`` (the converged median) with the implicit-function gradient to ``x``."""
+    return _GmImplicit.apply(x, z, keep, a, nu)
