@@ -258,7 +258,7 @@ def centered_clipping(x: np.ndarray, tau: float, iters: int, center=None) -> np.
         acc = np.zeros_like(v)
         for r in xd:
             dist = math.sqrt(sum((a - b) ** 2 for a, b in zip(r, v, strict=True)))
-            acc += (r - v) * min(1.0, tau / max(dist, np.finfo(np.float64).tiny))
+            acc += (r - v) * (1.0 if dist <= tau else tau / dist)  # dist = 0: r - v = 0 anyway
         v = v + acc / len(xd)
     return v
 

@@ -39,8 +39,11 @@ def meamed(x: Any, *, f: int, nonfinite: str = "robust") -> np.ndarray:
     (byzfl's ``argpartition`` leaves this tie unspecified: the same values, possibly a
     different one of two equidistant ones). The kept values are averaged in float64 in rank
     order, so the result does not depend on the order of the inputs. With at most ``f``
-    arbitrary inputs every coordinate stays within the honest values' range. Cost
-    :math:`O(n \log n)` per coordinate.
+    arbitrary inputs the median lies in the honest range and every kept value is at most as far
+    from it as the farthest honest value, so each coordinate stays within the honest range
+    widened by its width on each side (a Byzantine value closer to the median than a far honest
+    one is kept: Meamed does not bound the output by the honest range itself, unlike the trimmed
+    mean). Cost :math:`O(n \log n)` per coordinate.
 
     References
     ----------
