@@ -207,9 +207,8 @@ def _check_c(c: Any) -> float:
 
 
 def _scaled(p: Any, scales: np.ndarray) -> Any:
-    x = _stack(p)
-    x *= scales.astype(x.dtype)[:, None]
-    return _rows_out(p, x)
+    # One parallel pass (Rust): read, scale in float64, round once, write.
+    return _rows_out(p, _core.scale_rows(p.data, [float(v) for v in scales]))
 
 
 @register_preagg

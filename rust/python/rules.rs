@@ -667,6 +667,42 @@ fn group_means(
     })
 }
 
+/// A fresh `(n, d)` numpy array filled by `fill` with the GIL released. numpy allocates it, so
+/// a large output gets numpy's huge-page hint: a Rust `Vec` of 80 MB handed over with
+/// `from_vec` spent 3x longer in page faults than the work (measured: 38 ms vs 12 ms).
+fn fresh_matrix<T: Float + numpy::Element>(
+    py: Python<'_>,
+    n: usize,
+    d: usize,
+    fill: impl FnOnce(&mut [T]) -> Result<(), crate::AggError> + Send,
+) -> PyResult<Out> {
+    let arr = numpy::PyArray2::<T>::zeros(py, [n, d], false);
+    {
+        // SAFETY: the array was just created here and no other reference to it exists.
+        let out = unsafe { arr.as_slice_mut() }.expect("a new array is contiguous");
+        run(py, || fill(out))?;
+    }
+    Ok(arr.into_any().unbind())
+}
+
+/// Each input scaled by its factor, as a `(n, d)` array.
+#[pyfunction]
+fn scale_rows(py: Python<'_>, x: Matrix<'_>, scales: Vec<f64>) -> PyResult<Out> {
+    dispatch!(x.rows("scale_rows")?, r => {
+        let (n, d) = (r.n(), r.d());
+        if scales.len() != n {
+            return Err(super::InvalidParameterError::new_err(format!(
+                "scale_rows: {} scales for n={n}", scales.len()
+            )));
+        }
+        let (rr, sc) = (&r, &scales);
+        fresh_matrix(py, n, d, move |out| {
+            core::preagg::scale_rows(rr, sc, out);
+            Ok(())
+        })
+    })
+}
+
 /// signSGD majority vote.
 #[pyfunction]
 fn sign_vote(py: Python<'_>, x: Matrix<'_>, nonfinite: &str) -> PyResult<Out> {
@@ -774,6 +810,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dists_to, m)?)?;
     m.add_function(wrap_pyfunction!(group_means, m)?)?;
     m.add_function(wrap_pyfunction!(sign_vote, m)?)?;
+    m.add_function(wrap_pyfunction!(scale_rows, m)?)?;
     m.add_function(wrap_pyfunction!(mda_select, m)?)?;
     m.add_function(wrap_pyfunction!(bulyan_select, m)?)?;
     m.add_function(wrap_pyfunction!(binomial, m)?)?;
