@@ -107,6 +107,24 @@ impl<'a, T: Float> Rows<'a, T> {
     }
 
     /// With `NonFinite::Raise`, refuse non-finite inputs; otherwise do nothing.
+    /// The rows a mean-type rule works on: under `Robust` the finite ones (inputs holding NaN
+    /// or ±inf are dropped), otherwise all; an error if nothing is left.
+    pub fn kept_rows(&self, rule: &'static str, policy: NonFinite) -> Result<Vec<usize>, AggError> {
+        let keep: Vec<usize> = if policy == NonFinite::Robust {
+            (0..self.n()).filter(|&i| all_finite(self.row(i))).collect()
+        } else {
+            (0..self.n()).collect()
+        };
+        if keep.is_empty() {
+            return Err(AggError::NonFinite {
+                rule,
+                rows: (0..self.n()).collect(),
+                detail: "every input holds NaN or infinite values, nothing is left",
+            });
+        }
+        Ok(keep)
+    }
+
     pub fn check_policy(&self, rule: &'static str, policy: NonFinite) -> Result<(), AggError> {
         if policy == NonFinite::Raise {
             let bad = self.nonfinite_rows();

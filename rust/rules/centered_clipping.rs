@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::distance::dists_to;
 use crate::error::AggError;
-use crate::input::{all_finite, NonFinite, Rows};
+use crate::input::{NonFinite, Rows};
 use crate::order::Float;
 use crate::pool;
 
@@ -67,18 +67,7 @@ pub fn centered_clipping<T: Float>(
         None => vec![0.0; d],
     };
     x.check_policy(NAME, policy)?;
-    let keep: Vec<usize> = if policy == NonFinite::Robust {
-        (0..n).filter(|&i| all_finite(x.row(i))).collect()
-    } else {
-        (0..n).collect()
-    };
-    if keep.is_empty() {
-        return Err(AggError::NonFinite {
-            rule: NAME,
-            rows: (0..n).collect(),
-            detail: "every input holds NaN or infinite values, nothing is left",
-        });
-    }
+    let keep = x.kept_rows(NAME, policy)?;
     let sub = Rows::new(NAME, keep.iter().map(|&i| x.row(i)).collect())?;
     let mut s = vec![1.0; keep.len()];
     let count = keep.len() as f64;

@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use crate::error::AggError;
-use crate::input::{all_finite, NonFinite, Rows};
+use crate::input::{NonFinite, Rows};
 use crate::order::Float;
 use crate::pool;
 use crate::rules::mean;
@@ -137,18 +137,7 @@ pub fn geometric_median<T: Float>(
     };
     x.check_policy(NAME, policy)?;
     // Under Robust, work on the finite rows only (and their weights).
-    let keep: Vec<usize> = if policy == NonFinite::Robust {
-        (0..n).filter(|&i| all_finite(x.row(i))).collect()
-    } else {
-        (0..n).collect()
-    };
-    if keep.is_empty() {
-        return Err(AggError::NonFinite {
-            rule: NAME,
-            rows: (0..n).collect(),
-            detail: "every input holds NaN or infinite values, nothing is left",
-        });
-    }
+    let keep = x.kept_rows(NAME, policy)?;
     let sub = Rows::new(NAME, keep.iter().map(|&i| x.row(i)).collect())?;
     let a: Vec<f64> = keep.iter().map(|&i| alpha[i]).collect();
     if a.iter().sum::<f64>() <= 0.0 {

@@ -25,11 +25,9 @@ pub struct MeanInfo {
     pub dropped: Vec<usize>,
 }
 
-fn check_weights(w: &[f64], n: usize) -> Result<(), AggError> {
-    let bad = |message: String| AggError::InvalidParameter {
-        rule: NAME,
-        message,
-    };
+/// Per-input weights: one per input, finite and `>= 0` (shared by every rule taking weights).
+pub(crate) fn check_weights(rule: &'static str, w: &[f64], n: usize) -> Result<(), AggError> {
+    let bad = |message: String| AggError::InvalidParameter { rule, message };
     if w.len() != n {
         return Err(bad(format!(
             "weights must have one entry per input: got {} weights for n={n}",
@@ -222,7 +220,7 @@ pub fn mean<T: Float>(
     let ones;
     let w = match weights {
         Some(w) => {
-            check_weights(w, n)?;
+            check_weights(NAME, w, n)?;
             w
         }
         None => {

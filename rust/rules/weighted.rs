@@ -27,28 +27,15 @@ use crate::rules::{ranked_columns, ColumnsOut, Keying, Ranked, WithRows};
 pub const MEDIAN: &str = "median";
 pub const TRIMMED_MEAN: &str = "trimmed mean";
 
-fn check_weights(rule: &'static str, w: &[f64], n: usize) -> Result<f64, AggError> {
-    let bad = |message: String| AggError::InvalidParameter { rule, message };
-    if w.len() != n {
-        return Err(bad(format!(
-            "weights must have one entry per input: got {} weights for n={n}",
-            w.len()
-        )));
+fn check_weights(rule: &'static str, w: &[f64], n: usize) -> Result<(), AggError> {
+    crate::rules::mean::check_weights(rule, w, n)?;
+    if w.iter().sum::<f64>() <= 0.0 {
+        return Err(AggError::InvalidParameter {
+            rule,
+            message: "the weights sum to 0".to_string(),
+        });
     }
-    if let Some((i, v)) = w
-        .iter()
-        .enumerate()
-        .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
-    {
-        return Err(bad(format!(
-            "weights must be finite and >= 0, got weights[{i}]={v}"
-        )));
-    }
-    let total: f64 = w.iter().sum();
-    if total <= 0.0 {
-        return Err(bad("the weights sum to 0".to_string()));
-    }
-    Ok(total)
+    Ok(())
 }
 
 /// The weighted coordinate-wise median of `x` into `out` (rows: the one or two ranks used).

@@ -176,16 +176,21 @@ def kept_mask(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     return above & below
 
 
-def _trimmed_mean_backward(ctx, g: Tensor, _lo: Tensor, _hi: Tensor):
+def _kept_range_backward(ctx, g: Tensor, name: str):
+    """``g / kept`` to each value of the kept range (trimmed mean, meamed), 0 elsewhere."""
     x, lo, hi = ctx.saved_tensors
     if not ctx.need_rows:
-        raise _missing_rows("trimmed_mean")
+        raise _missing_rows(name)
     if _rust_backward(g):
         gv = g.detach().contiguous().numpy()
         grad = _core.trimmed_mean_backward(_view(x), _u32(lo), _u32(hi), gv, ctx.kept)
         return torch.from_numpy(grad), None, None, None
     mask = kept_mask(x, lo, hi)
     return torch.where(mask, (g / ctx.kept)[None], g.new_zeros(())), None, None, None
+
+
+def _trimmed_mean_backward(ctx, g: Tensor, _lo: Tensor, _hi: Tensor):
+    return _kept_range_backward(ctx, g, "trimmed_mean")
 
 
 trimmed_mean.register_autograd(_trimmed_mean_backward, setup_context=_trimmed_mean_setup)
@@ -218,15 +223,7 @@ def _meamed_setup(ctx, inputs, output) -> None:
 
 
 def _meamed_backward(ctx, g: Tensor, _lo: Tensor, _hi: Tensor):
-    x, lo, hi = ctx.saved_tensors
-    if not ctx.need_rows:
-        raise _missing_rows("meamed")
-    if _rust_backward(g):
-        gv = g.detach().contiguous().numpy()
-        grad = _core.trimmed_mean_backward(_view(x), _u32(lo), _u32(hi), gv, ctx.kept)
-        return torch.from_numpy(grad), None, None, None
-    mask = kept_mask(x, lo, hi)
-    return torch.where(mask, (g / ctx.kept)[None], g.new_zeros(())), None, None, None
+    return _kept_range_backward(ctx, g, "meamed")
 
 
 meamed.register_autograd(_meamed_backward, setup_context=_meamed_setup)
