@@ -119,26 +119,26 @@ pub fn sign_vote<T: Float>(x: &Rows<'_, T>, propagate: bool, out: &mut [T]) {
     let d = x.d();
     assert_eq!(out.len(), d);
     let task = |(t, o): (usize, &mut [T])| {
-        let j0 = t * TILE;
-        let mut count = vec![0i64; o.len()];
-        let mut nan = vec![false; o.len()];
+        let (j0, w) = (t * TILE, o.len());
+        // i32 votes (n < 2^31 inputs) compared in the input type: no conversions, so the row
+        // loop vectorizes.
+        let mut count = vec![0i32; w];
         for r in x.rows() {
-            for ((c, nn), v) in count
-                .iter_mut()
-                .zip(nan.iter_mut())
-                .zip(&r[j0..j0 + o.len()])
-            {
-                let v = v.to_f64();
-                *c += (v > 0.0) as i64 - (v < 0.0) as i64;
-                *nn |= v.is_nan();
+            for (c, &v) in count.iter_mut().zip(&r[j0..j0 + w]) {
+                *c += (v > T::ZERO) as i32 - (v < T::ZERO) as i32;
             }
         }
-        for ((ov, &c), &nn) in o.iter_mut().zip(&count).zip(&nan) {
-            *ov = if propagate && nn {
-                T::NAN
-            } else {
-                T::from_f64(c.signum() as f64)
-            };
+        for (ov, &c) in o.iter_mut().zip(&count) {
+            *ov = T::from_f64(c.signum() as f64);
+        }
+        if propagate {
+            for r in x.rows() {
+                for (ov, v) in o.iter_mut().zip(&r[j0..j0 + w]) {
+                    if v.is_nan() {
+                        *ov = T::NAN;
+                    }
+                }
+            }
         }
     };
     if x.n() * d < PARALLEL_MIN_VALUES {
