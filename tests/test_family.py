@@ -428,3 +428,14 @@ def test_geometric_median_gradient_modes(rng):
     assert np.abs(grads["frozen"].numpy() - fd).max() > 1e-2
     with pytest.raises(aggkit.InvalidParameterError, match="grad"):
         at.geometric_median(x, grad="exact")
+
+
+def test_aggregate_module_wraps_every_rule(rng):
+    from aggkit.torch.nn import Aggregate
+
+    x = torch.from_numpy(rng.standard_normal((11, 6)))
+    for name, kw in {**TORCH_RULES, "pipeline": {"stages": [aggkit.NNM(f=2), aggkit.Median()]}}.items():
+        m = Aggregate(name, **kw)
+        np.testing.assert_allclose(m(x).numpy(), aggkit.rule(name, **kw)(x.numpy()), rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match="tensor"):
+        Aggregate("median")(x.numpy())

@@ -27,7 +27,17 @@ from aggkit.rules.crossmax import check_crossmax_params
 from aggkit.rules.krum import _check_m
 from aggkit.rules.median import EVEN
 
-__all__ = ["DETOX", "CrossMax", "Krum", "Mean", "Median", "MultiKrum", "SelfEnsemble", "TrimmedMean"]
+__all__ = [
+    "DETOX",
+    "Aggregate",
+    "CrossMax",
+    "Krum",
+    "Mean",
+    "Median",
+    "MultiKrum",
+    "SelfEnsemble",
+    "TrimmedMean",
+]
 
 
 class _Aggregator(nn.Module):
@@ -35,6 +45,36 @@ class _Aggregator(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{p}={getattr(self, p)!r}" for p in self._params)
+
+
+class Aggregate(_Aggregator):
+    """Any rule (object, name or pipeline) as a module: ``forward(x)`` is ``rule(x)`` on tensors.
+
+    The rule's torch version runs (``aggkit.torch.<name>``), so the module is differentiable
+    where the rule is and keeps the input's device and dtype::
+
+        >>> import torch, aggkit
+        >>> from aggkit.torch.nn import Aggregate
+        >>> m = Aggregate("nnm>meamed", f=1)
+        >>> m
+        Aggregate(rule=Pipeline(stages=(NNM(f=1), Meamed(f=1, nonfinite='robust'))))
+        >>> m(torch.tensor([[1.0], [2.0], [3.0], [100.0]]))
+        tensor([2.])
+    """
+
+    _params = ("rule",)
+
+    def __init__(self, rule: Any, **params: Any) -> None:
+        super().__init__()
+        import aggkit
+
+        self.rule = aggkit.rule(rule, **params)
+
+    def forward(self, x: Any) -> Tensor:
+        """Aggregate the inputs (the rows of ``x``, or a sequence of tensors)."""
+        if not (isinstance(x, Tensor) or (isinstance(x, Sequence) and x and isinstance(x[0], Tensor))):
+            raise TypeError(f"Aggregate: x must be a tensor or a sequence of tensors, got {type(x).__name__}")
+        return self.rule(x)
 
 
 class Mean(_Aggregator):
