@@ -15,6 +15,28 @@ use crate::rules::PARALLEL_MIN_VALUES;
 /// Coordinates per task: long contiguous runs per row stream at full bandwidth (as in mean.rs).
 const TILE: usize = 32768;
 
+/// Run `task((k, chunk))` over a row-major `rows × d` output cut into chunks of one row and at
+/// most [`TILE`] coordinates (chunk `k` is row `k / tiles`, tile `k % tiles`), in parallel when
+/// `work` (values read) is large. Each output value is written by exactly one task.
+fn for_each_row_tile<T: Send>(
+    out: &mut [T],
+    d: usize,
+    work: usize,
+    task: impl Fn((usize, &mut [T])) + Sync + Send,
+) {
+    let mut parts: Vec<&mut [T]> = out.chunks_mut(d).flat_map(|r| r.chunks_mut(TILE)).collect();
+    if work < PARALLEL_MIN_VALUES {
+        parts.iter_mut().enumerate().for_each(|(k, o)| task((k, o)));
+    } else {
+        pool::install(|| {
+            parts
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(k, o)| task((k, o)))
+        });
+    }
+}
+
 /// The Euclidean norm of every row (float64, one task per row).
 pub fn row_norms<T: Float>(x: &Rows<'_, T>) -> Vec<f64> {
     crate::distance::dists_to(x, &vec![0.0; x.d()])
@@ -64,18 +86,7 @@ pub fn group_means<T: Float>(
             *ov = T::from_f64(a / c);
         }
     };
-    // Chunks of one group row cut at TILE: chunk k is group k / tiles, tile k % tiles.
-    let mut parts: Vec<&mut [T]> = out.chunks_mut(d).flat_map(|r| r.chunks_mut(TILE)).collect();
-    if members.len() * d < PARALLEL_MIN_VALUES {
-        parts.iter_mut().enumerate().for_each(|(k, o)| task((k, o)));
-    } else {
-        pool::install(|| {
-            parts
-                .par_iter_mut()
-                .enumerate()
-                .for_each(|(k, o)| task((k, o)))
-        });
-    }
+    for_each_row_tile(out, d, members.len() * d, task);
     Ok(())
 }
 
@@ -99,17 +110,7 @@ pub fn scale_rows<T: Float>(x: &Rows<'_, T>, scales: &[f64], out: &mut [T]) {
             *ov = v * s;
         }
     };
-    let mut parts: Vec<&mut [T]> = out.chunks_mut(d).flat_map(|r| r.chunks_mut(TILE)).collect();
-    if x.n() * d < PARALLEL_MIN_VALUES {
-        parts.iter_mut().enumerate().for_each(|(k, o)| task((k, o)));
-    } else {
-        pool::install(|| {
-            parts
-                .par_iter_mut()
-                .enumerate()
-                .for_each(|(k, o)| task((k, o)))
-        });
-    }
+    for_each_row_tile(out, d, x.n() * d, task);
 }
 
 /// signSGD's majority vote: `out_j = sign(Σ_i sign(x_ij))` (`sign(0) = 0`, so a tied vote or
