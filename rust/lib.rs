@@ -15,6 +15,7 @@
 pub mod distance;
 pub mod error;
 pub mod input;
+pub mod monoid;
 pub mod network;
 pub mod order;
 pub mod pool;

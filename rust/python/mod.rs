@@ -2,6 +2,7 @@
 //! nothing computes. The typed, documented API is the Python package `aggkit`.
 
 mod convert;
+mod monoid;
 mod rules;
 
 use pyo3::create_exception;
@@ -106,5 +107,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("NonFiniteError", py.get_type::<NonFiniteError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    rules::register(m)
+    rules::register(m)?;
+    monoid::register(m)
 }

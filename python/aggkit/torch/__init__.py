@@ -64,9 +64,11 @@ from aggkit.torch._family import (
     smea,
 )
 from aggkit.torch._ops import force_native
+from aggkit.torch.monoid import TreeSchedule, segment_reduce, tree_reduce, tree_schedule
 from aggkit.torch.state_dict import aggregate_state_dicts
 
 __all__ = [
+    "TreeSchedule",
     "aggregate_state_dicts",
     "arc",
     "bucketing",
@@ -88,8 +90,11 @@ __all__ = [
     "nnm",
     "perturb",
     "pipeline",
+    "segment_reduce",
     "sign_vote",
     "smea",
+    "tree_reduce",
+    "tree_schedule",
     "trimmed_mean",
 ]
 

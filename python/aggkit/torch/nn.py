@@ -26,12 +26,14 @@ from aggkit.errors import InvalidParameterError
 from aggkit.rules.crossmax import check_crossmax_params
 from aggkit.rules.krum import _check_m
 from aggkit.rules.median import EVEN
+from aggkit.torch.monoid import LCMAggregation
 
 __all__ = [
     "DETOX",
     "Aggregate",
     "CrossMax",
     "Krum",
+    "LCMAggregation",
     "Mean",
     "Median",
     "MultiKrum",
