@@ -363,3 +363,61 @@ def bulyan(x: np.ndarray, f: int, clamp: bool = True) -> tuple[np.ndarray, list[
         chosen.append(best)
         remaining.remove(best)
     return closest_to_median(x[chosen], theta - 2 * f), chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# monoid tree reductions (ALGORITHMS.md §14.3)
+
+
+def carry_tree(items, combine):
+    """Reduce a list with the carry tree, one pair at a time: pair neighbours level by level,
+    carry an odd last item up unchanged. ``combine(a, b)`` is called with a the left item."""
+    cur = list(items)
+    while len(cur) > 1:
+        nxt = [combine(cur[i], cur[i + 1]) for i in range(0, len(cur) - 1, 2)]
+        if len(cur) % 2:
+            nxt.append(cur[-1])
+        cur = nxt
+    return cur[0]
+
+
+def _np_max(a, b):
+    with np.errstate(invalid="ignore"):
+        return np.where((a == b) & (a == 0), a + b, np.maximum(a, b))
+
+
+def _np_min(a, b):
+    with np.errstate(invalid="ignore"):
+        return np.where((a == b) & (a == 0), -((-a) + (-b)), np.minimum(a, b))
+
+
+def _np_logaddexp(a, b):
+    m = _np_max(a, b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(np.isinf(m), m, m + np.log1p(np.exp(-np.abs(a - b))))
+
+
+MONOID_COMBINE = {
+    "sum": np.add,
+    "mean": np.add,
+    "prod": np.multiply,
+    "max": _np_max,
+    "min": _np_min,
+    "logsumexp": _np_logaddexp,
+}
+MONOID_IDENTITY = {"sum": 0.0, "mean": 0.0, "prod": 1.0, "max": -np.inf, "min": np.inf, "logsumexp": -np.inf}
+
+
+def segment_reduce(x, ptr, op, empty=None):
+    """Each set ``x[ptr[s]:ptr[s+1]]`` (rows) reduced over its carry tree, in x's dtype."""
+    x = np.asarray(x)
+    out = np.empty((len(ptr) - 1, x.shape[1]), dtype=x.dtype)
+    for s in range(len(ptr) - 1):
+        rows = [x[i] for i in range(ptr[s], ptr[s + 1])]
+        if not rows:
+            out[s] = MONOID_IDENTITY[op] if empty is None else empty
+            continue
+        with np.errstate(all="ignore"):
+            v = carry_tree(rows, MONOID_COMBINE[op])
+        out[s] = v / x.dtype.type(len(rows)) if op == "mean" and len(rows) > 1 else v
+    return out

@@ -24,12 +24,13 @@ MODULES = [
     "rules.subsets",
     "rules.sign_vote",
     "preagg",
+    "monoid",
     "attacks",
     "simulate",
 ]
 
 
-TORCH_MODULES = ["torch.state_dict", "torch.nn"]
+TORCH_MODULES = ["torch.state_dict", "torch.nn", "torch.monoid", "torch.lcm"]
 
 
 @pytest.mark.parametrize("name", MODULES + TORCH_MODULES)

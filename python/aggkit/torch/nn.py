@@ -26,14 +26,13 @@ from aggkit.errors import InvalidParameterError
 from aggkit.rules.crossmax import check_crossmax_params
 from aggkit.rules.krum import _check_m
 from aggkit.rules.median import EVEN
-from aggkit.torch.monoid import LCMAggregation
 
 __all__ = [
     "DETOX",
     "Aggregate",
     "CrossMax",
     "Krum",
-    "LCMAggregation",
+    "LCMAggregation",  # noqa: F822 - provided by __getattr__ below
     "Mean",
     "Median",
     "MultiKrum",
@@ -393,3 +392,13 @@ class DETOX(_Aggregator):
             x, q=self.q, r=self.r, inner=self.inner, outer=self.outer, buckets=self.buckets,
             vote=self.vote, no_majority=self.no_majority, groups=groups, rng=rng,
         )  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    # LCMAggregation lives in aggkit.torch.lcm, imported on first use: it subclasses PyTorch
+    # Geometric's Aggregation when torch_geometric is installed, whose import takes seconds.
+    if name == "LCMAggregation":
+        from aggkit.torch.lcm import LCMAggregation
+
+        return LCMAggregation
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
