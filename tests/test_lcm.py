@@ -51,6 +51,21 @@ def test_rust_and_native_paths_agree(op, dtype):
     else:
         _equal_nan(native, rust)
         _equal_nan(rust, want)
+    # The gradients: one Rust pass on CPU, torch ops on other devices.
+    g = torch.randn(rust.shape, dtype=dtype, generator=torch.Generator().manual_seed(5))
+    grads = []
+    for native_path in (False, True):
+        xx = x.clone().requires_grad_(True)
+        if native_path:
+            with at.force_native():
+                (gx,) = torch.autograd.grad(at.segment_reduce(xx, index, dim_size=11, op=op), xx, g)
+        else:
+            (gx,) = torch.autograd.grad(at.segment_reduce(xx, index, dim_size=11, op=op), xx, g)
+        grads.append(gx)
+    if op in ("logsumexp", "prod"):
+        torch.testing.assert_close(grads[0], grads[1], equal_nan=True)
+    else:
+        _equal_nan(grads[0], grads[1])
 
 
 def test_dim_and_half_precision():

@@ -287,6 +287,91 @@ pub fn prod_backward<T: MFloat>(x: &[T], h: usize, ptr: &[usize], g: &[T], gx: &
     );
 }
 
+/// The gradient of [`reduce`] for every op: `gx` (`rows × h`) from the output `out` and its
+/// gradient `g` (both `sets × h`). Sum: `g`; mean: `g / k`; max and min: `g / t` to each of the
+/// `t` elements equal to the result (NaN counting as equal to a NaN result), 0 elsewhere;
+/// logsumexp: `g · exp(x - out)` (0 where `out = -inf`); prod: see [`prod_backward`].
+pub fn backward<T: MFloat>(
+    x: &[T],
+    h: usize,
+    ptr: &[usize],
+    op: Op,
+    out: &[T],
+    g: &[T],
+    gx: &mut [T],
+) {
+    if op == Op::Prod {
+        return prod_backward(x, h, ptr, g, gx);
+    }
+    let sets = ptr.len() - 1;
+    assert!(x.len() == ptr[sets] * h && gx.len() == x.len());
+    assert!(g.len() == sets * h && out.len() == sets * h);
+    for_each_chunk(
+        ptr,
+        h,
+        gx,
+        |a, b| ptr[b] - ptr[a],
+        |a, b, o| {
+            let base = ptr[a];
+            let mut ties = vec![T::ZERO; h];
+            for s in a..b {
+                let (lo, hi) = (ptr[s], ptr[s + 1]);
+                let (gs, os) = (&g[s * h..(s + 1) * h], &out[s * h..(s + 1) * h]);
+                let rows = |i: usize| (i - base) * h..(i - base + 1) * h;
+                let hit = |v: T, m: T| v == m || (v.is_nan() && m.is_nan());
+                match op {
+                    Op::Sum => (lo..hi).for_each(|i| o[rows(i)].copy_from_slice(gs)),
+                    Op::Mean => {
+                        let k = T::from_usize(hi - lo);
+                        for i in lo..hi {
+                            o[rows(i)]
+                                .iter_mut()
+                                .zip(gs)
+                                .for_each(|(v, &gg)| *v = gg / k);
+                        }
+                    }
+                    Op::Max | Op::Min => {
+                        ties.fill(T::ZERO);
+                        for i in lo..hi {
+                            let xr = &x[i * h..(i + 1) * h];
+                            for j in 0..h {
+                                if hit(xr[j], os[j]) {
+                                    ties[j] = ties[j] + T::ONE;
+                                }
+                            }
+                        }
+                        for i in lo..hi {
+                            let xr = &x[i * h..(i + 1) * h];
+                            let r = rows(i);
+                            for (j, v) in o[r].iter_mut().enumerate() {
+                                *v = if hit(xr[j], os[j]) {
+                                    gs[j] / ties[j]
+                                } else {
+                                    T::ZERO
+                                };
+                            }
+                        }
+                    }
+                    Op::LogSumExp => {
+                        for i in lo..hi {
+                            let xr = &x[i * h..(i + 1) * h];
+                            let r = rows(i);
+                            for (j, v) in o[r].iter_mut().enumerate() {
+                                *v = if os[j] == T::NEG_INFINITY {
+                                    T::ZERO
+                                } else {
+                                    (xr[j] - os[j]).exp() * gs[j]
+                                };
+                            }
+                        }
+                    }
+                    Op::Prod => unreachable!(),
+                }
+            }
+        },
+    );
+}
+
 /// How the sets of a schedule are padded (ALGORITHMS.md §14.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pad {
@@ -595,6 +680,27 @@ mod tests {
         let mut gx = [0.0; 6];
         prod_backward(&x, 1, &ptr, &g, &mut gx);
         assert_eq!(gx, [0.0, 6.0, 0.0, 0.0, 0.0, 2.0]);
+    }
+
+    #[test]
+    fn backward_of_each_op() {
+        let x = [1.0f64, 4.0, 4.0, 2.0, f64::NEG_INFINITY, f64::NEG_INFINITY];
+        let ptr = [0, 4, 4, 6];
+        let g = [3.0, 9.0, 5.0];
+        let grad = |op: Op| {
+            let mut out = [0.0; 3];
+            reduce(&x, 1, &ptr, op, 0.0, &mut out);
+            let mut gx = [0.0; 6];
+            backward(&x, 1, &ptr, op, &out, &g, &mut gx);
+            gx
+        };
+        assert_eq!(grad(Op::Sum), [3.0, 3.0, 3.0, 3.0, 5.0, 5.0]);
+        assert_eq!(grad(Op::Mean), [0.75, 0.75, 0.75, 0.75, 2.5, 2.5]);
+        assert_eq!(grad(Op::Max), [0.0, 1.5, 1.5, 0.0, 2.5, 2.5]);
+        assert_eq!(grad(Op::Min), [3.0, 0.0, 0.0, 0.0, 2.5, 2.5]);
+        let lse = grad(Op::LogSumExp);
+        let z: f64 = [1.0f64, 4.0, 4.0, 2.0].iter().map(|v| v.exp()).sum();
+        assert!((lse[1] - 3.0 * 4f64.exp() / z).abs() < 1e-12 && lse[4] == 0.0);
     }
 
     #[test]

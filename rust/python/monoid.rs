@@ -103,40 +103,46 @@ fn segment_reduce(
     }
 }
 
-fn prod_back<T: MFloat + numpy::Element>(
+fn back<T: MFloat + numpy::Element>(
     py: Python<'_>,
     a: &PyReadonlyArray2<'_, T>,
     ptr: &PyReadonlyArray1<'_, i64>,
+    op: Op,
+    out: &PyReadonlyArray2<'_, T>,
     g: &PyReadonlyArray2<'_, T>,
 ) -> PyResult<Out> {
     let (x, rows, h) = slice(a)?;
+    let (os, osets, oh) = slice(out)?;
     let (gs, sets, gh) = slice(g)?;
     let p = offsets(py, ptr, rows)?;
-    if sets != p.len() - 1 || gh != h {
+    if sets != p.len() - 1 || gh != h || osets != sets || oh != h {
         return Err(ShapeError::new_err(format!(
-            "the gradient has shape ({sets}, {gh}), expected ({}, {h})",
+            "the output and its gradient must have shape ({}, {h}), got ({osets}, {oh}) and ({sets}, {gh})",
             p.len() - 1
         )));
     }
-    fresh_matrix(py, rows, h, move |out: &mut [T]| {
-        tree::prod_backward(x, h, &p, gs, out);
+    fresh_matrix(py, rows, h, move |gx: &mut [T]| {
+        tree::backward(x, h, &p, op, os, gs, gx);
         Ok(())
     })
 }
 
-/// The gradient of the per-set product with respect to every row.
+/// The gradient of `segment_reduce` with respect to every row of `x`.
 #[pyfunction]
-fn segment_prod_backward(
+fn segment_reduce_backward(
     py: Python<'_>,
     x: Dense<'_>,
     ptr: PyReadonlyArray1<'_, i64>,
+    op: &str,
+    out: Dense<'_>,
     grad: Dense<'_>,
 ) -> PyResult<Out> {
-    match (&x, &grad) {
-        (Dense::F32(a), Dense::F32(g)) => prod_back(py, a, &ptr, g),
-        (Dense::F64(a), Dense::F64(g)) => prod_back(py, a, &ptr, g),
+    let op = parse("op", op, &Op::NAMES, Op::parse)?;
+    match (&x, &out, &grad) {
+        (Dense::F32(a), Dense::F32(o), Dense::F32(g)) => back(py, a, &ptr, op, o, g),
+        (Dense::F64(a), Dense::F64(o), Dense::F64(g)) => back(py, a, &ptr, op, o, g),
         _ => Err(ShapeError::new_err(
-            "x and the gradient must have the same dtype",
+            "x, the output and the gradient must have the same dtype",
         )),
     }
 }
@@ -183,7 +189,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(segment_ptr, m)?)?;
     m.add_function(wrap_pyfunction!(check_segment_ptr, m)?)?;
     m.add_function(wrap_pyfunction!(segment_reduce, m)?)?;
-    m.add_function(wrap_pyfunction!(segment_prod_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(segment_reduce_backward, m)?)?;
     m.add_function(wrap_pyfunction!(tree_schedule, m)?)?;
     Ok(())
 }

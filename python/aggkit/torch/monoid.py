@@ -31,7 +31,7 @@ from aggkit import _core
 from aggkit import monoid as _monoid
 from aggkit._validate import check_choice
 from aggkit.errors import InvalidParameterError, ShapeError
-from aggkit.torch._ops import _rust, _view
+from aggkit.torch._ops import _rust, _rust_backward, _view
 
 __all__ = ["TreeSchedule", "segment_reduce", "tree_reduce", "tree_schedule"]
 
@@ -270,6 +270,10 @@ def _segment_setup(ctx, inputs, output) -> None:
 def _segment_backward(ctx, g: Tensor):
     x, ptr, out = ctx.saved_tensors
     op = ctx.op
+    if op != "prod" and _rust_backward(g):  # one pass in Rust
+        gv = g.detach().contiguous().numpy()
+        gx = _core.segment_reduce_backward(_view(x), ptr.cpu().numpy(), op, _view(out), gv)
+        return torch.from_numpy(gx), None, None, None
     counts = (ptr[1:] - ptr[:-1]).to(x.device)
     rows = torch.repeat_interleave(
         torch.arange(counts.shape[0], device=x.device), counts, output_size=x.shape[0]
@@ -299,8 +303,9 @@ _segment_reduce_op.register_autograd(_segment_backward, setup_context=_segment_s
 @torch.library.custom_op("aggkit::segment_prod_backward", mutates_args=())
 def _segment_prod_backward_op(x: Tensor, ptr: Tensor, g: Tensor) -> Tensor:
     """``(rows, h)``: the gradient of the per-set product (no second derivative)."""
-    if _rust(x):
-        return torch.from_numpy(_core.segment_prod_backward(_view(x), ptr.cpu().numpy(), _view(g)))
+    if _rust(x):  # (prod needs no output: g stands in for it)
+        gv = _view(g)
+        return torch.from_numpy(_core.segment_reduce_backward(_view(x), ptr.cpu().numpy(), "prod", gv, gv))
     return _native_prod_backward(x, ptr, g)
 
 
