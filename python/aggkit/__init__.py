@@ -4,6 +4,7 @@ This is the public API; everything not re-exported here is private.
 """
 
 from aggkit import _core
+from aggkit import monoid as monoid
 from aggkit._runtime import get_num_threads as get_num_threads
 from aggkit._runtime import set_num_threads as set_num_threads
 from aggkit._runtime import simd_level as simd_level
