@@ -25,6 +25,10 @@ pub trait MFloat: Float + Div<Output = Self> + Neg<Output = Self> {
     fn abs(self) -> Self;
     fn is_infinite(self) -> bool;
     fn from_usize(v: usize) -> Self;
+    /// The bitwise AND / OR of two values' encodings (used on equal values, where only the
+    /// zeros' signs can differ: AND keeps +0, OR keeps -0).
+    fn and_bits(a: Self, b: Self) -> Self;
+    fn or_bits(a: Self, b: Self) -> Self;
 }
 
 macro_rules! mfloat {
@@ -51,6 +55,14 @@ macro_rules! mfloat {
             #[inline(always)]
             fn from_usize(v: usize) -> Self {
                 v as $t
+            }
+            #[inline(always)]
+            fn and_bits(a: Self, b: Self) -> Self {
+                <$t>::from_bits(a.to_bits() & b.to_bits())
+            }
+            #[inline(always)]
+            fn or_bits(a: Self, b: Self) -> Self {
+                <$t>::from_bits(a.to_bits() | b.to_bits())
             }
         }
     };
@@ -99,19 +111,15 @@ impl Op {
 }
 
 /// `max(a, b)`: NaN if either is NaN, `+0` for `max(-0, +0)` (IEEE 754-2019 `maximum`).
+/// Written as selects, not branches, so row loops vectorise.
 #[inline(always)]
 pub fn max<T: MFloat>(a: T, b: T) -> T {
-    if a > b {
-        a
-    } else if b > a {
-        b
-    } else if a == b {
-        // Equal: only the zeros' signs can differ; -0 + +0 = +0, -0 + -0 = -0.
-        if a == T::ZERO {
-            a + b
-        } else {
-            a
-        }
+    let (gt, lt, eq) = (a > b, b > a, a == b);
+    let r = if gt { a } else { b };
+    // Equal: only the zeros' signs can differ, and +0 has the sign bit clear.
+    let r = if eq { T::and_bits(a, b) } else { r };
+    if gt || lt || eq {
+        r
     } else {
         a + b // one is NaN
     }
@@ -120,16 +128,11 @@ pub fn max<T: MFloat>(a: T, b: T) -> T {
 /// `min(a, b)`: NaN if either is NaN, `-0` for `min(-0, +0)`.
 #[inline(always)]
 pub fn min<T: MFloat>(a: T, b: T) -> T {
-    if a < b {
-        a
-    } else if b < a {
-        b
-    } else if a == b {
-        if a == T::ZERO {
-            -((-a) + (-b))
-        } else {
-            a
-        }
+    let (gt, lt, eq) = (a > b, b > a, a == b);
+    let r = if lt { a } else { b };
+    let r = if eq { T::or_bits(a, b) } else { r };
+    if gt || lt || eq {
+        r
     } else {
         a + b
     }

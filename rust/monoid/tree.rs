@@ -314,6 +314,7 @@ pub fn backward<T: MFloat>(
         |a, b, o| {
             let base = ptr[a];
             let mut ties = vec![T::ZERO; h];
+            let mut share = vec![T::ZERO; h];
             for s in a..b {
                 let (lo, hi) = (ptr[s], ptr[s + 1]);
                 let (gs, os) = (&g[s * h..(s + 1) * h], &out[s * h..(s + 1) * h]);
@@ -331,24 +332,25 @@ pub fn backward<T: MFloat>(
                         }
                     }
                     Op::Max | Op::Min => {
+                        // Select (not branch) loops, so they vectorise: count the ties, then share the
+                        // gradient among them.
                         ties.fill(T::ZERO);
                         for i in lo..hi {
                             let xr = &x[i * h..(i + 1) * h];
-                            for j in 0..h {
-                                if hit(xr[j], os[j]) {
-                                    ties[j] = ties[j] + T::ONE;
-                                }
+                            for ((t, &v), &m) in ties.iter_mut().zip(xr).zip(os) {
+                                *t = *t + if hit(v, m) { T::ONE } else { T::ZERO };
                             }
+                        }
+                        for ((sh, &gg), &t) in share.iter_mut().zip(gs).zip(ties.iter()) {
+                            *sh = gg / t;
                         }
                         for i in lo..hi {
                             let xr = &x[i * h..(i + 1) * h];
                             let r = rows(i);
-                            for (j, v) in o[r].iter_mut().enumerate() {
-                                *v = if hit(xr[j], os[j]) {
-                                    gs[j] / ties[j]
-                                } else {
-                                    T::ZERO
-                                };
+                            for (((v, &xv), &m), &sh) in
+                                o[r].iter_mut().zip(xr).zip(os).zip(share.iter())
+                            {
+                                *v = if hit(xv, m) { sh } else { T::ZERO };
                             }
                         }
                     }
