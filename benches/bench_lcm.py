@@ -13,7 +13,8 @@ Graph: N nodes with in-degrees drawn from a discrete power law P(k) ~ k^-alpha (
    ``out.sum()``. GB/s = bytes of ``x`` read / forward time.
 2. LCM: ``aggkit.torch.nn.LCMAggregation`` (per-node trees) against
    ``torch_geometric.nn.aggr.LCMAggregation`` (every node zero-padded to K_max) with the same
-   weights, forward and forward + backward. "combines" counts applications of the binary
+   weights, forward and forward + backward, on a 1e6-message graph (K_max = 200) and a 1e5-message
+   one (K_max = 100) where PyG's padded batch fits in memory. "combines" counts applications of the binary
    operator (each = 2 GRU-cell rows): E - (non-empty nodes) for per-set trees, N (K_max - 1)
    for the padded ones; both make ceil(log2 K_max) batched GRU calls per forward. PyG is skipped
    when its padded batch would exceed --pyg-max-rows rows (memory), and says so.
@@ -171,10 +172,11 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=2.1)
     ap.add_argument("--kmax", type=int, default=1000)
     ap.add_argument("--h", type=int, default=64)
-    ap.add_argument("--lcm-edges", type=float, nargs="+", default=[1e6, 1e5])
-    ap.add_argument("--lcm-kmax", type=int, default=200)
+    ap.add_argument(
+        "--lcm-graphs", nargs="+", default=["1e6:200", "1e5:100"], help="E:K_max of each LCM graph"
+    )
     ap.add_argument("--lcm-h", type=int, default=32)
-    ap.add_argument("--pyg-max-rows", type=int, default=6_000_000)
+    ap.add_argument("--pyg-max-rows", type=int, default=4_000_000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--lcm-repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
@@ -186,8 +188,9 @@ def main() -> None:
     if not args.skip_builtins:
         index, ptr, n, _ = power_law_graph(args.edges, args.alpha, args.kmax, 0)
         builtins(args, index, ptr, n, args.device)
-    for edges in args.lcm_edges:
-        index, ptr, n, deg = power_law_graph(edges, args.alpha, args.lcm_kmax, 1)
+    for spec in args.lcm_graphs:
+        edges, kmax = spec.split(":")
+        index, ptr, n, deg = power_law_graph(float(edges), args.alpha, int(kmax), 1)
         lcm(args, index, ptr, n, deg, args.device)
 
 

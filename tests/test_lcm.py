@@ -382,3 +382,15 @@ def test_cuda_lcm_matches_cpu():
     torch.testing.assert_close(
         m.cuda()(x.cuda(), index.cuda()).cpu(), m.cpu()(x, index), rtol=1e-9, atol=1e-9
     )
+
+
+def test_no_messages_at_all():
+    m = LCMAggregation(3, 4)
+    empty = torch.zeros(0, dtype=torch.long)
+    assert torch.equal(m(torch.zeros(0, 3), empty, dim_size=2), torch.zeros(2, 4))
+    assert torch.equal(
+        LCMAggregation(3, 4, pad="zeros_dense")(torch.zeros(0, 3), empty, dim_size=2), torch.zeros(2, 4)
+    )
+    out = at.segment_reduce(torch.zeros(0, 3), empty, dim_size=2, op="max")
+    assert torch.equal(out, torch.full((2, 3), float("-inf")))
+    assert m(torch.randn(4, 3)).shape == (1, 4)  # no index and no ptr: one set (as PyG)
