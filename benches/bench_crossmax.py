@@ -13,33 +13,17 @@ baseline time / aggkit time from the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import aggkit.torch as at
 import torch
-from aggkit._bench import machine_line, read_bandwidth
+from aggkit._bench import machine_line, read_bandwidth, timed
 
 
 def torch_crossmax(z: torch.Tensor, k: int) -> torch.Tensor:
     a = z - z.max(dim=-1, keepdim=True).values
     bm = a - a.max(dim=-2, keepdim=True).values
     return bm.topk(k, dim=-2).values[..., k - 1, :]
-
-
-def timed(fn, repeats: int, device: str) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -71,8 +55,8 @@ def main() -> None:
                 ),
             }
             for name, (ours, theirs) in cases.items():
-                t_ours = timed(ours, args.repeats, args.device)
-                t_theirs = timed(theirs, args.repeats, args.device)
+                t_ours = timed(ours, args.repeats, args.device, warmup=True)
+                t_theirs = timed(theirs, args.repeats, args.device, warmup=True)
                 print(f"| {b} | {args.N} | {c} | {name} | {t_ours * 1e3:.2f} | {t_theirs * 1e3:.2f} | "
                       f"{t_theirs / t_ours:.1f}x |")  # fmt: skip
                 sys.stdout.flush()

@@ -15,23 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import aggkit
 import numpy as np
-from aggkit._bench import machine_line, read_bandwidth
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from aggkit._bench import machine_line, read_bandwidth, timed
 
 
 def main() -> None:
@@ -55,14 +43,14 @@ def main() -> None:
         shard = rng.standard_normal((n // r, d), dtype=np.float32)
         x = np.repeat(shard, r, axis=0)
         x[rng.choice(n, q, replace=False)] = -100.0
-        t_detox = timed(lambda x=x, q=q: aggkit.detox_median(x, q=q), args.repeats)
+        t_detox = timed(lambda x=x, q=q: aggkit.detox_median(x, q=q), args.repeats, warmup=True)
         g = n // r
         try:
-            t_dmk = timed(lambda x=x, q=q: aggkit.detox_multikrum(x, q=q), args.repeats)
+            t_dmk = timed(lambda x=x, q=q: aggkit.detox_multikrum(x, q=q), args.repeats, warmup=True)
             dmk = f"{t_dmk * 1e3:.0f}"
         except aggkit.AggkitError:
             dmk = f"— (g={g} too few for 2 buckets)"
-        t_mk = timed(lambda x=x, q=q, n=n: aggkit.multi_krum(x, f=q, m=n - q), args.repeats)
+        t_mk = timed(lambda x=x, q=q, n=n: aggkit.multi_krum(x, f=q, m=n - q), args.repeats, warmup=True)
         print(f"| {n} | {d:.0e} | {q} | {f_eff} | {t_detox * 1e3:.0f} | {dmk} | {t_mk * 1e3:.0f} | "
               f"{t_mk / t_detox:.1f}x |")  # fmt: skip
         sys.stdout.flush()

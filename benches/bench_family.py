@@ -15,23 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import aggkit
 import numpy as np
-from aggkit._bench import machine_line, read_bandwidth
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from aggkit._bench import machine_line, read_bandwidth, timed
 
 
 def cases(n: int, f: int):
@@ -126,12 +114,12 @@ def main() -> None:
         x[:f] += 5.0  # a few far inputs, so selections have something to do
         floor = n * d * 4 / (bw * 1e9)  # seconds to read x once
         for name, ours, peers in cases(n, f):
-            t = timed(lambda ours=ours, x=x: ours(x), args.repeats)
+            t = timed(lambda ours=ours, x=x: ours(x), args.repeats, warmup=True)
             extra = f" ({floor / t:.0%} of read bandwidth)" if name == "mean" else ""
             if not peers:
                 print(f"| {name} | {d:.0e} | {t:.4f}{extra} | | | |")
             for peer, fn in peers.items():
-                tp = timed(lambda fn=fn, x=x: fn(x), args.repeats)
+                tp = timed(lambda fn=fn, x=x: fn(x), args.repeats, warmup=True)
                 print(f"| {name} | {d:.0e} | {t:.4f}{extra} | {peer} | {tp:.4f} | {tp / t:.1f} |")
         # Exponential subset searches at their own small n.
         import byzfl
@@ -141,8 +129,8 @@ def main() -> None:
             ("mda f=2 (n=12)", lambda xs=xs: aggkit.mda(xs, f=2), lambda xs=xs: byzfl.MDA(f=2)(xs)),
             ("smea f=2 (n=12)", lambda xs=xs: aggkit.smea(xs, f=2), lambda xs=xs: byzfl.SMEA(f=2)(xs)),
         ):
-            t = timed(ours, args.repeats)
-            tp = timed(theirs, max(1, args.repeats // 2))
+            t = timed(ours, args.repeats, warmup=True)
+            tp = timed(theirs, max(1, args.repeats // 2), warmup=True)
             print(f"| {name} | {d:.0e} | {t:.4f} | byzfl | {tp:.4f} | {tp / t:.1f} |")
 
 

@@ -25,15 +25,13 @@ Median of the repeats; speed-up = peer time / aggkit time in the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 
 import aggkit.torch as at
 import numpy as np
 import torch
-from aggkit._bench import machine_line, read_bandwidth
+from aggkit._bench import machine_line, read_bandwidth, timed
 from aggkit.torch.nn import LCMAggregation
 
 
@@ -48,20 +46,6 @@ def power_law_graph(edges: float, alpha: float, kmax: int, seed: int):
     index = torch.repeat_interleave(torch.arange(n), torch.from_numpy(deg))
     ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.from_numpy(deg).cumsum(0)])
     return index, ptr, n, deg
-
-
-def timed(fn, repeats: int, device: str) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def fwd_bwd(f, x):
@@ -99,7 +83,7 @@ def builtins(args, index, ptr, n, device) -> None:
         if op in scatter_names:
             peers = {"seg": segment(op), "scatter": scatter(scatter_names[op])}
         for label, wrap in (("forward", lambda f: lambda: f(x)), ("fwd+bwd", lambda f: fwd_bwd(f, x))):
-            t = timed(wrap(ours), args.repeats, device)
+            t = timed(wrap(ours), args.repeats, device, warmup=True)
             row = [f"{t * 1e3:.1f}", f"{x.numel() * 4 / t / 1e9:.1f}" if label == "forward" else ""]
             best = None
             for key in ("seg", "scatter"):
@@ -107,7 +91,7 @@ def builtins(args, index, ptr, n, device) -> None:
                     row.append("—")
                     continue
                 try:
-                    tp = timed(wrap(peers[key]), args.repeats, device)
+                    tp = timed(wrap(peers[key]), args.repeats, device, warmup=True)
                     row.append(f"{tp * 1e3:.1f}")
                     best = tp if best is None else min(best, tp)
                 except (RuntimeError, NotImplementedError) as err:
@@ -148,7 +132,7 @@ def lcm(args, index, ptr, n, deg, device) -> None:
             run = lambda m: fwd_bwd(lambda v: m(v, index, dim_size=n), x)  # noqa: E731
             ctx = torch.enable_grad
         with ctx():
-            t = timed(run(ours), args.lcm_repeats, device)
+            t = timed(run(ours), args.lcm_repeats, device, warmup=True)
         peer = "not installed"
         ratio = "—"
         if PygLCM is not None:
@@ -159,7 +143,7 @@ def lcm(args, index, ptr, n, deg, device) -> None:
                 theirs.load_state_dict(ours.state_dict())
                 try:
                     with ctx():
-                        tp = timed(run(theirs), args.lcm_repeats, device)
+                        tp = timed(run(theirs), args.lcm_repeats, device, warmup=True)
                     peer, ratio = f"{tp * 1e3:.0f}", f"{tp / t:.1f}x"
                 except (RuntimeError, MemoryError) as err:
                     peer = f"failed: {str(err).splitlines()[0][:60]}"

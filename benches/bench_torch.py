@@ -16,33 +16,14 @@ the repeats; the speed-up is baseline time / aggkit time from the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import aggkit
 import aggkit.torch as at
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from aggkit._bench import machine_line, read_bandwidth
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, repeats: int, device: str) -> float:
-    fn()  # warm-up (compiles kernels, allocates)
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from aggkit._bench import machine_line, read_bandwidth, timed
 
 
 def torch_trimmed_mean(x: torch.Tensor, f: int) -> torch.Tensor:
@@ -105,8 +86,10 @@ def main() -> None:
                             x.grad = None
                             fn(x).sum().backward()
 
-                    ta = timed(lambda run=run, ours=ours: run(ours), args.repeats, args.device)
-                    tb = timed(lambda run=run, theirs=theirs: run(theirs), args.repeats, args.device)
+                    ta = timed(lambda run=run, ours=ours: run(ours), args.repeats, args.device, warmup=True)
+                    tb = timed(
+                        lambda run=run, theirs=theirs: run(theirs), args.repeats, args.device, warmup=True
+                    )
                     row = f"| {name} | {n} | {d:.0e} | {mode} | {ta * 1e3:.1f} | {tb * 1e3:.1f} |"
                     print(f"{row} {tb / ta:.1f}x |")
                     sys.stdout.flush()

@@ -38,12 +38,28 @@ except ImportError:  # torch is an optional extra
     torch = None
 
 
-def timed(fn, repeats: int) -> float:
-    """Median wall time in seconds over ``repeats`` calls (after one warm-up when cheap)."""
+def timed(fn, repeats: int, device: str = "cpu", warmup: bool = False) -> float:
+    """Median wall time in seconds over ``repeats`` calls of ``fn``.
+
+    ``warmup`` makes one untimed call first (kernels compiled, memory allocated); on a CUDA
+    ``device`` every timed call is bracketed by ``torch.cuda.synchronize()``. Every benchmark
+    script times through this one function.
+    """
+
+    def sync() -> None:
+        if device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    if warmup:
+        fn()
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
