@@ -258,8 +258,9 @@ mod avx2 {
 fn chunk<T: Float>(level: Level, rows: &[&[T]], c0: usize, c1: usize, acc: &mut [f64]) {
     match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Level::Avx2` is only in force when the CPU reports avx2 and fma (simd.rs).
-        Level::Avx2 => unsafe { chunk_avx2(rows, c0, c1, acc) },
+        // SAFETY: `Level::Avx2` (and `Avx512`, a superset) is only in force when the CPU
+        // reports avx2 and fma (simd.rs). The explicit AVX2 kernel serves both.
+        Level::Avx2 | Level::Avx512 => unsafe { chunk_avx2(rows, c0, c1, acc) },
         _ => chunk_body(rows, c0, c1, acc),
     }
 }

@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 pub enum Level {
     Scalar = 1,
     Avx2 = 2,
+    /// AVX-512 F/BW/DQ/VL (with AVX2 and FMA): native 64-bit integer min/max, which the
+    /// networks' compare-exchanges on `u64` keys need (AVX2 emulates them).
+    Avx512 = 3,
 }
 
 impl Level {
@@ -19,12 +22,14 @@ impl Level {
         match self {
             Level::Scalar => "scalar",
             Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
         }
     }
     pub fn parse(s: &str) -> Option<Level> {
         match s {
             "scalar" => Some(Level::Scalar),
             "avx2" => Some(Level::Avx2),
+            "avx512" => Some(Level::Avx512),
             _ => None,
         }
     }
@@ -37,8 +42,11 @@ static LEVEL: AtomicU8 = AtomicU8::new(0);
 pub fn detected() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") {
+            if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") {
+                return Level::Avx512;
+            }
             return Level::Avx2;
         }
     }
@@ -46,26 +54,33 @@ pub fn detected() -> Level {
 }
 
 fn from_u8(v: u8) -> Level {
-    if v == Level::Avx2 as u8 {
-        Level::Avx2
-    } else {
-        Level::Scalar
+    match v {
+        3 => Level::Avx512,
+        2 => Level::Avx2,
+        _ => Level::Scalar,
     }
 }
 
-/// The level kernels use: the detected one, lowered by `AGGKIT_SIMD=scalar` or [`set_level`].
+/// The level kernels use by default. AVX-512 is opt-in: the kernels that have an AVX-512
+/// clone (the selection networks, the monoid trees) measured no faster with it than with AVX2
+/// on the development machine (benches/RESULTS.md), and 512-bit code can lower the clock of
+/// some Intel cores, so without a measured gain the default stays at AVX2.
+pub const DEFAULT_MAX: Level = Level::Avx2;
+
+/// The level kernels use: the detected one up to [`DEFAULT_MAX`]; `AGGKIT_SIMD=scalar|avx2|
+/// avx512` or [`set_level`] picks another (capped at what the CPU supports).
 pub fn level() -> Level {
     let v = LEVEL.load(Ordering::Relaxed);
     if v != 0 {
         return from_u8(v);
     }
-    let mut l = detected();
+    let mut l = detected().min(DEFAULT_MAX);
     if let Some(req) = std::env::var("AGGKIT_SIMD")
         .ok()
         .as_deref()
         .and_then(Level::parse)
     {
-        l = l.min(req);
+        l = req.min(detected());
     }
     LEVEL.store(l as u8, Ordering::Relaxed);
     l

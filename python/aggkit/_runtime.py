@@ -29,9 +29,11 @@ def get_num_threads() -> int:
 
 
 def simd_level() -> str:
-    """The SIMD code path in use: ``"avx2"`` or ``"scalar"``.
+    """The SIMD code path in use: ``"avx2"``, ``"scalar"`` or (opt-in) ``"avx512"``.
 
-    Set ``AGGKIT_SIMD=scalar`` before import to force the portable path; results are
+    The best path the CPU supports up to AVX2 is picked at run time. Set ``AGGKIT_SIMD`` to
+    ``scalar``, ``avx2`` or ``avx512`` before import to choose (capped at what the CPU
+    supports); AVX-512 is opt-in because no kernel measured faster with it yet. Results are
     bit-identical on every path.
     """
     return _core.simd_level()

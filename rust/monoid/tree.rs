@@ -227,6 +227,20 @@ fn reduce_sets_avx2<T: MFloat>(
     reduce_sets_body(x, h, ptr, range, op, empty, out)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2")]
+fn reduce_sets_avx512<T: MFloat>(
+    x: &[T],
+    h: usize,
+    ptr: &[usize],
+    range: (usize, usize),
+    op: Op,
+    empty: T,
+    out: &mut [T],
+) {
+    reduce_sets_body(x, h, ptr, range, op, empty, out)
+}
+
 /// `out[s] = ⊕ of rows ptr[s] .. ptr[s+1] of x` over the set's carry tree, `empty` for an
 /// empty set; `x` is `rows × h` and `out` is `sets × h`, row-major. Bit-identical for every
 /// thread count and SIMD level: each set is reduced by one task, in the same tree.
@@ -243,6 +257,9 @@ pub fn reduce<T: MFloat>(x: &[T], h: usize, ptr: &[usize], op: Op, empty: T, out
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Level::Avx2` is only in force when the CPU reports avx2 (simd.rs).
             Level::Avx2 => unsafe { reduce_sets_avx2(x, h, ptr, (a, b), op, empty, o) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Level::Avx512` is only in force when the CPU reports those features.
+            Level::Avx512 => unsafe { reduce_sets_avx512(x, h, ptr, (a, b), op, empty, o) },
             _ => reduce_sets_body(x, h, ptr, (a, b), op, empty, o),
         },
     );

@@ -784,7 +784,12 @@ fn simd_level() -> &'static str {
 /// Force a SIMD level (tests use it to compare paths); returns the level now in force.
 #[pyfunction]
 fn _set_simd_level(level: &str) -> PyResult<&'static str> {
-    let l = parse("level", level, &["scalar", "avx2"], simd::Level::parse)?;
+    let l = parse(
+        "level",
+        level,
+        &["scalar", "avx2", "avx512"],
+        simd::Level::parse,
+    )?;
     Ok(simd::set_level(l).name())
 }
 

@@ -148,8 +148,9 @@ fn accumulate<T: Float>(
 ) {
     match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Level::Avx2` is only in force when the CPU reports avx2 and fma (simd.rs).
-        Level::Avx2 => unsafe { accumulate_avx2::<T>(acc, rows, bad) },
+        // SAFETY: `Level::Avx2` (and `Avx512`, a superset) is only in force when the CPU
+        // reports avx2 and fma (simd.rs). The explicit AVX2 kernel serves both.
+        Level::Avx2 | Level::Avx512 => unsafe { accumulate_avx2::<T>(acc, rows, bad) },
         _ => accumulate_body::<T>(acc, rows, bad),
     }
 }
