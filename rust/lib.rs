@@ -16,6 +16,7 @@ pub mod distance;
 pub mod error;
 pub mod input;
 pub mod monoid;
+pub mod netgen;
 pub mod network;
 pub mod order;
 pub mod pool;

@@ -8,54 +8,28 @@
 //! of `order.rs`, so min/max is the total `(value, row)` order, NaN and signed zero included.
 //!
 //! The network is Batcher's odd-even merge sort for the next power of two, pruned twice
-//! (NATIVE_PERF.md §2.3): comparators that touch a virtual padding row (+inf, at the top, so
-//! they never move) are dropped, then a backward pass keeps only comparators that feed a wanted
-//! output rank. This is the interpreted form (a comparator list at run time); compiled
-//! per-`n` networks with SIMD dispatch are the follow-up (issue 3).
+//! (`netgen.rs`, NATIVE_PERF.md §2.3). Two forms run it:
+//!
+//! * **compiled** ([`generated`]): `build.rs` emits one straight-line function per size
+//!   (`netgen::generated_size`: every `n <= 32`, padded sizes up to 256), generic over the
+//!   lane vector [`Cx`], so one source serves every SIMD level. The median and trimmed mean
+//!   run these (`rules/columns.rs`).
+//! * **interpreted** ([`apply`]): a comparator list walked at run time over a block of keys in
+//!   memory, for the rules that need every rank with its row (meamed, weighted order
+//!   statistics) and for `n` beyond the generated sizes (up to [`MAX_N`]).
 
 /// Coordinates processed together by one pass over the network.
 pub const LANES: usize = 16;
 /// Largest `n` served by a network (about 20k comparators there); beyond it, use selection.
 pub const MAX_N: usize = 1024;
 
-/// The compare-exchanges that sort `n` keys far enough to place every rank in `wanted`.
+/// The compare-exchanges that sort `n` keys far enough to place every rank in `wanted` (both
+/// outputs of each: the interpreted form runs every kept comparator in full).
 pub fn network(n: usize, wanted: &[usize]) -> Vec<(u32, u32)> {
-    let size = n.next_power_of_two();
-    let mut all = Vec::new();
-    let mut p = 1;
-    while p < size {
-        let mut k = p;
-        while k >= 1 {
-            let mut j = k % p;
-            while j + k < size {
-                for i in 0..k.min(size - j - k) {
-                    if (i + j) / (2 * p) == (i + j + k) / (2 * p) {
-                        let (a, b) = (i + j, i + j + k);
-                        if b < n {
-                            all.push((a as u32, b as u32));
-                        }
-                    }
-                }
-                j += 2 * k;
-            }
-            k /= 2;
-        }
-        p *= 2;
-    }
-    let mut needed = vec![false; n];
-    for &r in wanted {
-        needed[r] = true;
-    }
-    let mut kept: Vec<(u32, u32)> = Vec::with_capacity(all.len());
-    for &(a, b) in all.iter().rev() {
-        if needed[a as usize] || needed[b as usize] {
-            needed[a as usize] = true;
-            needed[b as usize] = true;
-            kept.push((a, b));
-        }
-    }
-    kept.reverse();
-    kept
+    crate::netgen::pruned(n, wanted)
+        .into_iter()
+        .map(|(a, b, _)| (a as u32, b as u32))
+        .collect()
 }
 
 /// Apply `net` to a block of keys laid out `keys[row * LANES + lane]`.
@@ -103,6 +77,447 @@ pub fn apply_dispatch<K: Ord + Copy>(
     }
 }
 
+/// A lane vector a compiled network runs on: `LANES` keys, element-wise integer min/max.
+pub trait Cx: Copy {
+    fn min(self, o: Self) -> Self;
+    fn max(self, o: Self) -> Self;
+    /// Compare-exchange: `a = min(a, b)`, `b = max(a, b)`.
+    #[inline(always)]
+    fn cx(a: &mut Self, b: &mut Self) {
+        let (x, y) = (*a, *b);
+        *a = x.min(y);
+        *b = x.max(y);
+    }
+}
+
+/// `L` keys as one vector. The element-wise loops compile to one `vpminud`/`vpmaxud` (or
+/// `vpminuq`) per register inside a `#[target_feature]` function, and to SSE2 code in the
+/// baseline build; integer min/max is exact, so every level gives the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Lanes<K, const L: usize>(pub [K; L]);
+
+impl<K: Ord + Copy, const L: usize> Cx for Lanes<K, L> {
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        let mut r = self;
+        for l in 0..L {
+            r.0[l] = if o.0[l] < self.0[l] {
+                o.0[l]
+            } else {
+                self.0[l]
+            };
+        }
+        r
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        let mut r = self;
+        for l in 0..L {
+            r.0[l] = if o.0[l] < self.0[l] {
+                self.0[l]
+            } else {
+                o.0[l]
+            };
+        }
+        r
+    }
+}
+
+/// A [`Cx`] vector of `L` keys as the column kernels use it.
+pub trait KeyVec: Cx + Send + Sync + 'static {
+    type K: Ord + Copy + Send + Sync;
+    /// Lanes (coordinates) per vector.
+    const L: usize;
+    fn splat(k: Self::K) -> Self;
+    fn lane(self, l: usize) -> Self::K;
+    /// The keys of `src[..L]` (value-only keys, `order.rs`).
+    fn load<T: crate::order::Float<VKey = Self::K>>(src: &[T]) -> Self;
+}
+
+impl<K: Ord + Copy + Send + Sync + 'static, const L: usize> KeyVec for Lanes<K, L> {
+    type K = K;
+    const L: usize = L;
+    #[inline(always)]
+    fn splat(k: K) -> Self {
+        Lanes([k; L])
+    }
+    #[inline(always)]
+    fn lane(self, l: usize) -> K {
+        self.0[l]
+    }
+    #[inline(always)]
+    fn load<T: crate::order::Float<VKey = K>>(src: &[T]) -> Self {
+        let a: &[T; L] = src[..L].try_into().expect("a slice of L values");
+        Lanes(core::array::from_fn(|l| a[l].vkey()))
+    }
+}
+
+/// A value-only key type with its lane vector per SIMD level, and the keys below and above
+/// every real key (`order.rs` never produces them: they encode a negative NaN, which is made
+/// positive first, and an all-ones payload above the canonical NaN), which pad a network's
+/// unused slots.
+///
+/// x86-64: `Base` (the portable build's level) is SSE2 for 32-bit keys (explicit intrinsics:
+/// SSE2 has no unsigned 32-bit min/max, so it compares biased keys) and one key per vector
+/// for 64-bit keys (SSE2 has no 64-bit compare); `V256` (avx2) and `V512` (avx512) are
+/// explicit intrinsics. aarch64: `Base` is one key per vector, `Neon` four or two keys as
+/// plain arrays, which LLVM compiles to NEON `umin`/`umax` (NEON is part of every aarch64
+/// CPU).
+pub trait LaneKey: Ord + Copy + Send + Sync + 'static {
+    const BELOW: Self;
+    const ABOVE: Self;
+    type Base: KeyVec<K = Self>;
+    #[cfg(target_arch = "x86_64")]
+    type V256: KeyVec<K = Self>;
+    #[cfg(target_arch = "x86_64")]
+    type V512: KeyVec<K = Self>;
+    #[cfg(target_arch = "aarch64")]
+    type Neon: KeyVec<K = Self>;
+}
+
+impl LaneKey for u32 {
+    const BELOW: u32 = 0;
+    const ABOVE: u32 = u32::MAX;
+    #[cfg(target_arch = "x86_64")]
+    type Base = x86::U32x4;
+    #[cfg(not(target_arch = "x86_64"))]
+    type Base = Lanes<u32, 1>;
+    #[cfg(target_arch = "x86_64")]
+    type V256 = x86::U32x8;
+    #[cfg(target_arch = "x86_64")]
+    type V512 = x86::U32x16;
+    #[cfg(target_arch = "aarch64")]
+    type Neon = Lanes<u32, 4>;
+}
+
+impl LaneKey for u64 {
+    const BELOW: u64 = 0;
+    const ABOVE: u64 = u64::MAX;
+    type Base = Lanes<u64, 1>;
+    #[cfg(target_arch = "x86_64")]
+    type V256 = x86::U64x4;
+    #[cfg(target_arch = "x86_64")]
+    type V512 = x86::U64x8;
+    #[cfg(target_arch = "aarch64")]
+    type Neon = Lanes<u64, 2>;
+}
+
+/// A compiled network on `N` slots.
+pub trait Net<V: Cx, const N: usize> {
+    /// Slot `i` starts as `load(i)`; the wanted ranks end up in `out[rank]`.
+    fn apply(load: impl Fn(usize) -> V, out: &mut [V; N]);
+}
+
+/// Work that runs with a compiled network of a size known only at run time: the generated
+/// dispatchers (`generated::with_median`, `generated::with_sort`) call `run` with the network's
+/// static type, so the work is compiled once per network.
+pub trait UseNet<V: Cx> {
+    type Out;
+    fn run<const N: usize, S: Net<V, N>>(self) -> Self::Out;
+}
+
+/// Explicit x86-64 lane vectors. Their methods use the intrinsics of their level without a
+/// `#[target_feature]` of their own: they are `#[inline(always)]` and only ever inlined into
+/// the column kernels' per-level functions (`rules/columns.rs`), which carry the features.
+/// Each `load` computes `order.rs`'s `ord32`/`ord64` on a whole vector (tested equal).
+#[cfg(target_arch = "x86_64")]
+pub mod x86 {
+    use super::{Cx, KeyVec};
+    use crate::order::Float;
+    use std::arch::x86_64::*;
+
+    const S32: i32 = i32::MIN;
+    const S64: i64 = i64::MIN;
+    const NAN32: i32 = 0x7fc0_0000;
+    const INF32: i32 = 0x7f80_0000;
+    const NAN64: i64 = 0x7ff8_0000_0000_0000;
+    const INF64: i64 = 0x7ff0_0000_0000_0000;
+
+    /// Check that `T` is the float of this key width and `src` holds `lanes` values.
+    #[inline(always)]
+    fn check<T>(src: &[T], lanes: usize, bytes: usize) {
+        assert!(std::mem::size_of::<T>() == bytes && src.len() >= lanes);
+    }
+
+    macro_rules! lane_access {
+        ($k:ty, $l:literal) => {
+            const L: usize = $l;
+            type K = $k;
+            #[inline(always)]
+            fn lane(self, l: usize) -> $k {
+                // SAFETY: a SIMD register is plain bits, as an array of its lanes.
+                let a: [$k; $l] = unsafe { std::mem::transmute(self.0) };
+                a[l]
+            }
+        };
+    }
+
+    /// 4 `u32` keys in an SSE2 register, the portable build's level.
+    #[derive(Clone, Copy)]
+    #[repr(transparent)]
+    pub struct U32x4(__m128i);
+
+    impl U32x4 {
+        /// All ones in lanes where `a > b` as unsigned (SSE2 compares signed: flip the sign
+        /// bits first).
+        #[inline(always)]
+        fn gt(a: __m128i, b: __m128i) -> __m128i {
+            // SAFETY: SSE2 is part of x86-64.
+            unsafe {
+                let s = _mm_set1_epi32(S32);
+                _mm_cmpgt_epi32(_mm_xor_si128(a, s), _mm_xor_si128(b, s))
+            }
+        }
+        #[inline(always)]
+        fn blend(m: __m128i, a: __m128i, b: __m128i) -> __m128i {
+            // SAFETY: SSE2 is part of x86-64. Lanes of `a` where `m` is set, else of `b`.
+            unsafe { _mm_or_si128(_mm_and_si128(m, a), _mm_andnot_si128(m, b)) }
+        }
+    }
+
+    impl Cx for U32x4 {
+        #[inline(always)]
+        fn min(self, o: Self) -> Self {
+            U32x4(Self::blend(Self::gt(self.0, o.0), o.0, self.0))
+        }
+        #[inline(always)]
+        fn max(self, o: Self) -> Self {
+            U32x4(Self::blend(Self::gt(self.0, o.0), self.0, o.0))
+        }
+        #[inline(always)]
+        fn cx(a: &mut Self, b: &mut Self) {
+            let g = Self::gt(a.0, b.0);
+            let (x, y) = (a.0, b.0);
+            a.0 = Self::blend(g, y, x);
+            b.0 = Self::blend(g, x, y);
+        }
+    }
+
+    impl KeyVec for U32x4 {
+        lane_access!(u32, 4);
+        #[inline(always)]
+        fn splat(k: u32) -> Self {
+            // SAFETY: SSE2 is part of x86-64.
+            U32x4(unsafe { _mm_set1_epi32(k as i32) })
+        }
+        #[inline(always)]
+        fn load<T: Float<VKey = u32>>(src: &[T]) -> Self {
+            check(src, 4, 4);
+            // SAFETY: `src` holds 4 float32 values (checked); SSE2 is part of x86-64.
+            unsafe {
+                let bits = _mm_loadu_si128(src.as_ptr() as *const __m128i);
+                let abs = _mm_and_si128(bits, _mm_set1_epi32(i32::MAX));
+                let nan = _mm_cmpgt_epi32(abs, _mm_set1_epi32(INF32));
+                let bits = Self::blend(nan, _mm_set1_epi32(NAN32), bits);
+                let neg = _mm_srai_epi32::<31>(bits);
+                U32x4(_mm_xor_si128(bits, _mm_or_si128(neg, _mm_set1_epi32(S32))))
+            }
+        }
+    }
+
+    /// 8 `u32` keys in an AVX2 register.
+    #[derive(Clone, Copy)]
+    #[repr(transparent)]
+    pub struct U32x8(__m256i);
+
+    impl Cx for U32x8 {
+        #[inline(always)]
+        fn min(self, o: Self) -> Self {
+            // SAFETY: only inlined into functions compiled with avx2 (see the module docs).
+            U32x8(unsafe { _mm256_min_epu32(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn max(self, o: Self) -> Self {
+            // SAFETY: as `min`.
+            U32x8(unsafe { _mm256_max_epu32(self.0, o.0) })
+        }
+    }
+
+    impl KeyVec for U32x8 {
+        lane_access!(u32, 8);
+        #[inline(always)]
+        fn splat(k: u32) -> Self {
+            // SAFETY: as `min`.
+            U32x8(unsafe { _mm256_set1_epi32(k as i32) })
+        }
+        #[inline(always)]
+        fn load<T: Float<VKey = u32>>(src: &[T]) -> Self {
+            check(src, 8, 4);
+            // SAFETY: `src` holds 8 float32 values (checked); avx2 as `min`.
+            unsafe {
+                let bits = _mm256_loadu_si256(src.as_ptr() as *const __m256i);
+                let abs = _mm256_and_si256(bits, _mm256_set1_epi32(i32::MAX));
+                let nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(INF32));
+                let bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(NAN32), nan);
+                let neg = _mm256_srai_epi32::<31>(bits);
+                U32x8(_mm256_xor_si256(
+                    bits,
+                    _mm256_or_si256(neg, _mm256_set1_epi32(S32)),
+                ))
+            }
+        }
+    }
+
+    /// 16 `u32` keys in an AVX-512 register.
+    #[derive(Clone, Copy)]
+    #[repr(transparent)]
+    pub struct U32x16(__m512i);
+
+    impl Cx for U32x16 {
+        #[inline(always)]
+        fn min(self, o: Self) -> Self {
+            // SAFETY: only inlined into functions compiled with avx512f (see the module docs).
+            U32x16(unsafe { _mm512_min_epu32(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn max(self, o: Self) -> Self {
+            // SAFETY: as `min`.
+            U32x16(unsafe { _mm512_max_epu32(self.0, o.0) })
+        }
+    }
+
+    impl KeyVec for U32x16 {
+        lane_access!(u32, 16);
+        #[inline(always)]
+        fn splat(k: u32) -> Self {
+            // SAFETY: as `min`.
+            U32x16(unsafe { _mm512_set1_epi32(k as i32) })
+        }
+        #[inline(always)]
+        fn load<T: Float<VKey = u32>>(src: &[T]) -> Self {
+            check(src, 16, 4);
+            // SAFETY: `src` holds 16 float32 values (checked); avx512f as `min`.
+            unsafe {
+                let bits = _mm512_loadu_si512(src.as_ptr() as *const __m512i);
+                let abs = _mm512_and_si512(bits, _mm512_set1_epi32(i32::MAX));
+                let nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(INF32));
+                let bits = _mm512_mask_blend_epi32(nan, bits, _mm512_set1_epi32(NAN32));
+                let neg = _mm512_srai_epi32::<31>(bits);
+                U32x16(_mm512_xor_si512(
+                    bits,
+                    _mm512_or_si512(neg, _mm512_set1_epi32(S32)),
+                ))
+            }
+        }
+    }
+
+    /// 4 `u64` keys in an AVX2 register. AVX2 has no 64-bit min/max: one signed compare of
+    /// sign-flipped keys and two blends per compare-exchange.
+    #[derive(Clone, Copy)]
+    #[repr(transparent)]
+    pub struct U64x4(__m256i);
+
+    impl U64x4 {
+        #[inline(always)]
+        fn gt(a: __m256i, b: __m256i) -> __m256i {
+            // SAFETY: as `min`.
+            unsafe {
+                let s = _mm256_set1_epi64x(S64);
+                _mm256_cmpgt_epi64(_mm256_xor_si256(a, s), _mm256_xor_si256(b, s))
+            }
+        }
+    }
+
+    impl Cx for U64x4 {
+        #[inline(always)]
+        fn min(self, o: Self) -> Self {
+            // SAFETY: only inlined into functions compiled with avx2 (see the module docs).
+            U64x4(unsafe { _mm256_blendv_epi8(self.0, o.0, Self::gt(self.0, o.0)) })
+        }
+        #[inline(always)]
+        fn max(self, o: Self) -> Self {
+            // SAFETY: as `min`.
+            U64x4(unsafe { _mm256_blendv_epi8(o.0, self.0, Self::gt(self.0, o.0)) })
+        }
+        #[inline(always)]
+        fn cx(a: &mut Self, b: &mut Self) {
+            let g = Self::gt(a.0, b.0);
+            let (x, y) = (a.0, b.0);
+            // SAFETY: as `min`.
+            unsafe {
+                a.0 = _mm256_blendv_epi8(x, y, g);
+                b.0 = _mm256_blendv_epi8(y, x, g);
+            }
+        }
+    }
+
+    impl KeyVec for U64x4 {
+        lane_access!(u64, 4);
+        #[inline(always)]
+        fn splat(k: u64) -> Self {
+            // SAFETY: as `min`.
+            U64x4(unsafe { _mm256_set1_epi64x(k as i64) })
+        }
+        #[inline(always)]
+        fn load<T: Float<VKey = u64>>(src: &[T]) -> Self {
+            check(src, 4, 8);
+            // SAFETY: `src` holds 4 float64 values (checked); avx2 as `min`.
+            unsafe {
+                let bits = _mm256_loadu_si256(src.as_ptr() as *const __m256i);
+                let abs = _mm256_and_si256(bits, _mm256_set1_epi64x(i64::MAX));
+                let nan = _mm256_cmpgt_epi64(abs, _mm256_set1_epi64x(INF64));
+                let bits = _mm256_blendv_epi8(bits, _mm256_set1_epi64x(NAN64), nan);
+                let neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), bits);
+                U64x4(_mm256_xor_si256(
+                    bits,
+                    _mm256_or_si256(neg, _mm256_set1_epi64x(S64)),
+                ))
+            }
+        }
+    }
+
+    /// 8 `u64` keys in an AVX-512 register (native 64-bit min/max).
+    #[derive(Clone, Copy)]
+    #[repr(transparent)]
+    pub struct U64x8(__m512i);
+
+    impl Cx for U64x8 {
+        #[inline(always)]
+        fn min(self, o: Self) -> Self {
+            // SAFETY: only inlined into functions compiled with avx512f (see the module docs).
+            U64x8(unsafe { _mm512_min_epu64(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn max(self, o: Self) -> Self {
+            // SAFETY: as `min`.
+            U64x8(unsafe { _mm512_max_epu64(self.0, o.0) })
+        }
+    }
+
+    impl KeyVec for U64x8 {
+        lane_access!(u64, 8);
+        #[inline(always)]
+        fn splat(k: u64) -> Self {
+            // SAFETY: as `min`.
+            U64x8(unsafe { _mm512_set1_epi64(k as i64) })
+        }
+        #[inline(always)]
+        fn load<T: Float<VKey = u64>>(src: &[T]) -> Self {
+            check(src, 8, 8);
+            // SAFETY: `src` holds 8 float64 values (checked); avx512f as `min`.
+            unsafe {
+                let bits = _mm512_loadu_si512(src.as_ptr() as *const __m512i);
+                let abs = _mm512_and_si512(bits, _mm512_set1_epi64(i64::MAX));
+                let nan = _mm512_cmpgt_epi64_mask(abs, _mm512_set1_epi64(INF64));
+                let bits = _mm512_mask_blend_epi64(nan, bits, _mm512_set1_epi64(NAN64));
+                let neg = _mm512_srai_epi64::<63>(bits);
+                U64x8(_mm512_xor_si512(
+                    bits,
+                    _mm512_or_si512(neg, _mm512_set1_epi64(S64)),
+                ))
+            }
+        }
+    }
+}
+
+/// The compiled networks (`build.rs` output).
+#[allow(clippy::all)]
+pub mod generated {
+    use super::{Cx, Net, UseNet};
+    include!(concat!(env!("OUT_DIR"), "/networks.rs"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,7 +541,7 @@ mod tests {
         for level in [Level::Scalar, Level::Avx2, Level::Avx512] {
             // A level this CPU lacks is capped by set_level; call the dispatcher with the level
             // actually available.
-            let l = level.min(crate::simd::detected());
+            let l = crate::simd::cap(level);
             let mut got = keys.clone();
             apply_dispatch(l, &mut got, &net);
             assert_eq!(got, want, "{}", l.name());

@@ -103,7 +103,7 @@ pub trait Float:
     fn key_row(k: Self::Key) -> u32;
     /// The value alone as a totally ordered integer (same order as [`Float::key`] without the
     /// row): half the width, for kernels that need the value but not which row supplied it.
-    type VKey: Ord + Copy + Send + Sync + Debug;
+    type VKey: Ord + Copy + Send + Sync + Debug + crate::network::LaneKey;
     fn vkey(self) -> Self::VKey;
     fn vkey_value(k: Self::VKey) -> Self;
     /// The average of two values without overflow, correctly rounded for float32

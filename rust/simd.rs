@@ -15,6 +15,9 @@ pub enum Level {
     /// AVX-512 F/BW/DQ/VL (with AVX2 and FMA): native 64-bit integer min/max, which the
     /// networks' compare-exchanges on `u64` keys need (AVX2 emulates them).
     Avx512 = 3,
+    /// aarch64's Advanced SIMD, part of every aarch64 CPU (the selection networks run on
+    /// 128-bit NEON vectors there; the other kernels rely on the compiler's NEON code).
+    Neon = 4,
 }
 
 impl Level {
@@ -23,6 +26,7 @@ impl Level {
             Level::Scalar => "scalar",
             Level::Avx2 => "avx2",
             Level::Avx512 => "avx512",
+            Level::Neon => "neon",
         }
     }
     pub fn parse(s: &str) -> Option<Level> {
@@ -30,6 +34,7 @@ impl Level {
             "scalar" => Some(Level::Scalar),
             "avx2" => Some(Level::Avx2),
             "avx512" => Some(Level::Avx512),
+            "neon" => Some(Level::Neon),
             _ => None,
         }
     }
@@ -50,11 +55,35 @@ pub fn detected() -> Level {
             return Level::Avx2;
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        return Level::Neon;
+    }
+    #[allow(unreachable_code)]
     Level::Scalar
+}
+
+/// Whether this CPU can run `l`.
+pub fn available(l: Level) -> bool {
+    let best = detected();
+    match l {
+        Level::Scalar => true,
+        Level::Neon => best == Level::Neon,
+        Level::Avx2 | Level::Avx512 => best != Level::Neon && l <= best,
+    }
+}
+
+/// `requested` if this CPU can run it, else the best level below it that it can run.
+pub fn cap(requested: Level) -> Level {
+    [Level::Neon, Level::Avx512, Level::Avx2, Level::Scalar]
+        .into_iter()
+        .find(|&l| l <= requested && available(l))
+        .unwrap_or(Level::Scalar)
 }
 
 fn from_u8(v: u8) -> Level {
     match v {
+        4 => Level::Neon,
         3 => Level::Avx512,
         2 => Level::Avx2,
         _ => Level::Scalar,
@@ -65,7 +94,10 @@ fn from_u8(v: u8) -> Level {
 /// clone (the selection networks, the monoid trees) measured no faster with it than with AVX2
 /// on the development machine (benches/RESULTS.md), and 512-bit code can lower the clock of
 /// some Intel cores, so without a measured gain the default stays at AVX2.
+#[cfg(not(target_arch = "aarch64"))]
 pub const DEFAULT_MAX: Level = Level::Avx2;
+#[cfg(target_arch = "aarch64")]
+pub const DEFAULT_MAX: Level = Level::Neon;
 
 /// The level kernels use: the detected one up to [`DEFAULT_MAX`]; `AGGKIT_SIMD=scalar|avx2|
 /// avx512` or [`set_level`] picks another (capped at what the CPU supports).
@@ -74,13 +106,13 @@ pub fn level() -> Level {
     if v != 0 {
         return from_u8(v);
     }
-    let mut l = detected().min(DEFAULT_MAX);
+    let mut l = cap(DEFAULT_MAX);
     if let Some(req) = std::env::var("AGGKIT_SIMD")
         .ok()
         .as_deref()
         .and_then(Level::parse)
     {
-        l = req.min(detected());
+        l = cap(req);
     }
     LEVEL.store(l as u8, Ordering::Relaxed);
     l
@@ -88,7 +120,7 @@ pub fn level() -> Level {
 
 /// Force a level (capped at what the CPU supports); returns the level now in force.
 pub fn set_level(requested: Level) -> Level {
-    let l = requested.min(detected());
+    let l = cap(requested);
     LEVEL.store(l as u8, Ordering::Relaxed);
     l
 }

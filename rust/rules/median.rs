@@ -16,6 +16,7 @@
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
 use crate::order::Float;
+use crate::rules::columns::{self, Select};
 use crate::rules::{ranked_columns, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows};
 
 pub const NAME: &str = "median";
@@ -59,7 +60,10 @@ pub fn median<T: Float>(
             Even::Upper => (n / 2, n / 2),
         }
     };
-    if out.rows.is_some() {
+    if columns::serves(n) {
+        let select = Select::Median { lo: r_lo, hi: r_hi };
+        columns::select_columns(x, out, propagate, select);
+    } else if out.rows.is_some() {
         ranked_columns::<T, WithRows>(x, out, propagate, r_lo, r_hi, |k| {
             (middle::<T, WithRows>(k, r_lo, r_hi), r_lo, r_hi)
         });

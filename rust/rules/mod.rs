@@ -8,6 +8,7 @@
 //! [`Rows`]: crate::input::Rows
 
 pub mod centered_clipping;
+pub(crate) mod columns;
 pub mod crossmax;
 pub mod detox;
 pub mod geometric_median;
@@ -75,6 +76,7 @@ type TileItem<'t, T> = (usize, ((&'t mut [T], &'t mut [u32]), &'t mut [u32]));
 pub(crate) fn for_each_tile<T, S>(
     x: &Rows<'_, T>,
     out: ColumnsOut<'_, T>,
+    width: usize,
     init: impl Fn() -> S + Sync + Send,
     kernel: impl Fn(&mut S, Tile<'_, T>) + Sync + Send,
 ) where
@@ -82,7 +84,6 @@ pub(crate) fn for_each_tile<T, S>(
 {
     let d = x.d();
     assert_eq!(out.values.len(), d);
-    let width = tile_width(x.n());
     let want_rows = out.rows.is_some();
     // Without requested rows, write them into zeroed buffers that are never touched: the
     // allocator maps them lazily, so they cost nothing and keep one code path.
@@ -224,6 +225,7 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
         for_each_tile(
             x,
             out,
+            tile_width(n),
             || (Vec::new(), Vec::new()),
             |(keys, first_nan): &mut (Vec<Kg::K>, Vec<u32>), mut t| {
                 let w = t.values.len();
@@ -246,6 +248,7 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
         for_each_tile(
             x,
             out,
+            tile_width(n),
             || (Vec::new(), Vec::new()),
             |(keys, first_nan): &mut (Vec<Kg::K>, Vec<u32>), mut t| {
                 let w = t.values.len();

@@ -14,6 +14,7 @@
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
 use crate::order::{Accumulator, Float};
+use crate::rules::columns::{self, Select};
 use crate::rules::{ranked_columns, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows};
 
 pub const NAME: &str = "trimmed_mean";
@@ -42,7 +43,9 @@ pub fn trimmed_mean<T: Float>(
     x.check_policy(NAME, policy)?;
     let propagate = policy == NonFinite::Propagate;
     let (lo, hi) = (f, n - f - 1);
-    if out.rows.is_some() {
+    if columns::serves(n) {
+        columns::select_columns(x, out, propagate, Select::Trimmed { lo, hi });
+    } else if out.rows.is_some() {
         ranked_columns::<T, WithRows>(x, out, propagate, lo, hi, |k| {
             (kept_mean::<T, WithRows>(k, lo, hi), lo, hi)
         });
