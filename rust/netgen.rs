@@ -28,15 +28,18 @@ pub enum Kind {
 }
 
 /// Networks up to this size are generated exactly for every `n` (all rows fit the 16-32 SIMD
-/// registers or nearly so); above it, [`PADDED`] sizes are generated and `n` is padded up.
+/// registers or nearly so); above it, padded sizes are generated and `n` is padded up.
 pub const EXACT_MAX: usize = 32;
-/// Generated sizes above [`EXACT_MAX`], all even (the median pads keep its middles in place
-/// only for an even size). The largest is the bound of the generated path: NATIVE_PERF.md §5.4
-/// measured the C prototype's n = 1000 network at 4.5 minutes of compile time and 800 KB of
-/// code, for 10 % of bandwidth.
+/// Padded sizes above [`EXACT_MAX`], all even (the median's balanced pads keep its middles in
+/// place only for an even size). The largest is the bound of the compiled networks; larger
+/// `n` run the interpreted network (`network.rs`). Compile time sets the bound: the sizes up
+/// to 64 take the release build from about 30 s to about 3.5 min (six copies of every
+/// network: two key widths, three SIMD levels), and adding padded sizes 80-256 for float32 on
+/// avx2 alone (31,000 more comparators) had not finished compiling after 17 minutes
+/// (NATIVE_PERF.md §5.4 measured 4.5 minutes for one n = 1000 network in C).
 pub const PADDED: &[usize] = &[40, 48, 64];
 
-/// The generated network size that serves `n`, or `None` above the largest.
+/// The compiled network size that serves `n`, or `None` above the largest.
 pub fn generated_size(n: usize) -> Option<usize> {
     if (1..=EXACT_MAX).contains(&n) {
         return Some(n);
@@ -170,8 +173,8 @@ pub fn emit(name: &str, size: usize, net: &[(usize, usize, Kind)]) -> String {
     s
 }
 
-/// The whole generated module: a median network and a full-sort network for every generated
-/// size, and the two dispatchers `with_median(m, job)` / `with_sort(m, job)` that call
+/// The whole generated module: a median network and a full-sort network for every size, and
+/// the dispatchers `with_median(m, job)` / `with_sort(m, job)` that call
 /// `job.run::<m, Network>()` for the network of size `m`.
 pub fn generate() -> String {
     use std::fmt::Write;
@@ -192,8 +195,8 @@ pub fn generate() -> String {
     for (kind, prefix) in [("median", "Median"), ("sort", "Sort")] {
         writeln!(
             s,
-            "/// Run `job` with the generated {kind} network of size `m` (a size \
-             [`generated_size`](crate::netgen::generated_size) returns)."
+            "/// Run `job` with the compiled {kind} network of size `m` (a size \
+             `netgen::generated_size` returns)."
         )
         .unwrap();
         writeln!(
@@ -207,7 +210,7 @@ pub fn generate() -> String {
         }
         writeln!(
             s,
-            "        _ => unreachable!(\"no generated network of size {{m}}\"),\n    }}\n}}"
+            "        _ => unreachable!(\"no compiled network of size {{m}}\"),\n    }}\n}}"
         )
         .unwrap();
     }

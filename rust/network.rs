@@ -11,7 +11,7 @@
 //! (`netgen.rs`, NATIVE_PERF.md §2.3). Two forms run it:
 //!
 //! * **compiled** ([`generated`]): `build.rs` emits one straight-line function per size
-//!   (`netgen::generated_size`: every `n <= 32`, padded sizes up to 256), generic over the
+//!   (`netgen::generated_size`: every `n <= 32`, padded sizes up to 64), generic over the
 //!   lane vector [`Cx`], so one source serves every SIMD level. The median and trimmed mean
 //!   run these (`rules/columns.rs`).
 //! * **interpreted** ([`apply`]): a comparator list walked at run time over a block of keys in
@@ -131,6 +131,9 @@ pub trait KeyVec: Cx + Send + Sync + 'static {
     const L: usize;
     fn splat(k: Self::K) -> Self;
     fn lane(self, l: usize) -> Self::K;
+    /// The `L` keys, then copies of the first up to 16 (the most lanes of any vector), as a
+    /// plain array: loops over it with a constant trip count vectorise.
+    fn keys(self) -> [Self::K; 16];
     /// The keys of `src[..L]` (value-only keys, `order.rs`).
     fn load<T: crate::order::Float<VKey = Self::K>>(src: &[T]) -> Self;
 }
@@ -145,6 +148,12 @@ impl<K: Ord + Copy + Send + Sync + 'static, const L: usize> KeyVec for Lanes<K, 
     #[inline(always)]
     fn lane(self, l: usize) -> K {
         self.0[l]
+    }
+    #[inline(always)]
+    fn keys(self) -> [K; 16] {
+        let mut o = [self.0[0]; 16];
+        o[..L].copy_from_slice(&self.0);
+        o
     }
     #[inline(always)]
     fn load<T: crate::order::Float<VKey = K>>(src: &[T]) -> Self {
@@ -246,9 +255,15 @@ pub mod x86 {
             type K = $k;
             #[inline(always)]
             fn lane(self, l: usize) -> $k {
+                self.keys()[l]
+            }
+            #[inline(always)]
+            fn keys(self) -> [$k; 16] {
                 // SAFETY: a SIMD register is plain bits, as an array of its lanes.
                 let a: [$k; $l] = unsafe { std::mem::transmute(self.0) };
-                a[l]
+                let mut o = [0; 16];
+                o[..$l].copy_from_slice(&a);
+                o
             }
         };
     }

@@ -184,7 +184,7 @@ fn reduce_sets_body<T: MFloat>(
         let mut t = 0usize;
         for i in lo..hi {
             let row = &x[i * h..(i + 1) * h];
-            if (i - lo) % 2 == 0 {
+            if (i - lo).is_multiple_of(2) {
                 stack[t * h..(t + 1) * h].copy_from_slice(row);
                 size[t] = 1;
                 t += 1;

@@ -262,7 +262,7 @@ fn crossmax(
         want: bool,
     ) -> PyResult<CrossmaxResult> {
         let (rows, c) = (z.shape()[0], z.shape()[1]);
-        if n == 0 || rows % n != 0 {
+        if n == 0 || !rows.is_multiple_of(n) {
             return Err(super::ShapeError::new_err(format!(
                 "crossmax: {rows} rows cannot be split into examples of n={n} predictors"
             )));
@@ -787,7 +787,7 @@ fn _set_simd_level(level: &str) -> PyResult<&'static str> {
     let l = parse(
         "level",
         level,
-        &["scalar", "avx2", "avx512"],
+        &["scalar", "avx2", "avx512", "neon"],
         simd::Level::parse,
     )?;
     Ok(simd::set_level(l).name())

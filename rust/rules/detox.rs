@@ -94,7 +94,7 @@ fn check(n: usize, d: usize, groups: &[u32], r: usize, segments: &[usize]) -> Re
             message,
         })
     };
-    if r == 0 || groups.len() % r != 0 {
+    if r == 0 || !groups.len().is_multiple_of(r) {
         return bad(format!(
             "{} group members do not form groups of r={r}",
             groups.len()

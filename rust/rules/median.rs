@@ -10,8 +10,9 @@
 //! The kernel reports, per coordinate, the rows of the lower and upper middle values (equal for
 //! odd `n` or `lower`/`upper`): the torch backward routes the gradient there.
 //!
-//! This is the straightforward implementation (transpose a tile of coordinates into keys, one
-//! introselect per coordinate); the SIMD selection networks replace it per issue 3.
+//! `n <= 64`: compiled selection networks on SIMD lanes (`columns.rs`); larger `n`: the
+//! interpreted network (`network.rs`) up to `network::MAX_N`, introselect per coordinate
+//! beyond.
 
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
@@ -60,10 +61,12 @@ pub fn median<T: Float>(
             Even::Upper => (n / 2, n / 2),
         }
     };
-    if columns::serves(n) {
-        let select = Select::Median { lo: r_lo, hi: r_hi };
-        columns::select_columns(x, out, propagate, select);
-    } else if out.rows.is_some() {
+    let select = Select::Median { lo: r_lo, hi: r_hi };
+    let Some(out) = columns::select_columns(x, out, propagate, select) else {
+        return Ok(());
+    };
+    // n beyond the compiled networks: the interpreted network, or selection.
+    if out.rows.is_some() {
         ranked_columns::<T, WithRows>(x, out, propagate, r_lo, r_hi, |k| {
             (middle::<T, WithRows>(k, r_lo, r_hi), r_lo, r_hi)
         });

@@ -10,6 +10,12 @@
 //! more than that reach the sum and give ±inf or NaN. `Propagate`: a coordinate with a NaN is
 //! NaN. The kernel reports the rows of the lowest and highest kept value per coordinate (the
 //! kept set is every row whose key lies between those two keys), which the backward needs.
+//!
+//! `n <= 64`: compiled full-sort networks on SIMD lanes (`columns.rs`); larger `n`: the
+//! interpreted network (`network.rs`) up to `network::MAX_N`, introselect beyond. The kept
+//! values are summed from the sorted ranks, not by the spec's tie-corrected masked sum over
+//! rows: a masked sum adds in row order, which a permutation of the inputs changes, and the
+//! result would then differ in the last bit (DESIGN.md: permutation invariance is exact).
 
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
@@ -43,9 +49,11 @@ pub fn trimmed_mean<T: Float>(
     x.check_policy(NAME, policy)?;
     let propagate = policy == NonFinite::Propagate;
     let (lo, hi) = (f, n - f - 1);
-    if columns::serves(n) {
-        columns::select_columns(x, out, propagate, Select::Trimmed { lo, hi });
-    } else if out.rows.is_some() {
+    let Some(out) = columns::select_columns(x, out, propagate, Select::Trimmed { lo, hi }) else {
+        return Ok(());
+    };
+    // n beyond the compiled networks: the interpreted network, or selection.
+    if out.rows.is_some() {
         ranked_columns::<T, WithRows>(x, out, propagate, lo, hi, |k| {
             (kept_mean::<T, WithRows>(k, lo, hi), lo, hi)
         });
