@@ -31,11 +31,10 @@ def get_num_threads() -> int:
 def simd_level() -> str:
     """The SIMD code path in use.
 
-    ``"avx2"``, ``"avx512"`` (opt-in) or ``"scalar"`` on x86-64; ``"neon"`` or ``"scalar"`` on
-    aarch64. The best path the CPU supports (up to AVX2 on x86-64) is picked at run time from one
-    portable build. Set ``AGGKIT_SIMD`` to ``scalar``, ``avx2``, ``avx512`` or ``neon`` before
-    import to choose (a level the CPU lacks falls back to the best one below it); AVX-512 is
-    opt-in because no kernel measured faster with it on the development machine. Results are
-    bit-identical on every path.
+    ``"avx512"``, ``"avx2"`` or ``"scalar"`` on x86-64; ``"neon"`` or ``"scalar"`` on aarch64.
+    The best path the CPU supports is picked at run time from one portable build. Set
+    ``AGGKIT_SIMD`` to ``scalar``, ``avx2``, ``avx512`` or ``neon`` before import to choose (a
+    level the CPU lacks falls back to the best one below it); ``avx2`` keeps 512-bit code off.
+    Results are bit-identical on every path.
     """
     return _core.simd_level()
