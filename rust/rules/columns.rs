@@ -13,8 +13,8 @@
 //!   every `f`, and the kept values are summed in ascending rank order: bitwise
 //!   permutation-invariant, as the selection path).
 //! * **Levels.** The same generic source is compiled per SIMD level, for 128-bit (the
-//!   portable baseline), 256-bit (`avx2`) and 512-bit (`avx512`) vectors; integer min/max is
-//!   exact, so every level gives the same bits.
+//!   portable baseline; NEON on aarch64), 256-bit (`avx2`) and 512-bit (`avx512`) vectors;
+//!   integer min/max is exact, so every level gives the same bits.
 //! * **Rows** (gradient metadata) cost nothing unless asked for. When asked, each wanted
 //!   rank's row is recovered after the network from its key: with `c` keys smaller than it,
 //!   the row is the `(rank - c)`-th (0-based) among the rows holding that key, since equal
