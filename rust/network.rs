@@ -26,10 +26,23 @@ pub const MAX_N: usize = 1024;
 /// The compare-exchanges that sort `n` keys far enough to place every rank in `wanted` (both
 /// outputs of each: the interpreted form runs every kept comparator in full).
 pub fn network(n: usize, wanted: &[usize]) -> Vec<(u32, u32)> {
-    crate::netgen::pruned(n, wanted)
+    let net = crate::netgen::pruned(n, wanted);
+    // Level order (each comparator after everything it depends on, stable by depth): the
+    // interpreter keeps its slots in memory, so what limits it is the latency of a comparator
+    // waiting on the one before (store, reload, min/max); in the recursive order consecutive
+    // comparators mostly depend on each other, in level order they never do.
+    let mut depth_of = vec![0u32; n];
+    let mut keyed: Vec<(u32, (u32, u32))> = net
         .into_iter()
-        .map(|(a, b, _)| (a as u32, b as u32))
-        .collect()
+        .map(|(a, b, _)| {
+            let depth = depth_of[a].max(depth_of[b]) + 1;
+            depth_of[a] = depth;
+            depth_of[b] = depth;
+            (depth, (a as u32, b as u32))
+        })
+        .collect();
+    keyed.sort_by_key(|&(depth, _)| depth);
+    keyed.into_iter().map(|(_, c)| c).collect()
 }
 
 /// Apply `net` to a block of keys laid out `keys[row * LANES + lane]`.

@@ -32,6 +32,27 @@ def test_matches_reference_across_tiles(rng):
     )
 
 
+@pytest.mark.parametrize("n", [65, 130, 257])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_interpreted_network_across_tiles(rng, n, dtype):
+    # n > 64 runs the interpreted network over tiles of 256 KiB of keys (a few hundred
+    # coordinates) with rows prefetched ahead: several tiles, a partial block, ties and NaN.
+    d = 2 * (262144 // (n * np.dtype(dtype).itemsize)) + 37
+    x = rng.integers(-20, 20, size=(n, d)).astype(dtype)
+    x[3, ::7] = np.nan
+    x[n - 1, 5::11] = -np.inf
+    for even in ("mean", "lower", "upper"):
+        np.testing.assert_array_equal(aggkit.median(x, even=even), ref.median(x, even))
+    np.testing.assert_array_equal(
+        aggkit.median(x, nonfinite="propagate"), ref.median(x, nonfinite="propagate")
+    )
+    _, lo, hi = aggkit._core.median(x, "lower", "robust", True)
+    order = np.argsort(x, axis=0, kind="stable")  # robust: NaN ranks above +inf; ties by row
+    want = order[(n - 1) // 2]
+    np.testing.assert_array_equal(lo, want)
+    np.testing.assert_array_equal(hi, want)
+
+
 def test_lower_matches_torch_convention_and_numpy(rng):
     x = rng.standard_normal((10, 500))
     np.testing.assert_allclose(aggkit.median(x), np.median(x, axis=0), rtol=0, atol=0)

@@ -29,6 +29,17 @@ def test_matches_reference_across_tiles(rng):
     np.testing.assert_array_equal(aggkit.trimmed_mean(x, f=4), ref.trimmed_mean(x, 4))
 
 
+@pytest.mark.parametrize("n", [65, 130, 257])
+def test_interpreted_network_across_tiles(rng, n):
+    # n > 64: the interpreted network over several 256 KiB tiles, ties, extremes and NaN.
+    d = 2 * (262144 // (n * 4)) + 37
+    x = rng.integers(-20, 20, size=(n, d)).astype(np.float32)
+    x[[0, 5], :] = 3e38
+    x[7, ::5] = np.nan
+    for f in (0, n // 10, (n - 1) // 2):
+        np.testing.assert_array_equal(aggkit.trimmed_mean(x, f=f), ref.trimmed_mean(x, f))
+
+
 def test_f_zero_is_the_mean(rng):
     x = rng.standard_normal((9, 100)).astype(np.float32)
     np.testing.assert_allclose(aggkit.trimmed_mean(x, f=0), x.mean(axis=0, dtype=np.float64), rtol=1e-6)
