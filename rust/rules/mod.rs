@@ -244,7 +244,9 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
             || (Vec::new(), Vec::new()),
             |(keys, first_nan): &mut (Vec<Kg::K>, Vec<u32>), mut t| {
                 let w = t.values.len();
-                load_tile::<T, Kg>(level, x, t.j0, w, keys, first_nan, propagate);
+                let off = load_tile::<T, Kg>(level, x, t.j0, w, keys, first_nan, propagate);
+                let blocks = w.div_ceil(LANES);
+                let keys = &mut keys[off..off + blocks * n * LANES];
                 for (b, kb) in keys.chunks_exact_mut(n * LANES).enumerate() {
                     let b0 = b * LANES;
                     network::apply_dispatch(level, kb, &net);
@@ -291,9 +293,10 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
 }
 
 /// Load coordinates `j0 .. j0 + width` as consecutive network blocks of [`LANES`]
-/// coordinates: block `b` is `keys[b * n * LANES ..]`, laid out `[row * LANES + lane]`; lanes
-/// past `width` in the last block hold a dummy key and are ignored. `first_nan[c]` is the
-/// first row holding a NaN in column `j0 + c` (or `u32::MAX`) when `track_nan`.
+/// coordinates: block `b` is `keys[off + b * n * LANES ..]`, laid out `[row * LANES + lane]`,
+/// where the returned `off` puts the blocks on a 64-byte boundary; lanes past `width` in the
+/// last block hold a dummy key and are ignored. `first_nan[c]` is the first row holding a NaN
+/// in column `j0 + c` (or `u32::MAX`) when `track_nan`.
 ///
 /// Each row is read once, `width` values in a row (not 16 at a time per block): the per-row
 /// work is amortised over the tile and the reads stream (profiled: the block-by-block load
@@ -306,7 +309,7 @@ pub(crate) fn load_tile<T: Float, Kg: Keying<T>>(
     keys: &mut Vec<Kg::K>,
     first_nan: &mut Vec<u32>,
     track_nan: bool,
-) {
+) -> usize {
     match level {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: these levels are only in force when the CPU reports their features (simd.rs).
@@ -326,7 +329,7 @@ fn load_tile_avx2<T: Float, Kg: Keying<T>>(
     keys: &mut Vec<Kg::K>,
     first_nan: &mut Vec<u32>,
     track_nan: bool,
-) {
+) -> usize {
     load_tile_body::<T, Kg>(x, j0, width, keys, first_nan, track_nan)
 }
 
@@ -369,10 +372,18 @@ fn load_tile_body<T: Float, Kg: Keying<T>>(
     keys: &mut Vec<Kg::K>,
     first_nan: &mut Vec<u32>,
     track_nan: bool,
-) {
+) -> usize {
     let n = x.n();
     let blocks = width.div_ceil(LANES);
-    keys.resize(blocks * n * LANES, Kg::key(T::ZERO, 0));
+    let len = blocks * n * LANES;
+    // Block rows start on cache lines: the allocator only promises 16 bytes, and with a
+    // buffer off by 16 every other 32-byte access of the network splits a line, so its
+    // stores no longer forward to the loads that follow (measured: the network's time
+    // doubled in processes whose heap had shifted, e.g. after `import torch`).
+    let slack = 64usize.div_ceil(std::mem::size_of::<Kg::K>());
+    keys.resize(len + slack, Kg::key(T::ZERO, 0));
+    let off = keys.as_ptr().align_offset(64).min(slack);
+    let keys = &mut keys[off..off + len];
     first_nan.clear();
     first_nan.resize(blocks * LANES, u32::MAX);
     let stride = n * LANES;
@@ -408,6 +419,7 @@ fn load_tile_body<T: Float, Kg: Keying<T>>(
             }
         }
     }
+    off
 }
 
 /// Fill `keys` (column-major, `n` keys per column) with the keys of coordinates
