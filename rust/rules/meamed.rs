@@ -55,7 +55,15 @@ pub fn closest_to_median<T: Float>(
     }
     x.check_policy(rule, policy)?;
     let propagate = policy == NonFinite::Propagate;
-    ranked_columns::<T, WithRows>(x, out, propagate, 0, n - 1, |k| window::<T>(k, n, keep));
+    ranked_columns::<T, WithRows>(
+        x,
+        out,
+        propagate,
+        0,
+        n - 1,
+        |k| window::<T>(k, n, keep),
+        |_, _| false,
+    );
     Ok(())
 }
 

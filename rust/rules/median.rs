@@ -67,13 +67,25 @@ pub fn median<T: Float>(
     };
     // n beyond the compiled networks: the interpreted network, or selection.
     if out.rows.is_some() {
-        ranked_columns::<T, WithRows>(x, out, propagate, r_lo, r_hi, |k| {
-            (middle::<T, WithRows>(k, r_lo, r_hi), r_lo, r_hi)
-        });
+        ranked_columns::<T, WithRows>(
+            x,
+            out,
+            propagate,
+            r_lo,
+            r_hi,
+            |k| (middle::<T, WithRows>(k, r_lo, r_hi), r_lo, r_hi),
+            |_, _| false,
+        );
     } else {
-        ranked_columns::<T, ValuesOnly>(x, out, propagate, r_lo, r_hi, |k| {
-            (middle::<T, ValuesOnly>(k, r_lo, r_hi), r_lo, r_hi)
-        });
+        ranked_columns::<T, ValuesOnly>(
+            x,
+            out,
+            propagate,
+            r_lo,
+            r_hi,
+            |k| (middle::<T, ValuesOnly>(k, r_lo, r_hi), r_lo, r_hi),
+            |_, _| false,
+        );
     }
     Ok(())
 }

@@ -211,6 +211,12 @@ impl<K: Copy> Ranked<'_, K> {
 /// `finish` turns them into the output value and names two ranks (within `lo..=hi`) whose rows
 /// are reported: the bounds of the kept range, which the backward rebuilds from them.
 /// Under `propagate`, a coordinate holding a NaN is NaN and reports the first NaN row.
+///
+/// `finish_block` is the same computation for a whole network block at once (keys laid out
+/// `[rank * LANES + lane]`), for rules whose per-coordinate `finish` is one long dependency
+/// chain (the trimmed mean's ordered sum: its lanes are independent chains side by side). It
+/// must give `finish`'s bits; it is used only when no rows are asked for, and returns `false`
+/// where the rule has no such form.
 pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
     x: &Rows<'_, T>,
     out: ColumnsOut<'_, T>,
@@ -218,6 +224,7 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
     lo: usize,
     hi: usize,
     finish: impl Fn(&Ranked<'_, Kg::K>) -> (T, usize, usize) + Sync + Send,
+    finish_block: impl Fn(&[Kg::K], &mut [T; LANES]) -> bool + Sync + Send,
 ) {
     let n = x.n();
     let emit = |t: &mut Tile<'_, T>, c: usize, first_nan: u32, r: &Ranked<'_, Kg::K>| {
@@ -250,7 +257,19 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
                 for (b, kb) in keys.chunks_exact_mut(n * LANES).enumerate() {
                     let b0 = b * LANES;
                     network::apply_dispatch(level, kb, &net);
-                    for l in 0..(w - b0).min(LANES) {
+                    let lanes = (w - b0).min(LANES);
+                    let mut block_values = [T::ZERO; LANES];
+                    if !t.want_rows && finish_block(kb, &mut block_values) {
+                        for (l, &v) in block_values.iter().enumerate().take(lanes) {
+                            t.values[b0 + l] = if first_nan[b0 + l] == u32::MAX {
+                                v
+                            } else {
+                                T::NAN
+                            };
+                        }
+                        continue;
+                    }
+                    for l in 0..lanes {
                         let r = Ranked {
                             keys: &kb[..],
                             base: l,

@@ -50,9 +50,15 @@ pub fn weighted_median<T: Float>(
     check_weights(MEDIAN, w, n)?;
     x.check_policy(MEDIAN, policy)?;
     let propagate = policy == NonFinite::Propagate;
-    ranked_columns::<T, WithRows>(x, out, propagate, 0, n - 1, |k| {
-        median_column::<T>(k, n, w, even)
-    });
+    ranked_columns::<T, WithRows>(
+        x,
+        out,
+        propagate,
+        0,
+        n - 1,
+        |k| median_column::<T>(k, n, w, even),
+        |_, _| false,
+    );
     Ok(())
 }
 
@@ -105,9 +111,15 @@ pub fn weighted_trimmed_mean<T: Float>(
     check_weights(TRIMMED_MEAN, w, n)?;
     x.check_policy(TRIMMED_MEAN, policy)?;
     let propagate = policy == NonFinite::Propagate;
-    ranked_columns::<T, WithRows>(x, out, propagate, 0, n - 1, |k| {
-        trimmed_column::<T>(k, n, w, f)
-    });
+    ranked_columns::<T, WithRows>(
+        x,
+        out,
+        propagate,
+        0,
+        n - 1,
+        |k| trimmed_column::<T>(k, n, w, f),
+        |_, _| false,
+    );
     Ok(())
 }
 
