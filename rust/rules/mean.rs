@@ -100,42 +100,52 @@ mod avx2 {
     pub(super) fn accumulate_f32(acc: &mut [f64], rows: &[(&[f32], f64)], bad: &mut [bool; GROUP]) {
         let len = acc.len();
         assert!(rows.len() <= GROUP && rows.iter().all(|(r, _)| r.len() == len));
-        let full = len / 8 * 8;
+        // 16 coordinates per step: four independent float64 sums. With 8 (two sums) the
+        // chain of dependent additions, one per row, limited small n (n = 10: 35 % of the
+        // read bandwidth against 68 % for the median's kernel on the same rows).
+        let full = len / 16 * 16;
         let exp = _mm256_set1_epi32(0x7f80_0000);
-        let mut badv = [_mm256_setzero_si256(); GROUP];
+        // One flag register for the group; the rows that held a non-finite value are found
+        // afterwards by a scan (rare), which keeps the registers for the sums.
+        let mut badv = _mm256_setzero_si256();
         let mut k = 0;
         while k < full {
-            // SAFETY: k + 8 <= len for `acc` and every row (asserted equal lengths).
+            // SAFETY: k + 16 <= len for `acc` and every row (asserted equal lengths).
             unsafe {
                 let p = acc.as_mut_ptr().add(k);
-                let (mut s0, mut s1) = (_mm256_loadu_pd(p), _mm256_loadu_pd(p.add(4)));
-                for (g, &(r, w)) in rows.iter().enumerate() {
-                    let v = _mm256_loadu_ps(r.as_ptr().add(k));
-                    let e = _mm256_and_si256(_mm256_castps_si256(v), exp);
-                    badv[g] = _mm256_or_si256(badv[g], _mm256_cmpeq_epi32(e, exp));
+                let mut s = [
+                    _mm256_loadu_pd(p),
+                    _mm256_loadu_pd(p.add(4)),
+                    _mm256_loadu_pd(p.add(8)),
+                    _mm256_loadu_pd(p.add(12)),
+                ];
+                for &(r, w) in rows {
                     let wv = _mm256_set1_pd(w);
-                    s0 = _mm256_add_pd(
-                        s0,
-                        _mm256_mul_pd(wv, _mm256_cvtps_pd(_mm256_castps256_ps128(v))),
-                    );
-                    s1 = _mm256_add_pd(
-                        s1,
-                        _mm256_mul_pd(wv, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v))),
-                    );
+                    for h in 0..2 {
+                        let v = _mm256_loadu_ps(r.as_ptr().add(k + 8 * h));
+                        let e = _mm256_and_si256(_mm256_castps_si256(v), exp);
+                        badv = _mm256_or_si256(badv, _mm256_cmpeq_epi32(e, exp));
+                        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+                        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+                        s[2 * h] = _mm256_add_pd(s[2 * h], _mm256_mul_pd(wv, lo));
+                        s[2 * h + 1] = _mm256_add_pd(s[2 * h + 1], _mm256_mul_pd(wv, hi));
+                    }
                 }
-                _mm256_storeu_pd(p, s0);
-                _mm256_storeu_pd(p.add(4), s1);
+                for (q, v) in s.iter().enumerate() {
+                    _mm256_storeu_pd(p.add(4 * q), *v);
+                }
             }
-            k += 8;
+            k += 16;
         }
         for (j, a) in acc.iter_mut().enumerate().skip(full) {
             for &(r, w) in rows {
                 *a += w * r[j] as f64;
             }
         }
+        let any = _mm256_testz_si256(badv, badv) == 0;
         for (g, &(r, _)) in rows.iter().enumerate() {
-            let tail_bad = r[full..].iter().any(|v| !v.is_finite());
-            bad[g] = _mm256_testz_si256(badv[g], badv[g]) == 0 || tail_bad;
+            let scan = if any { r } else { &r[full..] };
+            bad[g] = scan.iter().any(|v| !v.is_finite());
         }
     }
 }
