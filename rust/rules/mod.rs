@@ -76,8 +76,8 @@ const NETWORK_TILE_BYTES: usize = 1 << 18;
 const PREFETCH_ROWS: usize = 4;
 
 /// Number of coordinates per tile of the interpreted network: the tile's keys (`n × tile`
-/// keys of `key_bytes` each, block-major, see [`load_tile`]) fill about half of L2, while the
-/// network works on one block (`n × LANES` keys) at a time in L1. Each row is then read in
+/// keys of `key_bytes` each, block-major, see [`load_tile`]) fill about a quarter of L2,
+/// while the network works on one block (`n × LANES` keys) at a time in L1. Each row is then read in
 /// runs of `tile` values: with the L1-sized tiles of [`tile_width`], `n = 200` read 64 bytes
 /// per row before switching rows, and loading the tile took more samples than the network.
 pub(crate) fn network_tile_width(n: usize, key_bytes: usize) -> usize {
