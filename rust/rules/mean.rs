@@ -50,11 +50,28 @@ pub(crate) fn check_weights(rule: &'static str, w: &[f64], n: usize) -> Result<(
 /// which cuts the float64 accumulator traffic by this factor.
 const GROUP: usize = 8;
 
+/// One pass of a group of rows over a tile: `fresh` = the first group (the sums start at 0 and
+/// `acc` is not read), `finish` = the last group (`acc / total` goes to the output instead of
+/// back to `acc`). For `n <= GROUP` the first pass is the last: it reads its rows once and
+/// touches no accumulator at all.
+struct Pass<'a, T> {
+    fresh: bool,
+    finish: Option<(f64, &'a mut [T])>,
+}
+
 /// Add `Σ w·row` over a group of at most [`GROUP`] rows into `acc`, each element in row order
-/// (`((acc + w0·x0) + w1·x1) + ...`, the same sequence for every group size); sets `bad[g]` if
+/// (`((0 + w0·x0) + w1·x1) + ...`, the same sequence for every group size); sets `bad[g]` if
 /// row `g` holds a non-finite value.
 #[inline(always)]
-fn accumulate_body<T: Float>(acc: &mut [T::Acc], rows: &[(&[T], f64)], bad: &mut [bool; GROUP]) {
+fn accumulate_body<T: Float>(
+    acc: &mut [T::Acc],
+    rows: &[(&[T], f64)],
+    bad: &mut [bool; GROUP],
+    pass: Pass<'_, T>,
+) {
+    if pass.fresh {
+        acc.fill(T::Acc::default());
+    }
     for (j, a) in acc.iter_mut().enumerate() {
         let mut s = *a;
         for &(r, w) in rows {
@@ -65,103 +82,332 @@ fn accumulate_body<T: Float>(acc: &mut [T::Acc], rows: &[(&[T], f64)], bad: &mut
     for (g, &(r, _)) in rows.iter().enumerate() {
         bad[g] = !crate::input::all_finite(r);
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn accumulate_avx2<T: Float>(acc: &mut [T::Acc], rows: &[(&[T], f64)], bad: &mut [bool; GROUP]) {
-    use std::any::TypeId;
-    if TypeId::of::<T>() == TypeId::of::<f32>()
-        && TypeId::of::<T::Acc>() == TypeId::of::<crate::order::PlainSum>()
-    {
-        // SAFETY: T is f32 and T::Acc is PlainSum, a repr(transparent) f64 (checked above).
-        let (acc, rows) = unsafe {
-            (
-                &mut *(acc as *mut [T::Acc] as *mut [f64]),
-                &*(rows as *const [(&[T], f64)] as *const [(&[f32], f64)]),
-            )
-        };
-        return avx2::accumulate_f32(acc, rows, bad);
-    }
-    accumulate_body::<T>(acc, rows, bad)
-}
-
-/// float32 rows added into float64 sums with explicit AVX2: a group of rows is summed in
-/// registers per 8 coordinates, then written once. Each element is `acc + w * (x as f64)` row
-/// after row, as in the portable path (no FMA), so both give the same bits; non-finite values
-/// are detected from the exponent bits.
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    use super::GROUP;
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn accumulate_f32(acc: &mut [f64], rows: &[(&[f32], f64)], bad: &mut [bool; GROUP]) {
-        let len = acc.len();
-        assert!(rows.len() <= GROUP && rows.iter().all(|(r, _)| r.len() == len));
-        // 16 coordinates per step: four independent float64 sums. With 8 (two sums) the
-        // chain of dependent additions, one per row, limited small n (n = 10: 35 % of the
-        // read bandwidth against 68 % for the median's kernel on the same rows).
-        let full = len / 16 * 16;
-        let exp = _mm256_set1_epi32(0x7f80_0000);
-        // One flag register for the group; the rows that held a non-finite value are found
-        // afterwards by a scan (rare), which keeps the registers for the sums.
-        let mut badv = _mm256_setzero_si256();
-        let mut k = 0;
-        while k < full {
-            // SAFETY: k + 16 <= len for `acc` and every row (asserted equal lengths).
-            unsafe {
-                let p = acc.as_mut_ptr().add(k);
-                let mut s = [
-                    _mm256_loadu_pd(p),
-                    _mm256_loadu_pd(p.add(4)),
-                    _mm256_loadu_pd(p.add(8)),
-                    _mm256_loadu_pd(p.add(12)),
-                ];
-                for &(r, w) in rows {
-                    let wv = _mm256_set1_pd(w);
-                    for h in 0..2 {
-                        let v = _mm256_loadu_ps(r.as_ptr().add(k + 8 * h));
-                        let e = _mm256_and_si256(_mm256_castps_si256(v), exp);
-                        badv = _mm256_or_si256(badv, _mm256_cmpeq_epi32(e, exp));
-                        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-                        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
-                        s[2 * h] = _mm256_add_pd(s[2 * h], _mm256_mul_pd(wv, lo));
-                        s[2 * h + 1] = _mm256_add_pd(s[2 * h + 1], _mm256_mul_pd(wv, hi));
-                    }
-                }
-                for (q, v) in s.iter().enumerate() {
-                    _mm256_storeu_pd(p.add(4 * q), *v);
-                }
-            }
-            k += 16;
-        }
-        for (j, a) in acc.iter_mut().enumerate().skip(full) {
-            for &(r, w) in rows {
-                *a += w * r[j] as f64;
-            }
-        }
-        let any = _mm256_testz_si256(badv, badv) == 0;
-        for (g, &(r, _)) in rows.iter().enumerate() {
-            let scan = if any { r } else { &r[full..] };
-            bad[g] = scan.iter().any(|v| !v.is_finite());
+    if let Some((total, out)) = pass.finish {
+        for (y, a) in out.iter_mut().zip(acc.iter()) {
+            *y = T::from_f64(a.value() / total);
         }
     }
 }
 
+/// The explicit SIMD kernels (float32 rows into float64 sums, the plain mean's hot path) when
+/// `T` is float32 and the level has one; otherwise the portable body.
 fn accumulate<T: Float>(
     level: Level,
     acc: &mut [T::Acc],
     rows: &[(&[T], f64)],
     bad: &mut [bool; GROUP],
+    unit: bool,
+    pass: Pass<'_, T>,
 ) {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Level::Avx2` (and `Avx512`, a superset) is only in force when the CPU
-        // reports avx2 and fma (simd.rs). The explicit AVX2 kernel serves both.
-        Level::Avx2 | Level::Avx512 => unsafe { accumulate_avx2::<T>(acc, rows, bad) },
-        _ => accumulate_body::<T>(acc, rows, bad),
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::any::TypeId;
+        if matches!(level, Level::Avx2 | Level::Avx512)
+            && TypeId::of::<T>() == TypeId::of::<f32>()
+            && TypeId::of::<T::Acc>() == TypeId::of::<crate::order::PlainSum>()
+        {
+            // SAFETY: T is f32 and T::Acc is PlainSum, a repr(transparent) f64 (checked above).
+            let (acc, rows, finish) = unsafe {
+                (
+                    &mut *(acc as *mut [T::Acc] as *mut [f64]),
+                    &*(rows as *const [(&[T], f64)] as *const [(&[f32], f64)]),
+                    pass.finish
+                        .map(|(t, o)| (t, &mut *(o as *mut [T] as *mut [f32]))),
+                )
+            };
+            let pass = Pass {
+                fresh: pass.fresh,
+                finish,
+            };
+            match level {
+                // SAFETY: `Level::Avx512` is only in force when the CPU reports
+                // avx512f/bw/dq/vl (simd.rs).
+                Level::Avx512 => unsafe { x86::avx512(acc, rows, bad, unit, pass) },
+                // SAFETY: `Level::Avx2` is only in force when the CPU reports avx2 and fma.
+                _ => unsafe { x86::avx2(acc, rows, bad, unit, pass) },
+            }
+            return;
+        }
+    }
+    let _ = (level, unit);
+    accumulate_body::<T>(acc, rows, bad, pass)
+}
+
+/// float32 rows added into float64 sums with explicit AVX2 / AVX-512: a group of rows is summed
+/// in registers, 32 coordinates per step in four independent float64 vectors, then written
+/// once (to `acc`, or divided straight into the output on the last pass). Each element is
+/// `acc + w * (x as f64)` row after row, as in the portable path (no FMA; no product when
+/// every weight is 1, `unit`, since `1 * x` is `x` exactly), so every path gives the same
+/// bits. Non-finite input is detected from the sums, not per value: float32 values widened to
+/// float64 cannot overflow a float64 sum, so a sum is non-finite only when a row (or a weight
+/// product) made it so, and then the group's rows are scanned to name the rows (rare; a
+/// non-finite sum carried over from an earlier group only costs such a scan).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Pass, GROUP};
+
+    /// A vector of float64 lanes. The methods carry no `#[target_feature]`: they are
+    /// `#[inline(always)]` and only inlined into [`avx2`] / [`avx512`], which have the features
+    /// (as `network::x86`).
+    trait F64v: Copy {
+        const LANES: usize;
+        fn zero() -> Self;
+        fn splat(v: f64) -> Self;
+        /// # Safety
+        /// `p` points at `LANES` readable float64.
+        unsafe fn load(p: *const f64) -> Self;
+        /// # Safety
+        /// `p` points at `LANES` writable float64.
+        unsafe fn store(self, p: *mut f64);
+        /// # Safety
+        /// `p` points at `LANES` readable float32 (widened exactly).
+        unsafe fn load_f32(p: *const f32) -> Self;
+        /// # Safety
+        /// `p` points at `LANES` writable float32 (rounded to nearest, as `as f32`).
+        unsafe fn store_f32(self, p: *mut f32);
+        fn add(self, o: Self) -> Self;
+        fn mul(self, o: Self) -> Self;
+        fn div(self, o: Self) -> Self;
+        /// `self | (v - v)`: stays all-zero while every `v` is finite.
+        fn flag(self, v: Self) -> Self;
+        fn any(self) -> bool;
+    }
+
+    #[derive(Clone, Copy)]
+    struct F64x4(__m256d);
+
+    // SAFETY (every block below): only inlined into `avx2` / `avx512`, compiled with avx2.
+    impl F64v for F64x4 {
+        const LANES: usize = 4;
+        #[inline(always)]
+        fn zero() -> Self {
+            // SAFETY: only inlined into functions with the features (impl note).
+            F64x4(unsafe { _mm256_setzero_pd() })
+        }
+        #[inline(always)]
+        fn splat(v: f64) -> Self {
+            // SAFETY: only inlined into functions with the features (impl note).
+            F64x4(unsafe { _mm256_set1_pd(v) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f64) -> Self {
+            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+            F64x4(unsafe { _mm256_loadu_pd(p) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f64) {
+            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+            unsafe { _mm256_storeu_pd(p, self.0) }
+        }
+        #[inline(always)]
+        unsafe fn load_f32(p: *const f32) -> Self {
+            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+            F64x4(unsafe { _mm256_cvtps_pd(_mm_loadu_ps(p)) })
+        }
+        #[inline(always)]
+        unsafe fn store_f32(self, p: *mut f32) {
+            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+            unsafe { _mm_storeu_ps(p, _mm256_cvtpd_ps(self.0)) }
+        }
+        #[inline(always)]
+        fn add(self, o: Self) -> Self {
+            // SAFETY: only inlined into functions with the features (impl note).
+            F64x4(unsafe { _mm256_add_pd(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            // SAFETY: only inlined into functions with the features (impl note).
+            F64x4(unsafe { _mm256_mul_pd(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn div(self, o: Self) -> Self {
+            // SAFETY: only inlined into functions with the features (impl note).
+            F64x4(unsafe { _mm256_div_pd(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn flag(self, v: Self) -> Self {
+            // SAFETY: only inlined into functions with the features (impl note).
+            F64x4(unsafe { _mm256_or_pd(self.0, _mm256_sub_pd(v.0, v.0)) })
+        }
+        #[inline(always)]
+        fn any(self) -> bool {
+            // SAFETY: only inlined into functions with the features (impl note).
+            let b = unsafe { _mm256_castpd_si256(self.0) };
+            // SAFETY: only inlined into functions with the features (impl note).
+            unsafe { _mm256_testz_si256(b, b) == 0 }
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    struct F64x8(__m512d);
+
+    // SAFETY (every block below): only inlined into `avx512`, compiled with avx512f/dq.
+    impl F64v for F64x8 {
+        const LANES: usize = 8;
+        #[inline(always)]
+        fn zero() -> Self {
+            // SAFETY: only inlined into functions with the features (impl note).
+            F64x8(unsafe { _mm512_setzero_pd() })
+        }
+        #[inline(always)]
+        fn splat(v: f64) -> Self {
+            // SAFETY: only inlined into functions with the features (impl note).
+            F64x8(unsafe { _mm512_set1_pd(v) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f64) -> Self {
+            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+            F64x8(unsafe { _mm512_loadu_pd(p) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f64) {
+            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+            unsafe { _mm512_storeu_pd(p, self.0) }
+        }
+        #[inline(always)]
+        unsafe fn load_f32(p: *const f32) -> Self {
+            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+            F64x8(unsafe { _mm512_cvtps_pd(_mm256_loadu_ps(p)) })
+        }
+        #[inline(always)]
+        unsafe fn store_f32(self, p: *mut f32) {
+            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+            unsafe { _mm256_storeu_ps(p, _mm512_cvtpd_ps(self.0)) }
+        }
+        #[inline(always)]
+        fn add(self, o: Self) -> Self {
+            // SAFETY: only inlined into functions with the features (impl note).
+            F64x8(unsafe { _mm512_add_pd(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            // SAFETY: only inlined into functions with the features (impl note).
+            F64x8(unsafe { _mm512_mul_pd(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn div(self, o: Self) -> Self {
+            // SAFETY: only inlined into functions with the features (impl note).
+            F64x8(unsafe { _mm512_div_pd(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn flag(self, v: Self) -> Self {
+            // SAFETY: only inlined into functions with the features (impl note).
+            F64x8(unsafe { _mm512_or_pd(self.0, _mm512_sub_pd(v.0, v.0)) })
+        }
+        #[inline(always)]
+        fn any(self) -> bool {
+            // SAFETY: only inlined into functions with the features (impl note).
+            let b = unsafe { _mm512_castpd_si512(self.0) };
+            // SAFETY: only inlined into functions with the features (impl note).
+            unsafe { _mm512_test_epi64_mask(b, b) != 0 }
+        }
+    }
+
+    /// Four vectors of sums per step: independent addition chains, so a small group (n = 10:
+    /// two rows in the second pass) is not bound by the latency of one chain.
+    const ACCS: usize = 4;
+
+    #[inline(always)]
+    fn kernel<V: F64v>(
+        acc: &mut [f64],
+        rows: &[(&[f32], f64)],
+        bad: &mut [bool; GROUP],
+        unit: bool,
+        pass: Pass<'_, f32>,
+    ) {
+        let len = acc.len();
+        assert!(rows.len() <= GROUP && rows.iter().all(|(r, _)| r.len() == len));
+        let (fresh, (total, mut out)) = match pass.finish {
+            Some((t, o)) => (pass.fresh, (t, Some(o))),
+            None => (pass.fresh, (1.0, None)),
+        };
+        assert!(out.as_ref().is_none_or(|o| o.len() == len));
+        let step = ACCS * V::LANES;
+        let full = len / step * step;
+        let tv = V::splat(total);
+        let mut flag = V::zero();
+        let mut k = 0;
+        while k < full {
+            // SAFETY: k + step <= len for `acc`, the output and every row (asserted).
+            unsafe {
+                let p = acc.as_mut_ptr().add(k);
+                let mut s = [V::zero(); ACCS];
+                if !fresh {
+                    for (q, v) in s.iter_mut().enumerate() {
+                        *v = V::load(p.add(q * V::LANES));
+                    }
+                }
+                for &(r, w) in rows {
+                    let rp = r.as_ptr().add(k);
+                    if unit {
+                        for (q, v) in s.iter_mut().enumerate() {
+                            *v = v.add(V::load_f32(rp.add(q * V::LANES)));
+                        }
+                    } else {
+                        let wv = V::splat(w);
+                        for (q, v) in s.iter_mut().enumerate() {
+                            *v = v.add(wv.mul(V::load_f32(rp.add(q * V::LANES))));
+                        }
+                    }
+                }
+                for v in &s {
+                    flag = flag.flag(*v);
+                }
+                match &mut out {
+                    None => {
+                        for (q, v) in s.iter().enumerate() {
+                            v.store(p.add(q * V::LANES));
+                        }
+                    }
+                    Some(o) => {
+                        let op = o.as_mut_ptr().add(k);
+                        for (q, v) in s.iter().enumerate() {
+                            v.div(tv).store_f32(op.add(q * V::LANES));
+                        }
+                    }
+                }
+            }
+            k += step;
+        }
+        let mut any = flag.any();
+        for j in full..len {
+            let mut s = if fresh { 0.0 } else { acc[j] };
+            for &(r, w) in rows {
+                s += w * r[j] as f64;
+            }
+            any |= !s.is_finite();
+            match &mut out {
+                None => acc[j] = s,
+                Some(o) => o[j] = (s / total) as f32,
+            }
+        }
+        for (g, &(r, _)) in rows.iter().enumerate() {
+            bad[g] = any && r.iter().any(|v| !v.is_finite());
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn avx2(
+        acc: &mut [f64],
+        rows: &[(&[f32], f64)],
+        bad: &mut [bool; GROUP],
+        unit: bool,
+        pass: Pass<'_, f32>,
+    ) {
+        kernel::<F64x4>(acc, rows, bad, unit, pass)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+    pub(super) fn avx512(
+        acc: &mut [f64],
+        rows: &[(&[f32], f64)],
+        bad: &mut [bool; GROUP],
+        unit: bool,
+        pass: Pass<'_, f32>,
+    ) {
+        kernel::<F64x8>(acc, rows, bad, unit, pass)
     }
 }
 
@@ -174,18 +420,29 @@ pub(crate) fn weighted_sum<T: Float>(
     out: &mut [T],
 ) -> Vec<usize> {
     let level = simd::level();
+    assert!(!items.is_empty(), "callers average at least one input");
+    let unit = items.iter().all(|&(_, w)| w == 1.0);
+    let groups = items.len().div_ceil(GROUP);
     let tile = |(t, o): (usize, &mut [T]), acc: &mut Vec<T::Acc>| -> Vec<usize> {
         let j0 = t * TILE;
-        acc.clear();
         acc.resize(o.len(), T::Acc::default());
         let mut bad = Vec::new();
         let mut flags = [false; GROUP];
-        for group in items.chunks(GROUP) {
+        let mut o = Some(o);
+        for (g, group) in items.chunks(GROUP).enumerate() {
             let rows: Vec<(&[T], f64)> = group
                 .iter()
-                .map(|&(i, w)| (&x.row(i)[j0..j0 + o.len()], w))
+                .map(|&(i, w)| (&x.row(i)[j0..j0 + acc.len()], w))
                 .collect();
-            accumulate::<T>(level, acc, &rows, &mut flags);
+            let pass = Pass {
+                fresh: g == 0,
+                finish: if g + 1 == groups {
+                    o.take().map(|o| (total, o))
+                } else {
+                    None
+                },
+            };
+            accumulate::<T>(level, acc, &rows, &mut flags, unit, pass);
             bad.extend(
                 group
                     .iter()
@@ -193,9 +450,6 @@ pub(crate) fn weighted_sum<T: Float>(
                     .filter(|(_, b)| *b)
                     .map(|(&(i, _), _)| i),
             );
-        }
-        for (y, a) in o.iter_mut().zip(acc.iter()) {
-            *y = T::from_f64(a.value() / total);
         }
         bad
     };
@@ -304,20 +558,25 @@ mod tests {
 
     #[test]
     fn simd_levels_and_threads_agree_bitwise() {
-        let data = Rng(11).matrix(7, 50_003);
-        let x = rows(&data);
-        let mut a = vec![0.0f32; x.d()];
-        let mut b = vec![0.0f32; x.d()];
-        simd::set_level(Level::Scalar);
-        crate::pool::set_num_threads(1).unwrap();
-        mean(&x, None, NonFinite::Robust, &mut a).unwrap();
-        simd::set_level(Level::Avx2);
-        crate::pool::set_num_threads(2).unwrap();
-        mean(&x, None, NonFinite::Robust, &mut b).unwrap();
-        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
-        let exact: Vec<f32> = (0..x.d())
-            .map(|j| ((0..7).map(|i| data[i][j] as f64).sum::<f64>() / 7.0) as f32)
-            .collect();
-        assert_eq!(a, exact);
+        // 11 rows: a first pass of 8 and a last pass of 3 (and 7: one pass doing both).
+        for n in [7, 11] {
+            let data = Rng(11).matrix(n, 50_003);
+            let x = rows(&data);
+            let mut a = vec![0.0f32; x.d()];
+            simd::set_level(Level::Scalar);
+            crate::pool::set_num_threads(1).unwrap();
+            mean(&x, None, NonFinite::Robust, &mut a).unwrap();
+            let exact: Vec<f32> = (0..x.d())
+                .map(|j| ((0..n).map(|i| data[i][j] as f64).sum::<f64>() / n as f64) as f32)
+                .collect();
+            assert_eq!(a, exact);
+            for level in [Level::Avx2, Level::Avx512] {
+                let mut b = vec![0.0f32; x.d()];
+                simd::set_level(level); // capped at what the CPU has
+                crate::pool::set_num_threads(2).unwrap();
+                mean(&x, None, NonFinite::Robust, &mut b).unwrap();
+                assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+            }
+        }
     }
 }
