@@ -131,7 +131,7 @@ pub fn median_padding(n: usize, m: usize) -> (usize, usize) {
 
 /// Rust source of one generated network: a unit struct `name` implementing
 /// `Net<V, size>` (see `network.rs`), whose `apply` loads every slot through `load`, runs
-/// the comparators as straight-line code on locals, and writes the slots back.
+/// the comparators as straight-line code on locals, and returns the slots.
 pub fn emit(name: &str, size: usize, net: &[(usize, usize, Kind)]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
@@ -141,7 +141,7 @@ pub fn emit(name: &str, size: usize, net: &[(usize, usize, Kind)]) -> String {
     writeln!(s, "    #[inline(always)]").unwrap();
     writeln!(
         s,
-        "    fn apply(load: impl Fn(usize) -> V, out: &mut [V; {size}]) {{"
+        "    fn apply(load: impl Fn(usize) -> V) -> [V; {size}] {{"
     )
     .unwrap();
     let mut written = vec![false; size];
@@ -168,7 +168,7 @@ pub fn emit(name: &str, size: usize, net: &[(usize, usize, Kind)]) -> String {
         .unwrap();
     }
     let slots: Vec<String> = (0..size).map(|i| format!("r{i}")).collect();
-    writeln!(s, "        *out = [{}];", slots.join(", ")).unwrap();
+    writeln!(s, "        [{}]", slots.join(", ")).unwrap();
     writeln!(s, "    }}\n}}").unwrap();
     s
 }

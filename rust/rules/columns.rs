@@ -191,17 +191,15 @@ fn block<T: Float, V: KeyVec<K = T::VKey>, const N: usize, S: Net<V, N>>(
     let n = ctx.rows.n();
     let src = |i: usize| &rows[i][j..];
     let pad_lo = ctx.pad_lo;
-    let mut ranked = [V::splat(<T::VKey as LaneKey>::BELOW); N];
     // The loaders are `inline(always)` closures: a closure does not inherit its function's
     // target features, and an intrinsic inlined into one compiled without them stays an
     // out-of-line call (measured: avx2 4x slower than the baseline level before this).
-    if N <= netgen::EXACT_MAX {
+    let ranked = if N <= netgen::EXACT_MAX {
         // Exact network: N == n (netgen::generated_size), no pads.
         S::apply(
             #[inline(always)]
             |i| V::load(src(i)),
-            &mut ranked,
-        );
+        )
     } else {
         S::apply(
             #[inline(always)]
@@ -214,9 +212,8 @@ fn block<T: Float, V: KeyVec<K = T::VKey>, const N: usize, S: Net<V, N>>(
                     V::splat(<T::VKey as LaneKey>::ABOVE)
                 }
             },
-            &mut ranked,
-        );
-    }
+        )
+    };
     let nan_key = T::NAN.vkey();
     let mut top = V::splat(<T::VKey as LaneKey>::BELOW);
     if ctx.propagate {
