@@ -36,8 +36,11 @@ pub const EXACT_MAX: usize = 32;
 /// to 64 take the release build from about 30 s to about 3.5 min (six copies of every
 /// network: two key widths, three SIMD levels), and adding padded sizes 80-256 for float32 on
 /// avx2 alone (31,000 more comparators) had not finished compiling after 17 minutes
-/// (NATIVE_PERF.md §5.4 measured 4.5 minutes for one n = 1000 network in C).
-pub const PADDED: &[usize] = &[40, 48, 64];
+/// (NATIVE_PERF.md §5.4 measured 4.5 minutes for one n = 1000 network in C). 52 and 56 serve
+/// n = 49..56 (n = 50 is a DESIGN.md §4 target: the 52-median has 632 min/max against the
+/// 64-median's 828) for little build time (3.8 min before, 4.0-4.5 min after, here); every
+/// multiple of 4 from 36 measured 5.5 min.
+pub const PADDED: &[usize] = &[40, 48, 52, 56, 64];
 
 /// The compiled network size that serves `n`, or `None` above the largest.
 pub fn generated_size(n: usize) -> Option<usize> {

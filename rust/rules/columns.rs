@@ -412,7 +412,15 @@ mod tests {
     #[test]
     fn every_generated_size_matches_sorting_on_every_level() {
         // d = 37: full blocks of every lane width and a partial last block.
-        let sizes: Vec<usize> = (1..=34).chain([39, 40, 41, 47, 63, 64, 65]).collect();
+        // Every exact size, each padded size, the two below it (odd and even n padded up)
+        // and the first size beyond the compiled networks.
+        let mut sizes: Vec<usize> = (1..=netgen::EXACT_MAX + 2).collect();
+        for &m in netgen::PADDED {
+            sizes.extend([m - 3, m - 1, m]);
+        }
+        sizes.push(netgen::PADDED[netgen::PADDED.len() - 1] + 1);
+        sizes.sort_unstable();
+        sizes.dedup();
         for &n in &sizes {
             let d64 = column_values(n, 37, n as u64 + 1, true);
             let d32: Vec<Vec<f32>> = d64
