@@ -85,10 +85,21 @@ pub fn batcher(size: usize) -> Vec<(usize, usize)> {
 /// The comparators that sort `n` keys far enough to place every rank in `wanted`, with the
 /// outputs each one must compute.
 pub fn pruned(n: usize, wanted: &[usize]) -> Vec<(usize, usize, Kind)> {
-    let all: Vec<(usize, usize)> = batcher(n.next_power_of_two())
+    prune(n, &batcher_n(n), wanted)
+}
+
+/// Batcher's network for the next power of two, recursive order, without the comparators
+/// that touch a `+inf` padding row (`b >= n`).
+pub fn batcher_n(n: usize) -> Vec<(usize, usize)> {
+    batcher(n.next_power_of_two())
         .into_iter()
         .filter(|&(_, b)| b < n)
-        .collect();
+        .collect()
+}
+
+/// The comparators of `all` (a network on `n` keys, in execution order) that feed a rank in
+/// `wanted`, with the outputs each one must compute.
+pub fn prune(n: usize, all: &[(usize, usize)], wanted: &[usize]) -> Vec<(usize, usize, Kind)> {
     let mut needed = vec![false; n];
     for &r in wanted {
         needed[r] = true;
@@ -195,6 +206,22 @@ pub fn generate() -> String {
             &pruned(m, &(0..m).collect::<Vec<_>>()),
         );
     }
+    // Sorts of 1..=16 keys only: the interpreted network's presorted groups (network::Plan),
+    // so that they do not instantiate every size up to 64.
+    writeln!(
+        s,
+        "/// Run `job` with the compiled sort network of `m <= 16` keys.\n#[inline(always)]\n\
+         pub fn with_small_sort<V: Cx, J: UseNet<V>>(m: usize, job: J) -> J::Out {{\n    match m {{"
+    )
+    .unwrap();
+    for m in 1..=16 {
+        writeln!(s, "        {m} => job.run::<{m}, Sort{m}>(),").unwrap();
+    }
+    writeln!(
+        s,
+        "        _ => unreachable!(\"no small sort network of size {{m}}\"),\n    }}\n}}"
+    )
+    .unwrap();
     for (kind, prefix) in [("median", "Median"), ("sort", "Sort")] {
         writeln!(
             s,

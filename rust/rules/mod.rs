@@ -242,8 +242,9 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
         }
     };
     if n <= network::MAX_N {
-        let net = network::network(n, &(lo..=hi).collect::<Vec<_>>());
         let level = simd::level();
+        let wanted: Vec<usize> = (lo..=hi).collect();
+        let net = network::Plan::new(level, n, &wanted);
         for_each_tile(
             x,
             out,
@@ -256,7 +257,7 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
                 let keys = &mut keys[off..off + blocks * n * LANES];
                 for (b, kb) in keys.chunks_exact_mut(n * LANES).enumerate() {
                     let b0 = b * LANES;
-                    network::apply_dispatch(level, kb, &net);
+                    net.apply(kb);
                     let lanes = (w - b0).min(LANES);
                     let mut block_values = [T::ZERO; LANES];
                     if !t.want_rows && finish_block(kb, &mut block_values) {
