@@ -80,10 +80,11 @@ impl Plan {
             };
         }
         let g = PRESORT;
-        // The first `count` comparators touching group g are its sort (recursive order emits
-        // its sort before anything else on those rows); drop them, then prune
-        // what is left (the dropped ones precede everything else on their rows, so pruning the
-        // rest alone keeps exactly what feeds `wanted`).
+        // Group k's sort comes first on its rows (the recursive order emits it before anything
+        // else touching them), and its first `batcher_n(rows)` comparators, the ones `left`
+        // counts, are the sort of those rows. Drop them and prune the rest alone: the dropped
+        // ones precede everything else on their rows. (A partial last group keeps the few
+        // within-group comparators of the larger merges that follow: no-ops on sorted rows.)
         let all = crate::netgen::batcher_n(n);
         let mut left: Vec<usize> = (0..n.div_ceil(g))
             .map(|k| crate::netgen::batcher_n((n - k * g).min(g)).len())
