@@ -40,6 +40,37 @@ def test_interpreted_network_across_tiles(rng, n):
         np.testing.assert_array_equal(aggkit.trimmed_mean(x, f=f), ref.trimmed_mean(x, f))
 
 
+@pytest.mark.parametrize("n", [65, 100, 200])
+@pytest.mark.parametrize("case", ["gauss", "tiny", "wide", "zeros", "equal", "inf", "nan_propagate"])
+def test_masked_sum_and_its_fallback(rng, simd, n, case):
+    # float32, n > 64, no rows: the two boundary ranks, then the exact masked sum with tie
+    # counts, or the sorted kept ranks in a block where the sum would not be exact (kept
+    # values spanning more than ~2^21, or an infinity). Bitwise against the sorted sum.
+    d = 16 * 9 + 5  # whole blocks and a partial one
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    nonfinite = "robust"
+    if case == "tiny":  # one tiny nonzero value kept in some columns: those blocks fall back
+        x[3, ::7] = 1e-30
+    elif case == "wide":  # kept values spanning 2^40: the row order would round differently
+        x *= np.exp2(rng.integers(-20, 21, size=(n, 1))).astype(np.float32)
+    elif case == "zeros":  # signed zeros, ties at both boundaries
+        x = rng.integers(-1, 2, size=(n, d)).astype(np.float32)
+        x[rng.random((n, d)) < 0.3] = -0.0
+    elif case == "equal":  # whole columns of one value (the two boundaries equal)
+        x[:, ::3] = np.float32(-0.0)
+        x[:, 1::3] = np.float32(1.5)
+    elif case == "inf":
+        x[rng.random((n, d)) < 0.2] = np.inf
+        x[rng.random((n, d)) < 0.2] = -np.inf
+    elif case == "nan_propagate":
+        x[rng.random((n, d)) < 0.01] = np.nan
+        nonfinite = "propagate"
+    for f in (0, 1, n // 10, n // 4, (n - 1) // 2):
+        got = aggkit.trimmed_mean(x, f=f, nonfinite=nonfinite)
+        want = ref.trimmed_mean(x, f, nonfinite)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 def test_f_zero_is_the_mean(rng):
     x = rng.standard_normal((9, 100)).astype(np.float32)
     np.testing.assert_allclose(aggkit.trimmed_mean(x, f=0), x.mean(axis=0, dtype=np.float64), rtol=1e-6)

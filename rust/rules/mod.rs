@@ -224,8 +224,30 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
     lo: usize,
     hi: usize,
     finish: impl Fn(&Ranked<'_, Kg::K>) -> (T, usize, usize) + Sync + Send,
-    finish_block: impl Fn(&[Kg::K], &mut [T; LANES]) -> bool + Sync + Send,
+    finish_block: impl Fn(&mut [Kg::K], &mut [T; LANES]) -> bool + Sync + Send,
 ) {
+    ranked_columns_with::<T, Kg>(x, out, propagate, lo, hi, false, finish, finish_block)
+}
+
+/// [`ranked_columns`], where `ends_only` asks the network (`n <= network::MAX_N`) to place
+/// only ranks `lo` and `hi`: the other keys of the block are left in no particular order, and
+/// `finish_block` must then handle every block (it may reorder the block's keys) and never
+/// return `false`. Only without rows.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
+    x: &Rows<'_, T>,
+    out: ColumnsOut<'_, T>,
+    propagate: bool,
+    lo: usize,
+    hi: usize,
+    ends_only: bool,
+    finish: impl Fn(&Ranked<'_, Kg::K>) -> (T, usize, usize) + Sync + Send,
+    finish_block: impl Fn(&mut [Kg::K], &mut [T; LANES]) -> bool + Sync + Send,
+) {
+    assert!(
+        !ends_only || out.rows.is_none(),
+        "ends_only reports no rows"
+    );
     let n = x.n();
     let emit = |t: &mut Tile<'_, T>, c: usize, first_nan: u32, r: &Ranked<'_, Kg::K>| {
         if first_nan != u32::MAX {
@@ -243,7 +265,13 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
     };
     if n <= network::MAX_N {
         let level = simd::level();
-        let wanted: Vec<usize> = (lo..=hi).collect();
+        let wanted: Vec<usize> = if ends_only {
+            let mut w = vec![lo, hi];
+            w.dedup();
+            w
+        } else {
+            (lo..=hi).collect()
+        };
         let net = network::Plan::new(level, n, &wanted);
         for_each_tile(
             x,
@@ -260,7 +288,12 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
                     net.apply(kb);
                     let lanes = (w - b0).min(LANES);
                     let mut block_values = [T::ZERO; LANES];
-                    if !t.want_rows && finish_block(kb, &mut block_values) {
+                    let done = !t.want_rows && finish_block(kb, &mut block_values);
+                    assert!(
+                        done || !ends_only,
+                        "ends_only: finish_block handles every block"
+                    );
+                    if done {
                         for (l, &v) in block_values.iter().enumerate().take(lanes) {
                             t.values[b0 + l] = if first_nan[b0 + l] == u32::MAX {
                                 v

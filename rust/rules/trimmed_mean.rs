@@ -12,17 +12,26 @@
 //! kept set is every row whose key lies between those two keys), which the backward needs.
 //!
 //! `n <= 64`: compiled full-sort networks on SIMD lanes (`columns.rs`); larger `n`: the
-//! interpreted network (`network.rs`) up to `network::MAX_N`, introselect beyond. The kept
-//! values are summed from the sorted ranks, not by the spec's tie-corrected masked sum over
-//! rows: a masked sum adds in row order, which a permutation of the inputs changes, and the
-//! result would then differ in the last bit (DESIGN.md: permutation invariance is exact).
+//! interpreted network (`network.rs`) up to `network::MAX_N`, introselect beyond. The result
+//! is always the ascending sum of the sorted kept ranks. A plain masked sum over rows would
+//! add in row order, which a permutation of the inputs changes, and differ in the last bit
+//! (DESIGN.md: permutation invariance is exact). The one exception in method, not in bits:
+//! float32 without rows on AVX-512 for `n > 64` places only the two boundary ranks and takes
+//! the spec's tie-corrected masked sum where it is provably exact, hence the same bits
+//! ([`exact_kept_mean`]); a block where it is not sorts its kept ranks as before.
 
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
+use crate::network::Plan;
 use crate::network::LANES;
 use crate::order::{Accumulator, Float};
 use crate::rules::columns::{self, Select};
-use crate::rules::{ranked_columns, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows};
+use crate::rules::{
+    ranked_columns, ranked_columns_with, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows,
+};
+use crate::simd;
+use std::any::TypeId;
+use std::sync::OnceLock;
 
 pub const NAME: &str = "trimmed_mean";
 
@@ -64,6 +73,43 @@ pub fn trimmed_mean<T: Float>(
             |k| (kept_mean::<T, WithRows>(k, lo, hi), lo, hi),
             |_, _| false,
         );
+    } else if cfg!(target_arch = "x86_64")
+        && simd::level() == simd::Level::Avx512
+        && TypeId::of::<T>() == TypeId::of::<f32>()
+    {
+        // float32 without rows on AVX-512: place only the two boundary ranks, then the exact
+        // masked sum (`exact_kept_mean`), or, in a block where it would not be exact, the
+        // kept ranks as below. (On AVX2 the compiler's vectorisation of the masked pass cost
+        // twice the network it saves: that level keeps the sorted kept ranks.)
+        let level = simd::level();
+        let kept: OnceLock<Plan> = OnceLock::new();
+        ranked_columns_with::<T, ValuesOnly>(
+            x,
+            out,
+            propagate,
+            lo,
+            hi,
+            true,
+            |k| (kept_mean::<T, ValuesOnly>(k, lo, hi), lo, hi),
+            |kb, out| {
+                assert_eq!(std::mem::size_of::<T::VKey>(), 4);
+                // SAFETY: T is f32 (checked above), whose value keys are u32 (order.rs), and
+                // `[T; LANES]` is `[f32; LANES]`: the same types under other names.
+                let (kb32, out32) = unsafe {
+                    (
+                        &*(kb as *const [T::VKey] as *const [u32]),
+                        &mut *(out as *mut [T; LANES] as *mut [f32; LANES]),
+                    )
+                };
+                if !exact_kept_mean(kb32, lo, hi, out32) {
+                    let n = kb.len() / LANES;
+                    kept.get_or_init(|| Plan::new(level, n, &(lo..=hi).collect::<Vec<_>>()))
+                        .apply(kb);
+                    kept_mean_block::<T>(kb, lo, hi, out);
+                }
+                true
+            },
+        );
     } else {
         ranked_columns::<T, ValuesOnly>(
             x,
@@ -103,6 +149,162 @@ fn kept_mean_block<T: Float>(kb: &[T::VKey], lo: usize, hi: usize, out: &mut [T;
     let count = (hi - lo + 1) as f64;
     for (o, a) in out.iter_mut().zip(&acc) {
         *o = T::from_f64(a.value() / count);
+    }
+    true
+}
+
+/// Per-lane totals of the masked pass over a block (see [`exact_kept_mean`]).
+struct MaskedPass {
+    /// Sum, in float64, of the values strictly between the two boundary keys.
+    sum: [f64; LANES],
+    /// `#(key > low)` and `#(key < high)`.
+    gt_low: [u32; LANES],
+    lt_high: [u32; LANES],
+    /// Largest magnitude, and smallest nonzero magnitude minus one (zero wraps to `u32::MAX`,
+    /// so zeros never lower it), as float32 bits, of the values strictly between.
+    a_max: [u32; LANES],
+    a_min1: [u32; LANES],
+}
+
+/// The trimmed mean of a block of float32 value keys (`kb[row * LANES + lane]`, `n` rows in
+/// any order) whose ranks `lo` and `hi` are in place, computed as the spec's masked sum: the
+/// values strictly between the two boundary keys, plus each boundary value times the number
+/// of its copies that are kept (ties, counted from `#(key > low)` and `#(key < high)`).
+/// Writes `out` and returns `true` when every lane's sum is exact, which makes it the bits of
+/// [`kept_mean`]'s ascending float64 sum; `false` (and `out` unspecified) otherwise.
+///
+/// When it is exact: a float32 with biased exponent `E` (`E' = max(E, 1)`) is a multiple of
+/// `2^(E' - 150)` below `2^(E' - 126)` in magnitude. With `E'min` / `E'max` over the nonzero
+/// kept values and `count <= 2^c` of them, every partial sum, in any order, is a multiple of
+/// `u = 2^(E'min - 150)` of magnitude below `count * 2^(E'max - 126)`, so when
+/// `c + E'max - E'min <= 29` it stays below `2^53 * u`, representable in float64: every
+/// addition (and each `copies * value` product) is exact, in any order, and the ascending sum
+/// gives the same float64 (an exact zero is `+0.0` either way: both start from `+0.0`).
+/// Infinities and NaN are never exact here. Kept values spanning more than about 2^21 (a tiny
+/// nonzero value next to large ones) fall back to sorting the kept ranks, for that block only.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn exact_kept_mean(kb: &[u32], lo: usize, hi: usize, out: &mut [f32; LANES]) -> bool {
+    assert!(kb.len().is_multiple_of(LANES) && lo <= hi && hi < kb.len() / LANES);
+    // SAFETY: only called with `Level::Avx512` in force, which simd.rs sets only when the CPU
+    // reports avx512f/bw/dq/vl; the kernel reads `kb` within the bounds asserted above.
+    let pass = unsafe { masked_pass_avx512(kb, lo, hi) };
+    finish_exact(&pass, kb, lo, hi, out)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn exact_kept_mean(_: &[u32], _: usize, _: usize, _: &mut [f32; LANES]) -> bool {
+    unreachable!("only on AVX-512")
+}
+
+/// The masked pass, one zmm of 16 keys per row: two compares give the inside mask, the keys
+/// become float32 bits (`order.rs`'s `ord32` undone: one shift and one ternary logic op) and
+/// two float64 halves added under the mask; masked counts, max and min take the rest.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn masked_pass_avx512(kb: &[u32], lo: usize, hi: usize) -> MaskedPass {
+    // SAFETY: the caller guarantees the features; every load is of row r < n of `kb`.
+    unsafe {
+        use std::arch::x86_64::*;
+        let p = kb.as_ptr();
+        let load = |r: usize| _mm512_loadu_si512(p.add(r * LANES) as *const _);
+        let (low, high) = (load(lo), load(hi));
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let abs = _mm512_set1_epi32(i32::MAX);
+        let one = _mm512_set1_epi32(1);
+        let (mut s0, mut s1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+        let (mut gt, mut lt) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        let (mut a_max, mut a_min1) = (_mm512_setzero_si512(), _mm512_set1_epi32(-1));
+        for r in 0..kb.len() / LANES {
+            let k = load(r);
+            let gt_low = _mm512_cmpgt_epu32_mask(k, low);
+            let lt_high = _mm512_cmplt_epu32_mask(k, high);
+            let inside = gt_low & lt_high;
+            // bits = k ^ (!(k >>a 31) | SIGN): a set top bit clears it, a clear one flips all.
+            let top = _mm512_srai_epi32::<31>(k);
+            let bits = _mm512_ternarylogic_epi32::<0x4b>(k, top, sign);
+            let f = _mm512_castsi512_ps(bits);
+            let v0 = _mm512_cvtps_pd(_mm512_castps512_ps256(f));
+            let v1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                _mm512_castps_pd(f),
+            )));
+            s0 = _mm512_mask_add_pd(s0, inside as u8, s0, v0);
+            s1 = _mm512_mask_add_pd(s1, (inside >> 8) as u8, s1, v1);
+            gt = _mm512_mask_add_epi32(gt, gt_low, gt, one);
+            lt = _mm512_mask_add_epi32(lt, lt_high, lt, one);
+            let a = _mm512_and_si512(bits, abs);
+            a_max = _mm512_mask_max_epu32(a_max, inside, a_max, a);
+            a_min1 = _mm512_mask_min_epu32(a_min1, inside, a_min1, _mm512_sub_epi32(a, one));
+        }
+        let mut out = MaskedPass {
+            sum: [0.0; LANES],
+            gt_low: [0; LANES],
+            lt_high: [0; LANES],
+            a_max: [0; LANES],
+            a_min1: [0; LANES],
+        };
+        _mm512_storeu_pd(out.sum.as_mut_ptr(), s0);
+        _mm512_storeu_pd(out.sum.as_mut_ptr().add(8), s1);
+        _mm512_storeu_si512(out.gt_low.as_mut_ptr() as *mut _, gt);
+        _mm512_storeu_si512(out.lt_high.as_mut_ptr() as *mut _, lt);
+        _mm512_storeu_si512(out.a_max.as_mut_ptr() as *mut _, a_max);
+        _mm512_storeu_si512(out.a_min1.as_mut_ptr() as *mut _, a_min1);
+        out
+    }
+}
+
+/// float32 bits of a value key (the inverse of `order.rs`'s `ord32`).
+#[inline(always)]
+fn key_bits(k: u32) -> u32 {
+    if k & (1 << 31) != 0 {
+        k & !(1 << 31)
+    } else {
+        !k
+    }
+}
+
+/// [`exact_kept_mean`]'s per-lane conclusion from the pass's totals.
+fn finish_exact(
+    pass: &MaskedPass,
+    kb: &[u32],
+    lo: usize,
+    hi: usize,
+    out: &mut [f32; LANES],
+) -> bool {
+    const ABS: u32 = !(1 << 31);
+    let n = kb.len() / LANES;
+    let count = hi - lo + 1;
+    let c = usize::BITS - (count - 1).leading_zeros();
+    for l in 0..LANES {
+        let (kl, kh) = (kb[lo * LANES + l], kb[hi * LANES + l]);
+        let (bl, bh) = (key_bits(kl), key_bits(kh));
+        let a_max = pass.a_max[l].max(bl & ABS).max(bh & ABS);
+        let a_min1 = pass.a_min1[l]
+            .min((bl & ABS).wrapping_sub(1))
+            .min((bh & ABS).wrapping_sub(1));
+        if a_max >= 0x7f80_0000 {
+            return false; // an infinity or NaN is kept
+        }
+        if a_min1 != u32::MAX {
+            let e_max = (a_max >> 23).max(1);
+            let e_min = ((a_min1 + 1) >> 23).max(1);
+            if c + e_max - e_min > 29 {
+                return false;
+            }
+        }
+        // Copies of each boundary kept; all of them at the low one when the two are equal.
+        let (n_low, n_high) = if kl == kh {
+            (count, 0)
+        } else {
+            (
+                n - pass.gt_low[l] as usize - lo,
+                hi + 1 - pass.lt_high[l] as usize,
+            )
+        };
+        let s = pass.sum[l]
+            + n_low as f64 * f32::from_bits(bl) as f64
+            + n_high as f64 * f32::from_bits(bh) as f64;
+        out[l] = (s / count as f64) as f32;
     }
     true
 }
@@ -171,6 +373,115 @@ mod tests {
         ];
         assert_eq!(tm(&x, 2, NonFinite::Robust), vec![2.0]);
         assert!(tm(&x, 2, NonFinite::Propagate)[0].is_nan());
+    }
+
+    /// The sorted-sum trimmed mean of one float32 column (the definition).
+    fn sorted_mean(col: &[f32], f: usize) -> f32 {
+        let mut c = col.to_vec();
+        c.sort_by(|a, b| a.total_cmp(b));
+        let s = c[f..c.len() - f].iter().fold(0.0f64, |s, &v| s + v as f64);
+        (s / (c.len() - 2 * f) as f64) as f32
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn masked_sum_is_exact_or_declines() {
+        if !simd::available(simd::Level::Avx512) {
+            return; // the kernel exists only for AVX-512 (the CI machines have it)
+        }
+        // Blocks of value keys in random order, boundaries placed by sorting: when the masked
+        // sum says it is exact it has the sorted sum's bits; on kept values spanning 2^40 it
+        // must decline (their row-order sum rounds differently), and on narrow ones accept.
+        let mut rng = Rng(17);
+        for &(n, f) in &[(65usize, 6usize), (100, 10), (200, 20), (200, 0), (129, 64)] {
+            for wide in [false, true] {
+                let cols: Vec<Vec<f32>> = (0..LANES)
+                    .map(|_| {
+                        (0..n)
+                            .map(|i| {
+                                let v = (rng.next_f64() - 0.5) as f32;
+                                let e = if wide { (i % 41) as i32 - 20 } else { 0 };
+                                v * (2.0f32).powi(e)
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let mut kb = vec![0u32; n * LANES];
+                for (l, col) in cols.iter().enumerate() {
+                    let mut keys: Vec<u32> = col.iter().map(|v| v.vkey()).collect();
+                    keys.sort_unstable();
+                    // Keep ranks f and n-f-1 in place, scramble the rest by a rotation.
+                    let (a, b) = (keys[f], keys[n - f - 1]);
+                    let mut rest: Vec<u32> = keys
+                        .iter()
+                        .enumerate()
+                        .filter(|&(r, _)| r != f && r != n - f - 1)
+                        .map(|(_, &k)| k)
+                        .collect();
+                    rest.rotate_left(l + 3);
+                    let mut it = rest.into_iter();
+                    for r in 0..n {
+                        kb[r * LANES + l] = if r == f {
+                            a
+                        } else if r == n - f - 1 {
+                            b
+                        } else {
+                            it.next().unwrap()
+                        };
+                    }
+                }
+                let mut out = [0.0f32; LANES];
+                let exact = exact_kept_mean(&kb, f, n - f - 1, &mut out);
+                assert_eq!(exact, !wide || n - 2 * f == 1, "n={n} f={f} wide={wide}");
+                if exact {
+                    for l in 0..LANES {
+                        assert_eq!(out[l].to_bits(), sorted_mean(&cols[l], f).to_bits());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn values_only_float32_on_every_level() {
+        // The masked sum and its per-block fallback through the public kernel, every SIMD
+        // level, against the sorted sum: narrow data, wide data, ties with signed zeros.
+        let mut rng = Rng(5);
+        for &n in &[65usize, 100, 200] {
+            for case in 0..3 {
+                let data: Vec<Vec<f32>> = (0..n)
+                    .map(|i| {
+                        (0..16 * 5 + 3)
+                            .map(|j| {
+                                let v = (rng.next_f64() - 0.5) as f32;
+                                match case {
+                                    0 => v,
+                                    1 if j % 3 == 0 => v * (2.0f32).powi((i % 41) as i32 - 20),
+                                    1 => v,
+                                    _ => [0.0, -0.0, 1.0, -2.0][(i * 7 + j) % 4],
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect();
+                for f in [0, 1, n / 10, (n - 1) / 2] {
+                    let want: Vec<u32> = (0..data[0].len())
+                        .map(|j| {
+                            let col: Vec<f32> = (0..n).map(|i| data[i][j]).collect();
+                            sorted_mean(&col, f).to_bits()
+                        })
+                        .collect();
+                    for level in [simd::Level::Scalar, simd::Level::Avx2, simd::Level::Avx512] {
+                        simd::set_level(level); // capped at what the CPU has
+                        let got: Vec<u32> = tm(&data, f, NonFinite::Robust)
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect();
+                        assert_eq!(got, want, "n={n} case={case} f={f} {level:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
