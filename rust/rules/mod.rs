@@ -72,6 +72,12 @@ pub(crate) fn tile_width(n: usize) -> usize {
 /// Bytes of keys per tile of the interpreted network (see [`network_tile_width`]).
 const NETWORK_TILE_BYTES: usize = 1 << 18;
 
+/// The type of an absent `ends` attempt (see [`ranked_columns_with`]).
+type EndsFn<T, K> = fn(&[K], &mut [T; LANES]) -> bool;
+
+/// Blocks of a tile that skip the `ends` attempt of [`ranked_columns_with`] after it missed.
+pub(crate) const ENDS_SKIP: usize = 8;
+
 /// Rows ahead of the one being loaded whose tile run [`load_tile`] prefetches.
 const PREFETCH_ROWS: usize = 4;
 
@@ -226,13 +232,18 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
     finish: impl Fn(&Ranked<'_, Kg::K>) -> (T, usize, usize) + Sync + Send,
     finish_block: impl Fn(&mut [Kg::K], &mut [T; LANES]) -> bool + Sync + Send,
 ) {
-    ranked_columns_with::<T, Kg>(x, out, propagate, lo, hi, false, finish, finish_block)
+    let no_ends: Option<EndsFn<T, Kg::K>> = None;
+    ranked_columns_with::<T, Kg>(x, out, propagate, lo, hi, no_ends, finish, finish_block)
 }
 
-/// [`ranked_columns`], where `ends_only` asks the network (`n <= network::MAX_N`) to place
-/// only ranks `lo` and `hi`: the other keys of the block are left in no particular order, and
-/// `finish_block` must then handle every block (it may reorder the block's keys) and never
-/// return `false`. Only without rows.
+/// [`ranked_columns`] with a cheaper first attempt per block. With `ends` (and no rows asked
+/// for, `n <= network::MAX_N`), a block first runs a network that places only ranks `lo` and
+/// `hi` (the other keys are left in no particular order), and `ends` computes the block's
+/// values from that, or returns `false` where it cannot give `finish_block`'s bits. Then the
+/// network placing `lo..=hi` runs on the same keys (a network sorts any order) and
+/// `finish_block` (which must then succeed) finishes as usual. After such a miss the next
+/// [`ENDS_SKIP`] blocks of the tile skip the attempt: data that defeats it on purpose (a
+/// Byzantine row) costs about `1 / ENDS_SKIP` of the attempt, not a whole attempt per block.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
     x: &Rows<'_, T>,
@@ -240,14 +251,10 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
     propagate: bool,
     lo: usize,
     hi: usize,
-    ends_only: bool,
+    ends: Option<impl Fn(&[Kg::K], &mut [T; LANES]) -> bool + Sync + Send>,
     finish: impl Fn(&Ranked<'_, Kg::K>) -> (T, usize, usize) + Sync + Send,
     finish_block: impl Fn(&mut [Kg::K], &mut [T; LANES]) -> bool + Sync + Send,
 ) {
-    assert!(
-        !ends_only || out.rows.is_none(),
-        "ends_only reports no rows"
-    );
     let n = x.n();
     let emit = |t: &mut Tile<'_, T>, c: usize, first_nan: u32, r: &Ranked<'_, Kg::K>| {
         if first_nan != u32::MAX {
@@ -265,34 +272,46 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
     };
     if n <= network::MAX_N {
         let level = simd::level();
-        let wanted: Vec<usize> = if ends_only {
-            let mut w = vec![lo, hi];
-            w.dedup();
-            w
-        } else {
-            (lo..=hi).collect()
+        let net = network::Plan::new(level, n, &(lo..=hi).collect::<Vec<_>>());
+        let ends = match ends {
+            Some(f) if out.rows.is_none() => {
+                let mut w = vec![lo, hi];
+                w.dedup();
+                Some((network::Plan::new(level, n, &w), f))
+            }
+            _ => None,
         };
-        let net = network::Plan::new(level, n, &wanted);
         for_each_tile(
             x,
             out,
             network_tile_width(n, std::mem::size_of::<Kg::K>()),
-            || (Vec::new(), Vec::new()),
-            |(keys, first_nan): &mut (Vec<Kg::K>, Vec<u32>), mut t| {
+            || (Vec::new(), Vec::new(), 0usize),
+            |(keys, first_nan, skip): &mut (Vec<Kg::K>, Vec<u32>, usize), mut t| {
                 let w = t.values.len();
                 let off = load_tile::<T, Kg>(level, x, t.j0, w, keys, first_nan, propagate);
                 let blocks = w.div_ceil(LANES);
                 let keys = &mut keys[off..off + blocks * n * LANES];
                 for (b, kb) in keys.chunks_exact_mut(n * LANES).enumerate() {
                     let b0 = b * LANES;
-                    net.apply(kb);
                     let lanes = (w - b0).min(LANES);
                     let mut block_values = [T::ZERO; LANES];
-                    let done = !t.want_rows && finish_block(kb, &mut block_values);
-                    assert!(
-                        done || !ends_only,
-                        "ends_only: finish_block handles every block"
-                    );
+                    let mut done = false;
+                    if let Some((ends_net, attempt)) = &ends {
+                        if *skip == 0 {
+                            ends_net.apply(kb);
+                            done = attempt(kb, &mut block_values);
+                            if !done {
+                                *skip = ENDS_SKIP;
+                            }
+                        } else {
+                            *skip -= 1;
+                        }
+                    }
+                    if !done {
+                        net.apply(kb);
+                        done = !t.want_rows && finish_block(kb, &mut block_values);
+                        assert!(done || ends.is_none(), "finish_block declined after ends");
+                    }
                     if done {
                         for (l, &v) in block_values.iter().enumerate().take(lanes) {
                             t.values[b0 + l] = if first_nan[b0 + l] == u32::MAX {

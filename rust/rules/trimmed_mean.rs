@@ -22,7 +22,6 @@
 
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
-use crate::network::Plan;
 use crate::network::LANES;
 use crate::order::{Accumulator, Float};
 use crate::rules::columns::{self, Select};
@@ -31,7 +30,6 @@ use crate::rules::{
 };
 use crate::simd;
 use std::any::TypeId;
-use std::sync::OnceLock;
 
 pub const NAME: &str = "trimmed_mean";
 
@@ -81,17 +79,13 @@ pub fn trimmed_mean<T: Float>(
         // masked sum (`exact_kept_mean`), or, in a block where it would not be exact, the
         // kept ranks as below. (On AVX2 the compiler's vectorisation of the masked pass cost
         // twice the network it saves: that level keeps the sorted kept ranks.)
-        let level = simd::level();
-        let kept: OnceLock<Plan> = OnceLock::new();
         ranked_columns_with::<T, ValuesOnly>(
             x,
             out,
             propagate,
             lo,
             hi,
-            true,
-            |k| (kept_mean::<T, ValuesOnly>(k, lo, hi), lo, hi),
-            |kb, out| {
+            Some(|kb: &[T::VKey], out: &mut [T; LANES]| {
                 assert_eq!(std::mem::size_of::<T::VKey>(), 4);
                 // SAFETY: T is f32 (checked above), whose value keys are u32 (order.rs), and
                 // `[T; LANES]` is `[f32; LANES]`: the same types under other names.
@@ -101,14 +95,10 @@ pub fn trimmed_mean<T: Float>(
                         &mut *(out as *mut [T; LANES] as *mut [f32; LANES]),
                     )
                 };
-                if !exact_kept_mean(kb32, lo, hi, out32) {
-                    let n = kb.len() / LANES;
-                    kept.get_or_init(|| Plan::new(level, n, &(lo..=hi).collect::<Vec<_>>()))
-                        .apply(kb);
-                    kept_mean_block::<T>(kb, lo, hi, out);
-                }
-                true
-            },
+                exact_kept_mean(kb32, lo, hi, out32)
+            }),
+            |k| (kept_mean::<T, ValuesOnly>(k, lo, hi), lo, hi),
+            |kb, out| kept_mean_block::<T>(kb, lo, hi, out),
         );
     } else {
         ranked_columns::<T, ValuesOnly>(
