@@ -291,6 +291,7 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
                 let off = load_tile::<T, Kg>(level, x, t.j0, w, keys, first_nan, propagate);
                 let blocks = w.div_ceil(LANES);
                 let keys = &mut keys[off..off + blocks * n * LANES];
+                *skip = 0; // a miss skips blocks of its own tile only
                 for (b, kb) in keys.chunks_exact_mut(n * LANES).enumerate() {
                     let b0 = b * LANES;
                     let lanes = (w - b0).min(LANES);
