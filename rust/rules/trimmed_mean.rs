@@ -243,16 +243,6 @@ unsafe fn masked_pass_avx512(kb: &[u32], lo: usize, hi: usize) -> MaskedPass {
     }
 }
 
-/// float32 bits of a value key (the inverse of `order.rs`'s `ord32`).
-#[inline(always)]
-fn key_bits(k: u32) -> u32 {
-    if k & (1 << 31) != 0 {
-        k & !(1 << 31)
-    } else {
-        !k
-    }
-}
-
 /// [`exact_kept_mean`]'s per-lane conclusion from the pass's totals.
 fn finish_exact(
     pass: &MaskedPass,
@@ -267,7 +257,7 @@ fn finish_exact(
     let c = usize::BITS - (count - 1).leading_zeros();
     for l in 0..LANES {
         let (kl, kh) = (kb[lo * LANES + l], kb[hi * LANES + l]);
-        let (bl, bh) = (key_bits(kl), key_bits(kh));
+        let (bl, bh) = (f32::vkey_value(kl).to_bits(), f32::vkey_value(kh).to_bits());
         let a_max = pass.a_max[l].max(bl & ABS).max(bh & ABS);
         let a_min1 = pass.a_min1[l]
             .min((bl & ABS).wrapping_sub(1))
