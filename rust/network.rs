@@ -112,11 +112,15 @@ impl Plan {
     /// Run the network on a block of keys laid out `keys[row * LANES + lane]`.
     pub fn apply<K: Ord + Copy>(&self, keys: &mut [K]) {
         assert_eq!(keys.len(), self.n * LANES);
-        #[cfg(target_arch = "x86_64")]
         if self.presort > 0 {
+            #[cfg(target_arch = "x86_64")]
             // SAFETY: `presort` is only set for `Level::Avx512`, in force only when the CPU
             // reports avx512f/bw/dq/vl (simd.rs).
-            unsafe { presort_avx512(keys, self.presort) };
+            unsafe {
+                presort_avx512(keys, self.presort)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!("groups are presorted on AVX-512 only");
         }
         apply_dispatch(self.level, keys, &self.net);
     }

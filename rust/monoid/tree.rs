@@ -13,7 +13,7 @@ use super::{combine_rows, MFloat, Op};
 use crate::error::AggError;
 use crate::pool;
 use crate::rules::PARALLEL_MIN_VALUES;
-use crate::simd::{self, Level};
+use crate::simd;
 
 fn bad(rule: &'static str, message: String) -> AggError {
     AggError::InvalidParameter { rule, message }
@@ -256,10 +256,10 @@ pub fn reduce<T: MFloat>(x: &[T], h: usize, ptr: &[usize], op: Op, empty: T, out
         |a, b, o| match level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Level::Avx2` is only in force when the CPU reports avx2 (simd.rs).
-            Level::Avx2 => unsafe { reduce_sets_avx2(x, h, ptr, (a, b), op, empty, o) },
+            simd::Level::Avx2 => unsafe { reduce_sets_avx2(x, h, ptr, (a, b), op, empty, o) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Level::Avx512` is only in force when the CPU reports those features.
-            Level::Avx512 => unsafe { reduce_sets_avx512(x, h, ptr, (a, b), op, empty, o) },
+            simd::Level::Avx512 => unsafe { reduce_sets_avx512(x, h, ptr, (a, b), op, empty, o) },
             _ => reduce_sets_body(x, h, ptr, (a, b), op, empty, o),
         },
     );

@@ -144,6 +144,7 @@ fn kept_mean_block<T: Float>(kb: &[T::VKey], lo: usize, hi: usize, out: &mut [T;
 }
 
 /// Per-lane totals of the masked pass over a block (see [`exact_kept_mean`]).
+#[cfg(target_arch = "x86_64")]
 struct MaskedPass {
     /// Sum, in float64, of the values strictly between the two boundary keys.
     sum: [f64; LANES],
@@ -244,6 +245,7 @@ unsafe fn masked_pass_avx512(kb: &[u32], lo: usize, hi: usize) -> MaskedPass {
 }
 
 /// [`exact_kept_mean`]'s per-lane conclusion from the pass's totals.
+#[cfg(target_arch = "x86_64")]
 fn finish_exact(
     pass: &MaskedPass,
     kb: &[u32],
