@@ -663,7 +663,6 @@ mod tests {
 
     #[test]
     fn every_simd_level_applies_the_same_network() {
-        use crate::simd::Level;
         let n = 37;
         let net = network(n, &[n / 2, 3, n - 1]);
         let mut state = 99u64;
@@ -677,7 +676,7 @@ mod tests {
             .collect();
         let mut want = keys.clone();
         apply(&mut want, &net);
-        for level in [Level::Scalar, Level::Avx2, Level::Avx512] {
+        for level in crate::simd::ALL {
             // A level this CPU lacks is capped by set_level; call the dispatcher with the level
             // actually available.
             let l = crate::simd::cap(level);
@@ -691,7 +690,6 @@ mod tests {
     fn presorted_plan_gives_the_networks_bits() {
         // Every level (AVX-512 presorts groups of 16 rows in registers) against the plain
         // interpreted network, on keys with many ties, u32 and u64, full and partial groups.
-        use crate::simd::Level;
         let mut state = 777u64;
         let mut next = move || {
             state ^= state << 13;
@@ -713,7 +711,7 @@ mod tests {
                 let (mut w32, mut w64) = (k32.clone(), k64.clone());
                 apply(&mut w32, &net);
                 apply(&mut w64, &net);
-                for level in [Level::Scalar, Level::Avx2, Level::Avx512] {
+                for level in crate::simd::ALL {
                     let l = crate::simd::cap(level);
                     let (mut g32, mut g64) = (k32.clone(), k64.clone());
                     let plan = Plan::new(l, n, wanted);

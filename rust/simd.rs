@@ -40,6 +40,10 @@ impl Level {
     }
 }
 
+/// Every level, for tests that run a kernel on each: [`cap`] or [`set_level`] turns the ones
+/// this CPU lacks into the best it has (on aarch64 that tests `Neon` and `Scalar`).
+pub const ALL: [Level; 4] = [Level::Scalar, Level::Avx2, Level::Avx512, Level::Neon];
+
 /// 0 = not decided yet.
 static LEVEL: AtomicU8 = AtomicU8::new(0);
 

@@ -348,7 +348,7 @@ mod tests {
         let x = rows(data);
         let (n, d) = (x.n(), x.d());
         let mut want: Option<(Vec<T>, Vec<u32>, Vec<u32>)> = None;
-        for level in [Level::Scalar, Level::Avx2, Level::Avx512, Level::Neon] {
+        for level in simd::ALL {
             let level = simd::set_level(level);
             let mut v = vec![T::ZERO; d];
             let (mut lo, mut hi) = (vec![0u32; d], vec![0u32; d]);

@@ -570,7 +570,7 @@ mod tests {
                 .map(|j| ((0..n).map(|i| data[i][j] as f64).sum::<f64>() / n as f64) as f32)
                 .collect();
             assert_eq!(a, exact);
-            for level in [Level::Avx2, Level::Avx512] {
+            for level in simd::ALL {
                 let mut b = vec![0.0f32; x.d()];
                 simd::set_level(level); // capped at what the CPU has
                 crate::pool::set_num_threads(2).unwrap();

@@ -453,7 +453,7 @@ mod tests {
                             sorted_mean(&col, f).to_bits()
                         })
                         .collect();
-                    for level in [simd::Level::Scalar, simd::Level::Avx2, simd::Level::Avx512] {
+                    for level in simd::ALL {
                         simd::set_level(level); // capped at what the CPU has
                         let got: Vec<u32> = tm(&data, f, NonFinite::Robust)
                             .iter()
