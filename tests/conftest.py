@@ -24,9 +24,27 @@ def rng():
     return np.random.default_rng(20261122)
 
 
-@pytest.fixture(params=["scalar", "avx2", "avx512"])
+def _simd_levels():
+    """The distinct SIMD paths this machine runs: every level, capped to what the CPU has
+    (x86-64: scalar, avx2, avx512 as available; aarch64: scalar and neon)."""
+    before = aggkit.simd_level()
+    levels = []
+    try:
+        for name in ("scalar", "avx2", "avx512", "neon"):
+            got = aggkit._core._set_simd_level(name)
+            if got not in levels:
+                levels.append(got)
+    finally:
+        aggkit._core._set_simd_level(before)
+    return levels
+
+
+SIMD_LEVELS = _simd_levels()
+
+
+@pytest.fixture(params=SIMD_LEVELS)
 def simd(request):
-    """Run a test on each SIMD path (a level this CPU lacks is capped to the best it has)."""
+    """Run a test on each SIMD path this machine has (`SIMD_LEVELS`)."""
     before = aggkit.simd_level()
     level = aggkit._core._set_simd_level(request.param)
     yield level

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import aggkit
 import numpy as np
 import pytest
+from conftest import SIMD_LEVELS
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from strategies import ANY, FAR, junk, matrices
@@ -307,7 +308,7 @@ def test_simd_levels_agree_bitwise(case, rng):
     before = aggkit.simd_level()
     outs = []
     try:
-        for level in ("scalar", "avx2", "avx512"):  # capped at what this CPU has
+        for level in SIMD_LEVELS:
             aggkit._core._set_simd_level(level)
             outs.append(rule(x))
     finally:
