@@ -1,4 +1,5 @@
-//! Writes the straight-line Batcher sort of 32 zmm rows (`sort32_lanes`) into OUT_DIR.
+//! Writes Batcher's sort of 32 rows into OUT_DIR twice: as straight-line code on zmm rows
+//! (`sort32_lanes`) and as a comparator list (`NET32`, for the interpreted variant).
 fn batcher(n: usize) -> Vec<(usize, usize)> {
     let mut v = Vec::new();
     let mut p = 1;
@@ -31,6 +32,14 @@ fn main() {
     }
     let names: Vec<String> = (0..32).map(|i| format!("x{i}")).collect();
     s += &format!("    *s = [{}];\n}}\n", names.join(", "));
+    let pairs: Vec<String> = batcher(32)
+        .iter()
+        .map(|(a, b)| format!("({a}, {b})"))
+        .collect();
+    s += &format!(
+        "const NET32: &[(usize, usize)] = &[{}];\n",
+        pairs.join(", ")
+    );
     std::fs::write(
         std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("net32.rs"),
         s,

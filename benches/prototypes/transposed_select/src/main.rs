@@ -244,35 +244,11 @@ unsafe fn block(
     }
 }
 
-/// Batcher odd-even merge sort comparators for n = 2^p (iterative form).
-fn batcher(n: usize) -> Vec<(usize, usize)> {
-    let mut v = Vec::new();
-    let mut p = 1;
-    while p < n {
-        let mut k = p;
-        while k >= 1 {
-            let mut j = k % p;
-            while j + k < n {
-                for i in 0..k.min(n - j - k) {
-                    if (i + j) / (2 * p) == (i + j + k) / (2 * p) {
-                        v.push((i + j, i + j + k));
-                    }
-                }
-                j += 2 * k;
-            }
-            k /= 2;
-        }
-        p *= 2;
-    }
-    v
-}
-
 pub struct Work {
     cols: Vec<u32>,
     surv: Vec<u32>,
     tmp: Vec<u32>,
     surv2: Vec<u32>,
-    net: Vec<(usize, usize)>,
 }
 
 const S: usize = 32;
@@ -309,7 +285,7 @@ unsafe fn block2(
         sm[j] = _mm512_loadu_si512(p.add(r * 16) as *const _);
     }
     if mode == Mode::V2Interp {
-        sample_sort(&mut sm, &ws.net);
+        sample_sort(&mut sm, NET32);
     } else {
         sort32_lanes(&mut sm);
     }
@@ -557,7 +533,6 @@ fn main() {
         surv: vec![],
         tmp: vec![],
         surv2: vec![0; 16 * 48 + 64],
-        net: batcher(S),
     };
     let (mut cols, mut tmp) = (Vec::new(), Vec::new());
     let mut out = vec![[0u32; 16]; blocks];
