@@ -205,6 +205,18 @@ unsafe fn transpose16(r: &mut [__m512i; 16]) {
     }
 }
 
+/// Rows `g .. g + 16` of a `[row][lane]` key block (rows past `n` read as `u32::MAX`, above
+/// every real key), transposed: vector `j` holds lane `j`'s 16 keys.
+#[inline(always)]
+unsafe fn tile_columns(p: *const u32, n: usize, g: usize) -> [__m512i; 16] {
+    let mut r = [_mm512_set1_epi32(-1); 16];
+    for i in 0..16.min(n - g) {
+        r[i] = _mm512_loadu_si512(p.add((g + i) * 16) as *const _);
+    }
+    transpose16(&mut r);
+    r
+}
+
 /// One block: kb row-major [row*16 + lane], n rows; out: 16 medians (ranks r_lo..r_hi).
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,popcnt,bmi1,bmi2")]
 unsafe fn block(
@@ -224,11 +236,7 @@ unsafe fn block(
     let c = cols.as_mut_ptr();
     let mut g = 0;
     while g < n {
-        let mut r = [_mm512_set1_epi32(-1); 16];
-        for i in 0..16.min(n - g) {
-            r[i] = _mm512_loadu_si512(p.add((g + i) * 16) as *const _);
-        }
-        transpose16(&mut r);
+        let r = tile_columns(p, n, g);
         for j in 0..16 {
             _mm512_storeu_si512(c.add(j * np + g) as *mut _, r[j]);
         }
@@ -313,11 +321,7 @@ unsafe fn block2(
     let mut w = [0u32; 16];
     let mut g = 0;
     while g < n {
-        let mut r = [_mm512_set1_epi32(-1); 16];
-        for i in 0..16.min(n - g) {
-            r[i] = _mm512_loadu_si512(p.add((g + i) * 16) as *const _);
-        }
-        transpose16(&mut r);
+        let r = tile_columns(p, n, g);
         for j in 0..16 {
             let v = r[j];
             _mm512_storeu_si512(c.add(j * np + g) as *mut _, v);
