@@ -31,10 +31,41 @@ pub enum AggError {
     },
 }
 
+/// The message of [`AggError::NonFinite`]: the rule, why, and the first ten offending rows.
+pub fn nonfinite_message(rule: &str, rows: &[usize], detail: &str) -> String {
+    const SHOWN: usize = 10;
+    let list: Vec<String> = rows.iter().take(SHOWN).map(|r| r.to_string()).collect();
+    let more = if rows.len() > SHOWN {
+        format!(" and {} more", rows.len() - SHOWN)
+    } else {
+        String::new()
+    };
+    format!(
+        "{rule}: {detail}; non-finite inputs (row indices): [{}]{more}",
+        list.join(", ")
+    )
+}
+
+/// The message of [`AggError::TooFewInputs`] (`n` and `f` as the caller wrote them: Python's
+/// integers are unbounded).
+pub fn too_few_message(
+    rule: &str,
+    requirement: &str,
+    n: impl fmt::Display,
+    f: impl fmt::Display,
+) -> String {
+    format!("{rule} needs {requirement}, got n={n}, f={f}")
+}
+
+/// The message of [`AggError::Empty`].
+pub fn empty_message(rule: &str) -> String {
+    format!("{rule} needs at least one input, got n=0")
+}
+
 impl fmt::Display for AggError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AggError::Empty { rule } => write!(f, "{rule} needs at least one input, got n=0"),
+            AggError::Empty { rule } => f.write_str(&empty_message(rule)),
             AggError::Ragged { row, expected, got } => write!(
                 f,
                 "all inputs must have the same size: input 0 has {expected} values, input {row} has {got}"
@@ -44,21 +75,10 @@ impl fmt::Display for AggError {
                 requirement,
                 n,
                 f: ff,
-            } => write!(f, "{rule} needs {requirement}, got n={n}, f={ff}"),
+            } => f.write_str(&too_few_message(rule, requirement, n, ff)),
             AggError::InvalidParameter { rule, message } => write!(f, "{rule}: {message}"),
             AggError::NonFinite { rule, rows, detail } => {
-                const SHOWN: usize = 10;
-                let list: Vec<String> = rows.iter().take(SHOWN).map(|r| r.to_string()).collect();
-                let more = if rows.len() > SHOWN {
-                    format!(" and {} more", rows.len() - SHOWN)
-                } else {
-                    String::new()
-                };
-                write!(
-                    f,
-                    "{rule}: {detail}; non-finite inputs (row indices): [{}]{more}",
-                    list.join(", ")
-                )
+                f.write_str(&nonfinite_message(rule, rows, detail))
             }
         }
     }

@@ -1,7 +1,10 @@
 """aggkit: robust aggregation for federated and Byzantine-resilient learning.
 
-This is the public API; everything not re-exported here is private.
+This is the public API; everything not re-exported here is private. ``aggkit.attacks`` is
+imported on first use; ``aggkit.torch`` when imported, or when a rule first receives a tensor.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from aggkit import _core
 from aggkit import monoid as monoid
@@ -15,25 +18,25 @@ from aggkit.errors import NoMajorityError as NoMajorityError
 from aggkit.errors import NonFiniteError as NonFiniteError
 from aggkit.errors import ShapeError as ShapeError
 from aggkit.errors import TooFewInputsError as TooFewInputsError
-from aggkit.preagg import ARC as ARC
-from aggkit.preagg import NNM as NNM
-from aggkit.preagg import Bucketing as Bucketing
-from aggkit.preagg import Clipping as Clipping
-from aggkit.preagg import Perturb as Perturb
-from aggkit.preagg import Pipeline as Pipeline
-from aggkit.preagg import PreAggregator as PreAggregator
-from aggkit.preagg import list_preaggregators as list_preaggregators
-from aggkit.preagg import pipeline as pipeline
+from aggkit.registry import Pipeline as Pipeline
+from aggkit.registry import PreAggregator as PreAggregator
 from aggkit.registry import Rule as Rule
+from aggkit.registry import Selection as Selection
+from aggkit.registry import list_preaggregators as list_preaggregators
 from aggkit.registry import list_rules as list_rules
+from aggkit.registry import pipeline as pipeline
 from aggkit.registry import rule as rule
+from aggkit.rules import ARC as ARC
 from aggkit.rules import CAF as CAF
 from aggkit.rules import DETOX as DETOX
 from aggkit.rules import MDA as MDA
+from aggkit.rules import NNM as NNM
 from aggkit.rules import SMEA as SMEA
+from aggkit.rules import Bucketing as Bucketing
 from aggkit.rules import Bulyan as Bulyan
 from aggkit.rules import CenteredClipping as CenteredClipping
 from aggkit.rules import CenteredClippingState as CenteredClippingState
+from aggkit.rules import Clipping as Clipping
 from aggkit.rules import DetoxInfo as DetoxInfo
 from aggkit.rules import GeometricMedian as GeometricMedian
 from aggkit.rules import GeometricMedianInfo as GeometricMedianInfo
@@ -43,7 +46,7 @@ from aggkit.rules import Mean as Mean
 from aggkit.rules import Median as Median
 from aggkit.rules import MoNNA as MoNNA
 from aggkit.rules import MultiKrum as MultiKrum
-from aggkit.rules import Selection as Selection
+from aggkit.rules import Perturb as Perturb
 from aggkit.rules import SignVote as SignVote
 from aggkit.rules import TrimmedMean as TrimmedMean
 from aggkit.rules import bulyan as bulyan
@@ -71,7 +74,20 @@ from aggkit.rules import sign_vote as sign_vote
 from aggkit.rules import smea as smea
 from aggkit.rules import trimmed_mean as trimmed_mean
 
+if TYPE_CHECKING:
+    from aggkit import attacks as attacks
+
 __version__: str = _core.__version__
+
+
+def __getattr__(name: str) -> Any:
+    # aggkit.attacks is for simulations and tests: imported on first use, not with aggkit.
+    if name == "attacks":
+        import aggkit.attacks
+
+        return aggkit.attacks
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ARC",
@@ -109,6 +125,7 @@ __all__ = [
     "TooFewInputsError",
     "TrimmedMean",
     "__version__",
+    "attacks",
     "bulyan",
     "caf",
     "centered_clipping",

@@ -32,7 +32,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from aggkit._validate import check_f, is_torch
+from aggkit._dispatch import backend_of
+from aggkit._params import count
 from aggkit.errors import InvalidParameterError, ShapeError
 
 __all__ = [
@@ -61,13 +62,13 @@ class _Backend:
     """The few array operations attacks need, for numpy arrays and torch tensors alike."""
 
     def __init__(self, honest: Any) -> None:
-        if isinstance(honest, (list, tuple)) and is_torch(honest):
+        if isinstance(honest, (list, tuple)) and backend_of(honest) == "torch":
             import torch
 
             honest = torch.stack(list(honest))
         elif isinstance(honest, Sequence) and not hasattr(honest, "__array__"):
             honest = np.stack([np.asarray(v) for v in honest]) if len(honest) else np.empty((0,))
-        self.torch = is_torch(honest)
+        self.torch = backend_of(honest) == "torch"
         if not self.torch:
             honest = np.asarray(honest)
             kind = honest.dtype.kind
@@ -126,7 +127,7 @@ class Attack:
 
     def __call__(self, honest: Any, *, f: int = 1, rng: Any = None) -> Any:
         """The ``f`` Byzantine updates built from ``honest`` (shape ``(h, *shape)``)."""
-        f = check_f(f, f"attack {self.name}")
+        f = count(f, "f", f"attack {self.name}")
         b = _Backend(honest)
         if f == 0:
             return b.x[:0].clone() if b.torch else b.x[:0].copy()

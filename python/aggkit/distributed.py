@@ -40,11 +40,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-import aggkit.torch  # the rules dispatch torch tensors to it
 from aggkit.errors import InvalidParameterError
-from aggkit.registry import Rule
+from aggkit.registry import Rule, Selection
 from aggkit.registry import rule as make_rule
-from aggkit.rules.krum import Selection
+from aggkit.rules.mean import Mean
 from aggkit.torch.state_dict import krum_select, pairwise_sq_distances
 
 __all__ = ["RobustHookState", "register_hook", "robust_all_reduce", "robust_hook"]
@@ -126,7 +125,7 @@ def _sharded(flat: torch.Tensor, r: Rule, group: Any) -> tuple[torch.Tensor, Sel
             total += p.cpu().numpy()
         idx, scores = krum_select(total, r)
         rows = [recv[i] for i in idx]
-        mine = rows[0].clone() if len(rows) == 1 else aggkit.torch.mean(rows, nonfinite="propagate")
+        mine = rows[0].clone() if len(rows) == 1 else Mean(nonfinite="propagate")(rows)
         dev = flat.device
         sel = Selection(torch.tensor(idx, dtype=torch.int64, device=dev), torch.from_numpy(scores).to(dev))
     out = [torch.empty(s, dtype=flat.dtype, device=flat.device) for _ in range(world)]

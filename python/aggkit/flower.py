@@ -65,7 +65,7 @@ except ImportError as e:  # pragma: no cover - exercised only without flwr
     ) from e
 
 from aggkit.errors import InvalidParameterError, TooFewInputsError
-from aggkit.registry import Rule, rule_class
+from aggkit.registry import Rule, param_names, rule_class
 from aggkit.registry import rule as make_rule
 
 __all__ = ["RobustStrategy"]
@@ -102,7 +102,7 @@ class RobustStrategy(FedAvg):
     ):
         # The rule's parameters go to the rule (an error with a rule object), the rest to FedAvg.
         cls = rule_class(rule) if isinstance(rule, str) else type(rule)
-        names = cls.params if cls is not None else ()
+        names = param_names(cls) if cls is not None else ()
         rule_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
         self.rule: Rule = make_rule(rule, **rule_kwargs)
         super().__init__(**kwargs)

@@ -1,7 +1,7 @@
 """Rule objects and the name registry.
 
-Every rule is also a small immutable object: callable, with a readable ``repr``, equal to
-another object of the same rule and parameters, and resolvable from its name::
+Every rule is a small immutable object: callable, with a readable ``repr``, equal to another
+object of the same rule and parameters, and resolvable from its name::
 
     >>> import aggkit
     >>> aggkit.rule("trimmed_mean", f=2)
@@ -9,92 +9,215 @@ another object of the same rule and parameters, and resolvable from its name::
     >>> aggkit.list_rules()[:6]
     ['bulyan', 'caf', 'centered_clipping', 'detox', 'geometric_median', 'krum']
 
+A rule object is the one definition of a rule: its fields are the parameters, with their
+types and defaults, parsed once when the object is built (``aggkit._params``); the function of
+the same name (``aggkit.trimmed_mean``) builds the object and calls it. Calling routes the
+input to the implementation for its array type (``aggkit._dispatch``).
+
 Integrations (Flower strategies, DDP hooks, torch modules) accept a rule object or a name.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import dataclasses
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, NamedTuple, TypeVar, dataclass_transform, overload
 
-import numpy as np
-
+from aggkit import _dispatch
+from aggkit._params import Check, choice
+from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
 from aggkit.errors import InvalidParameterError
 
-_REGISTRY: dict[str, type[Rule]] = {}
+__all__ = [
+    "Params",
+    "Pipeline",
+    "PreAggregator",
+    "Rule",
+    "Selection",
+    "WeightedRule",
+    "list_preaggregators",
+    "list_rules",
+    "pipeline",
+    "register",
+    "rule",
+    "rule_class",
+]
 
 
-class Hyper:
-    """Immutable hyperparameter holder: ``repr``, equality, hashing and freezing from ``params``."""
+class Selection(NamedTuple):
+    """Which inputs a selection rule kept, and why.
 
-    params: ClassVar[tuple[str, ...]]
+    Attributes
+    ----------
+    indices : array of int64
+        The selected inputs, best score first (Bulyan: in the order chosen).
+    scores : array of float64
+        Every input's score, in input order (lower is better; ``inf`` for inputs that
+        cannot be selected).
 
-    def get_params(self) -> dict[str, Any]:
-        """The hyperparameters, as keyword arguments that rebuild an equal object."""
-        return {p: getattr(self, p) for p in self.params}
+    Both are numpy arrays for numpy input, tensors on the input's device for torch input.
+    """
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_params() == other.get_params()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(self.get_params().items())))
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        if getattr(self, "_frozen", False):
-            raise AttributeError(f"{type(self).__name__} is immutable; build a new rule instead")
-        object.__setattr__(self, key, value)
-
-    def _freeze(self) -> None:
-        object.__setattr__(self, "_frozen", True)
+    indices: Any
+    scores: Any
 
 
-class Rule(Hyper):
-    """Base class of the rule objects: hyperparameters in, ``rule(x)`` out.
+Parser = Callable[[Any, str, str], Any]
+_PARSERS: dict[type, list[tuple[str, Parser]]] = {}
 
-    Subclasses set ``name`` (the registry key, identical to the function name) and
-    ``params`` (the constructor's keyword names, in ``repr`` order), validate in
-    ``__init__`` and implement ``__call__``.
+
+def _parser_of(hint: Any) -> Parser | None:
+    """How to parse a field of type ``hint``: a ``Literal`` is a choice, ``Check`` its parser."""
+    if typing.get_origin(hint) is typing.Annotated:
+        for meta in hint.__metadata__:
+            if isinstance(meta, Check):
+                return meta.parse
+        return None
+    if typing.get_origin(hint) is typing.Literal:
+        options = tuple(typing.get_args(hint))
+        return lambda value, name, rule: choice(value, name, options, rule)
+    return None
+
+
+def _parsers(cls: type) -> list[tuple[str, Parser]]:
+    found = _PARSERS.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        found = []
+        for f in dataclasses.fields(cls):
+            parse = _parser_of(hints[f.name]) if f.init else None
+            if parse is not None:
+                found.append((f.name, parse))
+        _PARSERS[cls] = found
+    return found
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(dataclasses.field,))
+class Params:
+    """Immutable hyperparameters: each subclass is a frozen, keyword-only dataclass.
+
+    Fields are parsed by their type when the object is built (``Literal`` options are checked,
+    ``Annotated[..., Check(parse)]`` fields parsed), then :meth:`_check` relates them. The
+    ``repr`` rebuilds an equal object; equal objects hash equally.
     """
 
     name: ClassVar[str]
-    params: ClassVar[tuple[str, ...]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+
+    def __post_init__(self) -> None:
+        for field, parse in _parsers(type(self)):
+            object.__setattr__(self, field, parse(getattr(self, field), field, self.name))
+        self._check()
+
+    def _check(self) -> None:
+        """Checks across fields, after each was parsed (none by default)."""
+
+    def check_n(self, n: int) -> None:
+        """Refuse ``n`` inputs when the parameters need more (the checks that depend on ``n``)."""
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyperparameters, as keyword arguments that rebuild an equal object."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}  # type: ignore[arg-type]
+
+
+class Rule(Params):
+    """Base class of the rule objects: hyperparameters in, ``rule(x)`` out.
+
+    Subclasses set ``name`` (the registry key, identical to the function name), declare their
+    parameters as fields, and give :meth:`min_inputs`; each array framework implements the
+    rule under its ``name`` (``aggkit._dispatch``).
+    """
+
     #: Each output coordinate depends only on the same coordinate of the inputs, so the rule
     #: can run on any split of the coordinates (per layer, per DDP bucket, per shard).
-    coordinate_wise: ClassVar[bool] = False
+    _coordinate_wise: ClassVar[bool] = False
     #: ``__call__`` and :meth:`aggregate` take per-input ``weights`` (e.g. example counts).
     supports_weights: ClassVar[bool] = False
 
-    def __call__(self, x: Any) -> np.ndarray:
-        """Aggregate ``x`` (shape ``(n, *shape)``, or a sequence of ``n`` arrays)."""
-        raise NotImplementedError
-
-    def aggregate(self, x: Any, *, weights: Any = None) -> tuple[Any, Any]:
-        """Aggregate ``x`` and report diagnostics: ``(output, selection)``.
-
-        ``selection`` is a :class:`aggkit.Selection` for rules that select inputs (Krum,
-        Multi-Krum), ``None`` for the others. ``weights`` (one non-negative value per input)
-        is used by rules with ``supports_weights`` and refused by the others, so that an
-        integration never drops a weighting silently: check ``supports_weights`` first.
-        """
-        if weights is None:
-            return self(x), None
-        if not self.supports_weights:
-            raise InvalidParameterError(f"{self!r} does not take weights")
-        return self(x, weights=weights), None  # type: ignore[call-arg]
+    @property
+    def coordinate_wise(self) -> bool:
+        """Whether each output coordinate depends only on the same coordinate of the inputs."""
+        return self._coordinate_wise
 
     def min_inputs(self) -> int:
         """The smallest ``n`` this rule accepts with its parameters."""
         return 1
 
+    def _run(self, x: Any, **data: Any) -> tuple[Any, Any]:
+        """``(output, info)`` from the implementation for ``x``'s array type."""
+        return _dispatch.implementation(self.name, x)(self, x, **data)
 
-def register(cls: type[Rule]) -> type[Rule]:
-    """Class decorator: make ``cls`` resolvable by ``cls.name``."""
-    if cls.name in _REGISTRY:
-        raise RuntimeError(f"rule {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls
+    @overload
+    def __call__(self, x: ArrayT | Sequence[ArrayT]) -> ArrayT: ...
+    @overload
+    def __call__(self, x: ArrayLike) -> NDArray: ...
+    def __call__(self, x: Any) -> Any:
+        """Aggregate ``x`` (shape ``(n, *shape)``, or a sequence of ``n`` arrays)."""
+        return self._run(x)[0]
+
+    def aggregate(self, x: Any, *, weights: Weights = None) -> tuple[Any, Selection | None]:
+        """Aggregate ``x`` and report diagnostics: ``(output, selection)``.
+
+        ``selection`` is a :class:`aggkit.Selection` for rules that select inputs (Krum,
+        Multi-Krum, Bulyan), ``None`` for the others. ``weights`` (one non-negative value per
+        input) is used by rules with ``supports_weights`` and refused by the others, so that an
+        integration never drops a weighting silently: check ``supports_weights`` first.
+        """
+        if weights is not None and not self.supports_weights:
+            raise InvalidParameterError(f"{self!r} does not take weights")
+        out, info = self._run(x) if weights is None else self._run(x, weights=weights)
+        return out, info if isinstance(info, Selection) else None
+
+
+class WeightedRule(Rule):
+    """A rule that takes per-input ``weights`` at each call (e.g. example counts)."""
+
+    supports_weights: ClassVar[bool] = True
+
+    @overload  # type: ignore[override]
+    def __call__(self, x: ArrayT | Sequence[ArrayT], *, weights: Weights = None) -> ArrayT: ...
+    @overload
+    def __call__(self, x: ArrayLike, *, weights: Weights = None) -> NDArray: ...
+    def __call__(self, x: Any, *, weights: Weights = None) -> Any:
+        """Aggregate ``x``, weighting input ``i`` by ``weights[i]`` if given."""
+        return self._run(x, weights=weights)[0]
+
+
+class PreAggregator(Params):
+    """Base class: ``pre(x)`` maps ``(n, *shape)`` inputs to ``(m, *shape)`` inputs."""
+
+    @overload
+    def __call__(self, x: ArrayT | Sequence[ArrayT]) -> ArrayT: ...
+    @overload
+    def __call__(self, x: ArrayLike) -> NDArray: ...
+    def __call__(self, x: Any) -> Any:
+        """Transform ``x`` (shape ``(n, *shape)`` or a sequence of ``n`` arrays)."""
+        return _dispatch.implementation(self.name, x)(self, x)[0]
+
+    def out_count(self, n: int) -> int:
+        """How many inputs come out for ``n`` inputs."""
+        return n
+
+    def min_inputs(self) -> int:
+        """The smallest ``n`` accepted."""
+        return 1
+
+
+_RULES: dict[str, type[Rule]] = {}
+_PREAGG: dict[str, type[PreAggregator]] = {}
+P = TypeVar("P", bound=Params)
+
+
+def register(cls: type[P]) -> type[P]:
+    """Class decorator: make a rule or pre-aggregator resolvable by ``cls.name``."""
+    table: dict[str, Any] = _RULES if issubclass(cls, Rule) else _PREAGG
+    if cls.name in _RULES or cls.name in _PREAGG:
+        raise RuntimeError(f"{cls.name!r} is registered twice")
+    table[cls.name] = cls
     return cls
 
 
@@ -104,7 +227,8 @@ def rule(spec: str | Rule, **params: Any) -> Rule:
     Parameters
     ----------
     spec : str or Rule
-        A registered name such as ``"median"`` or ``"krum"``, or a rule object.
+        A registered name such as ``"median"`` or ``"krum"``, a pipeline such as
+        ``"nnm>trimmed_mean"``, or a rule object.
     **params
         The rule's hyperparameters (e.g. ``f=2``); not allowed with a rule object.
 
@@ -127,11 +251,9 @@ def rule(spec: str | Rule, **params: Any) -> Rule:
     if not isinstance(spec, str):
         raise TypeError(f"a rule is given by name or as a Rule object, got {type(spec).__name__}")
     if ">" in spec:  # "nnm>trimmed_mean": a pipeline of pre-aggregators and a rule
-        from aggkit.preagg import pipeline
-
         return pipeline(*[s.strip() for s in spec.split(">")], **params)
     try:
-        cls = _REGISTRY[spec]
+        cls = _RULES[spec]
     except KeyError:
         raise InvalidParameterError(
             f"unknown rule {spec!r}; registered rules: {', '.join(list_rules())}"
@@ -140,10 +262,113 @@ def rule(spec: str | Rule, **params: Any) -> Rule:
 
 
 def rule_class(name: str) -> type[Rule] | None:
-    """The registered class of rule ``name``, or ``None`` (to read its ``params`` first)."""
-    return _REGISTRY.get(name)
+    """The registered class of rule ``name``, or ``None`` (to read its parameters first)."""
+    return _RULES.get(name)
+
+
+def param_names(cls: type[Params]) -> tuple[str, ...]:
+    """The constructor parameters of a rule or pre-aggregator class, in ``repr`` order."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)  # type: ignore[arg-type]
 
 
 def list_rules() -> list[str]:
     """The names of all registered rules, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(_RULES)
+
+
+def list_preaggregators() -> list[str]:
+    """The names of the pre-aggregators, sorted."""
+    return sorted(_PREAGG)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipelines
+
+Stage = PreAggregator | Rule | str
+
+
+def _resolve(stage: Any, shared: dict[str, Any], used: set[str]) -> PreAggregator | Rule:
+    if isinstance(stage, PreAggregator | Rule):
+        return stage
+    if not isinstance(stage, str):
+        raise TypeError(f"a pipeline stage is a pre-aggregator, a rule or a name, got {type(stage).__name__}")
+    cls: type[Params] | None = _PREAGG.get(stage) or _RULES.get(stage)
+    if cls is None:
+        raise InvalidParameterError(
+            f"unknown pipeline stage {stage!r}; pre-aggregators: {', '.join(list_preaggregators())}; "
+            "rules: see aggkit.list_rules()"
+        )
+    mine = {k: v for k, v in shared.items() if k in param_names(cls)}
+    used.update(mine)
+    return cls(**mine)
+
+
+def pipeline(*stages: Stage, **shared: Any) -> Pipeline:
+    """Build a :class:`Pipeline` from names or objects.
+
+    ``shared`` parameters go to every stage that takes them:
+    ``aggkit.pipeline("nnm", "trimmed_mean", f=2)``.
+    """
+    used: set[str] = set()
+    objs = [_resolve(s, shared, used) for s in stages]
+    unused = sorted(set(shared) - used)
+    if unused:
+        raise InvalidParameterError(f"pipeline: no stage takes the parameters {unused}")
+    return Pipeline(objs)
+
+
+def _stages(value: Any, name: str, rule: str) -> tuple[PreAggregator | Rule, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) == 0:
+        raise InvalidParameterError("pipeline: stages must be a non-empty sequence ending with a rule")
+    objs = tuple(_resolve(s, {}, set()) for s in value)
+    *pre, last = objs
+    if not isinstance(last, Rule):
+        raise InvalidParameterError(f"pipeline: the last stage must be a rule, got {last!r}")
+    for s in pre:
+        if not isinstance(s, PreAggregator):
+            raise InvalidParameterError(f"pipeline: only the last stage may be a rule, got {s!r} before it")
+    return objs
+
+
+@register
+class Pipeline(Rule):
+    """Pre-aggregators followed by a rule: ``Pipeline([NNM(f=2), TrimmedMean(f=2)])``.
+
+    Parameters
+    ----------
+    stages : sequence
+        Zero or more :class:`PreAggregator` (or names), then one rule (object or name). By name:
+        ``aggkit.rule("arc>nnm>trimmed_mean", f=2)`` or :func:`aggkit.pipeline`.
+
+    Notes
+    -----
+    A pipeline is a rule: it works wherever rules do (Flower strategies, DDP hooks, torch).
+    It is not coordinate-wise (mixing and clipping use whole inputs) and takes no weights.
+    """
+
+    name: ClassVar[str] = "pipeline"
+    stages: typing.Annotated[Sequence[Stage], Check(_stages)] = dataclasses.field(kw_only=False)
+
+    def min_inputs(self) -> int:
+        """The smallest ``n`` every stage accepts."""
+        *pre, last = self.stages
+        n = 1
+        while n < 10**6:
+            m, ok = n, True
+            for s in pre:
+                assert isinstance(s, PreAggregator)
+                ok = ok and m >= s.min_inputs()
+                m = s.out_count(m)
+            if ok and m >= typing.cast(Rule, last).min_inputs():
+                return n
+            n += 1
+        return n
+
+    def _run(self, x: Any, **data: Any) -> tuple[Any, Any]:
+        *pre, last = self.stages
+        for s in pre:
+            x = s(x)
+        out, info = typing.cast(Rule, last)._run(x, **data)
+        # After a pre-aggregator the rule sees transformed inputs: its selection would name
+        # those, not the caller's inputs, so none is reported.
+        return out, info if not pre else None

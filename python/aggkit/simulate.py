@@ -33,7 +33,7 @@ import numpy as np
 import aggkit
 from aggkit import attacks as _attacks
 from aggkit.errors import InvalidParameterError
-from aggkit.registry import Rule, rule_class
+from aggkit.registry import Rule, param_names, rule_class
 
 __all__ = ["Dataset", "SimulationResult", "load_dataset", "parse_spec", "simulate"]
 
@@ -213,7 +213,7 @@ def _make_rule(spec: str | Rule, byzantine: int) -> tuple[str, Rule]:
         return repr(spec), spec
     name, params = parse_spec(spec)
     cls = rule_class(name)
-    if cls is not None and "f" in cls.params and "f" not in params:
+    if cls is not None and "f" in param_names(cls) and "f" not in params:
         params["f"] = byzantine
     return spec, aggkit.rule(name, **params)
 

@@ -65,6 +65,47 @@ pub(crate) fn to_pyerr(py: Python<'_>, e: AggError) -> PyErr {
     }
 }
 
+/// A `NonFiniteError` for the Python layers, formatted as the core formats it.
+#[pyfunction]
+fn nonfinite_error<'py>(
+    py: Python<'py>,
+    rule: &str,
+    rows: Vec<usize>,
+    detail: &str,
+) -> Bound<'py, pyo3::exceptions::PyBaseException> {
+    let err = NonFiniteError::new_err(crate::error::nonfinite_message(rule, &rows, detail));
+    let value = err.into_value(py).into_bound(py);
+    // Best effort: the message already names the rows.
+    let _ = value.setattr("rows", rows);
+    value
+}
+
+/// A `TooFewInputsError` for the Python layers, formatted as the core formats it.
+#[pyfunction]
+fn too_few_inputs_error<'py>(
+    py: Python<'py>,
+    rule: &str,
+    requirement: &str,
+    n: &Bound<'py, PyAny>,
+    f: &Bound<'py, PyAny>,
+) -> Bound<'py, pyo3::exceptions::PyBaseException> {
+    let msg = crate::error::too_few_message(rule, requirement, n, f);
+    TooFewInputsError::new_err(msg)
+        .into_value(py)
+        .into_bound(py)
+}
+
+/// An `EmptyInputError` for the Python layers, formatted as the core formats it.
+#[pyfunction]
+fn empty_input_error<'py>(
+    py: Python<'py>,
+    rule: &str,
+) -> Bound<'py, pyo3::exceptions::PyBaseException> {
+    EmptyInputError::new_err(crate::error::empty_message(rule))
+        .into_value(py)
+        .into_bound(py)
+}
+
 /// The one way bindings call into the core: release the GIL, run the kernel, map the error.
 pub(crate) fn run<T, F>(py: Python<'_>, f: F) -> PyResult<T>
 where
@@ -107,6 +148,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("NonFiniteError", py.get_type::<NonFiniteError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(nonfinite_error, m)?)?;
+    m.add_function(wrap_pyfunction!(too_few_inputs_error, m)?)?;
+    m.add_function(wrap_pyfunction!(empty_input_error, m)?)?;
     rules::register(m)?;
     monoid::register(m)
 }

@@ -1,4 +1,8 @@
-"""The numpy API: one module per rule family, each with a function and a rule object."""
+"""The rules, defined once: a rule object and a function per rule, one module per family.
+
+These modules import no array framework: calling a rule routes its input to the numpy
+implementation (``aggkit._numpy``) or the torch one (``aggkit.torch``) by its type.
+"""
 
 from aggkit.rules.bulyan import Bulyan, bulyan
 from aggkit.rules.centered_clipping import CenteredClipping, CenteredClippingState, centered_clipping
@@ -17,22 +21,27 @@ from aggkit.rules.detox import (
     random_groups,
 )
 from aggkit.rules.geometric_median import GeometricMedian, GeometricMedianInfo, geometric_median
-from aggkit.rules.krum import Krum, MultiKrum, Selection, krum, multi_krum
+from aggkit.rules.krum import Krum, MultiKrum, krum, multi_krum
 from aggkit.rules.meamed import Meamed, meamed
 from aggkit.rules.mean import Mean, mean
 from aggkit.rules.median import Median, median
+from aggkit.rules.preagg import ARC, NNM, Bucketing, Clipping, Perturb
 from aggkit.rules.sign_vote import SignVote, sign_vote
 from aggkit.rules.subsets import CAF, MDA, SMEA, MoNNA, caf, mda, monna, smea
 from aggkit.rules.trimmed_mean import TrimmedMean, trimmed_mean
 
 __all__ = [
+    "ARC",
     "CAF",
     "DETOX",
     "MDA",
+    "NNM",
     "SMEA",
+    "Bucketing",
     "Bulyan",
     "CenteredClipping",
     "CenteredClippingState",
+    "Clipping",
     "DetoxInfo",
     "GeometricMedian",
     "GeometricMedianInfo",
@@ -42,7 +51,7 @@ __all__ = [
     "Median",
     "MoNNA",
     "MultiKrum",
-    "Selection",
+    "Perturb",
     "SignVote",
     "TrimmedMean",
     "bulyan",

@@ -2,46 +2,84 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, overload
 
-import numpy as np
+from aggkit._params import Count, DropOrRaise, Flag, require_n
+from aggkit._types import ArrayLike, ArrayT, NDArray
+from aggkit.registry import Rule, Selection, register
 
-from aggkit import _core
-from aggkit._validate import _torch, check_choice, check_f, check_n, is_torch, prepare
-from aggkit.registry import Rule, register
-from aggkit.rules.krum import Selection
-from aggkit.rules.subsets import POLICIES_SUBSET, finite_part
-
-VARIANTS = ("paper", "detox")
+Variant = Literal["paper", "detox"]
+"""Bulyan as its paper defines it, or as the DETOX / ByzShield code computes it."""
 
 
-def bulyan_plan(
-    dist: np.ndarray, n: int, f: int, variant: str, clamp: bool
-) -> tuple[list[int], np.ndarray, int]:
-    """The selected inputs (in order chosen), every input's score, and how many values stage 2 keeps.
+@register
+class Bulyan(Rule):
+    """The rule object of :func:`aggkit.bulyan`."""
 
-    ``paper``: ``theta = n - 2f`` inputs by iterated Krum, stage 2 keeps ``beta = theta - 2f``
-    values closest to the median. ``detox``: the ``n - f - 2`` best Krum scores, stage 2 trims
-    ``f`` per side (keeps ``n - 3f - 2``).
-    """
-    if variant == "paper":
-        check_n("bulyan", "n >= 4f + 3", n, f, 4 * f + 3)
-        sel, sc = _core.bulyan_select(np.ascontiguousarray(dist), f, clamp)
-        scores = np.full(n, np.inf)
-        scores[sel] = sc
-        return list(sel), scores, len(sel) - 2 * f
-    check_n("bulyan", "n >= 3f + 3", n, f, 3 * f + 3)
-    idx, scores = _core.krum_select(np.ascontiguousarray(dist), f, n - f - 2, "robust")
-    return list(idx), scores, n - 3 * f - 2
+    name: ClassVar[str] = "bulyan"
+    f: Count
+    variant: Variant = "paper"
+    clamp: Flag = True
+    nonfinite: DropOrRaise = "robust"
+
+    def min_inputs(self) -> int:
+        """``4f + 3`` (paper) or ``3f + 3`` (detox)."""
+        return 4 * self.f + 3 if self.variant == "paper" else 3 * self.f + 3
+
+    def check_n(self, n: int) -> None:
+        """``n >= 4f + 3`` (paper) or ``n >= 3f + 3`` (detox)."""
+        need = "n >= 4f + 3" if self.variant == "paper" else "n >= 3f + 3"
+        require_n("bulyan", need, n, self.f, self.min_inputs())
 
 
+@overload
+def bulyan(
+    x: ArrayT | Sequence[ArrayT],
+    *,
+    f: int,
+    variant: Variant = ...,
+    clamp: bool = ...,
+    nonfinite: DropOrRaise = ...,
+    return_selection: Literal[False] = ...,
+) -> ArrayT: ...
+@overload
+def bulyan(
+    x: ArrayT | Sequence[ArrayT],
+    *,
+    f: int,
+    variant: Variant = ...,
+    clamp: bool = ...,
+    nonfinite: DropOrRaise = ...,
+    return_selection: Literal[True],
+) -> tuple[ArrayT, Selection]: ...
+@overload
+def bulyan(
+    x: ArrayLike,
+    *,
+    f: int,
+    variant: Variant = ...,
+    clamp: bool = ...,
+    nonfinite: DropOrRaise = ...,
+    return_selection: Literal[False] = ...,
+) -> NDArray: ...
+@overload
+def bulyan(
+    x: ArrayLike,
+    *,
+    f: int,
+    variant: Variant = ...,
+    clamp: bool = ...,
+    nonfinite: DropOrRaise = ...,
+    return_selection: Literal[True],
+) -> tuple[NDArray, Selection]: ...
 def bulyan(
     x: Any,
     *,
     f: int,
-    variant: str = "paper",
-    clamp: bool = True,
-    nonfinite: str = "robust",
+    variant: Variant = Bulyan.variant,
+    clamp: bool = Bulyan.clamp,
+    nonfinite: DropOrRaise = Bulyan.nonfinite,
     return_selection: bool = False,
 ) -> Any:
     r"""Bulyan: iterated Krum selects inputs, then each coordinate averages those near its median.
@@ -95,59 +133,5 @@ def bulyan(
     >>> aggkit.bulyan(x, f=1).round(6)
     array([-5.      , -1.333333])
     """
-    f = check_f(f, "bulyan")
-    check_choice(variant, "variant", VARIANTS, "bulyan")
-    check_choice(nonfinite, "nonfinite", POLICIES_SUBSET, "bulyan")
-    clamp = bool(clamp)
-    if is_torch(x):
-        return _torch().bulyan(
-            x, f=f, variant=variant, clamp=clamp, nonfinite=nonfinite, return_selection=return_selection
-        )
-    p = prepare(x, "bulyan")
-    finite_part(p.data, f, nonfinite, "bulyan")
-    sel, scores, keep = bulyan_plan(_core.pairwise_sq_distances(p.data), p.n, f, variant, clamp)
-    rows = [p.data[i] for i in sel]
-    if variant == "paper":
-        out, _, _ = _core.meamed(rows, 0, keep, "robust", False)
-    else:
-        out, _, _ = _core.trimmed_mean(rows, f, "robust", False)
-    y = p.finish(out)
-    return (y, Selection(np.asarray(sel, dtype=np.int64), scores)) if return_selection else y
-
-
-@register
-class Bulyan(Rule):
-    """Rule object for :func:`aggkit.bulyan`."""
-
-    name = "bulyan"
-    params = ("f", "variant", "clamp", "nonfinite")
-
-    def __init__(
-        self, *, f: int, variant: str = "paper", clamp: bool = True, nonfinite: str = "robust"
-    ) -> None:
-        self.f = check_f(f, "bulyan")
-        self.variant = check_choice(variant, "variant", VARIANTS, "bulyan")
-        self.clamp = bool(clamp)
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES_SUBSET, "bulyan")
-        self._freeze()
-
-    def min_inputs(self) -> int:
-        """``4f + 3`` (paper) or ``3f + 3`` (detox)."""
-        return 4 * self.f + 3 if self.variant == "paper" else 3 * self.f + 3
-
-    def __call__(self, x: Any) -> Any:
-        """Aggregate ``x``; see :func:`aggkit.bulyan`."""
-        return bulyan(x, f=self.f, variant=self.variant, clamp=self.clamp, nonfinite=self.nonfinite)
-
-    def aggregate(self, x: Any, *, weights: Any = None) -> tuple[Any, Selection]:
-        """Aggregate and report the selection."""
-        if weights is not None:
-            return super().aggregate(x, weights=weights)
-        return bulyan(
-            x,
-            f=self.f,
-            variant=self.variant,
-            clamp=self.clamp,
-            nonfinite=self.nonfinite,
-            return_selection=True,
-        )
+    y, sel = Bulyan(f=f, variant=variant, clamp=clamp, nonfinite=nonfinite)._run(x)
+    return (y, sel) if return_selection else y

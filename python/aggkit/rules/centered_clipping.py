@@ -2,34 +2,57 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, overload
 
 import numpy as np
 
-from aggkit import _core
-from aggkit._validate import _torch, check_choice, is_torch, prepare
-from aggkit.errors import InvalidParameterError
+from aggkit._params import Count, NonFinite, NonNegative
+from aggkit._types import ArrayLike, ArrayT, NDArray
 from aggkit.registry import Rule, register
 
-POLICIES_CC = ("robust", "raise", "propagate")
+
+@register
+class CenteredClipping(Rule):
+    """The rule object of :func:`aggkit.centered_clipping` (from zero, or a ``center`` per call).
+
+    For the paper's use, from the previous aggregate, see :class:`CenteredClippingState`.
+    """
+
+    name: ClassVar[str] = "centered_clipping"
+    tau: NonNegative = 100.0
+    iters: Count = 1
+    nonfinite: NonFinite = "robust"
+
+    @overload  # type: ignore[override]
+    def __call__(self, x: ArrayT | Sequence[ArrayT], *, center: Any = None) -> ArrayT: ...
+    @overload
+    def __call__(self, x: ArrayLike, *, center: Any = None) -> NDArray: ...
+    def __call__(self, x: Any, *, center: Any = None) -> Any:
+        """Aggregate ``x`` starting from ``center`` (zero if ``None``)."""
+        return self._run(x, center=center)[0]
 
 
-def check_cc_params(tau: Any, iters: Any, nonfinite: str) -> None:
-    """Validate ``tau`` (finite, >= 0) and ``iters`` (int >= 0)."""
-    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.integer, np.floating)):
-        raise TypeError(f"centered_clipping: tau must be a number, got {type(tau).__name__}")
-    if not (math.isfinite(tau) and tau >= 0):
-        raise InvalidParameterError(f"centered_clipping: tau must be finite and >= 0, got tau={tau}")
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)):
-        raise TypeError(f"centered_clipping: iters must be an int, got {type(iters).__name__}")
-    if iters < 0:
-        raise InvalidParameterError(f"centered_clipping: iters must be >= 0, got iters={iters}")
-    check_choice(nonfinite, "nonfinite", POLICIES_CC, "centered_clipping")
-
-
+@overload
 def centered_clipping(
-    x: Any, *, tau: float = 100.0, iters: int = 1, center: Any = None, nonfinite: str = "robust"
+    x: ArrayT | Sequence[ArrayT],
+    *,
+    tau: float = ...,
+    iters: int = ...,
+    center: Any = ...,
+    nonfinite: NonFinite = ...,
+) -> ArrayT: ...
+@overload
+def centered_clipping(
+    x: ArrayLike, *, tau: float = ..., iters: int = ..., center: Any = ..., nonfinite: NonFinite = ...
+) -> NDArray: ...
+def centered_clipping(
+    x: Any,
+    *,
+    tau: float = CenteredClipping.tau,
+    iters: int = CenteredClipping.iters,
+    center: Any = None,
+    nonfinite: NonFinite = CenteredClipping.nonfinite,
 ) -> Any:
     r"""Centered clipping: move a centre by the mean of the inputs' clipped differences to it.
 
@@ -72,35 +95,7 @@ def centered_clipping(
     >>> aggkit.centered_clipping(x, tau=1.0)
     array([0.3, 0.4])
     """
-    check_cc_params(tau, iters, nonfinite)
-    if is_torch(x):
-        return _torch().centered_clipping(x, tau=tau, iters=iters, center=center, nonfinite=nonfinite)
-    p = prepare(x, "centered_clipping")
-    c = None
-    if center is not None:
-        c = np.ascontiguousarray(np.asarray(center, dtype=np.float64).reshape(-1))
-    out, _, _ = _core.centered_clipping(p.data, c, float(tau), int(iters), nonfinite)
-    return p.finish(out)
-
-
-@register
-class CenteredClipping(Rule):
-    """Rule object for :func:`aggkit.centered_clipping` (from zero, or a fixed ``center``).
-
-    For the paper's use, from the previous aggregate, see :class:`CenteredClippingState`.
-    """
-
-    name = "centered_clipping"
-    params = ("tau", "iters", "nonfinite")
-
-    def __init__(self, *, tau: float = 100.0, iters: int = 1, nonfinite: str = "robust") -> None:
-        check_cc_params(tau, iters, nonfinite)
-        self.tau, self.iters, self.nonfinite = tau, iters, nonfinite
-        self._freeze()
-
-    def __call__(self, x: Any, *, center: Any = None) -> Any:
-        """Aggregate ``x``; see :func:`aggkit.centered_clipping`."""
-        return centered_clipping(x, tau=self.tau, iters=self.iters, center=center, nonfinite=self.nonfinite)
+    return CenteredClipping(tau=tau, iters=iters, nonfinite=nonfinite)(x, center=center)
 
 
 class CenteredClippingState:
@@ -119,7 +114,13 @@ class CenteredClippingState:
     array([1.2, 1.6])
     """
 
-    def __init__(self, *, tau: float = 100.0, iters: int = 1, nonfinite: str = "robust") -> None:
+    def __init__(
+        self,
+        *,
+        tau: float = CenteredClipping.tau,
+        iters: int = CenteredClipping.iters,
+        nonfinite: NonFinite = CenteredClipping.nonfinite,
+    ) -> None:
         self.rule = CenteredClipping(tau=tau, iters=iters, nonfinite=nonfinite)
         self.center: Any = None
 

@@ -2,41 +2,75 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Annotated, Any, ClassVar, Literal, overload
 
-import numpy as np
-
-from aggkit import _core
-from aggkit._validate import POLICIES, _as_array, _compute_dtype, _mirror, _torch, check_choice, is_torch
+from aggkit import _dispatch
+from aggkit._params import Check, NonFinite, any_integer
+from aggkit._types import ArrayLike, ArrayT, NDArray
 from aggkit.errors import InvalidParameterError, ShapeError
+from aggkit.registry import Params
 
-REDUCERS = ("kth", "median")
-EVENS = ("lower", "upper", "mean")
+Reducer = Literal["kth", "median"]
+"""Read each class's k-th largest normalised logit, or its median over the predictors."""
+CrossMaxEven = Literal["lower", "upper", "mean"]
+"""The median's convention for an even number of predictors."""
 
 
-def check_crossmax_params(k: Any, reducer: str, even: str, nonfinite: str) -> int:
-    """Validate CrossMax's options; returns ``k`` (0 for the median, which has none)."""
-    reducer = check_choice(reducer, "reducer", REDUCERS, "crossmax")
-    check_choice(even, "even", EVENS, "crossmax")
-    check_choice(nonfinite, "nonfinite", POLICIES, "crossmax")
-    if reducer == "median":
-        if k is not None:
-            raise InvalidParameterError("crossmax: k is not used with reducer='median'; leave it unset")
-        return 0
-    if k is None:
-        return 3
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"crossmax: k must be an int, got {type(k).__name__}")
-    if k < 2:
-        raise InvalidParameterError(
-            f"crossmax: k must satisfy 2 <= k <= N, got k={k}"
-            + (
-                " (k=1 is degenerate: every class scores 0, so the argmax is an all-way tie)"
-                if k == 1
-                else ""
+def _k(value: Any, name: str, rule: str) -> int | None:
+    return None if value is None else any_integer(value, name, rule)
+
+
+class CrossMax(Params):
+    """CrossMax's options, parsed once; calling it runs :func:`aggkit.crossmax`.
+
+    ``rank`` is the rank read per class: ``k`` (default 3) for ``reducer="kth"``, 0 for the
+    median, which has none.
+    """
+
+    name: ClassVar[str] = "crossmax"
+    k: Annotated[int | None, Check(_k)] = None
+    reducer: Reducer = "kth"
+    even: CrossMaxEven = "lower"
+    predictor_dim: Annotated[int, Check(any_integer)] = -2
+    class_dim: Annotated[int, Check(any_integer)] = -1
+    nonfinite: NonFinite = "robust"
+    rank: int = dataclasses.field(init=False, repr=False, compare=False, default=0)
+
+    def _check(self) -> None:
+        if self.reducer == "median":
+            if self.k is not None:
+                raise InvalidParameterError("crossmax: k is not used with reducer='median'; leave it unset")
+            rank = 0
+        else:
+            rank = 3 if self.k is None else self.k
+            if rank < 2:
+                raise InvalidParameterError(
+                    f"crossmax: k must satisfy 2 <= k <= N, got k={rank}"
+                    + (
+                        " (k=1 is degenerate: every class scores 0, so the argmax is an all-way tie)"
+                        if rank == 1
+                        else ""
+                    )
+                )
+        object.__setattr__(self, "rank", rank)
+
+    def check_predictors(self, n: int) -> None:
+        """Refuse ``N`` predictors that cannot give a score: ``N >= 2`` and ``k <= N``."""
+        if self.rank > n:
+            raise InvalidParameterError(f"crossmax: k must satisfy 2 <= k <= N, got k={self.rank}, N={n}")
+        if n < 2:
+            raise InvalidParameterError(
+                f"crossmax: needs N >= 2 predictors, got N={n} (with one predictor every class scores 0)"
             )
-        )
-    return int(k)
+
+    @overload
+    def __call__(self, z: ArrayT) -> ArrayT: ...
+    @overload
+    def __call__(self, z: ArrayLike) -> NDArray: ...
+    def __call__(self, z: Any) -> Any:
+        """Scores ``(..., C)`` of the logits ``z``."""
+        return _dispatch.implementation(self.name, z)(self, z)[0]
 
 
 def normalize_dims(ndim: int, predictor_dim: int, class_dim: int) -> tuple[int, int]:
@@ -45,25 +79,45 @@ def normalize_dims(ndim: int, predictor_dim: int, class_dim: int) -> tuple[int, 
         raise ShapeError(f"crossmax: logits must have at least 2 dimensions (N, C), got {ndim}")
     dims = []
     for name, d in (("predictor_dim", predictor_dim), ("class_dim", class_dim)):
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
-            raise TypeError(f"crossmax: {name} must be an int, got {type(d).__name__}")
         if not -ndim <= d < ndim:
             raise ShapeError(f"crossmax: {name}={d} is out of range for {ndim}-dimensional logits")
-        dims.append(int(d) % ndim)
+        dims.append(d % ndim)
     if dims[0] == dims[1]:
         raise ShapeError(f"crossmax: predictor_dim and class_dim must differ, both are {dims[0]}")
     return dims[0], dims[1]
 
 
+@overload
+def crossmax(
+    z: ArrayT,
+    *,
+    k: int | None = ...,
+    reducer: Reducer = ...,
+    even: CrossMaxEven = ...,
+    predictor_dim: int = ...,
+    class_dim: int = ...,
+    nonfinite: NonFinite = ...,
+) -> ArrayT: ...
+@overload
+def crossmax(
+    z: ArrayLike,
+    *,
+    k: int | None = ...,
+    reducer: Reducer = ...,
+    even: CrossMaxEven = ...,
+    predictor_dim: int = ...,
+    class_dim: int = ...,
+    nonfinite: NonFinite = ...,
+) -> NDArray: ...
 def crossmax(
     z: Any,
     *,
-    k: int | None = None,
-    reducer: str = "kth",
-    even: str = "lower",
-    predictor_dim: int = -2,
-    class_dim: int = -1,
-    nonfinite: str = "robust",
+    k: int | None = CrossMax.k,
+    reducer: Reducer = CrossMax.reducer,
+    even: CrossMaxEven = CrossMax.even,
+    predictor_dim: int = CrossMax.predictor_dim,
+    class_dim: int = CrossMax.class_dim,
+    nonfinite: NonFinite = CrossMax.nonfinite,
 ) -> Any:
     r"""CrossMax: combine the logits of ``N`` predictors into one score per class.
 
@@ -131,28 +185,7 @@ def crossmax(
     >>> int(np.argmax(aggkit.crossmax(z, k=3)))
     1
     """
-    k_ = check_crossmax_params(k, reducer, even, nonfinite)
-    if is_torch(z):
-        return _torch().crossmax(
-            z, k=k, reducer=reducer, even=even, predictor_dim=predictor_dim, class_dim=class_dim,
-            nonfinite=nonfinite,
-        )  # fmt: skip
-    a = _as_array(z, "crossmax: z")
-    dt = _compute_dtype(a.dtype, "crossmax: z")
-    pd, cd = normalize_dims(a.ndim, predictor_dim, class_dim)
-    moved = np.moveaxis(a, (pd, cd), (-2, -1))
-    n, c = moved.shape[-2], moved.shape[-1]
-    batch = moved.shape[:-2]
-    if k_ > n:
-        raise InvalidParameterError(f"crossmax: k must satisfy 2 <= k <= N, got k={k_}, N={n}")
-    flat = np.ascontiguousarray(moved.reshape(-1, c) if moved.size else moved.reshape(0, c), dtype=dt)
-    if flat.shape[0] == 0:
-        out = np.zeros((*batch, c), dtype=dt)
-        if n < 2:
-            _core.crossmax(np.zeros((n, c), dt), n, k_, reducer, even, nonfinite, False)  # the core's error
-    else:
-        out = _core.crossmax(flat, n, k_, reducer, even, nonfinite, False)[0].reshape(*batch, c)
-    if out.dtype != a.dtype:
-        out = out.astype(a.dtype)
-    wrap = _mirror(z)
-    return out if wrap is None else wrap(out)
+    spec = CrossMax(
+        k=k, reducer=reducer, even=even, predictor_dim=predictor_dim, class_dim=class_dim, nonfinite=nonfinite
+    )
+    return spec(z)

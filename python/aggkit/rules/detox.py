@@ -30,25 +30,45 @@ Where aggkit departs from the reference code (``hwang595/DETOX``), and why:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar, Literal, Protocol, overload
 
 import numpy as np
 
-from aggkit import _core
-from aggkit._validate import check_choice, is_torch, prepare
+from aggkit._params import Check, Count, NonNegative, OptionalPositive, choice, count, integer
+from aggkit._types import ArrayLike, ArrayT, NDArray
 from aggkit.errors import InvalidParameterError, NoMajorityError, ShapeError, TooFewInputsError
 from aggkit.registry import Rule, register
 from aggkit.registry import rule as make_rule
+from aggkit.rules.krum import multi_krum
+from aggkit.rules.mean import mean
+from aggkit.rules.median import median
+from aggkit.rules.trimmed_mean import trimmed_mean
 
-VOTES = ("exact", "approx")
-NO_MAJORITY = ("drop", "median", "raise", "reference")
+Vote = Literal["exact", "approx"]
+"""How members agree: bit for bit (``np.array_equal``), or within ``atol + rtol |x|``."""
+NoMajority = Literal["drop", "median", "raise", "reference"]
+"""What a group without a majority contributes (see :func:`detox`)."""
 
 
 # ---------------------------------------------------------------------------------------------
 # Accounting and group assignment
+
+
+def _r(value: Any, name: str = "r", rule: str = "detox") -> int:
+    r = integer(value, name, rule, minimum=-(2**63))
+    if r < 1 or r % 2 == 0:
+        raise InvalidParameterError(
+            f"detox: r must be odd and >= 1 (a strict majority must exist), got r={r}"
+        )
+    return r
+
+
+def _q(value: Any) -> int:
+    return count(value, "q", "detox")
 
 
 def effective_f(q: int, r: int) -> int:
@@ -57,7 +77,7 @@ def effective_f(q: int, r: int) -> int:
     A group's winner is corrupted only if a majority, ``(r + 1) / 2`` of its ``r`` members, are
     Byzantine and send the same vector.
     """
-    q, r = _check_q(q), _check_r(r)
+    q, r = _q(q), _r(r)
     return q // ((r + 1) // 2)
 
 
@@ -68,7 +88,7 @@ def expected_corrupted_groups(n: int, r: int, q: int) -> float:
     (a group is corrupted when a hypergeometric draw of its ``r`` members holds a majority of
     Byzantine workers).
     """
-    q, r = _check_q(q), _check_r(r)
+    q, r = _q(q), _r(r)
     _check_nr(n, r)
     if q > n:
         raise InvalidParameterError(f"detox: q must be <= n, got q={q}, n={n}")
@@ -78,7 +98,7 @@ def expected_corrupted_groups(n: int, r: int, q: int) -> float:
 
 def contiguous_groups(n: int, r: int) -> np.ndarray:
     """Groups ``[[0..r-1], [r..2r-1], ...]`` as a ``(n // r, r)`` int64 array."""
-    _check_nr(n, _check_r(r))
+    _check_nr(n, _r(r))
     return np.arange(n, dtype=np.int64).reshape(n // r, r)
 
 
@@ -87,7 +107,7 @@ def random_groups(n: int, r: int, rng: Any) -> np.ndarray:
 
     Draw a fresh one every round so the Byzantine workers cannot choose their group.
     """
-    _check_nr(n, _check_r(r))
+    _check_nr(n, _r(r))
     return np.random.default_rng(rng).permutation(n).astype(np.int64).reshape(n // r, r)
 
 
@@ -102,24 +122,6 @@ def data_assignment(groups: Any, n: int) -> np.ndarray:
     for j, members in enumerate(g):
         out[members] = j
     return out
-
-
-def _check_r(r: Any) -> int:
-    if isinstance(r, bool) or not isinstance(r, (int, np.integer)):
-        raise TypeError(f"detox: r must be an int, got {type(r).__name__}")
-    if r < 1 or r % 2 == 0:
-        raise InvalidParameterError(
-            f"detox: r must be odd and >= 1 (a strict majority must exist), got r={r}"
-        )
-    return int(r)
-
-
-def _check_q(q: Any) -> int:
-    if isinstance(q, bool) or not isinstance(q, (int, np.integer)):
-        raise TypeError(f"detox: q must be an int, got {type(q).__name__}")
-    if q < 0:
-        raise InvalidParameterError(f"detox: q must be >= 0, got q={q}")
-    return int(q)
 
 
 def _check_nr(n: int, r: int) -> None:
@@ -145,7 +147,7 @@ def _check_groups(groups: Any, n: int, r: int | None = None) -> np.ndarray:
 # Diagnostics
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class DetoxInfo:
     """What DETOX decided.
 
@@ -175,12 +177,8 @@ class DetoxInfo:
     majority: np.ndarray
     suspects: list[int]
     kept_groups: np.ndarray
-    buckets: list[np.ndarray] = field(default_factory=list)
+    buckets: list[np.ndarray] = dataclasses.field(default_factory=list)
     selected_groups: np.ndarray | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Stage 1
 
 
 def _segments(segments: Any, d: int) -> list[int]:
@@ -198,45 +196,144 @@ def _segments(segments: Any, d: int) -> list[int]:
     return s
 
 
-def _vote(x: Any, groups: np.ndarray, segs: list[int], vote: str, atol: float, rtol: float, mode: str):
-    """Winners ``(g, s)`` (-1 = none) and agreement ``(g, r)``, for numpy or torch input."""
-    g, r = groups.shape
-    flat_groups = np.ascontiguousarray(groups.reshape(-1), dtype=np.uint32)
-    core_mode = "reference" if mode == "reference" else vote
-    if is_torch(x):
-        import torch
+# ---------------------------------------------------------------------------------------------
+# The rule object
 
-        data = torch.stack(list(x)) if isinstance(x, (list, tuple)) else x
-        data = data.detach().reshape(data.shape[0], -1)
-        if data.dtype in (torch.float16, torch.bfloat16):
-            data = data.float()
-        gt = torch.from_numpy(flat_groups.view(np.int32))
-        winners, agree = torch.ops.aggkit.detox(
-            data.contiguous(), gt, r, segs, core_mode, float(atol), float(rtol)
-        )
-        winners, agree = winners.cpu().numpy().view(np.uint32), agree.cpu().numpy()
-    else:
-        rows = prepare(x, "detox").data
-        winners, agree = _core.detox_vote(rows, flat_groups, r, segs, core_mode, float(atol), float(rtol))
-    w = winners.astype(np.int64)
-    w[winners == np.iinfo(np.uint32).max] = -1
-    return w.reshape(g, len(segs) - 1), agree.reshape(g, r)
+
+class _Preset:
+    """A stage 2 that is not inner/outer composition (the Multi-Krum and Bulyan presets)."""
+
+    def __init__(self, kind: Literal["multikrum", "bulyan"]) -> None:
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"preset:{self.kind}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Preset) and other.kind == self.kind
+
+    def __hash__(self) -> int:
+        return hash(("detox-preset", self.kind))
+
+    def run(
+        self, rows: list[Any], f_eff: int, gen: np.random.Generator | None, buckets: int | None
+    ) -> tuple[Any, list[np.ndarray], list[int]]:
+        g = len(rows)
+        order = gen.permutation(g) if gen is not None else np.arange(g)
+        if self.kind == "multikrum":
+            b = 2 if buckets is None else _check_buckets(buckets, g)
+            parts, selected, bks = [], [], np.array_split(order, b)
+            for bk in bks:
+                size = len(bk)
+                m = size - f_eff - 2
+                if size < 2 * f_eff + 3 or m < 1:
+                    raise TooFewInputsError(
+                        f"DETOX Multi-Krum: each bucket needs >= 2 f_eff + 3 = {2 * f_eff + 3} winners, "
+                        f"a bucket has {size} (g'={g}, b={b})"
+                    )
+                y, sel = multi_krum([rows[i] for i in bk], f=f_eff, m=m, return_selection=True)
+                parts.append(y)
+                selected += [int(bk[i]) for i in _list(sel.indices)]
+            return mean(parts, nonfinite="propagate"), bks, selected
+        # bulyan: Krum-score selection of m = g - f_eff - 2, then trimmed mean by f_eff per side
+        m = g - f_eff - 2
+        if m < 2 * f_eff + 1:
+            raise TooFewInputsError(
+                f"DETOX Bulyan needs g' - f_eff - 2 >= 2 f_eff + 1, i.e. g' >= {3 * f_eff + 3}, "
+                f"got g'={g}, f_eff={f_eff}"
+            )
+        picked = [rows[i] for i in order]
+        _, sel = multi_krum(picked, f=f_eff, m=m, return_selection=True)
+        idx = _list(sel.indices)
+        y = trimmed_mean([picked[i] for i in idx], f=f_eff)
+        return y, [order], [int(order[i]) for i in idx]
+
+
+Stage = str | Rule | _Preset | None
+
+
+def _stage(value: Any, name: str, rule: str) -> Stage:
+    if value is None or isinstance(value, _Preset):
+        return value
+    make_rule(value)  # an unknown name or a bad object fails here, when the rule is built
+    return value  # type: ignore[no-any-return]
+
+
+def _segments_param(value: Any, name: str, rule: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+        raise TypeError(f"detox: segments must be a sequence of offsets, got {type(value).__name__}")
+    return tuple(integer(v, "segments", rule, minimum=0) for v in value)
+
+
+@register
+class DETOX(Rule):
+    """The rule object of :func:`aggkit.detox`; each call takes this round's ``groups`` and ``rng``."""
+
+    name: ClassVar[str] = "detox"
+    q: Count
+    r: Annotated[int, Check(_r)] = 3
+    inner: Annotated[Stage, Check(_stage)] = "mean"
+    outer: Annotated[Stage, Check(_stage)] = "median"
+    buckets: OptionalPositive = None
+    vote: Vote = "exact"
+    atol: NonNegative = 0.0
+    rtol: NonNegative = 1e-5
+    no_majority: NoMajority = "drop"
+    segments: Annotated[tuple[int, ...] | None, Check(_segments_param)] = None
+
+    def min_inputs(self) -> int:
+        """``r`` (one group)."""
+        return self.r
+
+    def check_n(self, n: int) -> None:
+        """``n`` is a positive multiple of ``r``."""
+        _check_nr(n, self.r)
+
+    @overload  # type: ignore[override]
+    def __call__(self, x: ArrayT | Sequence[ArrayT], *, groups: Any = ..., rng: Any = ...) -> ArrayT: ...
+    @overload
+    def __call__(self, x: ArrayLike, *, groups: Any = ..., rng: Any = ...) -> NDArray: ...
+    def __call__(self, x: Any, *, groups: Any = "contiguous", rng: Any = None) -> Any:
+        """Aggregate ``x`` with this round's group assignment (see :func:`aggkit.detox`)."""
+        return self._run(x, groups=groups, rng=rng)[0]
 
 
 # ---------------------------------------------------------------------------------------------
-# Stage 2 and the public function
+# Stages 1 and 2, for any array framework
 
 
-def _rows(x: Any) -> Any:
-    """Row access for numpy arrays, sequences and tensors alike."""
-    if is_torch(x) and not isinstance(x, (list, tuple)):
-        return x.reshape(x.shape[0], -1)
-    if isinstance(x, (list, tuple)):
-        return [v for v in x]
-    return prepare(x, "detox").data
+class Backend(Protocol):
+    """What DETOX needs from an array framework; the rest is shared."""
+
+    def rows(self) -> tuple[Sequence[Any], int]:
+        """The inputs as ``n`` flat vectors (views where possible), and ``d``."""
+        ...
+
+    def vote(
+        self, groups: np.ndarray, r: int, segments: list[int], mode: str, atol: float, rtol: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Winners per (group, segment) as uint32 (``2**32 - 1``: none) and per-member agreement."""
+        ...
+
+    def concat(self, pieces: list[Any]) -> Any:
+        """One vector from the pieces of a group's winner."""
+        ...
+
+    def finish(self, out: Any) -> Any:
+        """The aggregate in the shape, dtype and array type of one input."""
+        ...
 
 
-def _winner_rows(x, rows, groups, winners, no_majority, segs):
+def _winner_rows(
+    rows: Sequence[Any],
+    groups: np.ndarray,
+    winners: np.ndarray,
+    no_majority: str,
+    segs: list[int],
+    backend: Backend,
+) -> tuple[list[Any], np.ndarray]:
     """The winner vector of every kept group (views where a single member won)."""
     g = groups.shape[0]
     out, kept = [], []
@@ -254,16 +351,15 @@ def _winner_rows(x, rows, groups, winners, no_majority, segs):
         if (w == w[0]).all() and w[0] >= 0:
             out.append(rows[int(w[0])])
         else:
-            out.append(_assemble(rows, groups[j], w, segs))
+            out.append(_assemble(rows, groups[j], w, segs, backend))
         kept.append(j)
     return out, np.asarray(kept, dtype=np.int64)
 
 
-def _assemble(rows, members, w, segs):
+def _assemble(
+    rows: Sequence[Any], members: np.ndarray, w: np.ndarray, segs: list[int], backend: Backend
+) -> Any:
     """A group's winner built segment by segment (the median of its members where none won)."""
-    from aggkit.rules.median import median
-
-    first = rows[int(members[0])]
     pieces = []
     for s in range(len(segs) - 1):
         lo, hi = segs[s], segs[s + 1]
@@ -271,11 +367,63 @@ def _assemble(rows, members, w, segs):
             pieces.append(rows[int(w[s])][lo:hi])
         else:
             pieces.append(median([rows[int(m)][lo:hi] for m in members]))
-    if is_torch(first):
-        import torch
+    return backend.concat(pieces)
 
-        return torch.cat(pieces)
-    return np.concatenate(pieces)
+
+def run(
+    rule: DETOX, backend: Backend, *, groups: Any = "contiguous", rng: Any = None
+) -> tuple[Any, DetoxInfo]:
+    """DETOX on the inputs ``backend`` holds: the vote, then stage 2. Returns ``(y, info)``."""
+    rows, d = backend.rows()
+    n = len(rows)
+    rule.check_n(n)
+    gen = np.random.default_rng(rng) if rng is not None else None
+    if isinstance(groups, str):
+        groups = choice(groups, "groups", ("contiguous", "random"), "detox")
+        if groups == "random" and gen is None:
+            raise InvalidParameterError("detox: groups='random' needs rng (a seed or numpy Generator)")
+        grp = contiguous_groups(n, rule.r) if groups == "contiguous" else random_groups(n, rule.r, gen)
+    else:
+        grp = _check_groups(groups, n, rule.r)
+    segs = _segments(rule.segments, d)
+    g, r = grp.shape
+    flat_groups = np.ascontiguousarray(grp.reshape(-1), dtype=np.uint32)
+    mode = "reference" if rule.no_majority == "reference" else rule.vote
+    raw, agree = backend.vote(flat_groups, r, segs, mode, rule.atol, rule.rtol)
+    winners = raw.astype(np.int64)
+    winners[raw == np.iinfo(np.uint32).max] = -1
+    winners = winners.reshape(g, len(segs) - 1)
+    agree = agree.reshape(g, r)
+    policy = rule.no_majority if rule.no_majority != "reference" else "drop"  # reference: always a winner
+    win_rows, kept = _winner_rows(rows, grp, winners, policy, segs, backend)
+    suspects = sorted(int(m) for m in grp[~agree])
+    f_eff = rule.q // ((r + 1) // 2)
+    gk = len(win_rows)
+    if gk == 0:
+        raise TooFewInputsError(f"DETOX needs at least one group with a majority, got none of {g}")
+    sel: list[int] | None
+    if isinstance(rule.inner, _Preset):
+        y, buckets_used, sel = rule.inner.run(win_rows, f_eff, gen, rule.buckets)
+    else:
+        b = min(gk, 2 * f_eff + 1) if rule.buckets is None else _check_buckets(rule.buckets, gk)
+        outer_rule = make_rule(rule.outer)  # type: ignore[arg-type]
+        _check_outer(outer_rule, b, f_eff)
+        inner_rule = make_rule(rule.inner if rule.inner is not None else "mean")
+        order = gen.permutation(gk) if gen is not None else np.arange(gk)
+        buckets_used = np.array_split(order, b)
+        partial = [inner_rule([win_rows[i] for i in bk]) for bk in buckets_used]
+        y = outer_rule(partial)
+        sel = None
+    info = DetoxInfo(
+        groups=grp,
+        winners=winners,
+        majority=(winners >= 0).all(axis=1),
+        suspects=suspects,
+        kept_groups=kept,
+        buckets=[kept[bk] for bk in buckets_used],
+        selected_groups=None if sel is None else kept[np.asarray(sel, dtype=np.int64)],
+    )
+    return backend.finish(y), info
 
 
 def _check_outer(outer: Rule, b: int, f_eff: int) -> None:
@@ -285,7 +433,7 @@ def _check_outer(outer: Rule, b: int, f_eff: int) -> None:
             f"DETOX: the outer median tolerates f_eff={f_eff} tainted buckets only with "
             f"b >= 2 f_eff + 1 = {2 * f_eff + 1} buckets, got b={b}"
         )
-    if "f" in outer.params and outer.get_params()["f"] < f_eff:
+    if outer.get_params().get("f", f_eff) < f_eff:
         raise InvalidParameterError(
             f"DETOX: the outer rule {outer!r} tolerates fewer than f_eff={f_eff} tainted inputs"
         )
@@ -299,20 +447,38 @@ def _check_outer(outer: Rule, b: int, f_eff: int) -> None:
         )
 
 
+def _check_buckets(b: Any, g: int) -> int:
+    if isinstance(b, bool) or not isinstance(b, (int, np.integer)):
+        raise TypeError(f"detox: buckets must be an int, got {type(b).__name__}")
+    if not 1 <= b <= g:
+        raise InvalidParameterError(
+            f"detox: buckets must satisfy 1 <= b <= g' (kept groups), got b={b}, g'={g}"
+        )
+    return int(b)
+
+
+def _list(t: Any) -> list[int]:
+    return [int(v) for v in (t.tolist() if hasattr(t, "tolist") else t)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The public functions
+
+
 def detox(
     x: Any,
     *,
     q: int,
-    r: int = 3,
+    r: int = DETOX.r,
     groups: Any = "contiguous",
-    inner: str | Rule | None = "mean",
-    outer: str | Rule = "median",
-    buckets: int | None = None,
-    vote: str = "exact",
-    atol: float = 0.0,
-    rtol: float = 1e-5,
-    no_majority: str = "drop",
-    segments: Any = None,
+    inner: Stage = DETOX.inner,
+    outer: Stage = DETOX.outer,
+    buckets: int | None = DETOX.buckets,
+    vote: Vote = DETOX.vote,
+    atol: float = DETOX.atol,
+    rtol: float = DETOX.rtol,
+    no_majority: NoMajority = DETOX.no_majority,
+    segments: Sequence[int] | None = DETOX.segments,
     rng: Any = None,
     return_info: bool = False,
 ) -> Any:
@@ -371,131 +537,12 @@ def detox(
     >>> info.suspects                   # outvoted members: worker 2 (honest, in the tainted group), 4
     [2, 4]
     """
-    r = _check_r(r)
-    q = _check_q(q)
-    vote = check_choice(vote, "vote", VOTES, "detox")
-    no_majority = check_choice(no_majority, "no_majority", NO_MAJORITY, "detox")
-    for name, v in (("atol", atol), ("rtol", rtol)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            raise InvalidParameterError(f"detox: {name} must be a finite number >= 0, got {v!r}")
-    rows = _rows(x)
-    n = len(rows) if isinstance(rows, list) else rows.shape[0]
-    _check_nr(n, r)
-    gen = np.random.default_rng(rng) if rng is not None else None
-    if isinstance(groups, str):
-        groups = check_choice(groups, "groups", ("contiguous", "random"), "detox")
-        if groups == "random" and gen is None:
-            raise InvalidParameterError("detox: groups='random' needs rng (a seed or numpy Generator)")
-        grp = contiguous_groups(n, r) if groups == "contiguous" else random_groups(n, r, gen)
-    else:
-        grp = _check_groups(groups, n, r)
-    d = int(np.prod(rows[0].shape)) if n else 0
-    segs = _segments(segments, d)
-    winners, agree = _vote(x, grp, segs, vote, atol, rtol, no_majority)
-    policy = no_majority if no_majority != "reference" else "drop"  # reference: always a winner
-    win_rows, kept = _winner_rows(x, rows, grp, winners, policy, segs)
-    suspects = sorted(int(m) for m in grp[~agree])
-    f_eff = q // ((r + 1) // 2)
-    gk = len(win_rows)
-    if gk == 0:
-        raise TooFewInputsError(f"DETOX needs at least one group with a majority, got none of {grp.shape[0]}")
-    if isinstance(inner, _Preset):
-        y, buckets_used, sel = inner.run(win_rows, f_eff, gen, buckets)
-    else:
-        b = min(gk, 2 * f_eff + 1) if buckets is None else _check_buckets(buckets, gk)
-        outer_rule = make_rule(outer)
-        _check_outer(outer_rule, b, f_eff)
-        inner_rule = make_rule(inner if inner is not None else "mean")
-        order = gen.permutation(gk) if gen is not None else np.arange(gk)
-        buckets_used = np.array_split(order, b)
-        partial = [inner_rule([win_rows[i] for i in bk]) for bk in buckets_used]
-        y = outer_rule(partial)
-        sel = None
-    out = y.reshape(rows[0].shape) if hasattr(y, "reshape") else y
-    out = _finish(out, x)
-    if not return_info:
-        return out
-    info = DetoxInfo(
-        groups=grp,
-        winners=winners,
-        majority=(winners >= 0).all(axis=1),
-        suspects=suspects,
-        kept_groups=kept,
-        buckets=[kept[bk] for bk in buckets_used],
-        selected_groups=None if sel is None else kept[np.asarray(sel, dtype=np.int64)],
-    )
-    return out, info
-
-
-def _finish(out: Any, x: Any) -> Any:
-    """Shape and dtype of one input (the rows may have been flattened)."""
-    if is_torch(x):
-        first = x[0]
-        return out.reshape(first.shape).to(first.dtype)
-    first = np.asarray(x[0]) if isinstance(x, (list, tuple)) else np.asarray(x)[0]
-    return np.asarray(out).reshape(first.shape).astype(first.dtype, copy=False)
-
-
-def _check_buckets(b: Any, g: int) -> int:
-    if isinstance(b, bool) or not isinstance(b, (int, np.integer)):
-        raise TypeError(f"detox: buckets must be an int, got {type(b).__name__}")
-    if not 1 <= b <= g:
-        raise InvalidParameterError(
-            f"detox: buckets must satisfy 1 <= b <= g' (kept groups), got b={b}, g'={g}"
-        )
-    return int(b)
-
-
-# ---------------------------------------------------------------------------------------------
-# Presets that reproduce the reference code's modes
-
-
-class _Preset:
-    """A stage 2 that is not inner/outer composition (Multi-Krum, Bulyan presets)."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-    def run(
-        self, rows: list[Any], f_eff: int, gen: Any, buckets: Any
-    ) -> tuple[Any, list[np.ndarray], list[int]]:
-        from aggkit.rules.krum import multi_krum
-        from aggkit.rules.mean import mean
-        from aggkit.rules.trimmed_mean import trimmed_mean
-
-        g = len(rows)
-        order = gen.permutation(g) if gen is not None else np.arange(g)
-        if self.kind == "multikrum":
-            b = 2 if buckets is None else _check_buckets(buckets, g)
-            parts, selected, bks = [], [], np.array_split(order, b)
-            for bk in bks:
-                size = len(bk)
-                m = size - f_eff - 2
-                if size < 2 * f_eff + 3 or m < 1:
-                    raise TooFewInputsError(
-                        f"DETOX Multi-Krum: each bucket needs >= 2 f_eff + 3 = {2 * f_eff + 3} winners, "
-                        f"a bucket has {size} (g'={g}, b={b})"
-                    )
-                y, sel = multi_krum([rows[i] for i in bk], f=f_eff, m=m, return_selection=True)
-                parts.append(y)
-                selected += [int(bk[i]) for i in _list(sel.indices)]
-            return mean(parts, nonfinite="propagate"), bks, selected
-        # bulyan: Krum-score selection of m = g - f_eff - 2, then trimmed mean by f_eff per side
-        m = g - f_eff - 2
-        if m < 2 * f_eff + 1:
-            raise TooFewInputsError(
-                f"DETOX Bulyan needs g' - f_eff - 2 >= 2 f_eff + 1, i.e. g' >= {3 * f_eff + 3}, "
-                f"got g'={g}, f_eff={f_eff}"
-            )
-        picked = [rows[i] for i in order]
-        _, sel = multi_krum(picked, f=f_eff, m=m, return_selection=True)
-        idx = _list(sel.indices)
-        y = trimmed_mean([picked[i] for i in idx], f=f_eff)
-        return y, [order], [int(order[i]) for i in idx]
-
-
-def _list(t: Any) -> list[int]:
-    return [int(v) for v in (t.tolist() if hasattr(t, "tolist") else t)]
+    rule = DETOX(
+        q=q, r=r, inner=inner, outer=outer, buckets=buckets, vote=vote, atol=atol, rtol=rtol,
+        no_majority=no_majority, segments=segments,
+    )  # fmt: skip
+    y, info = rule._run(x, groups=groups, rng=rng)
+    return (y, info) if return_info else y
 
 
 def detox_median(x: Any, *, q: int, r: int = 3, buckets: int | None = None, **kw: Any) -> Any:
@@ -521,42 +568,3 @@ def detox_bulyan(x: Any, *, q: int, r: int = 3, **kw: Any) -> Any:
     Bulyan, as the reference computes it.
     """
     return detox(x, q=q, r=r, inner=_Preset("bulyan"), **kw)
-
-
-@register
-class DETOX(Rule):
-    """Rule object for :func:`aggkit.detox` (contiguous groups; median-of-means by default)."""
-
-    name = "detox"
-    params = ("q", "r", "inner", "outer", "buckets", "vote", "no_majority")
-
-    def __init__(
-        self,
-        *,
-        q: int,
-        r: int = 3,
-        inner: str = "mean",
-        outer: str = "median",
-        buckets: int | None = None,
-        vote: str = "exact",
-        no_majority: str = "drop",
-    ) -> None:
-        self.q, self.r = _check_q(q), _check_r(r)
-        self.inner, self.outer = inner, outer
-        make_rule(inner)
-        make_rule(outer)
-        self.buckets = buckets
-        self.vote = check_choice(vote, "vote", VOTES, "detox")
-        self.no_majority = check_choice(no_majority, "no_majority", NO_MAJORITY, "detox")
-        self._freeze()
-
-    def min_inputs(self) -> int:
-        """``r`` (one group)."""
-        return self.r
-
-    def __call__(self, x: Any) -> Any:
-        """Aggregate ``x``; see :func:`aggkit.detox`."""
-        return detox(
-            x, q=self.q, r=self.r, inner=self.inner, outer=self.outer, buckets=self.buckets,
-            vote=self.vote, no_majority=self.no_majority,
-        )  # fmt: skip

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, NamedTuple, overload
 
-import numpy as np
+from aggkit._params import NonFinite, NonNegative, Positive, StrictlyPositive
+from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
+from aggkit.registry import WeightedRule, register
 
-from aggkit import _core
-from aggkit._validate import POLICIES, _torch, check_choice, check_weights, is_torch, prepare
-from aggkit.errors import InvalidParameterError
-from aggkit.registry import Rule, register
-
-INITS = ("mean", "median", "zero")
+Init = Literal["median", "mean", "zero"]
+"""The starting point of the Weiszfeld iterations."""
 
 
 class GeometricMedianInfo(NamedTuple):
@@ -34,33 +32,78 @@ class GeometricMedianInfo(NamedTuple):
     iterations: int
     converged: bool
     objective: float
-    weights: np.ndarray
+    weights: Any
 
 
-def check_gm_params(nu: Any, maxiter: Any, ftol: Any, init: str, nonfinite: str) -> None:
-    """Validate the options (the core checks them again)."""
-    for name, v, lo in (("nu", nu, "> 0"), ("ftol", ftol, ">= 0")):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-            raise TypeError(f"geometric_median: {name} must be a number, got {type(v).__name__}")
-        if not math.isfinite(v) or (v <= 0 if lo == "> 0" else v < 0):
-            raise InvalidParameterError(f"geometric_median: {name} must be finite and {lo}, got {name}={v}")
-    if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)):
-        raise TypeError(f"geometric_median: maxiter must be an int, got {type(maxiter).__name__}")
-    if maxiter < 1:
-        raise InvalidParameterError(f"geometric_median: maxiter must be >= 1, got maxiter={maxiter}")
-    check_choice(init, "init", INITS, "geometric_median")
-    check_choice(nonfinite, "nonfinite", POLICIES, "geometric_median")
+@register
+class GeometricMedian(WeightedRule):
+    """The rule object of :func:`aggkit.geometric_median` (weights are given per call)."""
+
+    name: ClassVar[str] = "geometric_median"
+    nu: StrictlyPositive = 1e-6
+    maxiter: Positive = 100
+    ftol: NonNegative = 1e-10
+    init: Init = "median"
+    nonfinite: NonFinite = "robust"
 
 
+@overload
+def geometric_median(
+    x: ArrayT | Sequence[ArrayT],
+    *,
+    weights: Weights = ...,
+    nu: float = ...,
+    maxiter: int = ...,
+    ftol: float = ...,
+    init: Init = ...,
+    nonfinite: NonFinite = ...,
+    return_info: Literal[False] = ...,
+) -> ArrayT: ...
+@overload
+def geometric_median(
+    x: ArrayT | Sequence[ArrayT],
+    *,
+    weights: Weights = ...,
+    nu: float = ...,
+    maxiter: int = ...,
+    ftol: float = ...,
+    init: Init = ...,
+    nonfinite: NonFinite = ...,
+    return_info: Literal[True],
+) -> tuple[ArrayT, GeometricMedianInfo]: ...
+@overload
+def geometric_median(
+    x: ArrayLike,
+    *,
+    weights: Weights = ...,
+    nu: float = ...,
+    maxiter: int = ...,
+    ftol: float = ...,
+    init: Init = ...,
+    nonfinite: NonFinite = ...,
+    return_info: Literal[False] = ...,
+) -> NDArray: ...
+@overload
+def geometric_median(
+    x: ArrayLike,
+    *,
+    weights: Weights = ...,
+    nu: float = ...,
+    maxiter: int = ...,
+    ftol: float = ...,
+    init: Init = ...,
+    nonfinite: NonFinite = ...,
+    return_info: Literal[True],
+) -> tuple[NDArray, GeometricMedianInfo]: ...
 def geometric_median(
     x: Any,
     *,
-    weights: Any = None,
-    nu: float = 1e-6,
-    maxiter: int = 100,
-    ftol: float = 1e-10,
-    init: str = "median",
-    nonfinite: str = "robust",
+    weights: Weights = None,
+    nu: float = GeometricMedian.nu,
+    maxiter: int = GeometricMedian.maxiter,
+    ftol: float = GeometricMedian.ftol,
+    init: Init = GeometricMedian.init,
+    nonfinite: NonFinite = GeometricMedian.nonfinite,
     return_info: bool = False,
 ) -> Any:
     r"""The geometric median, by smoothed Weiszfeld iterations run to convergence.
@@ -111,45 +154,6 @@ def geometric_median(
     >>> np.round(z, 6), info.converged
     (array([4., 5., 6.]), True)
     """
-    check_gm_params(nu, maxiter, ftol, init, nonfinite)
-    if is_torch(x):
-        return _torch().geometric_median(
-            x, weights=weights, nu=nu, maxiter=maxiter, ftol=ftol, init=init, nonfinite=nonfinite,
-            return_info=return_info,
-        )  # fmt: skip
-    p = prepare(x, "geometric_median")
-    w = None if weights is None else np.asarray(check_weights(weights, p.n, "geometric_median"))
-    out, it, conv, obj, wts = _core.geometric_median(
-        p.data, w, float(nu), int(maxiter), float(ftol), init, nonfinite
-    )
-    y = p.finish(out)
-    return (y, GeometricMedianInfo(it, conv, obj, wts)) if return_info else y
-
-
-@register
-class GeometricMedian(Rule):
-    """Rule object for :func:`aggkit.geometric_median`."""
-
-    name = "geometric_median"
-    params = ("nu", "maxiter", "ftol", "init", "nonfinite")
-    supports_weights = True
-
-    def __init__(
-        self,
-        *,
-        nu: float = 1e-6,
-        maxiter: int = 100,
-        ftol: float = 1e-10,
-        init: str = "median",
-        nonfinite: str = "robust",
-    ) -> None:
-        check_gm_params(nu, maxiter, ftol, init, nonfinite)
-        self.nu, self.maxiter, self.ftol, self.init, self.nonfinite = nu, maxiter, ftol, init, nonfinite
-        self._freeze()
-
-    def __call__(self, x: Any, *, weights: Any = None) -> Any:
-        """Aggregate ``x``; see :func:`aggkit.geometric_median`."""
-        return geometric_median(
-            x, weights=weights, nu=self.nu, maxiter=self.maxiter, ftol=self.ftol, init=self.init,
-            nonfinite=self.nonfinite,
-        )  # fmt: skip
+    rule = GeometricMedian(nu=nu, maxiter=maxiter, ftol=ftol, init=init, nonfinite=nonfinite)
+    y, info = rule._run(x, weights=weights)
+    return (y, info) if return_info else y

@@ -2,41 +2,78 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, overload
 
-import numpy as np
-
-from aggkit import _core
-from aggkit._validate import POLICIES, _torch, check_choice, check_f, check_weights, is_torch, prepare
+from aggkit._params import Count, NonFinite, OptionalPositive, require_n
+from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
 from aggkit.errors import InvalidParameterError
-from aggkit.registry import Rule, register
+from aggkit.registry import Rule, Selection, WeightedRule, register
 
 
-class Selection(NamedTuple):
-    """Which inputs a selection rule kept, and why.
+@register
+class Krum(Rule):
+    """The rule object of :func:`aggkit.krum`."""
 
-    Attributes
-    ----------
-    indices : numpy.ndarray of int64
-        The selected inputs, best score first.
-    scores : numpy.ndarray of float64
-        Every input's score, in input order (lower is better; ``inf`` for inputs that
-        cannot be selected).
+    name: ClassVar[str] = "krum"
+    f: Count
+    nonfinite: NonFinite = "robust"
 
-    For torch inputs both are tensors on the input's device (``aggkit.torch``).
-    """
+    def min_inputs(self) -> int:
+        """``2f + 3``."""
+        return 2 * self.f + 3
 
-    indices: np.ndarray
-    scores: np.ndarray
-
-
-def _selection(idx: list[int], scores: np.ndarray) -> Selection:
-    return Selection(np.asarray(idx, dtype=np.int64), scores)
+    def check_n(self, n: int) -> None:
+        """``n >= 2f + 3``."""
+        require_n("Krum", "n >= 2f + 3", n, self.f, 2 * self.f + 3)
 
 
+@register
+class MultiKrum(WeightedRule):
+    """The rule object of :func:`aggkit.multi_krum` (weights are given per call)."""
+
+    name: ClassVar[str] = "multi_krum"
+    f: Count
+    m: OptionalPositive = None
+    nonfinite: NonFinite = "robust"
+
+    def min_inputs(self) -> int:
+        """``max(2f + 3, m)``."""
+        return max(2 * self.f + 3, self.m or 1)
+
+    def check_n(self, n: int) -> None:
+        """``n >= 2f + 3`` and ``m <= n``."""
+        require_n("Multi-Krum", "n >= 2f + 3", n, self.f, 2 * self.f + 3)
+        m = self.count(n)
+        if m > n:
+            raise InvalidParameterError(f"Multi-Krum: m must satisfy 1 <= m <= n, got m={m}, n={n}")
+
+    def count(self, n: int) -> int:
+        """How many inputs are averaged out of ``n``: ``m``, by default ``n - f``."""
+        return max(n - self.f, 1) if self.m is None else self.m
+
+
+@overload
 def krum(
-    x: Any, *, f: int, nonfinite: str = "robust", return_selection: bool = False
-) -> np.ndarray | tuple[np.ndarray, Selection]:
+    x: ArrayT | Sequence[ArrayT],
+    *,
+    f: int,
+    nonfinite: NonFinite = ...,
+    return_selection: Literal[False] = ...,
+) -> ArrayT: ...
+@overload
+def krum(
+    x: ArrayT | Sequence[ArrayT], *, f: int, nonfinite: NonFinite = ..., return_selection: Literal[True]
+) -> tuple[ArrayT, Selection]: ...
+@overload
+def krum(
+    x: ArrayLike, *, f: int, nonfinite: NonFinite = ..., return_selection: Literal[False] = ...
+) -> NDArray: ...
+@overload
+def krum(
+    x: ArrayLike, *, f: int, nonfinite: NonFinite = ..., return_selection: Literal[True]
+) -> tuple[NDArray, Selection]: ...
+def krum(x: Any, *, f: int, nonfinite: NonFinite = Krum.nonfinite, return_selection: bool = False) -> Any:
     r"""Krum: return the input with the smallest Krum score.
 
     Parameters
@@ -90,25 +127,59 @@ def krum(
     >>> y, sel.indices, sel.scores
     (array([0., 0.]), array([0]), array([  2.,   2.,   2.,   2., 343.]))
     """
-    f = check_f(f, "krum")
-    nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "krum")
-    if is_torch(x):
-        return _torch().krum(x, f=f, nonfinite=nonfinite, return_selection=return_selection)
-    p = prepare(x, "krum")
-    out, idx, scores = _core.krum(p.data, f, nonfinite)
-    y = p.finish(out)
-    return (y, _selection(idx, scores)) if return_selection else y
+    y, sel = Krum(f=f, nonfinite=nonfinite)._run(x)
+    return (y, sel) if return_selection else y
 
 
+@overload
+def multi_krum(
+    x: ArrayT | Sequence[ArrayT],
+    *,
+    f: int,
+    m: int | None = ...,
+    weights: Weights = ...,
+    nonfinite: NonFinite = ...,
+    return_selection: Literal[False] = ...,
+) -> ArrayT: ...
+@overload
+def multi_krum(
+    x: ArrayT | Sequence[ArrayT],
+    *,
+    f: int,
+    m: int | None = ...,
+    weights: Weights = ...,
+    nonfinite: NonFinite = ...,
+    return_selection: Literal[True],
+) -> tuple[ArrayT, Selection]: ...
+@overload
+def multi_krum(
+    x: ArrayLike,
+    *,
+    f: int,
+    m: int | None = ...,
+    weights: Weights = ...,
+    nonfinite: NonFinite = ...,
+    return_selection: Literal[False] = ...,
+) -> NDArray: ...
+@overload
+def multi_krum(
+    x: ArrayLike,
+    *,
+    f: int,
+    m: int | None = ...,
+    weights: Weights = ...,
+    nonfinite: NonFinite = ...,
+    return_selection: Literal[True],
+) -> tuple[NDArray, Selection]: ...
 def multi_krum(
     x: Any,
     *,
     f: int,
-    m: int | None = None,
-    weights: Any = None,
-    nonfinite: str = "robust",
+    m: int | None = MultiKrum.m,
+    weights: Weights = None,
+    nonfinite: NonFinite = MultiKrum.nonfinite,
     return_selection: bool = False,
-) -> np.ndarray | tuple[np.ndarray, Selection]:
+) -> Any:
     r"""Multi-Krum: average the ``m`` inputs with the smallest Krum scores.
 
     Parameters
@@ -165,91 +236,5 @@ def multi_krum(
     >>> aggkit.multi_krum(x, f=1, m=4)
     array([-6., -2.])
     """
-    f = check_f(f, "multi_krum")
-    nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "multi_krum")
-    if is_torch(x):
-        return _torch().multi_krum(
-            x, f=f, m=m, weights=weights, nonfinite=nonfinite, return_selection=return_selection
-        )
-    p = prepare(x, "multi_krum")
-    m_ = _check_m(m, p.n, f)
-    w = None if weights is None else check_weights(weights, p.n, "multi_krum")
-    out, idx, scores = _core.multi_krum(p.data, f, m_, nonfinite)
-    if w is not None:
-        # The weighted average of the selected rows, best score first (as without weights).
-        if not any(w[i] > 0 for i in idx):
-            raise InvalidParameterError(f"multi_krum: the selected inputs {list(idx)} all have weight 0")
-        rows = [p.data[i] for i in idx]
-        out, _ = _core.mean(rows, np.array([w[i] for i in idx]), "propagate")
-    y = p.finish(out)
-    return (y, _selection(idx, scores)) if return_selection else y
-
-
-def _check_m(m: Any, n: int, f: int) -> int:
-    if m is None:
-        return max(n - f, 1)
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
-        raise TypeError(f"multi_krum: m must be an int or None, got {type(m).__name__}")
-    if m < 1:
-        raise InvalidParameterError(f"Multi-Krum: m must satisfy 1 <= m <= n, got m={m}, n={n}")
-    return int(m)
-
-
-@register
-class Krum(Rule):
-    """Rule object for :func:`aggkit.krum`."""
-
-    name = "krum"
-    params = ("f", "nonfinite")
-
-    def __init__(self, *, f: int, nonfinite: str = "robust") -> None:
-        self.f = check_f(f, "krum")
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "krum")
-        self._freeze()
-
-    def min_inputs(self) -> int:
-        """``2f + 3``."""
-        return 2 * self.f + 3
-
-    def __call__(self, x: Any) -> np.ndarray:
-        """Aggregate ``x``; see :func:`aggkit.krum`."""
-        return krum(x, f=self.f, nonfinite=self.nonfinite)  # type: ignore[return-value]
-
-    def aggregate(self, x: Any, *, weights: Any = None) -> tuple[Any, Selection]:
-        """Aggregate ``x`` and return the :class:`Selection` too (weights are refused)."""
-        if weights is not None:
-            raise InvalidParameterError(f"{self!r} does not take weights: it returns one input")
-        return krum(x, f=self.f, nonfinite=self.nonfinite, return_selection=True)  # type: ignore[return-value]
-
-
-@register
-class MultiKrum(Rule):
-    """Rule object for :func:`aggkit.multi_krum`."""
-
-    name = "multi_krum"
-    params = ("f", "m", "nonfinite")
-    supports_weights = True
-
-    def __init__(self, *, f: int, m: int | None = None, nonfinite: str = "robust") -> None:
-        self.f = check_f(f, "multi_krum")
-        if m is not None:
-            _check_m(m, m, self.f)
-        self.m = None if m is None else int(m)
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "multi_krum")
-        self._freeze()
-
-    def min_inputs(self) -> int:
-        """``max(2f + 3, m)``."""
-        return max(2 * self.f + 3, self.m or 1)
-
-    def __call__(self, x: Any, *, weights: Any = None) -> np.ndarray:
-        """Aggregate ``x``; see :func:`aggkit.multi_krum`."""
-        return multi_krum(  # type: ignore[return-value]
-            x, f=self.f, m=self.m, weights=weights, nonfinite=self.nonfinite
-        )
-
-    def aggregate(self, x: Any, *, weights: Any = None) -> tuple[Any, Selection]:
-        """Aggregate ``x`` and return the :class:`Selection` too."""
-        return multi_krum(  # type: ignore[return-value]
-            x, f=self.f, m=self.m, weights=weights, nonfinite=self.nonfinite, return_selection=True
-        )
+    y, sel = MultiKrum(f=f, m=m, nonfinite=nonfinite)._run(x, weights=weights)
+    return (y, sel) if return_selection else y

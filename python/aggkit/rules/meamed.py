@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, overload
 
-import numpy as np
-
-from aggkit import _core
-from aggkit._validate import POLICIES, _torch, check_choice, check_f, check_n, is_torch, prepare
+from aggkit._params import Count, NonFinite, require_n
+from aggkit._types import ArrayLike, ArrayT, NDArray
 from aggkit.registry import Rule, register
 
 
-def meamed(x: Any, *, f: int, nonfinite: str = "robust") -> np.ndarray:
+@register
+class Meamed(Rule):
+    """The rule object of :func:`aggkit.meamed`."""
+
+    name: ClassVar[str] = "meamed"
+    _coordinate_wise: ClassVar[bool] = True
+    f: Count
+    nonfinite: NonFinite = "robust"
+
+    def min_inputs(self) -> int:
+        """``2f + 1``."""
+        return 2 * self.f + 1
+
+    def check_n(self, n: int) -> None:
+        """``n >= 2f + 1``."""
+        require_n("meamed", "n >= 2f + 1", n, self.f, 2 * self.f + 1)
+
+
+@overload
+def meamed(x: ArrayT | Sequence[ArrayT], *, f: int, nonfinite: NonFinite = ...) -> ArrayT: ...
+@overload
+def meamed(x: ArrayLike, *, f: int, nonfinite: NonFinite = ...) -> NDArray: ...
+def meamed(x: Any, *, f: int, nonfinite: NonFinite = Meamed.nonfinite) -> Any:
     r"""Mean around the median: per coordinate, the mean of the ``n - f`` values closest to the median.
 
     Parameters
@@ -55,33 +76,4 @@ def meamed(x: Any, *, f: int, nonfinite: str = "robust") -> np.ndarray:
     >>> aggkit.meamed(np.array([[1.0], [2.0], [3.0], [10.0]]), f=1)
     array([2.])
     """
-    f = check_f(f, "meamed")
-    nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "meamed")
-    if is_torch(x):
-        return _torch().meamed(x, f=f, nonfinite=nonfinite)
-    p = prepare(x, "meamed")
-    check_n("meamed", "n >= 2f + 1", p.n, f, 2 * f + 1)
-    out, _, _ = _core.meamed(p.data, f, None, nonfinite, False)
-    return p.finish(out)
-
-
-@register
-class Meamed(Rule):
-    """Rule object for :func:`aggkit.meamed`."""
-
-    name = "meamed"
-    coordinate_wise = True
-    params = ("f", "nonfinite")
-
-    def __init__(self, *, f: int, nonfinite: str = "robust") -> None:
-        self.f = check_f(f, "meamed")
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "meamed")
-        self._freeze()
-
-    def min_inputs(self) -> int:
-        """``2f + 1``."""
-        return 2 * self.f + 1
-
-    def __call__(self, x: Any) -> np.ndarray:
-        """Aggregate ``x``; see :func:`aggkit.meamed`."""
-        return meamed(x, f=self.f, nonfinite=self.nonfinite)
+    return Meamed(f=f, nonfinite=nonfinite)(x)

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, overload
 
-import numpy as np
-
-from aggkit import _core
-from aggkit._validate import POLICIES, _torch, check_choice, is_torch, prepare
-from aggkit.errors import ShapeError
-from aggkit.registry import Rule, register
+from aggkit._params import NonFinite
+from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
+from aggkit.registry import WeightedRule, register
 
 
-def mean(x: Any, *, weights: Any = None, nonfinite: str = "robust") -> np.ndarray:
+@register
+class Mean(WeightedRule):
+    """The rule object of :func:`aggkit.mean` (weights are given per call)."""
+
+    name: ClassVar[str] = "mean"
+    nonfinite: NonFinite = "robust"
+
+    @property
+    def coordinate_wise(self) -> bool:
+        """Whether the rule works coordinate by coordinate: not under ``nonfinite="robust"``.
+
+        There an input holding a NaN anywhere is dropped from every coordinate, so the rule
+        must see whole inputs.
+        """
+        return self.nonfinite != "robust"
+
+
+@overload
+def mean(x: ArrayT | Sequence[ArrayT], *, weights: Weights = ..., nonfinite: NonFinite = ...) -> ArrayT: ...
+@overload
+def mean(x: ArrayLike, *, weights: Weights = ..., nonfinite: NonFinite = ...) -> NDArray: ...
+def mean(x: Any, *, weights: Weights = None, nonfinite: NonFinite = Mean.nonfinite) -> Any:
     r"""Average the inputs coordinate by coordinate, optionally weighted.
 
     Parameters
@@ -52,40 +71,4 @@ def mean(x: Any, *, weights: Any = None, nonfinite: str = "robust") -> np.ndarra
     >>> aggkit.mean(np.array([[1.0, 2.0], [3.0, 4.0], [np.nan, 0.0]]))
     array([2., 3.])
     """
-    nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "mean")
-    if is_torch(x):
-        return _torch().mean(x, weights=weights, nonfinite=nonfinite)
-    p = prepare(x, "mean")
-    w = None
-    if weights is not None:
-        w = np.ascontiguousarray(weights, dtype=np.float64)
-        if w.ndim != 1:
-            raise ShapeError(f"mean: weights must be 1-D with one entry per input, got shape {w.shape}")
-    out, _dropped = _core.mean(p.data, w, nonfinite)
-    return p.finish(out)
-
-
-@register
-class Mean(Rule):
-    """Rule object for :func:`aggkit.mean` (weights are given per call)."""
-
-    name = "mean"
-    params = ("nonfinite",)
-    supports_weights = True
-
-    @property
-    def coordinate_wise(self) -> bool:  # type: ignore[override]
-        """Whether the rule works coordinate by coordinate: not under ``nonfinite="robust"``.
-
-        There an input holding a NaN anywhere is dropped from every coordinate, so the rule
-        must see whole inputs.
-        """
-        return self.nonfinite != "robust"
-
-    def __init__(self, *, nonfinite: str = "robust") -> None:
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "mean")
-        self._freeze()
-
-    def __call__(self, x: Any, *, weights: Any = None) -> np.ndarray:
-        """Aggregate ``x``; see :func:`aggkit.mean`."""
-        return mean(x, weights=weights, nonfinite=self.nonfinite)
+    return Mean(nonfinite=nonfinite)(x, weights=weights)

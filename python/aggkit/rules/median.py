@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, overload
 
-import numpy as np
-
-from aggkit import _core
-from aggkit._validate import POLICIES, _torch, check_choice, check_weights, is_torch, prepare
-from aggkit.registry import Rule, register
-
-EVEN = ("mean", "lower", "upper")
+from aggkit._params import Even, NonFinite
+from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
+from aggkit.registry import WeightedRule, register
 
 
-def median(x: Any, *, even: str = "mean", weights: Any = None, nonfinite: str = "robust") -> np.ndarray:
+@register
+class Median(WeightedRule):
+    """The rule object of :func:`aggkit.median` (weights are given per call)."""
+
+    name: ClassVar[str] = "median"
+    _coordinate_wise: ClassVar[bool] = True
+    even: Even = "mean"
+    nonfinite: NonFinite = "robust"
+
+
+@overload
+def median(
+    x: ArrayT | Sequence[ArrayT],
+    *,
+    even: Even = ...,
+    weights: Weights = ...,
+    nonfinite: NonFinite = ...,
+) -> ArrayT: ...
+@overload
+def median(
+    x: ArrayLike, *, even: Even = ..., weights: Weights = ..., nonfinite: NonFinite = ...
+) -> NDArray: ...
+def median(
+    x: Any, *, even: Even = Median.even, weights: Weights = None, nonfinite: NonFinite = Median.nonfinite
+) -> Any:
     r"""Coordinate-wise median of the inputs.
 
     Parameters
@@ -69,33 +90,4 @@ def median(x: Any, *, even: str = "mean", weights: Any = None, nonfinite: str = 
     >>> aggkit.median(np.array([[1.0, 10.0], [2.0, -3.0], [4.0, 7.0], [100.0, 0.5]]))
     array([3.  , 3.75])
     """
-    even = check_choice(even, "even", EVEN, "median")
-    nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "median")
-    if is_torch(x):
-        return _torch().median(x, even=even, weights=weights, nonfinite=nonfinite)
-    p = prepare(x, "median")
-    if weights is not None:
-        w = np.asarray(check_weights(weights, p.n, "median"))
-        out, _, _ = _core.weighted_median(p.data, w, even, nonfinite, False)
-    else:
-        out, _, _ = _core.median(p.data, even, nonfinite, False)
-    return p.finish(out)
-
-
-@register
-class Median(Rule):
-    """Rule object for :func:`aggkit.median`."""
-
-    name = "median"
-    coordinate_wise = True
-    params = ("even", "nonfinite")
-    supports_weights = True
-
-    def __init__(self, *, even: str = "mean", nonfinite: str = "robust") -> None:
-        self.even = check_choice(even, "even", EVEN, "median")
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "median")
-        self._freeze()
-
-    def __call__(self, x: Any, *, weights: Any = None) -> np.ndarray:
-        """Aggregate ``x``; see :func:`aggkit.median`."""
-        return median(x, even=self.even, weights=weights, nonfinite=self.nonfinite)
+    return Median(even=even, nonfinite=nonfinite)(x, weights=weights)

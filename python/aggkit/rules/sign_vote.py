@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, overload
 
-import numpy as np
-
-from aggkit import _core
-from aggkit._validate import POLICIES, _torch, check_choice, is_torch, prepare
+from aggkit._params import NonFinite
+from aggkit._types import ArrayLike, ArrayT, NDArray
 from aggkit.registry import Rule, register
 
 
-def sign_vote(x: Any, *, nonfinite: str = "robust") -> np.ndarray:
+@register
+class SignVote(Rule):
+    """The rule object of :func:`aggkit.sign_vote`."""
+
+    name: ClassVar[str] = "sign_vote"
+    _coordinate_wise: ClassVar[bool] = True
+    nonfinite: NonFinite = "robust"
+
+
+@overload
+def sign_vote(x: ArrayT | Sequence[ArrayT], *, nonfinite: NonFinite = ...) -> ArrayT: ...
+@overload
+def sign_vote(x: ArrayLike, *, nonfinite: NonFinite = ...) -> NDArray: ...
+def sign_vote(x: Any, *, nonfinite: NonFinite = SignVote.nonfinite) -> Any:
     r"""SignSGD's majority vote: per coordinate, the sign of the sum of the inputs' signs.
 
     Parameters
@@ -48,26 +60,4 @@ def sign_vote(x: Any, *, nonfinite: str = "robust") -> np.ndarray:
     >>> aggkit.sign_vote(np.array([[0.5, -2.0, 1.0], [0.1, 3.0, -1.0], [-9.0, -1.0, 0.0]]))
     array([ 1., -1.,  0.])
     """
-    nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "sign_vote")
-    if is_torch(x):
-        return _torch().sign_vote(x, nonfinite=nonfinite)
-    p = prepare(x, "sign_vote")
-    out = _core.sign_vote(p.data, nonfinite)
-    return p.finish(out)
-
-
-@register
-class SignVote(Rule):
-    """Rule object for :func:`aggkit.sign_vote`."""
-
-    name = "sign_vote"
-    coordinate_wise = True
-    params = ("nonfinite",)
-
-    def __init__(self, *, nonfinite: str = "robust") -> None:
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "sign_vote")
-        self._freeze()
-
-    def __call__(self, x: Any) -> np.ndarray:
-        """Aggregate ``x``; see :func:`aggkit.sign_vote`."""
-        return sign_vote(x, nonfinite=self.nonfinite)
+    return SignVote(nonfinite=nonfinite)(x)

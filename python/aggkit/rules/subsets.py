@@ -8,78 +8,40 @@ chosen inputs. Non-finite inputs (``nonfinite="robust"``) are dropped first and 
 
 from __future__ import annotations
 
-import itertools
-import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, overload
 
-import numpy as np
-
-from aggkit import _core
-from aggkit._validate import (
-    _torch,
-    check_choice,
-    check_f,
-    check_n,
-    is_torch,
-    nonfinite_error,
-    nonfinite_rows,
-    prepare,
-)
+from aggkit._params import Count, DropOrRaise, Positive, require_n
+from aggkit._types import ArrayLike, ArrayT, NDArray
 from aggkit.errors import InvalidParameterError
 from aggkit.registry import Rule, register
 
-POLICIES_SUBSET = ("robust", "raise")
+
+@register
+class MDA(Rule):
+    """The rule object of :func:`aggkit.mda`."""
+
+    name: ClassVar[str] = "mda"
+    f: Count
+    max_subsets: Positive = 10**7
+    nonfinite: DropOrRaise = "robust"
+
+    def min_inputs(self) -> int:
+        """``2f + 1``."""
+        return 2 * self.f + 1
+
+    def check_n(self, n: int) -> None:
+        """``n >= 2f + 1``."""
+        require_n(self.name, "n >= 2f + 1", n, self.f, 2 * self.f + 1)
 
 
-def check_max_subsets(v: Any, rule: str) -> int:
-    """``max_subsets`` must be a positive int."""
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise InvalidParameterError(f"{rule}: max_subsets must be a positive int, got {v!r}")
-    return int(v)
-
-
-def finite_part(rows: Any, f: int, nonfinite: str, rule: str) -> tuple[list[int], int]:
-    """The finite inputs and the ``f`` left for them; refuses non-finite inputs per policy."""
-    bad = nonfinite_rows(rows)
-    if bad and nonfinite == "raise":
-        raise nonfinite_error(rule, bad, "nonfinite='raise' refuses NaN and infinite values")
-    if len(bad) > f:
-        raise nonfinite_error(rule, bad, f"more than f={f} inputs are non-finite")
-    good = [i for i in range(len(rows)) if i not in set(bad)]
-    return good, f - len(bad)
-
-
-def centered_gram(dist: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-    """Inner products ``(x_i - mu) . (x_j - mu)`` from squared distances, ``mu = Σ w x``.
-
-    ``-P D P^T / 2`` with ``P = I - 1 w^T`` (``w`` uniform by default).
-
-    Built from the exact pairwise distances, never from the raw coordinates, so a large common
-    offset cancels exactly; and an input of weight 0 contributes nothing to the other entries
-    (a far outlier does not swamp the small distances between the others).
-    """
-    n = dist.shape[0]
-    w = np.full(n, 1.0 / n) if w is None else w
-    dw = dist @ w  # Σ_k w_k D_ik
-    return -0.5 * (dist - dw[:, None] - dw[None, :] + w @ dw)
-
-
-def _subset_mean(p: Any, idx: list[int], weights: np.ndarray | None = None) -> np.ndarray:
-    rows = [p.data[i] for i in idx]
-    out, _ = _core.mean(rows, weights, "propagate")
-    return p.finish(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# MDA
-
-
-def mda_indices(dist: np.ndarray, f: int, max_subsets: int) -> list[int]:
-    """MDA's kept inputs from a squared-distance matrix (the Rust subset scan)."""
-    return list(_core.mda_select(np.ascontiguousarray(dist, dtype=np.float64), f, max_subsets))
-
-
-def mda(x: Any, *, f: int, max_subsets: int = 10**7, nonfinite: str = "robust") -> Any:
+@overload
+def mda(
+    x: ArrayT | Sequence[ArrayT], *, f: int, max_subsets: int = ..., nonfinite: DropOrRaise = ...
+) -> ArrayT: ...
+@overload
+def mda(x: ArrayLike, *, f: int, max_subsets: int = ..., nonfinite: DropOrRaise = ...) -> NDArray: ...
+def mda(x: Any, *, f: int, max_subsets: int = MDA.max_subsets, nonfinite: DropOrRaise = MDA.nonfinite) -> Any:
     r"""Minimum-diameter averaging: the mean of the ``n - f`` inputs of smallest diameter.
 
     Parameters
@@ -116,76 +78,36 @@ def mda(x: Any, *, f: int, max_subsets: int = 10**7, nonfinite: str = "robust") 
     >>> aggkit.mda(np.array([[1.0], [2.0], [3.0], [10.0]]), f=1)
     array([2.])
     """
-    f = check_f(f, "mda")
-    max_subsets = check_max_subsets(max_subsets, "mda")
-    check_choice(nonfinite, "nonfinite", POLICIES_SUBSET, "mda")
-    if is_torch(x):
-        return _torch().mda(x, f=f, max_subsets=max_subsets, nonfinite=nonfinite)
-    p = prepare(x, "mda")
-    check_n("mda", "n >= 2f + 1", p.n, f, 2 * f + 1)
-    good, f2 = finite_part(p.data, f, nonfinite, "mda")
-    sub = [p.data[i] for i in good]
-    kept = mda_indices(_core.pairwise_sq_distances(sub), f2, max_subsets)
-    return _subset_mean(p, [good[i] for i in kept])
+    return MDA(f=f, max_subsets=max_subsets, nonfinite=nonfinite)(x)
 
 
 @register
-class MDA(Rule):
-    """Rule object for :func:`aggkit.mda`."""
+class SMEA(Rule):
+    """The rule object of :func:`aggkit.smea`."""
 
-    name = "mda"
-    params = ("f", "max_subsets", "nonfinite")
-
-    def __init__(self, *, f: int, max_subsets: int = 10**7, nonfinite: str = "robust") -> None:
-        self.f = check_f(f, "mda")
-        self.max_subsets = check_max_subsets(max_subsets, "mda")
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES_SUBSET, "mda")
-        self._freeze()
+    name: ClassVar[str] = "smea"
+    f: Count
+    max_subsets: Positive = 10**5
+    nonfinite: DropOrRaise = "robust"
 
     def min_inputs(self) -> int:
         """``2f + 1``."""
         return 2 * self.f + 1
 
-    def __call__(self, x: Any) -> Any:
-        """Aggregate ``x``; see :func:`aggkit.mda`."""
-        return mda(x, f=self.f, max_subsets=self.max_subsets, nonfinite=self.nonfinite)
+    def check_n(self, n: int) -> None:
+        """``n >= 2f + 1``."""
+        require_n(self.name, "n >= 2f + 1", n, self.f, 2 * self.f + 1)
 
 
-# ---------------------------------------------------------------------------------------------
-# SMEA
-
-
-def smea_indices(dist: np.ndarray, f: int, max_subsets: int, batch: int = 2048) -> list[int]:
-    """SMEA's kept inputs: the ``n - f`` whose covariance has the smallest top eigenvalue."""
-    n = dist.shape[0]
-    k = n - f
-    count = math.comb(n, f)
-    if count > max_subsets:
-        raise InvalidParameterError(
-            f"smea: C(n, f) = C({n}, {f}) = {count} subsets exceed max_subsets={max_subsets}; "
-            "raise max_subsets to accept the cost (it grows exponentially with f)"
-        )
-    best_val, best = math.inf, None
-    combos = itertools.combinations(range(n), k)
-    while True:
-        chunk = list(itertools.islice(combos, batch))
-        if not chunk:
-            break
-        idx = np.array(chunk, dtype=np.intp)
-        dd = dist[idx[:, :, None], idx[:, None, :]]  # each subset's own distances
-        rm = dd.mean(axis=2, keepdims=True)
-        s = -0.5 * (dd - rm - rm.transpose(0, 2, 1) + rm.mean(axis=1, keepdims=True))
-        top = np.linalg.eigvalsh(s)[:, -1] / k
-        # Strict improvement in enumeration order (byzfl); values within rounding of the best
-        # count as equal, so the first of two equal subsets wins whatever the LAPACK rounding.
-        for b in range(len(chunk)):
-            if best is None or top[b] < best_val - 1e-12 * abs(best_val):
-                best_val, best = float(top[b]), chunk[b]
-    assert best is not None
-    return list(best)
-
-
-def smea(x: Any, *, f: int, max_subsets: int = 10**5, nonfinite: str = "robust") -> Any:
+@overload
+def smea(
+    x: ArrayT | Sequence[ArrayT], *, f: int, max_subsets: int = ..., nonfinite: DropOrRaise = ...
+) -> ArrayT: ...
+@overload
+def smea(x: ArrayLike, *, f: int, max_subsets: int = ..., nonfinite: DropOrRaise = ...) -> NDArray: ...
+def smea(
+    x: Any, *, f: int, max_subsets: int = SMEA.max_subsets, nonfinite: DropOrRaise = SMEA.nonfinite
+) -> Any:
     r"""Smallest maximum eigenvalue averaging: the mean of the ``n - f`` inputs least spread out.
 
     Parameters
@@ -223,77 +145,31 @@ def smea(x: Any, *, f: int, max_subsets: int = 10**5, nonfinite: str = "robust")
     >>> aggkit.smea(x, f=1).round(6)
     array([0.333333, 0.333333])
     """
-    f = check_f(f, "smea")
-    max_subsets = check_max_subsets(max_subsets, "smea")
-    check_choice(nonfinite, "nonfinite", POLICIES_SUBSET, "smea")
-    if is_torch(x):
-        return _torch().smea(x, f=f, max_subsets=max_subsets, nonfinite=nonfinite)
-    p = prepare(x, "smea")
-    check_n("smea", "n >= 2f + 1", p.n, f, 2 * f + 1)
-    good, f2 = finite_part(p.data, f, nonfinite, "smea")
-    sub = [p.data[i] for i in good]
-    kept = smea_indices(_core.pairwise_sq_distances(sub), f2, max_subsets)
-    return _subset_mean(p, [good[i] for i in kept])
+    return SMEA(f=f, max_subsets=max_subsets, nonfinite=nonfinite)(x)
 
 
 @register
-class SMEA(Rule):
-    """Rule object for :func:`aggkit.smea`."""
+class CAF(Rule):
+    """The rule object of :func:`aggkit.caf`."""
 
-    name = "smea"
-    params = ("f", "max_subsets", "nonfinite")
-
-    def __init__(self, *, f: int, max_subsets: int = 10**5, nonfinite: str = "robust") -> None:
-        self.f = check_f(f, "smea")
-        self.max_subsets = check_max_subsets(max_subsets, "smea")
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES_SUBSET, "smea")
-        self._freeze()
+    name: ClassVar[str] = "caf"
+    f: Count
+    nonfinite: DropOrRaise = "robust"
 
     def min_inputs(self) -> int:
         """``2f + 1``."""
         return 2 * self.f + 1
 
-    def __call__(self, x: Any) -> Any:
-        """Aggregate ``x``; see :func:`aggkit.smea`."""
-        return smea(x, f=self.f, max_subsets=self.max_subsets, nonfinite=self.nonfinite)
+    def check_n(self, n: int) -> None:
+        """``n >= 2f + 1``."""
+        require_n(self.name, "n >= 2f + 1", n, self.f, 2 * self.f + 1)
 
 
-# ---------------------------------------------------------------------------------------------
-# CAF
-
-
-def caf_weights(dist: np.ndarray, n_total: int, f: int) -> np.ndarray:
-    """CAF's final weights ``c`` (the iterate whose covariance had the smallest top eigenvalue).
-
-    ``dist``: squared distances of the (finite) inputs; ``n_total``/``f``: the threshold
-    ``n - 2f`` the total weight is filtered down to (dropped inputs already weigh 0).
-    """
-    n = dist.shape[0]
-    c = np.ones(n)
-    best_val, best_c = math.inf, c.copy()
-    for _ in range(n + 1):  # each round zeroes at least one input of the support
-        total = c.sum()
-        if not total > n_total - 2 * f:
-            break
-        w = c / total
-        cm = centered_gram(dist, w)  # (x_i - mu) . (x_j - mu), mu = Σ w x
-        sw = np.sqrt(w)
-        vals, vecs = np.linalg.eigh(sw[:, None] * cm * sw[None, :])
-        lam, u = vals[-1], vecs[:, -1]
-        if lam < best_val:
-            best_val, best_c = lam, c.copy()
-        if not lam > 0:  # every weighted input is the weighted mean: nothing left to filter
-            break
-        tau = (cm @ (sw * u)) ** 2 / lam  # squared projections on the top eigenvector
-        support = c > 0
-        top = tau[support].max()
-        if not (np.isfinite(top) and top > 0):  # spread below float range: nothing to filter
-            break
-        c = np.where(support, c * (1.0 - tau / top), 0.0)
-    return best_c
-
-
-def caf(x: Any, *, f: int, nonfinite: str = "robust") -> Any:
+@overload
+def caf(x: ArrayT | Sequence[ArrayT], *, f: int, nonfinite: DropOrRaise = ...) -> ArrayT: ...
+@overload
+def caf(x: ArrayLike, *, f: int, nonfinite: DropOrRaise = ...) -> NDArray: ...
+def caf(x: Any, *, f: int, nonfinite: DropOrRaise = CAF.nonfinite) -> Any:
     r"""Covariance-bound agnostic filter: down-weight inputs along the top covariance direction.
 
     Parameters
@@ -332,51 +208,36 @@ def caf(x: Any, *, f: int, nonfinite: str = "robust") -> Any:
     >>> np.abs(aggkit.caf(x, f=1)).max() < 1.0
     np.True_
     """
-    f = check_f(f, "caf")
-    check_choice(nonfinite, "nonfinite", POLICIES_SUBSET, "caf")
-    if is_torch(x):
-        return _torch().caf(x, f=f, nonfinite=nonfinite)
-    p = prepare(x, "caf")
-    check_n("caf", "n >= 2f + 1", p.n, f, 2 * f + 1)
-    good, _ = finite_part(p.data, f, nonfinite, "caf")
-    sub = [p.data[i] for i in good]
-    c = caf_weights(_core.pairwise_sq_distances(sub), p.n, f)
-    keep = [k for k in range(len(good)) if c[k] > 0]
-    return _subset_mean(p, [good[k] for k in keep], np.array([c[k] for k in keep]))
+    return CAF(f=f, nonfinite=nonfinite)(x)
 
 
 @register
-class CAF(Rule):
-    """Rule object for :func:`aggkit.caf`."""
+class MoNNA(Rule):
+    """The rule object of :func:`aggkit.monna`."""
 
-    name = "caf"
-    params = ("f", "nonfinite")
-
-    def __init__(self, *, f: int, nonfinite: str = "robust") -> None:
-        self.f = check_f(f, "caf")
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES_SUBSET, "caf")
-        self._freeze()
+    name: ClassVar[str] = "monna"
+    f: Count
+    idx: Count = 0
+    nonfinite: DropOrRaise = "robust"
 
     def min_inputs(self) -> int:
-        """``2f + 1``."""
-        return 2 * self.f + 1
+        """``2f + 1`` (and more than ``idx``)."""
+        return max(2 * self.f + 1, self.idx + 1)
 
-    def __call__(self, x: Any) -> Any:
-        """Aggregate ``x``; see :func:`aggkit.caf`."""
-        return caf(x, f=self.f, nonfinite=self.nonfinite)
-
-
-# ---------------------------------------------------------------------------------------------
-# MoNNA
+    def check_n(self, n: int) -> None:
+        """``n >= 2f + 1`` and ``idx < n``."""
+        require_n(self.name, "n >= 2f + 1", n, self.f, 2 * self.f + 1)
+        if self.idx >= n:
+            raise InvalidParameterError(f"monna: idx must be < n, got idx={self.idx}, n={n}")
 
 
-def monna_indices(dists: np.ndarray, f: int) -> list[int]:
-    """The ``n - f`` inputs nearest to the trusted one (itself included), ties by index."""
-    d = np.where(np.isfinite(dists), dists, np.inf)
-    return sorted(np.argsort(d, kind="stable")[: len(d) - f].tolist())
-
-
-def monna(x: Any, *, f: int, idx: int = 0, nonfinite: str = "robust") -> Any:
+@overload
+def monna(
+    x: ArrayT | Sequence[ArrayT], *, f: int, idx: int = ..., nonfinite: DropOrRaise = ...
+) -> ArrayT: ...
+@overload
+def monna(x: ArrayLike, *, f: int, idx: int = ..., nonfinite: DropOrRaise = ...) -> NDArray: ...
+def monna(x: Any, *, f: int, idx: int = MoNNA.idx, nonfinite: DropOrRaise = MoNNA.nonfinite) -> Any:
     r"""MoNNA: the mean of the ``n - f`` inputs nearest to a trusted input ``idx``.
 
     Parameters
@@ -411,47 +272,4 @@ def monna(x: Any, *, f: int, idx: int = 0, nonfinite: str = "robust") -> Any:
     >>> aggkit.monna(np.array([[1.0], [2.0], [3.0], [10.0]]), f=1, idx=1)
     array([2.])
     """
-    f = check_f(f, "monna")
-    idx = check_index(idx)
-    check_choice(nonfinite, "nonfinite", POLICIES_SUBSET, "monna")
-    if is_torch(x):
-        return _torch().monna(x, f=f, idx=idx, nonfinite=nonfinite)
-    p = prepare(x, "monna")
-    check_n("monna", "n >= 2f + 1", p.n, f, 2 * f + 1)
-    if idx >= p.n:
-        raise InvalidParameterError(f"monna: idx must be < n, got idx={idx}, n={p.n}")
-    finite_part(p.data, f, nonfinite, "monna")
-    trusted = np.asarray(p.data[idx], dtype=np.float64)
-    if not np.isfinite(trusted).all():
-        raise nonfinite_error("monna", [idx], "the trusted input must be finite")
-    kept = monna_indices(_core.dists_to(p.data, np.ascontiguousarray(trusted)), f)
-    return _subset_mean(p, kept)
-
-
-def check_index(idx: Any) -> int:
-    """``idx`` must be a non-negative int."""
-    if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)) or idx < 0:
-        raise InvalidParameterError(f"monna: idx must be a non-negative int, got {idx!r}")
-    return int(idx)
-
-
-@register
-class MoNNA(Rule):
-    """Rule object for :func:`aggkit.monna`."""
-
-    name = "monna"
-    params = ("f", "idx", "nonfinite")
-
-    def __init__(self, *, f: int, idx: int = 0, nonfinite: str = "robust") -> None:
-        self.f = check_f(f, "monna")
-        self.idx = check_index(idx)
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES_SUBSET, "monna")
-        self._freeze()
-
-    def min_inputs(self) -> int:
-        """``2f + 1`` (and more than ``idx``)."""
-        return max(2 * self.f + 1, self.idx + 1)
-
-    def __call__(self, x: Any) -> Any:
-        """Aggregate ``x``; see :func:`aggkit.monna`."""
-        return monna(x, f=self.f, idx=self.idx, nonfinite=self.nonfinite)
+    return MoNNA(f=f, idx=idx, nonfinite=nonfinite)(x)

@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, overload
 
-import numpy as np
-
-from aggkit import _core
-from aggkit._validate import (
-    POLICIES,
-    _torch,
-    check_choice,
-    check_f,
-    check_n,
-    check_weights,
-    is_torch,
-    prepare,
-)
-from aggkit.registry import Rule, register
+from aggkit._params import Count, NonFinite, require_n
+from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
+from aggkit.registry import WeightedRule, register
 
 
-def trimmed_mean(x: Any, *, f: int, weights: Any = None, nonfinite: str = "robust") -> np.ndarray:
+@register
+class TrimmedMean(WeightedRule):
+    """The rule object of :func:`aggkit.trimmed_mean` (weights are given per call)."""
+
+    name: ClassVar[str] = "trimmed_mean"
+    _coordinate_wise: ClassVar[bool] = True
+    f: Count
+    nonfinite: NonFinite = "robust"
+
+    def min_inputs(self) -> int:
+        """``2f + 1``."""
+        return 2 * self.f + 1
+
+    def check_n(self, n: int) -> None:
+        """``n >= 2f + 1``."""
+        require_n("trimmed mean", "n >= 2f + 1", n, self.f, 2 * self.f + 1)
+
+
+@overload
+def trimmed_mean(
+    x: ArrayT | Sequence[ArrayT], *, f: int, weights: Weights = ..., nonfinite: NonFinite = ...
+) -> ArrayT: ...
+@overload
+def trimmed_mean(x: ArrayLike, *, f: int, weights: Weights = ..., nonfinite: NonFinite = ...) -> NDArray: ...
+def trimmed_mean(
+    x: Any, *, f: int, weights: Weights = None, nonfinite: NonFinite = TrimmedMean.nonfinite
+) -> Any:
     r"""Coordinate-wise mean after dropping the ``f`` lowest and ``f`` highest values.
 
     Parameters
@@ -81,38 +97,4 @@ def trimmed_mean(x: Any, *, f: int, weights: Any = None, nonfinite: str = "robus
     >>> aggkit.trimmed_mean(np.array([[1.0], [2.0], [3.0], [1e30]]), f=1)
     array([2.5])
     """
-    f = check_f(f, "trimmed_mean")
-    nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "trimmed_mean")
-    if is_torch(x):
-        return _torch().trimmed_mean(x, f=f, weights=weights, nonfinite=nonfinite)
-    p = prepare(x, "trimmed_mean")
-    if weights is not None:
-        check_n("trimmed mean", "n >= 2f + 1", p.n, f, 2 * f + 1)
-        w = np.asarray(check_weights(weights, p.n, "trimmed_mean"))
-        out, _, _ = _core.weighted_trimmed_mean(p.data, w, f, nonfinite, False)
-    else:
-        out, _, _ = _core.trimmed_mean(p.data, f, nonfinite, False)
-    return p.finish(out)
-
-
-@register
-class TrimmedMean(Rule):
-    """Rule object for :func:`aggkit.trimmed_mean`."""
-
-    name = "trimmed_mean"
-    coordinate_wise = True
-    params = ("f", "nonfinite")
-    supports_weights = True
-
-    def __init__(self, *, f: int, nonfinite: str = "robust") -> None:
-        self.f = check_f(f, "trimmed_mean")
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "trimmed_mean")
-        self._freeze()
-
-    def min_inputs(self) -> int:
-        """``2f + 1``."""
-        return 2 * self.f + 1
-
-    def __call__(self, x: Any, *, weights: Any = None) -> np.ndarray:
-        """Aggregate ``x``; see :func:`aggkit.trimmed_mean`."""
-        return trimmed_mean(x, f=self.f, weights=weights, nonfinite=self.nonfinite)
+    return TrimmedMean(f=f, nonfinite=nonfinite)(x, weights=weights)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aggkit._validate import check_choice
+from aggkit._params import choice
 from aggkit.errors import InvalidParameterError, ShapeError
 from aggkit.torch.monoid import PADS, TreeSchedule, _float_input, _tree_reduce, tree_schedule
 
@@ -101,7 +101,7 @@ class LCMAggregation(_base()):  # type: ignore[misc]
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InvalidParameterError(f"LCMAggregation: {name} must be an int >= 1, got {v!r}")
-        check_choice(pad, "pad", PADS, "LCMAggregation")
+        choice(pad, "pad", PADS, "LCMAggregation")
         if in_channels != out_channels and not project:
             raise InvalidParameterError(
                 "LCMAggregation: inputs must be projected (project=True) when in_channels != out_channels"

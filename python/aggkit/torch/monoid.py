@@ -28,10 +28,10 @@ import torch
 from torch import Tensor
 
 from aggkit import _core
-from aggkit import monoid as _monoid
-from aggkit._validate import check_choice
+from aggkit._params import choice
 from aggkit.errors import InvalidParameterError, ShapeError
-from aggkit.torch._ops import _rust, _rust_backward, _view
+from aggkit.rules import monoid as _monoid
+from aggkit.torch._paths import rust, rust_backward, view
 
 __all__ = ["TreeSchedule", "segment_reduce", "tree_reduce", "tree_schedule"]
 
@@ -251,8 +251,8 @@ def _native_prod_backward(x: Tensor, ptr: Tensor, g: Tensor) -> Tensor:
 @torch.library.custom_op("aggkit::segment_reduce", mutates_args=())
 def _segment_reduce_op(x: Tensor, ptr: Tensor, op: str, empty: float | None) -> Tensor:
     """``(sets, h)``: each set ``ptr[s]:ptr[s+1]`` of the rows of ``x`` reduced with ``op``."""
-    if _rust(x):
-        return torch.from_numpy(_core.segment_reduce(_view(x), ptr.cpu().numpy(), op, empty))
+    if rust(x):
+        return torch.from_numpy(_core.segment_reduce(view(x), ptr.cpu().numpy(), op, empty))
     return _native_reduce(x, ptr, op, empty)
 
 
@@ -270,9 +270,9 @@ def _segment_setup(ctx, inputs, output) -> None:
 def _segment_backward(ctx, g: Tensor):
     x, ptr, out = ctx.saved_tensors
     op = ctx.op
-    if op != "prod" and _rust_backward(g):  # one pass in Rust
+    if op != "prod" and rust_backward(g):  # one pass in Rust
         gv = g.detach().contiguous().numpy()
-        gx = _core.segment_reduce_backward(_view(x), ptr.cpu().numpy(), op, _view(out), gv)
+        gx = _core.segment_reduce_backward(view(x), ptr.cpu().numpy(), op, view(out), gv)
         return torch.from_numpy(gx), None, None, None
     counts = (ptr[1:] - ptr[:-1]).to(x.device)
     rows = torch.repeat_interleave(
@@ -303,9 +303,9 @@ _segment_reduce_op.register_autograd(_segment_backward, setup_context=_segment_s
 @torch.library.custom_op("aggkit::segment_prod_backward", mutates_args=())
 def _segment_prod_backward_op(x: Tensor, ptr: Tensor, g: Tensor) -> Tensor:
     """``(rows, h)``: the gradient of the per-set product (no second derivative)."""
-    if _rust(x):  # (prod needs no output: g stands in for it)
-        gv = _view(g)
-        return torch.from_numpy(_core.segment_reduce_backward(_view(x), ptr.cpu().numpy(), "prod", gv, gv))
+    if rust(x):  # (prod needs no output: g stands in for it)
+        gv = view(g)
+        return torch.from_numpy(_core.segment_reduce_backward(view(x), ptr.cpu().numpy(), "prod", gv, gv))
     return _native_prod_backward(x, ptr, g)
 
 
@@ -367,7 +367,7 @@ def segment_reduce(
     """
     what = "segment_reduce"
     x = _float_input(x, what)
-    check_choice(op, "op", OPS, what)
+    choice(op, "op", OPS, what)
     if x.dim() == 0:
         raise ShapeError(f"{what}: x must have at least one dimension")
     if not -x.dim() <= dim < x.dim():

@@ -20,12 +20,26 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-import aggkit.torch as at
-from aggkit._validate import POLICIES, check_choice, check_f
+from aggkit._params import Even, NonFinite
 from aggkit.errors import InvalidParameterError
-from aggkit.rules.crossmax import check_crossmax_params
-from aggkit.rules.krum import _check_m
-from aggkit.rules.median import EVEN
+from aggkit.registry import Rule
+from aggkit.registry import rule as make_rule
+from aggkit.rules.crossmax import CrossMax as CrossMaxSpec
+from aggkit.rules.crossmax import CrossMaxEven, Reducer
+from aggkit.rules.detox import DETOX as DETOXRule
+from aggkit.rules.detox import NoMajority, Vote
+from aggkit.rules.krum import Krum as KrumRule
+from aggkit.rules.krum import MultiKrum as MultiKrumRule
+from aggkit.rules.mean import Mean as MeanRule
+from aggkit.rules.median import Median as MedianRule
+from aggkit.rules.trimmed_mean import TrimmedMean as TrimmedMeanRule
+from aggkit.torch.crossmax import _crossmax as crossmax_impl
+from aggkit.torch.detox import _detox as detox_impl
+from aggkit.torch.krum import _krum as krum_impl
+from aggkit.torch.krum import _multi_krum as multi_krum_impl
+from aggkit.torch.mean import _mean as mean_impl
+from aggkit.torch.median import _median as median_impl
+from aggkit.torch.trimmed_mean import _trimmed_mean as trimmed_mean_impl
 
 __all__ = [
     "DETOX",
@@ -42,13 +56,35 @@ __all__ = [
 
 
 class _Aggregator(nn.Module):
-    _params: tuple[str, ...] = ()
+    """A module around a rule object (its parameters, parsed once).
+
+    Coordinate-wise rules also take ``dim``: the dimension of ``x`` that indexes the inputs.
+    """
+
+    def __init__(self, rule: Any, dim: int | None = None) -> None:
+        super().__init__()
+        self.rule = rule
+        self.dim = dim
+
+    def __getattr__(self, name: str) -> Any:
+        # The rule's parameters read as the module's (``Median().even``).
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            rule = self.__dict__.get("rule")
+            if rule is not None and name in rule.get_params():
+                return rule.get_params()[name]
+            raise
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{p}={getattr(self, p)!r}" for p in self._params)
+        """The rule's parameters (and ``dim``), for ``repr``."""
+        params = dict(self.rule.get_params())
+        if self.dim is not None:
+            params["dim"] = self.dim
+        return ", ".join(f"{k}={v!r}" for k, v in params.items())
 
 
-class Aggregate(_Aggregator):
+class Aggregate(nn.Module):
     """Any rule (object, name or pipeline) as a module: ``forward(x)`` is ``rule(x)`` on tensors.
 
     The rule's torch version runs (``aggkit.torch.<name>``), so the module is differentiable
@@ -63,66 +99,54 @@ class Aggregate(_Aggregator):
         tensor([2.])
     """
 
-    _params = ("rule",)
-
-    def __init__(self, rule: Any, **params: Any) -> None:
+    def __init__(self, rule: str | Rule, **params: Any) -> None:
         super().__init__()
-        import aggkit
-
-        self.rule = aggkit.rule(rule, **params)
+        self.rule = make_rule(rule, **params)
 
     def forward(self, x: Any) -> Tensor:
         """Aggregate the inputs (the rows of ``x``, or a sequence of tensors)."""
         if not (isinstance(x, Tensor) or (isinstance(x, Sequence) and x and isinstance(x[0], Tensor))):
             raise TypeError(f"Aggregate: x must be a tensor or a sequence of tensors, got {type(x).__name__}")
-        return self.rule(x)
+        return self.rule(x)  # type: ignore[no-any-return]
+
+    def extra_repr(self) -> str:
+        """The rule, for ``repr``."""
+        return f"rule={self.rule!r}"
 
 
 class Mean(_Aggregator):
     """The mean over dimension ``dim``; see :func:`aggkit.torch.mean`."""
 
-    _params = ("nonfinite", "dim")
-
-    def __init__(self, *, nonfinite: str = "robust", dim: int = 0) -> None:
-        super().__init__()
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "mean")
-        self.dim = dim
+    def __init__(self, *, nonfinite: NonFinite = MeanRule.nonfinite, dim: int = 0) -> None:
+        super().__init__(MeanRule(nonfinite=nonfinite), dim)
 
     def forward(self, x: Any, weights: Any = None) -> Tensor:
         """Aggregate the inputs along ``dim`` (optionally weighted)."""
-        return at.mean(x, weights=weights, nonfinite=self.nonfinite, dim=self.dim)
+        return mean_impl(self.rule, x, weights=weights, dim=self.dim)[0]
 
 
 class Median(_Aggregator):
     """The coordinate-wise median over dimension ``dim``; see :func:`aggkit.torch.median`."""
 
-    _params = ("even", "nonfinite", "dim")
-
-    def __init__(self, *, even: str = "mean", nonfinite: str = "robust", dim: int = 0) -> None:
-        super().__init__()
-        self.even = check_choice(even, "even", EVEN, "median")
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "median")
-        self.dim = dim
+    def __init__(
+        self, *, even: Even = MedianRule.even, nonfinite: NonFinite = MedianRule.nonfinite, dim: int = 0
+    ) -> None:
+        super().__init__(MedianRule(even=even, nonfinite=nonfinite), dim)
 
     def forward(self, x: Any) -> Tensor:
         """Aggregate the inputs along ``dim``."""
-        return at.median(x, even=self.even, nonfinite=self.nonfinite, dim=self.dim)
+        return median_impl(self.rule, x, dim=self.dim)[0]
 
 
 class TrimmedMean(_Aggregator):
     """The coordinate-wise trimmed mean over ``dim``; see :func:`aggkit.torch.trimmed_mean`."""
 
-    _params = ("f", "nonfinite", "dim")
-
-    def __init__(self, *, f: int, nonfinite: str = "robust", dim: int = 0) -> None:
-        super().__init__()
-        self.f = check_f(f, "trimmed_mean")
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "trimmed_mean")
-        self.dim = dim
+    def __init__(self, *, f: int, nonfinite: NonFinite = TrimmedMeanRule.nonfinite, dim: int = 0) -> None:
+        super().__init__(TrimmedMeanRule(f=f, nonfinite=nonfinite), dim)
 
     def forward(self, x: Any) -> Tensor:
         """Aggregate the inputs along ``dim``."""
-        return at.trimmed_mean(x, f=self.f, nonfinite=self.nonfinite, dim=self.dim)
+        return trimmed_mean_impl(self.rule, x, dim=self.dim)[0]
 
 
 class Krum(_Aggregator):
@@ -132,23 +156,27 @@ class Krum(_Aggregator):
     (an :class:`aggkit.Selection`) for servers that flag the excluded clients.
     """
 
-    _params = ("f", "m", "nonfinite")
+    def __init__(self, *, f: int, m: int | None = 1, nonfinite: NonFinite = MultiKrumRule.nonfinite) -> None:
+        rule: Rule
+        rule = KrumRule(f=f, nonfinite=nonfinite) if m == 1 else MultiKrumRule(f=f, m=m, nonfinite=nonfinite)
+        super().__init__(rule)
+        self.last_selection: Any = None
 
-    def __init__(self, *, f: int, m: int | None = 1, nonfinite: str = "robust") -> None:
-        super().__init__()
-        self.f = check_f(f, "krum")
-        if m is not None:
-            _check_m(m, m, self.f)
-        self.m = m
-        self.nonfinite = check_choice(nonfinite, "nonfinite", POLICIES, "krum")
-        self.last_selection = None
+    @property
+    def m(self) -> int | None:
+        """How many inputs are averaged (``None``: ``n - f``)."""
+        return 1 if isinstance(self.rule, KrumRule) else self.rule.m
+
+    def extra_repr(self) -> str:
+        """``f``, ``m`` and ``nonfinite``, for ``repr``."""
+        return f"f={self.rule.f!r}, m={self.m!r}, nonfinite={self.rule.nonfinite!r}"
 
     def forward(self, x: Any) -> Tensor:
         """Aggregate the inputs (the rows of ``x``, or a sequence of tensors)."""
-        if self.m == 1:
-            y, sel = at.krum(x, f=self.f, nonfinite=self.nonfinite, return_selection=True)
+        if isinstance(self.rule, KrumRule):
+            y, sel = krum_impl(self.rule, x)
         else:
-            y, sel = at.multi_krum(x, f=self.f, m=self.m, nonfinite=self.nonfinite, return_selection=True)
+            y, sel = multi_krum_impl(self.rule, x)
         self.last_selection = sel
         return y
 
@@ -156,7 +184,9 @@ class Krum(_Aggregator):
 class MultiKrum(Krum):
     """Multi-Krum: :class:`Krum` with ``m`` defaulting to ``n - f``."""
 
-    def __init__(self, *, f: int, m: int | None = None, nonfinite: str = "robust") -> None:
+    def __init__(
+        self, *, f: int, m: int | None = MultiKrumRule.m, nonfinite: NonFinite = MultiKrumRule.nonfinite
+    ) -> None:
         super().__init__(f=f, m=m, nonfinite=nonfinite)
 
 
@@ -168,31 +198,27 @@ class CrossMax(_Aggregator):
     tensor([-2.0000, -1.0000, -2.0000, -2.9000])
     """
 
-    _params = ("k", "reducer", "even", "predictor_dim", "class_dim", "nonfinite")
-
     def __init__(
         self,
         k: int | None = 3,
         *,
-        reducer: str = "kth",
-        even: str = "lower",
-        predictor_dim: int = -2,
-        class_dim: int = -1,
-        nonfinite: str = "robust",
+        reducer: Reducer = CrossMaxSpec.reducer,
+        even: CrossMaxEven = CrossMaxSpec.even,
+        predictor_dim: int = CrossMaxSpec.predictor_dim,
+        class_dim: int = CrossMaxSpec.class_dim,
+        nonfinite: NonFinite = CrossMaxSpec.nonfinite,
     ) -> None:
-        super().__init__()
         if reducer == "median" and k == 3:
             k = None  # the default k does not apply to the median
-        check_crossmax_params(k, reducer, even, nonfinite)
-        self.k, self.reducer, self.even, self.nonfinite = k, reducer, even, nonfinite
-        self.predictor_dim, self.class_dim = predictor_dim, class_dim
+        spec = CrossMaxSpec(
+            k=k, reducer=reducer, even=even, predictor_dim=predictor_dim, class_dim=class_dim,
+            nonfinite=nonfinite,
+        )  # fmt: skip
+        super().__init__(spec)
 
     def forward(self, z: Tensor) -> Tensor:
         """Scores ``(..., C)``; their argmax is the prediction."""
-        return at.crossmax(
-            z, k=self.k, reducer=self.reducer, even=self.even, predictor_dim=self.predictor_dim,
-            class_dim=self.class_dim, nonfinite=self.nonfinite,
-        )  # fmt: skip
+        return crossmax_impl(self.rule, z)[0]
 
 
 def _pooled(feature: Any) -> Tensor:
@@ -257,9 +283,9 @@ class SelfEnsemble(nn.Module):
         heads: Sequence[nn.Module] | Callable[[str], nn.Module] | None = None,
         include_backbone: bool = True,
         k: int | None = 3,
-        reducer: str = "kth",
-        even: str = "lower",
-        nonfinite: str = "robust",
+        reducer: Reducer = "kth",
+        even: CrossMaxEven = "lower",
+        nonfinite: NonFinite = "robust",
         detach_features: bool = False,
         example_input: Tensor | None = None,
     ) -> None:
@@ -298,14 +324,12 @@ class SelfEnsemble(nn.Module):
         self.heads = nn.ModuleList(head_list)
         self.include_backbone = bool(include_backbone)
         n = len(mods) + int(self.include_backbone)
-        if reducer == "median" and k == 3:
-            k = None
-        k_ = check_crossmax_params(k, reducer, even, nonfinite)
-        if k_ > n:
-            raise InvalidParameterError(
-                f"SelfEnsemble: k must satisfy 2 <= k <= N, got k={k_}, N={n} predictors"
-            )
         self.crossmax = CrossMax(k, reducer=reducer, even=even, nonfinite=nonfinite)
+        rank = self.crossmax.rule.rank
+        if rank > n:
+            raise InvalidParameterError(
+                f"SelfEnsemble: k must satisfy 2 <= k <= N, got k={rank}, N={n} predictors"
+            )
         self.num_classes = num_classes
         self.detach_features = bool(detach_features)
         self._captured: list[Tensor | None] = [None] * len(mods)
@@ -366,32 +390,25 @@ class DETOX(_Aggregator):
     ``forward(x, groups="contiguous", rng=None)`` takes this round's group assignment.
     """
 
-    _params = ("q", "r", "inner", "outer", "buckets", "vote", "no_majority")
-
     def __init__(
         self,
         *,
         q: int,
-        r: int = 3,
-        inner: Any = "mean",
-        outer: Any = "median",
-        buckets: int | None = None,
-        vote: str = "exact",
-        no_majority: str = "drop",
+        r: int = DETOXRule.r,
+        inner: Any = DETOXRule.inner,
+        outer: Any = DETOXRule.outer,
+        buckets: int | None = DETOXRule.buckets,
+        vote: Vote = DETOXRule.vote,
+        no_majority: NoMajority = DETOXRule.no_majority,
     ) -> None:
-        super().__init__()
-        from aggkit.rules.detox import DETOX as _Rule
-
-        _Rule(q=q, r=r, buckets=buckets, vote=vote, no_majority=no_majority)  # validates
-        self.q, self.r, self.inner, self.outer = q, r, inner, outer
-        self.buckets, self.vote, self.no_majority = buckets, vote, no_majority
+        rule = DETOXRule(
+            q=q, r=r, inner=inner, outer=outer, buckets=buckets, vote=vote, no_majority=no_majority
+        )
+        super().__init__(rule)
 
     def forward(self, x: Any, groups: Any = "contiguous", rng: Any = None) -> Tensor:
         """Aggregate the workers' vectors."""
-        return at.detox(
-            x, q=self.q, r=self.r, inner=self.inner, outer=self.outer, buckets=self.buckets,
-            vote=self.vote, no_majority=self.no_majority, groups=groups, rng=rng,
-        )  # fmt: skip
+        return detox_impl(self.rule, x, groups=groups, rng=rng)[0]  # type: ignore[no-any-return]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,11 +9,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-import aggkit
-from aggkit import _core
-from aggkit.errors import EmptyInputError, InvalidParameterError, ShapeError
-from aggkit.registry import Rule
-from aggkit.rules.krum import Selection
+from aggkit import _core, _plans
+from aggkit.errors import InvalidParameterError, ShapeError, empty_input_error
+from aggkit.registry import Rule, Selection
+from aggkit.registry import rule as make_rule
+from aggkit.rules.krum import Krum, MultiKrum
+from aggkit.rules.mean import Mean
+from aggkit.torch import _kernels as K
 
 NONFLOAT = ("median", "first", "skip", "raise")
 _COORDINATEWISE = ("mean", "median", "trimmed_mean")
@@ -76,7 +78,7 @@ def aggregate_state_dicts(
     >>> aggkit.torch.aggregate_state_dicts(sds, "median")
     {'w': tensor([2., 1.]), 'steps': tensor(4)}
     """
-    r = aggkit.rule(rule, **params)
+    r = make_rule(rule, **params)
     if nonfloat not in NONFLOAT:
         raise InvalidParameterError(
             f"aggregate_state_dicts: nonfloat must be one of {', '.join(map(repr, NONFLOAT))}, "
@@ -90,20 +92,17 @@ def aggregate_state_dicts(
         raise InvalidParameterError(
             f"aggregate_state_dicts: return_selection needs a selection rule, got {r.name!r}"
         )
-    import aggkit.torch as at
-
     out: dict[str, Tensor] = {}
     selection = None
     if r.name in _COORDINATEWISE:
-        fn = getattr(at, r.name)
-        extra = {} if weights is None else {"weights": weights}
         for k in floats:
-            out[k] = fn([sd[k] for sd in state_dicts], **r.get_params(), **extra)
-    elif r.name in _DISTANCE:
+            out[k], _ = r.aggregate([sd[k] for sd in state_dicts], weights=weights)
+    elif isinstance(r, Krum | MultiKrum):
         selection = _select(state_dicts, floats, r)
         chosen = selection.indices.tolist()
+        average = Mean(nonfinite="propagate")
         for k in floats:
-            out[k] = at.mean([state_dicts[i][k] for i in chosen], nonfinite="propagate")
+            out[k] = average([state_dicts[i][k] for i in chosen])
     else:  # a rule without a per-tensor form: give it each client's whole model as one vector
         flat = torch.stack([torch.cat([sd[k].detach().reshape(-1) for k in floats]) for sd in state_dicts])
         y = r(flat)
@@ -138,7 +137,7 @@ def _check(state_dicts: Sequence[Mapping[str, Tensor]]) -> list[str]:
             f"got {type(state_dicts).__name__}"
         )
     if len(state_dicts) == 0:
-        raise EmptyInputError("aggregate_state_dicts needs at least one state_dict, got n=0")
+        raise empty_input_error("aggregate_state_dicts")
     keys = list(state_dicts[0].keys())
     for i, sd in enumerate(state_dicts):
         if not isinstance(sd, Mapping):
@@ -172,7 +171,7 @@ def _int_median(ts: list[Tensor]) -> Tensor:
     return x.median(dim=0).values
 
 
-def _select(state_dicts: Sequence[Mapping[str, Tensor]], floats: list[str], r: Rule) -> Selection:
+def _select(state_dicts: Sequence[Mapping[str, Tensor]], floats: list[str], r: Krum | MultiKrum) -> Selection:
     """Krum / Multi-Krum selection on whole models: distances summed over the tensors."""
     n = len(state_dicts)
     dist = np.zeros((n, n))
@@ -187,20 +186,17 @@ def pairwise_sq_distances(rows: Sequence[Tensor]) -> np.ndarray:
     """``(n, n)`` float64 squared distances between ``n`` 1-D tensors (CPU: read in place)."""
     if rows[0].device.type == "cpu" and rows[0].dtype != torch.bfloat16:
         return _core.pairwise_sq_distances([_f32_or_f64(t.numpy()) for t in rows])
-    from aggkit.torch import _native
-
     x = torch.stack(list(rows))
     x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    return _native.pairwise_sq_distances(x).cpu().numpy()
+    return K.pairwise_sq_distances(x).cpu().numpy()  # type: ignore[no-any-return]
 
 
-def krum_select(dist: np.ndarray, r: Rule) -> tuple[list[int], np.ndarray]:
+def krum_select(dist: np.ndarray, r: Krum | MultiKrum) -> tuple[list[int], np.ndarray]:
     """Krum / Multi-Krum's selection from a float64 distance matrix, with ``r``'s parameters."""
     n = dist.shape[0]
-    p = r.get_params()
-    f = p["f"]
-    m = 1 if r.name == "krum" else (max(n - f, 1) if p.get("m") is None else p["m"])
-    return _core.krum_select(np.ascontiguousarray(dist), f, m, p["nonfinite"])
+    r.check_n(n)
+    m = 1 if isinstance(r, Krum) else r.count(n)
+    return _plans.krum_select(dist, r.f, m, r.nonfinite)
 
 
 def _f32_or_f64(a: np.ndarray) -> np.ndarray:

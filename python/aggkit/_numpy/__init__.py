@@ -1,0 +1,38 @@
+"""The numpy implementations of the rules: host arrays in, the Rust core, host arrays out.
+
+Importing this package registers every implementation with ``aggkit._dispatch``; it never
+mentions another array framework. Other host arrays (anything with ``__array__`` or
+``__dlpack__``) are read through numpy and returned in their own array type.
+"""
+
+from aggkit._numpy import (
+    bulyan,
+    centered_clipping,
+    crossmax,
+    detox,
+    geometric_median,
+    krum,
+    meamed,
+    mean,
+    median,
+    preagg,
+    sign_vote,
+    subsets,
+    trimmed_mean,
+)
+
+__all__ = [
+    "bulyan",
+    "centered_clipping",
+    "crossmax",
+    "detox",
+    "geometric_median",
+    "krum",
+    "meamed",
+    "mean",
+    "median",
+    "preagg",
+    "sign_vote",
+    "subsets",
+    "trimmed_mean",
+]

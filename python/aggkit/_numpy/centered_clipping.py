@@ -1,0 +1,23 @@
+"""Centered clipping on numpy arrays (and other host arrays): the Rust kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from aggkit import _core
+from aggkit._dispatch import implements
+from aggkit._numpy._input import prepare
+from aggkit.rules.centered_clipping import CenteredClipping
+
+
+@implements("centered_clipping", "numpy")
+def centered_clipping(rule: CenteredClipping, x: Any, *, center: Any = None) -> tuple[Any, None]:
+    """:func:`aggkit.centered_clipping` on host arrays."""
+    p = prepare(x, "centered_clipping")
+    c = None
+    if center is not None:
+        c = np.ascontiguousarray(np.asarray(center, dtype=np.float64).reshape(-1))
+    out, _, _ = _core.centered_clipping(p.data, c, rule.tau, rule.iters, rule.nonfinite)
+    return p.finish(out), None

@@ -1,0 +1,159 @@
+"""Parameter parsing: every option a caller passes is checked here, once.
+
+Each parser turns an option into a value the kernels can trust.
+
+Rule objects declare their parameters as dataclass fields whose types say how to parse them:
+a ``Literal`` is a choice among its strings, ``Annotated[..., Check(parse)]`` runs ``parse``.
+The parsers also serve per-call data (weights) and the torch layer, so every message about a
+bad option has one wording, naming the rule, the parameter and the value.
+
+Python integers do not overflow: a bound such as ``n >= 2f + 3`` is checked here with exact
+arithmetic before any size reaches the Rust core.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import numpy as np
+
+from aggkit.errors import InvalidParameterError, ShapeError, too_few_inputs_error
+
+Even = Literal["mean", "lower", "upper"]
+"""How an even number of values gives a median: their midpoint, the lower or the upper one."""
+
+NonFinite = Literal["robust", "raise", "propagate"]
+"""What a rule does with NaN and ±inf (see the conventions in ``docs/conventions.md``)."""
+
+DropOrRaise = Literal["robust", "raise"]
+"""The policies of rules that leave non-finite inputs out (they have no ``"propagate"``)."""
+
+
+def _integral(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def integer(value: Any, name: str, rule: str, *, minimum: int = 0) -> int:
+    """``value`` as a Python int ``>= minimum`` (``bool`` is refused: ``f=True`` is a bug)."""
+    if not _integral(value):
+        raise TypeError(f"{rule}: {name} must be an int, got {type(value).__name__}")
+    v = int(value)
+    if v < minimum:
+        raise InvalidParameterError(f"{rule}: {name} must be >= {minimum}, got {name}={v}")
+    return v
+
+
+def any_integer(value: Any, name: str, rule: str) -> int:
+    """Any int (a dimension index, or a value the caller's own checks bound)."""
+    if not _integral(value):
+        raise TypeError(f"{rule}: {name} must be an int, got {type(value).__name__}")
+    return int(value)
+
+
+def count(value: Any, name: str, rule: str) -> int:
+    """A non-negative int (``f``, ``iters``)."""
+    return integer(value, name, rule, minimum=0)
+
+
+def positive(value: Any, name: str, rule: str) -> int:
+    """An int ``>= 1`` (``maxiter``, ``max_subsets``, bucket sizes)."""
+    return integer(value, name, rule, minimum=1)
+
+
+def optional_positive(value: Any, name: str, rule: str) -> int | None:
+    """``None`` or an int ``>= 1`` (Multi-Krum's ``m``)."""
+    return None if value is None else positive(value, name, rule)
+
+
+def seed(value: Any, name: str, rule: str) -> int | None:
+    """``None`` (fresh entropy) or a non-negative int."""
+    return None if value is None else count(value, name, rule)
+
+
+def number(value: Any, name: str, rule: str, *, positive: bool = False) -> float:
+    """A finite float ``>= 0`` (``> 0`` with ``positive``)."""
+    if not _real(value):
+        raise TypeError(f"{rule}: {name} must be a number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise InvalidParameterError(f"{rule}: {name} must be finite and {bound}, got {name}={value}")
+    return v
+
+
+def nonnegative(value: Any, name: str, rule: str) -> float:
+    """A finite float ``>= 0`` (``tau``, ``c``, ``ftol``, tolerances)."""
+    return number(value, name, rule)
+
+
+def strictly_positive(value: Any, name: str, rule: str) -> float:
+    """A finite float ``> 0`` (the geometric median's ``nu``)."""
+    return number(value, name, rule, positive=True)
+
+
+def flag(value: Any, name: str, rule: str) -> bool:
+    """A bool (numpy bools, and the integers 0 and 1, included)."""
+    if isinstance(value, bool | np.bool_) or (_integral(value) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{rule}: {name} must be a bool, got {value!r}")
+
+
+def choice(value: Any, name: str, options: tuple[str, ...], rule: str) -> str:
+    """One of ``options`` (the strings of a ``Literal`` type)."""
+    if not isinstance(value, str) or value not in options:
+        raise InvalidParameterError(
+            f"{rule}: {name} must be one of {', '.join(map(repr, options))}, got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Check:
+    """Field marker: ``Annotated[T, Check(parse)]`` parses the field with ``parse(value, name, rule)``."""
+
+    parse: Callable[[Any, str, str], Any]
+
+
+Count = Annotated[int, Check(count)]
+Positive = Annotated[int, Check(positive)]
+OptionalPositive = Annotated[int | None, Check(optional_positive)]
+Seed = Annotated[int | None, Check(seed)]
+NonNegative = Annotated[float, Check(nonnegative)]
+StrictlyPositive = Annotated[float, Check(strictly_positive)]
+Flag = Annotated[bool, Check(flag)]
+
+
+def require_n(display: str, requirement: str, n: int, f: int, needed: int) -> None:
+    """Raise ``TooFewInputsError`` (the core's message) when ``n < needed``."""
+    if n < needed:
+        raise too_few_inputs_error(display, requirement, n, f)
+
+
+def weights(w: Any, n: int, rule: str) -> np.ndarray:
+    """Per-input weights as a new float64 array: one per input, finite and ``>= 0``.
+
+    ``w`` is a sequence or an array on the host (the torch layer moves a tensor there first).
+    """
+    try:
+        a = np.array(w, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{rule}: weights must be a sequence of numbers, got {type(w).__name__}") from e
+    if a.ndim != 1:
+        raise ShapeError(f"{rule}: weights must be 1-D with one entry per input, got shape {a.shape}")
+    if a.shape[0] != n:
+        raise InvalidParameterError(
+            f"{rule}: weights must have one entry per input: got {a.shape[0]} weights for n={n}"
+        )
+    bad = np.flatnonzero(~(np.isfinite(a) & (a >= 0.0)))
+    if bad.size:
+        i = int(bad[0])
+        raise InvalidParameterError(f"{rule}: weights must be finite and >= 0, got weights[{i}]={a[i]}")
+    return a

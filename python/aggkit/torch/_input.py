@@ -1,0 +1,150 @@
+"""The torch implementations' one entrance: ``x`` as a contiguous ``(n, d)`` tensor.
+
+``x`` is a tensor of shape ``(n, *shape)`` (``dim`` picks the dimension of the inputs) or a
+sequence of ``n`` same-shaped tensors on one device. float16 and bfloat16 are computed in
+float32 and the result returned in the input's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from aggkit.errors import InvalidParameterError, ShapeError, empty_input_error
+from aggkit.torch._paths import native_forced
+
+_REDUCED = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype, rule: str) -> torch.dtype:
+    """The dtype the kernels compute in; ``TypeError`` for non-float dtypes."""
+    if not dtype.is_floating_point or dtype.is_complex:
+        raise TypeError(
+            f"{rule}: x must hold floating-point values (float16, bfloat16, float32 or float64), "
+            f"got dtype {dtype}; convert explicitly, e.g. x.float()"
+        )
+    if dtype in _REDUCED:
+        return torch.float32
+    if dtype in (torch.float32, torch.float64):
+        return dtype
+    raise TypeError(f"{rule}: x has dtype {dtype}; aggkit supports float16, bfloat16, float32 and float64")
+
+
+def stack(x: Sequence[Any], rule: str) -> Tensor:
+    """``n`` same-shaped tensors on one device as one ``(n, *shape)`` tensor (a copy)."""
+    if len(x) == 0:
+        raise empty_input_error(rule)
+    for i, t in enumerate(x):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{rule}: x[{i}] must be a tensor, got {type(t).__name__}")
+        if t.shape != x[0].shape:
+            raise ShapeError(
+                f"{rule}: all inputs must have the same shape: x[0] has shape {tuple(x[0].shape)}, "
+                f"x[{i}] has shape {tuple(t.shape)}"
+            )
+        if t.dtype != x[0].dtype:
+            raise TypeError(
+                f"{rule}: all inputs must have the same dtype: x[0] is {x[0].dtype}, x[{i}] is {t.dtype}"
+            )
+        if t.device != x[0].device:
+            raise ValueError(
+                f"{rule}: all inputs must be on one device: x[0] is on {x[0].device}, x[{i}] on {t.device}"
+            )
+    return torch.stack(list(x))
+
+
+class HostRows:
+    """A sequence of CPU tensors as the Rust core reads it: one flat view per tensor.
+
+    Rows are copied only where the core cannot read them as they are (not contiguous, or
+    float16, computed in float32).
+    """
+
+    def __init__(self, views: list[np.ndarray]) -> None:
+        first = views[0]
+        self.n = len(views)
+        self.shape: tuple[int, ...] = first.shape
+        self.dtype = first.dtype
+        dt = np.float32 if first.dtype == np.float16 else first.dtype
+        self.data = [np.ascontiguousarray(v, dtype=dt).reshape(-1) for v in views]
+
+    def finish(self, out: np.ndarray) -> Tensor:
+        """A flat core result as a tensor in the inputs' shape and dtype."""
+        out = out.reshape(self.shape)
+        return torch.from_numpy(out if out.dtype == self.dtype else out.astype(self.dtype))
+
+
+def host(v: Any) -> Any:
+    """A tensor (weights, a centre) as a host numpy array; anything else as it is."""
+    return v.detach().cpu().numpy() if isinstance(v, Tensor) else v
+
+
+def in_place_rows(x: Any) -> HostRows | None:
+    """A sequence of CPU tensors read in place, when nothing needs autograd or tracing.
+
+    The Rust core then reads each tensor where it is, as it reads a sequence of numpy arrays.
+    """
+    if isinstance(x, Tensor) or not isinstance(x, Sequence) or len(x) == 0:
+        return None
+    if torch.compiler.is_compiling() or native_forced():
+        return None
+    grad = torch.is_grad_enabled()
+    ok = all(
+        isinstance(t, Tensor)
+        and t.device.type == "cpu"
+        and t.dtype in (torch.float16, torch.float32, torch.float64)
+        and not (grad and t.requires_grad)
+        and t.shape == x[0].shape
+        and t.dtype == x[0].dtype
+        for t in x
+    )
+    return HostRows([t.detach().numpy() for t in x]) if ok else None
+
+
+def needs_grad(x: Tensor) -> bool:
+    """Whether autograd records an op on ``x``."""
+    return torch.is_grad_enabled() and x.requires_grad
+
+
+class Prepared:
+    """``x`` as a contiguous ``(n, d)`` float32/float64 tensor, and how to shape the output."""
+
+    def __init__(self, x: Any, rule: str, dim: int = 0) -> None:
+        if not isinstance(x, Tensor):
+            if isinstance(x, str | bytes) or not isinstance(x, Sequence):
+                raise TypeError(
+                    f"{rule}: x must be a tensor or a sequence of tensors, got {type(x).__name__}"
+                )
+            if dim != 0:
+                raise InvalidParameterError(f"{rule}: dim must be 0 for a sequence of inputs, got dim={dim}")
+            x = stack(x, rule)
+        if x.ndim == 0:
+            raise ShapeError(f"{rule}: x must have shape (n, ...), got a 0-d tensor")
+        if not -x.ndim <= dim < x.ndim:
+            raise InvalidParameterError(f"{rule}: dim={dim} is out of range for a {x.ndim}-d tensor")
+        dt = compute_dtype(x.dtype, rule)
+        if dim % x.ndim != 0:
+            x = x.movedim(dim, 0)
+        self.n: int = x.shape[0]
+        if self.n == 0:
+            raise empty_input_error(rule)
+        self.shape = x.shape[1:]
+        self.dtype = x.dtype
+        x2 = x.reshape(self.n, self.shape.numel())
+        if x2.dtype != dt:
+            x2 = x2.to(dt)
+        self.x: Tensor = x2.contiguous()
+
+    def finish(self, out: Tensor) -> Tensor:
+        """A flat result in the input's trailing shape and dtype."""
+        out = out.reshape(self.shape)
+        return out if out.dtype == self.dtype else out.to(self.dtype)
+
+    def finish_rows(self, out: Tensor) -> Tensor:
+        """An ``(m, d)`` result as ``(m, *shape)`` in the input's dtype."""
+        out = out.reshape(out.shape[0], *self.shape)
+        return out if out.dtype == self.dtype else out.to(self.dtype)

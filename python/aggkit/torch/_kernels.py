@@ -1,0 +1,171 @@
+"""Torch-native kernels shared by the families: the core's order, sums and distances in torch ops.
+
+They serve tensors the Rust core cannot read (CUDA and other devices: the data never leaves the
+device) and, forced on CPU, they are compared with the Rust kernels by the tests. Semantics are
+identical to the core's (``rust/order.rs``, ``rust/rules/``):
+
+* values are ranked by ``(value, row)`` in IEEE total order: ``-0.0`` below ``+0.0``, every NaN
+  above ``+inf`` (canonical NaN, so NaNs tie and the lower row ranks first);
+* the order statistics are exact, so median and trimmed-mean *selections* match the core
+  bitwise; sums run in the core's order with the core's accumulator (float64 for float32
+  input, Neumaier-compensated float64 for float64 input), so means and trimmed means match
+  bitwise too;
+* Krum's distances are computed in float64 from direct differences (never the Gram trick), so
+  scores agree with the core to rounding (the core sums in a different order); selections
+  agree except between scores equal to rounding.
+
+Inputs here are already validated 2-D ``(n, d)`` float32/float64 tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aggkit import _core
+from aggkit.errors import nonfinite_error
+from aggkit.torch._paths import rust
+
+# Canonical quiet NaN bit patterns (Rust's f32::NAN / f64::NAN) and the masks that turn IEEE
+# bits into integers ordered like the floats (sign-magnitude -> two's complement).
+_INT = {torch.float32: (torch.int32, 0x7FC00000, 0x7FFFFFFF, 31)}
+_INT[torch.float64] = (torch.int64, 0x7FF8000000000000, 0x7FFFFFFFFFFFFFFF, 63)
+
+
+def total_order_keys(x: torch.Tensor) -> torch.Tensor:
+    """Integer keys ordered like ``x`` in IEEE total order, with every NaN mapped to one key."""
+    it, nan_bits, mask, shift = _INT[x.dtype]
+    bits = torch.where(torch.isnan(x), torch.tensor(nan_bits, dtype=it, device=x.device), x.view(it))
+    return bits ^ ((bits >> shift) & mask)
+
+
+def rank_order(x: torch.Tensor) -> torch.Tensor:
+    """Row indices that sort every column of ``x`` by ``(value, row)``."""
+    return torch.sort(total_order_keys(x), dim=0, stable=True).indices
+
+
+def nonfinite_rows(x: torch.Tensor) -> list[int]:
+    """The rows that hold at least one NaN or infinite value, in increasing order."""
+    if x.shape[1] == 0:
+        return []
+    return torch.nonzero(~torch.isfinite(x).all(dim=1)).flatten().tolist()
+
+
+def check_policy(x: torch.Tensor, rule: str, nonfinite: str) -> None:
+    """Under ``"raise"``, refuse non-finite inputs."""
+    if nonfinite == "raise":
+        bad = nonfinite_rows(x)
+        if bad:
+            raise nonfinite_error(rule, bad, "nonfinite='raise' refuses NaN and infinite values")
+
+
+def plain_sum(terms: list[torch.Tensor]) -> torch.Tensor:
+    """``((t0 + t1) + t2) + ...`` in float64, starting from zero (the core's ``PlainSum``)."""
+    s = torch.zeros_like(terms[0])
+    for t in terms:
+        s = s + t
+    return s
+
+
+def compensated_sum(terms: list[torch.Tensor]) -> torch.Tensor:
+    """Neumaier-compensated float64 sum in the given order (the core's ``CompensatedSum``)."""
+    s = torch.zeros_like(terms[0])
+    c = torch.zeros_like(terms[0])
+    for v in terms:
+        t = s + v
+        c = c + torch.where(s.abs() >= v.abs(), (s - t) + v, (v - t) + s)
+        s = t
+    return torch.where(torch.isfinite(s), s + c, s)
+
+
+def accumulate(terms: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """The core's accumulator for element type ``dtype`` over float64 ``terms``."""
+    return compensated_sum(terms) if dtype == torch.float64 else plain_sum(terms)
+
+
+def midpoint(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Rust's ``f32::midpoint`` / ``f64::midpoint``: the average, correctly rounded, no overflow."""
+    if a.dtype == torch.float32:
+        return ((a.double() + b.double()) / 2.0).float()
+    lo, hi = 2.0 * torch.finfo(torch.float64).tiny, torch.finfo(torch.float64).max / 2.0
+    aa, ab = a.abs(), b.abs()
+    return torch.where(
+        (aa <= hi) & (ab <= hi),
+        (a + b) / 2.0,
+        torch.where(aa < lo, a + b / 2.0, torch.where(ab < lo, a / 2.0 + b, a / 2.0 + b / 2.0)),
+    )
+
+
+def first_nan(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column: whether it holds a NaN, and the first NaN row (``propagate``)."""
+    nan = torch.isnan(x)
+    return nan.any(dim=0), nan.to(torch.uint8).argmax(dim=0)
+
+
+def empty_rows(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty(0, dtype=torch.int32, device=x.device)
+
+
+def propagate(
+    x: torch.Tensor, nonfinite: str, out: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, need_rows: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if nonfinite == "propagate":
+        has, first = first_nan(x)
+        out = torch.where(has, torch.full_like(out, float("nan")), out)
+        lo, hi = torch.where(has, first, lo), torch.where(has, first, hi)
+    if not need_rows:
+        return out, empty_rows(x), empty_rows(x)
+    return out, lo.to(torch.int32), hi.to(torch.int32)
+
+
+def weighted_mean(x: torch.Tensor, items: list[tuple[int, float]], total: float) -> torch.Tensor:
+    """``Σ w_i x_i / total`` over ``items`` in their order, with the core's accumulator."""
+    terms = [w * x[i].double() for i, w in items]
+    return (accumulate(terms, x.dtype) / total).to(x.dtype)
+
+
+def weight_total(w: list[float]) -> float:
+    """The sum of the weights, Neumaier-compensated like the core's."""
+    s = c = 0.0
+    for v in w:
+        t = s + v
+        c += (s - t) + v if abs(s) >= abs(v) else (v - t) + s
+        s = t
+    return s + c if abs(s) != float("inf") and s == s else s
+
+
+def pairwise_sq_distances(x: torch.Tensor) -> torch.Tensor:
+    """``(n, n)`` float64 squared distances from direct differences, column block by block."""
+    n, d = x.shape
+    dist = torch.zeros(n, n, dtype=torch.float64, device=x.device)
+    block = max(1, (1 << 22) // max(n * n, 1))
+    for j0 in range(0, d, block):
+        xb = x[:, j0 : j0 + block].double()
+        dist += (xb[:, None, :] - xb[None, :, :]).square().sum(dim=2)
+    return dist
+
+
+def kept_mask(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Which ``(row, coordinate)`` a trimmed mean kept, rebuilt from the two boundary rows.
+
+    The kept set of a coordinate is every row whose ``(value, row)`` key lies between the keys
+    of its lowest and highest kept rows, inclusive (the tie rule of ``docs/conventions.md``).
+    """
+    keys = total_order_keys(x.detach())
+    lo, hi = lo.long()[None], hi.long()[None]
+    klo, khi = keys.gather(0, lo), keys.gather(0, hi)
+    row = torch.arange(x.shape[0], device=x.device)[:, None]
+    above = (keys > klo) | ((keys == klo) & (row >= lo))
+    below = (keys < khi) | ((keys == khi) & (row <= hi))
+    return above & below
+
+
+def distances(x: torch.Tensor) -> np.ndarray:
+    """``(n, n)`` float64 squared distances of the rows of ``x`` on the host (Rust on CPU).
+
+    The subset rules decide on these: only ``n^2`` numbers leave the device.
+    """
+    xd = x.detach()
+    if rust(xd):
+        return _core.pairwise_sq_distances(xd.numpy())  # type: ignore[no-any-return]
+    return pairwise_sq_distances(xd).cpu().numpy()  # type: ignore[no-any-return]

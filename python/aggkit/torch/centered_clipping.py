@@ -1,0 +1,66 @@
+"""Centered clipping on tensors, in torch ops (float64), with torch's exact autograd."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from aggkit._dispatch import implements
+from aggkit._params import NonFinite
+from aggkit.errors import InvalidParameterError, nonfinite_error
+from aggkit.rules.centered_clipping import CenteredClipping
+from aggkit.torch import _kernels as K
+from aggkit.torch._input import Prepared
+
+
+@implements("centered_clipping", "torch")
+def _centered_clipping(rule: CenteredClipping, x: Any, *, center: Any = None) -> tuple[Tensor, None]:
+    p = Prepared(x, "centered_clipping")
+    xs = p.x
+    K.check_policy(xs, "centered_clipping", rule.nonfinite)
+    if rule.nonfinite == "robust":
+        good = torch.isfinite(xs).all(dim=1)
+        if not bool(good.any()):
+            raise nonfinite_error(
+                "centered_clipping",
+                list(range(p.n)),
+                "every input holds NaN or infinite values, nothing is left",
+            )
+        if not bool(good.all()):
+            xs = xs[good]
+    xd = xs.double()
+    d = xd.shape[1]
+    if center is None:
+        v = torch.zeros(d, dtype=torch.float64, device=xd.device)
+    else:
+        c = torch.as_tensor(center).detach().to(device=xd.device, dtype=torch.float64).reshape(-1)
+        if c.numel() != d:
+            raise InvalidParameterError(
+                f"centered_clipping: the center must have the inputs' size: got {c.numel()} values for d={d}"
+            )
+        v = c
+    tiny = torch.finfo(torch.float64).tiny
+    for _ in range(rule.iters):
+        diff = xd - v[None]
+        norm = diff.square().sum(dim=1).sqrt()
+        scale = torch.clamp(rule.tau / norm.clamp(min=tiny), max=1.0)
+        v = v + (diff * scale[:, None]).sum(dim=0) / xd.shape[0]
+    return p.finish(v.to(p.x.dtype)), None
+
+
+def centered_clipping(
+    x: Any,
+    *,
+    tau: float = CenteredClipping.tau,
+    iters: int = CenteredClipping.iters,
+    center: Any = None,
+    nonfinite: NonFinite = CenteredClipping.nonfinite,
+) -> Tensor:
+    """Centered clipping in torch ops (float64), with torch's exact autograd through every step.
+
+    The centre receives no gradient (it is detached).
+    """
+    rule = CenteredClipping(tau=tau, iters=iters, nonfinite=nonfinite)
+    return _centered_clipping(rule, x, center=center)[0]

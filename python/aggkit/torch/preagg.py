@@ -1,0 +1,111 @@
+"""The pre-aggregators on tensors: ``(n, *shape) -> (m, *shape)``, differentiable, on the device.
+
+NNM and bucketing average groups of inputs with one matrix product (decided on host distances
+or a host permutation); clipping, ARC and perturbation are torch ops with torch's own autograd
+(ARC's includes the path through its threshold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from aggkit import _plans
+from aggkit._dispatch import implements
+from aggkit.registry import Pipeline
+from aggkit.rules.preagg import ARC, NNM, Bucketing, Clipping, Perturb
+from aggkit.torch import _kernels as K
+from aggkit.torch._input import Prepared
+
+
+def _group_means(x: Tensor, groups: list[list[int]]) -> Tensor:
+    """Means of groups of rows as one differentiable matrix product (0/1 weights / size)."""
+    m = torch.zeros(len(groups), x.shape[0], dtype=x.dtype, device=x.device)
+    for g, members in enumerate(groups):
+        m[g, members] = 1.0 / len(members)
+    finite = torch.isfinite(x).all(dim=1)
+    if bool(finite.all()):
+        return m @ x
+    # 0 * inf would be NaN: sum only the members, row by row.
+    return torch.stack([x[members].sum(dim=0) / len(members) for members in groups])
+
+
+def _clip(x: Tensor, tau: Tensor | float) -> Tensor:
+    norm = x.double().square().sum(dim=1).sqrt()
+    scale = torch.where(norm > tau, tau / norm, torch.ones_like(norm))
+    scale = torch.where(torch.isfinite(norm), scale, torch.ones_like(norm))
+    return x * scale.to(x.dtype)[:, None]
+
+
+@implements("nnm", "torch")
+def _nnm(pre: NNM, x: Any) -> tuple[Tensor, None]:
+    p = Prepared(x, "nnm")
+    pre.check_n(p.n)
+    nb = _plans.nnm_neighbours(K.distances(p.x), pre.f)
+    return p.finish_rows(_group_means(p.x, nb.tolist())), None
+
+
+@implements("bucketing", "torch")
+def _bucketing(pre: Bucketing, x: Any) -> tuple[Tensor, None]:
+    p = Prepared(x, "bucketing")
+    return p.finish_rows(_group_means(p.x, pre.buckets(p.n))), None
+
+
+@implements("clipping", "torch")
+def _clipping(pre: Clipping, x: Any) -> tuple[Tensor, None]:
+    p = Prepared(x, "clipping")
+    return p.finish_rows(_clip(p.x, pre.c)), None
+
+
+@implements("arc", "torch")
+def _arc(pre: ARC, x: Any) -> tuple[Tensor, None]:
+    p = Prepared(x, "arc")
+    pre.check_n(p.n)
+    k = _plans.arc_count(p.n, pre.f)
+    if k == 0:
+        return p.finish_rows(p.x.clone()), None
+    norm = p.x.double().square().sum(dim=1).sqrt()
+    key = torch.where(torch.isnan(norm), torch.full_like(norm, float("inf")), norm)
+    order = torch.sort(key.detach(), stable=True).indices
+    tau = key[order[p.n - k - 1]]
+    return p.finish_rows(_clip(p.x, tau)), None
+
+
+@implements("perturb", "torch")
+def _perturb(pre: Perturb, x: Any) -> tuple[Tensor, None]:
+    p = Prepared(x, "perturb")
+    noise = torch.from_numpy(pre.draw(p.n, p.x.shape[1])).to(device=p.x.device, dtype=p.x.dtype)
+    return p.finish_rows(p.x + noise), None
+
+
+def nnm(x: Any, *, f: int) -> Tensor:
+    """Nearest-neighbour mixing; see :class:`aggkit.NNM`. Gradient ``1/(n - f)`` per neighbour."""
+    return NNM(f=f)(x)  # type: ignore[no-any-return]
+
+
+def bucketing(x: Any, *, s: int = Bucketing.s, seed: int | None = Bucketing.seed) -> Tensor:
+    """Bucketing; see :class:`aggkit.Bucketing` (a fresh generator from ``seed`` per call)."""
+    return Bucketing(s=s, seed=seed)(x)  # type: ignore[no-any-return]
+
+
+def clipping(x: Any, *, c: float = Clipping.c) -> Tensor:
+    """Static clipping; see :class:`aggkit.Clipping` (torch's autograd, any device)."""
+    return Clipping(c=c)(x)  # type: ignore[no-any-return]
+
+
+def arc(x: Any, *, f: int) -> Tensor:
+    """ARC; see :class:`aggkit.ARC`. The gradient includes the path through the threshold."""
+    return ARC(f=f)(x)  # type: ignore[no-any-return]
+
+
+def perturb(x: Any, *, b: float, noise: str = Perturb.noise, seed: int | None = Perturb.seed) -> Tensor:
+    """Noise ``b · xi`` added to each input; see :class:`aggkit.Perturb` (noise drawn by numpy)."""
+    return Perturb(b=b, noise=noise, seed=seed)(x)  # type: ignore[arg-type, no-any-return]
+
+
+def pipeline(x: Any, *, stages: Sequence[Any]) -> Tensor:
+    """Apply :class:`aggkit.Pipeline` ``stages`` to tensors (each stage's torch version)."""
+    return Pipeline(stages)(x)  # type: ignore[no-any-return]

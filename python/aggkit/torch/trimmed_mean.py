@@ -1,0 +1,127 @@
+"""The trimmed mean on tensors: ``torch.ops.aggkit.trimmed_mean`` and the weighted one.
+
+The gradient goes to the kept values; the weighted trimmed mean runs as torch ops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from aggkit import _core, _params
+from aggkit._dispatch import implements
+from aggkit._params import NonFinite
+from aggkit.errors import InvalidParameterError
+from aggkit.rules.trimmed_mean import TrimmedMean
+from aggkit.torch import _kernels as K
+from aggkit.torch._input import Prepared, host, in_place_rows, needs_grad
+from aggkit.torch._paths import rust, rust_backward, u32, view
+from aggkit.torch.median import columns, columns_fake, missing_rows
+
+
+def native(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Coordinate-wise ``f``-trimmed mean; rows of the lowest and highest kept values if asked."""
+    K.check_policy(x, "trimmed_mean", nonfinite)
+    n = x.shape[0]
+    order = K.rank_order(x)
+    kept = [x.gather(0, order[r][None])[0].double() for r in range(f, n - f)]
+    out = (K.accumulate(kept, x.dtype) / float(n - 2 * f)).to(x.dtype)
+    return K.propagate(x, nonfinite, out, order[f], order[n - f - 1], need_rows)
+
+
+def weighted(x: Tensor, w: list[float], f: int, nonfinite: str) -> Tensor:
+    """Weighted trimmed mean of the columns of ``(n, d)`` ``x`` in torch ops (any device)."""
+    K.check_policy(x, "trimmed_mean", nonfinite)
+    n = x.shape[0]
+    order = K.rank_order(x)
+    wt = torch.tensor(w, dtype=torch.float64, device=x.device)[order]
+    c1 = wt.cumsum(0)
+    c0 = c1 - wt
+    total = c1[-1:]
+    t = total * f / n
+    part = (torch.minimum(c1, total - t) - torch.maximum(c0, t)).clamp(min=0.0)
+    vals = x.gather(0, order).double()
+    vals = torch.where(part > 0, vals, torch.zeros((), dtype=vals.dtype, device=x.device))
+    out = ((part * vals).sum(0) / part.sum(0)).to(x.dtype)
+    if nonfinite == "propagate":
+        out = torch.where(torch.isnan(x).any(0), torch.full_like(out, float("nan")), out)
+    return out
+
+
+@torch.library.custom_op("aggkit::trimmed_mean", mutates_args=())
+def trimmed_mean_op(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Values ``(d,)``; rows of the lowest and highest kept values ``(d,)`` int32 if asked."""
+    if rust(x):
+        return columns("trimmed_mean", x, f, nonfinite, need_rows)
+    return native(x, f, nonfinite, need_rows)
+
+
+@trimmed_mean_op.register_fake
+def _(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
+    return columns_fake(x, need_rows)
+
+
+def kept_range_setup(ctx: Any, x: Tensor, kept: int, need_rows: bool, lo: Tensor, hi: Tensor) -> None:
+    """Save what :func:`kept_range_backward` needs."""
+    ctx.kept = kept
+    ctx.need_rows = need_rows
+    ctx.save_for_backward(x, lo, hi)
+
+
+def kept_range_backward(ctx: Any, g: Tensor, name: str) -> tuple[Tensor, None, None, None]:
+    """``g / kept`` to each value of the kept range of ranks (trimmed mean, meamed), 0 elsewhere."""
+    x, lo, hi = ctx.saved_tensors
+    if not ctx.need_rows:
+        raise missing_rows(name)
+    if rust_backward(g):
+        gv = g.detach().contiguous().numpy()
+        grad = _core.trimmed_mean_backward(view(x), u32(lo), u32(hi), gv, ctx.kept)
+        return torch.from_numpy(grad), None, None, None
+    mask = K.kept_mask(x, lo, hi)
+    return torch.where(mask, (g / ctx.kept)[None], g.new_zeros(())), None, None, None
+
+
+def _setup(ctx: Any, inputs: Any, output: Any) -> None:
+    x, f, _, need_rows = inputs
+    _, lo, hi = output
+    kept_range_setup(ctx, x, x.shape[0] - 2 * f, need_rows, lo, hi)
+
+
+def _backward(ctx: Any, g: Tensor, _lo: Tensor, _hi: Tensor) -> tuple[Tensor, None, None, None]:
+    return kept_range_backward(ctx, g, "trimmed_mean")
+
+
+trimmed_mean_op.register_autograd(_backward, setup_context=_setup)
+
+
+@implements("trimmed_mean", "torch")
+def _trimmed_mean(rule: TrimmedMean, x: Any, *, weights: Any = None, dim: int = 0) -> tuple[Tensor, None]:
+    if weights is not None:
+        p = Prepared(x, "trimmed_mean", dim)
+        rule.check_n(p.n)
+        w = _params.weights(host(weights), p.n, "trimmed_mean")
+        if w.sum() <= 0:
+            raise InvalidParameterError("trimmed mean: the weights sum to 0")
+        return p.finish(weighted(p.x, w.tolist(), rule.f, rule.nonfinite)), None
+    if dim == 0 and (rows := in_place_rows(x)) is not None:
+        rule.check_n(rows.n)
+        out, _, _ = _core.trimmed_mean(rows.data, rule.f, rule.nonfinite, False)
+        return rows.finish(out), None
+    p = Prepared(x, "trimmed_mean", dim)
+    rule.check_n(p.n)
+    out, _, _ = trimmed_mean_op(p.x, rule.f, rule.nonfinite, needs_grad(p.x))
+    return p.finish(out), None
+
+
+def trimmed_mean(
+    x: Any, *, f: int, weights: Any = None, nonfinite: NonFinite = TrimmedMean.nonfinite, dim: int = 0
+) -> Tensor:
+    """Coordinate-wise trimmed mean; see :func:`aggkit.trimmed_mean`.
+
+    The gradient is ``1/(n - 2f)`` for each kept value, 0 for the trimmed ones. With
+    ``weights`` it runs as torch ops on every device; each value's gradient is the part of its
+    mass that is kept over the kept mass.
+    """
+    return _trimmed_mean(TrimmedMean(f=f, nonfinite=nonfinite), x, weights=weights, dim=dim)[0]
