@@ -13,6 +13,7 @@
 //! and every pair goes through the same lane arithmetic wherever it sits in a register block:
 //! the result does not depend on thread count, SIMD level or row order.
 
+use crate::error::AggError;
 use rayon::prelude::*;
 
 use crate::input::Rows;
@@ -25,6 +26,29 @@ const BLOCK: usize = 4;
 
 /// Index of pair `i < j` in the packed upper triangle of an `n × n` matrix.
 #[inline(always)]
+/// A squared distance as a selection reads it: non-finite counts as +inf (never preferred).
+pub(crate) fn clean(v: f64) -> f64 {
+    if v.is_finite() {
+        v
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// A full `n × n` distance matrix has `n * n` entries.
+pub(crate) fn check_square(rule: &'static str, dist: &[f64], n: usize) -> Result<(), AggError> {
+    if Some(dist.len()) != n.checked_mul(n) {
+        return Err(AggError::InvalidParameter {
+            rule,
+            message: format!(
+                "the distance matrix must be n x n, got {} entries for n={n}",
+                dist.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub fn pair_index(n: usize, i: usize, j: usize) -> usize {
     debug_assert!(i < j && j < n);
     i * n - i * (i + 1) / 2 + (j - i - 1)
@@ -395,7 +419,7 @@ pub fn dists_to<T: Float>(x: &Rows<'_, T>, z: &[f64]) -> Vec<f64> {
         let s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
         s.sqrt()
     };
-    if x.n() * x.d() < crate::rules::PARALLEL_MIN_VALUES {
+    if x.n() * x.d() < crate::pool::PARALLEL_MIN_VALUES {
         x.rows().iter().map(one).collect()
     } else {
         crate::pool::install(|| x.rows().par_iter().map(one).collect())
@@ -405,7 +429,7 @@ pub fn dists_to<T: Float>(x: &Rows<'_, T>, z: &[f64]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{rows, Rng};
+    use crate::testing::{rows, Rng};
 
     #[test]
     fn exact_on_near_identical_rows() {

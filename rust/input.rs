@@ -21,6 +21,8 @@ pub enum NonFinite {
 }
 
 impl NonFinite {
+    pub const NAMES: [&'static str; 3] = ["robust", "raise", "propagate"];
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "robust" => Some(NonFinite::Robust),

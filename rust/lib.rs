@@ -12,6 +12,7 @@
 //!   bit-identical for any thread count ([`pool`]) and SIMD level ([`simd`]);
 //! * inputs are never written to.
 
+pub mod columns;
 pub mod distance;
 pub mod error;
 pub mod input;
@@ -22,6 +23,8 @@ pub mod order;
 pub mod pool;
 pub mod rules;
 pub mod simd;
+#[cfg(test)]
+pub(crate) mod testing;
 
 #[cfg(feature = "python")]
 mod python;

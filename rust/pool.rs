@@ -11,6 +11,10 @@ use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::error::AggError;
 
+/// Below this many input values a call runs on the calling thread (rayon's fork/join costs
+/// microseconds, more than the work).
+pub(crate) const PARALLEL_MIN_VALUES: usize = 1 << 15;
+
 static POOL: RwLock<Option<Arc<ThreadPool>>> = RwLock::new(None);
 
 fn default_threads() -> usize {

@@ -29,6 +29,8 @@ impl Level {
             Level::Neon => "neon",
         }
     }
+    pub const NAMES: [&'static str; 4] = ["scalar", "avx2", "avx512", "neon"];
+
     pub fn parse(s: &str) -> Option<Level> {
         match s {
             "scalar" => Some(Level::Scalar),

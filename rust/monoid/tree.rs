@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::{combine_rows, MFloat, Op};
 use crate::error::AggError;
 use crate::pool;
-use crate::rules::PARALLEL_MIN_VALUES;
+use crate::pool::PARALLEL_MIN_VALUES;
 use crate::simd;
 
 fn bad(rule: &'static str, message: String) -> AggError {
@@ -405,6 +405,8 @@ pub enum Pad {
 }
 
 impl Pad {
+    pub const NAMES: [&'static str; 3] = ["none", "zeros_dense", "identity"];
+
     pub fn parse(s: &str) -> Option<Pad> {
         Some(match s {
             "none" => Pad::None,

@@ -1,9 +1,26 @@
 //! The Python binding layer: the private extension `aggkit._core`. Everything here converts;
 //! nothing computes. The typed, documented API is the Python package `aggkit`.
+//!
+//! One file per rule family, named as the family is everywhere else (`median.rs` binds
+//! `rules/median.rs`); the module below lists what each exports.
 
+mod bulyan;
+mod centered_clipping;
 mod convert;
+mod crossmax;
+mod detox;
+mod distance;
+mod geometric_median;
+mod krum;
+mod meamed;
+mod mean;
+mod median;
 mod monoid;
-mod rules;
+mod preagg;
+mod runtime;
+mod sign_vote;
+mod subsets;
+mod trimmed_mean;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
@@ -116,41 +133,52 @@ where
     py.detach(f).map_err(|e| to_pyerr(py, e))
 }
 
-/// Parse a string option or raise `InvalidParameterError` listing the accepted values.
-pub(crate) fn parse<T>(
-    what: &str,
-    value: &str,
-    accepted: &[&str],
-    f: impl Fn(&str) -> Option<T>,
-) -> PyResult<T> {
-    f(value).ok_or_else(|| {
-        InvalidParameterError::new_err(format!(
-            "{what} must be one of {}, got {value:?}",
-            accepted
-                .iter()
-                .map(|a| format!("{a:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })
-}
-
 #[pymodule]
-fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
-    m.add("AggkitError", py.get_type::<AggkitError>())?;
-    m.add("EmptyInputError", py.get_type::<EmptyInputError>())?;
-    m.add("ShapeError", py.get_type::<ShapeError>())?;
-    m.add("TooFewInputsError", py.get_type::<TooFewInputsError>())?;
-    m.add(
-        "InvalidParameterError",
-        py.get_type::<InvalidParameterError>(),
-    )?;
-    m.add("NonFiniteError", py.get_type::<NonFiniteError>())?;
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add_function(wrap_pyfunction!(nonfinite_error, m)?)?;
-    m.add_function(wrap_pyfunction!(too_few_inputs_error, m)?)?;
-    m.add_function(wrap_pyfunction!(empty_input_error, m)?)?;
-    rules::register(m)?;
-    monoid::register(m)
+mod _core {
+    #[pymodule_export]
+    use super::bulyan::bulyan_select;
+    #[pymodule_export]
+    use super::centered_clipping::centered_clipping;
+    #[pymodule_export]
+    use super::crossmax::{crossmax, crossmax_backward};
+    #[pymodule_export]
+    use super::detox::detox_vote;
+    #[pymodule_export]
+    use super::distance::{dists_to, pairwise_sq_distances};
+    #[pymodule_export]
+    use super::geometric_median::geometric_median;
+    #[pymodule_export]
+    use super::krum::{krum, krum_select, multi_krum};
+    #[pymodule_export]
+    use super::meamed::meamed;
+    #[pymodule_export]
+    use super::mean::mean;
+    #[pymodule_export]
+    use super::median::{median, median_backward, weighted_median};
+    #[pymodule_export]
+    use super::monoid::{
+        check_segment_ptr, segment_ptr, segment_reduce, segment_reduce_backward, tree_schedule,
+    };
+    #[pymodule_export]
+    use super::preagg::{group_means, row_norms, scale_rows};
+    #[pymodule_export]
+    use super::runtime::{_set_simd_level, get_num_threads, set_num_threads, simd_level};
+    #[pymodule_export]
+    use super::sign_vote::sign_vote;
+    #[pymodule_export]
+    use super::subsets::mda_select;
+    #[pymodule_export]
+    use super::trimmed_mean::{trimmed_mean, trimmed_mean_backward, weighted_trimmed_mean};
+    #[pymodule_export]
+    use super::{
+        empty_input_error, nonfinite_error, too_few_inputs_error, AggkitError, EmptyInputError,
+        InvalidParameterError, NonFiniteError, ShapeError, TooFewInputsError,
+    };
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
 }

@@ -1,18 +1,18 @@
 //! Bindings of the monoid tree reductions (`rust/monoid/`): CSR offsets, built-in reductions,
 //! the product's backward and the level schedule of the carry trees.
 
-use numpy::{PyReadonlyArray1, PyReadonlyArray2};
+use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::rules::{array, fresh_matrix, Out};
-use super::{parse, run, ShapeError};
+use super::convert::{array, fresh_matrix, Out};
+use super::{run, ShapeError};
 use crate::monoid::tree::{self, Pad, Schedule};
 use crate::monoid::{MFloat, Op};
 
 /// A row-major `(rows, h)` float matrix (the Python layer made it C-contiguous).
 #[derive(FromPyObject)]
-enum Dense<'py> {
+pub(crate) enum Dense<'py> {
     F32(PyReadonlyArray2<'py, f32>),
     F64(PyReadonlyArray2<'py, f64>),
 }
@@ -27,8 +27,6 @@ fn slice<'a, T: numpy::Element>(
     Ok((s, rows, h))
 }
 
-use numpy::PyUntypedArrayMethods;
-
 fn offsets(py: Python<'_>, ptr: &PyReadonlyArray1<'_, i64>, rows: usize) -> PyResult<Vec<usize>> {
     let p = ptr
         .as_slice()
@@ -39,7 +37,7 @@ fn offsets(py: Python<'_>, ptr: &PyReadonlyArray1<'_, i64>, rows: usize) -> PyRe
 /// CSR offsets (int64, `dim_size + 1`) from a sorted index.
 #[pyfunction]
 #[pyo3(signature = (index, dim_size=None))]
-fn segment_ptr(
+pub(crate) fn segment_ptr(
     py: Python<'_>,
     index: PyReadonlyArray1<'_, i64>,
     dim_size: Option<usize>,
@@ -57,7 +55,7 @@ fn segment_ptr(
 /// Validate CSR offsets for `rows` rows (and `dim_size` sets when given).
 #[pyfunction]
 #[pyo3(signature = (ptr, rows, dim_size=None))]
-fn check_segment_ptr(
+pub(crate) fn check_segment_ptr(
     py: Python<'_>,
     ptr: PyReadonlyArray1<'_, i64>,
     rows: usize,
@@ -89,14 +87,13 @@ fn reduce_into<T: MFloat + numpy::Element>(
 /// Reduce each set of rows with a built-in monoid over its carry tree.
 #[pyfunction]
 #[pyo3(signature = (x, ptr, op, empty=None))]
-fn segment_reduce(
+pub(crate) fn segment_reduce(
     py: Python<'_>,
     x: Dense<'_>,
     ptr: PyReadonlyArray1<'_, i64>,
-    op: &str,
+    op: Op,
     empty: Option<f64>,
 ) -> PyResult<Out> {
-    let op = parse("op", op, &Op::NAMES, Op::parse)?;
     match &x {
         Dense::F32(a) => reduce_into(py, a, &ptr, op, empty),
         Dense::F64(a) => reduce_into(py, a, &ptr, op, empty),
@@ -129,15 +126,14 @@ fn back<T: MFloat + numpy::Element>(
 
 /// The gradient of `segment_reduce` with respect to every row of `x`.
 #[pyfunction]
-fn segment_reduce_backward(
+pub(crate) fn segment_reduce_backward(
     py: Python<'_>,
     x: Dense<'_>,
     ptr: PyReadonlyArray1<'_, i64>,
-    op: &str,
+    op: Op,
     out: Dense<'_>,
     grad: Dense<'_>,
 ) -> PyResult<Out> {
-    let op = parse("op", op, &Op::NAMES, Op::parse)?;
     match (&x, &out, &grad) {
         (Dense::F32(a), Dense::F32(o), Dense::F32(g)) => back(py, a, &ptr, op, o, g),
         (Dense::F64(a), Dense::F64(o), Dense::F64(g)) => back(py, a, &ptr, op, o, g),
@@ -150,13 +146,12 @@ fn segment_reduce_backward(
 /// The level schedule of the carry trees: a dict of int64 arrays (`pairs`, `pairs_ptr`, `carry`,
 /// `carry_ptr`, `done`, `done_sets`, `done_ptr`) and `combines`.
 #[pyfunction]
-fn tree_schedule<'py>(
+pub(crate) fn tree_schedule<'py>(
     py: Python<'py>,
     ptr: PyReadonlyArray1<'_, i64>,
     rows: usize,
-    pad: &str,
+    pad: Pad,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let pad = parse("pad", pad, &["none", "zeros_dense", "identity"], Pad::parse)?;
     let p = offsets(py, &ptr, rows)?;
     let s = run(py, || Ok(Schedule::build(&p, pad)))?;
     fn flat(lists: impl Iterator<Item = Vec<i64>>) -> (Vec<i64>, Vec<i64>) {
@@ -183,13 +178,4 @@ fn tree_schedule<'py>(
     d.set_item("done_ptr", array(py, done_ptr))?;
     d.set_item("combines", combines)?;
     Ok(d)
-}
-
-pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(segment_ptr, m)?)?;
-    m.add_function(wrap_pyfunction!(check_segment_ptr, m)?)?;
-    m.add_function(wrap_pyfunction!(segment_reduce, m)?)?;
-    m.add_function(wrap_pyfunction!(segment_reduce_backward, m)?)?;
-    m.add_function(wrap_pyfunction!(tree_schedule, m)?)?;
-    Ok(())
 }

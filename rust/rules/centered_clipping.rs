@@ -93,7 +93,7 @@ pub fn centered_clipping<T: Float>(
                 *c += a / count;
             }
         };
-        if n * d < crate::rules::PARALLEL_MIN_VALUES {
+        if n * d < crate::pool::PARALLEL_MIN_VALUES {
             v.chunks_mut(TILE).enumerate().for_each(update);
         } else {
             pool::install(|| v.par_chunks_mut(TILE).enumerate().for_each(update));

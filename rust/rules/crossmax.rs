@@ -33,8 +33,8 @@ use crate::error::AggError;
 use crate::input::NonFinite;
 use crate::order::Float;
 use crate::pool;
+use crate::pool::PARALLEL_MIN_VALUES;
 use crate::rules::median::Even;
-use crate::rules::PARALLEL_MIN_VALUES;
 
 pub const NAME: &str = "crossmax";
 

@@ -14,13 +14,13 @@
 
 use rayon::prelude::*;
 
+use crate::columns::ColumnsOut;
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
 use crate::order::Float;
 use crate::pool;
 use crate::rules::mean;
 use crate::rules::median::{self, Even};
-use crate::rules::ColumnsOut;
 
 pub const NAME: &str = "geometric_median";
 
@@ -36,6 +36,8 @@ pub enum Init {
 }
 
 impl Init {
+    pub const NAMES: [&'static str; 3] = ["mean", "median", "zero"];
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "mean" => Some(Init::Mean),

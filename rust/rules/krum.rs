@@ -219,7 +219,7 @@ fn select<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::rows;
+    use crate::testing::rows;
 
     fn spec_x() -> Vec<Vec<f64>> {
         [

@@ -12,10 +12,10 @@
 //! median) counts as +inf. NaN ranks above +inf under `Robust`, so up to `n - keep` bad values
 //! per coordinate are left out; `Propagate` makes a coordinate holding a NaN NaN.
 
+use crate::columns::{ranked_columns, ColumnsOut, Keying, Ranked, WithRows};
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
 use crate::order::{Accumulator, Float};
-use crate::rules::{ranked_columns, ColumnsOut, Keying, Ranked, WithRows};
 
 pub const NAME: &str = "meamed";
 
@@ -113,7 +113,7 @@ fn window<T: Float>(k: &Ranked<'_, T::Key>, n: usize, keep: usize) -> (T, usize,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::rows;
+    use crate::testing::rows;
 
     fn run(data: &[Vec<f64>], f: usize) -> (Vec<f64>, Vec<u32>, Vec<u32>) {
         let x = rows(data);

@@ -453,7 +453,7 @@ pub(crate) fn weighted_sum<T: Float>(
         }
         bad
     };
-    let mut bad: Vec<usize> = if items.len() * x.d() < super::PARALLEL_MIN_VALUES {
+    let mut bad: Vec<usize> = if items.len() * x.d() < crate::pool::PARALLEL_MIN_VALUES {
         let mut acc = Vec::new();
         out.chunks_mut(TILE)
             .enumerate()
@@ -532,7 +532,7 @@ pub fn mean<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{rows, Rng};
+    use crate::testing::{rows, Rng};
 
     #[test]
     fn plain_weighted_and_robust() {

@@ -14,11 +14,11 @@
 //! interpreted network (`network.rs`) up to `network::MAX_N`, introselect per coordinate
 //! beyond.
 
+use crate::columns::compiled::{self as columns, Select};
+use crate::columns::{ranked_columns, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows};
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
 use crate::order::Float;
-use crate::rules::columns::{self, Select};
-use crate::rules::{ranked_columns, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows};
 
 pub const NAME: &str = "median";
 
@@ -31,6 +31,8 @@ pub enum Even {
 }
 
 impl Even {
+    pub const NAMES: [&'static str; 3] = ["mean", "lower", "upper"];
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "mean" => Some(Even::Mean),
@@ -104,7 +106,7 @@ fn middle<T: Float, Kg: Keying<T>>(k: &Ranked<'_, Kg::K>, r_lo: usize, r_hi: usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{rows, Rng};
+    use crate::testing::{rows, Rng};
 
     fn med<T: Float>(data: &[Vec<T>], even: Even, policy: NonFinite) -> Vec<T> {
         let x = rows(data);

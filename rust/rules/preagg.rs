@@ -1,5 +1,5 @@
-//! Kernels of the pre-aggregators and of signSGD: row norms (static clipping, ARC), means of
-//! groups of rows (nearest-neighbour mixing, bucketing) and the majority vote of signs.
+//! Kernels of the pre-aggregators: row norms (static clipping, ARC), means of groups of rows
+//! (nearest-neighbour mixing, bucketing) and scaled rows.
 //!
 //! Every output value is computed by one task with a fixed summation order (rows in the order
 //! given, float64 accumulation), so results do not depend on the thread count.
@@ -10,10 +10,10 @@ use crate::error::AggError;
 use crate::input::Rows;
 use crate::order::Float;
 use crate::pool;
-use crate::rules::PARALLEL_MIN_VALUES;
+use crate::pool::PARALLEL_MIN_VALUES;
 
 /// Coordinates per task: long contiguous runs per row stream at full bandwidth (as in mean.rs).
-const TILE: usize = 32768;
+pub(crate) const TILE: usize = 32768;
 
 /// Run `task((k, chunk))` over a row-major `rows × d` output cut into chunks of one row and at
 /// most [`TILE`] coordinates (chunk `k` is row `k / tiles`, tile `k % tiles`), in parallel when
@@ -113,57 +113,18 @@ pub fn scale_rows<T: Float>(x: &Rows<'_, T>, scales: &[f64], out: &mut [T]) {
     for_each_row_tile(out, d, x.n() * d, task);
 }
 
-/// signSGD's majority vote: `out_j = sign(Σ_i sign(x_ij))` (`sign(0) = 0`, so a tied vote or
-/// zeros give 0). NaN has no sign: under `propagate` a coordinate holding a NaN is NaN,
-/// otherwise a NaN abstains (it is the caller's policy to refuse it first).
-pub fn sign_vote<T: Float>(x: &Rows<'_, T>, propagate: bool, out: &mut [T]) {
-    let d = x.d();
-    assert_eq!(out.len(), d);
-    let task = |(t, o): (usize, &mut [T])| {
-        let (j0, w) = (t * TILE, o.len());
-        // i32 votes (n < 2^31 inputs) compared in the input type: no conversions, so the row
-        // loop vectorizes.
-        let mut count = vec![0i32; w];
-        for r in x.rows() {
-            for (c, &v) in count.iter_mut().zip(&r[j0..j0 + w]) {
-                *c += (v > T::ZERO) as i32 - (v < T::ZERO) as i32;
-            }
-        }
-        for (ov, &c) in o.iter_mut().zip(&count) {
-            *ov = T::from_f64(c.signum() as f64);
-        }
-        if propagate {
-            for r in x.rows() {
-                for (ov, v) in o.iter_mut().zip(&r[j0..j0 + w]) {
-                    if v.is_nan() {
-                        *ov = T::NAN;
-                    }
-                }
-            }
-        }
-    };
-    if x.n() * d < PARALLEL_MIN_VALUES {
-        out.chunks_mut(TILE).enumerate().for_each(task);
-    } else {
-        pool::install(|| out.par_chunks_mut(TILE).enumerate().for_each(task));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::rows;
+    use crate::testing::rows;
 
     #[test]
-    fn group_means_and_votes() {
+    fn group_means_and_norms() {
         let data = vec![vec![1.0f64, -2.0], vec![3.0, 0.0], vec![5.0, 2.0]];
         let x = rows(&data);
         let mut out = vec![0.0; 4];
         group_means(&x, &[0, 2, 3], &[0, 2, 1], &mut out).unwrap();
         assert_eq!(out, vec![3.0, 0.0, 3.0, 0.0]);
-        let mut v = vec![0.0; 2];
-        sign_vote(&x, false, &mut v);
-        assert_eq!(v, vec![1.0, 0.0]);
         assert!(group_means(&x, &[0, 0, 3], &[0, 1, 2], &mut out).is_err());
         assert_eq!(row_norms(&x)[1], 3.0);
     }

@@ -1,34 +1,14 @@
-//! Selections over the pairwise distance matrix: minimum-diameter averaging's subset search
-//! (El Mhamdi et al., PODC 2020; byzfl `MDA`) and Bulyan's iterated Krum (El Mhamdi, Guerraoui,
-//! Rouault, ICML 2018). Both take the full `n × n` squared-distance matrix (`distance.rs`, or the
-//! sum over tensors of a model); a non-finite distance counts as +inf, so a broken input is the
-//! last one any selection takes.
+//! The subset rules' search over the pairwise distance matrix: minimum-diameter averaging
+//! (El Mhamdi et al., PODC 2020; byzfl `MDA`). It takes the full `n × n` squared-distance matrix
+//! (`distance.rs`, or the sum over tensors of a model); a non-finite distance counts as +inf, so
+//! a broken input is the last one the search keeps. SMEA, CAF and MoNNA decide in the Python
+//! layer on the same matrix (`aggkit._plans`).
 
 use rayon::prelude::*;
 
+use crate::distance::{check_square, clean};
 use crate::error::AggError;
 use crate::pool;
-
-fn clean(v: f64) -> f64 {
-    if v.is_finite() {
-        v
-    } else {
-        f64::INFINITY
-    }
-}
-
-fn check_matrix(rule: &'static str, dist: &[f64], n: usize) -> Result<(), AggError> {
-    if dist.len() != n * n {
-        return Err(AggError::InvalidParameter {
-            rule,
-            message: format!(
-                "the distance matrix must be n x n, got {} entries for n={n}",
-                dist.len()
-            ),
-        });
-    }
-    Ok(())
-}
 
 /// `C(n, k)`, saturating at `u64::MAX`.
 pub fn binomial(n: usize, k: usize) -> u64 {
@@ -54,7 +34,7 @@ pub fn mda_select(
     max_subsets: u64,
 ) -> Result<Vec<usize>, AggError> {
     const RULE: &str = "mda";
-    check_matrix(RULE, dist, n)?;
+    check_square(RULE, dist, n)?;
     if n < 2 * f + 1 {
         return Err(AggError::TooFewInputs {
             rule: RULE,
@@ -140,74 +120,10 @@ pub fn mda_select(
     Ok((0..n).filter(|i| !removed.contains(i)).collect())
 }
 
-/// Bulyan's first stage: `theta = n - 2f` inputs chosen one by one, each by Krum (with the same
-/// `f`) among those not chosen yet. Round `t` scores each remaining input by the sum of its
-/// `k_t = |R_t| - f - 2` smallest distances to the other remaining inputs (`clamp`: at least 1,
-/// Flower's choice; at most `|R_t| - 1`); the lowest score wins, ties to the lower index.
-/// Returns the chosen inputs in the order chosen, and each one's score when chosen.
-pub fn bulyan_select(
-    dist: &[f64],
-    n: usize,
-    f: usize,
-    clamp: bool,
-) -> Result<(Vec<usize>, Vec<f64>), AggError> {
-    const RULE: &str = "bulyan";
-    check_matrix(RULE, dist, n)?;
-    if n < 4 * f + 3 {
-        return Err(AggError::TooFewInputs {
-            rule: RULE,
-            requirement: "n >= 4f + 3",
-            n,
-            f,
-        });
-    }
-    let theta = n - 2 * f;
-    let mut remaining: Vec<usize> = (0..n).collect();
-    let (mut chosen, mut scores) = (Vec::with_capacity(theta), Vec::with_capacity(theta));
-    let mut row: Vec<f64> = Vec::with_capacity(n);
-    for _ in 0..theta {
-        let r = remaining.len();
-        let mut k = (r as isize - f as isize - 2).max(0) as usize;
-        if clamp {
-            k = k.max(1);
-        }
-        k = k.min(r - 1);
-        let mut best: Option<(f64, usize)> = None;
-        for (pos, &i) in remaining.iter().enumerate() {
-            row.clear();
-            row.extend(
-                remaining
-                    .iter()
-                    .filter(|&&j| j != i)
-                    .map(|&j| clean(dist[i * n + j])),
-            );
-            row.sort_by(f64::total_cmp);
-            let s: f64 = row[..k].iter().sum();
-            if best.is_none_or(|(b, _)| s < b) {
-                best = Some((s, pos));
-            }
-        }
-        let (s, pos) = best.expect("at least one input remains");
-        chosen.push(remaining.remove(pos));
-        scores.push(s);
-    }
-    Ok((chosen, scores))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sq_dists(x: &[Vec<f64>]) -> Vec<f64> {
-        let n = x.len();
-        let mut d = vec![0.0; n * n];
-        for i in 0..n {
-            for j in 0..n {
-                d[i * n + j] = x[i].iter().zip(&x[j]).map(|(a, b)| (a - b) * (a - b)).sum();
-            }
-        }
-        d
-    }
+    use crate::testing::sq_dists;
 
     #[test]
     fn mda_oracle() {
@@ -225,25 +141,5 @@ mod tests {
         );
         assert!(mda_select(&sq_dists(&y), 4, 1, 3).is_err());
         assert_eq!(binomial(50, 25), 126410606437752);
-    }
-
-    #[test]
-    fn bulyan_spec_order() {
-        let x: Vec<Vec<f64>> = [
-            [6., -8.],
-            [-6., -5.],
-            [-6., 6.],
-            [7., 2.],
-            [-9., -8.],
-            [-3., -1.],
-            [40., -30.],
-        ]
-        .iter()
-        .map(|r| r.to_vec())
-        .collect();
-        for clamp in [true, false] {
-            let (sel, _) = bulyan_select(&sq_dists(&x), 7, 1, clamp).unwrap();
-            assert_eq!(sel, vec![5, 1, 3, 2, 0]);
-        }
     }
 }

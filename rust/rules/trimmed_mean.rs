@@ -20,14 +20,14 @@
 //! the spec's tie-corrected masked sum where it is provably exact, hence the same bits
 //! ([`exact_kept_mean`]); a block where it is not sorts its kept ranks as before.
 
+use crate::columns::compiled::{self as columns, Select};
+use crate::columns::{
+    ranked_columns, ranked_columns_with, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows,
+};
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
 use crate::network::LANES;
 use crate::order::{Accumulator, Float};
-use crate::rules::columns::{self, Select};
-use crate::rules::{
-    ranked_columns, ranked_columns_with, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows,
-};
 use crate::simd;
 use std::any::TypeId;
 
@@ -294,7 +294,7 @@ fn finish_exact(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{rows, Rng};
+    use crate::testing::{rows, Rng};
 
     fn tm<T: Float>(data: &[Vec<T>], f: usize, policy: NonFinite) -> Vec<T> {
         let x = rows(data);

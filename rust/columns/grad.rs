@@ -37,7 +37,7 @@ fn by_rows<T: Float>(n: usize, d: usize, out: &mut [T], row: impl Fn(usize, &mut
     if d == 0 {
         return;
     }
-    if n * d < super::PARALLEL_MIN_VALUES {
+    if n * d < crate::pool::PARALLEL_MIN_VALUES {
         out.chunks_mut(d).enumerate().for_each(|(i, o)| row(i, o));
     } else {
         crate::pool::install(|| {
@@ -123,7 +123,7 @@ pub fn kept<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::rows;
+    use crate::testing::rows;
 
     #[test]
     fn route_single_and_pair() {

@@ -22,11 +22,11 @@
 //! * **`propagate`**: an extra pass takes each lane's largest key; a NaN key there makes the
 //!   coordinate NaN (and the first NaN row its reported row).
 
+use crate::columns::{for_each_tile, ColumnsOut, Tile};
 use crate::input::Rows;
 use crate::netgen;
 use crate::network::{generated, KeyVec, LaneKey, Net, UseNet};
 use crate::order::{Accumulator, Float};
-use crate::rules::{for_each_tile, ColumnsOut, Tile};
 use crate::simd::{self, Level};
 
 /// Coordinates per tile (one rayon task): 16 KB of each float32 row, long enough runs per row
@@ -298,8 +298,8 @@ fn row_of_rank<K: Ord + Copy>(n: usize, key: &impl Fn(usize) -> K, rank: usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::rows;
-    use crate::rules::ColumnsOut;
+    use crate::columns::ColumnsOut;
+    use crate::testing::rows;
 
     /// Values with many ties, signed zeros, infinities and (optionally) NaN.
     fn column_values(n: usize, d: usize, seed: u64, nan: bool) -> Vec<Vec<f64>> {

@@ -18,11 +18,11 @@
 //! above `+inf` under `Robust` (trimmed from the top); `Propagate` makes a coordinate holding a
 //! NaN NaN.
 
+use crate::columns::{ranked_columns, ColumnsOut, Keying, Ranked, WithRows};
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
 use crate::order::Float;
 use crate::rules::median::Even;
-use crate::rules::{ranked_columns, ColumnsOut, Keying, Ranked, WithRows};
 
 pub const MEDIAN: &str = "median";
 pub const TRIMMED_MEAN: &str = "trimmed mean";
@@ -158,7 +158,7 @@ fn trimmed_column<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::rows;
+    use crate::testing::rows;
 
     fn wmed(data: &[Vec<f64>], w: &[f64], even: Even) -> Vec<f64> {
         let x = rows(data);

@@ -1,0 +1,511 @@
+//! The coordinate-wise engine of the order-statistic rules (median, trimmed mean, meamed and
+//! their weighted forms): tiles of coordinates, each ranked by `(value, row)`.
+//!
+//! Coordinate-wise rules share [`for_each_tile`]: the output is cut into tiles of consecutive
+//! coordinates at boundaries that depend only on `(n, d)`, each tile is computed by one task,
+//! so the result is bit-identical for any thread count. [`compiled`] ranks a tile with the
+//! generated selection networks for `n <= 64`; [`ranked_columns`] with the interpreted network
+//! or a selection beyond; [`grad`] routes gradients back to the rows a selection kept.
+
+pub(crate) mod compiled;
+pub mod grad;
+pub mod weighted;
+
+use rayon::prelude::*;
+
+use crate::input::Rows;
+use crate::network::{self, LANES};
+use crate::order::{select, Float};
+use crate::simd;
+
+/// Per-coordinate outputs of a selection kernel: the values and, when asked for, the two rows
+/// that define the selection (median: lower/upper middle; trimmed mean: lowest/highest kept).
+pub struct ColumnsOut<'a, T> {
+    pub values: &'a mut [T],
+    pub rows: Option<(&'a mut [u32], &'a mut [u32])>,
+}
+
+impl<'a, T> ColumnsOut<'a, T> {
+    pub fn new(values: &'a mut [T]) -> Self {
+        ColumnsOut { values, rows: None }
+    }
+    pub fn with_rows(values: &'a mut [T], lo: &'a mut [u32], hi: &'a mut [u32]) -> Self {
+        assert!(lo.len() == values.len() && hi.len() == values.len());
+        ColumnsOut {
+            values,
+            rows: Some((lo, hi)),
+        }
+    }
+}
+
+/// One tile handed to a column kernel: coordinates `j0 .. j0 + values.len()`.
+pub(crate) struct Tile<'t, T> {
+    pub j0: usize,
+    pub values: &'t mut [T],
+    pub lo: &'t mut [u32],
+    pub hi: &'t mut [u32],
+    pub want_rows: bool,
+}
+
+/// Number of coordinates per tile for `n` rows: the tile's keys (`n × tile`, ~16 KiB of u32)
+/// stay in L1 while they are transposed in and selected, which measured ~2x faster than
+/// L2-sized tiles (the strided transpose writes touch one cache line per key).
+pub(crate) fn tile_width(n: usize) -> usize {
+    ((4096 / n.max(1)) / LANES * LANES).clamp(LANES, 512)
+}
+
+/// Bytes of keys per tile of the interpreted network (see [`network_tile_width`]).
+const NETWORK_TILE_BYTES: usize = 1 << 18;
+
+/// The type of an absent `ends` attempt (see [`ranked_columns_with`]).
+type EndsFn<T, K> = fn(&[K], &mut [T; LANES]) -> bool;
+
+/// Blocks of a tile that skip the `ends` attempt of [`ranked_columns_with`] after it missed.
+pub(crate) const ENDS_SKIP: usize = 8;
+
+/// Rows ahead of the one being loaded whose tile run [`load_tile`] prefetches.
+const PREFETCH_ROWS: usize = 4;
+
+/// Number of coordinates per tile of the interpreted network: the tile's keys (`n × tile`
+/// keys of `key_bytes` each, block-major, see [`load_tile`]) fill about a quarter of L2,
+/// while the network works on one block (`n × LANES` keys) at a time in L1. Each row is then read in
+/// runs of `tile` values: with the L1-sized tiles of [`tile_width`], `n = 200` read 64 bytes
+/// per row before switching rows, and loading the tile took more samples than the network.
+pub(crate) fn network_tile_width(n: usize, key_bytes: usize) -> usize {
+    ((NETWORK_TILE_BYTES / (n.max(1) * key_bytes)) / LANES * LANES).clamp(LANES, 4096)
+}
+
+/// What the zipped chunk iterators yield: `(tile index, ((values, lo rows), hi rows))`.
+type TileItem<'t, T> = (usize, ((&'t mut [T], &'t mut [u32]), &'t mut [u32]));
+
+/// Run `kernel(scratch, tile)` over all tiles of `out`, in parallel when the input is large.
+pub(crate) fn for_each_tile<T, S>(
+    x: &Rows<'_, T>,
+    out: ColumnsOut<'_, T>,
+    width: usize,
+    init: impl Fn() -> S + Sync + Send,
+    kernel: impl Fn(&mut S, Tile<'_, T>) + Sync + Send,
+) where
+    T: Float,
+{
+    let d = x.d();
+    assert_eq!(out.values.len(), d);
+    let want_rows = out.rows.is_some();
+    // Without requested rows, write them into zeroed buffers that are never touched: the
+    // allocator maps them lazily, so they cost nothing and keep one code path.
+    let (mut lo_buf, mut hi_buf): (Vec<u32>, Vec<u32>);
+    let (lo, hi) = match out.rows {
+        Some(r) => r,
+        None => {
+            lo_buf = vec![0u32; d];
+            hi_buf = vec![0u32; d];
+            (&mut lo_buf[..], &mut hi_buf[..])
+        }
+    };
+    let values = out.values;
+    if d == 0 {
+        return;
+    }
+    let run = |s: &mut S, (t, ((v, l), h)): TileItem<'_, T>| {
+        kernel(
+            s,
+            Tile {
+                j0: t * width,
+                values: v,
+                lo: l,
+                hi: h,
+                want_rows,
+            },
+        )
+    };
+    if x.n() * d < crate::pool::PARALLEL_MIN_VALUES {
+        let mut s = init();
+        values
+            .chunks_mut(width)
+            .zip(lo.chunks_mut(width))
+            .zip(hi.chunks_mut(width))
+            .enumerate()
+            .for_each(|item| run(&mut s, item));
+    } else {
+        crate::pool::install(|| {
+            values
+                .par_chunks_mut(width)
+                .zip(lo.par_chunks_mut(width))
+                .zip(hi.par_chunks_mut(width))
+                .enumerate()
+                .for_each_init(&init, |s, item| run(s, item));
+        });
+    }
+}
+
+/// How a column kernel ranks values: `(value, row)` keys when it must report rows, value-only
+/// keys (half the width, faster to select) when it need not. Both give the same order of values.
+pub(crate) trait Keying<T: Float>: Sync {
+    type K: Ord + Copy + Send + Sync;
+    fn key(v: T, row: u32) -> Self::K;
+    fn value(k: Self::K) -> T;
+    fn row(k: Self::K) -> u32;
+}
+
+pub(crate) struct WithRows;
+pub(crate) struct ValuesOnly;
+
+impl<T: Float> Keying<T> for WithRows {
+    type K = T::Key;
+    #[inline(always)]
+    fn key(v: T, row: u32) -> T::Key {
+        v.key(row)
+    }
+    #[inline(always)]
+    fn value(k: T::Key) -> T {
+        T::key_value(k)
+    }
+    #[inline(always)]
+    fn row(k: T::Key) -> u32 {
+        T::key_row(k)
+    }
+}
+
+impl<T: Float> Keying<T> for ValuesOnly {
+    type K = T::VKey;
+    #[inline(always)]
+    fn key(v: T, _row: u32) -> T::VKey {
+        v.vkey()
+    }
+    #[inline(always)]
+    fn value(k: T::VKey) -> T {
+        T::vkey_value(k)
+    }
+    #[inline(always)]
+    fn row(_k: T::VKey) -> u32 {
+        0
+    }
+}
+
+/// The keys of one coordinate in rank order, at least for the ranks a kernel asked for.
+pub(crate) struct Ranked<'k, K> {
+    keys: &'k [K],
+    base: usize,
+    stride: usize,
+}
+
+impl<K: Copy> Ranked<'_, K> {
+    /// The key of rank `r` (0-based); valid for the ranks passed to [`ranked_columns`].
+    #[inline(always)]
+    pub fn get(&self, r: usize) -> K {
+        self.keys[self.base + r * self.stride]
+    }
+}
+
+/// Run a rank-based column kernel. For every coordinate the keys of ranks `lo..=hi` are put in
+/// rank order (a network for `n <= network::MAX_N`, selection plus a sort of that range beyond),
+/// `finish` turns them into the output value and names two ranks (within `lo..=hi`) whose rows
+/// are reported: the bounds of the kept range, which the backward rebuilds from them.
+/// Under `propagate`, a coordinate holding a NaN is NaN and reports the first NaN row.
+///
+/// `finish_block` is the same computation for a whole network block at once (keys laid out
+/// `[rank * LANES + lane]`), for rules whose per-coordinate `finish` is one long dependency
+/// chain (the trimmed mean's ordered sum: its lanes are independent chains side by side). It
+/// must give `finish`'s bits; it is used only when no rows are asked for, and returns `false`
+/// where the rule has no such form.
+pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
+    x: &Rows<'_, T>,
+    out: ColumnsOut<'_, T>,
+    propagate: bool,
+    lo: usize,
+    hi: usize,
+    finish: impl Fn(&Ranked<'_, Kg::K>) -> (T, usize, usize) + Sync + Send,
+    finish_block: impl Fn(&mut [Kg::K], &mut [T; LANES]) -> bool + Sync + Send,
+) {
+    let no_ends: Option<EndsFn<T, Kg::K>> = None;
+    ranked_columns_with::<T, Kg>(x, out, propagate, lo, hi, no_ends, finish, finish_block)
+}
+
+/// [`ranked_columns`] with a cheaper first attempt per block. With `ends` (and no rows asked
+/// for, `n <= network::MAX_N`), a block first runs a network that places only ranks `lo` and
+/// `hi` (the other keys are left in no particular order), and `ends` computes the block's
+/// values from that, or returns `false` where it cannot give `finish_block`'s bits. Then the
+/// network placing `lo..=hi` runs on the same keys (a network sorts any order) and
+/// `finish_block` (which must then succeed) finishes as usual. After such a miss the next
+/// [`ENDS_SKIP`] blocks of the tile skip the attempt: data that defeats it on purpose (a
+/// Byzantine row) costs about `1 / ENDS_SKIP` of the attempt, not a whole attempt per block.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
+    x: &Rows<'_, T>,
+    out: ColumnsOut<'_, T>,
+    propagate: bool,
+    lo: usize,
+    hi: usize,
+    ends: Option<impl Fn(&[Kg::K], &mut [T; LANES]) -> bool + Sync + Send>,
+    finish: impl Fn(&Ranked<'_, Kg::K>) -> (T, usize, usize) + Sync + Send,
+    finish_block: impl Fn(&mut [Kg::K], &mut [T; LANES]) -> bool + Sync + Send,
+) {
+    let n = x.n();
+    let emit = |t: &mut Tile<'_, T>, c: usize, first_nan: u32, r: &Ranked<'_, Kg::K>| {
+        if first_nan != u32::MAX {
+            t.values[c] = T::NAN;
+            t.lo[c] = first_nan;
+            t.hi[c] = first_nan;
+            return;
+        }
+        let (v, r_lo, r_hi) = finish(r);
+        t.values[c] = v;
+        if t.want_rows {
+            t.lo[c] = Kg::row(r.get(r_lo));
+            t.hi[c] = Kg::row(r.get(r_hi));
+        }
+    };
+    if n <= network::MAX_N {
+        let level = simd::level();
+        let net = network::Plan::new(level, n, &(lo..=hi).collect::<Vec<_>>());
+        let ends = match ends {
+            Some(f) if out.rows.is_none() => {
+                let mut w = vec![lo, hi];
+                w.dedup();
+                Some((network::Plan::new(level, n, &w), f))
+            }
+            _ => None,
+        };
+        for_each_tile(
+            x,
+            out,
+            network_tile_width(n, std::mem::size_of::<Kg::K>()),
+            || (Vec::new(), Vec::new(), 0usize),
+            |(keys, first_nan, skip): &mut (Vec<Kg::K>, Vec<u32>, usize), mut t| {
+                let w = t.values.len();
+                let off = load_tile::<T, Kg>(level, x, t.j0, w, keys, first_nan, propagate);
+                let blocks = w.div_ceil(LANES);
+                let keys = &mut keys[off..off + blocks * n * LANES];
+                *skip = 0; // a miss skips blocks of its own tile only
+                for (b, kb) in keys.chunks_exact_mut(n * LANES).enumerate() {
+                    let b0 = b * LANES;
+                    let lanes = (w - b0).min(LANES);
+                    let mut block_values = [T::ZERO; LANES];
+                    let mut done = false;
+                    if let Some((ends_net, attempt)) = &ends {
+                        if *skip == 0 {
+                            ends_net.apply(kb);
+                            done = attempt(kb, &mut block_values);
+                            if !done {
+                                *skip = ENDS_SKIP;
+                            }
+                        } else {
+                            *skip -= 1;
+                        }
+                    }
+                    if !done {
+                        net.apply(kb);
+                        done = !t.want_rows && finish_block(kb, &mut block_values);
+                        assert!(done || ends.is_none(), "finish_block declined after ends");
+                    }
+                    if done {
+                        for (l, &v) in block_values.iter().enumerate().take(lanes) {
+                            t.values[b0 + l] = if first_nan[b0 + l] == u32::MAX {
+                                v
+                            } else {
+                                T::NAN
+                            };
+                        }
+                        continue;
+                    }
+                    for l in 0..lanes {
+                        let r = Ranked {
+                            keys: &kb[..],
+                            base: l,
+                            stride: LANES,
+                        };
+                        emit(&mut t, b0 + l, first_nan[b0 + l], &r);
+                    }
+                }
+            },
+        );
+    } else {
+        for_each_tile(
+            x,
+            out,
+            tile_width(n),
+            || (Vec::new(), Vec::new()),
+            |(keys, first_nan): &mut (Vec<Kg::K>, Vec<u32>), mut t| {
+                let w = t.values.len();
+                load_keys::<T, Kg>(x, t.j0, w, keys, first_nan, propagate);
+                for c in 0..w {
+                    let col = &mut keys[c * n..(c + 1) * n];
+                    if first_nan[c] == u32::MAX {
+                        select(col, lo);
+                        let rest = &mut col[lo..];
+                        if hi - lo + 1 < rest.len() {
+                            select(rest, hi - lo + 1);
+                        }
+                        rest[..=hi - lo].sort_unstable();
+                    }
+                    let r = Ranked {
+                        keys: &col[..],
+                        base: 0,
+                        stride: 1,
+                    };
+                    emit(&mut t, c, first_nan[c], &r);
+                }
+            },
+        );
+    }
+}
+
+/// Load coordinates `j0 .. j0 + width` as consecutive network blocks of [`LANES`]
+/// coordinates: block `b` is `keys[off + b * n * LANES ..]`, laid out `[row * LANES + lane]`,
+/// where the returned `off` puts the blocks on a 64-byte boundary; lanes past `width` in the
+/// last block hold a dummy key and are ignored. `first_nan[c]` is the first row holding a NaN
+/// in column `j0 + c` (or `u32::MAX`) when `track_nan`.
+///
+/// Each row is read once, `width` values in a row (not 16 at a time per block): the per-row
+/// work is amortised over the tile and the reads stream (profiled: the block-by-block load
+/// was 42 % of the median's samples at n = 10).
+pub(crate) fn load_tile<T: Float, Kg: Keying<T>>(
+    level: simd::Level,
+    x: &Rows<'_, T>,
+    j0: usize,
+    width: usize,
+    keys: &mut Vec<Kg::K>,
+    first_nan: &mut Vec<u32>,
+    track_nan: bool,
+) -> usize {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: these levels are only in force when the CPU reports their features (simd.rs).
+        simd::Level::Avx2 | simd::Level::Avx512 => unsafe {
+            load_tile_avx2::<T, Kg>(x, j0, width, keys, first_nan, track_nan)
+        },
+        _ => load_tile_body::<T, Kg>(x, j0, width, keys, first_nan, track_nan),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn load_tile_avx2<T: Float, Kg: Keying<T>>(
+    x: &Rows<'_, T>,
+    j0: usize,
+    width: usize,
+    keys: &mut Vec<Kg::K>,
+    first_nan: &mut Vec<u32>,
+    track_nan: bool,
+) -> usize {
+    load_tile_body::<T, Kg>(x, j0, width, keys, first_nan, track_nan)
+}
+
+/// Ask for `run` in L1 ahead of its use. The tile's rows are read in short runs (a few
+/// hundred bytes to a few KB each at `n >= 100`), too short for the hardware prefetcher to
+/// ramp up before the next row: the loads stalled on memory (perf: 75 % of `load_tile`'s
+/// samples on one load at n = 200). Prefetching the run of the row `PREFETCH_ROWS` ahead
+/// measured 1.1-1.5x faster at n = 100-500 (benches/RESULTS.md).
+#[inline(always)]
+fn prefetch<T>(run: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = run.as_ptr() as *const i8;
+        for off in (0..std::mem::size_of_val(run)).step_by(64) {
+            // SAFETY: `p + off` is inside `run`; a prefetch never faults anyway.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.add(off))
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = run;
+}
+
+/// One block row of keys. A function of its own so that `src` and `dst` are parameters: their
+/// no-alias guarantee survives inlining and the loop vectorises (written inline, the compiler
+/// could not rule out that the keys overlap the input and emitted scalar code).
+#[inline(always)]
+fn convert<T: Float, Kg: Keying<T>>(src: &[T; LANES], dst: &mut [Kg::K; LANES], row: u32) {
+    for l in 0..LANES {
+        dst[l] = Kg::key(src[l], row);
+    }
+}
+
+#[inline(always)]
+fn load_tile_body<T: Float, Kg: Keying<T>>(
+    x: &Rows<'_, T>,
+    j0: usize,
+    width: usize,
+    keys: &mut Vec<Kg::K>,
+    first_nan: &mut Vec<u32>,
+    track_nan: bool,
+) -> usize {
+    let n = x.n();
+    let blocks = width.div_ceil(LANES);
+    let len = blocks * n * LANES;
+    // Block rows start on cache lines: the allocator only promises 16 bytes, and with a
+    // buffer off by 16 every other 32-byte access of the network splits a line, so its
+    // stores no longer forward to the loads that follow (measured: the network's time
+    // doubled in processes whose heap had shifted, e.g. after `import torch`).
+    let slack = 64usize.div_ceil(std::mem::size_of::<Kg::K>());
+    keys.resize(len + slack, Kg::key(T::ZERO, 0));
+    let off = keys.as_ptr().align_offset(64).min(slack);
+    let keys = &mut keys[off..off + len];
+    first_nan.clear();
+    first_nan.resize(blocks * LANES, u32::MAX);
+    let stride = n * LANES;
+    for i in 0..n {
+        let r = &x.row(i)[j0..j0 + width];
+        let row = i as u32;
+        if i + PREFETCH_ROWS < n {
+            prefetch(&x.row(i + PREFETCH_ROWS)[j0..j0 + width]);
+        }
+        let mut chunks = r.chunks_exact(LANES);
+        for (b, c) in (&mut chunks).enumerate() {
+            // Fixed-size arrays: a known trip count of LANES lets the loop vectorise.
+            let c: &[T; LANES] = c.try_into().expect("chunks_exact yields LANES values");
+            let at = b * stride + i * LANES;
+            let dst: &mut [Kg::K; LANES] = (&mut keys[at..at + LANES])
+                .try_into()
+                .expect("a block row holds LANES keys");
+            convert::<T, Kg>(c, dst, row);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let b = blocks - 1;
+            let dst = &mut keys[b * stride + i * LANES..b * stride + (i + 1) * LANES];
+            for (l, d) in dst.iter_mut().enumerate() {
+                *d = Kg::key(rest.get(l).copied().unwrap_or(T::ZERO), row);
+            }
+        }
+        if track_nan && r.iter().any(|v| v.is_nan()) {
+            for (c, v) in r.iter().enumerate() {
+                if v.is_nan() && first_nan[c] == u32::MAX {
+                    first_nan[c] = row;
+                }
+            }
+        }
+    }
+    off
+}
+
+/// Fill `keys` (column-major, `n` keys per column) with the keys of coordinates
+/// `j0 .. j0 + width`; returns, per column, the first row holding a NaN (or `u32::MAX`).
+pub(crate) fn load_keys<T: Float, Kg: Keying<T>>(
+    x: &Rows<'_, T>,
+    j0: usize,
+    width: usize,
+    keys: &mut Vec<Kg::K>,
+    first_nan: &mut Vec<u32>,
+    track_nan: bool,
+) {
+    let n = x.n();
+    // Every slot is overwritten below: only grow or shrink, never re-fill.
+    keys.resize(n * width, Kg::key(T::ZERO, 0));
+    first_nan.clear();
+    first_nan.resize(width, u32::MAX);
+    for i in 0..n {
+        let r = &x.row(i)[j0..j0 + width];
+        for (c, &v) in r.iter().enumerate() {
+            keys[c * n + i] = Kg::key(v, i as u32);
+        }
+        if track_nan {
+            for (c, &v) in r.iter().enumerate() {
+                if v.is_nan() && first_nan[c] == u32::MAX {
+                    first_nan[c] = i as u32;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! `distance.rs` for Python: the exact distances the subset rules and pre-aggregators decide on.
+
+use numpy::PyReadonlyArray1;
+use pyo3::prelude::*;
+
+use super::convert::{array, contiguous, dispatch, matrix, Matrix, Out};
+use super::{run, ShapeError};
+use crate::distance as core;
+
+/// All pairwise squared distances as an `(n, n)` float64 array.
+#[pyfunction]
+pub(crate) fn pairwise_sq_distances(py: Python<'_>, x: Matrix<'_>) -> PyResult<Out> {
+    dispatch!(x.rows("pairwise_sq_distances")?, r => {
+        let n = r.n();
+        let dm = run(py, || Ok(core::pairwise_sq_dists(&r)))?;
+        matrix(py, dm, n, n)
+    })
+}
+
+/// Euclidean distances of each input to one float64 point.
+#[pyfunction]
+pub(crate) fn dists_to(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    z: PyReadonlyArray1<'_, f64>,
+) -> PyResult<Out> {
+    let z = contiguous("z", &z)?;
+    dispatch!(x.rows("dists_to")?, r => {
+        if z.len() != r.d() {
+            return Err(ShapeError::new_err(format!(
+                "the point has {} values, the inputs {}", z.len(), r.d()
+            )));
+        }
+        let v = run(py, || Ok(core::dists_to(&r, z)))?;
+        Ok(array(py, v))
+    })
+}

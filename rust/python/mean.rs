@@ -1,0 +1,30 @@
+//! `rules/mean.rs` for Python.
+
+use numpy::PyReadonlyArray1;
+use pyo3::prelude::*;
+
+use super::convert::{array, dispatch, weights, Matrix, Out};
+use super::run;
+use crate::input::NonFinite;
+use crate::order::Float;
+use crate::rules::mean as core;
+
+/// The (weighted) mean, and the inputs dropped as non-finite.
+#[pyfunction]
+#[pyo3(signature = (x, weights, nonfinite))]
+pub(crate) fn mean(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    weights: Option<PyReadonlyArray1<'_, f64>>,
+    nonfinite: NonFinite,
+) -> PyResult<(Out, Vec<usize>)> {
+    let w = self::weights(&weights)?;
+    dispatch!(x.rows(core::NAME)?, r => {
+        let (vals, info) = run(py, || {
+            let mut out = vec![Float::ZERO; r.d()];
+            let info = core::mean(&r, w, nonfinite, &mut out)?;
+            Ok((out, info))
+        })?;
+        Ok((array(py, vals), info.dropped))
+    })
+}
