@@ -26,19 +26,22 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
 import aggkit
 
+torch: Any
 try:
     import torch
 except ImportError:  # torch is an optional extra
     torch = None
 
 
-def timed(fn, repeats: int, device: str = "cpu", warmup: bool = False) -> float:
+def timed(fn: Callable[[], object], repeats: int, device: str = "cpu", warmup: bool = False) -> float:
     """Median wall time in seconds over ``repeats`` calls of ``fn``.
 
     ``warmup`` makes one untimed call first (kernels compiled, memory allocated); on a CUDA
@@ -79,7 +82,8 @@ def read_bandwidth(threads: int, gib: float = 1.0) -> float:
 
 def np_trimmed_mean(x: np.ndarray, f: int) -> np.ndarray:
     n = x.shape[0]
-    return np.partition(x, (f, n - f - 1), axis=0)[f : n - f].mean(axis=0)
+    out: np.ndarray = np.partition(x, (f, n - f - 1), axis=0)[f : n - f].mean(axis=0)
+    return out
 
 
 def np_krum_gram(x: np.ndarray, f: int) -> np.ndarray:
@@ -88,7 +92,8 @@ def np_krum_gram(x: np.ndarray, f: int) -> np.ndarray:
     np.fill_diagonal(dist, np.inf)
     k = x.shape[0] - f - 2
     scores = np.sort(dist, axis=1)[:, :k].sum(axis=1)
-    return x[int(np.argmin(scores))]
+    out: np.ndarray = x[int(np.argmin(scores))]
+    return out
 
 
 def machine_line(threads: int, bw: float) -> str:
@@ -142,7 +147,7 @@ def bench_point(x: np.ndarray, args: argparse.Namespace, bw: float) -> None:
     fk = (n - 3) // 4  # Krum: a quarter of the admissible range
     gb = x.nbytes / 1e9
     tx = torch.from_numpy(x) if torch is not None else None
-    rules = {
+    rules: dict[str, tuple[Callable[[], object], list[tuple[str, Callable[[], object]]]]] = {
         "mean": (lambda: aggkit.mean(x), [("np.mean(axis=0)", lambda: x.mean(axis=0))]),
         "median": (
             lambda: aggkit.median(x),

@@ -1,10 +1,57 @@
-# Stub for the private extension aggkit._core (rust/python/). The public, documented API is
-# the aggkit package; these are the raw kernels it calls after validating the input.
+# The private extension aggkit._core (rust/python/): one function per kernel, called by the
+# Python layers after they validated the input. The public, documented API is the aggkit
+# package. `python -m mypy.stubtest aggkit._core` checks this file against the extension.
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = [
+    "AggkitError",
+    "EmptyInputError",
+    "InvalidParameterError",
+    "NonFiniteError",
+    "ShapeError",
+    "TooFewInputsError",
+    "__version__",
+    "_set_simd_level",
+    "bulyan_select",
+    "centered_clipping",
+    "check_segment_ptr",
+    "crossmax",
+    "crossmax_backward",
+    "detox_vote",
+    "dists_to",
+    "empty_input_error",
+    "geometric_median",
+    "get_num_threads",
+    "group_means",
+    "krum",
+    "krum_select",
+    "mda_select",
+    "meamed",
+    "mean",
+    "median",
+    "median_backward",
+    "multi_krum",
+    "nonfinite_error",
+    "pairwise_sq_distances",
+    "row_norms",
+    "scale_rows",
+    "segment_ptr",
+    "segment_reduce",
+    "segment_reduce_backward",
+    "set_num_threads",
+    "sign_vote",
+    "simd_level",
+    "too_few_inputs_error",
+    "tree_schedule",
+    "trimmed_mean",
+    "trimmed_mean_backward",
+    "weighted_median",
+    "weighted_trimmed_mean",
+]
 
 __version__: str
 
@@ -17,82 +64,108 @@ class InvalidParameterError(AggkitError): ...
 class NonFiniteError(AggkitError):
     rows: list[int]
 
-# x: one C-row-contiguous (n, d) float32/float64 array, or a list of n contiguous 1-D arrays.
-_Matrix = npt.NDArray[np.floating] | Sequence[npt.NDArray[np.floating]]
+def nonfinite_error(rule: str, rows: Sequence[int], detail: str) -> NonFiniteError: ...
+def too_few_inputs_error(rule: str, requirement: str, n: int, f: int) -> TooFewInputsError: ...
+def empty_input_error(rule: str) -> EmptyInputError: ...
 
-def mean(
-    x: _Matrix, weights: npt.NDArray[np.float64] | None, nonfinite: str
-) -> tuple[npt.NDArray[np.floating], list[int]]: ...
-def median(
-    x: _Matrix, even: str, nonfinite: str, return_rows: bool
-) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.uint32] | None, npt.NDArray[np.uint32] | None]: ...
-def trimmed_mean(
-    x: _Matrix, f: int, nonfinite: str, return_rows: bool
-) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.uint32] | None, npt.NDArray[np.uint32] | None]: ...
-def krum(
-    x: _Matrix, f: int, nonfinite: str
-) -> tuple[npt.NDArray[np.floating], list[int], npt.NDArray[np.float64]]: ...
-def multi_krum(
-    x: _Matrix, f: int, m: int, nonfinite: str
-) -> tuple[npt.NDArray[np.floating], list[int], npt.NDArray[np.float64]]: ...
-def pairwise_sq_distances(x: _Matrix) -> npt.NDArray[np.float64]: ...
-def krum_select(
-    dist: npt.NDArray[np.float64], f: int, m: int, nonfinite: str
-) -> tuple[list[int], npt.NDArray[np.float64]]: ...
-def crossmax(
-    z: npt.NDArray[np.floating], n: int, k: int, reducer: str, even: str, nonfinite: str, return_indices: bool
-) -> tuple[
-    npt.NDArray[np.floating],
-    npt.NDArray[np.uint32] | None,
-    npt.NDArray[np.uint32] | None,
-    npt.NDArray[np.uint32] | None,
-    npt.NDArray[np.uint32] | None,
-]: ...
-def crossmax_backward(
-    g: npt.NDArray[np.floating],
-    finite: npt.NDArray[np.bool_],
-    top: npt.NDArray[np.uint32],
-    kth: npt.NDArray[np.uint32],
-    kth2: npt.NDArray[np.uint32],
-    argmax: npt.NDArray[np.uint32],
-    n: int,
-    c: int,
-    average: bool,
-) -> npt.NDArray[np.floating]: ...
-def detox_vote(
-    x: _Matrix,
-    groups: npt.NDArray[np.uint32],
-    r: int,
-    segments: list[int],
-    mode: str,
-    atol: float,
-    rtol: float,
-) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_]]: ...
-def geometric_median(
-    x: _Matrix,
-    weights: npt.NDArray[np.float64] | None,
-    nu: float,
-    maxiter: int,
-    ftol: float,
-    init: str,
-    nonfinite: str,
-) -> tuple[npt.NDArray[np.floating], int, bool, float, npt.NDArray[np.float64]]: ...
+_Float: TypeAlias = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+_F64: TypeAlias = npt.NDArray[np.float64]
+_U32: TypeAlias = npt.NDArray[np.uint32]
+_I64: TypeAlias = npt.NDArray[np.int64]
+# x: one C-row-contiguous (n, d) float32/float64 array, or a list of n contiguous 1-D arrays.
+_Matrix: TypeAlias = _Float | Sequence[_Float]
+# String options are parsed by the extension (an unknown one raises InvalidParameterError);
+# the Python layers pass the values their Literal types admit.
+_NonFinite: TypeAlias = str  # "robust" | "raise" | "propagate"
+_Even: TypeAlias = str  # "mean" | "lower" | "upper"
+_Out: TypeAlias = npt.NDArray[Any]  # float32 or float64, as the input
+_Rows: TypeAlias = tuple[_Out, _U32 | None, _U32 | None]
+
+# threads and SIMD
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def simd_level() -> str: ...
-def _set_simd_level(level: str) -> str: ...
+def _set_simd_level(level: str) -> str: ...  # "scalar" | "avx2" | "avx512" | "neon"
 
-# monoid tree reductions (rust/python/monoid.rs)
-def segment_ptr(index: npt.NDArray[np.int64], dim_size: int | None = None) -> npt.NDArray[np.int64]: ...
-def check_segment_ptr(ptr: npt.NDArray[np.int64], rows: int, dim_size: int | None = None) -> None: ...
-def segment_reduce(
-    x: npt.NDArray[np.floating], ptr: npt.NDArray[np.int64], op: str, empty: float | None = None
-) -> npt.NDArray[np.floating]: ...
-def segment_reduce_backward(
-    x: npt.NDArray[np.floating],
-    ptr: npt.NDArray[np.int64],
-    op: str,
-    out: npt.NDArray[np.floating],
-    grad: npt.NDArray[np.floating],
-) -> npt.NDArray[np.floating]: ...
-def tree_schedule(ptr: npt.NDArray[np.int64], rows: int, pad: str) -> dict[str, Any]: ...
+# mean, median, trimmed mean, meamed (values, and the rows that define them when asked)
+def mean(x: _Matrix, weights: _F64 | None, nonfinite: _NonFinite) -> tuple[_Out, list[int]]: ...
+def median(x: _Matrix, even: _Even, nonfinite: _NonFinite, return_rows: bool) -> _Rows: ...
+def weighted_median(
+    x: _Matrix, weights: _F64, even: _Even, nonfinite: _NonFinite, return_rows: bool
+) -> _Rows: ...
+def median_backward(n: int, lo: _U32, hi: _U32 | None, g: _Float) -> _Out: ...
+def trimmed_mean(x: _Matrix, f: int, nonfinite: _NonFinite, return_rows: bool) -> _Rows: ...
+def weighted_trimmed_mean(
+    x: _Matrix, weights: _F64, f: int, nonfinite: _NonFinite, return_rows: bool
+) -> _Rows: ...
+def trimmed_mean_backward(x: _Matrix, lo: _U32, hi: _U32, g: _Float, kept: int) -> _Out: ...
+def meamed(x: _Matrix, f: int, keep: int | None, nonfinite: _NonFinite, return_rows: bool) -> _Rows: ...
+
+# Krum, Multi-Krum, Bulyan, MDA: (output,) selected indices, scores
+def krum(x: _Matrix, f: int, nonfinite: _NonFinite) -> tuple[_Out, list[int], _F64]: ...
+def multi_krum(x: _Matrix, f: int, m: int, nonfinite: _NonFinite) -> tuple[_Out, list[int], _F64]: ...
+def krum_select(dist: _F64, f: int, m: int, nonfinite: _NonFinite) -> tuple[list[int], _F64]: ...
+def bulyan_select(dist: _F64, f: int, clamp: bool) -> tuple[list[int], _F64]: ...
+def mda_select(dist: _F64, f: int, max_subsets: int) -> list[int]: ...
+
+# distances and the pre-aggregators' passes
+def pairwise_sq_distances(x: _Matrix) -> _F64: ...
+def dists_to(x: _Matrix, z: _F64) -> _F64: ...
+def row_norms(x: _Matrix) -> _F64: ...
+def group_means(x: _Matrix, offsets: Sequence[int], members: Sequence[int]) -> _Out: ...
+def scale_rows(x: _Matrix, scales: Sequence[float]) -> _Out: ...
+
+# the other rules
+def sign_vote(x: _Matrix, nonfinite: _NonFinite) -> _Out: ...
+def centered_clipping(
+    x: _Matrix, center: _F64 | None, tau: float, iters: int, nonfinite: _NonFinite
+) -> tuple[_Out, list[int], _F64]: ...
+def geometric_median(
+    x: _Matrix,
+    weights: _F64 | None,
+    nu: float,
+    maxiter: int,
+    ftol: float,
+    init: str,  # "mean" | "median" | "zero"
+    nonfinite: _NonFinite,
+) -> tuple[_Out, int, bool, float, _F64]: ...
+def detox_vote(
+    x: _Matrix,
+    groups: _U32,
+    r: int,
+    segments: Sequence[int],
+    mode: str,  # "exact" | "approx" | "reference"
+    atol: float,
+    rtol: float,
+) -> tuple[_U32, npt.NDArray[np.bool_]]: ...
+def crossmax(
+    z: _Float,
+    n: int,
+    k: int,
+    reducer: str,  # "kth" | "median"
+    even: _Even,
+    nonfinite: _NonFinite,
+    return_indices: bool,
+) -> tuple[_Out, _U32 | None, _U32 | None, _U32 | None, _U32 | None]: ...
+def crossmax_backward(
+    g: _Float,
+    finite: npt.NDArray[np.bool_],
+    top: _U32,
+    kth: _U32,
+    kth2: _U32,
+    argmax: _U32,
+    n: int,
+    c: int,
+    average: bool,
+) -> _Out: ...
+
+# monoid trees
+_Op: TypeAlias = str  # "sum" | "mean" | "prod" | "max" | "min" | "logsumexp"
+
+def segment_ptr(index: _I64, dim_size: int | None = None) -> _I64: ...
+def check_segment_ptr(ptr: _I64, rows: int, dim_size: int | None = None) -> None: ...
+def segment_reduce(x: _Float, ptr: _I64, op: _Op, empty: float | None = None) -> _Out: ...
+def segment_reduce_backward(x: _Float, ptr: _I64, op: _Op, out: _Float, grad: _Float) -> _Out: ...
+def tree_schedule(
+    ptr: _I64, rows: int, pad: str
+) -> dict[str, Any]: ...  # pad: "none" | "zeros_dense" | "identity"

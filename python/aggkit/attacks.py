@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -53,7 +53,10 @@ __all__ = [
 _ATTACKS: dict[str, type[Attack]] = {}
 
 
-def _register(cls: type[Attack]) -> type[Attack]:
+A = TypeVar("A", bound="Attack")
+
+
+def _register(cls: type[A]) -> type[A]:
     _ATTACKS[cls.name] = cls
     return cls
 
@@ -144,7 +147,11 @@ class Attack:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_params() == other.get_params()  # type: ignore[attr-defined]
+        return (
+            isinstance(other, Attack)
+            and type(self) is type(other)
+            and self.get_params() == other.get_params()
+        )
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, tuple(self.get_params().items())))
@@ -289,7 +296,7 @@ class NonFinite(Attack):
         out = b.repeat(b.mean(), f).reshape(f, -1)
         d = out.shape[1]
         k = max(1, round(self.fraction * d)) if d else 0
-        cols = np.sort(np.random.default_rng(rng).permutation(d)[:k])
+        cols: Any = np.sort(np.random.default_rng(rng).permutation(d)[:k])
         if b.torch:
             import torch
 

@@ -43,6 +43,7 @@ import torch.distributed as dist
 from aggkit.errors import InvalidParameterError
 from aggkit.registry import Rule, Selection
 from aggkit.registry import rule as make_rule
+from aggkit.rules.krum import Krum, MultiKrum
 from aggkit.rules.mean import Mean
 from aggkit.torch.state_dict import krum_select, pairwise_sq_distances
 
@@ -112,7 +113,7 @@ def _sharded(flat: torch.Tensor, r: Rule, group: Any) -> tuple[torch.Tensor, Sel
     s = max(1, -(-d // world))  # shard length; the tail is padded with zeros (same on every rank)
     padded = flat if s * world == d else torch.cat([flat, flat.new_zeros(s * world - d)])
     recv = [torch.empty(s, dtype=flat.dtype, device=flat.device) for _ in range(world)]
-    dist.all_to_all(recv, list(padded.split(s)), group=group)  # recv[j]: rank j's values of my shard
+    dist.all_to_all(recv, list(torch.split(padded, s)), group=group)  # recv[j]: rank j's values of my shard
     sel = None
     if r.coordinate_wise:
         mine = r(recv)
@@ -123,6 +124,7 @@ def _sharded(flat: torch.Tensor, r: Rule, group: Any) -> tuple[torch.Tensor, Sel
         total = partials[0].cpu().numpy().copy()
         for p in partials[1:]:  # in rank order, on every rank: the same bits everywhere
             total += p.cpu().numpy()
+        assert isinstance(r, Krum | MultiKrum)  # _check_shardable admits no other
         idx, scores = krum_select(total, r)
         rows = [recv[i] for i in idx]
         mine = rows[0].clone() if len(rows) == 1 else Mean(nonfinite="propagate")(rows)
@@ -160,14 +162,16 @@ class RobustHookState:
         if self.sharded:
             _check_shardable(self.rule)
         self.last_selection: Selection | None = None
-        self._pending: list[tuple[torch.Tensor, list[torch.Tensor] | None, Any, torch.futures.Future]] = []
+        self._pending: list[
+            tuple[torch.Tensor, list[torch.Tensor] | None, Any, torch.futures.Future[torch.Tensor]]
+        ] = []
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RobustHookState(rule={self.rule!r}, sharded={self.sharded})"
 
 
-def robust_hook(state: RobustHookState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+def robust_hook(state: RobustHookState, bucket: Any) -> torch.futures.Future[torch.Tensor]:
     """DDP communication hook: the bucket's gradient becomes ``state.rule`` over the ranks."""
     r, group = state.rule, state.group
     buf = bucket.buffer()
@@ -176,7 +180,7 @@ def robust_hook(state: RobustHookState, bucket: dist.GradBucket) -> torch.future
         parts = [torch.empty_like(buf) for _ in range(world)]
         fut = dist.all_gather(parts, buf, group=group, async_op=True).get_future()
 
-        def reduce(_: torch.futures.Future) -> torch.Tensor:
+        def reduce(_: torch.futures.Future[Any]) -> torch.Tensor:
             return r(parts).to(buf.dtype)
 
         return fut.then(reduce)
@@ -209,7 +213,7 @@ def _resolve(state: RobustHookState, pending: Sequence[tuple[Any, Any, Any, Any]
             rows = [torch.cat([p[1][k] for p in pending]) for k in range(world)]
             y, sel = state.rule.aggregate(rows)
         state.last_selection = sel
-        for (b, _, _, fut), piece in zip(pending, y.split(sizes), strict=True):
+        for (b, _, _, fut), piece in zip(pending, torch.split(y, sizes), strict=True):
             fut.set_result(piece.view_as(b).to(b.dtype))
     except Exception as e:  # every waiting bucket learns of the failure
         for *_, fut in pending:

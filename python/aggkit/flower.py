@@ -133,7 +133,7 @@ class RobustStrategy(FedAvg):
             return None, None
         contents = [m.content for m in valid]
         record_key = next(iter(contents[0].array_records.keys()))
-        records = [c[record_key] for c in contents]
+        records = [c.array_records[record_key] for c in contents]
         keys = list(records[0].keys())
         if self.on_updates:
             if self._global is None:
@@ -158,7 +158,8 @@ class RobustStrategy(FedAvg):
         except TooFewInputsError as e:
             log(WARNING, "aggkit %r skipped round %d: %s", self.rule, server_round, e)
             return None, None
-        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        # Flower's type says MetricRecord; a user's function may return None.
+        metrics: MetricRecord | None = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         if selection is not None:
             kept = selection.indices.tolist()
             excluded = [node_ids[i] for i in range(len(valid)) if i not in set(kept)]

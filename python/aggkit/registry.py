@@ -178,7 +178,7 @@ class WeightedRule(Rule):
 
     supports_weights: ClassVar[bool] = True
 
-    @overload  # type: ignore[override]
+    @overload
     def __call__(self, x: ArrayT | Sequence[ArrayT], *, weights: Weights = None) -> ArrayT: ...
     @overload
     def __call__(self, x: ArrayLike, *, weights: Weights = None) -> NDArray: ...
@@ -300,7 +300,7 @@ def _resolve(stage: Any, shared: dict[str, Any], used: set[str]) -> PreAggregato
         )
     mine = {k: v for k, v in shared.items() if k in param_names(cls)}
     used.update(mine)
-    return cls(**mine)
+    return typing.cast(PreAggregator | Rule, cls(**mine))
 
 
 def pipeline(*stages: Stage, **shared: Any) -> Pipeline:
@@ -349,26 +349,30 @@ class Pipeline(Rule):
     name: ClassVar[str] = "pipeline"
     stages: typing.Annotated[Sequence[Stage], Check(_stages)] = dataclasses.field(kw_only=False)
 
+    def _split(self) -> tuple[list[PreAggregator], Rule]:
+        """The pre-aggregators and the rule (the parsed stages)."""
+        *pre, last = self.stages
+        return [typing.cast(PreAggregator, s) for s in pre], typing.cast(Rule, last)
+
     def min_inputs(self) -> int:
         """The smallest ``n`` every stage accepts."""
-        *pre, last = self.stages
+        pre, last = self._split()
         n = 1
         while n < 10**6:
             m, ok = n, True
             for s in pre:
-                assert isinstance(s, PreAggregator)
                 ok = ok and m >= s.min_inputs()
                 m = s.out_count(m)
-            if ok and m >= typing.cast(Rule, last).min_inputs():
+            if ok and m >= last.min_inputs():
                 return n
             n += 1
         return n
 
     def _run(self, x: Any, **data: Any) -> tuple[Any, Any]:
-        *pre, last = self.stages
+        pre, last = self._split()
         for s in pre:
             x = s(x)
-        out, info = typing.cast(Rule, last)._run(x, **data)
+        out, info = last._run(x, **data)
         # After a pre-aggregator the rule sees transformed inputs: its selection would name
         # those, not the caller's inputs, so none is reported.
         return out, info if not pre else None

@@ -146,10 +146,12 @@ class _Model:
 
     def logits(self, w: np.ndarray, x: np.ndarray) -> np.ndarray:
         p = self._unflat(w)
+        out: np.ndarray
         if self.kind == "logreg":
-            return x @ p[0] + p[1]
-        h = np.maximum(x @ p[0] + p[1], 0.0)
-        return h @ p[2] + p[3]
+            out = x @ p[0] + p[1]
+        else:
+            out = np.maximum(x @ p[0] + p[1], 0.0) @ p[2] + p[3]
+        return out
 
     def grad(self, w: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Gradient of the mean cross-entropy at ``w`` on ``(x, y)``."""
@@ -465,4 +467,5 @@ def _local_update(
             y = _attacks.LabelFlip().poison_labels(y, data.num_classes)
         with np.errstate(all="ignore"):
             local -= lr * net.grad(local, data.x_train[b], y)
-    return local - w
+    update: np.ndarray = local - w
+    return update

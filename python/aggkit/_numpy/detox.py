@@ -26,7 +26,7 @@ class _Host:
     def vote(
         self, groups: np.ndarray, r: int, segments: list[int], mode: str, atol: float, rtol: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        return _core.detox_vote(self.p.data, groups, r, segments, mode, atol, rtol)  # type: ignore[no-any-return]
+        return _core.detox_vote(self.p.data, groups, r, segments, mode, atol, rtol)
 
     def concat(self, pieces: list[Any]) -> Any:
         return np.concatenate(pieces)

@@ -24,7 +24,7 @@ class CenteredClipping(Rule):
     iters: Count = 1
     nonfinite: NonFinite = "robust"
 
-    @overload  # type: ignore[override]
+    @overload
     def __call__(self, x: ArrayT | Sequence[ArrayT], *, center: Any = None) -> ArrayT: ...
     @overload
     def __call__(self, x: ArrayLike, *, center: Any = None) -> NDArray: ...

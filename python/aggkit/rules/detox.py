@@ -281,7 +281,7 @@ class DETOX(Rule):
     atol: NonNegative = 0.0
     rtol: NonNegative = 1e-5
     no_majority: NoMajority = "drop"
-    segments: Annotated[tuple[int, ...] | None, Check(_segments_param)] = None
+    segments: Annotated[Sequence[int] | None, Check(_segments_param)] = None
 
     def min_inputs(self) -> int:
         """``r`` (one group)."""
@@ -291,7 +291,7 @@ class DETOX(Rule):
         """``n`` is a positive multiple of ``r``."""
         _check_nr(n, self.r)
 
-    @overload  # type: ignore[override]
+    @overload
     def __call__(self, x: ArrayT | Sequence[ArrayT], *, groups: Any = ..., rng: Any = ...) -> ArrayT: ...
     @overload
     def __call__(self, x: ArrayLike, *, groups: Any = ..., rng: Any = ...) -> NDArray: ...
@@ -417,7 +417,7 @@ def run(
     info = DetoxInfo(
         groups=grp,
         winners=winners,
-        majority=(winners >= 0).all(axis=1),
+        majority=np.asarray((winners >= 0).all(axis=1)),
         suspects=suspects,
         kept_groups=kept,
         buckets=[kept[bk] for bk in buckets_used],

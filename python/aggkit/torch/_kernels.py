@@ -167,5 +167,5 @@ def distances(x: torch.Tensor) -> np.ndarray:
     """
     xd = x.detach()
     if rust(xd):
-        return _core.pairwise_sq_distances(xd.numpy())  # type: ignore[no-any-return]
-    return pairwise_sq_distances(xd).cpu().numpy()  # type: ignore[no-any-return]
+        return _core.pairwise_sq_distances(xd.numpy())
+    return pairwise_sq_distances(xd).cpu().numpy()

@@ -57,7 +57,8 @@ def native(
     y = torch.where(torch.isnan(a).any(dim=1), torch.tensor(math.nan, dtype=z.dtype, device=z.device), y)
     y = torch.where((z == -math.inf).all(dim=1), neg_inf, y)
     if not need_indices:
-        return (y, *(torch.empty(0, dtype=torch.int32, device=z.device) for _ in range(4)))
+        none = torch.empty(0, dtype=torch.int32, device=z.device)
+        return y, none, none.clone(), none.clone(), none.clone()
     i32 = torch.int32
     return (
         y,
@@ -79,19 +80,22 @@ def crossmax_op(
     """
     if rust(z):
         b, n, c = z.shape
-        y, top, kth, kth2, am = _core.crossmax(
+        out, top, kth, kth2, am = _core.crossmax(
             view(z).reshape(b * n, c), n, k, reducer, even, nonfinite, need_indices
         )
-        y = torch.from_numpy(y).reshape(b, c)
-        if not need_indices:
-            return (y, *(torch.empty(0, dtype=torch.int32) for _ in range(4)))
+        y = torch.from_numpy(out).reshape(b, c)
+        if top is None or kth is None or kth2 is None or am is None:
+            none = torch.empty(0, dtype=torch.int32)
+            return y, none, none.clone(), none.clone(), none.clone()
         i = [torch.from_numpy(v.view(np.int32)) for v in (top, kth, kth2, am)]
         return y, i[0].reshape(b, c), i[1].reshape(b, c), i[2].reshape(b, c), i[3].reshape(b, n)
     return native(z, k, reducer, even, nonfinite, need_indices)
 
 
 @crossmax_op.register_fake
-def _(z: Tensor, k: int, reducer: str, even: str, nonfinite: str, need_indices: bool):
+def _(
+    z: Tensor, k: int, reducer: str, even: str, nonfinite: str, need_indices: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     b, n, c = z.shape
     bc = (b, c) if need_indices else (0,)
     bn = (b, n) if need_indices else (0,)
@@ -131,10 +135,10 @@ def _backward(ctx: Any, g: Tensor, *_: Any) -> tuple[Tensor, None, None, None, N
     b, n, c = ctx.shape
     if rust_backward(g):
         finite = torch.isfinite(y.detach()).reshape(-1).numpy()
-        flat = [u32(t.reshape(-1)) for t in (top, kth, kth2, am)]
+        t, k1, k2, a = (u32(t.reshape(-1)) for t in (top, kth, kth2, am))
         gv = g.detach().contiguous().reshape(-1).numpy()
-        grad = _core.crossmax_backward(gv, finite, *flat, n, c, ctx.average)
-        return torch.from_numpy(grad).reshape(b, n, c), None, None, None, None, None
+        host = _core.crossmax_backward(gv, finite, t, k1, k2, a, n, c, ctx.average)
+        return torch.from_numpy(host).reshape(b, n, c), None, None, None, None, None
     g = torch.where(torch.isfinite(y.detach()), g, g.new_zeros(()))
     cls = torch.arange(c, device=g.device)[None, :]
     am = am.long()

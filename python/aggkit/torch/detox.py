@@ -38,10 +38,11 @@ def native_vote(
             if mode == "approx":
                 diff = (seg[:, None, :] - seg[None, :, :]).abs()
                 tol = atol + rtol * seg.abs()[None, :, :]
-                eq = (diff <= tol).all(dim=2)  # eq[j, m]: member j is close to candidate m
+                close = (diff <= tol).all(dim=2)  # close[j, m]: member j is close to candidate m
             else:
-                eq = (seg[:, None, :] == seg[None, :, :]).all(dim=2)
-            eq = eq.cpu().numpy()
+                close = (seg[:, None, :] == seg[None, :, :]).all(dim=2)
+            eq: np.ndarray = close.cpu().numpy()
+            w: int | None
             if mode == "reference":
                 cand, count = 0, 0
                 for m in range(r):
@@ -85,7 +86,9 @@ def detox_op(
 
 
 @detox_op.register_fake
-def _(x: Tensor, groups: Tensor, r: int, segments: list[int], mode: str, atol: float, rtol: float):
+def _(
+    x: Tensor, groups: Tensor, r: int, segments: list[int], mode: str, atol: float, rtol: float
+) -> tuple[Tensor, Tensor]:
     g = groups.shape[0] // r
     s = len(segments) - 1
     return x.new_empty(g * s, dtype=torch.int32), x.new_empty(g * r, dtype=torch.bool)

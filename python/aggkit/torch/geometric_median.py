@@ -93,7 +93,9 @@ def geometric_median_op(
 
 
 @geometric_median_op.register_fake
-def _(x: Tensor, alpha: list[float], nu: float, maxiter: int, ftol: float, init: str, nonfinite: str):
+def _(
+    x: Tensor, alpha: list[float], nu: float, maxiter: int, ftol: float, init: str, nonfinite: str
+) -> tuple[Tensor, Tensor]:
     return x.new_empty(x.shape[0], dtype=torch.float64), x.new_empty(3, dtype=torch.float64)
 
 
@@ -114,13 +116,13 @@ def unrolled(x: Tensor, keep: Tensor, a: Tensor, nu: float, iters: int, init: st
 
 class _GmImplicit(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, z: Tensor, keep: Tensor, a: Tensor, nu: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, z: Tensor, keep: Tensor, a: Tensor, nu: float) -> Tensor:
         ctx.save_for_backward(x, z, keep, a)
         ctx.nu = nu
         return z.clone()
 
     @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None, None]:
         x, z, keep, a = ctx.saved_tensors
         xs = x[keep].double()
         diff = z.double()[None] - xs
@@ -129,7 +131,8 @@ class _GmImplicit(torch.autograd.Function):
         c = a[keep] / r
 
         def h(v: Tensor) -> Tensor:  # H v = Σ c_i (v - u_i (u_i . v))
-            return c.sum() * v - (c * (u @ v)) @ u
+            hv: Tensor = c.sum() * v - (c * (u @ v)) @ u
+            return hv
 
         gd = g.double()
         v = torch.zeros_like(gd)
@@ -154,7 +157,8 @@ class _GmImplicit(torch.autograd.Function):
 
 def implicit(x: Tensor, z: Tensor, keep: Tensor, a: Tensor, nu: float) -> Tensor:
     """``z`` (the converged median) with the implicit-function gradient to ``x``."""
-    return _GmImplicit.apply(x, z, keep, a, nu)
+    out: Tensor = _GmImplicit.apply(x, z, keep, a, nu)
+    return out
 
 
 @implements("geometric_median", "torch")

@@ -118,8 +118,9 @@ def _selection_setup(ctx: Any, inputs: Any, output: Any) -> None:
 def _selection_backward(ctx: Any, g: Tensor, _idx: Tensor, _scores: Tensor) -> tuple[Tensor | None, ...]:
     (idx,) = ctx.saved_tensors
     m = idx.shape[0]
-    grad = g.new_zeros(ctx.shape).index_add(0, idx, (g / m)[None].expand(m, -1))
-    return (grad,) + (None,) * (ctx.nargs - 1)
+    grad: Tensor = g.new_zeros(ctx.shape).index_add(0, idx, (g / m)[None].expand(m, -1))
+    rest: int = ctx.nargs - 1
+    return (grad,) + (None,) * rest
 
 
 krum_op.register_autograd(_selection_backward, setup_context=_selection_setup)

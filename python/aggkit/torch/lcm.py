@@ -32,7 +32,8 @@ def _base() -> type[nn.Module]:
             from torch_geometric.nn.aggr import Aggregation
     except Exception:  # a broken install must not break aggkit
         return nn.Module
-    return Aggregation
+    base: type[nn.Module] = Aggregation
+    return base
 
 
 #: The fewest rows a GRU call gets (see LCMAggregation._combine_stacked).
@@ -135,15 +136,17 @@ class LCMAggregation(_base()):  # type: ignore[misc]
             out = self.gru_cell(torch.cat([both, extra]), torch.cat([other, extra]))[: 2 * p]
         else:
             out = self.gru_cell(both, other)
-        return (out[:p] + out[p:]) / 2
+        mixed: Tensor = (out[:p] + out[p:]) / 2
+        return mixed
 
     def _project(self, x: Tensor) -> Tensor:
         assert self.lin is not None
+        y: Tensor
         if x.shape[0] < _MIN_ROWS:  # as in _combine_stacked: results independent of the batch
-            return self.lin(torch.cat([x, x.new_zeros((_MIN_ROWS - x.shape[0], x.shape[1]))]))[
-                : x.shape[0]
-            ].relu()
-        return self.lin(x).relu()
+            y = self.lin(torch.cat([x, x.new_zeros((_MIN_ROWS - x.shape[0], x.shape[1]))]))[: x.shape[0]]
+        else:
+            y = self.lin(x)
+        return y.relu()
 
     def combine(self, a: Tensor, b: Tensor) -> Tensor:
         """The operator ``a ⊕ b`` on ``(P, out_channels)`` tensors (one GRU call)."""
@@ -162,7 +165,8 @@ class LCMAggregation(_base()):  # type: ignore[misc]
         key = (src, getattr(src, "_version", None), index is None, rows, dim_size, device)
         c = self._cache
         if c is not None and c[0] is key[0] and c[1:-1] == key[1:]:
-            return c[-1]
+            cached: TreeSchedule = c[-1]
+            return cached
         s = tree_schedule(index, ptr, dim_size, self.pad, rows=rows, device=device)
         self._cache = (*key, s)
         return s

@@ -78,7 +78,7 @@ mean_op.register_autograd(_backward, setup_context=_setup)
 def subset_mean(x: Tensor, idx: list[int], weights: list[float] | None = None) -> Tensor:
     """The (weighted) mean of rows ``idx`` of ``x``, differentiable (the subset rules' output)."""
     sub = x[torch.tensor(idx, dtype=torch.long, device=x.device)]
-    out, _ = mean_op(sub, weights or [], "propagate")
+    out: Tensor = mean_op(sub, weights or [], "propagate")[0]
     return out
 
 

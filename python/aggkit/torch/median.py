@@ -111,8 +111,8 @@ def _backward(ctx: Any, g: Tensor, _lo: Tensor, _hi: Tensor) -> tuple[Tensor, No
         raise missing_rows("median")
     if rust_backward(g):
         gv = g.detach().contiguous().numpy()
-        grad = _core.median_backward(ctx.shape[0], u32(lo), u32(hi) if ctx.average else None, gv)
-        return torch.from_numpy(grad), None, None, None
+        host = _core.median_backward(ctx.shape[0], u32(lo), u32(hi) if ctx.average else None, gv)
+        return torch.from_numpy(host), None, None, None
     grad = g.new_zeros(ctx.shape)
     if ctx.average:
         half = (g / 2)[None]

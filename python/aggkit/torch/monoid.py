@@ -229,7 +229,7 @@ def _native_prod_backward(x: Tensor, ptr: Tensor, g: Tensor) -> Tensor:
         p = pairs.shape[0] // 2
         out = both[:p] * both[p:]
         levels.append(out if carry is None else torch.cat([out, cur.index_select(0, carry)]))
-    grad = None
+    grad: Tensor | None = None
     for lv in range(s.depth, -1, -1):
         cur = levels[lv]
         gl = cur.new_zeros(cur.shape)
@@ -245,6 +245,7 @@ def _native_prod_backward(x: Tensor, ptr: Tensor, g: Tensor) -> Tensor:
             if carry is not None:
                 gl = gl.index_copy(0, carry, grad[p:])
         grad = gl
+    assert grad is not None  # level 0 always runs
     return grad
 
 
@@ -261,19 +262,19 @@ def _(x: Tensor, ptr: Tensor, op: str, empty: float | None) -> Tensor:
     return x.new_empty((ptr.shape[0] - 1, x.shape[1]))
 
 
-def _segment_setup(ctx, inputs, output) -> None:
+def _segment_setup(ctx: Any, inputs: Any, output: Any) -> None:
     x, ptr, op, _ = inputs
     ctx.op = op
     ctx.save_for_backward(x, ptr, output)
 
 
-def _segment_backward(ctx, g: Tensor):
+def _segment_backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None]:
     x, ptr, out = ctx.saved_tensors
     op = ctx.op
     if op != "prod" and rust_backward(g):  # one pass in Rust
         gv = g.detach().contiguous().numpy()
-        gx = _core.segment_reduce_backward(view(x), ptr.cpu().numpy(), op, view(out), gv)
-        return torch.from_numpy(gx), None, None, None
+        host = _core.segment_reduce_backward(view(x), ptr.cpu().numpy(), op, view(out), gv)
+        return torch.from_numpy(host), None, None, None
     counts = (ptr[1:] - ptr[:-1]).to(x.device)
     rows = torch.repeat_interleave(
         torch.arange(counts.shape[0], device=x.device), counts, output_size=x.shape[0]
@@ -378,5 +379,5 @@ def segment_reduce(
     m = moved.reshape(rows, -1) if moved.numel() else moved.reshape(rows, int(np.prod(rest)))
     compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     m = m.to(compute).contiguous()
-    out = torch.ops.aggkit.segment_reduce(m, p, op, None if empty is None else float(empty))
+    out: Tensor = _segment_reduce_op(m, p, op, None if empty is None else float(empty))
     return out.reshape(p.shape[0] - 1, *rest).movedim(0, dim).to(x.dtype)

@@ -64,7 +64,14 @@ class _Aggregator(nn.Module):
     def __init__(self, rule: Any, dim: int | None = None) -> None:
         super().__init__()
         self.rule = rule
-        self.dim = dim
+        self._dim = dim
+
+    @property
+    def dim(self) -> int:
+        """The dimension of ``x`` that indexes the inputs (coordinate-wise rules)."""
+        if self._dim is None:
+            raise AttributeError(f"{type(self).__name__} takes its inputs along dimension 0 only")
+        return self._dim
 
     def __getattr__(self, name: str) -> Any:
         # The rule's parameters read as the module's (``Median().even``).
@@ -79,8 +86,8 @@ class _Aggregator(nn.Module):
     def extra_repr(self) -> str:
         """The rule's parameters (and ``dim``), for ``repr``."""
         params = dict(self.rule.get_params())
-        if self.dim is not None:
-            params["dim"] = self.dim
+        if self._dim is not None:
+            params["dim"] = self._dim
         return ", ".join(f"{k}={v!r}" for k, v in params.items())
 
 
@@ -107,7 +114,7 @@ class Aggregate(nn.Module):
         """Aggregate the inputs (the rows of ``x``, or a sequence of tensors)."""
         if not (isinstance(x, Tensor) or (isinstance(x, Sequence) and x and isinstance(x[0], Tensor))):
             raise TypeError(f"Aggregate: x must be a tensor or a sequence of tensors, got {type(x).__name__}")
-        return self.rule(x)  # type: ignore[no-any-return]
+        return self.rule(x)
 
     def extra_repr(self) -> str:
         """The rule, for ``repr``."""
@@ -408,7 +415,7 @@ class DETOX(_Aggregator):
 
     def forward(self, x: Any, groups: Any = "contiguous", rng: Any = None) -> Tensor:
         """Aggregate the workers' vectors."""
-        return detox_impl(self.rule, x, groups=groups, rng=rng)[0]  # type: ignore[no-any-return]
+        return detox_impl(self.rule, x, groups=groups, rng=rng)[0]
 
 
 def __getattr__(name: str) -> Any:

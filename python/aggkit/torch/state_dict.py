@@ -188,7 +188,7 @@ def pairwise_sq_distances(rows: Sequence[Tensor]) -> np.ndarray:
         return _core.pairwise_sq_distances([_f32_or_f64(t.numpy()) for t in rows])
     x = torch.stack(list(rows))
     x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    return K.pairwise_sq_distances(x).cpu().numpy()  # type: ignore[no-any-return]
+    return K.pairwise_sq_distances(x).cpu().numpy()
 
 
 def krum_select(dist: np.ndarray, r: Krum | MultiKrum) -> tuple[list[int], np.ndarray]:
