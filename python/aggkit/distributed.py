@@ -171,7 +171,12 @@ class RobustHookState:
         return f"RobustHookState(rule={self.rule!r}, sharded={self.sharded})"
 
 
-def robust_hook(state: RobustHookState, bucket: Any) -> torch.futures.Future[torch.Tensor]:
+# DDP checks that ``bucket`` is annotated with the runtime class dist.GradBucket, which torch's
+# type information does not declare.
+def robust_hook(
+    state: RobustHookState,
+    bucket: dist.GradBucket,  # type: ignore[name-defined]
+) -> torch.futures.Future[torch.Tensor]:
     """DDP communication hook: the bucket's gradient becomes ``state.rule`` over the ranks."""
     r, group = state.rule, state.group
     buf = bucket.buffer()
