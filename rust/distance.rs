@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::input::Rows;
 use crate::order::Float;
-use crate::simd::{self, Level};
+use crate::simd::{self, Isa, Proof};
 
 const LANES: usize = 16;
 /// Rows of the register block: one row `i` against `BLOCK` rows `j` reuses each load of `x_i`.
@@ -97,10 +97,20 @@ fn tail<T: Float>(acc: &mut [T; LANES], a: &[T], b: &[T]) {
     }
 }
 
-/// Squared distances from `a` to four rows at once (each load of `a` is used four times).
-/// Every pair goes through exactly the arithmetic of [`dist_1`], so blocking never changes bits.
+/// Squared distances from `a` to four rows. float32 rows go at once (each load of `a` is used
+/// four times); float64 rows one at a time, because four pairs' 16-lane float64 accumulators
+/// overflow the 16 vector registers and the spills cost more than the reloads of `a` (1.5x
+/// slower with AVX2, see docs/performance.md). Every pair goes through exactly the arithmetic
+/// of [`dist_1`], so blocking never changes bits.
 #[inline(always)]
 fn dist_4<T: Float>(a: &[T], b: [&[T]; 4]) -> [f64; 4] {
+    if std::mem::size_of::<T>() > 4 {
+        let mut out = [0.0; 4];
+        for p in 0..4 {
+            out[p] = dist_1(a, b[p]);
+        }
+        return out;
+    }
     let mut acc = [[T::ZERO; LANES]; 4];
     let (mut a0, mut a1, mut a2, mut a3) = (acc[0], acc[1], acc[2], acc[3]);
     let full = a.len() / LANES * LANES;
@@ -158,7 +168,12 @@ fn chunk_with<T: Float>(
         let a = &rows[i][c0..c1];
         let mut j = js.start.max(i + 1);
         while j + BLOCK <= n {
-            let b: [&[T]; BLOCK] = std::array::from_fn(|p| &rows[j + p][c0..c1]);
+            let b: [&[T]; BLOCK] = [
+                &rows[j][c0..c1],
+                &rows[j + 1][c0..c1],
+                &rows[j + 2][c0..c1],
+                &rows[j + 3][c0..c1],
+            ];
             let v = d4(a, b);
             for p in 0..BLOCK {
                 acc[idx + p] += v[p];
@@ -182,62 +197,81 @@ fn tile_pairs((is, js): Tile) -> impl Iterator<Item = (usize, usize)> {
     is.flat_map(move |i| (js.start.max(i + 1)..js.end).map(move |j| (i, j)))
 }
 
-#[inline(always)]
-fn chunk_body<T: Float>(rows: &[&[T]], tile: Tile, c0: usize, c1: usize, acc: &mut [f64]) {
-    chunk_with(rows, tile, c0, c1, acc, dist_4, dist_1)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn chunk_avx2<T: Float>(rows: &[&[T]], tile: Tile, c0: usize, c1: usize, acc: &mut [f64]) {
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
-        // SAFETY: T is f32 (checked above), so the slices have the same layout.
-        let rows = unsafe { &*(rows as *const [&[T]] as *const [&[f32]]) };
-        chunk_with(
-            rows,
-            tile,
-            c0,
-            c1,
-            acc,
-            // Closures here inherit this function's target features, so the calls are safe.
-            |a, b| avx2::dist_4_f32(a, b),
-            |a, b| avx2::dist_1_f32(a, b),
-        );
-    } else {
-        chunk_body(rows, tile, c0, c1, acc)
+crate::simd::per_level! {
+    avx2;
+    /// One chunk of coordinates of a tile's pairs: the explicit float32 AVX2 kernel below
+    /// (which AVX-512 CPUs run too: AVX-512 brought nothing here), or the portable body.
+    fn chunk[T: Float][T](isa: I, rows: &[&[T]], tile: Tile, c0: usize, c1: usize, acc: &mut [f64]) {
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(t), Some(is)) = (isa.as_avx2(), T::is_f32()) {
+            return chunk_with(
+                (is.rows)(rows),
+                tile,
+                c0,
+                c1,
+                acc,
+                #[inline(always)]
+                |a, b| avx2::dist_4_f32(t, a, b),
+                #[inline(always)]
+                |a, b| avx2::dist_1_f32(t, a, b),
+            );
+        }
+        let _ = isa;
+        chunk_with(rows, tile, c0, c1, acc, dist_4, dist_1)
     }
 }
 
 /// float32 distances with explicit AVX2 intrinsics: the compiler would not vectorise the lane
 /// loops to 256 bits. Lane `l` of the portable code is lane `l % 8` of register `l / 8` here,
-/// and each lane runs the same sub, mul, add (no FMA), so both paths give the same bits.
+/// and each lane runs the same sub, mul, add (no FMA), so both paths give the same bits. Each
+/// function takes the `Avx2` token that proves the CPU runs the instructions.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{reduce_lanes, tail, BLOCK, LANES};
+    use crate::simd::Avx2;
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn step(acc: &mut [__m256; 2], a0: __m256, a1: __m256, b: &[f32], k: usize) {
+    #[inline(always)]
+    fn step(_: Avx2, acc: &mut [__m256; 2], a0: __m256, a1: __m256, b: &[f32], k: usize) {
         let b = &b[k..k + LANES];
-        // SAFETY: `b` has LANES = 16 floats, so both unaligned 8-float loads are in bounds.
-        let (b0, b1) = unsafe {
-            (
+        // SAFETY: the token proves AVX2; `b` has LANES = 16 floats, so both unaligned 8-float
+        // loads are in bounds.
+        unsafe {
+            let (b0, b1) = (
                 _mm256_loadu_ps(b.as_ptr()),
                 _mm256_loadu_ps(b.as_ptr().add(8)),
-            )
-        };
-        let (t0, t1) = (_mm256_sub_ps(a0, b0), _mm256_sub_ps(a1, b1));
-        acc[0] = _mm256_add_ps(acc[0], _mm256_mul_ps(t0, t0));
-        acc[1] = _mm256_add_ps(acc[1], _mm256_mul_ps(t1, t1));
+            );
+            let (t0, t1) = (_mm256_sub_ps(a0, b0), _mm256_sub_ps(a1, b1));
+            acc[0] = _mm256_add_ps(acc[0], _mm256_mul_ps(t0, t0));
+            acc[1] = _mm256_add_ps(acc[1], _mm256_mul_ps(t1, t1));
+        }
     }
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn finish(acc: &[__m256; 2], a: &[f32], b: &[f32], full: usize) -> f64 {
+    #[inline(always)]
+    fn finish(_: Avx2, acc: &[__m256; 2], a: &[f32], b: &[f32], full: usize) -> f64 {
+        if full == a.len() {
+            // No tail: `reduce_lanes` in registers, the same float64 additions in the same
+            // tree (lane l + lane l + 8, then + 4, + 2, + 1; float32 to float64 is exact).
+            // SAFETY: the token proves AVX2.
+            return unsafe {
+                let wide = |v: __m128| _mm256_cvtps_pd(v);
+                let (a0, a1) = (acc[0], acc[1]);
+                let lo = _mm256_add_pd(
+                    wide(_mm256_castps256_ps128(a0)),
+                    wide(_mm256_castps256_ps128(a1)),
+                );
+                let hi = _mm256_add_pd(
+                    wide(_mm256_extractf128_ps(a0, 1)),
+                    wide(_mm256_extractf128_ps(a1, 1)),
+                );
+                let v4 = _mm256_add_pd(lo, hi);
+                let v2 = _mm_add_pd(_mm256_castpd256_pd128(v4), _mm256_extractf128_pd(v4, 1));
+                _mm_cvtsd_f64(_mm_add_sd(v2, _mm_unpackhi_pd(v2, v2)))
+            };
+        }
         let mut lanes = [0.0f32; LANES];
-        // SAFETY: `lanes` holds 16 floats: two 8-float unaligned stores.
+        // SAFETY: the token proves AVX2; `lanes` holds 16 floats: two 8-float unaligned stores.
         unsafe {
             _mm256_storeu_ps(lanes.as_mut_ptr(), acc[0]);
             _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc[1]);
@@ -246,56 +280,57 @@ mod avx2 {
         reduce_lanes(&lanes)
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn dist_4_f32(a: &[f32], b: [&[f32]; BLOCK]) -> [f64; BLOCK] {
+    /// Two 8-float halves of `a[k..k + 16]`.
+    #[inline(always)]
+    fn load_a(_: Avx2, a: &[f32], k: usize) -> (__m256, __m256) {
+        let av = &a[k..k + LANES];
+        // SAFETY: the token proves AVX2; `av` has 16 floats: two 8-float unaligned loads.
+        unsafe {
+            (
+                _mm256_loadu_ps(av.as_ptr()),
+                _mm256_loadu_ps(av.as_ptr().add(8)),
+            )
+        }
+    }
+
+    #[inline(always)]
+    fn zero(_: Avx2) -> __m256 {
+        // SAFETY: the token proves AVX2.
+        unsafe { _mm256_setzero_ps() }
+    }
+
+    #[inline(always)]
+    pub(super) fn dist_4_f32(t: Avx2, a: &[f32], b: [&[f32]; BLOCK]) -> [f64; BLOCK] {
         let full = a.len() / LANES * LANES;
-        let mut acc = [[_mm256_setzero_ps(); 2]; BLOCK];
+        let mut acc = [[zero(t); 2]; BLOCK];
         let mut k = 0;
         while k < full {
-            let av = &a[k..k + LANES];
-            // SAFETY: `av` has 16 floats: two 8-float unaligned loads.
-            let (a0, a1) = unsafe {
-                (
-                    _mm256_loadu_ps(av.as_ptr()),
-                    _mm256_loadu_ps(av.as_ptr().add(8)),
-                )
-            };
+            let (a0, a1) = load_a(t, a, k);
             for p in 0..BLOCK {
-                step(&mut acc[p], a0, a1, b[p], k);
+                step(t, &mut acc[p], a0, a1, b[p], k);
             }
             k += LANES;
         }
-        std::array::from_fn(|p| finish(&acc[p], a, b[p], full))
+        // A loop, not `array::from_fn`: a closure called through it may stay out of line, and
+        // out of line it would not be compiled with the clone's features.
+        let mut out = [0.0; BLOCK];
+        for p in 0..BLOCK {
+            out[p] = finish(t, &acc[p], a, b[p], full);
+        }
+        out
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn dist_1_f32(a: &[f32], b: &[f32]) -> f64 {
+    #[inline(always)]
+    pub(super) fn dist_1_f32(t: Avx2, a: &[f32], b: &[f32]) -> f64 {
         let full = a.len() / LANES * LANES;
-        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut acc = [zero(t); 2];
         let mut k = 0;
         while k < full {
-            let av = &a[k..k + LANES];
-            // SAFETY: `av` has 16 floats: two 8-float unaligned loads.
-            let (a0, a1) = unsafe {
-                (
-                    _mm256_loadu_ps(av.as_ptr()),
-                    _mm256_loadu_ps(av.as_ptr().add(8)),
-                )
-            };
-            step(&mut acc, a0, a1, b, k);
+            let (a0, a1) = load_a(t, a, k);
+            step(t, &mut acc, a0, a1, b, k);
             k += LANES;
         }
-        finish(&acc, a, b, full)
-    }
-}
-
-fn chunk<T: Float>(level: Level, rows: &[&[T]], tile: Tile, c0: usize, c1: usize, acc: &mut [f64]) {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Level::Avx2` (and `Avx512`, a superset) is only in force when the CPU
-        // reports avx2 and fma (simd.rs). The explicit AVX2 kernel serves both.
-        Level::Avx2 | Level::Avx512 => unsafe { chunk_avx2(rows, tile, c0, c1, acc) },
-        _ => chunk_body(rows, tile, c0, c1, acc),
+        finish(t, &acc, a, b, full)
     }
 }
 
@@ -307,9 +342,9 @@ pub fn pairwise_sq_dists<T: Float>(x: &Rows<'_, T>) -> Vec<f64> {
     if npairs == 0 || d == 0 {
         return vec![0.0; n * n];
     }
-    let level = simd::level();
+    let proof = simd::proof();
     if n > 2 * PAIR_BLOCK {
-        let tri = tiled_sq_dists(x, level);
+        let tri = tiled_sq_dists(x, proof);
         return symmetric(n, &tri);
     }
     let width = chunk_width::<T>(n);
@@ -321,7 +356,7 @@ pub fn pairwise_sq_dists<T: Float>(x: &Rows<'_, T>) -> Vec<f64> {
         for c in (p * nchunks / parts)..((p + 1) * nchunks / parts) {
             let c0 = c * width;
             chunk(
-                level,
+                proof,
                 x.rows(),
                 (0..n, 0..n),
                 c0,
@@ -367,7 +402,7 @@ const PAIR_BLOCK: usize = 64;
 /// walks `d` in chunks of which both blocks fit in L2 (~512 KiB), adding each chunk's value of
 /// every pair into its float64 sum in chunk order: the bits depend only on the pair's rows and
 /// `(n, d)`, never on the thread count or the tile a pair sits in.
-fn tiled_sq_dists<T: Float>(x: &Rows<'_, T>, level: Level) -> Vec<f64> {
+fn tiled_sq_dists<T: Float>(x: &Rows<'_, T>, proof: Proof) -> Vec<f64> {
     let (n, d) = (x.n(), x.d());
     let bytes = 2 * PAIR_BLOCK * std::mem::size_of::<T>();
     let width = ((512 * 1024) / bytes / LANES * LANES).clamp(64, 2048);
@@ -381,7 +416,7 @@ fn tiled_sq_dists<T: Float>(x: &Rows<'_, T>, level: Level) -> Vec<f64> {
         let mut c0 = 0;
         while c0 < d {
             let c1 = (c0 + width).min(d);
-            chunk(level, x.rows(), tile.clone(), c0, c1, &mut acc);
+            chunk(proof, x.rows(), tile.clone(), c0, c1, &mut acc);
             c0 = c1;
         }
         acc
@@ -429,6 +464,7 @@ pub fn dists_to<T: Float>(x: &Rows<'_, T>, z: &[f64]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::Level;
     use crate::testing::{rows, Rng};
 
     #[test]
@@ -493,6 +529,30 @@ mod tests {
         for i in 0..n {
             for j in 0..n {
                 assert_eq!(c[i * n + j].to_bits(), a[perm[i] * n + perm[j]].to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn float64_is_independent_of_simd_level() {
+        // float64 pairs go one at a time (`dist_4`), on every level; a tail of 5 coordinates.
+        let data: Vec<Vec<f64>> = Rng(3)
+            .matrix(11, 4_101)
+            .into_iter()
+            .map(|r| r.into_iter().map(|v| v as f64 * 1e3 - 7.0).collect())
+            .collect();
+        let x = rows(&data);
+        simd::set_level(Level::Scalar);
+        let a = pairwise_sq_dists(&x);
+        simd::set_level(simd::DEFAULT_MAX);
+        let b = pairwise_sq_dists(&x);
+        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+        for i in 0..11 {
+            for j in 0..11 {
+                let exact: f64 = (0..data[i].len())
+                    .map(|k| (data[i][k] - data[j][k]).powi(2))
+                    .sum();
+                assert!((a[i * 11 + j] - exact).abs() <= 1e-12 * exact, "{i} {j}");
             }
         }
     }

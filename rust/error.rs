@@ -31,6 +31,56 @@ pub enum AggError {
     },
 }
 
+/// A lower bound `n >= a·f + b` on the number of inputs that tolerates `f` faulty ones. `f`
+/// comes from the caller, so the bound is computed without overflow: an `f` whose bound
+/// exceeds every `usize` is refused like any other too-large `f`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    a: usize,
+    b: usize,
+    /// The bound as the error message states it.
+    text: &'static str,
+}
+
+/// `n >= 2f + 1`: a strict majority of honest inputs (trimmed mean, meamed, MDA, ...).
+pub const MAJORITY: Needs = Needs {
+    a: 2,
+    b: 1,
+    text: "n >= 2f + 1",
+};
+/// `n >= 2f + 3`: Krum and Multi-Krum.
+pub const KRUM: Needs = Needs {
+    a: 2,
+    b: 3,
+    text: "n >= 2f + 3",
+};
+/// `n >= 4f + 3`: Bulyan.
+pub const BULYAN: Needs = Needs {
+    a: 4,
+    b: 3,
+    text: "n >= 4f + 3",
+};
+
+impl Needs {
+    /// The fewest inputs that tolerate `f`, or `None` where that exceeds `usize::MAX`.
+    pub fn min_n(self, f: usize) -> Option<usize> {
+        f.checked_mul(self.a)?.checked_add(self.b)
+    }
+
+    /// `Ok` when `n` inputs tolerate `f`, else [`AggError::TooFewInputs`].
+    pub fn check(self, rule: &'static str, n: usize, f: usize) -> Result<(), AggError> {
+        match self.min_n(f) {
+            Some(m) if n >= m => Ok(()),
+            _ => Err(AggError::TooFewInputs {
+                rule,
+                requirement: self.text,
+                n,
+                f,
+            }),
+        }
+    }
+}
+
 /// The message of [`AggError::NonFinite`]: the rule, why, and the first ten offending rows.
 pub fn nonfinite_message(rule: &str, rows: &[usize], detail: &str) -> String {
     const SHOWN: usize = 10;
@@ -89,6 +139,24 @@ impl std::error::Error for AggError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_never_overflow_and_match_their_text() {
+        for needs in [MAJORITY, KRUM, BULYAN] {
+            assert_eq!(needs.text, format!("n >= {}f + {}", needs.a, needs.b));
+            assert_eq!(needs.min_n(1), Some(needs.a + needs.b));
+            for f in [usize::MAX, usize::MAX / 2 + 1, 1 << 63] {
+                assert!(
+                    needs.check("rule", usize::MAX, f).is_err(),
+                    "{needs:?} f={f}"
+                );
+            }
+        }
+        assert_eq!(MAJORITY.min_n(usize::MAX / 2), Some(usize::MAX));
+        assert!(MAJORITY.check("rule", usize::MAX, usize::MAX / 2).is_ok());
+        assert_eq!(BULYAN.min_n(usize::MAX / 4), Some(usize::MAX));
+        assert_eq!(BULYAN.min_n(usize::MAX / 4 + 1), None);
+    }
 
     #[test]
     fn messages_state_the_condition_with_values() {

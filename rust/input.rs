@@ -68,6 +68,7 @@ impl<'a, T: Float> Rows<'a, T> {
     }
 
     /// View a row-major `(n, d)` block.
+    #[cfg(test)]
     pub fn from_matrix(
         rule: &'static str,
         data: &'a [T],

@@ -144,18 +144,18 @@ pub fn median_padding(n: usize, m: usize) -> (usize, usize) {
 }
 
 /// Rust source of one generated network: a unit struct `name` implementing
-/// `Net<V, size>` (see `network.rs`), whose `apply` loads every slot through `load`, runs
-/// the comparators as straight-line code on locals, and returns the slots.
+/// `Net<size>` (see `network.rs`), whose `apply` loads every slot through `load` (any lane
+/// vector `V`), runs the comparators as straight-line code on locals, and returns the slots.
 pub fn emit(name: &str, size: usize, net: &[(usize, usize, Kind)]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     writeln!(s, "/// {} comparators on {size} slots.", net.len()).unwrap();
     writeln!(s, "pub struct {name};").unwrap();
-    writeln!(s, "impl<V: Cx> Net<V, {size}> for {name} {{").unwrap();
+    writeln!(s, "impl Net<{size}> for {name} {{").unwrap();
     writeln!(s, "    #[inline(always)]").unwrap();
     writeln!(
         s,
-        "    fn apply(load: impl Fn(usize) -> V) -> [V; {size}] {{"
+        "    fn apply<V: Cx>(load: impl Fn(usize) -> V) -> [V; {size}] {{"
     )
     .unwrap();
     let mut written = vec![false; size];
@@ -211,7 +211,7 @@ pub fn generate() -> String {
     writeln!(
         s,
         "/// Run `job` with the compiled sort network of `m <= 16` keys.\n#[inline(always)]\n\
-         pub fn with_small_sort<V: Cx, J: UseNet<V>>(m: usize, job: J) -> J::Out {{\n    match m {{"
+         pub fn with_small_sort<J: UseNet>(m: usize, job: J) -> J::Out {{\n    match m {{"
     )
     .unwrap();
     for m in 1..=16 {
@@ -231,8 +231,8 @@ pub fn generate() -> String {
         .unwrap();
         writeln!(
             s,
-            "#[inline(always)]\npub fn with_{kind}<V: Cx, J: UseNet<V>>(m: usize, job: J) -> \
-             J::Out {{\n    match m {{"
+            "#[inline(always)]\npub fn with_{kind}<J: UseNet>(m: usize, job: J) -> J::Out {{\n    \
+             match m {{"
         )
         .unwrap();
         for &m in &sizes {

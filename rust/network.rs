@@ -18,6 +18,8 @@
 //!   memory, for the rules that need every rank with its row (meamed, weighted order
 //!   statistics) and for `n` beyond the generated sizes (up to [`MAX_N`]).
 
+use crate::simd::{Isa, Proof};
+
 /// Coordinates processed together by one pass over the network.
 pub const LANES: usize = 16;
 /// Largest `n` served by a network (about 20k comparators there); beyond it, use selection.
@@ -62,20 +64,30 @@ pub const PRESORT: usize = 16;
 /// interpreter (two loads, two stores and a min/max pair per comparator) was 46 % of the
 /// samples; the groups' sorts are 33 % of its comparators at n = 200 and 43 % at n = 100.
 pub struct Plan {
-    level: crate::simd::Level,
+    proof: Proof,
     n: usize,
-    /// Rows per presorted group, 0 for none.
-    presort: usize,
+    /// The proof that groups of [`PRESORT`] rows can be sorted in AVX-512 registers.
+    #[cfg(target_arch = "x86_64")]
+    presort: Option<crate::simd::Avx512>,
     net: Vec<(u32, u32)>,
 }
 
 impl Plan {
     pub fn new(level: crate::simd::Level, n: usize, wanted: &[usize]) -> Plan {
-        if !(cfg!(target_arch = "x86_64") && level == crate::simd::Level::Avx512) {
+        let proof = crate::simd::proof_of(level);
+        #[cfg(target_arch = "x86_64")]
+        let presort = match proof {
+            Proof::Avx512(t) => Some(t),
+            _ => None,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let presort: Option<()> = None;
+        if presort.is_none() {
             return Plan {
-                level,
+                proof,
                 n,
-                presort: 0,
+                #[cfg(target_arch = "x86_64")]
+                presort,
                 net: network(n, wanted),
             };
         }
@@ -102,42 +114,44 @@ impl Plan {
             })
             .collect();
         Plan {
-            level,
+            proof,
             n,
-            presort: g,
+            #[cfg(target_arch = "x86_64")]
+            presort,
             net: level_order(n, crate::netgen::prune(n, &rest, wanted)),
         }
     }
 
     /// Run the network on a block of keys laid out `keys[row * LANES + lane]`.
-    pub fn apply<K: Ord + Copy>(&self, keys: &mut [K]) {
+    pub fn apply<K: Ord + Copy + Send>(&self, keys: &mut [K]) {
         assert_eq!(keys.len(), self.n * LANES);
-        if self.presort > 0 {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `presort` is only set for `Level::Avx512`, in force only when the CPU
-            // reports avx512f/bw/dq/vl (simd.rs).
-            unsafe {
-                presort_avx512(keys, self.presort)
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("groups are presorted on AVX-512 only");
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = self.presort {
+            presort(t, &mut *keys);
         }
-        apply_dispatch(self.level, keys, &self.net);
+        interpret(self.proof, keys, &self.net);
     }
 }
 
-/// Sort each aligned group of `g` rows of `keys` (`[row * LANES + lane]`) per lane with the
-/// compiled sort network of the group's size.
+crate::simd::per_level! {
+    avx512 only;
+    /// Sort each aligned group of [`PRESORT`] rows of `keys` (`[row * LANES + lane]`) per lane
+    /// with the compiled sort network of the group's size, in registers (AVX-512).
+    fn presort[K: Ord + Copy][K](_isa: I, keys: &mut [K]) {
+        presort_groups(keys, PRESORT)
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-fn presort_avx512<K: Ord + Copy>(keys: &mut [K], g: usize) {
+#[inline(always)]
+fn presort_groups<K: Ord + Copy>(keys: &mut [K], g: usize) {
     struct Group<'a, K>(&'a mut [K]);
-    impl<K: Ord + Copy> UseNet<Lanes<K, LANES>> for Group<'_, K> {
+    impl<K: Ord + Copy> UseNet for Group<'_, K> {
         type Out = ();
         #[inline(always)]
-        fn run<const N: usize, S: Net<Lanes<K, LANES>, N>>(self) {
+        fn run<const N: usize, S: Net<N>>(self) {
             let k = self.0;
-            let sorted = S::apply(
+            let sorted = S::apply::<Lanes<K, LANES>>(
                 #[inline(always)]
                 |i| {
                     Lanes(
@@ -174,28 +188,25 @@ pub fn apply<K: Ord + Copy>(keys: &mut [K], net: &[(u32, u32)]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn apply_avx2<K: Ord + Copy>(keys: &mut [K], net: &[(u32, u32)]) {
-    apply(keys, net)
+crate::simd::per_level! {
+    avx2;
+    /// [`apply`] compiled per level (same result on every level: integer min/max). AVX-512 CPUs
+    /// run the AVX2 clone: compiled for AVX-512 the interpreter measured slower (the median
+    /// 1.3-1.4x the AVX2 time at n = 10, 50 and 200, docs/performance.md), unlike the compiled
+    /// networks.
+    fn interpret[K: Ord + Copy][K](_isa: I, keys: &mut [K], net: &[(u32, u32)]) {
+        apply(keys, net)
+    }
 }
 
-/// [`apply`] on the SIMD level in force (same result on every level: integer min/max).
-pub fn apply_dispatch<K: Ord + Copy>(
+/// [`apply`] compiled for `level` (or the best level below it that this CPU has).
+#[cfg(test)]
+fn apply_dispatch<K: Ord + Copy + Send>(
     level: crate::simd::Level,
     keys: &mut [K],
     net: &[(u32, u32)],
 ) {
-    match level {
-        // The AVX-512 level runs the AVX2 clone: the interpreted network measured slower
-        // compiled for AVX-512 (benches/RESULTS.md: n = 10 / 50 / 200 median 1.3-1.4x / 1.4x /
-        // 1.26x the AVX2 time), unlike the compiled networks.
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Level::Avx2` and `Level::Avx512` are only in force when the CPU reports avx2
-        // and fma (simd.rs).
-        crate::simd::Level::Avx2 | crate::simd::Level::Avx512 => unsafe { apply_avx2(keys, net) },
-        _ => apply(keys, net),
-    }
+    interpret(crate::simd::proof_of(level), keys, net);
 }
 
 /// A lane vector a compiled network runs on: `LANES` keys, element-wise integer min/max.
@@ -245,25 +256,28 @@ impl<K: Ord + Copy, const L: usize> Cx for Lanes<K, L> {
     }
 }
 
-/// A [`Cx`] vector of `L` keys as the column kernels use it.
-pub trait KeyVec: Cx + Send + Sync + 'static {
+/// A [`Cx`] vector of `L` keys as the column kernels use it, built under proof `I` of its SIMD
+/// level: a vector of explicit AVX2 or AVX-512 intrinsics exists only where a token proved the
+/// CPU runs them, so its safe methods are sound.
+pub(crate) trait KeyVec<I: Isa>: Cx + Send + Sync + 'static {
     type K: Ord + Copy + Send + Sync;
     /// Lanes (coordinates) per vector.
     const L: usize;
-    fn splat(k: Self::K) -> Self;
+    fn splat(isa: I, k: Self::K) -> Self;
     fn lane(self, l: usize) -> Self::K;
     /// The `L` keys, then copies of the first up to 16 (the most lanes of any vector), as a
     /// plain array: loops over it with a constant trip count vectorise.
     fn keys(self) -> [Self::K; 16];
     /// The keys of `src[..L]` (value-only keys, `order.rs`).
-    fn load<T: crate::order::Float<VKey = Self::K>>(src: &[T]) -> Self;
+    fn load<T: crate::order::Float<VKey = Self::K>>(isa: I, src: &[T]) -> Self;
 }
 
-impl<K: Ord + Copy + Send + Sync + 'static, const L: usize> KeyVec for Lanes<K, L> {
+// Plain arrays: no intrinsics, so any level (or none) may build them.
+impl<I: Isa, K: Ord + Copy + Send + Sync + 'static, const L: usize> KeyVec<I> for Lanes<K, L> {
     type K = K;
     const L: usize = L;
     #[inline(always)]
-    fn splat(k: K) -> Self {
+    fn splat(_: I, k: K) -> Self {
         Lanes([k; L])
     }
     #[inline(always)]
@@ -277,87 +291,75 @@ impl<K: Ord + Copy + Send + Sync + 'static, const L: usize> KeyVec for Lanes<K, 
         o
     }
     #[inline(always)]
-    fn load<T: crate::order::Float<VKey = K>>(src: &[T]) -> Self {
+    fn load<T: crate::order::Float<VKey = K>>(_: I, src: &[T]) -> Self {
         let a: &[T; L] = src[..L].try_into().expect("a slice of L values");
         Lanes(core::array::from_fn(|l| a[l].vkey()))
     }
 }
 
-/// A value-only key type with its lane vector per SIMD level, and the keys below and above
-/// every real key (`order.rs` never produces them: they encode a negative NaN, which is made
-/// positive first, and an all-ones payload above the canonical NaN), which pad a network's
-/// unused slots.
+/// A value-only key type, its lane vector per SIMD level, and the keys below and above every
+/// real key (`order.rs` never produces them: they encode a negative NaN, which is made positive
+/// first, and an all-ones payload above the canonical NaN), which pad a network's unused slots.
 ///
-/// x86-64: `Base` (the portable build's level) is SSE2 for 32-bit keys (explicit intrinsics:
-/// SSE2 has no unsigned 32-bit min/max, so it compares biased keys) and one key per vector
-/// for 64-bit keys (SSE2 has no 64-bit compare); `V256` (avx2) and `V512` (avx512) are
-/// explicit intrinsics. aarch64: `Base` is one key per vector, `Neon` four or two keys as
-/// plain arrays, which LLVM compiles to NEON `umin`/`umax` (NEON is part of every aarch64
-/// CPU).
-pub trait LaneKey: Ord + Copy + Send + Sync + 'static {
+/// x86-64: the portable level is SSE2 for 32-bit keys (explicit intrinsics: SSE2 has no
+/// unsigned 32-bit min/max, so it compares biased keys) and one key per vector for 64-bit keys
+/// (SSE2 has no 64-bit compare); AVX2 and AVX-512 are explicit intrinsics. aarch64: the
+/// portable level is one key per vector, NEON four or two keys as plain arrays, which LLVM
+/// compiles to NEON `umin`/`umax`.
+pub(crate) trait LaneKey: Ord + Copy + Send + Sync + 'static {
     const BELOW: Self;
     const ABOVE: Self;
-    type Base: KeyVec<K = Self>;
-    #[cfg(target_arch = "x86_64")]
-    type V256: KeyVec<K = Self>;
-    #[cfg(target_arch = "x86_64")]
-    type V512: KeyVec<K = Self>;
-    #[cfg(target_arch = "aarch64")]
-    type Neon: KeyVec<K = Self>;
+    /// The vector of these keys at level `I`.
+    type At<I: Isa>: KeyVec<I, K = Self>;
 }
 
 impl LaneKey for u32 {
     const BELOW: u32 = 0;
     const ABOVE: u32 = u32::MAX;
-    #[cfg(target_arch = "x86_64")]
-    type Base = x86::U32x4;
-    #[cfg(not(target_arch = "x86_64"))]
-    type Base = Lanes<u32, 1>;
-    #[cfg(target_arch = "x86_64")]
-    type V256 = x86::U32x8;
-    #[cfg(target_arch = "x86_64")]
-    type V512 = x86::U32x16;
-    #[cfg(target_arch = "aarch64")]
-    type Neon = Lanes<u32, 4>;
+    type At<I: Isa> = I::Keys32;
 }
 
 impl LaneKey for u64 {
     const BELOW: u64 = 0;
     const ABOVE: u64 = u64::MAX;
-    type Base = Lanes<u64, 1>;
-    #[cfg(target_arch = "x86_64")]
-    type V256 = x86::U64x4;
-    #[cfg(target_arch = "x86_64")]
-    type V512 = x86::U64x8;
-    #[cfg(target_arch = "aarch64")]
-    type Neon = Lanes<u64, 2>;
+    type At<I: Isa> = I::Keys64;
 }
 
-/// A compiled network on `N` slots.
-pub trait Net<V: Cx, const N: usize> {
+/// The portable level's vectors.
+#[cfg(target_arch = "x86_64")]
+pub(crate) type Base32 = x86::U32x4;
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) type Base32 = Lanes<u32, 1>;
+pub(crate) type Base64 = Lanes<u64, 1>;
+
+/// A compiled network on `N` slots, for any lane vector.
+pub trait Net<const N: usize> {
     /// Slot `i` starts as `load(i)`; the wanted ranks end up in slot `rank` of the result.
     /// Returned by value: an `&mut [V; N]` out-parameter made every caller initialise the
     /// array first (a 4 KB memset per 16-coordinate block at N = 64, 9 % of the median's time
     /// at n = 50, perf).
-    fn apply(load: impl Fn(usize) -> V) -> [V; N];
+    fn apply<V: Cx>(load: impl Fn(usize) -> V) -> [V; N];
 }
 
 /// Work that runs with a compiled network of a size known only at run time: the generated
 /// dispatchers (`generated::with_median`, `generated::with_sort`) call `run` with the network's
 /// static type, so the work is compiled once per network.
-pub trait UseNet<V: Cx> {
+pub trait UseNet {
     type Out;
-    fn run<const N: usize, S: Net<V, N>>(self) -> Self::Out;
+    fn run<const N: usize, S: Net<N>>(self) -> Self::Out;
 }
 
 /// Explicit x86-64 lane vectors. Their methods use the intrinsics of their level without a
-/// `#[target_feature]` of their own: they are `#[inline(always)]` and only ever inlined into
-/// the column kernels' per-level functions (`rules/columns.rs`), which carry the features.
-/// Each `load` computes `order.rs`'s `ord32`/`ord64` on a whole vector (tested equal).
+/// `#[target_feature]` of their own: they are `#[inline(always)]` and inlined into the column
+/// kernels' per-level clones (`simd::per_level!`), which carry the features. A vector of
+/// an AVX2 or AVX-512 type is only built with that level's token (`KeyVec<Avx2>`,
+/// `KeyVec<Avx512>`), so every method runs on a CPU that has its instructions. Each `load`
+/// computes `order.rs`'s `ord32`/`ord64` on a whole vector (tested equal).
 #[cfg(target_arch = "x86_64")]
-pub mod x86 {
+pub(crate) mod x86 {
     use super::{Cx, KeyVec};
     use crate::order::Float;
+    use crate::simd::{Avx2, Avx512, Isa};
     use std::arch::x86_64::*;
 
     const S32: i32 = i32::MIN;
@@ -379,7 +381,9 @@ pub mod x86 {
             type K = $k;
             #[inline(always)]
             fn lane(self, l: usize) -> $k {
-                self.keys()[l]
+                // SAFETY: a SIMD register is plain bits, as an array of its lanes.
+                let a: [$k; $l] = unsafe { std::mem::transmute(self.0) };
+                a[l]
             }
             #[inline(always)]
             fn keys(self) -> [$k; 16] {
@@ -395,7 +399,7 @@ pub mod x86 {
     /// 4 `u32` keys in an SSE2 register, the portable build's level.
     #[derive(Clone, Copy)]
     #[repr(transparent)]
-    pub struct U32x4(__m128i);
+    pub(crate) struct U32x4(__m128i);
 
     impl U32x4 {
         /// All ones in lanes where `a > b` as unsigned (SSE2 compares signed: flip the sign
@@ -433,15 +437,15 @@ pub mod x86 {
         }
     }
 
-    impl KeyVec for U32x4 {
+    impl<I: Isa> KeyVec<I> for U32x4 {
         lane_access!(u32, 4);
         #[inline(always)]
-        fn splat(k: u32) -> Self {
+        fn splat(_: I, k: u32) -> Self {
             // SAFETY: SSE2 is part of x86-64.
             U32x4(unsafe { _mm_set1_epi32(k as i32) })
         }
         #[inline(always)]
-        fn load<T: Float<VKey = u32>>(src: &[T]) -> Self {
+        fn load<T: Float<VKey = u32>>(_: I, src: &[T]) -> Self {
             check(src, 4, 4);
             // SAFETY: `src` holds 4 float32 values (checked); SSE2 is part of x86-64.
             unsafe {
@@ -458,12 +462,12 @@ pub mod x86 {
     /// 8 `u32` keys in an AVX2 register.
     #[derive(Clone, Copy)]
     #[repr(transparent)]
-    pub struct U32x8(__m256i);
+    pub(crate) struct U32x8(__m256i);
 
     impl Cx for U32x8 {
         #[inline(always)]
         fn min(self, o: Self) -> Self {
-            // SAFETY: only inlined into functions compiled with avx2 (see the module docs).
+            // SAFETY: a U32x8 or U64x4 is only built under an `Avx2` token (`KeyVec<Avx2>`).
             U32x8(unsafe { _mm256_min_epu32(self.0, o.0) })
         }
         #[inline(always)]
@@ -473,17 +477,17 @@ pub mod x86 {
         }
     }
 
-    impl KeyVec for U32x8 {
+    impl KeyVec<Avx2> for U32x8 {
         lane_access!(u32, 8);
         #[inline(always)]
-        fn splat(k: u32) -> Self {
+        fn splat(_: Avx2, k: u32) -> Self {
             // SAFETY: as `min`.
             U32x8(unsafe { _mm256_set1_epi32(k as i32) })
         }
         #[inline(always)]
-        fn load<T: Float<VKey = u32>>(src: &[T]) -> Self {
+        fn load<T: Float<VKey = u32>>(_: Avx2, src: &[T]) -> Self {
             check(src, 8, 4);
-            // SAFETY: `src` holds 8 float32 values (checked); avx2 as `min`.
+            // SAFETY: `src` holds 8 float32 values (checked); the token proves AVX2.
             unsafe {
                 let bits = _mm256_loadu_si256(src.as_ptr() as *const __m256i);
                 let abs = _mm256_and_si256(bits, _mm256_set1_epi32(i32::MAX));
@@ -501,12 +505,12 @@ pub mod x86 {
     /// 16 `u32` keys in an AVX-512 register.
     #[derive(Clone, Copy)]
     #[repr(transparent)]
-    pub struct U32x16(__m512i);
+    pub(crate) struct U32x16(__m512i);
 
     impl Cx for U32x16 {
         #[inline(always)]
         fn min(self, o: Self) -> Self {
-            // SAFETY: only inlined into functions compiled with avx512f (see the module docs).
+            // SAFETY: a U32x16 or U64x8 is only built under an `Avx512` token (`KeyVec<Avx512>`).
             U32x16(unsafe { _mm512_min_epu32(self.0, o.0) })
         }
         #[inline(always)]
@@ -516,17 +520,17 @@ pub mod x86 {
         }
     }
 
-    impl KeyVec for U32x16 {
+    impl KeyVec<Avx512> for U32x16 {
         lane_access!(u32, 16);
         #[inline(always)]
-        fn splat(k: u32) -> Self {
+        fn splat(_: Avx512, k: u32) -> Self {
             // SAFETY: as `min`.
             U32x16(unsafe { _mm512_set1_epi32(k as i32) })
         }
         #[inline(always)]
-        fn load<T: Float<VKey = u32>>(src: &[T]) -> Self {
+        fn load<T: Float<VKey = u32>>(_: Avx512, src: &[T]) -> Self {
             check(src, 16, 4);
-            // SAFETY: `src` holds 16 float32 values (checked); avx512f as `min`.
+            // SAFETY: `src` holds 16 float32 values (checked); the token proves AVX-512.
             unsafe {
                 let bits = _mm512_loadu_si512(src.as_ptr() as *const __m512i);
                 let abs = _mm512_and_si512(bits, _mm512_set1_epi32(i32::MAX));
@@ -545,7 +549,7 @@ pub mod x86 {
     /// sign-flipped keys and two blends per compare-exchange.
     #[derive(Clone, Copy)]
     #[repr(transparent)]
-    pub struct U64x4(__m256i);
+    pub(crate) struct U64x4(__m256i);
 
     impl U64x4 {
         #[inline(always)]
@@ -561,7 +565,7 @@ pub mod x86 {
     impl Cx for U64x4 {
         #[inline(always)]
         fn min(self, o: Self) -> Self {
-            // SAFETY: only inlined into functions compiled with avx2 (see the module docs).
+            // SAFETY: a U32x8 or U64x4 is only built under an `Avx2` token (`KeyVec<Avx2>`).
             U64x4(unsafe { _mm256_blendv_epi8(self.0, o.0, Self::gt(self.0, o.0)) })
         }
         #[inline(always)]
@@ -581,17 +585,17 @@ pub mod x86 {
         }
     }
 
-    impl KeyVec for U64x4 {
+    impl KeyVec<Avx2> for U64x4 {
         lane_access!(u64, 4);
         #[inline(always)]
-        fn splat(k: u64) -> Self {
+        fn splat(_: Avx2, k: u64) -> Self {
             // SAFETY: as `min`.
             U64x4(unsafe { _mm256_set1_epi64x(k as i64) })
         }
         #[inline(always)]
-        fn load<T: Float<VKey = u64>>(src: &[T]) -> Self {
+        fn load<T: Float<VKey = u64>>(_: Avx2, src: &[T]) -> Self {
             check(src, 4, 8);
-            // SAFETY: `src` holds 4 float64 values (checked); avx2 as `min`.
+            // SAFETY: `src` holds 4 float64 values (checked); the token proves AVX2.
             unsafe {
                 let bits = _mm256_loadu_si256(src.as_ptr() as *const __m256i);
                 let abs = _mm256_and_si256(bits, _mm256_set1_epi64x(i64::MAX));
@@ -609,12 +613,12 @@ pub mod x86 {
     /// 8 `u64` keys in an AVX-512 register (native 64-bit min/max).
     #[derive(Clone, Copy)]
     #[repr(transparent)]
-    pub struct U64x8(__m512i);
+    pub(crate) struct U64x8(__m512i);
 
     impl Cx for U64x8 {
         #[inline(always)]
         fn min(self, o: Self) -> Self {
-            // SAFETY: only inlined into functions compiled with avx512f (see the module docs).
+            // SAFETY: a U32x16 or U64x8 is only built under an `Avx512` token (`KeyVec<Avx512>`).
             U64x8(unsafe { _mm512_min_epu64(self.0, o.0) })
         }
         #[inline(always)]
@@ -624,17 +628,17 @@ pub mod x86 {
         }
     }
 
-    impl KeyVec for U64x8 {
+    impl KeyVec<Avx512> for U64x8 {
         lane_access!(u64, 8);
         #[inline(always)]
-        fn splat(k: u64) -> Self {
+        fn splat(_: Avx512, k: u64) -> Self {
             // SAFETY: as `min`.
             U64x8(unsafe { _mm512_set1_epi64(k as i64) })
         }
         #[inline(always)]
-        fn load<T: Float<VKey = u64>>(src: &[T]) -> Self {
+        fn load<T: Float<VKey = u64>>(_: Avx512, src: &[T]) -> Self {
             check(src, 8, 8);
-            // SAFETY: `src` holds 8 float64 values (checked); avx512f as `min`.
+            // SAFETY: `src` holds 8 float64 values (checked); the token proves AVX-512.
             unsafe {
                 let bits = _mm512_loadu_si512(src.as_ptr() as *const __m512i);
                 let abs = _mm512_and_si512(bits, _mm512_set1_epi64(i64::MAX));

@@ -24,20 +24,16 @@ pub trait Accumulator: Copy + Send + Sync + Default {
     fn value(self) -> f64;
 }
 
-/// Plain float64 summation: exact enough for float32 inputs (53 vs 24 mantissa bits).
-/// `repr(transparent)`: SIMD kernels may treat a `[PlainSum]` as the `[f64]` it is.
-#[derive(Clone, Copy, Default, Debug)]
-#[repr(transparent)]
-pub struct PlainSum(f64);
-
-impl Accumulator for PlainSum {
+/// Plain float64 summation, the accumulator of float32 inputs: exact enough for them (53 vs 24
+/// mantissa bits).
+impl Accumulator for f64 {
     #[inline(always)]
     fn add(&mut self, v: f64) {
-        self.0 += v;
+        *self += v;
     }
     #[inline(always)]
     fn value(self) -> f64 {
-        self.0
+        self
     }
 }
 
@@ -109,6 +105,39 @@ pub trait Float:
     /// The average of two values without overflow, correctly rounded for float32
     /// (`f32::midpoint` computes in float64) and float64 (`f64::midpoint`).
     fn midpoint(a: Self, b: Self) -> Self;
+    /// Proof that `Self` is float32, for the kernels written for float32 only: `Some` for
+    /// `f32`, whose witness converts by identity, `None` for `f64`.
+    fn is_f32() -> Option<IsF32<Self>>;
+}
+
+/// Rows of `T` with a weight each (the mean's groups).
+pub type WeightedRows<'a, 'b, T> = &'a [(&'b [T], f64)];
+
+/// A witness that the float type `T` is `f32`: views of `T` data as float32 data. Only
+/// [`Float::is_f32`] for `f32` makes one, from identity functions, so no cast is involved.
+pub struct IsF32<T: Float> {
+    pub rows: for<'a, 'b> fn(&'a [&'b [T]]) -> &'a [&'b [f32]],
+    pub weighted_rows: for<'a, 'b> fn(WeightedRows<'a, 'b, T>) -> WeightedRows<'a, 'b, f32>,
+    pub slice_mut: for<'a> fn(&'a mut [T]) -> &'a mut [f32],
+    pub lanes_mut: for<'a> fn(&'a mut [T; 16]) -> &'a mut [f32; 16],
+    pub keys: for<'a> fn(&'a [T::VKey]) -> &'a [u32],
+    pub acc_mut: for<'a> fn(&'a mut [T::Acc]) -> &'a mut [f64],
+}
+
+fn same<X: ?Sized>(x: &X) -> &X {
+    x
+}
+
+fn same_mut<X: ?Sized>(x: &mut X) -> &mut X {
+    x
+}
+
+fn same_rows<'a, 'b>(x: &'a [&'b [f32]]) -> &'a [&'b [f32]] {
+    x
+}
+
+fn same_weighted_rows<'a, 'b>(x: &'a [(&'b [f32], f64)]) -> &'a [(&'b [f32], f64)] {
+    x
 }
 
 const F32_SIGN: u32 = 1 << 31;
@@ -144,7 +173,7 @@ fn ord64(v: f64) -> u64 {
 
 impl Float for f32 {
     type Key = u64;
-    type Acc = PlainSum;
+    type Acc = f64;
     const ZERO: Self = 0.0;
     const NAN: Self = f32::NAN;
     const INFINITY: Self = f32::INFINITY;
@@ -194,6 +223,17 @@ impl Float for f32 {
     #[inline(always)]
     fn midpoint(a: Self, b: Self) -> Self {
         a.midpoint(b)
+    }
+    #[inline(always)]
+    fn is_f32() -> Option<IsF32<f32>> {
+        Some(IsF32 {
+            rows: same_rows,
+            weighted_rows: same_weighted_rows,
+            slice_mut: same_mut,
+            lanes_mut: same_mut,
+            keys: same,
+            acc_mut: same_mut,
+        })
     }
 }
 
@@ -249,6 +289,10 @@ impl Float for f64 {
     #[inline(always)]
     fn midpoint(a: Self, b: Self) -> Self {
         a.midpoint(b)
+    }
+    #[inline(always)]
+    fn is_f32() -> Option<IsF32<f64>> {
+        None
     }
 }
 

@@ -101,6 +101,35 @@ def test_f_validation():
         aggkit.trimmed_mean(x, f=3)
 
 
+HUGE_F = [2**62 + 1, 2**63 - 1, 2**63, 2**64 - 1]
+
+
+@pytest.mark.parametrize("f", HUGE_F)
+def test_f_near_the_integer_limits_is_refused_by_the_core(f):
+    """The core's own checks of ``n >= a*f + b`` cannot wrap around (the Python layer checks
+    first, but the core is callable on its own and must not rely on it)."""
+    from aggkit import _core
+
+    x = np.ones((7, 3), np.float32)
+    dist = _core.pairwise_sq_distances(x)
+    calls = {
+        "krum": lambda: _core.krum(x, f, "raise"),
+        "multi_krum": lambda: _core.multi_krum(x, f, 2, "raise"),
+        "krum_select": lambda: _core.krum_select(dist, f, 2, "raise"),
+        "trimmed_mean": lambda: _core.trimmed_mean(x, f, "raise", False),
+        "weighted_trimmed_mean": lambda: _core.weighted_trimmed_mean(x, np.ones(7), f, "raise", False),
+        "meamed": lambda: _core.meamed(x, f, None, "raise", False),
+        "bulyan_select": lambda: _core.bulyan_select(dist, f, False),
+        "mda_select": lambda: _core.mda_select(dist, f, 1000),
+    }
+    for call in calls.values():
+        with pytest.raises(aggkit.TooFewInputsError, match=f"needs n >= [24]f \\+ [13], got n=7, f={f}"):
+            call()
+    for rule in (aggkit.krum, aggkit.trimmed_mean, aggkit.meamed, aggkit.bulyan, aggkit.mda):
+        with pytest.raises(aggkit.TooFewInputsError, match=f"f={f}"):
+            rule(x, f=f)
+
+
 def test_options_and_registry_errors():
     with pytest.raises(aggkit.InvalidParameterError, match="even must be one of"):
         aggkit.median(np.ones((2, 2)), even="middle")

@@ -27,7 +27,7 @@ use crate::input::Rows;
 use crate::netgen;
 use crate::network::{generated, KeyVec, LaneKey, Net, UseNet};
 use crate::order::{Accumulator, Float};
-use crate::simd::{self, Level};
+use crate::simd::{self, Isa, Proof};
 
 /// Coordinates per tile (one rayon task): 16 KB of each float32 row, long enough runs per row
 /// for the hardware prefetcher, and enough tiles to balance threads.
@@ -51,6 +51,7 @@ impl Select {
 }
 
 /// Everything a tile needs besides its outputs.
+#[derive(Clone, Copy)]
 struct Ctx<'a, T> {
     rows: &'a Rows<'a, T>,
     /// Slots below the real keys holding [`LaneKey::BELOW`].
@@ -59,11 +60,14 @@ struct Ctx<'a, T> {
     propagate: bool,
 }
 
-type TileFn<T> = unsafe fn(&Ctx<'_, T>, Tile<'_, T>);
+/// A tile of one network, run compiled for the level `Proof` proves.
+type TileFn<T> = fn(Proof, Ctx<'_, T>, Tile<'_, T>);
 
-/// The coordinate-wise `select` of `x` into `out`, if a compiled network serves `n` rows on
-/// the SIMD level in force; otherwise `out` comes back untouched (the caller runs the
-/// interpreted path).
+/// The keys of `T` as the vector of level `I`.
+type Keys<T, I> = <<T as Float>::VKey as LaneKey>::At<I>;
+
+/// The coordinate-wise `select` of `x` into `out`, if a compiled network serves `n` rows;
+/// otherwise `out` comes back untouched (the caller runs the interpreted path).
 pub(crate) fn select_columns<'o, T: Float>(
     x: &Rows<'_, T>,
     out: ColumnsOut<'o, T>,
@@ -71,7 +75,6 @@ pub(crate) fn select_columns<'o, T: Float>(
     select: Select,
 ) -> Option<ColumnsOut<'o, T>> {
     let n = x.n();
-    let level = simd::level();
     let Some(m) = netgen::generated_size(n) else {
         return Some(out);
     };
@@ -81,77 +84,48 @@ pub(crate) fn select_columns<'o, T: Float>(
     } else {
         0
     };
-    let tile: TileFn<T> = pick::<T>(level, median, m);
+    let tile: TileFn<T> = if median {
+        generated::with_median(m, Pick(std::marker::PhantomData))
+    } else {
+        generated::with_sort(m, Pick(std::marker::PhantomData))
+    };
     let ctx = Ctx {
         rows: x,
         pad_lo,
         select,
         propagate,
     };
-    // SAFETY: `pick` returns a function compiled for the level in force, whose features the
-    // CPU has (simd.rs only puts a level in force after detecting it).
-    for_each_tile(x, out, TILE, || (), |_, t| unsafe { tile(&ctx, t) });
+    let proof = simd::proof();
+    for_each_tile(x, out, TILE, || (), |_, t| tile(proof, ctx, t));
     None
 }
 
-/// The tile function for this level and network.
-fn pick<T: Float>(level: Level, median: bool, m: usize) -> TileFn<T> {
-    type K<T> = <T as Float>::VKey;
-    macro_rules! net {
-        ($v:ty, $picker:ident) => {
-            if median {
-                generated::with_median::<$v, _>(m, $picker::<T>(Default::default()))
-            } else {
-                generated::with_sort::<$v, _>(m, $picker::<T>(Default::default()))
-            }
-        };
-    }
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => net!(<K<T> as LaneKey>::V512, Avx512),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => net!(<K<T> as LaneKey>::V256, Avx2),
-        #[cfg(target_arch = "aarch64")]
-        Level::Neon => net!(<K<T> as LaneKey>::Neon, Neon),
-        _ => net!(<K<T> as LaneKey>::Base, Baseline),
+/// Picks the tile function of network `S`: `run::<N, S>` is [`tile_of`]`::<T, N, S>`.
+struct Pick<T>(std::marker::PhantomData<T>);
+
+impl<T: Float> UseNet for Pick<T> {
+    type Out = TileFn<T>;
+    fn run<const N: usize, S: Net<N>>(self) -> TileFn<T> {
+        tile_of::<T, N, S>
     }
 }
 
-/// Per-level pickers: `run::<N, S>` returns the tile function compiled for that level.
-macro_rules! picker {
-    ($name:ident, $vec:ident, $tile:ident $(, $feat:literal)?) => {
-        struct $name<T>(std::marker::PhantomData<T>);
-        impl<T: Float> UseNet<<T::VKey as LaneKey>::$vec> for $name<T> {
-            type Out = TileFn<T>;
-            fn run<const N: usize, S: Net<<T::VKey as LaneKey>::$vec, N>>(self) -> TileFn<T> {
-                $tile::<T, <T::VKey as LaneKey>::$vec, N, S>
-            }
-        }
-        $(#[target_feature(enable = $feat)])?
-        unsafe fn $tile<T: Float, V: KeyVec<K = T::VKey>, const N: usize, S: Net<V, N>>(
-            ctx: &Ctx<'_, T>,
-            t: Tile<'_, T>,
-        ) {
-            tile_body::<T, V, N, S>(ctx, t)
-        }
-    };
+crate::simd::per_level! {
+    avx512;
+    /// One tile with network `S`, compiled for `proof`'s level. `ctx` is a copy of the caller's
+    /// (it is `Copy`): the compiler knows that writing the outputs leaves it unchanged.
+    fn tile_of[T: Float, const N: usize, S: Net<N>][T, N, S](
+        isa: I,
+        ctx: Ctx<'_, T>,
+        t: Tile<'_, T>,
+    ) {
+        tile_body::<T, I, Keys<T, I>, N, S>(isa, &ctx, t)
+    }
 }
-
-picker!(Baseline, Base, tile_baseline);
-#[cfg(target_arch = "x86_64")]
-picker!(Avx2, V256, tile_avx2, "avx2,fma");
-#[cfg(target_arch = "x86_64")]
-picker!(
-    Avx512,
-    V512,
-    tile_avx512,
-    "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"
-);
-#[cfg(target_arch = "aarch64")]
-picker!(Neon, Neon, tile_neon, "neon");
 
 #[inline(always)]
-fn tile_body<T: Float, V: KeyVec<K = T::VKey>, const N: usize, S: Net<V, N>>(
+fn tile_body<T: Float, I: Isa, V: KeyVec<I, K = T::VKey>, const N: usize, S: Net<N>>(
+    isa: I,
     ctx: &Ctx<'_, T>,
     mut t: Tile<'_, T>,
 ) {
@@ -161,7 +135,7 @@ fn tile_body<T: Float, V: KeyVec<K = T::VKey>, const N: usize, S: Net<V, N>>(
     let full = w - w % V::L;
     let mut c = 0;
     while c < full {
-        block::<T, V, N, S>(ctx, x.rows(), t.j0 + c, c, V::L, &mut t);
+        block::<T, I, V, N, S>(isa, ctx, x.rows(), t.j0 + c, c, V::L, &mut t);
         c += V::L;
     }
     if c < w {
@@ -173,14 +147,16 @@ fn tile_body<T: Float, V: KeyVec<K = T::VKey>, const N: usize, S: Net<V, N>>(
             s[..rest].copy_from_slice(&x.row(i)[j..j + rest]);
         }
         let rows: Vec<&[T]> = scratch.chunks_exact(V::L).collect();
-        block::<T, V, N, S>(ctx, &rows, 0, c, rest, &mut t);
+        block::<T, I, V, N, S>(isa, ctx, &rows, 0, c, rest, &mut t);
     }
 }
 
 /// One block of `V::L` coordinates (the first `lanes` of them are real): row `i`'s values are
 /// `rows[i][j..j + V::L]`, outputs go to tile offset `c`.
 #[inline(always)]
-fn block<T: Float, V: KeyVec<K = T::VKey>, const N: usize, S: Net<V, N>>(
+#[allow(clippy::too_many_arguments)]
+fn block<T: Float, I: Isa, V: KeyVec<I, K = T::VKey>, const N: usize, S: Net<N>>(
+    isa: I,
     ctx: &Ctx<'_, T>,
     rows: &[&[T]],
     j: usize,
@@ -196,29 +172,29 @@ fn block<T: Float, V: KeyVec<K = T::VKey>, const N: usize, S: Net<V, N>>(
     // out-of-line call (measured: avx2 4x slower than the baseline level before this).
     let ranked = if N <= netgen::EXACT_MAX {
         // Exact network: N == n (netgen::generated_size), no pads.
-        S::apply(
+        S::apply::<V>(
             #[inline(always)]
-            |i| V::load(src(i)),
+            |i| V::load(isa, src(i)),
         )
     } else {
-        S::apply(
+        S::apply::<V>(
             #[inline(always)]
             |i| {
                 if i < pad_lo {
-                    V::splat(<T::VKey as LaneKey>::BELOW)
+                    V::splat(isa, <T::VKey as LaneKey>::BELOW)
                 } else if i < pad_lo + n {
-                    V::load(src(i - pad_lo))
+                    V::load(isa, src(i - pad_lo))
                 } else {
-                    V::splat(<T::VKey as LaneKey>::ABOVE)
+                    V::splat(isa, <T::VKey as LaneKey>::ABOVE)
                 }
             },
         )
     };
     let nan_key = T::NAN.vkey();
-    let mut top = V::splat(<T::VKey as LaneKey>::BELOW);
+    let mut top = V::splat(isa, <T::VKey as LaneKey>::BELOW);
     if ctx.propagate {
         for i in 0..n {
-            top = top.max(V::load(src(i)));
+            top = top.max(V::load(isa, src(i)));
         }
     }
     let values = &mut t.values[c..c + lanes];

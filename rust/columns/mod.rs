@@ -257,6 +257,7 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
     };
     if n <= network::MAX_N {
         let level = simd::level();
+        let proof = simd::proof_of(level);
         let net = network::Plan::new(level, n, &(lo..=hi).collect::<Vec<_>>());
         let ends = match ends {
             Some(f) if out.rows.is_none() => {
@@ -273,7 +274,7 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
             || (Vec::new(), Vec::new(), 0usize),
             |(keys, first_nan, skip): &mut (Vec<Kg::K>, Vec<u32>, usize), mut t| {
                 let w = t.values.len();
-                let off = load_tile::<T, Kg>(level, x, t.j0, w, keys, first_nan, propagate);
+                let off = load_tile::<T, Kg>(proof, x, t.j0, w, keys, first_nan, propagate);
                 let blocks = w.div_ceil(LANES);
                 let keys = &mut keys[off..off + blocks * n * LANES];
                 *skip = 0; // a miss skips blocks of its own tile only
@@ -350,45 +351,29 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
     }
 }
 
-/// Load coordinates `j0 .. j0 + width` as consecutive network blocks of [`LANES`]
-/// coordinates: block `b` is `keys[off + b * n * LANES ..]`, laid out `[row * LANES + lane]`,
-/// where the returned `off` puts the blocks on a 64-byte boundary; lanes past `width` in the
-/// last block hold a dummy key and are ignored. `first_nan[c]` is the first row holding a NaN
-/// in column `j0 + c` (or `u32::MAX`) when `track_nan`.
-///
-/// Each row is read once, `width` values in a row (not 16 at a time per block): the per-row
-/// work is amortised over the tile and the reads stream (profiled: the block-by-block load
-/// was 42 % of the median's samples at n = 10).
-pub(crate) fn load_tile<T: Float, Kg: Keying<T>>(
-    level: simd::Level,
-    x: &Rows<'_, T>,
-    j0: usize,
-    width: usize,
-    keys: &mut Vec<Kg::K>,
-    first_nan: &mut Vec<u32>,
-    track_nan: bool,
-) -> usize {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: these levels are only in force when the CPU reports their features (simd.rs).
-        simd::Level::Avx2 | simd::Level::Avx512 => unsafe {
-            load_tile_avx2::<T, Kg>(x, j0, width, keys, first_nan, track_nan)
-        },
-        _ => load_tile_body::<T, Kg>(x, j0, width, keys, first_nan, track_nan),
+crate::simd::per_level! {
+    avx2;
+    /// Load coordinates `j0 .. j0 + width` as consecutive network blocks of [`LANES`]
+    /// coordinates: block `b` is `keys[off + b * n * LANES ..]`, laid out `[row * LANES + lane]`,
+    /// where the returned `off` puts the blocks on a 64-byte boundary; lanes past `width` in the
+    /// last block hold a dummy key and are ignored. `first_nan[c]` is the first row holding a NaN
+    /// in column `j0 + c` (or `u32::MAX`) when `track_nan`.
+    ///
+    /// Each row is read once, `width` values in a row (not 16 at a time per block): the per-row
+    /// work is amortised over the tile and the reads stream (profiled: the block-by-block load
+    /// was 42 % of the median's samples at n = 10).
+    /// AVX-512 CPUs run the AVX2 clone (AVX-512 brought nothing here).
+    pub(crate) fn load_tile[T: Float, Kg: Keying<T>][T, Kg](
+        _isa: I,
+        x: &Rows<'_, T>,
+        j0: usize,
+        width: usize,
+        keys: &mut Vec<Kg::K>,
+        first_nan: &mut Vec<u32>,
+        track_nan: bool,
+    ) -> usize {
+        load_tile_body::<T, Kg>(x, j0, width, keys, first_nan, track_nan)
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn load_tile_avx2<T: Float, Kg: Keying<T>>(
-    x: &Rows<'_, T>,
-    j0: usize,
-    width: usize,
-    keys: &mut Vec<Kg::K>,
-    first_nan: &mut Vec<u32>,
-    track_nan: bool,
-) -> usize {
-    load_tile_body::<T, Kg>(x, j0, width, keys, first_nan, track_nan)
 }
 
 /// Ask for `run` in L1 ahead of its use. The tile's rows are read in short runs (a few

@@ -19,7 +19,7 @@
 //! NaN NaN.
 
 use crate::columns::{ranked_columns, ColumnsOut, Keying, Ranked, WithRows};
-use crate::error::AggError;
+use crate::error::{AggError, MAJORITY};
 use crate::input::{NonFinite, Rows};
 use crate::order::Float;
 use crate::rules::median::Even;
@@ -100,14 +100,7 @@ pub fn weighted_trimmed_mean<T: Float>(
     out: ColumnsOut<'_, T>,
 ) -> Result<(), AggError> {
     let n = x.n();
-    if n < 2 * f + 1 {
-        return Err(AggError::TooFewInputs {
-            rule: TRIMMED_MEAN,
-            requirement: "n >= 2f + 1",
-            n,
-            f,
-        });
-    }
+    MAJORITY.check(TRIMMED_MEAN, n, f)?;
     check_weights(TRIMMED_MEAN, w, n)?;
     x.check_policy(TRIMMED_MEAN, policy)?;
     let propagate = policy == NonFinite::Propagate;

@@ -213,32 +213,23 @@ fn reduce_sets_body<T: MFloat>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn reduce_sets_avx2<T: MFloat>(
-    x: &[T],
-    h: usize,
-    ptr: &[usize],
-    range: (usize, usize),
-    op: Op,
-    empty: T,
-    out: &mut [T],
-) {
-    reduce_sets_body(x, h, ptr, range, op, empty, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2")]
-fn reduce_sets_avx512<T: MFloat>(
-    x: &[T],
-    h: usize,
-    ptr: &[usize],
-    range: (usize, usize),
-    op: Op,
-    empty: T,
-    out: &mut [T],
-) {
-    reduce_sets_body(x, h, ptr, range, op, empty, out)
+crate::simd::per_level! {
+    avx512;
+    /// Sets `range` reduced into `out`, the same body compiled for scalar, AVX2 and AVX-512
+    /// (the compiler vectorises the row combines).
+    #[allow(clippy::too_many_arguments)]
+    fn reduce_sets[T: MFloat][T](
+        _isa: I,
+        x: &[T],
+        h: usize,
+        ptr: &[usize],
+        range: (usize, usize),
+        op: Op,
+        empty: T,
+        out: &mut [T],
+    ) {
+        reduce_sets_body(x, h, ptr, range, op, empty, out)
+    }
 }
 
 /// `out[s] = ⊕ of rows ptr[s] .. ptr[s+1] of x` over the set's carry tree, `empty` for an
@@ -247,21 +238,13 @@ fn reduce_sets_avx512<T: MFloat>(
 pub fn reduce<T: MFloat>(x: &[T], h: usize, ptr: &[usize], op: Op, empty: T, out: &mut [T]) {
     let sets = ptr.len() - 1;
     assert!(x.len() == ptr[sets] * h && out.len() == sets * h);
-    let level = simd::level();
+    let proof = simd::proof();
     for_each_chunk(
         ptr,
         h,
         out,
         |a, b| b - a,
-        |a, b, o| match level {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Level::Avx2` is only in force when the CPU reports avx2 (simd.rs).
-            simd::Level::Avx2 => unsafe { reduce_sets_avx2(x, h, ptr, (a, b), op, empty, o) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Level::Avx512` is only in force when the CPU reports those features.
-            simd::Level::Avx512 => unsafe { reduce_sets_avx512(x, h, ptr, (a, b), op, empty, o) },
-            _ => reduce_sets_body(x, h, ptr, (a, b), op, empty, o),
-        },
+        |a, b, o| reduce_sets(proof, x, h, ptr, (a, b), op, empty, o),
     );
 }
 

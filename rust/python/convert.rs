@@ -183,7 +183,7 @@ pub(crate) fn columns<T: Float + numpy::Element>(
     py: Python<'_>,
     d: usize,
     want_rows: bool,
-    kernel: impl FnOnce(ColumnsOut<'_, T>) -> Result<(), crate::AggError> + Send,
+    kernel: impl FnOnce(ColumnsOut<'_, T>) -> Result<(), crate::error::AggError> + Send,
 ) -> PyResult<(Out, Option<Out>, Option<Out>)> {
     let (vals, lo, hi) = run(py, move || {
         let mut vals = vec![T::ZERO; d];
@@ -210,7 +210,7 @@ pub(crate) fn fresh_matrix<T: Float + numpy::Element>(
     py: Python<'_>,
     n: usize,
     d: usize,
-    fill: impl FnOnce(&mut [T]) -> Result<(), crate::AggError> + Send,
+    fill: impl FnOnce(&mut [T]) -> Result<(), crate::error::AggError> + Send,
 ) -> PyResult<Out> {
     let arr = numpy::PyArray2::<T>::zeros(py, [n, d], false);
     {

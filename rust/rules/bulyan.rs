@@ -3,7 +3,7 @@
 //! is the last one chosen. The second stage is meamed's `closest_to_median` on the chosen rows.
 
 use crate::distance::{check_square, clean};
-use crate::error::AggError;
+use crate::error::{AggError, BULYAN};
 
 /// Bulyan's first stage: `theta = n - 2f` inputs chosen one by one, each by Krum (with the same
 /// `f`) among those not chosen yet. Round `t` scores each remaining input by the sum of its
@@ -18,14 +18,7 @@ pub fn bulyan_select(
 ) -> Result<(Vec<usize>, Vec<f64>), AggError> {
     const RULE: &str = "bulyan";
     check_square(RULE, dist, n)?;
-    if n < 4 * f + 3 {
-        return Err(AggError::TooFewInputs {
-            rule: RULE,
-            requirement: "n >= 4f + 3",
-            n,
-            f,
-        });
-    }
+    BULYAN.check(RULE, n, f)?;
     let theta = n - 2 * f;
     let mut remaining: Vec<usize> = (0..n).collect();
     let (mut chosen, mut scores) = (Vec::with_capacity(theta), Vec::with_capacity(theta));

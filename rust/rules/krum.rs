@@ -13,18 +13,13 @@
 //! (as `np.argmin`), so a row holding NaN is selected and its NaN reaches the output.
 
 use crate::distance::pairwise_sq_dists;
-use crate::error::AggError;
+use crate::error::{AggError, KRUM};
 use crate::input::{NonFinite, Rows};
 use crate::order::{rank_scores, Accumulator, Float};
 use crate::rules::mean::weighted_sum;
 
 pub const NAME: &str = "krum";
 pub const MULTI_NAME: &str = "multi_krum";
-
-/// `n` needed for `f`: `2f + 3`.
-pub fn min_inputs(f: usize) -> usize {
-    2 * f + 3
-}
 
 /// What Krum and Multi-Krum selected, for operators who flag suspicious clients.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,23 +31,12 @@ pub struct Selection {
 }
 
 fn check(rule: &'static str, n: usize, f: usize) -> Result<(), AggError> {
-    if n < min_inputs(f) {
-        return Err(AggError::TooFewInputs {
-            rule,
-            requirement: "n >= 2f + 3",
-            n,
-            f,
-        });
-    }
-    Ok(())
+    KRUM.check(rule, n, f)
 }
 
 /// Every input's Krum score (validated: `n >= 2f + 3`).
-pub fn scores<T: Float>(
-    x: &Rows<'_, T>,
-    f: usize,
-    policy: NonFinite,
-) -> Result<Vec<f64>, AggError> {
+#[cfg(test)]
+fn scores<T: Float>(x: &Rows<'_, T>, f: usize, policy: NonFinite) -> Result<Vec<f64>, AggError> {
     check("Krum", x.n(), f)?;
     x.check_policy("Krum", policy)?;
     Ok(scores_unchecked(x, f, policy))

@@ -13,7 +13,7 @@
 //! per coordinate are left out; `Propagate` makes a coordinate holding a NaN NaN.
 
 use crate::columns::{ranked_columns, ColumnsOut, Keying, Ranked, WithRows};
-use crate::error::AggError;
+use crate::error::{AggError, MAJORITY};
 use crate::input::{NonFinite, Rows};
 use crate::order::{Accumulator, Float};
 
@@ -27,14 +27,7 @@ pub fn meamed<T: Float>(
     out: ColumnsOut<'_, T>,
 ) -> Result<(), AggError> {
     let n = x.n();
-    if n < 2 * f + 1 {
-        return Err(AggError::TooFewInputs {
-            rule: NAME,
-            requirement: "n >= 2f + 1",
-            n,
-            f,
-        });
-    }
+    MAJORITY.check(NAME, n, f)?;
     closest_to_median(x, n - f, policy, out, NAME)
 }
 

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
 use crate::order::{Accumulator, Float};
-use crate::simd::{self, Level};
+use crate::simd::{self, Proof};
 
 pub const NAME: &str = "mean";
 
@@ -92,7 +92,7 @@ fn accumulate_body<T: Float>(
 /// The explicit SIMD kernels (float32 rows into float64 sums, the plain mean's hot path) when
 /// `T` is float32 and the level has one; otherwise the portable body.
 fn accumulate<T: Float>(
-    level: Level,
+    proof: Proof,
     acc: &mut [T::Acc],
     rows: &[(&[T], f64)],
     bad: &mut [bool; GROUP],
@@ -100,36 +100,15 @@ fn accumulate<T: Float>(
     pass: Pass<'_, T>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    {
-        use std::any::TypeId;
-        if matches!(level, Level::Avx2 | Level::Avx512)
-            && TypeId::of::<T>() == TypeId::of::<f32>()
-            && TypeId::of::<T::Acc>() == TypeId::of::<crate::order::PlainSum>()
-        {
-            // SAFETY: T is f32 and T::Acc is PlainSum, a repr(transparent) f64 (checked above).
-            let (acc, rows, finish) = unsafe {
-                (
-                    &mut *(acc as *mut [T::Acc] as *mut [f64]),
-                    &*(rows as *const [(&[T], f64)] as *const [(&[f32], f64)]),
-                    pass.finish
-                        .map(|(t, o)| (t, &mut *(o as *mut [T] as *mut [f32]))),
-                )
-            };
-            let pass = Pass {
-                fresh: pass.fresh,
-                finish,
-            };
-            match level {
-                // SAFETY: `Level::Avx512` is only in force when the CPU reports
-                // avx512f/bw/dq/vl (simd.rs).
-                Level::Avx512 => unsafe { x86::avx512(acc, rows, bad, unit, pass) },
-                // SAFETY: `Level::Avx2` is only in force when the CPU reports avx2 and fma.
-                _ => unsafe { x86::avx2(acc, rows, bad, unit, pass) },
-            }
-            return;
-        }
+    if let (Some(is), Proof::Avx2(_) | Proof::Avx512(_)) = (T::is_f32(), proof) {
+        let pass = Pass {
+            fresh: pass.fresh,
+            finish: pass.finish.map(|(t, o)| (t, (is.slice_mut)(o))),
+        };
+        let (acc, rows) = ((is.acc_mut)(acc), (is.weighted_rows)(rows));
+        return x86::group(proof, acc, rows, bad, unit, pass);
     }
-    let _ = (level, unit);
+    let _ = (proof, unit);
     accumulate_body::<T>(acc, rows, bad, pass)
 }
 
@@ -146,24 +125,27 @@ fn accumulate<T: Float>(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Pass, GROUP};
+    use super::{accumulate_body, Pass, GROUP};
+    use crate::simd::{Avx2, Avx512, Isa};
 
-    /// A vector of float64 lanes. The methods carry no `#[target_feature]`: they are
-    /// `#[inline(always)]` and only inlined into [`avx2`] / [`avx512`], which have the features
-    /// (as `network::x86`).
+    /// A vector of float64 lanes, built under its level's token (`zero`, `splat` and `load`
+    /// take one), so its methods run only on CPUs that have their instructions. The methods
+    /// carry no `#[target_feature]`: they are `#[inline(always)]` and inlined into the
+    /// per-level clones of `per_level!`, which have the features.
     trait F64v: Copy {
+        type Proof: Copy;
         const LANES: usize;
-        fn zero() -> Self;
-        fn splat(v: f64) -> Self;
+        fn zero(p: Self::Proof) -> Self;
+        fn splat(p: Self::Proof, v: f64) -> Self;
         /// # Safety
         /// `p` points at `LANES` readable float64.
-        unsafe fn load(p: *const f64) -> Self;
+        unsafe fn load(t: Self::Proof, p: *const f64) -> Self;
         /// # Safety
         /// `p` points at `LANES` writable float64.
         unsafe fn store(self, p: *mut f64);
         /// # Safety
         /// `p` points at `LANES` readable float32 (widened exactly).
-        unsafe fn load_f32(p: *const f32) -> Self;
+        unsafe fn load_f32(t: Self::Proof, p: *const f32) -> Self;
         /// # Safety
         /// `p` points at `LANES` writable float32 (rounded to nearest, as `as f32`).
         unsafe fn store_f32(self, p: *mut f32);
@@ -178,64 +160,66 @@ mod x86 {
     #[derive(Clone, Copy)]
     struct F64x4(__m256d);
 
-    // SAFETY (every block below): only inlined into `avx2` / `avx512`, compiled with avx2.
+    // SAFETY (every block below): an F64x4 exists only where an `Avx2` token proved the CPU
+    // runs AVX2 (every constructor takes one).
     impl F64v for F64x4 {
+        type Proof = Avx2;
         const LANES: usize = 4;
         #[inline(always)]
-        fn zero() -> Self {
-            // SAFETY: only inlined into functions with the features (impl note).
+        fn zero(_: Self::Proof) -> Self {
+            // SAFETY: the impl note.
             F64x4(unsafe { _mm256_setzero_pd() })
         }
         #[inline(always)]
-        fn splat(v: f64) -> Self {
-            // SAFETY: only inlined into functions with the features (impl note).
+        fn splat(_: Self::Proof, v: f64) -> Self {
+            // SAFETY: the impl note.
             F64x4(unsafe { _mm256_set1_pd(v) })
         }
         #[inline(always)]
-        unsafe fn load(p: *const f64) -> Self {
-            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+        unsafe fn load(_: Self::Proof, p: *const f64) -> Self {
+            // SAFETY: the caller passes a valid pointer; the features: the impl note.
             F64x4(unsafe { _mm256_loadu_pd(p) })
         }
         #[inline(always)]
         unsafe fn store(self, p: *mut f64) {
-            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+            // SAFETY: the caller passes a valid pointer; the features: the impl note.
             unsafe { _mm256_storeu_pd(p, self.0) }
         }
         #[inline(always)]
-        unsafe fn load_f32(p: *const f32) -> Self {
-            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+        unsafe fn load_f32(_: Self::Proof, p: *const f32) -> Self {
+            // SAFETY: the caller passes a valid pointer; the features: the impl note.
             F64x4(unsafe { _mm256_cvtps_pd(_mm_loadu_ps(p)) })
         }
         #[inline(always)]
         unsafe fn store_f32(self, p: *mut f32) {
-            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+            // SAFETY: the caller passes a valid pointer; the features: the impl note.
             unsafe { _mm_storeu_ps(p, _mm256_cvtpd_ps(self.0)) }
         }
         #[inline(always)]
         fn add(self, o: Self) -> Self {
-            // SAFETY: only inlined into functions with the features (impl note).
+            // SAFETY: the impl note.
             F64x4(unsafe { _mm256_add_pd(self.0, o.0) })
         }
         #[inline(always)]
         fn mul(self, o: Self) -> Self {
-            // SAFETY: only inlined into functions with the features (impl note).
+            // SAFETY: the impl note.
             F64x4(unsafe { _mm256_mul_pd(self.0, o.0) })
         }
         #[inline(always)]
         fn div(self, o: Self) -> Self {
-            // SAFETY: only inlined into functions with the features (impl note).
+            // SAFETY: the impl note.
             F64x4(unsafe { _mm256_div_pd(self.0, o.0) })
         }
         #[inline(always)]
         fn flag(self, v: Self) -> Self {
-            // SAFETY: only inlined into functions with the features (impl note).
+            // SAFETY: the impl note.
             F64x4(unsafe { _mm256_or_pd(self.0, _mm256_sub_pd(v.0, v.0)) })
         }
         #[inline(always)]
         fn any(self) -> bool {
-            // SAFETY: only inlined into functions with the features (impl note).
+            // SAFETY: the impl note.
             let b = unsafe { _mm256_castpd_si256(self.0) };
-            // SAFETY: only inlined into functions with the features (impl note).
+            // SAFETY: the impl note.
             unsafe { _mm256_testz_si256(b, b) == 0 }
         }
     }
@@ -243,64 +227,66 @@ mod x86 {
     #[derive(Clone, Copy)]
     struct F64x8(__m512d);
 
-    // SAFETY (every block below): only inlined into `avx512`, compiled with avx512f/dq.
+    // SAFETY (every block below): an F64x8 exists only where an `Avx512` token proved the CPU
+    // runs AVX-512 (every constructor takes one).
     impl F64v for F64x8 {
+        type Proof = Avx512;
         const LANES: usize = 8;
         #[inline(always)]
-        fn zero() -> Self {
-            // SAFETY: only inlined into functions with the features (impl note).
+        fn zero(_: Self::Proof) -> Self {
+            // SAFETY: the impl note.
             F64x8(unsafe { _mm512_setzero_pd() })
         }
         #[inline(always)]
-        fn splat(v: f64) -> Self {
-            // SAFETY: only inlined into functions with the features (impl note).
+        fn splat(_: Self::Proof, v: f64) -> Self {
+            // SAFETY: the impl note.
             F64x8(unsafe { _mm512_set1_pd(v) })
         }
         #[inline(always)]
-        unsafe fn load(p: *const f64) -> Self {
-            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+        unsafe fn load(_: Self::Proof, p: *const f64) -> Self {
+            // SAFETY: the caller passes a valid pointer; the features: the impl note.
             F64x8(unsafe { _mm512_loadu_pd(p) })
         }
         #[inline(always)]
         unsafe fn store(self, p: *mut f64) {
-            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+            // SAFETY: the caller passes a valid pointer; the features: the impl note.
             unsafe { _mm512_storeu_pd(p, self.0) }
         }
         #[inline(always)]
-        unsafe fn load_f32(p: *const f32) -> Self {
-            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+        unsafe fn load_f32(_: Self::Proof, p: *const f32) -> Self {
+            // SAFETY: the caller passes a valid pointer; the features: the impl note.
             F64x8(unsafe { _mm512_cvtps_pd(_mm256_loadu_ps(p)) })
         }
         #[inline(always)]
         unsafe fn store_f32(self, p: *mut f32) {
-            // SAFETY: the caller passes a valid pointer; the features as the impl note.
+            // SAFETY: the caller passes a valid pointer; the features: the impl note.
             unsafe { _mm256_storeu_ps(p, _mm512_cvtpd_ps(self.0)) }
         }
         #[inline(always)]
         fn add(self, o: Self) -> Self {
-            // SAFETY: only inlined into functions with the features (impl note).
+            // SAFETY: the impl note.
             F64x8(unsafe { _mm512_add_pd(self.0, o.0) })
         }
         #[inline(always)]
         fn mul(self, o: Self) -> Self {
-            // SAFETY: only inlined into functions with the features (impl note).
+            // SAFETY: the impl note.
             F64x8(unsafe { _mm512_mul_pd(self.0, o.0) })
         }
         #[inline(always)]
         fn div(self, o: Self) -> Self {
-            // SAFETY: only inlined into functions with the features (impl note).
+            // SAFETY: the impl note.
             F64x8(unsafe { _mm512_div_pd(self.0, o.0) })
         }
         #[inline(always)]
         fn flag(self, v: Self) -> Self {
-            // SAFETY: only inlined into functions with the features (impl note).
+            // SAFETY: the impl note.
             F64x8(unsafe { _mm512_or_pd(self.0, _mm512_sub_pd(v.0, v.0)) })
         }
         #[inline(always)]
         fn any(self) -> bool {
-            // SAFETY: only inlined into functions with the features (impl note).
+            // SAFETY: the impl note.
             let b = unsafe { _mm512_castpd_si512(self.0) };
-            // SAFETY: only inlined into functions with the features (impl note).
+            // SAFETY: the impl note.
             unsafe { _mm512_test_epi64_mask(b, b) != 0 }
         }
     }
@@ -311,6 +297,7 @@ mod x86 {
 
     #[inline(always)]
     fn kernel<V: F64v>(
+        t: V::Proof,
         acc: &mut [f64],
         rows: &[(&[f32], f64)],
         bad: &mut [bool; GROUP],
@@ -326,29 +313,29 @@ mod x86 {
         assert!(out.as_ref().is_none_or(|o| o.len() == len));
         let step = ACCS * V::LANES;
         let full = len / step * step;
-        let tv = V::splat(total);
-        let mut flag = V::zero();
+        let tv = V::splat(t, total);
+        let mut flag = V::zero(t);
         let mut k = 0;
         while k < full {
             // SAFETY: k + step <= len for `acc`, the output and every row (asserted).
             unsafe {
                 let p = acc.as_mut_ptr().add(k);
-                let mut s = [V::zero(); ACCS];
+                let mut s = [V::zero(t); ACCS];
                 if !fresh {
                     for (q, v) in s.iter_mut().enumerate() {
-                        *v = V::load(p.add(q * V::LANES));
+                        *v = V::load(t, p.add(q * V::LANES));
                     }
                 }
                 for &(r, w) in rows {
                     let rp = r.as_ptr().add(k);
                     if unit {
                         for (q, v) in s.iter_mut().enumerate() {
-                            *v = v.add(V::load_f32(rp.add(q * V::LANES)));
+                            *v = v.add(V::load_f32(t, rp.add(q * V::LANES)));
                         }
                     } else {
-                        let wv = V::splat(w);
+                        let wv = V::splat(t, w);
                         for (q, v) in s.iter_mut().enumerate() {
-                            *v = v.add(wv.mul(V::load_f32(rp.add(q * V::LANES))));
+                            *v = v.add(wv.mul(V::load_f32(t, rp.add(q * V::LANES))));
                         }
                     }
                 }
@@ -388,26 +375,26 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn avx2(
-        acc: &mut [f64],
-        rows: &[(&[f32], f64)],
-        bad: &mut [bool; GROUP],
-        unit: bool,
-        pass: Pass<'_, f32>,
-    ) {
-        kernel::<F64x4>(acc, rows, bad, unit, pass)
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-    pub(super) fn avx512(
-        acc: &mut [f64],
-        rows: &[(&[f32], f64)],
-        bad: &mut [bool; GROUP],
-        unit: bool,
-        pass: Pass<'_, f32>,
-    ) {
-        kernel::<F64x8>(acc, rows, bad, unit, pass)
+    crate::simd::per_level! {
+        avx512;
+        /// One group of float32 rows into float64 sums: AVX-512 and AVX2 run their explicit
+        /// kernel, the portable level the generic body.
+        pub(super) fn group[][](
+            isa: I,
+            acc: &mut [f64],
+            rows: &[(&[f32], f64)],
+            bad: &mut [bool; GROUP],
+            unit: bool,
+            pass: Pass<'_, f32>,
+        ) {
+            if let Some(t) = isa.as_avx512() {
+                kernel::<F64x8>(t, acc, rows, bad, unit, pass)
+            } else if let Some(t) = isa.as_avx2() {
+                kernel::<F64x4>(t, acc, rows, bad, unit, pass)
+            } else {
+                accumulate_body::<f32>(acc, rows, bad, pass)
+            }
+        }
     }
 }
 
@@ -419,7 +406,7 @@ pub(crate) fn weighted_sum<T: Float>(
     total: f64,
     out: &mut [T],
 ) -> Vec<usize> {
-    let level = simd::level();
+    let proof = simd::proof();
     assert!(!items.is_empty(), "callers average at least one input");
     let unit = items.iter().all(|&(_, w)| w == 1.0);
     let groups = items.len().div_ceil(GROUP);
@@ -442,7 +429,7 @@ pub(crate) fn weighted_sum<T: Float>(
                     None
                 },
             };
-            accumulate::<T>(level, acc, &rows, &mut flags, unit, pass);
+            accumulate::<T>(proof, acc, &rows, &mut flags, unit, pass);
             bad.extend(
                 group
                     .iter()
@@ -532,6 +519,7 @@ pub fn mean<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::Level;
     use crate::testing::{rows, Rng};
 
     #[test]

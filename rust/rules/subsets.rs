@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use crate::distance::{check_square, clean};
-use crate::error::AggError;
+use crate::error::{AggError, MAJORITY};
 use crate::pool;
 
 /// `C(n, k)`, saturating at `u64::MAX`.
@@ -35,14 +35,7 @@ pub fn mda_select(
 ) -> Result<Vec<usize>, AggError> {
     const RULE: &str = "mda";
     check_square(RULE, dist, n)?;
-    if n < 2 * f + 1 {
-        return Err(AggError::TooFewInputs {
-            rule: RULE,
-            requirement: "n >= 2f + 1",
-            n,
-            f,
-        });
-    }
+    MAJORITY.check(RULE, n, f)?;
     let count = binomial(n, f);
     if count > max_subsets {
         return Err(AggError::InvalidParameter {

@@ -24,19 +24,14 @@ use crate::columns::compiled::{self as columns, Select};
 use crate::columns::{
     ranked_columns, ranked_columns_with, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows,
 };
-use crate::error::AggError;
+use crate::error::{AggError, MAJORITY};
 use crate::input::{NonFinite, Rows};
 use crate::network::LANES;
-use crate::order::{Accumulator, Float};
-use crate::simd;
-use std::any::TypeId;
+use crate::order::{Accumulator, Float, IsF32};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{self, Avx512, Proof};
 
 pub const NAME: &str = "trimmed_mean";
-
-/// `n` needed for `f`: `2f + 1`.
-pub fn min_inputs(f: usize) -> usize {
-    2 * f + 1
-}
 
 /// The coordinate-wise `f`-trimmed mean of `x` into `out`.
 pub fn trimmed_mean<T: Float>(
@@ -46,14 +41,7 @@ pub fn trimmed_mean<T: Float>(
     out: ColumnsOut<'_, T>,
 ) -> Result<(), AggError> {
     let n = x.n();
-    if n < min_inputs(f) {
-        return Err(AggError::TooFewInputs {
-            rule: "trimmed mean",
-            requirement: "n >= 2f + 1",
-            n,
-            f,
-        });
-    }
+    MAJORITY.check("trimmed mean", n, f)?;
     x.check_policy(NAME, policy)?;
     let propagate = policy == NonFinite::Propagate;
     let (lo, hi) = (f, n - f - 1);
@@ -71,10 +59,7 @@ pub fn trimmed_mean<T: Float>(
             |k| (kept_mean::<T, WithRows>(k, lo, hi), lo, hi),
             |_, _| false,
         );
-    } else if cfg!(target_arch = "x86_64")
-        && simd::level() == simd::Level::Avx512
-        && TypeId::of::<T>() == TypeId::of::<f32>()
-    {
+    } else if let Some((t, is)) = avx512_f32::<T>() {
         // float32 without rows on AVX-512: place only the two boundary ranks, then the exact
         // masked sum (`exact_kept_mean`), or, in a block where it would not be exact, the
         // kept ranks as below. (On AVX2 the compiler's vectorisation of the masked pass cost
@@ -86,16 +71,7 @@ pub fn trimmed_mean<T: Float>(
             lo,
             hi,
             Some(|kb: &[T::VKey], out: &mut [T; LANES]| {
-                assert_eq!(std::mem::size_of::<T::VKey>(), 4);
-                // SAFETY: T is f32 (checked above), whose value keys are u32 (order.rs), and
-                // `[T; LANES]` is `[f32; LANES]`: the same types under other names.
-                let (kb32, out32) = unsafe {
-                    (
-                        &*(kb as *const [T::VKey] as *const [u32]),
-                        &mut *(out as *mut [T; LANES] as *mut [f32; LANES]),
-                    )
-                };
-                exact_kept_mean(kb32, lo, hi, out32)
+                exact_kept_mean(t, (is.keys)(kb), lo, hi, (is.lanes_mut)(out))
             }),
             |k| (kept_mean::<T, ValuesOnly>(k, lo, hi), lo, hi),
             |kb, out| kept_mean_block::<T>(kb, lo, hi, out),
@@ -175,31 +151,55 @@ struct MaskedPass {
 /// nonzero value next to large ones) fall back to sorting the kept ranks, for that block only.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn exact_kept_mean(kb: &[u32], lo: usize, hi: usize, out: &mut [f32; LANES]) -> bool {
+fn exact_kept_mean(t: Avx512, kb: &[u32], lo: usize, hi: usize, out: &mut [f32; LANES]) -> bool {
     assert!(kb.len().is_multiple_of(LANES) && lo <= hi && hi < kb.len() / LANES);
-    // SAFETY: only called with `Level::Avx512` in force, which simd.rs sets only when the CPU
-    // reports avx512f/bw/dq/vl; the kernel reads `kb` within the bounds asserted above.
-    let pass = unsafe { masked_pass_avx512(kb, lo, hi) };
+    let pass = masked_pass(t, kb, lo, hi);
     finish_exact(&pass, kb, lo, hi, out)
 }
 
+/// The AVX-512 proof, and the witness that `T` is float32, when both hold.
+#[cfg(target_arch = "x86_64")]
+fn avx512_f32<T: Float>() -> Option<(Avx512, IsF32<T>)> {
+    match (simd::proof(), T::is_f32()) {
+        (Proof::Avx512(t), Some(is)) => Some((t, is)),
+        _ => None,
+    }
+}
+
 #[cfg(not(target_arch = "x86_64"))]
-fn exact_kept_mean(_: &[u32], _: usize, _: usize, _: &mut [f32; LANES]) -> bool {
+fn avx512_f32<T: Float>() -> Option<((), IsF32<T>)> {
+    None
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn exact_kept_mean(_: (), _: &[u32], _: usize, _: usize, _: &mut [f32; LANES]) -> bool {
     unreachable!("only on AVX-512")
+}
+
+crate::simd::per_level! {
+    avx512 only;
+    /// [`masked_pass_body`] compiled for AVX-512, the only level it runs on.
+    fn masked_pass[][](isa: I, kb: &[u32], lo: usize, hi: usize) -> MaskedPass {
+        masked_pass_body(isa, kb, lo, hi)
+    }
 }
 
 /// The masked pass, one zmm of 16 keys per row: two compares give the inside mask, the keys
 /// become float32 bits (`order.rs`'s `ord32` undone: one shift and one ternary logic op) and
 /// two float64 halves added under the mask; masked counts, max and min take the rest.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-unsafe fn masked_pass_avx512(kb: &[u32], lo: usize, hi: usize) -> MaskedPass {
-    // SAFETY: the caller guarantees the features; every load is of row r < n of `kb`.
+#[inline(always)]
+fn masked_pass_body(_: Avx512, kb: &[u32], lo: usize, hi: usize) -> MaskedPass {
+    assert!(kb.len().is_multiple_of(LANES) && lo <= hi && hi < kb.len() / LANES);
+    // SAFETY: the token proves the CPU runs AVX-512 F/BW/DQ/VL; every load is of a row
+    // r < kb.len() / LANES of `kb` (asserted), 16 keys each.
     unsafe {
         use std::arch::x86_64::*;
         let p = kb.as_ptr();
-        let load = |r: usize| _mm512_loadu_si512(p.add(r * LANES) as *const _);
-        let (low, high) = (load(lo), load(hi));
+        let (low, high) = (
+            _mm512_loadu_si512(p.add(lo * LANES) as *const _),
+            _mm512_loadu_si512(p.add(hi * LANES) as *const _),
+        );
         let sign = _mm512_set1_epi32(i32::MIN);
         let abs = _mm512_set1_epi32(i32::MAX);
         let one = _mm512_set1_epi32(1);
@@ -207,7 +207,7 @@ unsafe fn masked_pass_avx512(kb: &[u32], lo: usize, hi: usize) -> MaskedPass {
         let (mut gt, mut lt) = (_mm512_setzero_si512(), _mm512_setzero_si512());
         let (mut a_max, mut a_min1) = (_mm512_setzero_si512(), _mm512_set1_epi32(-1));
         for r in 0..kb.len() / LANES {
-            let k = load(r);
+            let k = _mm512_loadu_si512(p.add(r * LANES) as *const _);
             let gt_low = _mm512_cmpgt_epu32_mask(k, low);
             let lt_high = _mm512_cmplt_epu32_mask(k, high);
             let inside = gt_low & lt_high;
@@ -368,9 +368,9 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn masked_sum_is_exact_or_declines() {
-        if !simd::available(simd::Level::Avx512) {
-            return; // the kernel exists only for AVX-512 (the CI machines have it)
-        }
+        let Some(t) = Avx512::detect() else {
+            return; // the kernel exists only for AVX-512
+        };
         // Blocks of value keys in random order, boundaries placed by sorting: when the masked
         // sum says it is exact it has the sorted sum's bits; on kept values spanning 2^40 it
         // must decline (their row-order sum rounds differently), and on narrow ones accept.
@@ -413,7 +413,7 @@ mod tests {
                     }
                 }
                 let mut out = [0.0f32; LANES];
-                let exact = exact_kept_mean(&kb, f, n - f - 1, &mut out);
+                let exact = exact_kept_mean(t, &kb, f, n - f - 1, &mut out);
                 assert_eq!(exact, !wide || n - 2 * f == 1, "n={n} f={f} wide={wide}");
                 if exact {
                     for l in 0..LANES {
