@@ -149,3 +149,33 @@ def test_torch_frozen_weights_gradient_and_native_path():
     assert aggkit.geometric_median(t.detach()).dtype == torch.float64  # the numpy API hands over
     # No gradcheck: the frozen-weights gradient is deliberately not the exact derivative of the
     # iteration (the weights are held constant), so finite differences would not match it.
+
+
+def test_torch_gradient_modes():
+    torch = pytest.importorskip("torch")
+    import aggkit.torch as at
+
+    rng = np.random.default_rng(20261122)
+    x = torch.from_numpy(rng.standard_normal((9, 4))).requires_grad_(True)
+    xd = x.detach().numpy()
+    grads = {}
+    for mode in ("frozen", "unrolled", "implicit"):
+        y = at.geometric_median(x, grad=mode, ftol=0.0, maxiter=500)
+        np.testing.assert_allclose(y.detach().numpy(), aggkit.geometric_median(xd, ftol=0.0, maxiter=500))
+        (grads[mode],) = torch.autograd.grad(y[0], x)
+    # Finite differences of the converged median: the implicit (and unrolled) gradients match it,
+    # the frozen-weights one is only the weighted mean's.
+    eps, fd = 1e-4, np.zeros_like(xd)  # the objective is flat near the optimum: z is exact to ~1e-8
+    for i in range(9):
+        for j in range(4):
+            a, b = xd.copy(), xd.copy()
+            a[i, j] += eps
+            b[i, j] -= eps
+            ga = aggkit.geometric_median(a, ftol=0.0, maxiter=2000)[0]
+            gb = aggkit.geometric_median(b, ftol=0.0, maxiter=2000)[0]
+            fd[i, j] = (ga - gb) / (2 * eps)
+    np.testing.assert_allclose(grads["implicit"].numpy(), fd, atol=5e-4)
+    np.testing.assert_allclose(grads["unrolled"].numpy(), grads["implicit"].numpy(), atol=1e-6)
+    assert np.abs(grads["frozen"].numpy() - fd).max() > 1e-2
+    with pytest.raises(aggkit.InvalidParameterError, match="grad"):
+        at.geometric_median(x, grad="exact")

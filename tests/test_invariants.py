@@ -13,7 +13,7 @@ import aggkit
 import numpy as np
 import pytest
 from conftest import SIMD_LEVELS
-from hypothesis import assume, given
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from strategies import ANY, FAR, junk, matrices
 
@@ -166,6 +166,10 @@ def draw_input(data, case, **kw):
 
 
 @rules
+# The assumptions below (tie-free scores and distances) reject many small draws; how many the
+# health check sees first depends on what ran earlier in the session (a README example before
+# this test tripped it), so the filter check is off here and the assumptions stay.
+@settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(data=st.data())
 def test_permutation_invariance(case, data):
     x, rule = draw_input(data, case, ties=False)

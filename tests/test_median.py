@@ -99,3 +99,34 @@ def test_selection_path_beyond_the_network(rng):
         aggkit.median(x, nonfinite="propagate"), ref.median(x, nonfinite="propagate")
     )
     np.testing.assert_array_equal(aggkit.trimmed_mean(x, f=100), ref.trimmed_mean(x, 100))
+
+
+@given(matrices(min_n=1, max_n=9, max_d=4), st.data())
+def test_weighted_median_matches_repeated_inputs(x, data):
+    n = x.shape[0]
+    w = data.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n).filter(lambda v: sum(v) > 0))
+    for even in ("mean", "lower", "upper"):
+        np.testing.assert_array_equal(aggkit.median(x, weights=w, even=even), ref.weighted_median(x, w, even))
+
+
+def test_weighted_median(rng):
+    x = rng.standard_normal((8, 33)).astype(np.float32)
+    np.testing.assert_array_equal(aggkit.median(x, weights=np.ones(8)), aggkit.median(x))
+    x = rng.standard_normal((7, 10))
+    x[6] = 1e30
+    y = aggkit.median(x, weights=[5, 5, 5, 5, 5, 5, 1])  # the Byzantine client claims few examples
+    assert np.all((y >= x[:6].min(0)) & (y <= x[:6].max(0)))
+    with pytest.raises(aggkit.InvalidParameterError, match="weights"):
+        aggkit.median(np.zeros((3, 2)), weights=[1, -1, 1])
+    with pytest.raises(aggkit.InvalidParameterError, match="sum to 0"):
+        aggkit.median(np.zeros((3, 2)), weights=[0, 0, 0])
+
+
+def test_torch_weighted_median(rng):
+    torch = pytest.importorskip("torch")
+    import aggkit.torch as at
+
+    x = rng.standard_normal((7, 6))
+    w = [1, 2, 3, 1, 1, 2, 5]
+    t = torch.from_numpy(x).requires_grad_(True)
+    np.testing.assert_array_equal(at.median(t, weights=w).detach().numpy(), aggkit.median(x, weights=w))

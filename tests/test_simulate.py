@@ -146,7 +146,19 @@ def test_command_line(tmp_path):
 
 def test_command_line_errors():
     proc = subprocess.run(
-        [sys.executable, "-m", "aggkit", "simulate", "--rules", "krum", "--clients", "5", "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "aggkit",
+            "simulate",
+            "--rules",
+            "krum",
+            "--clients",
+            "5",
+            "--dataset",
+            "synthetic",
+            "--quiet",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

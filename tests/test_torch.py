@@ -557,3 +557,51 @@ def test_cuda_gradients():
     x = _separated(7, 4).detach().cuda().requires_grad_(True)
     for fn in (lambda t: at.median(t), lambda t: at.trimmed_mean(t, f=2), lambda t: at.krum(t, f=1)):
         assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-8)
+
+
+# The rules beyond the median / trimmed mean / Krum core, each against the numpy API.
+FAMILY = {
+    "meamed": dict(f=2),
+    "bulyan": dict(f=1),
+    "mda": dict(f=2),
+    "smea": dict(f=2),
+    "caf": dict(f=2),
+    "monna": dict(f=2),
+    "centered_clipping": dict(tau=2.0, iters=2),
+    "sign_vote": {},
+}
+
+
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_family_matches_numpy_and_native(name, rng):
+    x = rng.standard_normal((9, 3, 4)).astype(np.float32)
+    kw = FAMILY[name]
+    want = aggkit.rule(name, **kw)(x)
+    t = torch.from_numpy(x.copy())
+    got = getattr(at, name)(t, **kw)
+    assert got.dtype == torch.float32
+    assert got.shape == (3, 4)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    with at.force_native():
+        nat = getattr(at, name)(t, **kw)
+    np.testing.assert_allclose(nat.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_family_cuda_matches_cpu(name, rng):
+    x = torch.from_numpy(rng.standard_normal((9, 64)).astype(np.float32))
+    kw = FAMILY[name]
+    cpu = getattr(at, name)(x, **kw)
+    gpu = getattr(at, name)(x.cuda(), **kw)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-6)
+
+
+def test_aggregate_module_wraps_every_rule(rng):
+    x = torch.from_numpy(rng.standard_normal((11, 6)))
+    for name, kw in {**FAMILY, "pipeline": {"stages": [aggkit.NNM(f=2), aggkit.Median()]}}.items():
+        m = ann.Aggregate(name, **kw)
+        np.testing.assert_allclose(m(x).numpy(), aggkit.rule(name, **kw)(x.numpy()), rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match="tensor"):
+        ann.Aggregate("median")(x.numpy())

@@ -95,3 +95,39 @@ def test_reports_kept_bounds():
     x = np.array([[5.0], [1.0], [3.0], [9.0], [7.0]])
     _, lo, hi = aggkit._core.trimmed_mean(x, 1, "robust", True)
     assert (lo[0], hi[0]) == (2, 4)  # lowest kept 3.0 (row 2), highest kept 7.0 (row 4)
+
+
+@given(matrices(min_n=1, max_n=9, max_d=4), st.data())
+def test_weighted_trimmed_mean_matches_repeated_inputs(x, data):
+    n = x.shape[0]
+    w = data.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n).filter(lambda v: sum(v) > 0))
+    f = data.draw(st.integers(0, (n - 1) // 2))
+    got = aggkit.trimmed_mean(x, f=f, weights=w)
+    tol = 1e-5 if x.dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, ref.weighted_trimmed_mean(x, w, f), rtol=tol, atol=tol * np.abs(x).max())
+
+
+def test_weighted_trimmed_mean(rng):
+    x = rng.standard_normal((8, 33)).astype(np.float32)
+    np.testing.assert_allclose(
+        aggkit.trimmed_mean(x, f=2, weights=np.ones(8)), aggkit.trimmed_mean(x, f=2), rtol=1e-6
+    )
+    x = rng.standard_normal((7, 10))
+    x[6] = 1e30
+    y = aggkit.trimmed_mean(x, f=1, weights=[5, 5, 5, 5, 5, 5, 1])  # the Byzantine client claims few examples
+    assert np.all((y >= x[:6].min(0)) & (y <= x[:6].max(0)))
+
+
+def test_torch_weighted_trimmed_mean(rng):
+    torch = pytest.importorskip("torch")
+    import aggkit.torch as at
+
+    x = rng.standard_normal((7, 6))
+    w = [1, 2, 3, 1, 1, 2, 5]
+    t = torch.from_numpy(x).requires_grad_(True)
+    np.testing.assert_allclose(
+        at.trimmed_mean(t, f=2, weights=w).detach().numpy(),
+        aggkit.trimmed_mean(x, f=2, weights=w),
+        rtol=1e-12,
+    )
+    assert torch.autograd.gradcheck(lambda v: at.trimmed_mean(v, f=2, weights=w), (t,))
