@@ -131,10 +131,40 @@ StrictlyPositive = Annotated[float, Check(strictly_positive)]
 Flag = Annotated[bool, Check(flag)]
 
 
-def require_n(display: str, requirement: str, n: int, f: int, needed: int) -> None:
-    """Raise ``TooFewInputsError`` (the core's message) when ``n < needed``."""
-    if n < needed:
-        raise too_few_inputs_error(display, requirement, n, f)
+@dataclass(frozen=True)
+class Needs:
+    """A bound ``n >= a·f + b`` on the number of inputs that tolerates ``f`` faulty ones.
+
+    The core checks the same bounds (with overflow-checked arithmetic); Python integers are
+    exact, so the check here never wraps either. ``text`` is the bound as messages state it.
+    """
+
+    a: int
+    b: int
+
+    @property
+    def text(self) -> str:
+        """The bound as error messages state it: ``n >= 2f + 3``."""
+        return f"n >= {self.a}f + {self.b}"
+
+    def min_n(self, f: int) -> int:
+        """The fewest inputs that tolerate ``f``."""
+        return self.a * f + self.b
+
+    def check(self, display: str, n: int, f: int) -> None:
+        """Raise ``TooFewInputsError`` (the core's message) when ``n`` inputs do not tolerate ``f``."""
+        if n < self.min_n(f):
+            raise too_few_inputs_error(display, self.text, n, f)
+
+
+MAJORITY = Needs(2, 1)
+"""``n >= 2f + 1``: a strict majority of honest inputs (trimmed mean, meamed, the subset rules)."""
+KRUM = Needs(2, 3)
+"""``n >= 2f + 3``: Krum and Multi-Krum."""
+BULYAN = Needs(4, 3)
+"""``n >= 4f + 3``: Bulyan as published."""
+BULYAN_DETOX = Needs(3, 3)
+"""``n >= 3f + 3``: Bulyan's DETOX variant (Multi-Krum's ``n - f - 2`` keep ``2f + 1``)."""
 
 
 def weights(w: Any, n: int, rule: str) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, overload
 
-from aggkit._params import Count, DropOrRaise, Flag, require_n
+from aggkit._params import BULYAN, BULYAN_DETOX, Count, DropOrRaise, Flag, Needs
 from aggkit._types import ArrayLike, ArrayT, NDArray
 from aggkit.registry import Rule, Selection, register
 
@@ -25,12 +25,14 @@ class Bulyan(Rule):
 
     def min_inputs(self) -> int:
         """``4f + 3`` (paper) or ``3f + 3`` (detox)."""
-        return 4 * self.f + 3 if self.variant == "paper" else 3 * self.f + 3
+        return self._needs().min_n(self.f)
 
     def check_n(self, n: int) -> None:
         """``n >= 4f + 3`` (paper) or ``n >= 3f + 3`` (detox)."""
-        need = "n >= 4f + 3" if self.variant == "paper" else "n >= 3f + 3"
-        require_n("bulyan", need, n, self.f, self.min_inputs())
+        self._needs().check("bulyan", n, self.f)
+
+    def _needs(self) -> Needs:
+        return BULYAN if self.variant == "paper" else BULYAN_DETOX
 
 
 @overload

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, overload
 
-from aggkit._params import Count, NonFinite, OptionalPositive, require_n
+from aggkit._params import KRUM, Count, NonFinite, OptionalPositive
 from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
 from aggkit.errors import InvalidParameterError
 from aggkit.registry import Rule, Selection, WeightedRule, register
@@ -21,11 +21,11 @@ class Krum(Rule):
 
     def min_inputs(self) -> int:
         """``2f + 3``."""
-        return 2 * self.f + 3
+        return KRUM.min_n(self.f)
 
     def check_n(self, n: int) -> None:
         """``n >= 2f + 3``."""
-        require_n("Krum", "n >= 2f + 3", n, self.f, 2 * self.f + 3)
+        KRUM.check("Krum", n, self.f)
 
 
 @register
@@ -39,11 +39,11 @@ class MultiKrum(WeightedRule):
 
     def min_inputs(self) -> int:
         """``max(2f + 3, m)``."""
-        return max(2 * self.f + 3, self.m or 1)
+        return max(KRUM.min_n(self.f), self.m or 1)
 
     def check_n(self, n: int) -> None:
         """``n >= 2f + 3`` and ``m <= n``."""
-        require_n("Multi-Krum", "n >= 2f + 3", n, self.f, 2 * self.f + 3)
+        KRUM.check("Multi-Krum", n, self.f)
         m = self.count(n)
         if m > n:
             raise InvalidParameterError(f"Multi-Krum: m must satisfy 1 <= m <= n, got m={m}, n={n}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, overload
 
-from aggkit._params import Count, NonFinite, require_n
+from aggkit._params import MAJORITY, Count, NonFinite
 from aggkit._types import ArrayLike, ArrayT, NDArray
 from aggkit.registry import Rule, register
 
@@ -21,11 +21,11 @@ class Meamed(Rule):
 
     def min_inputs(self) -> int:
         """``2f + 1``."""
-        return 2 * self.f + 1
+        return MAJORITY.min_n(self.f)
 
     def check_n(self, n: int) -> None:
         """``n >= 2f + 1``."""
-        require_n("meamed", "n >= 2f + 1", n, self.f, 2 * self.f + 1)
+        MAJORITY.check("meamed", n, self.f)
 
 
 @overload

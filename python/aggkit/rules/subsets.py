@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, overload
 
-from aggkit._params import Count, DropOrRaise, Positive, require_n
+from aggkit._params import MAJORITY, Count, DropOrRaise, Positive
 from aggkit._types import ArrayLike, ArrayT, NDArray
 from aggkit.errors import InvalidParameterError
 from aggkit.registry import Rule, register
@@ -28,11 +28,11 @@ class MDA(Rule):
 
     def min_inputs(self) -> int:
         """``2f + 1``."""
-        return 2 * self.f + 1
+        return MAJORITY.min_n(self.f)
 
     def check_n(self, n: int) -> None:
         """``n >= 2f + 1``."""
-        require_n(self.name, "n >= 2f + 1", n, self.f, 2 * self.f + 1)
+        MAJORITY.check(self.name, n, self.f)
 
 
 @overload
@@ -92,11 +92,11 @@ class SMEA(Rule):
 
     def min_inputs(self) -> int:
         """``2f + 1``."""
-        return 2 * self.f + 1
+        return MAJORITY.min_n(self.f)
 
     def check_n(self, n: int) -> None:
         """``n >= 2f + 1``."""
-        require_n(self.name, "n >= 2f + 1", n, self.f, 2 * self.f + 1)
+        MAJORITY.check(self.name, n, self.f)
 
 
 @overload
@@ -158,11 +158,11 @@ class CAF(Rule):
 
     def min_inputs(self) -> int:
         """``2f + 1``."""
-        return 2 * self.f + 1
+        return MAJORITY.min_n(self.f)
 
     def check_n(self, n: int) -> None:
         """``n >= 2f + 1``."""
-        require_n(self.name, "n >= 2f + 1", n, self.f, 2 * self.f + 1)
+        MAJORITY.check(self.name, n, self.f)
 
 
 @overload
@@ -222,11 +222,11 @@ class MoNNA(Rule):
 
     def min_inputs(self) -> int:
         """``2f + 1`` (and more than ``idx``)."""
-        return max(2 * self.f + 1, self.idx + 1)
+        return max(MAJORITY.min_n(self.f), self.idx + 1)
 
     def check_n(self, n: int) -> None:
         """``n >= 2f + 1`` and ``idx < n``."""
-        require_n(self.name, "n >= 2f + 1", n, self.f, 2 * self.f + 1)
+        MAJORITY.check(self.name, n, self.f)
         if self.idx >= n:
             raise InvalidParameterError(f"monna: idx must be < n, got idx={self.idx}, n={n}")
 
