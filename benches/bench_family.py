@@ -1,4 +1,4 @@
-"""aggkit against byzfl and Flower on every rule they share (issue 9).
+"""aggkit against byzfl and Flower on every rule they share.
 
     python benches/bench_family.py                     # n = 20, d = 1e5 and 1e6, float32
     python benches/bench_family.py --n 20 --d 1e5 --repeats 3

@@ -1,14 +1,14 @@
 //! The validated input every rule reads: `n` rows of `d` values each.
 //!
 //! Rows are borrowed slices, not one `(n, d)` block: a numpy `(n, d)` array and a Python list
-//! of `n` separate arrays are read in place alike (no stacking copy, DESIGN.md §2).
+//! of `n` separate arrays are read in place alike (no stacking copy, docs/conventions.md).
 
 use rayon::prelude::*;
 
 use crate::error::AggError;
 use crate::order::Float;
 
-/// What a rule does with NaN and ±inf (DESIGN.md §3).
+/// What a rule does with NaN and ±inf (docs/conventions.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonFinite {
     /// NaN ranks above +inf in order statistics (so up to `f` bad values per side are trimmed),

@@ -6,7 +6,7 @@
 //! interpreted networks are the same comparators. Plain `std` only (build scripts have no
 //! access to the crate's dependencies).
 //!
-//! Construction (NATIVE_PERF.md §2.3): Batcher's odd-even merge sort for the next power of two
+//! Construction (docs/performance.md): Batcher's odd-even merge sort for the next power of two
 //! in *recursive* order (sort each half, then merge), the order in which a straight-line
 //! emission keeps small sub-problems in registers; the iterative level-by-level order of the
 //! same comparators made the C prototype spill 4x more. Virtual padding rows above `n` hold
@@ -36,8 +36,8 @@ pub const EXACT_MAX: usize = 32;
 /// to 64 take the release build from about 30 s to about 3.5 min (six copies of every
 /// network: two key widths, three SIMD levels), and adding padded sizes 80-256 for float32 on
 /// avx2 alone (31,000 more comparators) had not finished compiling after 17 minutes
-/// (NATIVE_PERF.md §5.4 measured 4.5 minutes for one n = 1000 network in C). 52 and 56 serve
-/// n = 49..56 (n = 50 is a DESIGN.md §4 target: the 52-median has 632 min/max against the
+/// (a C prototype took 4.5 minutes to compile one n = 1000 network). 52 and 56 serve
+/// n = 49..56 (n = 50 has a bandwidth target, docs/performance.md: the 52-median has 632 min/max against the
 /// 64-median's 828) for little build time (3.8 min before, 4.0-4.5 min after, here); every
 /// multiple of 4 from 36 measured 5.5 min.
 pub const PADDED: &[usize] = &[40, 48, 52, 56, 64];

@@ -8,7 +8,7 @@
 //! of `order.rs`, so min/max is the total `(value, row)` order, NaN and signed zero included.
 //!
 //! The network is Batcher's odd-even merge sort for the next power of two, pruned twice
-//! (`netgen.rs`, NATIVE_PERF.md §2.3). Two forms run it:
+//! (`netgen.rs`, docs/performance.md). Two forms run it:
 //!
 //! * **compiled** ([`generated`]): `build.rs` emits one straight-line function per size
 //!   (`netgen::generated_size`: every `n <= 32`, padded sizes up to 64), generic over the
@@ -192,7 +192,7 @@ crate::simd::per_level! {
     avx2;
     /// [`apply`] compiled per level (same result on every level: integer min/max). AVX-512 CPUs
     /// run the AVX2 clone: compiled for AVX-512 the interpreter measured slower (the median
-    /// 1.3-1.4x the AVX2 time at n = 10, 50 and 200, docs/performance.md), unlike the compiled
+    /// 1.26-1.44x the AVX2 time at n = 10, 50 and 200, docs/performance.md), unlike the compiled
     /// networks.
     fn interpret[K: Ord + Copy][K](_isa: I, keys: &mut [K], net: &[(u32, u32)]) {
         apply(keys, net)

@@ -1,7 +1,7 @@
 //! Floats, their order, and how they are summed. The only place comparisons on floats live.
 //!
 //! **Order.** Values are ranked by the pair `(value, row index)`: on equal values the lower
-//! row ranks first (DESIGN.md §3). The value order is IEEE-754 `totalOrder` with every NaN
+//! row ranks first (docs/conventions.md). The value order is IEEE-754 `totalOrder` with every NaN
 //! made the canonical positive quiet NaN first, so NaN ranks above `+inf` (the "robust"
 //! policy: a NaN is just the largest outlier). One deliberate refinement of "equal values":
 //! `-0.0` ranks below `+0.0`. They compare equal under IEEE `==`, but ranking them apart makes
@@ -12,7 +12,7 @@
 //! sorting are integer comparisons, and the selected key says which row supplied the value
 //! (the torch backward routes the gradient there). Rows are therefore limited to `u32::MAX`.
 //!
-//! **Sums** (DESIGN.md §3): float32 inputs are accumulated in float64; float64 inputs in float64
+//! **Sums** (docs/conventions.md): float32 inputs are accumulated in float64; float64 inputs in float64
 //! with Neumaier compensation. [`Float::Acc`] is the one accumulator every rule uses.
 
 use std::fmt::Debug;

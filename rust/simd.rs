@@ -105,10 +105,9 @@ fn from_u8(v: u8) -> Level {
     }
 }
 
-/// The level kernels use by default: the best the CPU has. AVX-512 was opt-in while no kernel
-/// measured faster with it; the compiled selection networks do (benches/RESULTS.md: the median
-/// and trimmed mean 1.1-1.3x at float32 n = 10, about 1.4x at float64 n = 50, in four
-/// alternating runs against AVX2 on the development machine's Zen 4). `AGGKIT_SIMD=avx2`
+/// The level kernels use by default: the best the CPU has. The compiled selection networks
+/// measured faster with AVX-512 than with AVX2 (docs/performance.md: the median and trimmed
+/// mean 1.1-1.3x at float32 n = 10, about 1.4x at float64 n = 50, on a Zen 4). `AGGKIT_SIMD=avx2`
 /// keeps 512-bit code off (some older Intel cores lower their clock for it).
 #[cfg(not(target_arch = "aarch64"))]
 pub const DEFAULT_MAX: Level = Level::Avx512;

@@ -1,7 +1,7 @@
 """Slow, obvious reference implementations: the oracle the fast paths are compared against.
 
 Pure Python loops over coordinates and rows, written for reading, not speed. They follow the
-conventions of DESIGN.md §3 to the bit where the core promises bits: ranks by
+conventions of docs/conventions.md to the bit where the core promises bits: ranks by
 ``(value, row)`` in IEEE total order (NaN above +inf, -0.0 below +0.0), sums in float64 in a
 fixed order (Neumaier-compensated for float64 input), the overflow-free midpoint.
 """
@@ -147,7 +147,7 @@ def multi_krum(x: np.ndarray, f: int, m: int) -> tuple[np.ndarray, list[int]]:
 
 def crossmax(z: np.ndarray, k: int | None = None, reducer: str = "kth", even: str = "lower",
              nonfinite: str = "robust") -> np.ndarray:  # fmt: skip
-    """The definition step by step (ALGORITHMS.md §13.1) on ``(B, N, C)`` logits, no closed form.
+    """The definition step by step (docs/algorithms.md, CrossMax) on ``(B, N, C)`` logits, no closed form.
 
     A = Z - max_c Z; Bm = A - max_n A; Y = k-th largest over n of Bm (or the median).
     """
@@ -190,7 +190,7 @@ def _crossmax(z, k, reducer, even, nonfinite):
 
 
 # ---------------------------------------------------------------------------------------------
-# The rest of the family (issue 9): obvious loops, float64
+# The other rule families: obvious loops, float64
 
 
 def closest_to_median(x: np.ndarray, keep: int) -> np.ndarray:
@@ -366,7 +366,7 @@ def bulyan(x: np.ndarray, f: int, clamp: bool = True) -> tuple[np.ndarray, list[
 
 
 # ---------------------------------------------------------------------------------------------
-# monoid tree reductions (ALGORITHMS.md §14.3)
+# monoid tree reductions (docs/algorithms.md)
 
 
 def carry_tree(items, combine):

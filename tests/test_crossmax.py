@@ -14,7 +14,7 @@ from strategies import DTYPES, TIES, finite_elements
 Z = np.array([[1, 0, -1, 0.5], [0, 2, 0, -3], [0.5, -1, 3, 0], [2, 1.5, 0, 1.9]])
 
 
-def test_spec_oracle():  # ALGORITHMS.md §13.6
+def test_oracle():  # docs/algorithms.md, CrossMax
     np.testing.assert_allclose(aggkit.crossmax(Z, k=2), [0, -0.5, -2, -0.4], atol=1e-15)
     np.testing.assert_allclose(aggkit.crossmax(Z, k=3), [-2, -1, -2, -2.9], atol=1e-15)
     np.testing.assert_allclose(

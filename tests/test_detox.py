@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 # ---------------------------------------------------------------------------------------------
-# Accounting: the spec's table (ALGORITHMS.md §12.5)
+# Accounting: the table of docs/algorithms.md, DETOX
 
 TABLE = [
     (15, 3, 2, 5, 0.143, 1), (15, 3, 3, 5, 0.407, 1), (15, 3, 5, 5, 1.209, 2),
@@ -28,7 +28,7 @@ def test_accounting_table(n, r, q, groups, expected, f_eff):
 
 
 def test_expected_corrupted_groups_r3_approximation():
-    # For r = 3 the spec gives E[X] ~ q (q - 1) / n.
+    # For r = 3, E[X] ~ q (q - 1) / n (docs/algorithms.md).
     assert aggkit.expected_corrupted_groups(300, 3, 10) == pytest.approx(10 * 9 / 300, rel=0.05)
     assert aggkit.expected_corrupted_groups(9, 3, 1) == 0.0  # one Byzantine cannot win a group
 

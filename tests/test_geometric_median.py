@@ -1,4 +1,4 @@
-"""Geometric median: the spec oracle, optimality against a slow reference, properties, torch."""
+"""Geometric median: the oracle, optimality against a slow reference, properties, torch."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def reference(x, w=None, iters=5000):
     return z
 
 
-def test_spec_oracle_and_byzfl_preset():  # ALGORITHMS.md §5
+def test_oracle_and_byzfl_preset():  # docs/algorithms.md, geometric median
     z, info = aggkit.geometric_median(X, return_info=True)
     np.testing.assert_allclose(z, [4, 5, 6], atol=1e-9)
     assert info.converged

@@ -9,7 +9,7 @@ from strategies import matrices
 SPEC = np.array([[6, -8], [-6, -5], [-6, 6], [7, 2], [-9, -8], [-3, -1], [40, -30]], np.float64)
 
 
-def test_spec_oracle():  # ALGORITHMS.md §18.2
+def test_oracle():  # docs/algorithms.md, Krum and Multi-Krum
     y, sel = aggkit.krum(SPEC, f=1, return_selection=True)
     np.testing.assert_array_equal(sel.scores, [609, 317, 569, 613, 533, 277, 9184])
     np.testing.assert_array_equal(y, [-3, -1])
@@ -21,7 +21,7 @@ def test_spec_oracle():  # ALGORITHMS.md §18.2
     np.testing.assert_allclose(aggkit.multi_krum(SPEC, f=1), [-11 / 6, -14 / 6], rtol=1e-15)
 
 
-def test_tie_rule_lowest_index():  # ALGORITHMS.md §18.3
+def test_tie_rule_lowest_index():  # docs/algorithms.md
     x = np.array([[0, 0], [1, 0], [0, 1], [1, 1], [10, 10]], np.float32)
     y, sel = aggkit.krum(x, f=1, return_selection=True)
     np.testing.assert_array_equal(sel.scores, [2, 2, 2, 2, 343])

@@ -1,4 +1,4 @@
-"""torch: segment_reduce (Rust and torch-native paths, autograd) and LCMAggregation (§14, §18.9)."""
+"""torch: segment_reduce (Rust and torch-native paths, autograd) and LCMAggregation (docs/algorithms.md)."""
 
 import numpy as np
 import pytest
@@ -330,7 +330,8 @@ def test_zeros_dense_equals_pyg_and_none_fixes_its_batch_dependence():
         torch.testing.assert_close(
             ours(x, index, dim_size=9), theirs(x, index, dim_size=9), rtol=1e-6, atol=1e-6
         )
-    # PyG's defect (ALGORITHMS.md §14.3): a 3-element set alone vs batched with a 5-element set.
+    # PyG's defect (docs/algorithms.md, LCM aggregation): a 3-element set alone vs batched
+    # with a 5-element set.
     x3, x5 = torch.randn(3, 6, generator=g), torch.randn(5, 6, generator=g)
     batch = torch.tensor([0] * 3 + [1] * 5)
     alone_p, batched_p = theirs(x3, torch.zeros(3, dtype=torch.long)), theirs(torch.cat([x3, x5]), batch)

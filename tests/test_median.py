@@ -9,7 +9,7 @@ from strategies import matrices
 ORACLE = np.array([[1, 10], [2, -3], [4, 7], [100, 0.5]], dtype=np.float64)
 
 
-def test_spec_oracle():  # ALGORITHMS.md §18.1 and §18.2
+def test_oracle():  # docs/algorithms.md, Median
     np.testing.assert_array_equal(aggkit.median(ORACLE), [3, 3.75])
     np.testing.assert_array_equal(aggkit.median(ORACLE, even="lower"), [2, 0.5])
     np.testing.assert_array_equal(aggkit.median(ORACLE, even="upper"), [4, 7])

@@ -1,4 +1,4 @@
-"""Monoid tree reductions: schedules, built-in monoids (numpy and Rust), ALGORITHMS.md §14."""
+"""Monoid tree reductions: schedules, built-in monoids (numpy and Rust), docs/algorithms.md."""
 
 import itertools
 

@@ -256,7 +256,7 @@ def test_gradient_routing_follows_the_tie_rule(path):
         x = torch.tensor([[1.0], [float("nan")], [3.0]], requires_grad=True)
         at.mean(x).sum().backward()
         assert x.grad.flatten().tolist() == [0.5, 0.0, 0.5]
-        # Krum: the spec's tie example selects row 0 (lowest index among equal scores).
+        # Krum: the tie example of docs/algorithms.md selects row 0 (lowest index among equal scores).
         x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [10.0, 10.0]], requires_grad=True)
         at.krum(x, f=1).sum().backward()
         assert x.grad[:, 0].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from strategies import matrices
 
 
-def test_spec_oracles():  # ALGORITHMS.md §18.1, §18.2, §18.6
+def test_oracles():  # docs/algorithms.md, Trimmed mean
     x = np.array([[1, 10], [2, -3], [4, 7], [100, 0.5]], dtype=np.float64)
     np.testing.assert_array_equal(aggkit.trimmed_mean(x, f=1), [3, 3.75])
     y = np.array([[6, -8], [-6, -5], [-6, 6], [7, 2], [-9, -8], [-3, -1], [40, -30]], np.float64)

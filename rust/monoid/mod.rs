@@ -1,6 +1,6 @@
 //! Commutative monoids reduced over fixed binary trees: the built-in monoids (sum, product,
 //! max, min, logsumexp, and the mean as a sum divided by the count) and the tree schedules that
-//! the learnable monoid of `aggkit.torch.nn.LCMAggregation` runs on (ALGORITHMS.md §14).
+//! the learnable monoid of `aggkit.torch.nn.LCMAggregation` runs on (docs/algorithms.md, monoid tree reductions).
 //!
 //! Floating-point operators are not associative, so a reduction is only reproducible if its
 //! tree is fixed. Every reduction here uses one tree per set, decided by the set's size alone

@@ -4,7 +4,7 @@
 //! Sets are given by `ptr` (CSR offsets: set `s` is rows `ptr[s] .. ptr[s+1]` of `x`, in that
 //! order), built from a sorted `index` by [`ptr_from_index`]. The tree of a set of `k` elements
 //! pairs neighbours `(0,1), (2,3), ...` level by level and carries an odd last node up
-//! unchanged (PyG `LCMAggregation`'s shape; ALGORITHMS.md §14.3): `k = 5` gives
+//! unchanged (PyG `LCMAggregation`'s shape; docs/algorithms.md): `k = 5` gives
 //! `((x0 ⊕ x1) ⊕ (x2 ⊕ x3)) ⊕ x4`. It depends on `k` alone.
 
 use rayon::prelude::*;
@@ -374,7 +374,7 @@ pub fn backward<T: MFloat>(
     );
 }
 
-/// How the sets of a schedule are padded (ALGORITHMS.md §14.3).
+/// How the sets of a schedule are padded (docs/algorithms.md, monoid tree reductions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pad {
     /// Each set reduced with its own tree over its own elements (an empty set has no tree).

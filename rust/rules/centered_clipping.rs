@@ -2,7 +2,7 @@
 //!
 //! From a centre `v_0` (the previous round's aggregate; zero by default), `iters` times:
 //! `v <- v + (1/n) Σ_i (x_i - v) · min(1, tau / ||x_i - v||)`. A zero distance is taken as
-//! the smallest positive float64, so `tau = 0` returns the centre instead of 0/0.
+//! the smallest normal positive float64, so `tau = 0` returns the centre instead of 0/0.
 //!
 //! The centre and every update are float64; distances are one task per row, each coordinate of
 //! the update one task summing rows in index order: the result does not depend on the thread

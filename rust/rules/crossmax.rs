@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Step 2 subtracts a per-class constant, so the order over `n` is unchanged and
-//! `Y[b,c] = A_(k)[b,c] - A_(1)[b,c]` (ALGORITHMS.md §13.1): this kernel never builds the
+//! `Y[b,c] = A_(k)[b,c] - A_(1)[b,c]` (docs/algorithms.md, CrossMax): this kernel never builds the
 //! `N x C` intermediate. Predictors are ranked per class by `(-A, n)`: on equal values the
 //! lower predictor index ranks first; `-0.0` and `+0.0` are equal (they are canonicalised), so
 //! the torch-native path (a stable descending sort) ranks identically. The median variant
@@ -25,7 +25,7 @@
 //!
 //! For the backward the kernel reports, per `(b, c)`, the top predictor and the k-th one (two
 //! for the averaged median) and, per `(b, n)`, the predictor's argmax class: the gradient of
-//! `Y[b,c]` has four entries (§13.4).
+//! `Y[b,c]` has four entries (docs/algorithms.md).
 
 use rayon::prelude::*;
 
@@ -341,7 +341,7 @@ fn example<T: Float>(
 
 /// The backward on the CPU: `grad` (`b x n x c`, written whole) from the upstream `g`
 /// (`b x c`) and the forward's indices; non-finite outputs (`finite[b*c] == false`) pass
-/// nothing. Four entries per output (§13.4), half of the k-th terms to each of `kth` and
+/// nothing. Four entries per output (docs/algorithms.md), half of the k-th terms to each of `kth` and
 /// `kth2` when `average`. One task per example, entries added in a fixed order: deterministic.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Float>(
@@ -422,7 +422,7 @@ mod tests {
 
     #[test]
     fn spec_oracle() {
-        // ALGORITHMS.md §13.6: B=1, N=4, C=4 (decimal oracle values: compare to rounding).
+        // The oracle of docs/algorithms.md, CrossMax: B=1, N=4, C=4 (decimal oracle values: compare to rounding).
         let close = |got: Vec<f64>, want: [f64; 4]| {
             for (a, b) in got.iter().zip(want) {
                 assert!((a - b).abs() < 1e-12, "{got:?} != {want:?}");

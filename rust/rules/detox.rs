@@ -1,5 +1,5 @@
 //! DETOX stage 1: the majority vote inside each group of `r` redundant workers
-//! (Rajput, Wang, Charles, Papailiopoulos, NeurIPS 2019; ALGORITHMS.md §12.3).
+//! (Rajput, Wang, Charles, Papailiopoulos, NeurIPS 2019; docs/algorithms.md).
 //!
 //! Workers of a group computed on the same data, so honest members send identical vectors; a
 //! group's winner is a vector held by a strict majority (`>= r/2 + 1`) of its members. Votes

@@ -6,7 +6,7 @@
 //! or `maxiter` iterations. Distances are direct differences accumulated in float64, one task
 //! per row, so the result is bit-identical for any thread count. The final `z` is exactly the
 //! weighted mean of the inputs with the returned weights, which is what the torch backward
-//! uses (gradient `w_i / Σ w` to input `i`, the "frozen weights" mode of ALGORITHMS.md §5).
+//! uses (gradient `w_i / Σ w` to input `i`, the "frozen weights" mode of docs/algorithms.md).
 //!
 //! Non-finite inputs: `Robust` drops rows holding NaN or ±inf (the geometric median's
 //! breakdown point is 1/2, so they count as outliers), `Raise` refuses them, `Propagate`
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn spec_oracle_and_byzfl_defaults() {
-        // ALGORITHMS.md §5: the true geometric median of these three points is [4, 5, 6].
+        // docs/algorithms.md, geometric median oracle: the true geometric median of these three points is [4, 5, 6].
         let data = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
         let (z, info) = gm(&data, 3, Init::Mean);
         assert!(info.converged);

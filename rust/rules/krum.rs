@@ -2,7 +2,7 @@
 //!
 //! Score of input `i`: the sum of its `n - f - 2` smallest squared distances to the other inputs
 //! (the paper's count; byzfl uses `n - f - 1`, Flower clamps to at least 1 — see
-//! ALGORITHMS.md §17). Inputs are ranked by `(score, index)`; Krum returns the first, Multi-Krum
+//! docs/algorithms.md). Inputs are ranked by `(score, index)`; Krum returns the first, Multi-Krum
 //! the mean of the first `m`. Needs `n >= 2f + 3` (the paper's `2f + 2 < n`) and `1 <= m <= n`.
 //! Krum is Multi-Krum with `m = 1`: the mean of one row is that row, bit for bit.
 //!
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn spec_oracle() {
-        // ALGORITHMS.md §18.2
+        // The oracle of docs/algorithms.md, Krum and Multi-Krum.
         let data = spec_x();
         let x = rows(&data);
         let s = scores(&x, 1, NonFinite::Robust).unwrap();
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn tie_rule_picks_lowest_index() {
-        // ALGORITHMS.md §18.3
+        // docs/algorithms.md: equal scores go to the lowest index.
         let data: Vec<Vec<f32>> = vec![
             vec![0., 0.],
             vec![1., 0.],

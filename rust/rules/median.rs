@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn spec_oracle() {
-        // ALGORITHMS.md §18.1
+        // The oracle of docs/algorithms.md, Median.
         let x = vec![
             vec![1.0f64, 10.0],
             vec![2.0, -3.0],
@@ -127,7 +127,7 @@ mod tests {
         assert_eq!(med(&x, Even::Mean, NonFinite::Robust), vec![3.0, 3.75]);
         assert_eq!(med(&x, Even::Lower, NonFinite::Robust), vec![2.0, 0.5]);
         assert_eq!(med(&x, Even::Upper, NonFinite::Robust), vec![4.0, 7.0]);
-        // §18.2 CWMed
+        // The coordinate-wise median of the Krum oracle matrix
         let y: Vec<Vec<f32>> = [
             [6., -8.],
             [-6., -5.],

@@ -1,4 +1,4 @@
-//! signSGD's majority vote of signs (Bernstein et al., ICML 2018).
+//! signSGD's majority vote of signs (Bernstein, Zhao, Azizzadenesheli, Anandkumar, ICLR 2019).
 //!
 //! Every output value is computed by one task over the rows in order, so results do not depend
 //! on the thread count.

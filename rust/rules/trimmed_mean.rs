@@ -15,9 +15,9 @@
 //! interpreted network (`network.rs`) up to `network::MAX_N`, introselect beyond. The result
 //! is always the ascending sum of the sorted kept ranks. A plain masked sum over rows would
 //! add in row order, which a permutation of the inputs changes, and differ in the last bit
-//! (DESIGN.md: permutation invariance is exact). The one exception in method, not in bits:
+//! (docs/conventions.md: permutation invariance is exact). The one exception in method, not in bits:
 //! float32 without rows on AVX-512 for `n > 64` places only the two boundary ranks and takes
-//! the spec's tie-corrected masked sum where it is provably exact, hence the same bits
+//! the tie-corrected masked sum where it is provably exact, hence the same bits
 //! ([`exact_kept_mean`]); a block where it is not sorts its kept ranks as before.
 
 use crate::columns::compiled::{self as columns, Select};
@@ -134,7 +134,7 @@ struct MaskedPass {
 }
 
 /// The trimmed mean of a block of float32 value keys (`kb[row * LANES + lane]`, `n` rows in
-/// any order) whose ranks `lo` and `hi` are in place, computed as the spec's masked sum: the
+/// any order) whose ranks `lo` and `hi` are in place, computed as a masked sum: the
 /// values strictly between the two boundary keys, plus each boundary value times the number
 /// of its copies that are kept (ties, counted from `#(key > low)` and `#(key < high)`).
 /// Writes `out` and returns `true` when every lane's sum is exact, which makes it the bits of

@@ -119,7 +119,7 @@ def bulyan(
     One exact distance matrix serves every Krum round (:math:`O(n^2 d)`); the rounds cost
     :math:`O(n^3 \log n)`, the second stage :math:`O(\theta d \log \theta)`. Ties: lowest index
     in each Krum round; in the second stage, equidistant values go to the lower input index
-    (see :func:`aggkit.meamed`). Spec oracle (ALGORITHMS.md §18): selection order
+    (see :func:`aggkit.meamed`). Oracle (docs/algorithms.md): selection order
     ``[5, 1, 3, 2, 0]``, output ``[-5, -1.333333]``. The AggregaThor "Bulyan over Multi-Krum"
     (averaged selections) is not provided.
 

@@ -79,7 +79,7 @@ def centered_clipping(
     Notes
     -----
     :math:`v_{l+1} = v_l + \frac{1}{n}\sum_i (x_i - v_l)\min(1, \tau / \|x_i - v_l\|)`; a zero
-    distance counts as the smallest positive float64 (no 0/0 at ``tau = 0``). The centre and
+    distance counts as the smallest normal positive float64 (no 0/0 at ``tau = 0``). The centre and
     updates are float64, rounded to the input dtype at the end; every value is summed in a fixed
     order, so the result does not depend on the thread count. Cost :math:`O(L n d)`.
 

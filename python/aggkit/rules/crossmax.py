@@ -150,7 +150,7 @@ def crossmax(
     With :math:`A_{n,c} = z_{n,c} - \max_{c'} z_{n,c'}` (each predictor's top logit becomes
     0), :math:`Y_c = A_{(k),c} - A_{(1),c}`, where :math:`A_{(j),c}` is the j-th largest of
     :math:`A_{\cdot,c}`: the reference's second normalisation (subtract each class's best
-    predictor) followed by the k-th largest, in closed form (ALGORITHMS.md §13). A class's
+    predictor) followed by the k-th largest, in closed form (docs/algorithms.md). A class's
     score is minus the gap between its best and its k-th best predictor, so one predictor
     shouting for a class cannot set that class's score (a Vickrey auction). Adding a constant
     to one predictor's logits changes nothing (logits and log-softmax give the same result);

@@ -45,7 +45,7 @@ class NNM(PreAggregator):
     -----
     :math:`\tilde x_i = \frac{1}{n-f}\sum_{j \in N_i} x_j`, :math:`N_i` the :math:`n - f`
     inputs closest to :math:`x_i` in Euclidean distance, itself included, ties to the lower
-    index (spec oracle: ``[[1,2,3],[4,5,6],[7,8,9]]``, ``f=1`` gives
+    index (oracle: ``[[1,2,3],[4,5,6],[7,8,9]]``, ``f=1`` gives
     ``[[2.5,3.5,4.5],[2.5,3.5,4.5],[5.5,6.5,7.5]]``). Exact distances (Rust), means in
     float64 in neighbour order. Composed with a robust rule it reaches the optimal error order
     under heterogeneity (Allouah et al., AISTATS 2023). Cost :math:`O(n^2 d)`. The torch

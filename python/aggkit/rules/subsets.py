@@ -135,8 +135,8 @@ def smea(
 
     References
     ----------
-    Y. Allouah, S. Farhadkhani, R. Guerraoui, N. Gupta, R. Pinot, J. Stephan. Fixing by
-    mixing: a recipe for optimal Byzantine ML under heterogeneity. AISTATS 2023.
+    Y. Allouah, R. Guerraoui, N. Gupta, R. Pinot, J. Stephan. On the privacy-robustness-utility
+    trilemma in distributed learning. ICML 2023.
 
     Examples
     --------

@@ -120,7 +120,7 @@ def _setup(ctx: Any, inputs: Any, output: Any) -> None:
 
 
 def _backward(ctx: Any, g: Tensor, *_: Any) -> tuple[Tensor, None, None, None, None, None]:
-    """Four entries per output (ALGORITHMS.md §13.4).
+    """Four entries per output (docs/algorithms.md, CrossMax).
 
     ``+g`` at ``(k-th, c)``, ``-g`` at ``(k-th, its argmax)``, ``-g`` at ``(top, c)``, ``+g``
     at ``(top, its argmax)``; half of the k-th terms to each middle predictor for an averaged
@@ -194,7 +194,7 @@ def crossmax(
 ) -> Tensor:
     """CrossMax of logits ``(..., N, C) -> (..., C)``; see :func:`aggkit.crossmax`.
 
-    The gradient of each output ``Y[c]`` has four entries (ALGORITHMS.md §13.4): ``+1`` at
+    The gradient of each output ``Y[c]`` has four entries (docs/algorithms.md): ``+1`` at
     the k-th predictor's logit for ``c`` and ``-1`` at that predictor's top logit, ``-1`` at
     the best predictor's logit for ``c`` and ``+1`` at its top logit (they cancel where ``c``
     is that predictor's top class); half of the k-th terms to each of the two middle

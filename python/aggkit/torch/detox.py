@@ -139,8 +139,8 @@ def detox(x: Any, **kwargs: Any) -> Any:
 
     The vote runs as ``torch.ops.aggkit.detox`` (Rust on CPU, torch ops on other devices);
     stage 2 composes ``aggkit.torch``'s rules on the winners, so the gradient reaches each
-    group's winning member (ALGORITHMS.md §12.7: one representative, the lowest-index member
-    that won) through the stage-2 rules' own backward.
+    group's winning member (one representative per group: the first member in group order that
+    won, docs/algorithms.md) through the stage-2 rules' own backward.
     """
     if not isinstance(x, Tensor) and not (isinstance(x, Sequence) and x and isinstance(x[0], Tensor)):
         raise TypeError(f"detox: x must be a tensor or a sequence of tensors, got {type(x).__name__}")

@@ -200,7 +200,7 @@ def geometric_median(
 
     CPU tensors run the Rust iterations; other devices iterate with torch ops in float64 on the
     device (same definition, not bit-identical to the CPU path). ``grad`` picks the gradient
-    (ALGORITHMS.md §5):
+    (docs/algorithms.md, geometric median):
 
     * ``"frozen"`` (default; the RFA author's choice): the result is the weighted mean of the
       inputs with the final Weiszfeld weights ``w``, input ``i`` gets ``w_i / Σ w`` (the

@@ -1,4 +1,4 @@
-"""``LCMAggregation``: the learnable commutative monoid aggregation (ALGORITHMS.md §14).
+"""``LCMAggregation``: the learnable commutative monoid aggregation (docs/algorithms.md).
 
 When PyTorch Geometric is installed the class subclasses its ``Aggregation`` (so a
 ``MessagePassing`` layer takes it as ``aggr=`` and ``isinstance`` checks pass); otherwise it is
@@ -229,8 +229,8 @@ class LCMAggregation(_base()):  # type: ignore[misc]
         The triples are drawn uniformly (with replacement) from the rows of ``x`` (inputs, projected
         if ``project``) or, by default, from the latent inputs of the last :meth:`forward`
         (detached: the loss trains the operator, not the encoder). Two batched operator calls.
-        The loss's exact form and weight in the paper are not pinned down here (ALGORITHMS.md
-        §14.2 marks them unverified): add ``λ · assoc_loss()`` to the task loss, λ tuned.
+        The loss's exact form and weight in the paper are not pinned down here (docs/algorithms.md
+        marks them unverified): add ``λ · assoc_loss()`` to the task loss, λ tuned.
         """
         rows = self._rows(x)
         n = rows.shape[0]
