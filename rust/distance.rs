@@ -13,6 +13,7 @@
 //! and every pair goes through the same lane arithmetic wherever it sits in a register block:
 //! the result does not depend on thread count, SIMD level or row order.
 
+use crate::alloc;
 use crate::error::AggError;
 use rayon::prelude::*;
 
@@ -335,17 +336,20 @@ mod avx2 {
 }
 
 /// All pairwise squared distances of the rows of `x`, as a full symmetric `n × n` row-major
-/// matrix with a zero diagonal.
-pub fn pairwise_sq_dists<T: Float>(x: &Rows<'_, T>) -> Vec<f64> {
+/// matrix with a zero diagonal ([`AggError::OutOfMemory`] where it cannot be allocated).
+pub fn pairwise_sq_dists<T: Float>(x: &Rows<'_, T>) -> Result<Vec<f64>, AggError> {
     let (n, d) = (x.n(), x.d());
+    // The full matrix first: if it fits, so do the packed triangle and the partial sums.
+    let mut full = alloc::zeroed::<f64>(alloc::square(n)?)?;
     let npairs = n * (n - 1) / 2;
     if npairs == 0 || d == 0 {
-        return vec![0.0; n * n];
+        return Ok(full);
     }
     let proof = simd::proof();
     if n > 2 * PAIR_BLOCK {
-        let tri = tiled_sq_dists(x, proof);
-        return symmetric(n, &tri);
+        let tri = tiled_sq_dists(x, proof)?;
+        symmetric(n, &tri, &mut full);
+        return Ok(full);
     }
     let width = chunk_width::<T>(n);
     let nchunks = d.div_ceil(width);
@@ -371,18 +375,18 @@ pub fn pairwise_sq_dists<T: Float>(x: &Rows<'_, T>) -> Vec<f64> {
     } else {
         crate::pool::install(|| (0..parts).into_par_iter().map(part).collect())
     };
-    let mut tri = vec![0.0; npairs];
+    let mut tri = alloc::zeroed::<f64>(npairs)?;
     for p in &partials {
         for (t, v) in tri.iter_mut().zip(p) {
             *t += v;
         }
     }
-    symmetric(n, &tri)
+    symmetric(n, &tri, &mut full);
+    Ok(full)
 }
 
-/// The full symmetric `n × n` matrix of a packed upper triangle, zero diagonal.
-fn symmetric(n: usize, tri: &[f64]) -> Vec<f64> {
-    let mut full = vec![0.0; n * n];
+/// Fill the zeroed `n × n` matrix `full` from a packed upper triangle (zero diagonal).
+fn symmetric(n: usize, tri: &[f64], full: &mut [f64]) {
     for i in 0..n {
         for j in i + 1..n {
             let v = tri[pair_index(n, i, j)];
@@ -390,7 +394,6 @@ fn symmetric(n: usize, tri: &[f64]) -> Vec<f64> {
             full[j * n + i] = v;
         }
     }
-    full
 }
 
 /// Rows per side of a pair tile of [`tiled_sq_dists`].
@@ -402,7 +405,7 @@ const PAIR_BLOCK: usize = 64;
 /// walks `d` in chunks of which both blocks fit in L2 (~512 KiB), adding each chunk's value of
 /// every pair into its float64 sum in chunk order: the bits depend only on the pair's rows and
 /// `(n, d)`, never on the thread count or the tile a pair sits in.
-fn tiled_sq_dists<T: Float>(x: &Rows<'_, T>, proof: Proof) -> Vec<f64> {
+fn tiled_sq_dists<T: Float>(x: &Rows<'_, T>, proof: Proof) -> Result<Vec<f64>, AggError> {
     let (n, d) = (x.n(), x.d());
     let bytes = 2 * PAIR_BLOCK * std::mem::size_of::<T>();
     let width = ((512 * 1024) / bytes / LANES * LANES).clamp(64, 2048);
@@ -422,13 +425,13 @@ fn tiled_sq_dists<T: Float>(x: &Rows<'_, T>, proof: Proof) -> Vec<f64> {
         acc
     };
     let sums: Vec<Vec<f64>> = crate::pool::install(|| tiles.par_iter().map(run).collect());
-    let mut tri = vec![0.0; n * (n - 1) / 2];
+    let mut tri = alloc::zeroed::<f64>(n * (n - 1) / 2)?;
     for (tile, acc) in tiles.iter().zip(&sums) {
         for ((i, j), &v) in tile_pairs(tile.clone()).zip(acc) {
             tri[pair_index(n, i, j)] = v;
         }
     }
-    tri
+    Ok(tri)
 }
 
 /// Euclidean distances `||x_i - z||` of every row to one float64 point, one task per row
@@ -481,7 +484,7 @@ mod tests {
             })
             .collect();
         let x = rows(&data);
-        let dm = pairwise_sq_dists(&x);
+        let dm = pairwise_sq_dists(&x).unwrap();
         for i in 0..6 {
             for j in 0..6 {
                 let exact: f64 = (0..d)
@@ -508,10 +511,10 @@ mod tests {
         let x = rows(&data);
         crate::pool::set_num_threads(1).unwrap();
         simd::set_level(Level::Scalar);
-        let a = pairwise_sq_dists(&x);
+        let a = pairwise_sq_dists(&x).unwrap();
         crate::pool::set_num_threads(2).unwrap();
         simd::set_level(Level::Avx2);
-        let b = pairwise_sq_dists(&x);
+        let b = pairwise_sq_dists(&x).unwrap();
         simd::set_level(simd::DEFAULT_MAX);
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
         for i in 0..n {
@@ -525,7 +528,7 @@ mod tests {
         }
         let perm: Vec<usize> = (0..n).map(|i| (i * 37) % n).collect();
         let pdata: Vec<Vec<f32>> = perm.iter().map(|&i| data[i].clone()).collect();
-        let c = pairwise_sq_dists(&rows(&pdata));
+        let c = pairwise_sq_dists(&rows(&pdata)).unwrap();
         for i in 0..n {
             for j in 0..n {
                 assert_eq!(c[i * n + j].to_bits(), a[perm[i] * n + perm[j]].to_bits());
@@ -543,9 +546,9 @@ mod tests {
             .collect();
         let x = rows(&data);
         simd::set_level(Level::Scalar);
-        let a = pairwise_sq_dists(&x);
+        let a = pairwise_sq_dists(&x).unwrap();
         simd::set_level(simd::DEFAULT_MAX);
-        let b = pairwise_sq_dists(&x);
+        let b = pairwise_sq_dists(&x).unwrap();
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
         for i in 0..11 {
             for j in 0..11 {
@@ -563,14 +566,14 @@ mod tests {
         let x = rows(&data);
         crate::pool::set_num_threads(1).unwrap();
         simd::set_level(Level::Scalar);
-        let a = pairwise_sq_dists(&x);
+        let a = pairwise_sq_dists(&x).unwrap();
         crate::pool::set_num_threads(2).unwrap();
         simd::set_level(Level::Avx2);
-        let b = pairwise_sq_dists(&x);
+        let b = pairwise_sq_dists(&x).unwrap();
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
         let perm: Vec<usize> = (0..13).rev().collect();
         let pdata: Vec<Vec<f32>> = perm.iter().map(|&i| data[i].clone()).collect();
-        let c = pairwise_sq_dists(&rows(&pdata));
+        let c = pairwise_sq_dists(&rows(&pdata)).unwrap();
         for i in 0..13 {
             for j in 0..13 {
                 assert_eq!(c[i * 13 + j].to_bits(), a[perm[i] * 13 + perm[j]].to_bits());

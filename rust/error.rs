@@ -29,6 +29,9 @@ pub enum AggError {
         rows: Vec<usize>,
         detail: &'static str,
     },
+    /// The allocator refused a buffer whose size follows from the input (`bytes` saturates at
+    /// `usize::MAX` when the size itself overflows).
+    OutOfMemory { bytes: usize },
 }
 
 /// A lower bound `n >= a·f + b` on the number of inputs that tolerates `f` faulty ones. `f`
@@ -129,6 +132,13 @@ impl fmt::Display for AggError {
             AggError::InvalidParameter { rule, message } => write!(f, "{rule}: {message}"),
             AggError::NonFinite { rule, rows, detail } => {
                 f.write_str(&nonfinite_message(rule, rows, detail))
+            }
+            AggError::OutOfMemory { bytes } if *bytes == usize::MAX => {
+                f.write_str("unable to allocate a buffer: its size overflows")
+            }
+            AggError::OutOfMemory { bytes } => {
+                let gib = *bytes as f64 / f64::from(1u32 << 30);
+                write!(f, "unable to allocate {gib:.3} GiB ({bytes} bytes)")
             }
         }
     }

@@ -33,6 +33,17 @@ impl NonFinite {
     }
 }
 
+/// Row indices are `u32` in the kernels' ranking keys: more inputs are refused.
+pub fn check_n(rule: &'static str, n: usize) -> Result<(), AggError> {
+    if n > u32::MAX as usize {
+        return Err(AggError::InvalidParameter {
+            rule,
+            message: format!("at most {} inputs are supported, got n={n}", u32::MAX),
+        });
+    }
+    Ok(())
+}
+
 /// `n >= 1` rows of equal length `d` (`d` may be 0).
 #[derive(Debug, Clone)]
 pub struct Rows<'a, T> {
@@ -54,16 +65,7 @@ impl<'a, T: Float> Rows<'a, T> {
                 got: r.len(),
             });
         }
-        if rows.len() > u32::MAX as usize {
-            return Err(AggError::InvalidParameter {
-                rule,
-                message: format!(
-                    "at most {} inputs are supported, got n={}",
-                    u32::MAX,
-                    rows.len()
-                ),
-            });
-        }
+        check_n(rule, rows.len())?;
         Ok(Rows { rows, d })
     }
 

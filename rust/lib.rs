@@ -20,6 +20,7 @@
 // Without the binding layer nothing outside the tests calls into the core.
 #![cfg_attr(not(feature = "python"), allow(dead_code))]
 
+mod alloc;
 mod columns;
 mod distance;
 mod error;

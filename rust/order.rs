@@ -77,6 +77,7 @@ pub trait Float:
     + Add<Output = Self>
     + Sub<Output = Self>
     + Mul<Output = Self>
+    + crate::alloc::Zeroable
     + 'static
 {
     /// `(value, row)` packed into one totally ordered integer.

@@ -17,22 +17,35 @@ pub(crate) const PARALLEL_MIN_VALUES: usize = 1 << 15;
 
 static POOL: RwLock<Option<Arc<ThreadPool>>> = RwLock::new(None);
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The most threads a pool may have: `max(256, 4 × cores)`. Far more than any speed-up needs;
+/// a pool of millions of threads would take the process down while it starts.
+pub fn max_threads() -> usize {
+    cores().saturating_mul(4).max(256)
+}
+
+/// `AGGKIT_NUM_THREADS` when it is a valid count, else every core.
 fn default_threads() -> usize {
     std::env::var("AGGKIT_NUM_THREADS")
         .ok()
         .and_then(|s| s.trim().parse::<usize>().ok())
-        .filter(|&n| n >= 1)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .filter(|&n| (1..=max_threads()).contains(&n))
+        .unwrap_or_else(cores)
 }
 
-fn build(n: usize) -> Arc<ThreadPool> {
-    Arc::new(
-        ThreadPoolBuilder::new()
-            .num_threads(n)
-            .thread_name(|i| format!("aggkit-{i}"))
-            .build()
-            .expect("failed to start aggkit's thread pool"),
-    )
+fn build(n: usize) -> Result<Arc<ThreadPool>, AggError> {
+    ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("aggkit-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| AggError::InvalidParameter {
+            rule: "set_num_threads",
+            message: format!("could not start {n} threads: {e}"),
+        })
 }
 
 fn pool() -> Arc<ThreadPool> {
@@ -40,20 +53,29 @@ fn pool() -> Arc<ThreadPool> {
         return Arc::clone(p);
     }
     let mut w = POOL.write().unwrap_or_else(|e| e.into_inner());
-    Arc::clone(w.get_or_insert_with(|| build(default_threads())))
+    if let Some(p) = w.as_ref() {
+        return Arc::clone(p);
+    }
+    // Where the system refuses the default count, one thread (the calling thread's work) is
+    // still correct: results never depend on the thread count.
+    let p = build(default_threads())
+        .or_else(|_| build(1))
+        .expect("the system cannot start one thread");
+    Arc::clone(w.insert(p))
 }
 
-/// Use `n >= 1` threads from now on. Calls already running finish on the old pool.
+/// Use `n` threads (`1 <= n <= max_threads()`) from now on. Calls already running finish on
+/// the old pool.
 pub fn set_num_threads(n: usize) -> Result<(), AggError> {
-    if n == 0 {
+    if !(1..=max_threads()).contains(&n) {
         return Err(AggError::InvalidParameter {
             rule: "set_num_threads",
-            message: "the number of threads must be >= 1, got 0".into(),
+            message: format!("n must be between 1 and {}, got n={n}", max_threads()),
         });
     }
     let mut w = POOL.write().unwrap_or_else(|e| e.into_inner());
     if w.as_ref().map(|p| p.current_num_threads()) != Some(n) {
-        *w = Some(build(n));
+        *w = Some(build(n)?);
     }
     Ok(())
 }

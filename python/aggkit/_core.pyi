@@ -15,6 +15,7 @@ __all__ = [
     "ShapeError",
     "TooFewInputsError",
     "__version__",
+    "_panic_in_kernel",
     "_set_simd_level",
     "bulyan_select",
     "centered_clipping",
@@ -29,6 +30,7 @@ __all__ = [
     "group_means",
     "krum",
     "krum_select",
+    "max_threads",
     "mda_select",
     "meamed",
     "mean",
@@ -84,7 +86,9 @@ _Rows: TypeAlias = tuple[_Out, _U32 | None, _U32 | None]
 # threads and SIMD
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
+def max_threads() -> int: ...
 def simd_level() -> str: ...
+def _panic_in_kernel(message: str) -> None: ...  # tests: a panic becomes AggkitError
 def _set_simd_level(level: str) -> str: ...  # "scalar" | "avx2" | "avx512" | "neon"
 
 # mean, median, trimmed mean, meamed (values, and the rows that define them when asked)

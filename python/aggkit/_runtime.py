@@ -14,12 +14,18 @@ def set_num_threads(n: int) -> None:
     Parameters
     ----------
     n : int
-        Number of threads, ``>= 1``.
+        Number of threads, ``1 <= n <= max(256, 4 x the machine's cores)``.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``n`` out of that range, or the system cannot start that many threads.
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise InvalidParameterError(f"set_num_threads: n must be >= 1, got n={n}")
+    most = _core.max_threads()
+    if not 1 <= n <= most:
+        raise InvalidParameterError(f"set_num_threads: n must be between 1 and {most}, got n={n}")
     _core.set_num_threads(n)
 
 

@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use crate::alloc;
 use crate::error::AggError;
 use crate::input::Rows;
 use crate::order::Float;
@@ -61,7 +62,7 @@ pub fn route<T: Float>(
     check_rows("lo", lo, n, d)?;
     if let Some(hi) = hi {
         check_rows("hi", hi, n, d)?;
-        let half: Vec<T> = g.iter().map(|&v| T::from_f64(v.to_f64() * 0.5)).collect();
+        let half = alloc::collect(d, g.iter().map(|&v| T::from_f64(v.to_f64() * 0.5)))?;
         by_rows(n, d, out, |i, o| {
             let i = i as u32;
             // Zipped slices, no indexing: no bounds checks, so the loop vectorises.
@@ -98,12 +99,9 @@ pub fn kept<T: Float>(
     check_rows("hi", hi, n, d)?;
     // Value-only keys (half the width of `(value, row)` keys, so the loop vectorises) plus the
     // row comparison that breaks ties.
-    let vlo: Vec<T::VKey> = (0..d).map(|j| x.row(lo[j] as usize)[j].vkey()).collect();
-    let vhi: Vec<T::VKey> = (0..d).map(|j| x.row(hi[j] as usize)[j].vkey()).collect();
-    let scaled: Vec<T> = g
-        .iter()
-        .map(|&v| T::from_f64(v.to_f64() / kept as f64))
-        .collect();
+    let vlo = alloc::collect(d, (0..d).map(|j| x.row(lo[j] as usize)[j].vkey()))?;
+    let vhi = alloc::collect(d, (0..d).map(|j| x.row(hi[j] as usize)[j].vkey()))?;
+    let scaled = alloc::collect(d, g.iter().map(|&v| T::from_f64(v.to_f64() / kept as f64)))?;
     by_rows(n, d, out, |row, o| {
         let i = row as u32;
         let lower = vlo.iter().zip(lo);

@@ -90,22 +90,11 @@ pub(crate) fn for_each_tile<T, S>(
 {
     let d = x.d();
     assert_eq!(out.values.len(), d);
-    let want_rows = out.rows.is_some();
-    // Without requested rows, write them into zeroed buffers that are never touched: the
-    // allocator maps them lazily, so they cost nothing and keep one code path.
-    let (mut lo_buf, mut hi_buf): (Vec<u32>, Vec<u32>);
-    let (lo, hi) = match out.rows {
-        Some(r) => r,
-        None => {
-            lo_buf = vec![0u32; d];
-            hi_buf = vec![0u32; d];
-            (&mut lo_buf[..], &mut hi_buf[..])
-        }
-    };
-    let values = out.values;
     if d == 0 {
         return;
     }
+    let want_rows = out.rows.is_some();
+    let parallel = x.n() * d >= crate::pool::PARALLEL_MIN_VALUES;
     let run = |s: &mut S, (t, ((v, l), h)): TileItem<'_, T>| {
         kernel(
             s,
@@ -118,23 +107,45 @@ pub(crate) fn for_each_tile<T, S>(
             },
         )
     };
-    if x.n() * d < crate::pool::PARALLEL_MIN_VALUES {
-        let mut s = init();
-        values
-            .chunks_mut(width)
-            .zip(lo.chunks_mut(width))
-            .zip(hi.chunks_mut(width))
-            .enumerate()
-            .for_each(|item| run(&mut s, item));
-    } else {
-        crate::pool::install(|| {
+    // Without requested rows, each worker writes them into one tile's worth of scratch that
+    // nobody reads: one code path for the kernels, and no buffer that grows with d.
+    let with_scratch = || (init(), vec![0u32; width], vec![0u32; width]);
+    let run_scratch = |(s, l, h): &mut (S, Vec<u32>, Vec<u32>), (t, v): (usize, &mut [T])| {
+        let w = v.len();
+        run(s, (t, ((v, &mut l[..w]), &mut h[..w])))
+    };
+    let values = out.values;
+    match out.rows {
+        Some((lo, hi)) if parallel => crate::pool::install(|| {
             values
                 .par_chunks_mut(width)
                 .zip(lo.par_chunks_mut(width))
                 .zip(hi.par_chunks_mut(width))
                 .enumerate()
                 .for_each_init(&init, |s, item| run(s, item));
-        });
+        }),
+        Some((lo, hi)) => {
+            let mut s = init();
+            values
+                .chunks_mut(width)
+                .zip(lo.chunks_mut(width))
+                .zip(hi.chunks_mut(width))
+                .enumerate()
+                .for_each(|item| run(&mut s, item));
+        }
+        None if parallel => crate::pool::install(|| {
+            values
+                .par_chunks_mut(width)
+                .enumerate()
+                .for_each_init(with_scratch, |s, item| run_scratch(s, item));
+        }),
+        None => {
+            let mut s = with_scratch();
+            values
+                .chunks_mut(width)
+                .enumerate()
+                .for_each(|item| run_scratch(&mut s, item));
+        }
     }
 }
 

@@ -52,7 +52,10 @@ pub fn ptr_from_index(index: &[i64], dim_size: Option<usize>) -> Result<Vec<usiz
             ),
         ));
     }
-    let mut ptr = vec![0usize; sets + 1];
+    let len = sets
+        .checked_add(1)
+        .ok_or(AggError::OutOfMemory { bytes: usize::MAX })?;
+    let mut ptr = crate::alloc::zeroed::<usize>(len)?;
     for &i in index {
         ptr[i as usize + 1] += 1;
     }

@@ -6,7 +6,6 @@ use pyo3::prelude::*;
 use super::convert::{array, contiguous, dispatch, Matrix, Out};
 use super::run;
 use crate::input::NonFinite;
-use crate::order::Float;
 use crate::rules::centered_clipping as core;
 
 /// Centered clipping: values, dropped inputs, last clipping factors.
@@ -26,7 +25,7 @@ pub(crate) fn centered_clipping(
         .transpose()?;
     dispatch!(x.rows(core::NAME)?, r => {
         let (vals, info) = run(py, || {
-            let mut out = vec![Float::ZERO; r.d()];
+            let mut out = crate::alloc::zeroed(r.d())?;
             let info = core::centered_clipping(&r, c, tau, iters, nonfinite, &mut out)?;
             Ok((out, info))
         })?;

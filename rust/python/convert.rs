@@ -16,7 +16,8 @@ use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 
-use super::{run, to_pyerr, InvalidParameterError, ShapeError};
+use super::{call_name, run_as, to_pyerr, InvalidParameterError, ShapeError};
+use crate::alloc;
 use crate::columns::ColumnsOut;
 use crate::input::{NonFinite, Rows};
 use crate::monoid::tree::Pad;
@@ -52,14 +53,18 @@ fn rows_2d<'a, T: numpy::Element + Float>(
     a: &'a PyReadonlyArray2<'_, T>,
 ) -> PyResult<Rows<'a, T>> {
     let v = a.as_array();
-    let rows = (0..v.len_of(Axis(0)))
-        .map(|i| {
+    let n = v.len_of(Axis(0));
+    let err = |e| Python::attach(|py| to_pyerr(py, e));
+    crate::input::check_n(rule, n).map_err(err)?;
+    let mut rows = alloc::with_capacity::<&'a [T]>(n).map_err(err)?;
+    for i in 0..n {
+        rows.push(
             v.index_axis_move(Axis(0), i)
                 .to_slice()
-                .ok_or_else(not_contiguous)
-        })
-        .collect::<PyResult<Vec<&'a [T]>>>()?;
-    Rows::new(rule, rows).map_err(|e| Python::attach(|py| to_pyerr(py, e)))
+                .ok_or_else(not_contiguous)?,
+        );
+    }
+    Rows::new(rule, rows).map_err(err)
 }
 
 fn rows_list<'a, T: numpy::Element + Float>(
@@ -179,16 +184,20 @@ pub(crate) fn square<'a>(
 }
 
 /// A selection kernel's values and, if asked for, the two row arrays that define it.
-pub(crate) fn columns<T: Float + numpy::Element>(
+pub(crate) fn columns<T, K>(
     py: Python<'_>,
     d: usize,
     want_rows: bool,
-    kernel: impl FnOnce(ColumnsOut<'_, T>) -> Result<(), crate::error::AggError> + Send,
-) -> PyResult<(Out, Option<Out>, Option<Out>)> {
-    let (vals, lo, hi) = run(py, move || {
-        let mut vals = vec![T::ZERO; d];
+    kernel: K,
+) -> PyResult<(Out, Option<Out>, Option<Out>)>
+where
+    T: Float + numpy::Element + alloc::Zeroable,
+    K: FnOnce(ColumnsOut<'_, T>) -> Result<(), crate::error::AggError> + Send,
+{
+    let (vals, lo, hi) = run_as(py, call_name::<K>(), move || {
+        let mut vals = alloc::zeroed::<T>(d)?;
         if want_rows {
-            let (mut lo, mut hi) = (vec![0u32; d], vec![0u32; d]);
+            let (mut lo, mut hi) = (alloc::zeroed::<u32>(d)?, alloc::zeroed::<u32>(d)?);
             kernel(ColumnsOut::with_rows(&mut vals, &mut lo, &mut hi))?;
             Ok((vals, Some(lo), Some(hi)))
         } else {
@@ -206,17 +215,56 @@ pub(crate) fn columns<T: Float + numpy::Element>(
 /// A fresh `(n, d)` numpy array filled by `fill` with the GIL released. numpy allocates it, so
 /// a large output gets numpy's huge-page hint: a Rust `Vec` of 80 MB handed over with
 /// `from_vec` spent 3x longer in page faults than the work (measured: 38 ms vs 12 ms).
-pub(crate) fn fresh_matrix<T: Float + numpy::Element>(
-    py: Python<'_>,
-    n: usize,
-    d: usize,
-    fill: impl FnOnce(&mut [T]) -> Result<(), crate::error::AggError> + Send,
-) -> PyResult<Out> {
-    let arr = numpy::PyArray2::<T>::zeros(py, [n, d], false);
+pub(crate) fn fresh_matrix<T, K>(py: Python<'_>, n: usize, d: usize, fill: K) -> PyResult<Out>
+where
+    T: Float + numpy::Element,
+    K: FnOnce(&mut [T]) -> Result<(), crate::error::AggError> + Send,
+{
+    let arr = zeros_2d::<T>(py, n, d)?;
     {
         // SAFETY: the array was just created here and no other reference to it exists.
         let out = unsafe { arr.as_slice_mut() }.expect("a new array is contiguous");
-        run(py, || fill(out))?;
+        run_as(py, call_name::<K>(), || fill(out))?;
     }
     Ok(arr.into_any().unbind())
+}
+
+/// `numpy.zeros((n, d))`, or `MemoryError` where numpy cannot allocate it (rust-numpy's
+/// `PyArray2::zeros` panics then).
+fn zeros_2d<T: numpy::Element>(
+    py: Python<'_>,
+    n: usize,
+    d: usize,
+) -> PyResult<Bound<'_, numpy::PyArray2<T>>> {
+    use numpy::npyffi::{npy_intp, PY_ARRAY_API};
+    use numpy::PyArrayDescrMethods;
+    let too_large = || {
+        to_pyerr(
+            py,
+            crate::error::AggError::OutOfMemory {
+                bytes: n.saturating_mul(d).saturating_mul(std::mem::size_of::<T>()),
+            },
+        )
+    };
+    let bytes = n
+        .checked_mul(d)
+        .and_then(|v| v.checked_mul(std::mem::size_of::<T>()))
+        .ok_or_else(too_large)?;
+    if npy_intp::try_from(bytes).is_err() {
+        return Err(too_large());
+    }
+    let mut dims = [n as npy_intp, d as npy_intp];
+    // SAFETY: `dims` holds two in-range dimensions whose product in bytes fits `npy_intp`
+    // (checked above); `PyArray_Zeros` steals the descriptor reference `into_dtype_ptr` gives
+    // and returns a new reference or NULL with a Python error set.
+    unsafe {
+        let ptr = PY_ARRAY_API.PyArray_Zeros(
+            py,
+            2,
+            dims.as_mut_ptr(),
+            T::get_dtype(py).into_dtype_ptr(),
+            0,
+        );
+        Ok(Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked())
+    }
 }

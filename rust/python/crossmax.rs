@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 
 use super::convert::{array, contiguous, Out};
-use super::{run, InvalidParameterError, ShapeError};
+use super::{run_as, InvalidParameterError, ShapeError};
 use crate::input::NonFinite;
 use crate::order::Float;
 use crate::rules::crossmax::{self as core, CrossmaxIndices, CrossmaxOut, Reducer};
@@ -41,8 +41,8 @@ fn run_crossmax<T: Float + numpy::Element>(
     let zs = z
         .as_slice()
         .map_err(|_| ShapeError::new_err("crossmax: logits must be C-contiguous"))?;
-    let (vals, ix) = run(py, || {
-        let mut vals = vec![T::ZERO; b * c];
+    let (vals, ix) = run_as(py, "crossmax", || {
+        let mut vals = crate::alloc::zeroed::<T>(b * c)?;
         if !want {
             let out = CrossmaxOut {
                 values: &mut vals,
@@ -52,10 +52,10 @@ fn run_crossmax<T: Float + numpy::Element>(
             return Ok((vals, None));
         }
         let (mut t, mut k1, mut k2, mut am) = (
-            vec![0u32; b * c],
-            vec![0u32; b * c],
-            vec![0u32; b * c],
-            vec![0u32; b * n],
+            crate::alloc::zeroed::<u32>(b * c)?,
+            crate::alloc::zeroed::<u32>(b * c)?,
+            crate::alloc::zeroed::<u32>(b * c)?,
+            crate::alloc::zeroed::<u32>(b * n)?,
         );
         let indices = CrossmaxIndices {
             top: &mut t,
@@ -133,8 +133,8 @@ fn backward<T: Float + numpy::Element>(
         .checked_mul(n)
         .and_then(|bn| bn.checked_mul(c))
         .ok_or_else(|| ShapeError::new_err("crossmax_backward: sizes overflow"))?;
-    let out = run(py, || {
-        let mut out = vec![T::ZERO; len];
+    let out = run_as(py, "crossmax_backward", || {
+        let mut out = crate::alloc::zeroed::<T>(len)?;
         core::backward(
             g, finite, ix[0], ix[1], ix[2], ix[3], n, c, average, &mut out,
         );

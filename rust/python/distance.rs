@@ -12,7 +12,7 @@ use crate::distance as core;
 pub(crate) fn pairwise_sq_distances(py: Python<'_>, x: Matrix<'_>) -> PyResult<Out> {
     dispatch!(x.rows("pairwise_sq_distances")?, r => {
         let n = r.n();
-        let dm = run(py, || Ok(core::pairwise_sq_dists(&r)))?;
+        let dm = run(py, || core::pairwise_sq_dists(&r))?;
         matrix(py, dm, n, n)
     })
 }

@@ -6,7 +6,6 @@ use pyo3::prelude::*;
 use super::convert::{array, dispatch, weights, Matrix, Out};
 use super::run;
 use crate::input::NonFinite;
-use crate::order::Float;
 use crate::rules::geometric_median::{self as core, Init};
 
 /// Geometric median (smoothed Weiszfeld): values, iterations, converged, objective, weights.
@@ -26,7 +25,7 @@ pub(crate) fn geometric_median(
     let w = self::weights(&weights)?;
     dispatch!(x.rows(core::NAME)?, r => {
         let (vals, info) = run(py, || {
-            let mut out = vec![Float::ZERO; r.d()];
+            let mut out = crate::alloc::zeroed(r.d())?;
             let info = core::geometric_median(&r, w, nu, maxiter, ftol, init, nonfinite, &mut out)?;
             Ok((out, info))
         })?;

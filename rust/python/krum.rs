@@ -6,7 +6,6 @@ use pyo3::prelude::*;
 use super::convert::{array, dispatch, square, Matrix, Out};
 use super::run;
 use crate::input::NonFinite;
-use crate::order::Float;
 use crate::rules::krum as core;
 
 type Selected = PyResult<(Out, Vec<usize>, Out)>;
@@ -17,7 +16,7 @@ type Selected = PyResult<(Out, Vec<usize>, Out)>;
 pub(crate) fn krum(py: Python<'_>, x: Matrix<'_>, f: usize, nonfinite: NonFinite) -> Selected {
     dispatch!(x.rows(core::NAME)?, r => {
         let (vals, sel) = run(py, || {
-            let mut out = vec![Float::ZERO; r.d()];
+            let mut out = crate::alloc::zeroed(r.d())?;
             let sel = core::krum(&r, f, nonfinite, &mut out)?;
             Ok((out, sel))
         })?;
@@ -37,7 +36,7 @@ pub(crate) fn multi_krum(
 ) -> Selected {
     dispatch!(x.rows(core::MULTI_NAME)?, r => {
         let (vals, sel) = run(py, || {
-            let mut out = vec![Float::ZERO; r.d()];
+            let mut out = crate::alloc::zeroed(r.d())?;
             let sel = if m == 1 {
                 core::krum(&r, f, nonfinite, &mut out)?
             } else {

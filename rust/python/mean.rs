@@ -6,7 +6,6 @@ use pyo3::prelude::*;
 use super::convert::{array, dispatch, weights, Matrix, Out};
 use super::run;
 use crate::input::NonFinite;
-use crate::order::Float;
 use crate::rules::mean as core;
 
 /// The (weighted) mean, and the inputs dropped as non-finite.
@@ -21,7 +20,7 @@ pub(crate) fn mean(
     let w = self::weights(&weights)?;
     dispatch!(x.rows(core::NAME)?, r => {
         let (vals, info) = run(py, || {
-            let mut out = vec![Float::ZERO; r.d()];
+            let mut out = crate::alloc::zeroed(r.d())?;
             let info = core::mean(&r, w, nonfinite, &mut out)?;
             Ok((out, info))
         })?;

@@ -73,6 +73,7 @@ pub(crate) fn to_pyerr(py: Python<'_>, e: AggError) -> PyErr {
         AggError::Ragged { .. } => ShapeError::new_err(msg),
         AggError::TooFewInputs { .. } => TooFewInputsError::new_err(msg),
         AggError::InvalidParameter { .. } => InvalidParameterError::new_err(msg),
+        AggError::OutOfMemory { .. } => pyo3::exceptions::PyMemoryError::new_err(msg),
         AggError::NonFinite { rows, .. } => {
             let err = NonFiniteError::new_err(msg);
             // Best effort: the message already names the rows.
@@ -130,7 +131,44 @@ where
     F: Send + FnOnce() -> Result<T, AggError>,
     T: Send,
 {
-    py.detach(f).map_err(|e| to_pyerr(py, e))
+    run_as(py, call_name::<F>(), f)
+}
+
+/// [`run`] for helpers that run a kernel on behalf of a binding: `name` is the binding's.
+///
+/// A panic in the kernel (a bug: every input is validated before it runs) becomes an
+/// `AggkitError` naming the call instead of pyo3's `PanicException`, a `BaseException` that
+/// `except Exception` in a server loop would not catch.
+pub(crate) fn run_as<T, F>(py: Python<'_>, name: &str, f: F) -> PyResult<T>
+where
+    F: Send + FnOnce() -> Result<T, AggError>,
+    T: Send,
+{
+    match py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))) {
+        Ok(result) => result.map_err(|e| to_pyerr(py, e)),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(AggkitError::new_err(format!(
+                "aggkit._core.{name}: internal error ({what}); this is a bug in aggkit, please \
+                 report it with the call that raised it"
+            )))
+        }
+    }
+}
+
+/// The binding a closure was written in: `_core::python::<family>::<function>::{{closure}}`
+/// names `<function>` (generic parameters dropped).
+pub(crate) fn call_name<F>() -> &'static str {
+    std::any::type_name::<F>()
+        .split("::")
+        .skip_while(|s| *s != "python")
+        .nth(2)
+        .and_then(|s| s.split('<').next())
+        .unwrap_or("call")
 }
 
 #[pymodule]
@@ -162,7 +200,10 @@ mod _core {
     #[pymodule_export]
     use super::preagg::{group_means, row_norms, scale_rows};
     #[pymodule_export]
-    use super::runtime::{_set_simd_level, get_num_threads, set_num_threads, simd_level};
+    use super::runtime::{
+        _panic_in_kernel, _set_simd_level, get_num_threads, max_threads, set_num_threads,
+        simd_level,
+    };
     #[pymodule_export]
     use super::sign_vote::sign_vote;
     #[pymodule_export]

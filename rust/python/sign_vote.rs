@@ -5,7 +5,6 @@ use pyo3::prelude::*;
 use super::convert::{array, dispatch, Matrix, Out};
 use super::run;
 use crate::input::NonFinite;
-use crate::order::Float;
 use crate::rules::sign_vote as core;
 
 /// signSGD majority vote.
@@ -14,7 +13,7 @@ pub(crate) fn sign_vote(py: Python<'_>, x: Matrix<'_>, nonfinite: NonFinite) -> 
     dispatch!(x.rows(core::NAME)?, r => {
         let v = run(py, || {
             r.check_policy(core::NAME, nonfinite)?;
-            let mut out = vec![Float::ZERO; r.d()];
+            let mut out = crate::alloc::zeroed(r.d())?;
             core::sign_vote(&r, nonfinite == NonFinite::Propagate, &mut out);
             Ok(out)
         })?;

@@ -64,7 +64,7 @@ pub fn centered_clipping<T: Float>(
             return Err(bad("the center must be finite".to_string()))
         }
         Some(c) => c.to_vec(),
-        None => vec![0.0; d],
+        None => crate::alloc::zeroed(d)?,
     };
     x.check_policy(NAME, policy)?;
     let keep = x.kept_rows(NAME, policy)?;

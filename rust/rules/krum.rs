@@ -39,11 +39,20 @@ fn check(rule: &'static str, n: usize, f: usize) -> Result<(), AggError> {
 fn scores<T: Float>(x: &Rows<'_, T>, f: usize, policy: NonFinite) -> Result<Vec<f64>, AggError> {
     check("Krum", x.n(), f)?;
     x.check_policy("Krum", policy)?;
-    Ok(scores_unchecked(x, f, policy))
+    scores_unchecked(x, f, policy)
 }
 
-fn scores_unchecked<T: Float>(x: &Rows<'_, T>, f: usize, policy: NonFinite) -> Vec<f64> {
-    scores_from_distances(&pairwise_sq_dists(x), x.n(), f, policy)
+fn scores_unchecked<T: Float>(
+    x: &Rows<'_, T>,
+    f: usize,
+    policy: NonFinite,
+) -> Result<Vec<f64>, AggError> {
+    Ok(scores_from_distances(
+        &pairwise_sq_dists(x)?,
+        x.n(),
+        f,
+        policy,
+    ))
 }
 
 /// Krum scores from a full `n × n` squared-distance matrix (row-major), e.g. one summed over
@@ -186,7 +195,7 @@ fn select<T: Float>(
     check(display, n, f)?;
     check_m(display, n, m)?;
     x.check_policy(display, policy)?;
-    let scores = scores_unchecked(x, f, policy);
+    let scores = scores_unchecked(x, f, policy)?;
     let indices = best(display, &scores, m, policy, || {
         let rows = x.nonfinite_rows();
         if rows.is_empty() {
@@ -244,7 +253,7 @@ mod tests {
     fn selection_from_distances_matches_the_direct_path() {
         let data = spec_x();
         let x = rows(&data);
-        let dist = pairwise_sq_dists(&x);
+        let dist = pairwise_sq_dists(&x).unwrap();
         let mut out = vec![0.0; 2];
         for m in [1, 4, 7] {
             let direct = multi_krum(&x, 1, m, NonFinite::Robust, &mut out).unwrap();

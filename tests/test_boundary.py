@@ -1,0 +1,127 @@
+"""Inputs an attacker (or a careless caller) sends to crash the process: sizes whose buffers
+cannot be allocated, thread counts that cannot be started, panics. Each must come back as a
+Python ``Exception`` (``MemoryError`` or an ``AggkitError``), never abort the interpreter or
+raise pyo3's ``PanicException`` (a ``BaseException`` that ``except Exception`` misses).
+
+Cases that must fail to allocate run in a child process under an address-space limit, so the
+outcome does not depend on the machine's memory or overcommit policy, and an abort fails the
+test instead of killing the test run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import aggkit
+import numpy as np
+import pytest
+from aggkit import _core
+
+HEADROOM = 256 << 20
+
+
+def expect_memory_error(setup: str, call: str) -> str:
+    """In a fresh interpreter, run ``setup``, then limit the address space to what the process
+    holds plus ``HEADROOM`` and run ``call``, which must raise ``MemoryError``."""
+    code = textwrap.dedent(
+        f"""
+        import resource
+        import numpy as np
+        import aggkit
+        from aggkit import _core
+        aggkit.median(np.ones((3, 4)))  # start the thread pool
+        {setup}
+        with open("/proc/self/status") as status:
+            kib = next(int(l.split()[1]) for l in status if l.startswith("VmSize:"))
+        limit = kib * 1024 + {HEADROOM}
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        try:
+            {call}
+        except MemoryError as e:
+            print("MemoryError:", e)
+        else:
+            print("no error")
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"child died (rc={r.returncode}): {r.stderr[-2000:]}"
+    assert r.stdout.startswith("MemoryError:"), r.stdout + r.stderr[-2000:]
+    return r.stdout
+
+
+BIG = "big = np.broadcast_to(np.ones(2**28, np.float32), (3, 2**28))  # 1 GiB, rows shared"
+EMPTY_ROWS = "rows = np.empty((2**20, 0), np.float32)  # no memory"
+OOM_CASES = {
+    # A 1-GiB output (plus row buffers) from a 1-GiB broadcast input.
+    "median of a broadcast input": (BIG, "aggkit.median(big)"),
+    "mean of a broadcast input": (BIG, "aggkit.mean(big)"),
+    "trimmed mean rows": (BIG, "_core.trimmed_mean(big, 1, 'raise', True)"),
+    "centered clipping from zero": (BIG, "aggkit.centered_clipping(big, tau=1.0, iters=1)"),
+    # The n x n distance matrix of 2**20 rows would take 8 TiB.
+    "krum of 2**20 empty rows": (EMPTY_ROWS, "aggkit.krum(rows, f=1)"),
+    "pairwise distances": (EMPTY_ROWS, "_core.pairwise_sq_distances(rows)"),
+    # 2**28 empty rows: their views alone take 4 GiB.
+    "row views": ("rows = np.empty((2**28, 0), np.float32)", "aggkit.median(rows)"),
+    # Offsets for 2**40 sets (8 TiB), from one index value or from dim_size.
+    "segment index 2**40": ("", "aggkit.monoid.segment_reduce(np.ones((2, 1)), 'sum', index=[0, 2**40])"),
+    "segment dim_size 2**40": (
+        "",
+        "aggkit.monoid.segment_reduce(np.ones((2, 1)), 'sum', index=[0, 1], dim_size=2**40)",
+    ),
+    "segment dim_size 2**62": (
+        "",
+        "aggkit.monoid.segment_reduce(np.ones((2, 1)), 'sum', index=[0, 1], dim_size=2**62)",
+    ),
+    "segment_ptr dim_size 2**62": ("", "_core.segment_ptr(np.array([0, 1], np.int64), 2**62)"),
+    "segment_ptr dim_size usize max": ("", "_core.segment_ptr(np.array([0, 1], np.int64), 2**64 - 1)"),
+    "median_backward of 2**40 rows": (
+        "lo, g = np.zeros(4, np.uint32), np.ones(4, np.float32)",
+        "_core.median_backward(2**40, lo, None, g)",
+    ),
+    "median_backward of 2**62 rows": (
+        "lo, g = np.zeros(4, np.uint32), np.ones(4, np.float32)",
+        "_core.median_backward(2**62, lo, None, g)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OOM_CASES))
+def test_buffers_that_cannot_be_allocated_raise_memory_error(case):
+    out = expect_memory_error(*OOM_CASES[case])
+    assert "unable to allocate" in out.lower()
+
+
+def test_too_many_inputs_for_row_indices_is_refused_before_allocating():
+    msg = r"at most 4294967295 inputs are supported, got n=4294967296"
+    with pytest.raises(aggkit.InvalidParameterError, match=msg):
+        aggkit.median(np.empty((2**32, 0), np.float32))
+
+
+@pytest.mark.parametrize("n", [0, -1, 10**7, 2**63, 2**64, 10**30])
+def test_thread_counts_out_of_range_are_refused(n):
+    before = aggkit.get_num_threads()
+    most = _core.max_threads()
+    assert most >= 256
+    msg = rf"set_num_threads: n must be between 1 and {most}, got n={n}"
+    with pytest.raises(aggkit.InvalidParameterError, match=msg):
+        aggkit.set_num_threads(n)
+    assert aggkit.get_num_threads() == before
+
+
+@pytest.mark.parametrize("n", [0, 10**7, 2**64 - 1])
+def test_the_core_refuses_thread_counts_out_of_range_too(n):
+    with pytest.raises(aggkit.InvalidParameterError, match="set_num_threads: n must be between 1 and"):
+        _core.set_num_threads(n)
+
+
+def test_a_panic_in_a_kernel_becomes_an_aggkit_error_naming_the_call():
+    with pytest.raises(aggkit.AggkitError) as e:
+        _core._panic_in_kernel("boom")
+    assert isinstance(e.value, Exception)
+    msg = str(e.value)
+    assert msg.startswith("aggkit._core._panic_in_kernel: internal error (boom)"), msg
+    assert "bug in aggkit" in msg
+    # The pool that ran it still works.
+    assert aggkit.median(np.arange(6.0).reshape(3, 2)).tolist() == [2.0, 3.0]
