@@ -64,6 +64,7 @@ def main() -> None:
         print(machine_line(threads, read_bandwidth(threads)))
     else:
         print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    print(f"command: python {' '.join(sys.argv)}")
     print("| rule | n | d | pass | aggkit ms | torch ms | speed-up |")
     print("|---|---|---|---|---|---|---|")
     g = torch.Generator().manual_seed(0)
