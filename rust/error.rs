@@ -32,6 +32,8 @@ pub enum AggError {
     /// The allocator refused a buffer whose size follows from the input (`bytes` saturates at
     /// `usize::MAX` when the size itself overflows).
     OutOfMemory { bytes: usize },
+    /// The caller asked to stop (Ctrl-C) while a long kernel ran ([`crate::interrupt`]).
+    Interrupted,
 }
 
 /// A lower bound `n >= a·f + b` on the number of inputs that tolerates `f` faulty ones. `f`
@@ -133,6 +135,7 @@ impl fmt::Display for AggError {
             AggError::NonFinite { rule, rows, detail } => {
                 f.write_str(&nonfinite_message(rule, rows, detail))
             }
+            AggError::Interrupted => f.write_str("interrupted"),
             AggError::OutOfMemory { bytes } if *bytes == usize::MAX => {
                 f.write_str("unable to allocate a buffer: its size overflows")
             }

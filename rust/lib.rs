@@ -25,6 +25,7 @@ mod columns;
 mod distance;
 mod error;
 mod input;
+mod interrupt;
 mod monoid;
 mod netgen;
 mod network;

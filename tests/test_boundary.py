@@ -125,3 +125,84 @@ def test_a_panic_in_a_kernel_becomes_an_aggkit_error_naming_the_call():
     assert "bug in aggkit" in msg
     # The pool that ran it still works.
     assert aggkit.median(np.arange(6.0).reshape(3, 2)).tolist() == [2.0, 3.0]
+
+
+WORK_CASES = {
+    # (call, the formula the message states)
+    "bulyan n^3": (lambda: aggkit.bulyan(np.zeros((5000, 1)), f=0), "n^2 (n - 2f)"),
+    "centered clipping iters": (lambda: aggkit.centered_clipping(np.ones((5, 3)), iters=10**15), "iters n d"),
+    "geometric median maxiter": (
+        lambda: aggkit.geometric_median(np.ones((5, 3)), maxiter=10**15),
+        "maxiter n d",
+    ),
+    "mda subsets": (lambda: aggkit.mda(np.zeros((61, 1)), f=30, max_subsets=10**30), "C(n, f) (n - f)^2 / 2"),
+    "smea at n=5000": (lambda: aggkit.smea(np.zeros((5000, 1)), f=1), "C(n, f) (n - f)^3"),
+    "caf at n=5000": (lambda: aggkit.caf(np.zeros((5000, 1)), f=1), "(n + 1) n^3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WORK_CASES))
+def test_super_quadratic_work_is_refused_before_it_starts(case):
+    call, formula = WORK_CASES[case]
+    with pytest.raises(aggkit.InvalidParameterError, match="more than the work limit") as e:
+        call()
+    msg = str(e.value)
+    assert f"({formula})" in msg, msg
+    assert "aggkit.set_work_limit(" in msg
+
+
+def test_the_work_limit_is_a_setting():
+    assert aggkit.get_work_limit() == 10**11
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    try:
+        aggkit.set_work_limit(1000)
+        msg = r"bulyan: Bulyan\(f=1, .*\) on n=40, d=3 needs about 6.08e\+04 operations"
+        with pytest.raises(aggkit.InvalidParameterError, match=msg):
+            aggkit.bulyan(x, f=1)
+        aggkit.median(x)  # rules of linear cost have no work bound
+        aggkit.set_work_limit(60_800)
+        aggkit.bulyan(x, f=1)
+    finally:
+        aggkit.set_work_limit(10**11)
+    for bad in (0, -5):
+        with pytest.raises(aggkit.InvalidParameterError, match="operations must be >= 1"):
+            aggkit.set_work_limit(bad)
+    with pytest.raises(TypeError):
+        aggkit.set_work_limit(1.5)  # type: ignore[arg-type]
+
+
+def test_torch_inputs_meet_the_same_work_limit():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(aggkit.InvalidParameterError, match=r"\(iters n d\)"):
+        aggkit.centered_clipping(torch.ones(5, 3), iters=10**15)
+    with pytest.raises(aggkit.InvalidParameterError, match=r"\(n\^2 \(n - 2f\)\)"):
+        aggkit.bulyan(torch.zeros(5000, 1), f=0)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "aggkit.centered_clipping(x, tau=1e-9, iters=10**9)",
+        "aggkit.bulyan(np.random.default_rng(0).normal(size=(4000, 2)), f=1)",
+    ],
+)
+def test_ctrl_c_stops_a_long_kernel_within_a_second(call):
+    code = textwrap.dedent(
+        f"""
+        import os, signal, sys, threading, time
+        import numpy as np
+        import aggkit
+        aggkit.set_work_limit(10**18)
+        x = np.random.default_rng(0).normal(size=(64, 1000))
+        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        t = time.perf_counter()
+        try:
+            {call}
+        except KeyboardInterrupt:
+            print(f"interrupted after {{time.perf_counter() - t:.2f}} s")
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("interrupted after"), r.stdout + r.stderr[-2000:]
+    assert float(r.stdout.split()[2]) < 2.5, r.stdout

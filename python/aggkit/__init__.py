@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 from aggkit import _core
 from aggkit import monoid as monoid
 from aggkit._runtime import get_num_threads as get_num_threads
+from aggkit._runtime import get_work_limit as get_work_limit
 from aggkit._runtime import set_num_threads as set_num_threads
+from aggkit._runtime import set_work_limit as set_work_limit
 from aggkit._runtime import simd_level as simd_level
 from aggkit.errors import AggkitError as AggkitError
 from aggkit.errors import EmptyInputError as EmptyInputError
@@ -140,6 +142,7 @@ __all__ = [
     "expected_corrupted_groups",
     "geometric_median",
     "get_num_threads",
+    "get_work_limit",
     "krum",
     "list_preaggregators",
     "list_rules",
@@ -153,6 +156,7 @@ __all__ = [
     "random_groups",
     "rule",
     "set_num_threads",
+    "set_work_limit",
     "sign_vote",
     "simd_level",
     "smea",

@@ -93,6 +93,8 @@ def smea_indices(dist: np.ndarray, f: int, max_subsets: int, batch: int = 2048) 
             f"smea: C(n, f) = C({n}, {f}) = {count} subsets exceed max_subsets={max_subsets}; "
             "raise max_subsets to accept the cost (it grows exponentially with f)"
         )
+    # Each subset holds a k x k matrix in the batch and its copies: keep a batch near 128 MiB.
+    batch = max(1, min(batch, 2**24 // max(k * k, 1)))
     best_val, best = math.inf, None
     combos = itertools.combinations(range(n), k)
     while True:

@@ -1,4 +1,7 @@
-"""Threads and SIMD: the knobs that change speed, never results."""
+"""Runtime settings: threads and SIMD (speed, never results) and the work limit.
+
+The work limit refuses calls whose cost would hold a server for minutes.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,49 @@ def set_num_threads(n: int) -> None:
     if not 1 <= n <= most:
         raise InvalidParameterError(f"set_num_threads: n must be between 1 and {most}, got n={n}")
     _core.set_num_threads(n)
+
+
+#: The default of :func:`set_work_limit`: about a minute of one core of a 2-core VM.
+DEFAULT_WORK_LIMIT = 10**11
+_work_limit = DEFAULT_WORK_LIMIT
+
+
+def set_work_limit(operations: int) -> None:
+    """Refuse calls that would take more than ``operations`` elementary operations.
+
+    Rules whose cost grows faster than reading their input and its ``n x n`` distances (Bulyan's
+    iterated Krum, MDA's and SMEA's subset scans, CAF's eigenproblems, the iterations of
+    centered clipping and of the geometric median) state their cost as a formula in ``n``,
+    ``d`` and their parameters (:meth:`aggkit.registry.Rule.work`), and refuse a call whose cost
+    exceeds the limit with an :class:`aggkit.InvalidParameterError`, before doing any work: an
+    input size or a parameter cannot hold the caller for hours. One operation is roughly one
+    nanosecond of one core. The default is ``10**11``.
+
+    Parameters
+    ----------
+    operations : int
+        The new limit, ``>= 1``.
+    """
+    global _work_limit
+    if isinstance(operations, bool) or not isinstance(operations, int):
+        raise TypeError(f"set_work_limit: operations must be an int, got {type(operations).__name__}")
+    if operations < 1:
+        raise InvalidParameterError(f"set_work_limit: operations must be >= 1, got {operations}")
+    _work_limit = operations
+
+
+def get_work_limit() -> int:
+    """The work limit in operations (see :func:`set_work_limit`)."""
+    return _work_limit
+
+
+def check_work(rule: str, cost: int, formula: str, sizes: str) -> None:
+    """Refuse a call of ``rule`` whose ``cost`` (``formula`` at ``sizes``) exceeds the limit."""
+    if cost > _work_limit:
+        raise InvalidParameterError(
+            f"{rule}: {sizes} needs about {cost:.3g} operations ({formula}), more than the work "
+            f"limit of {_work_limit:.3g}; aggkit.set_work_limit({cost}) allows the call"
+        )
 
 
 def get_num_threads() -> int:

@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple, TypeVar, dataclass_transform, overload
 
-from aggkit import _dispatch
+from aggkit import _dispatch, _runtime
 from aggkit._params import Check, choice
 from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
 from aggkit.errors import InvalidParameterError
@@ -146,6 +146,22 @@ class Rule(Params):
     def min_inputs(self) -> int:
         """The smallest ``n`` this rule accepts with its parameters."""
         return 1
+
+    def work(self, n: int, d: int) -> tuple[int, str] | None:
+        """The cost of a call on ``n`` inputs of ``d`` values, in operations, and its formula.
+
+        ``None`` (the default) for rules whose cost is that of reading the input and its
+        ``n x n`` distances; rules that grow faster state it, and :meth:`check_input` refuses
+        calls above :func:`aggkit.set_work_limit`.
+        """
+        return None
+
+    def check_input(self, n: int, d: int) -> None:
+        """Refuse ``n`` inputs of ``d`` values: :meth:`check_n`, then the work limit."""
+        self.check_n(n)
+        cost = self.work(n, d)
+        if cost is not None:
+            _runtime.check_work(self.name, cost[0], cost[1], f"{self!r} on n={n}, d={d}")
 
     def _run(self, x: Any, **data: Any) -> tuple[Any, Any]:
         """``(output, info)`` from the implementation for ``x``'s array type."""

@@ -65,10 +65,30 @@ create_exception!(
     "NaN or infinite values where the policy forbids them; `.rows` lists the inputs."
 );
 
+thread_local! {
+    /// The exception a signal handler raised while a kernel ran on this thread.
+    static PENDING: std::cell::RefCell<Option<PyErr>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The interruption hook of the core: run Python's signal handlers (Ctrl-C raises
+/// `KeyboardInterrupt` there) and keep what they raise for [`to_pyerr`].
+fn python_asks_to_stop() -> bool {
+    Python::attach(|py| match py.check_signals() {
+        Ok(()) => false,
+        Err(e) => {
+            PENDING.with(|p| *p.borrow_mut() = Some(e));
+            true
+        }
+    })
+}
+
 /// The one mapping from core errors to Python exceptions.
 pub(crate) fn to_pyerr(py: Python<'_>, e: AggError) -> PyErr {
     let msg = e.to_string();
     match e {
+        AggError::Interrupted => PENDING
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_else(|| pyo3::exceptions::PyKeyboardInterrupt::new_err(msg)),
         AggError::Empty { .. } => EmptyInputError::new_err(msg),
         AggError::Ragged { .. } => ShapeError::new_err(msg),
         AggError::TooFewInputs { .. } => TooFewInputsError::new_err(msg),
@@ -144,6 +164,7 @@ where
     F: Send + FnOnce() -> Result<T, AggError>,
     T: Send,
 {
+    crate::interrupt::start();
     match py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))) {
         Ok(result) => result.map_err(|e| to_pyerr(py, e)),
         Err(payload) => {
@@ -220,6 +241,7 @@ mod _core {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        crate::interrupt::set_hook(super::python_asks_to_stop);
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }

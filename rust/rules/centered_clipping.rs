@@ -72,6 +72,7 @@ pub fn centered_clipping<T: Float>(
     let mut s = vec![1.0; keep.len()];
     let count = keep.len() as f64;
     for _ in 0..iters {
+        crate::interrupt::check()?;
         let dist = dists_to(&sub, &v);
         for (si, di) in s.iter_mut().zip(&dist) {
             *si = if di.is_nan() {

@@ -158,6 +158,7 @@ pub fn geometric_median<T: Float>(
     let (mut dist, mut objective) = distances(&sub, out, &a);
     let (mut iterations, mut converged) = (0, false);
     while iterations < maxiter {
+        crate::interrupt::check()?;
         for ((wi, ai), di) in w.iter_mut().zip(&a).zip(&dist) {
             *wi = ai / di.max(nu);
         }

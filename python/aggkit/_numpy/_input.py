@@ -10,6 +10,7 @@ non-native byte order, and float16 (computed in float32 and returned as float16)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,11 @@ class Prepared:
     shape: tuple[int, ...]  # trailing shape of one input
     dtype: np.dtype[Any]  # the caller's dtype (the output's)
     wrap: Callable[[np.ndarray], Any] | None = None  # back to the caller's array type
+
+    @property
+    def d(self) -> int:
+        """Values per input."""
+        return math.prod(self.shape)
 
     def finish(self, out: np.ndarray) -> Any:
         """Reshape a flat core output to the input's trailing shape, dtype and array type."""

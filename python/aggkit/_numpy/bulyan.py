@@ -17,7 +17,7 @@ from aggkit.rules.bulyan import Bulyan
 def bulyan(rule: Bulyan, x: Any) -> tuple[Any, Selection]:
     """:func:`aggkit.bulyan` on host arrays."""
     p = prepare(x, "bulyan")
-    rule.check_n(p.n)
+    rule.check_input(p.n, p.d)
     _plans.finite_part(nonfinite_rows(p.data), p.n, rule.f, rule.nonfinite, "bulyan")
     dist = _core.pairwise_sq_distances(p.data)
     sel, scores, keep = _plans.bulyan_plan(dist, rule.f, rule.variant, rule.clamp)

@@ -16,6 +16,7 @@ from aggkit.rules.centered_clipping import CenteredClipping
 def centered_clipping(rule: CenteredClipping, x: Any, *, center: Any = None) -> tuple[Any, None]:
     """:func:`aggkit.centered_clipping` on host arrays."""
     p = prepare(x, "centered_clipping")
+    rule.check_input(p.n, p.d)
     c = None
     if center is not None:
         c = np.ascontiguousarray(np.asarray(center, dtype=np.float64).reshape(-1))

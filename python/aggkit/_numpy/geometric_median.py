@@ -16,6 +16,7 @@ def geometric_median(
 ) -> tuple[Any, GeometricMedianInfo]:
     """:func:`aggkit.geometric_median` on host arrays."""
     p = prepare(x, "geometric_median")
+    rule.check_input(p.n, p.d)
     w = None if weights is None else _params.weights(weights, p.n, "geometric_median")
     out, it, conv, obj, wts = _core.geometric_median(
         p.data, w, rule.nu, rule.maxiter, rule.ftol, rule.init, rule.nonfinite

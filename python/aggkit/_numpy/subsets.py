@@ -19,7 +19,7 @@ from aggkit.rules.subsets import CAF, MDA, SMEA, MoNNA
 
 def _finite(rule: MDA | SMEA | CAF | MoNNA, x: Any) -> tuple[Prepared, list[int], int]:
     p = prepare(x, rule.name)
-    rule.check_n(p.n)
+    rule.check_input(p.n, p.d)
     good, f_left = _plans.finite_part(nonfinite_rows(p.data), p.n, rule.f, rule.nonfinite, rule.name)
     return p, good, f_left
 

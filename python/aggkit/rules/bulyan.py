@@ -34,6 +34,12 @@ class Bulyan(Rule):
     def _needs(self) -> Needs:
         return BULYAN if self.variant == "paper" else BULYAN_DETOX
 
+    def work(self, n: int, d: int) -> tuple[int, str] | None:
+        """``paper``: ``n - 2f`` rounds of Krum over up to ``n`` inputs, ``n^2 (n - 2f)``."""
+        if self.variant != "paper":
+            return None
+        return n * n * max(n - 2 * self.f, 0), "n^2 (n - 2f)"
+
 
 @overload
 def bulyan(

@@ -24,6 +24,10 @@ class CenteredClipping(Rule):
     iters: Count = 1
     nonfinite: NonFinite = "robust"
 
+    def work(self, n: int, d: int) -> tuple[int, str] | None:
+        """``iters`` passes over the input: ``iters n d``."""
+        return self.iters * n * d, "iters n d"
+
     @overload
     def __call__(self, x: ArrayT | Sequence[ArrayT], *, center: Any = None) -> ArrayT: ...
     @overload

@@ -46,6 +46,10 @@ class GeometricMedian(WeightedRule):
     init: Init = "median"
     nonfinite: NonFinite = "robust"
 
+    def work(self, n: int, d: int) -> tuple[int, str] | None:
+        """Up to ``maxiter`` Weiszfeld passes over the input: ``maxiter n d``."""
+        return self.maxiter * n * d, "maxiter n d"
+
 
 @overload
 def geometric_median(

@@ -8,6 +8,7 @@ chosen inputs. Non-finite inputs (``nonfinite="robust"``) are dropped first and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, overload
 
@@ -33,6 +34,10 @@ class MDA(Rule):
     def check_n(self, n: int) -> None:
         """``n >= 2f + 1``."""
         MAJORITY.check(self.name, n, self.f)
+
+    def work(self, n: int, d: int) -> tuple[int, str] | None:
+        """The diameters of ``C(n, f)`` subsets of ``n - f``: ``C(n, f) (n - f)^2 / 2``."""
+        return math.comb(n, self.f) * (n - self.f) ** 2 // 2, "C(n, f) (n - f)^2 / 2"
 
 
 @overload
@@ -97,6 +102,10 @@ class SMEA(Rule):
     def check_n(self, n: int) -> None:
         """``n >= 2f + 1``."""
         MAJORITY.check(self.name, n, self.f)
+
+    def work(self, n: int, d: int) -> tuple[int, str] | None:
+        """An eigenproblem of size ``n - f`` per subset: ``C(n, f) (n - f)^3``."""
+        return math.comb(n, self.f) * (n - self.f) ** 3, "C(n, f) (n - f)^3"
 
 
 @overload
@@ -163,6 +172,10 @@ class CAF(Rule):
     def check_n(self, n: int) -> None:
         """``n >= 2f + 1``."""
         MAJORITY.check(self.name, n, self.f)
+
+    def work(self, n: int, d: int) -> tuple[int, str] | None:
+        """Up to ``n + 1`` eigenproblems of size ``n``: ``(n + 1) n^3``."""
+        return (n + 1) * n**3, "(n + 1) n^3"
 
 
 @overload

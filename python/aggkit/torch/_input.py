@@ -138,6 +138,7 @@ class Prepared:
         if x2.dtype != dt:
             x2 = x2.to(dt)
         self.x: Tensor = x2.contiguous()
+        self.d: int = self.shape.numel()
 
     def finish(self, out: Tensor) -> Tensor:
         """A flat result in the input's trailing shape and dtype."""

@@ -21,7 +21,7 @@ from aggkit.torch.trimmed_mean import trimmed_mean_op
 @implements("bulyan", "torch")
 def _bulyan(rule: Bulyan, x: Any) -> tuple[Tensor, Selection]:
     p = Prepared(x, "bulyan")
-    rule.check_n(p.n)
+    rule.check_input(p.n, p.d)
     _plans.finite_part(K.nonfinite_rows(p.x), p.n, rule.f, rule.nonfinite, "bulyan")
     sel, scores, keep = _plans.bulyan_plan(K.distances(p.x), rule.f, rule.variant, rule.clamp)
     dev = p.x.device

@@ -18,6 +18,7 @@ from aggkit.torch._input import Prepared
 @implements("centered_clipping", "torch")
 def _centered_clipping(rule: CenteredClipping, x: Any, *, center: Any = None) -> tuple[Tensor, None]:
     p = Prepared(x, "centered_clipping")
+    rule.check_input(p.n, p.d)
     xs = p.x
     K.check_policy(xs, "centered_clipping", rule.nonfinite)
     if rule.nonfinite == "robust":

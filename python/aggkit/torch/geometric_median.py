@@ -166,6 +166,7 @@ def _geometric_median(
     rule: GeometricMedian, x: Any, *, weights: Any = None, grad: Grad = "frozen"
 ) -> tuple[Tensor, GeometricMedianInfo]:
     p = Prepared(x, "geometric_median")
+    rule.check_input(p.n, p.d)
     alpha = [] if weights is None else _params.weights(host(weights), p.n, "geometric_median").tolist()
     w, stats = geometric_median_op(
         p.x.detach(), alpha, rule.nu, rule.maxiter, rule.ftol, rule.init, rule.nonfinite

@@ -24,7 +24,7 @@ from aggkit.torch.mean import subset_mean
 
 def _finite(rule: MDA | SMEA | CAF | MoNNA, x: Any) -> tuple[Prepared, list[int], int]:
     p = Prepared(x, rule.name)
-    rule.check_n(p.n)
+    rule.check_input(p.n, p.d)
     good, f_left = _plans.finite_part(K.nonfinite_rows(p.x), p.n, rule.f, rule.nonfinite, rule.name)
     return p, good, f_left
 
