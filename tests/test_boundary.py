@@ -206,3 +206,31 @@ def test_ctrl_c_stops_a_long_kernel_within_a_second(call):
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.startswith("interrupted after"), r.stdout + r.stderr[-2000:]
     assert float(r.stdout.split()[2]) < 2.5, r.stdout
+
+
+WEIGHTED = {
+    "mean": lambda x, w: aggkit.mean(x, weights=w),
+    "median": lambda x, w: aggkit.median(x, weights=w),
+    "trimmed_mean": lambda x, w: aggkit.trimmed_mean(x, f=2, weights=w),
+    "multi_krum": lambda x, w: aggkit.multi_krum(x, f=1, m=3, weights=w),
+    "geometric_median": lambda x, w: aggkit.geometric_median(x, weights=w),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(WEIGHTED))
+@pytest.mark.parametrize("scale", [1e308, 2.0**600, 1e-320, 5e-324, 2.0**-600])
+def test_equal_weights_at_the_ends_of_the_float_range_act_as_equal_weights(rule, scale):
+    """Only ratios of weights matter: 1e308 each used to overflow their sum (NaN out) and
+    subnormal weights lost bits in their products (1e-4 relative error)."""
+    x = np.random.default_rng(3).normal(size=(7, 5))
+    call = WEIGHTED[rule]
+    np.testing.assert_allclose(call(x, [scale] * 7), call(x, [1.0] * 7), rtol=1e-13, atol=0)
+
+
+def test_weights_in_the_normal_range_are_used_as_given():
+    from aggkit import _params
+
+    for w in ([3.0, 1.0, 0.0], [2.0**499, 1.0, 2.0**-499], [2.0**-500, 0.0, 0.0]):
+        assert _params.weights(w, 3, "mean").tolist() == w
+    scaled = _params.weights([1e308, 1e307, 0.0], 3, "mean")
+    assert 0.5 <= scaled.max() < 1.0 and scaled[1] / scaled[0] == 1e307 / 1e308

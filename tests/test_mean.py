@@ -86,10 +86,9 @@ def test_simd_kernels_across_tiles_and_groups(rng, n, weighted):
 
 
 def test_weight_product_overflow_is_not_a_bad_input():
-    # 1e300 * 1e30 overflows float64 although both are finite: the kernels flag the sum as
-    # non-finite, find no non-finite row, drop nothing, and the result is +inf like the
-    # reference's.
+    # 1e300 * 1e30 overflows float64 although both are finite. Only the ratio of the weights
+    # matters, so they are rescaled by a power of two first: the mean of equal values is that
+    # value (it used to come back +inf).
     x = np.full((2, 40), 1e30, np.float32)
     out = aggkit.mean(x, weights=[1e300, 1.0])
-    np.testing.assert_array_equal(out, ref.mean(x, [1e300, 1.0]))
-    assert np.isposinf(out).all()
+    np.testing.assert_array_equal(out, x[0])

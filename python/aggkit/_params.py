@@ -186,4 +186,15 @@ def weights(w: Any, n: int, rule: str) -> np.ndarray:
     if bad.size:
         i = int(bad[0])
         raise InvalidParameterError(f"{rule}: weights must be finite and >= 0, got weights[{i}]={a[i]}")
+    top = float(a.max()) if a.size else 0.0
+    if top > 0.0 and not WEIGHT_RANGE[0] <= top <= WEIGHT_RANGE[1]:
+        # Only ratios of weights matter. Far outside that range, sums of n weights overflow
+        # (1e308 each) or products lose bits to subnormals (1e-320): bring the largest near 1
+        # by a power of two, which is exact for every weight that stays normal.
+        a = np.ldexp(a, -math.frexp(top)[1])
     return a
+
+
+#: Weights whose largest lies in this range are used as given (bit for bit); others are
+#: rescaled by a power of two (:func:`weights`).
+WEIGHT_RANGE = (2.0**-500, 2.0**500)
