@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import aggkit
 import numpy as np
@@ -233,4 +234,90 @@ def test_weights_in_the_normal_range_are_used_as_given():
     for w in ([3.0, 1.0, 0.0], [2.0**499, 1.0, 2.0**-499], [2.0**-500, 0.0, 0.0]):
         assert _params.weights(w, 3, "mean").tolist() == w
     scaled = _params.weights([1e308, 1e307, 0.0], 3, "mean")
-    assert 0.5 <= scaled.max() < 1.0 and scaled[1] / scaled[0] == 1e307 / 1e308
+    assert 0.5 <= scaled.max() < 1.0
+    assert scaled[1] / scaled[0] == 1e307 / 1e308
+
+
+RULES = {
+    "mean": lambda x: aggkit.mean(x),
+    "median": lambda x: aggkit.median(x),
+    "trimmed_mean": lambda x: aggkit.trimmed_mean(x, f=2),
+    "meamed": lambda x: aggkit.meamed(x, f=2),
+    "krum": lambda x: aggkit.krum(x, f=2),
+    "multi_krum": lambda x: aggkit.multi_krum(x, f=2, m=4),
+    "bulyan": lambda x: aggkit.bulyan(x, f=1),
+    "mda": lambda x: aggkit.mda(x, f=2),
+    "smea": lambda x: aggkit.smea(x, f=2),
+    "caf": lambda x: aggkit.caf(x, f=2),
+    "monna": lambda x: aggkit.monna(x, f=2),
+    "geometric_median": lambda x: aggkit.geometric_median(x),
+    "centered_clipping": lambda x: aggkit.centered_clipping(x, tau=1.0, iters=3),
+    "sign_vote": lambda x: aggkit.sign_vote(x),
+    "crossmax": lambda x: aggkit.crossmax(np.asarray(x).reshape(3, 3, 4), k=2),
+    "segment_reduce": lambda x: aggkit.monoid.segment_reduce(np.asarray(x), "max", index=[0] * 4 + [2] * 5),
+}
+
+
+def _forms(x):
+    """The same 9 x 4 float64 data in every layout numpy can give it."""
+    raw = b"\0" + x.tobytes()
+    unaligned = np.frombuffer(raw, dtype=np.float64, offset=1).reshape(x.shape)
+    assert not unaligned.flags.aligned
+    ro = x.copy()
+    ro.flags.writeable = False
+    fortran = np.asfortranarray(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        matrix = np.matrix(x)
+    return {
+        "unaligned": unaligned,
+        "unaligned rows": [r for r in unaligned],
+        "matrix": matrix,
+        "big-endian": x.astype(">f8"),
+        "read-only": ro,
+        "fortran": fortran,
+        "reversed twice": x[::-1][::-1],
+        "nested lists": x.tolist(),
+        "tuple of lists": tuple(r.tolist() for r in x),
+    }
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_every_layout_of_valid_data_gives_the_same_bits(rule):
+    x = np.random.default_rng(5).normal(size=(9, 4))
+    call = RULES[rule]
+    want = np.asarray(call(x))
+    for form, v in _forms(x).items():
+        if rule in ("crossmax", "segment_reduce") and form in ("unaligned rows", "tuple of lists"):
+            continue  # these take one array, not a sequence of inputs
+        got = np.asarray(call(v))
+        assert got.dtype.newbyteorder("=") == want.dtype, f"{rule} on {form}: {got.dtype}"
+        assert got.astype(want.dtype).tobytes() == want.tobytes(), f"{rule} on {form}"
+
+
+def test_memory_mapped_inputs_are_read(tmp_path):
+    x = np.random.default_rng(6).normal(size=(9, 4)).astype(np.float32)
+    mm = np.memmap(tmp_path / "x.f32", dtype=np.float32, mode="w+", shape=x.shape)
+    mm[:] = x
+    mm.flush()
+    ro = np.memmap(tmp_path / "x.f32", dtype=np.float32, mode="r", shape=x.shape)
+    assert aggkit.median(ro).tobytes() == aggkit.median(x).tobytes()
+    assert type(aggkit.median(ro)) is np.ndarray
+
+
+def test_numbers_and_nested_lists_are_read_as_numpy_reads_them():
+    assert aggkit.median([1.0, 2.0, 5.0]) == 2.0
+    np.testing.assert_array_equal(aggkit.median([[1.0, 2.0], [3.0, 4.0], [5.0, 7.0]]), [3.0, 4.0])
+    with pytest.raises(TypeError, match="must hold floating-point values"):
+        aggkit.median([1, 2, 3])  # ints are refused as an int array is
+    with pytest.raises(aggkit.ShapeError, match="nested sequences differ in length"):
+        aggkit.median([[1.0, 2.0], [3.0]])
+    with pytest.raises(TypeError, match=r"mixes arrays and other values: x\[1\] is float"):
+        aggkit.median([np.ones(2), 3.0])
+
+
+def test_masked_arrays_are_refused_with_a_way_out():
+    x = np.ma.masked_array(np.ones((5, 2)), mask=[[0, 0]] * 4 + [[1, 1]])
+    for rule in ("median", "monna"):
+        with pytest.raises(TypeError, match=r"masked array.*x.filled\(np.nan\)"):
+            RULES[rule](x)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from aggkit import _core
-from aggkit._numpy._input import as_array, compute_dtype
+from aggkit._numpy._input import as_array, c_array, compute_dtype
 from aggkit._params import choice
 from aggkit.errors import ShapeError
 from aggkit.rules.monoid import OPS, PADS, TreeSchedule, segment_ptr, tree_schedule
@@ -95,9 +95,7 @@ def segment_reduce(
     moved = np.moveaxis(a, axis, 0)
     rows, rest = moved.shape[0], moved.shape[1:]
     p = segment_ptr(rows, index, ptr, dim_size, what)
-    m = np.ascontiguousarray(
-        moved.reshape(rows, -1) if moved.size else moved.reshape(rows, int(np.prod(rest))), dtype=dt
-    )
+    m = c_array(moved.reshape(rows, -1) if moved.size else moved.reshape(rows, int(np.prod(rest))), dt)
     out = _core.segment_reduce(m, p, op, None if empty is None else float(empty))
     out = np.moveaxis(out.reshape((p.shape[0] - 1, *rest)), 0, axis)
     return out.astype(a.dtype, copy=False) if out.dtype != a.dtype else out

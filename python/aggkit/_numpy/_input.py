@@ -88,9 +88,19 @@ def compute_dtype(dtype: np.dtype[Any], what: str) -> np.dtype[Any]:
 
 
 def as_array(obj: Any, what: str) -> np.ndarray:
-    """``obj`` as a numpy array without a copy where one can be avoided."""
+    """``obj`` as a plain numpy array without a copy where one can be avoided.
+
+    Subclasses become plain arrays (``np.matrix`` would keep its rows 2-D; a memory map reads
+    as it is); a masked array is refused, since its mask would be lost.
+    """
+    if isinstance(obj, np.ma.MaskedArray):
+        raise TypeError(
+            f"{what} is a masked array; aggkit does not read masks (the masked values would "
+            "count as data): pass x.filled(np.nan) to treat them as non-finite inputs, or the "
+            "unmasked inputs only"
+        )
     if isinstance(obj, np.ndarray):
-        return obj
+        return obj if type(obj) is np.ndarray else np.asarray(obj)
     if hasattr(obj, "__dlpack__") and not hasattr(obj, "__array__"):
         return np.from_dlpack(obj)
     if hasattr(obj, "__array__") or hasattr(obj, "__dlpack__"):
@@ -104,15 +114,35 @@ def as_array(obj: Any, what: str) -> np.ndarray:
     )
 
 
+def c_array(a: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """``a`` as a C-contiguous, aligned array of ``dtype``, copying only if needed."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.aligned else a.copy()
+
+
 def _rows_2d(a: np.ndarray, dt: np.dtype[Any]) -> np.ndarray:
-    """An ``(n, d)`` view of ``a`` whose rows are contiguous, copying only if needed."""
+    """An ``(n, d)`` view of ``a`` whose rows are contiguous and aligned, copying only if needed."""
     n = a.shape[0]
     if a.dtype != dt:
         a = a.astype(dt)
     m = a.reshape(n, -1) if a.size else a.reshape(n, int(np.prod(a.shape[1:])))
-    if m.shape[1] > 1 and m.strides[1] != m.itemsize:
-        m = np.ascontiguousarray(m)
+    if (m.shape[1] > 1 and m.strides[1] != m.itemsize) or not m.flags.aligned:
+        m = np.array(m, order="C", copy=True)
     return m
+
+
+def _is_array(v: Any) -> bool:
+    return isinstance(v, np.ndarray) or hasattr(v, "__array__") or hasattr(v, "__dlpack__")
+
+
+def _read_nested(x: Sequence[Any], rule: str) -> np.ndarray:
+    """A sequence of numbers or of nested sequences, read as numpy reads it."""
+    try:
+        return np.asarray(x)
+    except ValueError:  # ragged nesting
+        raise ShapeError(
+            f"{rule}: x could not be read as one array: its nested sequences differ in length"
+        ) from None
 
 
 def prepare(x: Any, rule: str) -> Prepared:
@@ -120,7 +150,17 @@ def prepare(x: Any, rule: str) -> Prepared:
     if isinstance(x, str | bytes):
         raise TypeError(f"{rule}: x must be an array or a sequence of arrays, got {type(x).__name__}")
     if isinstance(x, Sequence) and not hasattr(x, "__array__"):
-        return _prepare_sequence(x, rule)
+        if len(x) == 0 or all(_is_array(v) for v in x):
+            return _prepare_sequence(x, rule)
+        if any(_is_array(v) for v in x):
+            i = next(i for i, v in enumerate(x) if not _is_array(v))
+            raise TypeError(
+                f"{rule}: x mixes arrays and other values: x[{i}] is {type(x[i]).__name__}; "
+                "give a sequence of arrays, or numbers / nested lists read as one array"
+            )
+        x = _read_nested(x, rule)
+        if x.dtype == object:
+            raise TypeError(f"{rule}: x could not be read as an array of numbers")
     a = as_array(x, f"{rule}: x")
     if a.ndim == 0:
         raise ShapeError(f"{rule}: x must have shape (n, ...), got a 0-d array")
@@ -150,7 +190,8 @@ def _prepare_sequence(x: Sequence[Any], rule: str) -> Prepared:
     for a in arrays:
         if a.dtype != dt:
             a = a.astype(dt)
-        rows.append(np.ascontiguousarray(a).reshape(-1))
+        a = np.ascontiguousarray(a)
+        rows.append((a if a.flags.aligned else a.copy()).reshape(-1))
     return Prepared(rows, len(rows), tuple(shape), dtype, _mirror(x[0]))
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from aggkit import _core
 from aggkit._dispatch import implements
-from aggkit._numpy._input import _mirror, as_array, compute_dtype
+from aggkit._numpy._input import _mirror, as_array, c_array, compute_dtype
 from aggkit.rules.crossmax import CrossMax, normalize_dims
 
 
@@ -22,7 +22,7 @@ def crossmax(spec: CrossMax, z: Any) -> tuple[Any, None]:
     n, c = moved.shape[-2], moved.shape[-1]
     batch = moved.shape[:-2]
     spec.check_predictors(n)
-    flat = np.ascontiguousarray(moved.reshape(-1, c) if moved.size else moved.reshape(0, c), dtype=dt)
+    flat = c_array(moved.reshape(-1, c) if moved.size else moved.reshape(0, c), dt)
     if flat.shape[0] == 0:
         out = np.zeros((*batch, c), dtype=dt)
     else:

@@ -43,7 +43,8 @@ def _int_array(v: Any, name: str, what: str) -> np.ndarray:
         raise ShapeError(f"{what}: {name} must be 1-D, got shape {a.shape}")
     if a.size and a.dtype.kind not in "iu":
         raise TypeError(f"{what}: {name} must hold integers, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=np.int64)
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    return a if a.flags.aligned else a.copy()
 
 
 def _dim_size(dim_size: Any, what: str) -> int | None:
