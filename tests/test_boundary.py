@@ -321,3 +321,44 @@ def test_masked_arrays_are_refused_with_a_way_out():
     for rule in ("median", "monna"):
         with pytest.raises(TypeError, match=r"masked array.*x.filled\(np.nan\)"):
             RULES[rule](x)
+
+
+POISON = [1e38, -3.4e38, 1e20, 1e-30]
+POISON64 = [1e150, 1e155, -1.7e308, 1e300]
+
+
+@pytest.mark.parametrize("rule", ["caf", "smea", "mda", "monna", "krum", "bulyan", "median", "trimmed_mean"])
+@pytest.mark.parametrize(("dtype", "values"), [(np.float32, POISON), (np.float64, POISON64)])
+def test_one_client_at_the_dtype_limits_cannot_drag_the_output(rule, dtype, values):
+    """One faulty input (f = 1) at any finite value: the output stays within the honest
+    inputs' range (CAF returned 3.3e36 for a 1e38 client and SMEA raised LinAlgError)."""
+    call = {
+        "caf": lambda x: aggkit.caf(x, f=1),
+        "smea": lambda x: aggkit.smea(x, f=1),
+        "mda": lambda x: aggkit.mda(x, f=1),
+        "monna": lambda x: aggkit.monna(x, f=1),
+        "krum": lambda x: aggkit.krum(x, f=1),
+        "bulyan": lambda x: aggkit.bulyan(x, f=1),
+        "median": lambda x: aggkit.median(x),
+        "trimmed_mean": lambda x: aggkit.trimmed_mean(x, f=1),
+    }[rule]
+    honest = np.random.default_rng(8).normal(size=(9, 3)).astype(dtype)
+    lo, hi = honest.min(axis=0), honest.max(axis=0)
+    for v in values:
+        for at in (0, 4, 9):
+            x = np.insert(honest, at, np.full(3, v, dtype), axis=0)
+            if rule == "monna" and at == 0:
+                continue  # MoNNA trusts input idx=0
+            out = np.asarray(call(x), dtype=np.float64)
+            assert np.isfinite(out).all(), (rule, v, at, out)
+            assert (out >= lo - 1e-6).all(), (rule, v, at, out)
+            assert (out <= hi + 1e-6).all(), (rule, v, at, out)
+
+
+@pytest.mark.parametrize("rule", ["caf", "smea"])
+def test_torch_eigenproblems_meet_the_same_poison(rule):
+    torch = pytest.importorskip("torch")
+    honest = np.random.default_rng(9).normal(size=(9, 3)).astype(np.float32)
+    x = np.insert(honest, 3, np.full(3, 1e38, np.float32), axis=0)
+    call = getattr(aggkit, rule)
+    assert np.asarray(call(torch.from_numpy(x), f=1)).tobytes() == np.asarray(call(x, f=1)).tobytes()

@@ -83,6 +83,36 @@ def mda_indices(dist: np.ndarray, f: int, max_subsets: int) -> list[int]:
     return list(_core.mda_select(_square(dist), f, max_subsets))
 
 
+#: Inputs whose distances overflow are scaled so that their largest value is about
+#: ``2**SAFE_EXPONENT``: its square, times up to ``2**40`` coordinates, stays finite.
+SAFE_EXPONENT = 480
+
+#: Distance matrices whose largest entry lies outside this range are rescaled by a power of two
+#: before an eigenproblem (squares of their entries would overflow or underflow).
+SCALE_RANGE = (2.0**-400, 2.0**400)
+
+
+def well_scaled(dist: np.ndarray, among: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """``(dist * 2**-e, e)`` with the largest entry (of the ``among`` rows and columns) near 1.
+
+    ``e = 0`` and ``dist`` itself when that entry already lies in :data:`SCALE_RANGE`, so
+    ordinary inputs are used bit for bit. The decisions of SMEA and CAF depend only on ratios
+    of distances, and scaling by a power of two is exact.
+    """
+    sub = dist if among is None else dist[np.ix_(among, among)]
+    top = float(sub.max()) if sub.size else 0.0
+    if not (top > 0.0 and math.isfinite(top)) or SCALE_RANGE[0] <= top <= SCALE_RANGE[1]:
+        return dist, 0
+    e = math.frexp(top)[1]
+    if among is None:
+        return np.ldexp(dist, -e), e
+    # Rows and columns outside ``among`` carry weight 0: zero them rather than let them
+    # overflow (0 * inf would be NaN in the weighted sums).
+    out = np.zeros_like(dist)
+    out[np.ix_(among, among)] = np.ldexp(sub, -e)
+    return out, e
+
+
 def smea_indices(dist: np.ndarray, f: int, max_subsets: int, batch: int = 2048) -> list[int]:
     """SMEA's kept inputs: the ``n - f`` whose covariance has the smallest top eigenvalue."""
     n = dist.shape[0]
@@ -95,6 +125,7 @@ def smea_indices(dist: np.ndarray, f: int, max_subsets: int, batch: int = 2048) 
         )
     # Each subset holds a k x k matrix in the batch and its copies: keep a batch near 128 MiB.
     batch = max(1, min(batch, 2**24 // max(k * k, 1)))
+    dist, _ = well_scaled(dist)
     best_val, best = math.inf, None
     combos = itertools.combinations(range(n), k)
     while True:
@@ -129,16 +160,22 @@ def caf_weights(dist: np.ndarray, n_total: int, f: int) -> np.ndarray:
         if not total > n_total - 2 * f:
             break
         w = c / total
-        cm = centered_gram(dist, w)  # (x_i - mu) . (x_j - mu), mu = Σ w x
+        # Scaled to this round's support: a far input dropped in an earlier round no longer
+        # sets the scale of the ones left.
+        dist_e, e = well_scaled(dist, c > 0)
+        cm = centered_gram(dist_e, w)  # (x_i - mu) . (x_j - mu), mu = Σ w x
         sw = np.sqrt(w)
         vals, vecs = np.linalg.eigh(sw[:, None] * cm * sw[None, :])
         lam, u = vals[-1], vecs[:, -1]
-        if lam < best_val:
-            best_val, best_c = lam, c.copy()
+        if math.ldexp(lam, e) < best_val:
+            best_val, best_c = math.ldexp(lam, e), c.copy()
         if not lam > 0:  # every weighted input is the weighted mean: nothing left to filter
             break
-        tau = (cm @ (sw * u)) ** 2 / lam  # squared projections on the top eigenvector
         support = c > 0
+        # Squared projections on the top eigenvector, of the inputs still weighted (a dropped
+        # input's row may hold distances far outside this round's scale).
+        tau = np.zeros(n)
+        tau[support] = (cm[support] @ (sw * u)) ** 2 / lam
         top = tau[support].max()
         if not (np.isfinite(top) and top > 0):  # spread below float range: nothing to filter
             break

@@ -19,10 +19,12 @@ Inputs here are already validated 2-D ``(n, d)`` float32/float64 tensors.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from aggkit import _core
+from aggkit import _core, _plans
 from aggkit.errors import nonfinite_error
 from aggkit.torch._paths import rust
 
@@ -166,6 +168,14 @@ def distances(x: torch.Tensor) -> np.ndarray:
     The subset rules decide on these: only ``n^2`` numbers leave the device.
     """
     xd = x.detach()
-    if rust(xd):
-        return _core.pairwise_sq_distances(xd.numpy())
-    return pairwise_sq_distances(xd).cpu().numpy()
+
+    def host(t: torch.Tensor) -> np.ndarray:
+        return _core.pairwise_sq_distances(t.numpy()) if rust(t) else pairwise_sq_distances(t).cpu().numpy()
+
+    dist = host(xd)
+    if xd.numel() == 0 or np.isfinite(dist).all():
+        return dist
+    # A distance overflowed float64 (finite inputs far apart): those of the inputs scaled by a
+    # power of two, in float64; the plans decide on ratios of distances alike.
+    e = max(math.frexp(float(xd.abs().max()))[1] - _plans.SAFE_EXPONENT, 0)
+    return host(torch.ldexp(xd.double(), torch.tensor(-e, dtype=torch.float64, device=xd.device)))
