@@ -119,7 +119,11 @@ def test_matches_the_rule_on_updates(rule, kwargs):
     assert arrays["w"].numpy().dtype == np.float32
     assert arrays["steps"].numpy().tolist() == 13  # the median of 11, 12, 13, 14, 10**6
     assert arrays["steps"].numpy().dtype == np.int64
-    assert metrics["loss"] == pytest.approx(2050 / 150)  # FedAvg's metric average, by num-examples
+    # FedAvg's metric average by num-examples, over the replies the rule kept (node 11 + i sent
+    # loss 11 + i and 10 (i + 1) examples).
+    kept = s.history[-1].get("kept_node_ids", [11, 12, 13, 14, 15])
+    w = {node: 10 * (node - 10) for node in kept}
+    assert metrics["loss"] == pytest.approx(sum(node * w[node] for node in kept) / sum(w.values()))
     assert list(arrays.keys()) == ["w", "b", "steps"]
     # The Byzantine client (node 15) is outvoted by every robust rule.
     if rule != "mean":
@@ -264,3 +268,86 @@ def test_flower_simulation_end_to_end(rule, tmp_path):
     np.testing.assert_allclose(b, -1.0 * (1 - 0.5**3), rtol=1e-5)
     if rule == "krum":
         assert all(len(ex) == 4 for ex in data["history"])
+
+
+def _faulty(models):
+    """One faulty reply per way a client can break a round, built from an honest model."""
+    m = models[0]
+    bad_examples = {"negative": -5.0, "nan": float("nan"), "inf": float("inf")}
+    out = {
+        "shape (4,) for (3, 4)": ({**m, "w": m["w"][0]}, 1.0),
+        "scalar for (3, 4)": ({**m, "w": np.float32(1.0)}, 1.0),
+        "float64 for float32": ({**m, "w": m["w"].astype(np.float64)}, 1.0),
+        "float for an int key": ({**m, "steps": np.array(12.5)}, 1.0),
+        "missing key": ({k: v for k, v in m.items() if k != "b"}, 1.0),
+        "extra key": ({**m, "extra": np.ones(2, np.float32)}, 1.0),
+    }
+    out |= {f"num-examples {k}": (m, v) for k, v in bad_examples.items()}
+    return out
+
+
+@pytest.mark.parametrize("rule", ["median", "krum", "mean"])
+def test_a_faulty_reply_is_left_out_and_reported_never_raised(rule):
+    models = client_models(np.random.default_rng(5), honest=5, byzantine=0)
+    honest = [reply(11 + i, m, 1.0) for i, m in enumerate(models)]
+    for why, (model, examples) in _faulty(models).items():
+        s = RobustStrategy(rule, **({"f": 1} if rule == "krum" else {}), weighted=False)
+        configured(s, nodes=(11, 12, 13, 14, 15, 99))
+        arrays, metrics = s.aggregate_train(1, [*honest[:2], reply(99, model, examples), *honest[2:]])
+        want = RobustStrategy(rule, **({"f": 1} if rule == "krum" else {}), weighted=False)
+        configured(want)
+        expected, _ = want.aggregate_train(1, honest)
+        assert arrays is not None, why
+        for k in ("w", "b", "steps"):
+            np.testing.assert_array_equal(arrays[k].numpy(), expected[k].numpy(), err_msg=why)
+        assert metrics["aggkit-num-invalid"] == 1, why
+        assert metrics["aggkit-invalid-node-ids"] == [99], why
+        assert list(s.history[-1]["invalid"]) == [99], why
+
+
+def test_nan_replies_beyond_the_rules_policy():
+    models = client_models(np.random.default_rng(6), honest=5, byzantine=0)
+    nan_model = {**models[0], "w": np.full((3, 4), np.nan, np.float32)}
+    replies = [reply(11 + i, m, 1.0) for i, m in enumerate(models)] + [reply(98, nan_model, 1.0)]
+    # nonfinite="raise": the NaN client is a faulty reply, the round goes on.
+    s = RobustStrategy("trimmed_mean", f=1, nonfinite="raise")
+    configured(s)
+    arrays, metrics = s.aggregate_train(1, replies)
+    assert arrays is not None
+    assert metrics["aggkit-invalid-node-ids"] == [98]
+    assert "non-finite" in s.history[-1]["invalid"][98]
+    # "robust" with more than f NaN clients: the rule refuses, the model is kept with a warning.
+    s = RobustStrategy("krum", f=1)
+    configured(s)
+    many = replies[:5] + [reply(96 + i, nan_model, 1.0) for i in range(3)]
+    assert s.aggregate_train(1, many) == (None, None)
+    assert "non-finite" in s.history[-1]["skipped"]
+
+
+def test_too_few_valid_replies_keep_the_model_and_report_the_faulty_ones():
+    models = client_models(np.random.default_rng(7), honest=5, byzantine=0)
+    s = RobustStrategy("krum", f=1)  # needs 5
+    configured(s)
+    replies = [reply(11 + i, m, 1.0) for i, m in enumerate(models[:4])]
+    replies.append(reply(15, {k: v for k, v in models[4].items() if k != "w"}, 1.0))
+    arrays, metrics = s.aggregate_train(1, replies)
+    assert arrays is None
+    assert metrics["aggkit-invalid-node-ids"] == [15]
+    assert s.history[-1]["skipped"] == "4 valid replies, the rule needs 5"
+    # Every reply omitting a key of the model is every reply faulty: the layer cannot vanish.
+    s = RobustStrategy("median")
+    configured(s)
+    arrays, _ = s.aggregate_train(
+        1, [reply(11 + i, {"w": m["w"], "steps": m["steps"]}, 1.0) for i, m in enumerate(models)]
+    )
+    assert arrays is None
+
+
+def test_without_configure_train_the_majority_structure_is_the_reference():
+    models = client_models(np.random.default_rng(8), honest=5, byzantine=0)
+    s = RobustStrategy("median", on_updates=False)
+    replies = [reply(99, {**models[0], "w": models[0]["w"][:2]}, 1.0)]
+    replies += [reply(11 + i, m, 1.0) for i, m in enumerate(models)]
+    arrays, metrics = s.aggregate_train(1, replies)
+    np.testing.assert_array_equal(arrays["w"].numpy(), aggkit.median(np.stack([m["w"] for m in models])))
+    assert metrics["aggkit-invalid-node-ids"] == [99]

@@ -36,8 +36,15 @@ What it does differently from Flower's own ``FedMedian`` / ``FedTrimmedAvg`` / `
 - Selection rules report which clients they excluded: the training metrics get
   ``aggkit-num-excluded`` and ``aggkit-excluded-node-ids``, and :attr:`RobustStrategy.history`
   keeps every round's node ids and scores.
-- A round with too few replies for the rule (e.g. Krum with ``n < 2f + 3``) logs a warning
-  and keeps the current global model, as Flower's ``Bulyan`` does; other errors propagate.
+- A reply that does not fit the round's model (other keys, shapes or dtypes, a missing,
+  negative or non-finite example count, more than one array record; NaN when the rule has
+  ``nonfinite="raise"``) is a faulty client: it is left out, logged, and reported in the
+  metrics (``aggkit-num-invalid``, ``aggkit-invalid-node-ids``) and in ``history``
+  (``invalid``: node id -> reason). Nothing a client sends raises out of ``aggregate_train``.
+- A round with too few valid replies for the rule (e.g. Krum with ``n < 2f + 3``), or one the
+  rule refuses (more than ``f`` clients with NaN), logs a warning and keeps the current global
+  model, as Flower's ``Bulyan`` does (``history`` records it under ``skipped``).
+- The round's training metrics average the replies the rule kept (Flower averages all).
 - Arrays that are not floating point (e.g. BatchNorm's ``num_batches_tracked``) take the
   element-wise lower median of the clients' values.
 
@@ -48,6 +55,7 @@ that is why the supported range is pinned.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from logging import INFO, WARNING
 from typing import Any
@@ -64,7 +72,7 @@ except ImportError as e:  # pragma: no cover - exercised only without flwr
         f"aggkit.flower needs Flower's Message API (flwr>=1.21,<2): pip install 'aggkit[flower]' ({e})"
     ) from e
 
-from aggkit.errors import InvalidParameterError, TooFewInputsError
+from aggkit.errors import AggkitError, InvalidParameterError
 from aggkit.registry import Rule, param_names, rule_class
 from aggkit.registry import rule as make_rule
 
@@ -93,8 +101,10 @@ class RobustStrategy(FedAvg):
     ----------
     rule : aggkit.Rule
     history : list of dict
-        One entry per aggregated round: ``round``, ``node_ids`` (reply order), ``weights``
-        and, for selection rules, ``kept_node_ids``, ``excluded_node_ids`` and ``scores``.
+        One entry per round: ``round``, ``node_ids`` (reply order), ``invalid`` (faulty
+        replies: node id -> reason) and either ``skipped`` (why the model was kept) or
+        ``weights`` and, for selection rules, ``kept_node_ids``, ``excluded_node_ids`` and
+        ``scores``.
     """
 
     def __init__(
@@ -110,6 +120,7 @@ class RobustStrategy(FedAvg):
         self.weighted = None if weighted is None else bool(weighted)
         self.history: list[dict[str, Any]] = []
         self._global: dict[str, np.ndarray] | None = None
+        self._reference: _Signature | None = None
 
     def summary(self) -> None:
         """Log the strategy's settings (FedAvg's summary, then the rule)."""
@@ -122,15 +133,31 @@ class RobustStrategy(FedAvg):
         """FedAvg's ``configure_train``; remembers ``arrays`` as this round's global model."""
         if self.on_updates:
             self._global = {k: v.numpy() for k, v in arrays.items()}
+        self._reference = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in arrays.items()}
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate the replies' arrays with the rule; metrics as FedAvg, plus diagnostics."""
-        valid, _ = self._check_and_log_replies(replies, is_train=True)
-        if not valid:
+        """Aggregate the replies' arrays with the rule; metrics as FedAvg, plus diagnostics.
+
+        A reply that does not fit this round's model is a faulty client: it is left out and
+        reported (``aggkit-invalid-node-ids`` in the metrics, ``invalid`` in :attr:`history`),
+        never raised. A round without enough valid replies for the rule, or whose aggregation
+        the rule refuses (e.g. more than ``f`` inputs with NaN), keeps the current model with a
+        warning. The metrics average the replies the rule kept.
+        """
+        received, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
+        if not received:
             return None, None
+        valid, invalid = self._screen(received)
+        if invalid:
+            log(
+                WARNING, "aggkit %r left out faulty replies in round %d: %s", self.rule, server_round, invalid
+            )
+        if len(valid) < max(self.rule.min_inputs(), 1):
+            why = f"{len(valid)} valid replies, the rule needs {self.rule.min_inputs()}"
+            return self._skip(server_round, received, invalid, why)
         contents = [m.content for m in valid]
         record_key = next(iter(contents[0].array_records.keys()))
         records = [c.array_records[record_key] for c in contents]
@@ -149,19 +176,30 @@ class RobustStrategy(FedAvg):
         counts = [_weight(c, self.weighted_by_key) for c in contents]
         use = self.rule.name in _WEIGHTED_BY_DEFAULT if self.weighted is None else self.weighted
         weights = counts if use and self.rule.supports_weights else None
-        entry: dict[str, Any] = {"round": server_round, "node_ids": node_ids, "weights": weights}
+        entry: dict[str, Any] = {
+            "round": server_round,
+            "node_ids": node_ids,
+            "weights": weights,
+            "invalid": invalid,
+        }
         try:
             if self.rule.coordinate_wise:
                 arrays, selection = self._per_key(records, keys, weights), None
             else:
                 arrays, selection = self._whole_model(records, keys, weights)
-        except TooFewInputsError as e:
-            log(WARNING, "aggkit %r skipped round %d: %s", self.rule, server_round, e)
-            return None, None
+        except AggkitError as e:
+            return self._skip(server_round, received, invalid, str(e))
+        kept = list(range(len(valid))) if selection is None else selection.indices.tolist()
         # Flower's type says MetricRecord; a user's function may return None.
-        metrics: MetricRecord | None = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        metrics: MetricRecord | None = self.train_metrics_aggr_fn(
+            [contents[i] for i in sorted(kept)], self.weighted_by_key
+        )
+        if invalid:
+            if metrics is None:
+                metrics = MetricRecord()
+            metrics["aggkit-num-invalid"] = len(invalid)
+            metrics["aggkit-invalid-node-ids"] = list(invalid)
         if selection is not None:
-            kept = selection.indices.tolist()
             excluded = [node_ids[i] for i in range(len(valid)) if i not in set(kept)]
             entry |= {
                 "kept_node_ids": [node_ids[i] for i in kept],
@@ -178,6 +216,65 @@ class RobustStrategy(FedAvg):
         return arrays, metrics
 
     # -----------------------------------------------------------------------------------------
+
+    def _skip(
+        self, server_round: int, received: list[Message], invalid: dict[int, str], why: str
+    ) -> tuple[None, MetricRecord | None]:
+        """Keep the current model this round: warn, record why, report the faulty replies."""
+        log(WARNING, "aggkit %r kept the current model in round %d: %s", self.rule, server_round, why)
+        node_ids = [int(m.metadata.src_node_id) for m in received]
+        self.history.append({"round": server_round, "node_ids": node_ids, "invalid": invalid, "skipped": why})
+        if not invalid:
+            return None, None
+        return None, MetricRecord(
+            {"aggkit-num-invalid": len(invalid), "aggkit-invalid-node-ids": list(invalid)}
+        )
+
+    def _screen(self, replies: list[Message]) -> tuple[list[Message], dict[int, str]]:
+        """The replies that fit this round's model, and why each other one does not.
+
+        The model is the one sent in ``configure_train`` (keys, shapes, dtypes), or, before any
+        ``configure_train``, the structure most replies share. A reply must hold one array
+        record of that structure and a finite, non-negative ``weighted_by_key`` metric; under
+        ``nonfinite="raise"`` its float arrays must be finite.
+        """
+        invalid: dict[int, str] = {}
+        shaped: list[tuple[Message, _Signature]] = []
+        for m in replies:
+            node, c = int(m.metadata.src_node_id), m.content
+            try:
+                if len(c.array_records) != 1:
+                    raise ValueError(f"{len(c.array_records)} array records, expected 1")
+                if not c.metric_records:
+                    raise ValueError("no metric record")
+                _weight(c, self.weighted_by_key)
+                rec = next(iter(c.array_records.values()))
+                shaped.append((m, {k: (tuple(a.shape), np.dtype(a.dtype)) for k, a in rec.items()}))
+            except (ValueError, TypeError, KeyError) as e:  # AggkitError is a ValueError
+                invalid[node] = str(e) if str(e) else type(e).__name__
+        reference = self._reference
+        if reference is None and shaped:
+            counts = Counter(_key(sig) for _, sig in shaped)
+            top = max(counts.values())
+            reference = next(sig for _, sig in shaped if counts[_key(sig)] == top)
+        check_finite = getattr(self.rule, "nonfinite", None) == "raise"
+        valid = []
+        for m, sig in shaped:
+            why = _mismatch(sig, reference or sig)
+            if why is None and check_finite:
+                rec = next(iter(m.content.array_records.values()))
+                bad = [
+                    k
+                    for k, a in rec.items()
+                    if np.dtype(a.dtype).kind == "f" and not np.isfinite(a.numpy()).all()
+                ]
+                if bad:
+                    why = f"non-finite values in {bad} (the rule has nonfinite='raise')"
+            if why is None:
+                valid.append(m)
+            else:
+                invalid[int(m.metadata.src_node_id)] = why
+        return valid, invalid
 
     def _base(self, key: str) -> np.ndarray | None:
         return self._global[key] if self.on_updates and self._global is not None else None
@@ -247,10 +344,32 @@ _WEIGHTED_BY_DEFAULT = frozenset({"mean", "multi_krum", "geometric_median"})
 
 def _weight(content: Any, key: str) -> float:
     record = next(iter(content.metric_records.values()))
+    if key not in record:
+        raise InvalidParameterError(f"the weight metric {key!r} is missing")
     value = record[key]
-    if isinstance(value, list) or not np.isfinite(value) or value < 0:
+    if isinstance(value, list | bool) or not np.isfinite(value) or value < 0:
         raise InvalidParameterError(f"the weight metric {key!r} must be a finite number >= 0, got {value!r}")
     return float(value)
+
+
+#: The structure of a model: each key's shape and dtype.
+_Signature = dict[str, tuple[tuple[int, ...], np.dtype[Any]]]
+
+
+def _key(sig: _Signature) -> tuple[tuple[str, tuple[int, ...], str], ...]:
+    return tuple(sorted((k, shape, dt.str) for k, (shape, dt) in sig.items()))
+
+
+def _mismatch(sig: _Signature, reference: _Signature) -> str | None:
+    """Why a reply of structure ``sig`` does not fit ``reference`` (``None`` if it does)."""
+    missing = [k for k in reference if k not in sig]
+    extra = [k for k in sig if k not in reference]
+    if missing or extra:
+        return f"keys differ from the model's: missing {missing}, extra {extra}"
+    for k, (shape, dt) in reference.items():
+        if sig[k] != (shape, dt):
+            return f"array {k!r} has shape {sig[k][0]} dtype {sig[k][1]}, the model's is {shape} {dt}"
+    return None
 
 
 def _lower_median(layers: list[np.ndarray]) -> np.ndarray:
