@@ -362,3 +362,28 @@ def test_torch_eigenproblems_meet_the_same_poison(rule):
     x = np.insert(honest, 3, np.full(3, 1e38, np.float32), axis=0)
     call = getattr(aggkit, rule)
     assert np.asarray(call(torch.from_numpy(x), f=1)).tobytes() == np.asarray(call(x, f=1)).tobytes()
+
+
+def test_tensors_that_are_not_one_dense_block_are_refused_clearly():
+    torch = pytest.importorskip("torch")
+    dense = torch.ones(3, 2)
+    with pytest.raises(TypeError, match=r"median: x is a torch.sparse_coo tensor.*to_dense\(\)"):
+        aggkit.median(dense.to_sparse())
+    with pytest.raises(TypeError, match=r"median: x\[1\] is a torch.sparse_coo tensor"):
+        aggkit.median([dense[0], dense[1].to_sparse(), dense[2]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: nested tensors are a prototype
+        nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])
+    with pytest.raises(TypeError, match="median: x is a nested tensor"):
+        aggkit.median(nested)
+    # meta tensors carry shapes only: the ops' fake kernels give the output's shape.
+    assert aggkit.median(torch.ones(3, 2, device="meta")).shape == (2,)
+
+
+@pytest.mark.parametrize("bad", [[1, 2, 3], "abc", [{"w": 1}], [{"w": None}]])
+def test_aggregate_state_dicts_refuses_what_is_not_state_dicts(bad):
+    pytest.importorskip("torch")
+    from aggkit.torch import aggregate_state_dicts
+
+    with pytest.raises(TypeError, match="aggregate_state_dicts: state_dicts"):
+        aggregate_state_dicts(bad, "median")

@@ -34,6 +34,17 @@ def compute_dtype(dtype: torch.dtype, rule: str) -> torch.dtype:
     raise TypeError(f"{rule}: x has dtype {dtype}; aggkit supports float16, bfloat16, float32 and float64")
 
 
+def check_layout(t: Tensor, what: str) -> None:
+    """Refuse tensors whose values are not one dense block: sparse and nested tensors."""
+    if t.is_nested:
+        raise TypeError(
+            f"{what} is a nested tensor; every input must have one shape: pass a list of tensors "
+            "of one shape, or pad them"
+        )
+    if t.layout != torch.strided:
+        raise TypeError(f"{what} is a {t.layout} tensor; aggkit reads dense tensors: pass t.to_dense()")
+
+
 def stack(x: Sequence[Any], rule: str) -> Tensor:
     """``n`` same-shaped tensors on one device as one ``(n, *shape)`` tensor (a copy)."""
     if len(x) == 0:
@@ -41,6 +52,7 @@ def stack(x: Sequence[Any], rule: str) -> Tensor:
     for i, t in enumerate(x):
         if not isinstance(t, Tensor):
             raise TypeError(f"{rule}: x[{i}] must be a tensor, got {type(t).__name__}")
+        check_layout(t, f"{rule}: x[{i}]")
         if t.shape != x[0].shape:
             raise ShapeError(
                 f"{rule}: all inputs must have the same shape: x[0] has shape {tuple(x[0].shape)}, "
@@ -97,6 +109,8 @@ def in_place_rows(x: Any) -> HostRows | None:
         isinstance(t, Tensor)
         and t.device.type == "cpu"
         and t.dtype in (torch.float16, torch.float32, torch.float64)
+        and t.layout == torch.strided
+        and not t.is_nested
         and not (grad and t.requires_grad)
         and t.shape == x[0].shape
         and t.dtype == x[0].dtype
@@ -122,6 +136,7 @@ class Prepared:
             if dim != 0:
                 raise InvalidParameterError(f"{rule}: dim must be 0 for a sequence of inputs, got dim={dim}")
             x = stack(x, rule)
+        check_layout(x, f"{rule}: x")
         if x.ndim == 0:
             raise ShapeError(f"{rule}: x must have shape (n, ...), got a 0-d tensor")
         if not -x.ndim <= dim < x.ndim:

@@ -131,19 +131,20 @@ def aggregate_state_dicts(
 
 
 def _check(state_dicts: Sequence[Mapping[str, Tensor]]) -> list[str]:
-    if isinstance(state_dicts, Mapping) or not isinstance(state_dicts, Sequence):
+    if isinstance(state_dicts, Mapping | str | bytes) or not isinstance(state_dicts, Sequence):
         raise TypeError(
             "aggregate_state_dicts: state_dicts must be a sequence of mappings (one per client), "
             f"got {type(state_dicts).__name__}"
         )
     if len(state_dicts) == 0:
         raise empty_input_error("aggregate_state_dicts")
-    keys = list(state_dicts[0].keys())
     for i, sd in enumerate(state_dicts):
         if not isinstance(sd, Mapping):
             raise TypeError(
                 f"aggregate_state_dicts: state_dicts[{i}] must be a mapping, got {type(sd).__name__}"
             )
+    keys = list(state_dicts[0].keys())
+    for i, sd in enumerate(state_dicts):
         if list(sd.keys()) != keys and set(sd.keys()) != set(keys):
             missing = sorted(set(keys) - set(sd.keys()))
             extra = sorted(set(sd.keys()) - set(keys))
