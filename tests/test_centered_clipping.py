@@ -38,3 +38,21 @@ def test_torch_gradient(rng):
 
     t = torch.from_numpy(rng.standard_normal((7, 6))).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v: at.centered_clipping(v, tau=1.0, iters=3), (t,))
+
+
+def test_rounds_carry_the_centre_and_stateless_rules_carry_nothing():
+    x = np.random.default_rng(11).normal(size=(6, 4)) + 3.0
+    r = aggkit.CenteredClipping(tau=0.5, iters=1)
+    rounds = r.rounds()
+    assert isinstance(rounds, aggkit.CenteredClippingState)
+    first, sel = rounds.aggregate(x)
+    assert sel is None
+    second, _ = rounds.aggregate(x)
+    np.testing.assert_array_equal(second, r(x, center=first))
+    rounds.reset()
+    np.testing.assert_array_equal(rounds.aggregate(x)[0], first)
+    with pytest.raises(aggkit.InvalidParameterError, match="does not take weights"):
+        rounds.aggregate(x, weights=np.ones(6))
+    med = aggkit.Median().rounds()
+    np.testing.assert_array_equal(med.aggregate(x)[0], aggkit.median(x))
+    med.reset()

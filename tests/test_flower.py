@@ -351,3 +351,21 @@ def test_without_configure_train_the_majority_structure_is_the_reference():
     arrays, metrics = s.aggregate_train(1, replies)
     np.testing.assert_array_equal(arrays["w"].numpy(), aggkit.median(np.stack([m["w"] for m in models])))
     assert metrics["aggkit-invalid-node-ids"] == [99]
+
+
+def test_centered_clipping_starts_each_round_from_the_previous_aggregate():
+    models = client_models(np.random.default_rng(10), honest=5, byzantine=0)
+    s = RobustStrategy("centered_clipping", tau=0.05, iters=1)
+    state = aggkit.CenteredClippingState(tau=0.05, iters=1)
+    flat = np.stack([np.concatenate([(m[k] - GLOBAL[k]).ravel() for k in ("w", "b")]) for m in models])
+    for rnd in (1, 2, 3):
+        configured(s)
+        arrays, _ = s.aggregate_train(rnd, [reply(11 + i, m, 1.0, rnd) for i, m in enumerate(models)])
+        y = state(flat)  # the paper's rule: from the previous aggregate
+        np.testing.assert_array_equal(arrays["w"].numpy(), GLOBAL["w"] + y[:12].reshape(3, 4))
+    assert np.abs(y).max() > np.abs(aggkit.centered_clipping(flat, tau=0.05)).max()  # not from zero
+    s.rounds.reset()
+    configured(s)
+    arrays, _ = s.aggregate_train(4, [reply(11 + i, m, 1.0, 4) for i, m in enumerate(models)])
+    y0 = aggkit.centered_clipping(flat, tau=0.05)
+    np.testing.assert_array_equal(arrays["w"].numpy(), GLOBAL["w"] + y0[:12].reshape(3, 4))

@@ -151,12 +151,16 @@ class RobustHookState:
 
     Attributes
     ----------
+    rounds : aggkit.registry.Rounds
+        The rule across steps (``rule.rounds()``): centered clipping starts each step from the
+        previous aggregated gradient; ``state.rounds.reset()`` starts over.
     last_selection : aggkit.Selection or None
         The ranks kept by a selection rule in the last step (indices are ranks of ``group``).
     """
 
     def __init__(self, rule: str | Rule, group: Any = None, *, sharded: bool = False) -> None:
         self.rule = make_rule(rule)
+        self.rounds = self.rule.rounds()
         self.group = group
         self.sharded = bool(sharded)
         if self.sharded:
@@ -216,7 +220,7 @@ def _resolve(state: RobustHookState, pending: Sequence[tuple[Any, Any, Any, Any]
                 work.wait()
             world = len(pending[0][1])
             rows = [torch.cat([p[1][k] for p in pending]) for k in range(world)]
-            y, sel = state.rule.aggregate(rows)
+            y, sel = state.rounds.aggregate(rows)
         state.last_selection = sel
         for (b, _, _, fut), piece in zip(pending, torch.split(y, sizes), strict=True):
             fut.set_result(piece.view_as(b).to(b.dtype))

@@ -100,6 +100,9 @@ class RobustStrategy(FedAvg):
     Attributes
     ----------
     rule : aggkit.Rule
+    rounds : aggkit.registry.Rounds
+        The rule across rounds (``rule.rounds()``): centered clipping starts each round from
+        the previous aggregate; ``strategy.rounds.reset()`` starts over.
     history : list of dict
         One entry per round: ``round``, ``node_ids`` (reply order), ``invalid`` (faulty
         replies: node id -> reason) and either ``skipped`` (why the model was kept) or
@@ -119,6 +122,7 @@ class RobustStrategy(FedAvg):
         self.on_updates = bool(on_updates)
         self.weighted = None if weighted is None else bool(weighted)
         self.history: list[dict[str, Any]] = []
+        self.rounds = self.rule.rounds()
         self._global: dict[str, np.ndarray] | None = None
         self._reference: _Signature | None = None
 
@@ -321,7 +325,7 @@ class RobustStrategy(FedAvg):
                 base = self._base(k)
                 if base is not None:
                     row -= base.reshape(-1)
-        y, selection = self.rule.aggregate(buf, weights=weights)
+        y, selection = self.rounds.aggregate(buf, weights=weights)
         del buf
         out = ArrayRecord()
         for k in keys:

@@ -33,6 +33,7 @@ __all__ = [
     "Params",
     "Pipeline",
     "PreAggregator",
+    "Rounds",
     "Rule",
     "Selection",
     "WeightedRule",
@@ -147,6 +148,16 @@ class Rule(Params):
         """The smallest ``n`` this rule accepts with its parameters."""
         return 1
 
+    def rounds(self) -> Rounds:
+        """The rule applied round after round, carrying what it needs between rounds.
+
+        Integrations that aggregate every round (``RobustStrategy``, the DDP hook, ``aggkit
+        simulate``) call the returned object's ``aggregate`` each round and ``reset()`` to start
+        over. Most rules carry nothing; centered clipping starts each round from the previous
+        aggregate (the paper's rule).
+        """
+        return Rounds(self)
+
     def work(self, n: int, d: int) -> tuple[int, str] | None:
         """The cost of a call on ``n`` inputs of ``d`` values, in operations, and its formula.
 
@@ -187,6 +198,23 @@ class Rule(Params):
             raise InvalidParameterError(f"{self!r} does not take weights")
         out, info = self._run(x) if weights is None else self._run(x, weights=weights)
         return out, info if isinstance(info, Selection) else None
+
+
+class Rounds:
+    """A rule applied round after round (:meth:`Rule.rounds`); this one carries nothing."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+
+    def aggregate(self, x: Any, *, weights: Weights = None) -> tuple[Any, Selection | None]:
+        """The round's ``(output, selection)``, as :meth:`Rule.aggregate`."""
+        return self.rule.aggregate(x, weights=weights)
+
+    def reset(self) -> None:
+        """Forget what earlier rounds left (nothing here)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.rule!r})"
 
 
 class WeightedRule(Rule):

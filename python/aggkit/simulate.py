@@ -419,6 +419,7 @@ def simulate(
             w = w0.copy()
             accs: list[float] = []
             kept = [0] * clients
+            carried = rule.rounds()  # what the rule keeps between rounds (centered clipping's centre)
             for rnd in range(rounds):
                 updates = np.empty((clients, net.size), dtype=np.float32)
                 for c in range(clients):
@@ -430,7 +431,7 @@ def simulate(
                     updates[honest_n:] = atk(updates[:honest_n], f=byzantine, rng=rng)
                 weights = counts if weighted and rule.supports_weights else None
                 with np.errstate(all="ignore"):
-                    agg, sel = rule.aggregate(updates, weights=weights)
+                    agg, sel = carried.aggregate(updates, weights=weights)
                     w = (w + agg).astype(np.float32)
                 if sel is not None:
                     for i in sel.indices.tolist():

@@ -8,8 +8,9 @@ from typing import Any, ClassVar, overload
 import numpy as np
 
 from aggkit._params import Count, NonFinite, NonNegative
-from aggkit._types import ArrayLike, ArrayT, NDArray
-from aggkit.registry import Rule, register
+from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
+from aggkit.errors import InvalidParameterError
+from aggkit.registry import Rounds, Rule, register
 
 
 @register
@@ -27,6 +28,10 @@ class CenteredClipping(Rule):
     def work(self, n: int, d: int) -> tuple[int, str] | None:
         """``iters`` passes over the input: ``iters n d``."""
         return self.iters * n * d, "iters n d"
+
+    def rounds(self) -> CenteredClippingState:
+        """Round after round from the previous aggregate (the paper's rule)."""
+        return CenteredClippingState(tau=self.tau, iters=self.iters, nonfinite=self.nonfinite)
 
     @overload
     def __call__(self, x: ArrayT | Sequence[ArrayT], *, center: Any = None) -> ArrayT: ...
@@ -102,7 +107,7 @@ def centered_clipping(
     return CenteredClipping(tau=tau, iters=iters, nonfinite=nonfinite)(x, center=center)
 
 
-class CenteredClippingState:
+class CenteredClippingState(Rounds):
     """Centered clipping that starts each call from its previous output (the paper's momentum use).
 
     Not a rule object (it changes with every call); ``center`` holds the last output (``None``
@@ -118,6 +123,8 @@ class CenteredClippingState:
     array([1.2, 1.6])
     """
 
+    rule: CenteredClipping
+
     def __init__(
         self,
         *,
@@ -125,8 +132,14 @@ class CenteredClippingState:
         iters: int = CenteredClipping.iters,
         nonfinite: NonFinite = CenteredClipping.nonfinite,
     ) -> None:
-        self.rule = CenteredClipping(tau=tau, iters=iters, nonfinite=nonfinite)
+        super().__init__(CenteredClipping(tau=tau, iters=iters, nonfinite=nonfinite))
         self.center: Any = None
+
+    def aggregate(self, x: Any, *, weights: Weights = None) -> tuple[Any, None]:
+        """``(output, None)``: this round from the stored centre (integrations call this)."""
+        if weights is not None:
+            raise InvalidParameterError(f"{self.rule!r} does not take weights")
+        return self(x), None
 
     def __call__(self, x: Any) -> Any:
         """Aggregate ``x`` from the stored centre and store the result."""
