@@ -131,10 +131,13 @@ def test_a_panic_in_a_kernel_becomes_an_aggkit_error_naming_the_call():
 WORK_CASES = {
     # (call, the formula the message states)
     "bulyan n^3": (lambda: aggkit.bulyan(np.zeros((5000, 1)), f=0), "n^2 (n - 2f)"),
-    "centered clipping iters": (lambda: aggkit.centered_clipping(np.ones((5, 3)), iters=10**15), "iters n d"),
+    "centered clipping iters": (
+        lambda: aggkit.centered_clipping(np.ones((5, 3)), iters=10**15),
+        "iters (n d + 10^4)",
+    ),
     "geometric median maxiter": (
         lambda: aggkit.geometric_median(np.ones((5, 3)), maxiter=10**15),
-        "maxiter n d",
+        "maxiter (n d + 10^4)",
     ),
     "mda subsets": (lambda: aggkit.mda(np.zeros((61, 1)), f=30, max_subsets=10**30), "C(n, f) (n - f)^2 / 2"),
     "smea at n=5000": (lambda: aggkit.smea(np.zeros((5000, 1)), f=1), "C(n, f) (n - f)^3"),
@@ -174,7 +177,7 @@ def test_the_work_limit_is_a_setting():
 
 def test_torch_inputs_meet_the_same_work_limit():
     torch = pytest.importorskip("torch")
-    with pytest.raises(aggkit.InvalidParameterError, match=r"\(iters n d\)"):
+    with pytest.raises(aggkit.InvalidParameterError, match=r"\(iters \(n d \+ 10\^4\)\)"):
         aggkit.centered_clipping(torch.ones(5, 3), iters=10**15)
     with pytest.raises(aggkit.InvalidParameterError, match=r"\(n\^2 \(n - 2f\)\)"):
         aggkit.bulyan(torch.zeros(5000, 1), f=0)
@@ -387,3 +390,36 @@ def test_aggregate_state_dicts_refuses_what_is_not_state_dicts(bad):
 
     with pytest.raises(TypeError, match="aggregate_state_dicts: state_dicts"):
         aggregate_state_dicts(bad, "median")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: aggkit.centered_clipping(np.zeros((3, 0)), iters=2**63),  # n d = 0
+        lambda: aggkit.centered_clipping(np.zeros((3, 0)), iters=2**64),
+        lambda: aggkit.centered_clipping(np.ones((1, 1)), iters=5 * 10**10),  # fixed cost per pass
+        lambda: aggkit.geometric_median(np.zeros((3, 0)), maxiter=2**64),
+        lambda: aggkit.mda(np.zeros((2001, 0)), f=1000),  # a cost beyond the float range
+    ],
+)
+def test_work_estimates_count_each_pass_and_any_size(call):
+    with pytest.raises(aggkit.InvalidParameterError, match="more than the work limit"):
+        call()
+
+
+def test_huge_but_harmless_integers_are_not_bare_overflow_errors():
+    x = np.random.default_rng(12).normal(size=(7, 2))
+    np.testing.assert_array_equal(aggkit.mda(x, f=1, max_subsets=2**64), aggkit.mda(x, f=1))
+    with pytest.raises(aggkit.InvalidParameterError, match=r"dim_size must be an int in \[0, 2\*\*63\)"):
+        aggkit.monoid.segment_reduce(np.ones((4, 2)), "sum", index=[0, 0, 0, 1], dim_size=2**64)
+
+
+def test_tree_schedules_too_large_to_allocate_raise_memory_error():
+    expect_memory_error("", "aggkit.monoid.tree_schedule(rows=2**40, ptr=[0, 2**40])")
+
+
+def test_clipping_norms_of_an_output_too_large_to_allocate_raise_memory_error():
+    expect_memory_error(
+        "big = np.broadcast_to(np.ones(2**28, np.float32), (7, 2**28))",
+        "aggkit.rule('clipping>mean')(big)",
+    )

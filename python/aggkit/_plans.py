@@ -80,7 +80,8 @@ def centered_gram(dist: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
 
 def mda_indices(dist: np.ndarray, f: int, max_subsets: int) -> list[int]:
     """MDA's kept inputs from a squared-distance matrix (the Rust subset scan)."""
-    return list(_core.mda_select(_square(dist), f, max_subsets))
+    # Beyond 2**63 subsets no scan finishes: the core's bound saturates there.
+    return list(_core.mda_select(_square(dist), f, min(max_subsets, 2**63 - 1)))
 
 
 #: Inputs whose distances overflow are scaled so that their largest value is about

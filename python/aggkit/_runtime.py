@@ -5,6 +5,8 @@ The work limit refuses calls whose cost would hold a server for minutes.
 
 from __future__ import annotations
 
+import math
+
 from aggkit import _core
 from aggkit.errors import InvalidParameterError
 
@@ -69,10 +71,20 @@ def get_work_limit() -> int:
 def check_work(rule: str, cost: int, formula: str, sizes: str) -> None:
     """Refuse a call of ``rule`` whose ``cost`` (``formula`` at ``sizes``) exceeds the limit."""
     if cost > _work_limit:
-        raise InvalidParameterError(
-            f"{rule}: {sizes} needs about {cost:.3g} operations ({formula}), more than the work "
-            f"limit of {_work_limit:.3g}; aggkit.set_work_limit({cost}) allows the call"
+        allow = (
+            f"aggkit.set_work_limit({cost}) allows the call" if cost < 10**30 else "no limit lets it finish"
         )
+        raise InvalidParameterError(
+            f"{rule}: {sizes} needs about {_approx(cost)} operations ({formula}), more than the "
+            f"work limit of {_approx(_work_limit)}; {allow}"
+        )
+
+
+def _approx(v: int) -> str:
+    """``v`` to 3 significant digits, also beyond the float range."""
+    if v < 10**300:
+        return f"{v:.3g}"
+    return f"1e+{int(v.bit_length() * math.log10(2))} (order of magnitude)"
 
 
 def get_num_threads() -> int:

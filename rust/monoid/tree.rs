@@ -430,23 +430,30 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Build the schedule of the sets `ptr` describes. O(total leaves).
-    pub fn build(ptr: &[usize], pad: Pad) -> Schedule {
+    /// Build the schedule of the sets `ptr` describes. O(total leaves), allocated fallibly
+    /// ([`AggError::OutOfMemory`] where the leaves do not fit).
+    pub fn build(ptr: &[usize], pad: Pad) -> Result<Schedule, AggError> {
         let sets = ptr.len() - 1;
         let rows = ptr[sets];
         let pad_row = rows as i64;
         let kmax = (0..sets).map(|s| ptr[s + 1] - ptr[s]).max().unwrap_or(0);
+        let leaves_of = |k: usize| match pad {
+            Pad::None => Some(k),
+            Pad::ZerosDense => Some(kmax),
+            Pad::Identity => k.max(1).checked_next_power_of_two(),
+        };
+        let total = (0..sets)
+            .try_fold(0usize, |t, s| {
+                t.checked_add(leaves_of(ptr[s + 1] - ptr[s])?)
+            })
+            .ok_or(AggError::OutOfMemory { bytes: usize::MAX })?;
         // The current node list of every set that still has nodes, flattened.
-        let mut nodes: Vec<i64> = Vec::new();
+        let mut nodes: Vec<i64> = crate::alloc::with_capacity(total)?;
         let mut offs: Vec<usize> = vec![0];
         let mut ids: Vec<i64> = Vec::new();
         for s in 0..sets {
             let k = ptr[s + 1] - ptr[s];
-            let leaves = match pad {
-                Pad::None => k,
-                Pad::ZerosDense => kmax,
-                Pad::Identity => k.max(1).next_power_of_two(),
-            };
+            let leaves = leaves_of(k).expect("checked in the total above");
             if leaves == 0 {
                 continue;
             }
@@ -506,7 +513,7 @@ impl Schedule {
             offs = next_offs;
             ids = next_ids;
         }
-        sched
+        Ok(sched)
     }
 
     /// The number of binary combines the schedule performs.
@@ -570,7 +577,7 @@ mod tests {
     #[test]
     fn tree_shape_of_five() {
         let ptr = [0, 5];
-        let s = Schedule::build(&ptr, Pad::None);
+        let s = Schedule::build(&ptr, Pad::None).unwrap();
         let leaves = (0..5).map(|i| format!("x{i}")).collect();
         assert_eq!(
             eval(&s, leaves, 1)[0].as_deref(),
@@ -588,7 +595,7 @@ mod tests {
         for k in &sizes {
             ptr.push(ptr.last().unwrap() + k);
         }
-        let s = Schedule::build(&ptr, Pad::None);
+        let s = Schedule::build(&ptr, Pad::None).unwrap();
         let mut leaves = Vec::new();
         for &k in &sizes {
             leaves.extend((0..k).map(|i| format!("x{i}")));
@@ -612,12 +619,12 @@ mod tests {
             l.push("e".into());
             l
         };
-        let z = Schedule::build(&ptr, Pad::ZerosDense);
+        let z = Schedule::build(&ptr, Pad::ZerosDense).unwrap();
         let out = eval(&z, leaves(4), 3);
         assert_eq!(out[0].as_deref(), Some("((x0x1)x2)"));
         assert_eq!(out[1].as_deref(), Some("((ee)e)"));
         assert_eq!(out[2].as_deref(), Some("((x3e)e)"));
-        let i = Schedule::build(&ptr, Pad::Identity);
+        let i = Schedule::build(&ptr, Pad::Identity).unwrap();
         let out = eval(&i, leaves(4), 3);
         assert_eq!(out[0].as_deref(), Some("((x0x1)(x2e))"));
         assert_eq!(out[1].as_deref(), Some("e"));

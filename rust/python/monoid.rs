@@ -153,7 +153,7 @@ pub(crate) fn tree_schedule<'py>(
     pad: Pad,
 ) -> PyResult<Bound<'py, PyDict>> {
     let p = offsets(py, &ptr, rows)?;
-    let s = run(py, || Ok(Schedule::build(&p, pad)))?;
+    let s = run(py, || Schedule::build(&p, pad))?;
     fn flat(lists: impl Iterator<Item = Vec<i64>>) -> (Vec<i64>, Vec<i64>) {
         let mut data = Vec::new();
         let mut off = vec![0i64];

@@ -10,7 +10,7 @@ use crate::rules::preagg as core;
 #[pyfunction]
 pub(crate) fn row_norms(py: Python<'_>, x: Matrix<'_>) -> PyResult<Out> {
     dispatch!(x.rows("row_norms")?, r => {
-        let v = run(py, || Ok(core::row_norms(&r)))?;
+        let v = run(py, || core::row_norms(&r))?;
         Ok(array(py, v))
     })
 }

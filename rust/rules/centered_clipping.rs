@@ -107,7 +107,9 @@ pub fn centered_clipping<T: Float>(
     for (k, &i) in keep.iter().enumerate() {
         scales[i] = s[k];
     }
-    let dropped = (0..n).filter(|i| !keep.contains(i)).collect();
+    let mut kept = vec![false; n];
+    keep.iter().for_each(|&i| kept[i] = true);
+    let dropped = (0..n).filter(|&i| !kept[i]).collect();
     Ok(CcInfo { dropped, scales })
 }
 

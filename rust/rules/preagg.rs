@@ -38,8 +38,11 @@ fn for_each_row_tile<T: Send>(
 }
 
 /// The Euclidean norm of every row (float64, one task per row).
-pub fn row_norms<T: Float>(x: &Rows<'_, T>) -> Vec<f64> {
-    crate::distance::dists_to(x, &vec![0.0; x.d()])
+pub fn row_norms<T: Float>(x: &Rows<'_, T>) -> Result<Vec<f64>, AggError> {
+    Ok(crate::distance::dists_to(
+        x,
+        &crate::alloc::zeroed::<f64>(x.d())?,
+    ))
 }
 
 /// `out[g] = mean of the rows listed in group g`: groups are given in CSR form, the members of
@@ -126,6 +129,6 @@ mod tests {
         group_means(&x, &[0, 2, 3], &[0, 2, 1], &mut out).unwrap();
         assert_eq!(out, vec![3.0, 0.0, 3.0, 0.0]);
         assert!(group_means(&x, &[0, 0, 3], &[0, 1, 2], &mut out).is_err());
-        assert_eq!(row_norms(&x)[1], 3.0);
+        assert_eq!(row_norms(&x).unwrap()[1], 3.0);
     }
 }

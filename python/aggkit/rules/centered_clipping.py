@@ -26,8 +26,8 @@ class CenteredClipping(Rule):
     nonfinite: NonFinite = "robust"
 
     def work(self, n: int, d: int) -> tuple[int, str] | None:
-        """``iters`` passes over the input: ``iters n d``."""
-        return self.iters * n * d, "iters n d"
+        """``iters`` passes over the input, each with a fixed cost: ``iters (n d + 10^4)``."""
+        return self.iters * (n * d + 10**4), "iters (n d + 10^4)"
 
     def rounds(self) -> CenteredClippingState:
         """Round after round from the previous aggregate (the paper's rule)."""

@@ -47,8 +47,8 @@ class GeometricMedian(WeightedRule):
     nonfinite: NonFinite = "robust"
 
     def work(self, n: int, d: int) -> tuple[int, str] | None:
-        """Up to ``maxiter`` Weiszfeld passes over the input: ``maxiter n d``."""
-        return self.maxiter * n * d, "maxiter n d"
+        """Up to ``maxiter`` Weiszfeld passes, each with a fixed cost: ``maxiter (n d + 10^4)``."""
+        return self.maxiter * (n * d + 10**4), "maxiter (n d + 10^4)"
 
 
 @overload

@@ -50,8 +50,8 @@ def _int_array(v: Any, name: str, what: str) -> np.ndarray:
 def _dim_size(dim_size: Any, what: str) -> int | None:
     if dim_size is None:
         return None
-    if isinstance(dim_size, bool) or not isinstance(dim_size, (int, np.integer)) or dim_size < 0:
-        raise InvalidParameterError(f"{what}: dim_size must be an int >= 0, got {dim_size!r}")
+    if isinstance(dim_size, bool) or not isinstance(dim_size, (int, np.integer)) or not 0 <= dim_size < 2**63:
+        raise InvalidParameterError(f"{what}: dim_size must be an int in [0, 2**63), got {dim_size!r}")
     return int(dim_size)
 
 
@@ -166,6 +166,8 @@ def tree_schedule(
             rows = int(p[-1]) if p.size else 0
         else:
             raise InvalidParameterError(f"{what}: give exactly one of index and ptr")
+    if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or not 0 <= rows < 2**63:
+        raise InvalidParameterError(f"{what}: rows must be an int in [0, 2**63), got {rows!r}")
     p = segment_ptr(int(rows), index, ptr, dim_size, what)
     d = _core.tree_schedule(p, int(rows), pad)
 
