@@ -197,6 +197,9 @@ def test_ctrl_c_stops_a_long_kernel_within_a_second(call):
         import numpy as np
         import aggkit
         aggkit.set_work_limit(10**18)
+        # A shell that starts a job in the background makes it ignore SIGINT, and the child
+        # would inherit that: install Python's own handler, as an interactive session has it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         x = np.random.default_rng(0).normal(size=(64, 1000))
         threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
         t = time.perf_counter()
