@@ -426,3 +426,15 @@ def test_clipping_norms_of_an_output_too_large_to_allocate_raise_memory_error():
         "big = np.broadcast_to(np.ones(2**28, np.float32), (7, 2**28))",
         "aggkit.rule('clipping>mean')(big)",
     )
+
+
+def test_numpy_integers_are_ints_and_booleans_are_not():
+    before = aggkit.get_num_threads()
+    aggkit.set_num_threads(np.int64(before))
+    aggkit.set_work_limit(np.int64(10**11))
+    assert aggkit.get_work_limit() == 10**11
+    for bad in (True, 1.5, "3"):
+        with pytest.raises(TypeError, match="must be an int"):
+            aggkit.set_num_threads(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="weights must be numbers, got booleans"):
+        aggkit.mean(np.ones((3, 2)), weights=[True, False, True])

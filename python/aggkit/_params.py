@@ -173,9 +173,12 @@ def weights(w: Any, n: int, rule: str) -> np.ndarray:
     ``w`` is a sequence or an array on the host (the torch layer moves a tensor there first).
     """
     try:
-        a = np.array(w, dtype=np.float64, copy=True)
+        raw = np.asarray(w)
+        a = np.array(raw, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{rule}: weights must be a sequence of numbers, got {type(w).__name__}") from e
+    if raw.dtype == np.bool_:
+        raise TypeError(f"{rule}: weights must be numbers, got booleans")
     if a.ndim != 1:
         raise ShapeError(f"{rule}: weights must be 1-D with one entry per input, got shape {a.shape}")
     if a.shape[0] != n:

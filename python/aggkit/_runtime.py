@@ -6,6 +6,7 @@ The work limit refuses calls whose cost would hold a server for minutes.
 from __future__ import annotations
 
 import math
+import operator
 
 from aggkit import _core
 from aggkit.errors import InvalidParameterError
@@ -26,8 +27,7 @@ def set_num_threads(n: int) -> None:
     InvalidParameterError
         ``n`` out of that range, or the system cannot start that many threads.
     """
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    n = _int(n, "set_num_threads: n")
     most = _core.max_threads()
     if not 1 <= n <= most:
         raise InvalidParameterError(f"set_num_threads: n must be between 1 and {most}, got n={n}")
@@ -56,11 +56,17 @@ def set_work_limit(operations: int) -> None:
         The new limit, ``>= 1``.
     """
     global _work_limit
-    if isinstance(operations, bool) or not isinstance(operations, int):
-        raise TypeError(f"set_work_limit: operations must be an int, got {type(operations).__name__}")
+    operations = _int(operations, "set_work_limit: operations")
     if operations < 1:
         raise InvalidParameterError(f"set_work_limit: operations must be >= 1, got {operations}")
     _work_limit = operations
+
+
+def _int(v: object, what: str) -> int:
+    """``v`` as a Python int (numpy integers included); ``TypeError`` for bools and the rest."""
+    if isinstance(v, bool) or not hasattr(v, "__index__"):
+        raise TypeError(f"{what} must be an int, got {type(v).__name__}")
+    return operator.index(v)
 
 
 def get_work_limit() -> int:
