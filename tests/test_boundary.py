@@ -139,8 +139,8 @@ WORK_CASES = {
         lambda: aggkit.geometric_median(np.ones((5, 3)), maxiter=10**15),
         "maxiter (n d + 10^4)",
     ),
-    "mda subsets": (lambda: aggkit.mda(np.zeros((61, 1)), f=30, max_subsets=10**30), "C(n, f) (n - f)^2 / 2"),
-    "smea at n=5000": (lambda: aggkit.smea(np.zeros((5000, 1)), f=1), "C(n, f) (n - f)^3"),
+    "mda subsets": (lambda: aggkit.mda(np.zeros((61, 1)), f=30, max_subsets=10**30), "C(n, f) f n + 32 n^2"),
+    "smea at n=5000": (lambda: aggkit.smea(np.zeros((5000, 1)), f=1), "4 C(n, f) (n - f)^3"),
     "caf at n=5000": (lambda: aggkit.caf(np.zeros((5000, 1)), f=1), "(n + 1) n^3"),
 }
 
@@ -438,3 +438,12 @@ def test_numpy_integers_are_ints_and_booleans_are_not():
             aggkit.set_num_threads(bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="weights must be numbers, got booleans"):
         aggkit.mean(np.ones((3, 2)), weights=[True, False, True])
+
+
+def test_mda_at_large_n_with_small_f_is_within_the_work_limit():
+    # C(2000, 2) subsets, each diameter among the first 2 n pairs: about 8e9 operations. The
+    # estimate must not refuse what runs in well under a second.
+    x = np.random.default_rng(13).normal(size=(2000, 3))
+    x[:2] += 100.0
+    out = aggkit.mda(x, f=2)
+    np.testing.assert_allclose(out, x[2:].mean(axis=0), rtol=1e-12)
