@@ -3,8 +3,10 @@
 Each worker writes what it computed to ``out/rank{r}.pt``; the test compares ranks and references.
 """
 
+import datetime
 import gc
 import os
+import time
 
 import aggkit
 import torch
@@ -119,3 +121,135 @@ def hook_reference_worker(rank: int, world: int, port: int, out: str, rule: str,
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     del ddp
     _finish()
+
+
+def _outcome(call):
+    """``("ok", result)`` or ``("error", class name, message)``: what a call did on this rank."""
+    try:
+        return ("ok", call())
+    except Exception as e:
+        return ("error", type(e).__name__, str(e))
+
+
+BAD_VALUES = {"nan": float("nan"), "inf": float("inf"), "huge": 1e308}
+NONFINITE_RULES = {
+    "median": aggkit.Median(),
+    "trimmed_mean": aggkit.TrimmedMean(f=1),
+    "krum": aggkit.Krum(f=0),
+    "multi_krum": aggkit.MultiKrum(f=0, m=2),
+    "mean": aggkit.Mean(),
+    "median_raise": aggkit.Median(nonfinite="raise"),
+    "krum_raise": aggkit.Krum(f=0, nonfinite="raise"),
+}
+
+
+def attacked(rank: int, d: int, bad: str, dtype: torch.dtype) -> torch.Tensor:
+    """Rank 0 sends ``BAD_VALUES[bad]`` in its first two coordinates (shard 0 only), the others 1..d."""
+    g = torch.Generator().manual_seed(2000 + rank)
+    x = torch.arange(1, d + 1, dtype=torch.float64) + 0.01 * torch.randn(d, generator=g, dtype=torch.float64)
+    if rank == 0:
+        x[:2] = BAD_VALUES[bad]
+    return x.to(dtype)
+
+
+def faulty_rank_worker(rank: int, world: int, port: int, out: str, d: int) -> None:
+    """Rank 0 sends NaN / inf / 1e308, rank 1 another tensor, then rank 1 skips a collective."""
+    _init(rank, world, port)
+    results = {
+        "nonfinite": _nonfinite(rank, d),
+        "mismatch": _mismatch(rank),
+        "hook": _hook_attacks(rank),
+        "absent": _absent(rank),
+        "after": robust_all_reduce(torch.full((3,), float(rank)), "median", sharded=True),
+    }
+    torch.save(results, os.path.join(out, f"rank{rank}.pt"))
+    _finish()
+
+
+def _nonfinite(rank: int, d: int) -> dict:
+    """Every rule, both modes, rank 0 sending NaN / inf / 1e308 (float32; 1e308 also float64)."""
+    results = {}
+    for bad, dtype in [
+        ("nan", torch.float32),
+        ("inf", torch.float32),
+        ("huge", torch.float32),
+        ("huge", torch.float64),
+    ]:
+        x = attacked(rank, d, bad, dtype)
+        for name, r in NONFINITE_RULES.items():
+            for sharded in (False, True):
+                if sharded and name == "mean":  # the robust mean drops whole inputs: not shardable
+                    continue
+                results[(bad, str(dtype), name, sharded)] = _outcome(
+                    lambda x=x, r=r, sharded=sharded: robust_all_reduce(x, r, sharded=sharded)
+                )
+    return results
+
+
+def _mismatch(rank: int) -> dict:
+    """Rank 1 passes a tensor of another size, dtype or shape, or another mode, than the others."""
+    odd = rank == 1
+    cases = {
+        "numel": (torch.ones(12 if odd else 10), False),
+        "dtype": (torch.ones(10, dtype=torch.float64 if odd else torch.float32), False),
+        "shape": (torch.ones((5, 2) if odd else (2, 5)), False),
+        "ndim": (torch.ones(10, 1) if odd else torch.ones(10), False),
+        "mode": (torch.ones(10), odd),  # rank 1 alone flips sharded=
+    }
+    results = {}
+    for case, (x, flip) in cases.items():
+        for rule in (aggkit.Median(), aggkit.Krum(f=0)):
+            for sharded in (False, True):
+                mode = sharded != flip
+                results[(case, rule.name, sharded)] = _outcome(
+                    lambda x=x, r=rule, mode=mode: robust_all_reduce(x, r, sharded=mode)
+                )
+    return results
+
+
+def _hook_attacks(rank: int) -> dict:
+    """DDP with the hook: rank 0's gradient is NaN, then 1e30, then honest (three steps)."""
+    configs = {
+        "median": (aggkit.Median(), False),
+        "trimmed_mean_sharded": (aggkit.TrimmedMean(f=1), True),
+        "krum": (aggkit.Krum(f=0), False),
+        "krum_sharded": (aggkit.Krum(f=0), True),
+        "median_raise": (aggkit.Median(nonfinite="raise"), False),
+        "median_raise_sharded": (aggkit.Median(nonfinite="raise"), True),
+    }
+    results = {}
+    for name, (rule, sharded) in configs.items():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.ReLU(), torch.nn.Linear(10, 3))
+        ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=0.0002)
+        register_hook(ddp, rule, sharded=sharded)
+        g = torch.Generator().manual_seed(rank)
+
+        def step(scale, ddp=ddp, g=g):
+            ddp.zero_grad()
+            ddp(torch.randn(16, 6, generator=g)).square().mean().mul(scale).backward()
+            return [p.grad.clone() for p in ddp.module.parameters()]
+
+        results[name] = [
+            _outcome(lambda bad=bad: step(bad if rank == 0 else 1.0)) for bad in (float("nan"), 1e30, 1.0)
+        ]
+        del ddp, model
+    return results
+
+
+def _absent(rank: int) -> tuple:
+    """Rank 1 raises before the collective: the others wait for the group's timeout, then raise."""
+    group = dist.new_group(timeout=datetime.timedelta(seconds=2))
+    start = time.monotonic()
+    if rank == 1:
+        outcome = _outcome(lambda: (_ for _ in ()).throw(RuntimeError("rank 1 failed before the collective")))
+    else:
+        outcome = _outcome(lambda: robust_all_reduce(torch.ones(4), "median", group=group))
+    elapsed = time.monotonic() - start
+    dist.barrier()  # rank 1 stays until the others gave up
+    return (outcome, elapsed)
+
+
+def sleeper(rank: int, world: int, port: int, out: str) -> None:
+    """A worker that hangs (to check that the test harness stops it)."""
+    time.sleep(600)

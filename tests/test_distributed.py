@@ -1,6 +1,7 @@
 """aggkit.distributed: robust all-reduce and DDP hooks across real gloo process groups on CPU."""
 
 import socket
+import time
 
 import aggkit
 import pytest
@@ -21,8 +22,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(fn, world, tmp_path, *args):
-    mp.spawn(fn, args=(world, free_port(), str(tmp_path), *args), nprocs=world, join=True)
+#: A test whose workers have not all finished by then fails instead of blocking the suite.
+TIMEOUT_S = 60
+
+
+def spawn(fn, world, tmp_path, *args, timeout=TIMEOUT_S):
+    """Run ``fn(rank, world, port, out, *args)`` in ``world`` processes; fail after ``timeout`` s."""
+    ctx = mp.start_processes(
+        fn, args=(world, free_port(), str(tmp_path), *args), nprocs=world, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + timeout
+    while not ctx.join(timeout=max(0.0, deadline - time.monotonic())):
+        if time.monotonic() >= deadline:
+            alive = [rank for rank, p in enumerate(ctx.processes) if p.is_alive()]
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.kill()
+                p.join()
+            pytest.fail(f"{fn.__name__}: ranks {alive} still running after {timeout} s (a hang)")
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
 
 
@@ -113,3 +130,114 @@ def test_errors():
         RobustHookState(aggkit.Mean(), sharded=True)
     with pytest.raises(TypeError, match=r"must be a torch\.Tensor"):
         robust_all_reduce([1.0, 2.0], "median")
+
+
+# ---------------------------------------------------------------------------------------------
+# Faulty ranks: the rule handles what it can, the rest is the same error on every rank.
+
+FAULTY_WORLD, FAULTY_D = 3, 9  # shards of 3: rank 0's bad values (coordinates 0, 1) are in shard 0
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    """One process group runs every faulty-rank scenario (spawning costs seconds, not the work)."""
+    return spawn(dist_worker.faulty_rank_worker, FAULTY_WORLD, tmp_path_factory.mktemp("faulty"), FAULTY_D)
+
+
+def test_a_rank_sending_nonfinite_or_huge_values(faulty):
+    world, d = FAULTY_WORLD, FAULTY_D
+    for key, outcome in faulty[0]["nonfinite"].items():
+        bad, dtype, name, sharded = key
+        for other in faulty[1:]:  # every rank: the same bits, or the same error
+            theirs = other["nonfinite"][key]
+            assert theirs[0] == outcome[0], (key, theirs)
+            if outcome[0] == "ok":
+                assert bitwise(theirs[1], outcome[1]), key
+            else:
+                assert theirs[1] == outcome[1], key
+        dt = getattr(torch, dtype.removeprefix("torch."))
+        x = torch.stack([dist_worker.attacked(r, d, bad, dt) for r in range(world)])
+        rule = dist_worker.NONFINITE_RULES[name]
+        finite = dt == torch.float64 and bad == "huge"  # 1e308 is inf in float32
+        if name.endswith("_raise") and not finite:
+            assert outcome[:2] == ("error", "NonFiniteError"), (key, outcome)
+            continue
+        assert outcome[0] == "ok", (key, outcome)
+        y, expected = outcome[1], rule(x)
+        if rule.coordinate_wise or not sharded:
+            assert bitwise(y, expected), key  # exactly the rule on the stacked inputs
+        else:
+            torch.testing.assert_close(y, expected, rtol=1e-6, atol=0)
+        if name != "mean" or not finite:  # the robust rules leave rank 0's values out
+            assert torch.isfinite(y).all(), key
+            assert (y.double() - torch.arange(1, d + 1)).abs().max() < 0.1, key
+    for r in range(world):
+        assert faulty[r]["after"].tolist() == [1.0] * 3  # the group still works
+
+
+def test_a_refusal_on_one_ranks_shard_is_raised_on_every_rank(faulty):
+    # Median(nonfinite="raise"), sharded: only rank 0's shard holds the NaN, so only rank 0's
+    # rule refuses; rank 0 raises the rule's error, the others the same class naming rank 0.
+    key = ("nan", "torch.float32", "median_raise", True)
+    first = faulty[0]["nonfinite"][key]
+    assert first[:2] == ("error", "NonFiniteError")
+    assert "[0]" in first[2]
+    for r in (1, 2):
+        theirs = faulty[r]["nonfinite"][key]
+        assert theirs[:2] == ("error", "NonFiniteError")
+        assert "failed on the shard of rank 0 (NonFiniteError there); every rank raises" in theirs[2]
+    gathered = faulty[1]["nonfinite"][("nan", "torch.float32", "median_raise", False)]
+    assert "[0]" in gathered[2]  # every rank ran the rule on every rank's values
+
+
+def test_ranks_passing_different_tensors_raise_on_every_rank_without_a_hang(faulty):
+    describe = {
+        "numel": ("shape (10,) torch.float32 (10 values", "shape (12,) torch.float32 (12 values"),
+        "dtype": ("shape (10,) torch.float32", "shape (10,) torch.float64"),
+        "shape": ("shape (2, 5) torch.float32", "shape (5, 2) torch.float32"),
+        "ndim": ("shape (10,) torch.float32", "shape (10, 1) torch.float32"),
+        "mode": ("shape (10,) torch.float32 (10 values)", "shape (10,) torch.float32 (10 values, sharded)"),
+    }
+    assert len(faulty[0]["mismatch"]) == 20
+    for key, outcome in faulty[0]["mismatch"].items():
+        case, _, sharded = key
+        for r in range(FAULTY_WORLD):
+            theirs = faulty[r]["mismatch"][key]
+            assert theirs[:2] == ("error", "ShapeError"), (key, r, theirs)
+            assert theirs[2] == outcome[2], key  # the same message on every rank
+        majority, odd = describe[case]
+        if case == "mode" and sharded:
+            majority, odd = odd, majority
+        assert f"ranks 0, 2: {majority}" in outcome[2], outcome[2]
+        assert f"rank 1: {odd}" in outcome[2], outcome[2]
+
+
+def test_ddp_hook_with_a_rank_sending_nan_or_huge_gradients(faulty):
+    for name, steps in faulty[0]["hook"].items():
+        for step, outcome in enumerate(steps):  # rank 0 sends NaN, then 1e30, then honest values
+            for r in range(1, FAULTY_WORLD):
+                theirs = faulty[r]["hook"][name][step]
+                assert theirs[0] == outcome[0], (name, step, theirs)
+                if outcome[0] == "ok":
+                    assert all(bitwise(a, b) for a, b in zip(outcome[1], theirs[1], strict=True)), name
+            if name.startswith("median_raise") and step == 0:
+                assert outcome[0] == "error", (name, step, outcome)
+                assert "NonFiniteError" in outcome[1] + outcome[2], (name, step, outcome)
+            else:  # the robust rules leave rank 0 out; after a refused step training goes on
+                assert outcome[0] == "ok", (name, step, outcome)
+                assert all(torch.isfinite(g).all() for g in outcome[1]), (name, step)
+
+
+def test_a_rank_that_skips_the_collective_is_a_timeout_not_a_hang(faulty):
+    # Documented, not detected: the others wait for the group's timeout (2 s here) and raise.
+    for r in (0, 2):
+        outcome, elapsed = faulty[r]["absent"]
+        assert outcome[0] == "error", outcome
+        assert 1.5 < elapsed < 30, elapsed
+
+
+def test_the_harness_fails_a_hanging_test_instead_of_waiting(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match=r"ranks \[0\] still running after 1 s \(a hang\)"):
+        spawn(dist_worker.sleeper, 1, tmp_path, timeout=1)
+    assert time.monotonic() - start < 30

@@ -31,16 +31,51 @@ aggregate itself (DDP does not divide by the world size when a hook is registere
 
 Works with any backend that has ``all_gather`` and ``all_to_all`` (gloo on CPU, NCCL on
 GPU); CUDA tensors are aggregated on the device by ``aggkit.torch``.
+
+Faulty ranks. A rank's values are input like any client's: NaN, ±inf or huge values from one
+rank are handled by the rule's ``nonfinite`` policy, identically on every rank (under
+``nonfinite="raise"`` every rank raises the same :class:`aggkit.NonFiniteError`, naming the
+ranks). What would desynchronise the collectives is refused on every rank before the payload
+moves:
+
+- :func:`robust_all_reduce` first all-gathers a small header from every rank (the tensor's
+  shape, number of values and dtype, and the mode); when the ranks disagree, every rank raises
+  :class:`aggkit.ShapeError` naming each rank's shape and dtype, instead of a payload
+  all-gather of mismatched sizes (which would hang or crash). This costs one all-gather of a
+  few integers per call: a round trip, which matters only for small tensors.
+- In sharded mode each rank aggregates a different shard, so the rule can refuse on one rank
+  only (e.g. NaN in its shard under ``nonfinite="raise"``): each rank's outcome travels with
+  the next all-gather, and if any rank failed every rank raises (the failing rank its own
+  error, the others the same exception class naming the failing ranks).
+- The DDP hook's buckets need no header: every rank's buckets follow rank 0's layout, and a
+  rank whose model differs fails in DDP's constructor, before any hook runs (torch raises on
+  that rank only; the others then wait as for a rank that stops taking part, below). When the
+  rule refuses a step, ``backward()`` raises on every rank (a ``RuntimeError`` carrying the
+  rule's error, as torch reports a failed communication hook) and the next step runs normally.
+
+A rank that stops taking part (raises before a collective, crashes, or hangs) is not detected
+by this module: the other ranks wait in their collective until the process group's timeout
+(``dist.init_process_group(timeout=...)``; gloo's default is 30 minutes) and then raise a
+``RuntimeError`` from the backend, or sooner if the backend sees the peer's connection close
+(a process that exited). Set a timeout that fits your step time.
 """
 
 import threading
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from aggkit.errors import InvalidParameterError
+from aggkit.errors import (
+    AggkitError,
+    InvalidParameterError,
+    NonFiniteError,
+    ShapeError,
+    TooFewInputsError,
+    nonfinite_error,
+)
 from aggkit.registry import Rule, Selection
 from aggkit.registry import rule as make_rule
 from aggkit.rules.krum import Krum, MultiKrum
@@ -83,17 +118,31 @@ def robust_all_reduce(
     -------
     torch.Tensor or (torch.Tensor, Selection or None)
         The aggregate, with ``tensor``'s shape, dtype and device, bit-identical on every rank.
+
+    Raises
+    ------
+    aggkit.ShapeError
+        On every rank, when the ranks' tensors differ in shape or dtype (or some ranks pass
+        ``sharded=True`` and others not); the message gives each rank's shape and dtype.
+    aggkit.AggkitError
+        On every rank, when the rule refuses the input (e.g. :class:`aggkit.NonFiniteError`
+        under ``nonfinite="raise"``; in sharded mode raised by every rank as soon as the rule
+        refuses one rank's shard).
     """
     r = make_rule(rule)
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"robust_all_reduce: tensor must be a torch.Tensor, got {type(tensor).__name__}")
     flat = tensor.detach().reshape(-1).contiguous()
-    y, sel = _sharded(flat, r, group) if sharded else _gathered(flat, r, group)
+    shape = tuple(tensor.shape)
+    y, sel = _sharded(flat, r, group, shape) if sharded else _gathered(flat, r, group, shape)
     y = y.reshape(tensor.shape).to(tensor.dtype)
     return (y, sel) if return_selection else y
 
 
-def _gathered(flat: torch.Tensor, r: Rule, group: Any) -> tuple[torch.Tensor, Selection | None]:
+def _gathered(
+    flat: torch.Tensor, r: Rule, group: Any, shape: Any = None
+) -> tuple[torch.Tensor, Selection | None]:
+    _check_agreement(flat, shape, False, group)
     parts = [torch.empty_like(flat) for _ in range(dist.get_world_size(group))]
     dist.all_gather(parts, flat, group=group)
     return r.aggregate(parts)
@@ -106,7 +155,11 @@ def _check_shardable(r: Rule) -> None:
         )
 
 
-def _sharded(flat: torch.Tensor, r: Rule, group: Any) -> tuple[torch.Tensor, Selection | None]:
+def _sharded(
+    flat: torch.Tensor, r: Rule, group: Any, shape: Any = None, *, check: bool = True
+) -> tuple[torch.Tensor, Selection | None]:
+    if check:  # first: a rank alone in sharded mode is named
+        _check_agreement(flat, shape, True, group)
     _check_shardable(r)
     world = dist.get_world_size(group)
     d = flat.numel()
@@ -114,25 +167,132 @@ def _sharded(flat: torch.Tensor, r: Rule, group: Any) -> tuple[torch.Tensor, Sel
     padded = flat if s * world == d else torch.cat([flat, flat.new_zeros(s * world - d)])
     recv = [torch.empty(s, dtype=flat.dtype, device=flat.device) for _ in range(world)]
     dist.all_to_all(recv, list(torch.split(padded, s)), group=group)  # recv[j]: rank j's values of my shard
+    # The rule sees another shard on each rank and may refuse on some ranks only: from here on,
+    # a failure is sent along with the next all-gather, and every rank raises if any rank failed.
     sel = None
+    failure: Exception | None = None
+    mine = flat.new_zeros(s)
     if r.coordinate_wise:
-        mine = r(recv)
+        try:
+            mine = r(recv)
+        except Exception as e:
+            failure = e
     else:
-        partial = torch.from_numpy(pairwise_sq_distances(recv)).to(flat.device)
-        partials = [torch.empty_like(partial) for _ in range(world)]
-        dist.all_gather(partials, partial, group=group)
-        total = partials[0].cpu().numpy().copy()
+        partial = torch.zeros((world, world), dtype=torch.float64, device=flat.device)
+        try:
+            if getattr(r, "nonfinite", None) == "raise":  # the inputs, as Krum checks them
+                bad = [j for j, row in enumerate(recv) if not bool(torch.isfinite(row).all())]
+                if bad:
+                    name = "Krum" if r.name == "krum" else "Multi-Krum"
+                    raise nonfinite_error(name, bad, "nonfinite='raise' refuses NaN and infinite values")
+            partial = torch.from_numpy(pairwise_sq_distances(recv)).to(flat.device)
+        except Exception as e:
+            failure = e
+        partials = _all_gather_checked(partial, failure, group)
+        total = partials[0].cpu().numpy().reshape(world, world).copy()
         for p in partials[1:]:  # in rank order, on every rank: the same bits everywhere
-            total += p.cpu().numpy()
+            total += p.cpu().numpy().reshape(world, world)
         assert isinstance(r, Krum | MultiKrum)  # _check_shardable admits no other
-        idx, scores = krum_select(total, r)
-        rows = [recv[i] for i in idx]
-        mine = rows[0].clone() if len(rows) == 1 else Mean(nonfinite="propagate")(rows)
+        idx, scores = krum_select(total, r)  # the same sum on every rank: raises on all or none
+        try:
+            rows = [recv[i] for i in idx]
+            mine = rows[0].clone() if len(rows) == 1 else Mean(nonfinite="propagate")(rows)
+        except Exception as e:
+            failure = e
         dev = flat.device
         sel = Selection(torch.tensor(idx, dtype=torch.int64, device=dev), torch.from_numpy(scores).to(dev))
-    out = [torch.empty(s, dtype=flat.dtype, device=flat.device) for _ in range(world)]
-    dist.all_gather(out, mine.to(flat.dtype).contiguous(), group=group)
+    out = _all_gather_checked(mine.to(flat.dtype).reshape(-1), failure, group)
     return torch.cat(out)[:d], sel
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement between ranks
+
+_HEADER_DIMS = 6  # dimensions sent in full; longer shapes are compared by a checksum too
+_DTYPES = {
+    zlib.crc32(str(dt).encode()): str(dt) for dt in vars(torch).values() if isinstance(dt, torch.dtype)
+}
+
+
+def _header(flat: torch.Tensor, shape: Any, sharded: bool) -> list[int]:
+    shape = tuple(flat.shape) if shape is None else tuple(int(n) for n in shape)
+    dims = [*shape[:_HEADER_DIMS], *[-1] * (_HEADER_DIMS - min(len(shape), _HEADER_DIMS))]
+    dtype = zlib.crc32(str(flat.dtype).encode())
+    return [int(sharded), dtype, flat.numel(), len(shape), zlib.crc32(repr(shape).encode()), *dims]
+
+
+def _describe(h: list[int]) -> str:
+    sharded, dtype, numel, ndim, _, *dims = h
+    shown = [str(n) for n in dims[: min(ndim, _HEADER_DIMS)]] + (["..."] if ndim > _HEADER_DIMS else [])
+    shape = "(" + ", ".join(shown) + ("," if ndim == 1 else "") + ")"
+    name = _DTYPES.get(dtype, f"dtype #{dtype}")
+    return f"shape {shape} {name} ({numel} values{', sharded' if sharded else ''})"
+
+
+def _check_agreement(flat: torch.Tensor, shape: Any, sharded: bool, group: Any) -> None:
+    """All-gather every rank's header; every rank raises ``ShapeError`` if they differ.
+
+    Runs before the payload's collectives, whose sizes follow from the header: ranks that
+    disagree would otherwise hang in (or crash) an all-gather of mismatched sizes.
+    """
+    mine = torch.tensor(_header(flat, shape, sharded), dtype=torch.int64, device=flat.device)
+    headers = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(headers, mine, group=group)
+    rows: list[list[int]] = torch.stack(headers).cpu().tolist()
+    if all(h == rows[0] for h in rows):
+        return
+    kinds: dict[tuple[int, ...], list[int]] = {}
+    for rank, h in enumerate(rows):
+        kinds.setdefault(tuple(h), []).append(rank)
+    ranks = "; ".join(
+        f"rank{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}: {_describe(list(h))}"
+        for h, rs in kinds.items()
+    )
+    raise ShapeError(
+        "robust_all_reduce: the ranks passed different tensors (every rank must pass the same "
+        f"shape and dtype, and the same sharded=): {ranks}"
+    )
+
+
+# A rank's failure travels as a code (its index here, plus one); the other ranks raise the same
+# class, so every rank raises alike (``AggkitError`` for an exception of another kind).
+_FAILURES: tuple[type[Exception], ...] = (
+    NonFiniteError,
+    TooFewInputsError,
+    ShapeError,
+    InvalidParameterError,
+    AggkitError,
+    TypeError,
+    Exception,
+)
+
+
+def _failure_code(e: Exception | None) -> int:
+    if e is None:
+        return 0
+    return 1 + next(i for i, cls in enumerate(_FAILURES) if isinstance(e, cls))
+
+
+def _all_gather_checked(t: torch.Tensor, failure: Exception | None, group: Any) -> list[torch.Tensor]:
+    """All-gather ``t`` (1-D or not) with this rank's failure code; every rank raises if one failed."""
+    flat = t.reshape(-1)
+    buf = torch.cat([flat, flat.new_full((1,), _failure_code(failure))])
+    parts = [torch.empty_like(buf) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, buf, group=group)
+    codes = [int(c) for c in torch.stack([p[-1] for p in parts]).cpu().tolist()]
+    failed = [rank for rank, c in enumerate(codes) if c != 0]
+    if failed:
+        where = f"rank{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed))}"
+        if failure is not None:
+            failure.add_note(f"aggkit.distributed (sharded): the rule failed on {where}; every rank raises")
+            raise failure
+        cls = _FAILURES[codes[failed[0]] - 1]
+        what = f"{cls.__name__} there" if cls is not Exception else "an exception there"
+        raise (cls if cls is not Exception else AggkitError)(
+            f"aggkit.distributed (sharded): the rule failed on the shard of {where} ({what}); "
+            "every rank raises"
+        )
+    return [p[:-1] for p in parts]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +365,13 @@ def robust_hook(
         if bucket.is_last():
             pending, state._pending = state._pending, []
             _resolve(state, pending)
-    return mine
+    # A future failed with set_exception holds the exception as its value, which DDP's reducer
+    # cannot read; unwrapped in a callback, it fails the returned future properly.
+    return mine.then(_unwrap)
+
+
+def _unwrap(fut: torch.futures.Future[torch.Tensor]) -> torch.Tensor:
+    return fut.wait()
 
 
 def _resolve(state: RobustHookState, pending: Sequence[tuple[Any, Any, Any, Any]]) -> None:
@@ -214,7 +380,7 @@ def _resolve(state: RobustHookState, pending: Sequence[tuple[Any, Any, Any, Any]
     try:
         if state.sharded:
             flat = torch.cat([b.reshape(-1) for b in bufs])
-            y, sel = _sharded(flat, state.rule, state.group)
+            y, sel = _sharded(flat, state.rule, state.group, check=False)  # DDP's layout agrees
         else:
             for _, _, work, _ in pending:
                 work.wait()
@@ -224,11 +390,14 @@ def _resolve(state: RobustHookState, pending: Sequence[tuple[Any, Any, Any, Any]
         state.last_selection = sel
         for (b, _, _, fut), piece in zip(pending, torch.split(y, sizes), strict=True):
             fut.set_result(piece.view_as(b).to(b.dtype))
-    except Exception as e:  # every waiting bucket learns of the failure
+    except Exception as e:
+        # Every waiting bucket learns of the failure, and backward() raises it when DDP waits
+        # for the futures. Not re-raised here: an exception out of the hook leaves DDP's reducer
+        # in the middle of the step, and the next backward fails on an internal assert.
+        state.last_selection = None
         for *_, fut in pending:
             if not fut.done():
                 fut.set_exception(e)
-        raise
 
 
 def register_hook(model: torch.nn.parallel.DistributedDataParallel, rule: str | Rule, group: Any = None,
