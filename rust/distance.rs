@@ -6,7 +6,11 @@
 //! gradients) and returns negative "squared distances" in Flower's float32 Krum. Each term is
 //! non-negative, so the only error is ordinary rounding: 16 float-typed lane accumulators over
 //! a chunk of at most 2048 coordinates (≤ 128 terms per lane), then float64 across chunks.
-//! A float32 square that overflows is +inf, which ranks that pair last, as it should.
+//! float32 lanes cannot hold every float32 distance: a difference above ~1.8e19 squares to
+//! +inf, and below ~1.1e-19 its square is subnormal and loses bits. So a float32 pair whose
+//! sum is not finite or is below [`F32_EXACT_MIN`] is summed again in float64 ([`refine`]),
+//! where the square of any float32 difference is a normal number: every finite float32 input
+//! gets a finite distance with float32-lane rounding at worst.
 //!
 //! **Deterministic.** `d` is cut into chunks and the chunks into at most 64 parts, both from
 //! `(n, d)` alone. Each part is summed by one task in chunk order, parts are combined in order,
@@ -347,7 +351,8 @@ pub fn pairwise_sq_dists<T: Float>(x: &Rows<'_, T>) -> Result<Vec<f64>, AggError
     }
     let proof = simd::proof();
     if n > 2 * PAIR_BLOCK {
-        let tri = tiled_sq_dists(x, proof)?;
+        let mut tri = tiled_sq_dists(x, proof)?;
+        refine(x, &mut tri);
         symmetric(n, &tri, &mut full);
         return Ok(full);
     }
@@ -381,8 +386,64 @@ pub fn pairwise_sq_dists<T: Float>(x: &Rows<'_, T>) -> Result<Vec<f64>, AggError
             *t += v;
         }
     }
+    refine(x, &mut tri);
     symmetric(n, &tri, &mut full);
     Ok(full)
+}
+
+/// The smallest float32-lane sum [`refine`] keeps. Below it the lanes may have met subnormal
+/// squares, each off by at most 2^-149: `d` of them are at most `d * 2^-149` in all, which is
+/// `2^-89 * d` relative to a sum of `2^-60` (below float32's own rounding for any `d < 2^60`).
+const F32_EXACT_MIN: f64 = 1.0 / (1u64 << 60) as f64;
+
+/// Sum again in float64 the float32 pairs of the packed triangle `tri` whose float32 lanes
+/// overflowed (a non-finite sum) or may have underflowed (below [`F32_EXACT_MIN`]). A pair's
+/// value depends only on its two rows, so the result stays independent of thread count, SIMD
+/// level and row order. Non-finite input stays non-finite (NaN or inf, as IEEE gives it).
+fn refine<T: Float>(x: &Rows<'_, T>, tri: &mut [f64]) {
+    if T::is_f32().is_none() {
+        return;
+    }
+    let n = x.n();
+    let redo: Vec<(usize, usize)> = (0..n)
+        .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+        .filter(|&(i, j)| {
+            let v = tri[pair_index(n, i, j)];
+            !(v.is_finite() && v >= F32_EXACT_MIN)
+        })
+        .collect();
+    if redo.is_empty() {
+        return;
+    }
+    let rows = x.rows();
+    let one = |&(i, j): &(usize, usize)| dist_f64(rows[i], rows[j]);
+    let values: Vec<f64> = if redo.len() * x.d() < crate::pool::PARALLEL_MIN_VALUES {
+        redo.iter().map(one).collect()
+    } else {
+        crate::pool::install(|| redo.par_iter().map(one).collect())
+    };
+    for (&(i, j), v) in redo.iter().zip(values) {
+        tri[pair_index(n, i, j)] = v;
+    }
+}
+
+/// `Σ (a_k - b_k)²` with every difference and square in float64: 8 lane sums over fixed blocks,
+/// then a fixed tree, so the order depends on the length alone.
+fn dist_f64<A: Float, B: Float>(a: &[A], b: &[B]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (p, q) in ac.zip(bc) {
+        for l in 0..8 {
+            let t = p[l].to_f64() - q[l].to_f64();
+            acc[l] += t * t;
+        }
+    }
+    for (l, (p, q)) in ar.iter().zip(br).enumerate() {
+        let t = p.to_f64() - q.to_f64();
+        acc[l] += t * t;
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
 
 /// Fill the zeroed `n × n` matrix `full` from a packed upper triangle (zero diagonal).
@@ -434,29 +495,47 @@ fn tiled_sq_dists<T: Float>(x: &Rows<'_, T>, proof: Proof) -> Result<Vec<f64>, A
     Ok(tri)
 }
 
+/// `2^k` for `k` in float64's exponent range, subnormal powers included (exact).
+pub(crate) fn exp2(k: i32) -> f64 {
+    match k {
+        1024.. => f64::INFINITY,
+        -1022..=1023 => f64::from_bits(((k + 1023) as u64) << 52),
+        -1074..=-1023 => f64::from_bits(1u64 << (k + 1074)),
+        _ => 0.0,
+    }
+}
+
+/// The Euclidean distance between two finite vectors whose float64 sum of squares overflows,
+/// as `(e, m)`: `||a - b|| = 2^(e+1) m`, from the half differences `h = a/2 - b/2` (which cannot
+/// overflow) scaled by `2^-e`, the power of two of the largest of them, so that `m` lies in
+/// `[0.5, sqrt(d)]`: neither the squares nor `m` can overflow or underflow to nothing.
+pub(crate) fn wide_dist<A: Float, B: Float>(a: &[A], b: &[B]) -> (i32, f64) {
+    let half = |(&x, &y): (&A, &B)| x.to_f64() * 0.5 - y.to_f64() * 0.5;
+    let top = a
+        .iter()
+        .zip(b)
+        .map(half)
+        .fold(0.0f64, |m, h| m.max(h.abs()));
+    // frexp: top = f 2^e with f in [0.5, 1) (top is normal: the squares overflowed).
+    let e = ((top.to_bits() >> 52) & 0x7ff) as i32 - 1022;
+    let p = exp2(-e);
+    let m = a
+        .iter()
+        .zip(b)
+        .map(|xy| {
+            let h = half(xy) * p;
+            h * h
+        })
+        .sum::<f64>()
+        .sqrt();
+    (e, m)
+}
+
 /// Euclidean distances `||x_i - z||` of every row to one float64 point, one task per row
 /// (each summed in float64 in coordinate order, so independent of the thread count).
 pub fn dists_to<T: Float>(x: &Rows<'_, T>, z: &[f64]) -> Vec<f64> {
     assert_eq!(z.len(), x.d());
-    // 8 float64 lane sums over fixed blocks, then a fixed tree: vectorizes, and the order does
-    // not depend on anything but d.
-    let one = |r: &&[T]| {
-        let mut acc = [0.0f64; 8];
-        let (rc, zc) = (r.chunks_exact(8), z.chunks_exact(8));
-        let (rr, zr) = (rc.remainder(), zc.remainder());
-        for (a, b) in rc.zip(zc) {
-            for l in 0..8 {
-                let t = a[l].to_f64() - b[l];
-                acc[l] += t * t;
-            }
-        }
-        for (l, (a, b)) in rr.iter().zip(zr).enumerate() {
-            let t = a.to_f64() - b;
-            acc[l] += t * t;
-        }
-        let s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-        s.sqrt()
-    };
+    let one = |r: &&[T]| dist_f64(r, z).sqrt();
     if x.n() * x.d() < crate::pool::PARALLEL_MIN_VALUES {
         x.rows().iter().map(one).collect()
     } else {
@@ -534,6 +613,42 @@ mod tests {
                 assert_eq!(c[i * n + j].to_bits(), a[perm[i] * n + perm[j]].to_bits());
             }
         }
+    }
+
+    #[test]
+    fn float32_extremes_are_summed_in_float64() {
+        // Differences that overflow float32 squares (1e20, f32::MAX apart) and that underflow
+        // them (1e-25 apart): every distance must be the float64 sum, finite and not zero.
+        let data: Vec<Vec<f32>> = vec![
+            vec![1e20, -3e-25, 0.0, 1.0],
+            vec![-1e20, 7e-25, 0.0, 1.0],
+            vec![f32::MAX, 0.0, -f32::MAX, 1.0],
+            vec![1.0, 1e-30, 0.0, 1.0],
+            vec![1.0, 1.1e-30, 0.0, 1.0],
+            vec![1.0, 1e-30, 1e-45, 1.0],
+        ];
+        let n = data.len();
+        for level in [Level::Scalar, Level::Avx2, simd::DEFAULT_MAX] {
+            simd::set_level(level);
+            let dm = pairwise_sq_dists(&rows(&data)).unwrap();
+            for i in 0..n {
+                for j in 0..n {
+                    let exact: f64 = (0..4)
+                        .map(|k| (data[i][k] as f64 - data[j][k] as f64).powi(2))
+                        .sum();
+                    let got = dm[i * n + j];
+                    assert!(
+                        got.is_finite() && (got == 0.0) == (i == j),
+                        "{i} {j}: {got}"
+                    );
+                    assert!(
+                        (got - exact).abs() <= 1e-6 * exact,
+                        "{i} {j}: {got} vs {exact}"
+                    );
+                }
+            }
+        }
+        simd::set_level(simd::DEFAULT_MAX);
     }
 
     #[test]

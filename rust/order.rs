@@ -20,6 +20,9 @@ use std::ops::{Add, Mul, Sub};
 
 /// A float64 accumulator: what every sum over inputs goes through.
 pub trait Accumulator: Copy + Send + Sync + Default {
+    /// The empty sum: `-0.0`, the identity of IEEE addition (`-0.0 + x` is `x` for every `x`,
+    /// `-0.0` included), so the sum of `-0.0`s is `-0.0`, as the inputs have it.
+    fn zero() -> Self;
     fn add(&mut self, v: f64);
     fn value(self) -> f64;
 }
@@ -27,6 +30,10 @@ pub trait Accumulator: Copy + Send + Sync + Default {
 /// Plain float64 summation, the accumulator of float32 inputs: exact enough for them (53 vs 24
 /// mantissa bits).
 impl Accumulator for f64 {
+    #[inline(always)]
+    fn zero() -> Self {
+        -0.0
+    }
     #[inline(always)]
     fn add(&mut self, v: f64) {
         *self += v;
@@ -46,6 +53,13 @@ pub struct CompensatedSum {
 
 impl Accumulator for CompensatedSum {
     #[inline(always)]
+    fn zero() -> Self {
+        CompensatedSum {
+            sum: -0.0,
+            comp: 0.0,
+        }
+    }
+    #[inline(always)]
     fn add(&mut self, v: f64) {
         let t = self.sum + v;
         if self.sum.abs() >= v.abs() {
@@ -58,11 +72,27 @@ impl Accumulator for CompensatedSum {
     #[inline(always)]
     fn value(self) -> f64 {
         // With infinities the compensation term is NaN; the plain sum is the IEEE answer then.
-        if self.sum.is_finite() {
+        // A zero compensation leaves the sum as it is (`-0.0 + 0.0` would lose the sign).
+        if self.sum.is_finite() && self.comp != 0.0 {
             self.sum + self.comp
         } else {
             self.sum
         }
+    }
+}
+
+/// The mean `sum / count` of values of which `lo` is the smallest and `hi` the largest, rounded
+/// to `T` and kept inside `[lo, hi]`: a float64 quotient can round one ulp outside the values
+/// (the mean of identical values would come back one ulp off). NaN stays NaN.
+#[inline(always)]
+pub(crate) fn mean_within<T: Float>(sum: f64, count: f64, lo: T, hi: T) -> T {
+    let y = T::from_f64(sum / count);
+    if y < lo {
+        lo
+    } else if y > hi {
+        hi
+    } else {
+        y
     }
 }
 

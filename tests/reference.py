@@ -22,7 +22,7 @@ def rank_key(v: float, i: int) -> tuple:
 
 class Neumaier:
     def __init__(self) -> None:
-        self.s = 0.0
+        self.s = -0.0  # the identity of addition: a sum of -0.0s keeps its sign
         self.c = 0.0
 
     def add(self, v: float) -> None:
@@ -34,13 +34,13 @@ class Neumaier:
         self.s = t
 
     def value(self) -> float:
-        return self.s + self.c if math.isfinite(self.s) else self.s
+        return self.s + self.c if math.isfinite(self.s) and self.c != 0.0 else self.s
 
 
 def fsum_in_order(values, dtype) -> float:
     """Sum like the core: plain float64 for float32 input, compensated for float64."""
     if np.dtype(dtype) == np.float32:
-        s = 0.0
+        s = -0.0
         for v in values:
             s += float(v)
         return s
@@ -48,6 +48,21 @@ def fsum_in_order(values, dtype) -> float:
     for v in values:
         acc.add(float(v))
     return acc.value()
+
+
+def average(values, dtype, weights=None) -> float:
+    """The core's average: the sum in order divided by the count (or the weights' total), rounded
+    to ``dtype`` and kept within the smallest and largest value averaged (positive weight)."""
+    values = [float(v) for v in values]
+    if weights is None:
+        s, total, used = fsum_in_order(values, dtype), float(len(values)), values
+    else:
+        s = fsum_in_order([w * v for w, v in zip(weights, values, strict=True)], dtype)
+        total = fsum_in_order(weights, np.float64)
+        used = [v for w, v in zip(weights, values, strict=True) if w > 0]
+    y = float(np.dtype(dtype).type(s / total))
+    lo, hi = min(used, default=y), max(used, default=y)
+    return lo if y < lo else hi if y > hi else y
 
 
 def midpoint(a: float, b: float, dtype) -> float:
@@ -102,7 +117,7 @@ def trimmed_mean(x: np.ndarray, f: int, nonfinite: str = "robust") -> np.ndarray
             continue
         s = sorted(col, key=lambda p: rank_key(*p))
         kept = [v for v, _ in s[f : n - f]]
-        out.append(fsum_in_order(kept, x.dtype) / len(kept))
+        out.append(average(kept, x.dtype))
     return _finish(out, x)
 
 
@@ -113,8 +128,7 @@ def mean(x: np.ndarray, weights=None, nonfinite: str = "robust") -> np.ndarray:
     rows = list(range(n))
     if nonfinite == "robust":
         rows = [i for i in rows if all(math.isfinite(float(v)) for v in m[i])]
-    total = fsum_in_order([w[i] for i in rows], np.float64)
-    out = [fsum_in_order([w[i] * float(m[i, j]) for i in rows], x.dtype) / total for j in range(m.shape[1])]
+    out = [average([m[i, j] for i in rows], x.dtype, [w[i] for i in rows]) for j in range(m.shape[1])]
     return _finish(out, x)
 
 
@@ -141,7 +155,7 @@ def multi_krum(x: np.ndarray, f: int, m: int) -> tuple[np.ndarray, list[int]]:
     scores = krum_scores(x, f)
     order = sorted(range(x.shape[0]), key=lambda i: (scores[i], i))[:m]
     rows = x.reshape(x.shape[0], -1)
-    out = [fsum_in_order([float(rows[i, j]) for i in order], x.dtype) / m for j in range(rows.shape[1])]
+    out = [average([rows[i, j] for i in order], x.dtype) for j in range(rows.shape[1])]
     return _finish(out, x), order
 
 
@@ -221,7 +235,7 @@ def closest_to_median(x: np.ndarray, keep: int) -> np.ndarray:
                 lo -= 1
             else:
                 hi += 1
-        out.append(fsum_in_order(vals[lo:hi], x.dtype) / keep)
+        out.append(average(vals[lo:hi], x.dtype))
     return _finish(out, x)
 
 
@@ -239,15 +253,17 @@ def weighted_trimmed_mean(x: np.ndarray, w, f: int) -> np.ndarray:
         ranked = sorted(col, key=lambda t: rank_key(*t))
         total = float(sum(w))
         t = total * f / n
-        c0, s, kept = 0.0, 0.0, 0.0
+        c0, s, kept, used = 0.0, -0.0, 0.0, []
         for v, i in ranked:
             c1 = c0 + w[i]
             part = min(c1, total - t) - max(c0, t)
             if part > 0:
                 s += part * v
                 kept += part
+                used.append(v)
             c0 = c1
-        out.append(s / kept)
+        y = float(np.dtype(x.dtype).type(s / kept))
+        out.append(min(max(y, used[0]), used[-1]) if not math.isnan(y) else y)
     return _finish(out, x)
 
 

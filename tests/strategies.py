@@ -34,20 +34,28 @@ def matrices(draw, min_n=1, max_n=12, max_d=6, dtype=None, ties=None):
     return draw(hnp.arrays(dt, (n, d), elements=elements))
 
 
-FAR = ("huge", "nan", "inf", "-inf", "mixed")  # junk far from every honest input
-ANY = (*FAR, "flip")  # plus a scaled sign flip of an honest input (finite, can be close)
+FAR = ("huge", "max", "nan", "inf", "-inf", "mixed")  # junk far from every honest input
+# plus a scaled sign flip of an honest input and subnormals (finite, can be close)
+ANY = (*FAR, "flip", "subnormal")
 
 
 @st.composite
 def junk(draw, honest: np.ndarray, count: int, kinds=ANY):
-    """``count`` arbitrary rows to add to ``honest``: huge values, NaN, ±inf, sign flips."""
+    """``count`` arbitrary rows to add to ``honest``: huge values up to the dtype's largest,
+    NaN, ±inf, sign flips, subnormals."""
     d = honest.shape[1]
-    big = float(np.finfo(honest.dtype).max) / 4
+    info = np.finfo(honest.dtype)
+    big = float(info.max) / 4
     rows = np.zeros((count, d), honest.dtype)
     for r in range(count):
         kind = draw(st.sampled_from(kinds))
         if kind == "huge":
             rows[r] = draw(st.sampled_from([big, -big]))
+        elif kind == "max":
+            rows[r] = draw(hnp.arrays(honest.dtype, d, elements=st.sampled_from([info.max, -info.max])))
+        elif kind == "subnormal":
+            tiny = float(info.smallest_subnormal)
+            rows[r] = draw(hnp.arrays(honest.dtype, d, elements=st.sampled_from([tiny, -tiny, 3 * tiny])))
         elif kind == "nan":
             rows[r] = np.nan
         elif kind == "inf":
@@ -57,6 +65,6 @@ def junk(draw, honest: np.ndarray, count: int, kinds=ANY):
         elif kind == "flip":
             rows[r] = -1000 * honest[0]
         else:
-            elems = st.sampled_from([np.nan, np.inf, -np.inf, big, -big])
+            elems = st.sampled_from([np.nan, np.inf, -np.inf, big, -big, info.max, -info.max])
             rows[r] = draw(hnp.arrays(honest.dtype, d, elements=elems))
     return rows

@@ -447,3 +447,143 @@ def test_mda_at_large_n_with_small_f_is_within_the_work_limit():
     x[:2] += 100.0
     out = aggkit.mda(x, f=2)
     np.testing.assert_allclose(out, x[2:].mean(axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "rule", ["multi_krum", "meamed", "geometric_median", "nnm>trimmed_mean", "arc>trimmed_mean"]
+)
+@pytest.mark.parametrize(("dtype", "values"), [(np.float32, POISON), (np.float64, POISON64)])
+def test_the_other_robust_rules_meet_the_same_poison(rule, dtype, values):
+    """The same single faulty input for the rules the test above leaves out (the float64
+    geometric median raised an internal "mean: ... weights sum to 0" once distances overflowed)."""
+    call = {
+        "multi_krum": lambda x: aggkit.multi_krum(x, f=1, m=3),
+        "meamed": lambda x: aggkit.meamed(x, f=1),
+        "geometric_median": lambda x: aggkit.geometric_median(x),
+        "nnm>trimmed_mean": lambda x: aggkit.rule("nnm>trimmed_mean", f=1)(x),
+        "arc>trimmed_mean": lambda x: aggkit.rule("arc>trimmed_mean", f=1)(x),
+    }[rule]
+    honest = np.random.default_rng(8).normal(size=(9, 3)).astype(dtype)
+    lo, hi = honest.min(axis=0), honest.max(axis=0)
+    for v in values:
+        x = np.insert(honest, 4, np.full(3, v, dtype), axis=0)
+        out = np.asarray(call(x), dtype=np.float64)
+        assert np.isfinite(out).all(), (v, out)
+        assert (out >= lo - 1e-6).all(), (v, out)
+        assert (out <= hi + 1e-6).all(), (v, out)
+
+
+def test_geometric_median_distances_beyond_float64_squares_keep_their_weights():
+    # 1e155 squares to inf, though every distance (~1e155) is a float64: the weights must not
+    # all become 0, whatever the start.
+    x = np.random.default_rng(3).normal(size=(9, 3))
+    x = np.insert(x, 2, np.full(3, 1e155), axis=0)
+    for init in ("mean", "median", "zero"):
+        out, info = aggkit.geometric_median(x, init=init, return_info=True)
+        assert np.isfinite(out).all(), init
+        assert info.weights[2] > 0.0, init
+
+
+def test_float32_krum_distances_hold_any_finite_float32():
+    """float32 squares overflow above ~1.8e19 and lose bits below ~1e-19: such pairs are summed
+    in float64, so Krum picks what float64 arithmetic on the same values picks."""
+    rng = np.random.default_rng(4)
+    for scale, spread in [(1e20, 1.0), (1.0, 1e-25), (3e38, 1e-3)]:
+        x = (rng.normal(size=(9, 6)) * spread + rng.normal(size=6)) * scale
+        x32 = np.clip(x, -3.4e38, 3.4e38).astype(np.float32)
+        _, sel = aggkit.krum(x32, f=2, return_selection=True)
+        _, ref = aggkit.krum(x32.astype(np.float64), f=2, return_selection=True)
+        assert sel.indices == ref.indices, (scale, spread)
+        np.testing.assert_allclose(sel.scores, ref.scores, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_averages_of_identical_values_are_those_values(dtype):
+    """Bit for bit, signed zeros included (a float64 quotient rounded 1 ulp off in ~9 % of
+    cases; a sum started at +0.0 turned -0.0 into +0.0)."""
+    rng = np.random.default_rng(6)
+    v = rng.normal(size=501).astype(dtype) * 10.0 ** rng.integers(-30, 30, size=501)
+    v[:7] = -0.0
+    v[7] = 0.0
+    x = np.tile(v, (11, 1))
+    w = rng.uniform(0.1, 3.0, size=11)
+    for out in [
+        aggkit.mean(x),
+        aggkit.mean(x, weights=w),
+        aggkit.trimmed_mean(x, f=3),
+        aggkit.trimmed_mean(x, f=3, weights=w),
+        aggkit.meamed(x, f=3),
+        aggkit.median(x),
+        aggkit.krum(x, f=3),
+        aggkit.multi_krum(x, f=3, m=4),
+        aggkit.bulyan(x, f=2),
+    ]:
+        assert out.tobytes() == v.tobytes()
+
+
+def test_clipping_bounds_rows_whose_norm_is_beyond_float64():
+    """A finite float64 row of norm above 1.8e308 was passed through unclipped (its norm was
+    +inf, taken for a non-finite row)."""
+    x = np.random.default_rng(5).normal(size=(7, 4))
+    x[2] = [1e308, -1e308, 1e308, 1e308]
+    x[5] = 1e200
+    out = aggkit.Clipping(c=2.0)(x)
+    norms = np.sqrt(np.sum(np.square(out), axis=1))
+    np.testing.assert_allclose(norms[[2, 5]], [2.0, 2.0], rtol=1e-12)
+    np.testing.assert_allclose(out[2], [1.0, -1.0, 1.0, 1.0], rtol=1e-12)
+    arc = aggkit.ARC(f=2)(x)
+    assert np.isfinite(arc).all()
+    assert np.abs(arc[[2, 5]]).max() < np.abs(x[[0, 1, 3, 4, 6]]).max() * 4
+
+
+def test_torch_clipping_matches_numpy_beyond_float64():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(5).normal(size=(7, 4))
+    x[2] = [1e308, -1e308, 1e308, 1e308]
+    x[5] = 1e200
+    for pre in (aggkit.Clipping(c=2.0), aggkit.ARC(f=2), aggkit.Clipping(c=1e3)):
+        np.testing.assert_allclose(pre(torch.from_numpy(x)).numpy(), pre(x), rtol=1e-14, atol=0)
+    t = torch.from_numpy(x[[0, 1, 3]]).requires_grad_()
+    aggkit.ARC(f=1)(t).sum().backward()
+    assert torch.isfinite(t.grad).all()
+
+
+def test_centered_clipping_moves_by_tau_towards_rows_beyond_float64():
+    x = np.zeros((4, 3))
+    x[0] = 1e308
+    out = aggkit.centered_clipping(x, tau=3.0**0.5, iters=1)
+    np.testing.assert_allclose(out, [0.25, 0.25, 0.25], rtol=1e-14)
+
+
+@pytest.mark.parametrize("rule", ["mda", "smea", "caf"])
+def test_a_far_input_cannot_hide_a_near_one(rule):
+    """Found by the property suite: one input beyond float64's squares and one moderate outlier.
+    Scaling the inputs down to fit the far one flushed every other distance to zero, and the
+    moderate outlier then tied with the honest inputs."""
+    x = np.array([[0.015625], [0.015625], [-15.625], [0.015625], [4.49423284e307]])
+    for perm in ([0, 1, 2, 3, 4], [0, 1, 3, 2, 4], [4, 2, 0, 1, 3]):
+        assert getattr(aggkit, rule)(x[perm], f=2).tolist() == [0.015625]
+
+
+def test_long_lists_of_rows_of_one_buffer_reach_the_core_as_one_view():
+    """n views of one buffer cost O(n^2) in rust-numpy's borrow checks (100,000 rows of a
+    (100000, 2) array took 35 s as a list, MoNNA on the array 75 s): rows at equal steps
+    become one strided view of the same memory, scattered picks one small copy."""
+    from aggkit._numpy._input import ONE_VIEW_MIN, prepare, rows_for_core
+
+    x = np.random.default_rng(1).normal(size=(5000, 3))
+    for rows in (list(x), list(x[::-3]), list(x[1::2])):
+        v = rows_for_core([r.reshape(-1) for r in rows])
+        assert isinstance(v, np.ndarray)
+        assert np.shares_memory(v, x)
+        assert np.array_equal(v, np.stack(rows))
+        assert aggkit.median(rows).tobytes() == aggkit.median(np.stack(rows)).tobytes()
+    scattered = [x[i] for i in np.random.default_rng(2).permutation(ONE_VIEW_MIN)]
+    assert isinstance(rows_for_core(scattered), list)
+    other = [np.ones(3) for _ in range(ONE_VIEW_MIN)]  # separate buffers, never one view
+    assert isinstance(rows_for_core(other), list)
+    p = prepare(x, "monna")
+    picked = p.take([i for i in range(5000) if i % 7])
+    assert isinstance(picked, np.ndarray)
+    assert np.array_equal(picked, x[[i for i in range(5000) if i % 7]])
+    assert aggkit.monna(x, f=10).tobytes() == aggkit.monna(list(x), f=10).tobytes()

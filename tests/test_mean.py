@@ -53,7 +53,7 @@ def _mean_in_row_order(x, w, policy):
     the same order (each coordinate's sum runs over the rows in index order), so the same bits."""
     rows = [i for i in range(len(x)) if policy != "robust" or np.isfinite(x[i]).all()]
     w = np.ones(len(x)) if w is None else np.asarray(w, np.float64)
-    acc = np.zeros(x.shape[1])
+    acc = np.full(x.shape[1], -0.0)
     for i in rows:
         acc = acc + w[i] * x[i].astype(np.float64)
     return (acc / ref.fsum_in_order([w[i] for i in rows], np.float64)).astype(np.float32)

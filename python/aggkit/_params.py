@@ -167,6 +167,45 @@ BULYAN_DETOX = Needs(3, 3)
 """``n >= 3f + 3``: Bulyan's DETOX variant (Multi-Krum's ``n - f - 2`` keep ``2f + 1``)."""
 
 
+def _leaves(v: Any) -> list[Any]:
+    """The scalars of nested lists and tuples, in order."""
+    if isinstance(v, list | tuple):
+        return [e for item in v for e in _leaves(item)]
+    return [v]
+
+
+def int_array(v: Any, name: str, rule: str, ndim: int) -> np.ndarray:
+    """An ``ndim``-D array of integers (indices, offsets, groups) as a new aligned int64 array.
+
+    ``v`` is an array, a tensor (moved to the host) or nested sequences. Integers beyond int64
+    (which numpy reads as float64 or object, or which wrap from uint64) are refused by value.
+    """
+    if hasattr(v, "detach"):  # a torch tensor, possibly on another device
+        v = v.detach().cpu().numpy()
+    try:
+        a = np.asarray(v)
+    except (TypeError, ValueError):
+        raise ShapeError(
+            f"{rule}: {name} could not be read as one array: its nested sequences differ in length"
+        ) from None
+    if a.ndim != ndim:
+        raise ShapeError(f"{rule}: {name} must be {ndim}-D, got shape {a.shape}")
+    if a.size == 0:
+        return np.zeros(a.shape, dtype=np.int64)
+    if a.dtype.kind in "fO" and not isinstance(v, np.ndarray):
+        # numpy reads Python ints beyond int64 as float64 (2**63) or object (2**64).
+        leaves = _leaves(v)
+        if all(_integral(e) for e in leaves):
+            big = next((int(e) for e in leaves if not -(2**63) <= int(e) < 2**63), None)
+            if big is not None:
+                raise InvalidParameterError(f"{rule}: {name} must fit in int64, got {name} value {big}")
+    if a.dtype.kind == "u" and int(a.max()) >= 2**63:
+        raise InvalidParameterError(f"{rule}: {name} must fit in int64, got {name} value {int(a.max())}")
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{rule}: {name} must hold integers, got dtype {a.dtype}")
+    return np.array(a, dtype=np.int64, order="C", copy=True)
+
+
 def weights(w: Any, n: int, rule: str) -> np.ndarray:
     """Per-input weights as a new float64 array: one per input, finite and ``>= 0``.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -84,9 +84,15 @@ def mda_indices(dist: np.ndarray, f: int, max_subsets: int) -> list[int]:
     return list(_core.mda_select(_square(dist), f, min(max_subsets, 2**63 - 1)))
 
 
-#: Inputs whose distances overflow are scaled so that their largest value is about
-#: ``2**SAFE_EXPONENT``: its square, times up to ``2**40`` coordinates, stays finite.
-SAFE_EXPONENT = 480
+def finite_distances(dist: np.ndarray) -> np.ndarray:
+    """Squared distances of finite inputs with those beyond float64 (+inf) set to its largest value.
+
+    Such an input stays the farthest from every other, and the small distances keep every bit
+    (scaling the inputs down to fit the large ones would flush them to zero).
+    """
+    out: np.ndarray = np.where(np.isinf(dist), np.finfo(np.float64).max, dist)
+    return out
+
 
 #: Distance matrices whose largest entry lies outside this range are rescaled by a power of two
 #: before an eigenproblem (squares of their entries would overflow or underflow).
@@ -102,15 +108,16 @@ def well_scaled(dist: np.ndarray, among: np.ndarray | None = None) -> tuple[np.n
     """
     sub = dist if among is None else dist[np.ix_(among, among)]
     top = float(sub.max()) if sub.size else 0.0
-    if not (top > 0.0 and math.isfinite(top)) or SCALE_RANGE[0] <= top <= SCALE_RANGE[1]:
-        return dist, 0
-    e = math.frexp(top)[1]
+    e = 0
+    if top > 0.0 and math.isfinite(top) and not SCALE_RANGE[0] <= top <= SCALE_RANGE[1]:
+        e = math.frexp(top)[1]
+        sub = np.ldexp(sub, -e)
     if among is None:
-        return np.ldexp(dist, -e), e
-    # Rows and columns outside ``among`` carry weight 0: zero them rather than let them
-    # overflow (0 * inf would be NaN in the weighted sums).
+        return sub, e
+    # Rows and columns outside ``among`` carry weight 0: zero them rather than let their
+    # distances (up to float64's largest) overflow the centering (0 * inf would be NaN).
     out = np.zeros_like(dist)
-    out[np.ix_(among, among)] = np.ldexp(sub, -e)
+    out[np.ix_(among, among)] = sub
     return out, e
 
 
@@ -126,7 +133,6 @@ def smea_indices(dist: np.ndarray, f: int, max_subsets: int, batch: int = 2048) 
         )
     # Each subset holds a k x k matrix in the batch and its copies: keep a batch near 128 MiB.
     batch = max(1, min(batch, 2**24 // max(k * k, 1)))
-    dist, _ = well_scaled(dist)
     best_val, best = math.inf, None
     combos = itertools.combinations(range(n), k)
     while True:
@@ -135,9 +141,14 @@ def smea_indices(dist: np.ndarray, f: int, max_subsets: int, batch: int = 2048) 
             break
         idx = np.array(chunk, dtype=np.intp)
         dd = dist[idx[:, :, None], idx[:, None, :]]  # each subset's own distances
+        # Each subset scaled by the power of two of its largest distance (exact): neither the
+        # eigenproblem's squares overflow nor a subset's small distances underflow.
+        e = np.frexp(dd.max(axis=(1, 2)))[1]
+        dd = np.ldexp(dd, -e[:, None, None])
         rm = dd.mean(axis=2, keepdims=True)
         s = -0.5 * (dd - rm - rm.transpose(0, 2, 1) + rm.mean(axis=1, keepdims=True))
-        top = np.linalg.eigvalsh(s)[:, -1] / k
+        with np.errstate(over="ignore"):
+            top = np.ldexp(np.linalg.eigvalsh(s)[:, -1] / k, e)
         # Strict improvement in enumeration order (byzfl); values within rounding of the best
         # count as equal, so the first of two equal subsets wins whatever the LAPACK rounding.
         for b in range(len(chunk)):
@@ -197,11 +208,50 @@ def nnm_neighbours(dist: np.ndarray, f: int) -> np.ndarray:
     return out
 
 
-def clip_scales(norms: np.ndarray, c: float) -> np.ndarray:
-    """``min(1, c / ||x_i||)`` per input; 1 for zero and non-finite norms (passed through)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(norms > c, c / norms, 1.0)
-    out: np.ndarray = np.where(np.isfinite(norms), s, 1.0)
+def wide_norms(norms: np.ndarray, row: Callable[[int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean norms as ``(m, e)``, ``||x_i|| = m_i * 2**e_i``, given their float64 values.
+
+    A finite float64 input can have a norm above float64's largest value (a client sending
+    1e200). Such a row (float64 norm +inf, every value finite) is measured again scaled by the
+    power of two of its largest value, ``e_i``; every other row keeps its float64 norm with
+    ``e_i = 0``, bit for bit.
+    """
+    m = np.array(norms, dtype=np.float64)
+    e = np.zeros(len(m), dtype=np.int64)
+    for i in np.flatnonzero(np.isinf(m)).tolist():
+        r = np.asarray(row(i), dtype=np.float64)
+        if not np.isfinite(r).all():
+            continue
+        e[i] = math.frexp(float(np.max(np.abs(r))))[1]
+        m[i] = math.sqrt(float(np.sum(np.square(np.ldexp(r, -int(e[i]))))))
+    return m, e
+
+
+def _normalised(m: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(M, E)`` with ``m * 2**e = M * 2**E`` and ``M`` in ``[0.5, 1)`` (0, inf, NaN as they are)."""
+    mant, ex = np.frexp(m)
+    return mant, ex.astype(np.int64) + e
+
+
+def _ldexp(v: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """``v * 2**k`` for exponents beyond float64's range (in two exact steps where it can be)."""
+    k = np.clip(k, -2200, 2200)
+    out: np.ndarray = np.ldexp(np.ldexp(v, k // 2), k - k // 2)
+    return out
+
+
+def clip_scales(m: np.ndarray, e: np.ndarray, c: tuple[float, int]) -> np.ndarray:
+    """``min(1, c / ||x_i||)`` per input, norms and ``c`` as ``(m, e)`` pairs (:func:`wide_norms`).
+
+    1 for zero and non-finite norms (passed through). Where no exponent is needed, the scale is
+    ``c / norm`` in float64, as it would be without them.
+    """
+    mant, ex = _normalised(m, e)
+    (cm,), (ce,) = _normalised(np.array([c[0]]), np.array([c[1]]))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        ratio = _ldexp(cm / mant, ce - ex)
+    ok = np.isfinite(m) & (m > 0) & (ratio < 1.0)
+    out: np.ndarray = np.where(ok, ratio, 1.0)
     return out
 
 
@@ -210,12 +260,18 @@ def arc_count(n: int, f: int) -> int:
     return 2 * f * (n - f) // n
 
 
-def arc_threshold(norms: np.ndarray, f: int) -> tuple[int, float]:
-    """ARC's number of clipped inputs ``k`` and threshold (the largest unclipped norm)."""
-    n = len(norms)
+def arc_threshold(m: np.ndarray, e: np.ndarray, f: int) -> int | None:
+    """The input whose norm is ARC's threshold (the largest unclipped one); None: nothing clipped.
+
+    Norms as ``(m, e)`` pairs (:func:`wide_norms`), ordered by value, NaN as +inf, ties by index.
+    """
+    n = len(m)
     k = arc_count(n, f)
     if k == 0:
-        return 0, math.inf
-    key = np.where(np.isnan(norms), np.inf, norms)
-    order = np.argsort(key, kind="stable")
-    return k, float(key[order[n - k - 1]])
+        return None
+    mant, ex = _normalised(m, e)
+    top = np.iinfo(np.int64).max
+    ex = np.where(np.isfinite(m), np.where(m > 0, ex, -top), top)
+    mant = np.where(np.isfinite(m), mant, 0.0)
+    order = np.lexsort((np.arange(n), mant, ex))
+    return int(order[n - k - 1])

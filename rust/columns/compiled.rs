@@ -26,7 +26,7 @@ use crate::columns::{for_each_tile, ColumnsOut, Tile};
 use crate::input::Rows;
 use crate::netgen;
 use crate::network::{generated, KeyVec, LaneKey, Net, UseNet};
-use crate::order::{Accumulator, Float};
+use crate::order::{mean_within, Accumulator, Float};
 use crate::simd::{self, Isa, Proof};
 
 /// Coordinates per tile (one rayon task): 16 KB of each float32 row, long enough runs per row
@@ -217,15 +217,16 @@ fn block<T: Float, I: Isa, V: KeyVec<I, K = T::VKey>, const N: usize, S: Net<N>>
             }
         }
         Select::Trimmed { lo, hi } => {
-            let mut acc = [T::Acc::default(); 16];
+            let mut acc = [T::Acc::zero(); 16];
             for r in &ranked[lo..=hi] {
                 for (a, &k) in acc.iter_mut().zip(&r.keys()).take(V::L) {
                     a.add(T::vkey_value(k).to_f64());
                 }
             }
             let count = (hi - lo + 1) as f64;
-            for (o, a) in out.iter_mut().zip(&acc).take(V::L) {
-                *o = T::from_f64(a.value() / count);
+            for (l, (o, a)) in out.iter_mut().zip(&acc).take(V::L).enumerate() {
+                let (a_lo, a_hi) = (ranked[lo].keys()[l], ranked[hi].keys()[l]);
+                *o = mean_within(a.value(), count, T::vkey_value(a_lo), T::vkey_value(a_hi));
             }
         }
     }
@@ -358,11 +359,13 @@ mod tests {
                                         T::midpoint(T::vkey_value(c[a].0), T::vkey_value(c[b].0))
                                     }
                                     Select::Trimmed { .. } => {
-                                        let mut acc = T::Acc::default();
+                                        let mut acc = T::Acc::zero();
                                         for k in &c[a..=b] {
                                             acc.add(T::vkey_value(k.0).to_f64());
                                         }
-                                        T::from_f64(acc.value() / (b - a + 1) as f64)
+                                        let (lo, hi) = (c[a].0, c[b].0);
+                                        let (lo, hi) = (T::vkey_value(lo), T::vkey_value(hi));
+                                        mean_within(acc.value(), (b - a + 1) as f64, lo, hi)
                                     }
                                 };
                                 (val, c[a].1, c[b].1)

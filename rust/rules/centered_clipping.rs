@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use crate::distance::dists_to;
+use crate::distance::{dists_to, exp2, wide_dist};
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
 use crate::order::Float;
@@ -70,13 +70,20 @@ pub fn centered_clipping<T: Float>(
     let keep = x.kept_rows(NAME, policy)?;
     let sub = Rows::new(NAME, keep.iter().map(|&i| x.row(i)).collect())?;
     let mut s = vec![1.0; keep.len()];
+    // Rows whose distance to the centre exceeds float64's range: `(2^-e, tau / m)` (`wide_dist`).
+    let mut far: Vec<Option<(f64, f64)>> = vec![None; keep.len()];
     let count = keep.len() as f64;
     for _ in 0..iters {
         crate::interrupt::check()?;
         let dist = dists_to(&sub, &v);
-        for (si, di) in s.iter_mut().zip(&dist) {
+        for (k, (si, di)) in s.iter_mut().zip(&dist).enumerate() {
+            far[k] = None;
             *si = if di.is_nan() {
                 f64::NAN
+            } else if di.is_infinite() && crate::input::all_finite(sub.row(k)) {
+                let (e, m) = wide_dist(sub.row(k), &v);
+                far[k] = Some((exp2(-e), tau / m));
+                exp2(-e - 1) * (tau / m)
             } else {
                 (tau / di.max(f64::MIN_POSITIVE)).min(1.0)
             };
@@ -85,8 +92,16 @@ pub fn centered_clipping<T: Float>(
         let update = |(t, vt): (usize, &mut [f64])| {
             let j0 = t * TILE;
             let mut acc = vec![0.0f64; vt.len()];
-            for (r, &si) in rows.iter().zip(&s) {
-                for ((a, &xv), &c) in acc.iter_mut().zip(&r[j0..j0 + vt.len()]).zip(vt.iter()) {
+            for ((r, &si), fk) in rows.iter().zip(&s).zip(&far) {
+                let r = &r[j0..j0 + vt.len()];
+                if let Some((p, q)) = *fk {
+                    // (x - v) * s = (x/2 - v/2) 2^-e * (tau / m): no overflow, no subnormal.
+                    for ((a, &xv), &c) in acc.iter_mut().zip(r).zip(vt.iter()) {
+                        *a += ((xv.to_f64() * 0.5 - c * 0.5) * p) * q;
+                    }
+                    continue;
+                }
+                for ((a, &xv), &c) in acc.iter_mut().zip(r).zip(vt.iter()) {
                     *a += (xv.to_f64() - c) * si;
                 }
             }
@@ -138,6 +153,20 @@ mod tests {
         // rows (3, 4) and (0, 0) from 0, tau = 1: (3,4) -> (0.6, 0.8); mean (0.3, 0.4).
         let y = cc(&[3.0, 4.0, 0.0, 0.0], 2, 1.0, 1);
         assert!((y[0] - 0.3).abs() < 1e-15 && (y[1] - 0.4).abs() < 1e-15);
+    }
+
+    #[test]
+    fn rows_beyond_float64s_norm_are_clipped_not_dropped() {
+        // A row of 1e308s is ~1.7e308 * sqrt(3) from the centre, beyond float64: it must still
+        // move the centre by tau / n in its direction, exactly as a finite-norm row would.
+        let big = cc(&[1e308, 1e308, 1e308, 0.0, 0.0, 0.0], 3, 3.0f64.sqrt(), 1);
+        let small = cc(&[1e3, 1e3, 1e3, 0.0, 0.0, 0.0], 3, 3.0f64.sqrt(), 1);
+        for (a, b) in big.iter().zip(&small) {
+            assert!(
+                (a - 0.5).abs() < 1e-15 && (b - 0.5).abs() < 1e-15,
+                "{a} {b}"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 use rayon::prelude::*;
 
 use crate::columns::ColumnsOut;
+use crate::distance::{exp2, wide_dist};
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
 use crate::order::Float;
@@ -68,24 +69,53 @@ fn bad(message: String) -> AggError {
     }
 }
 
+/// A distance `||z - x_i||` as float64, and as `(e, m)` ([`wide_dist`]) where the float64 sum of
+/// squares overflowed though both vectors are finite (the distance itself may still fit).
+#[derive(Clone, Copy)]
+struct Dist {
+    value: f64,
+    wide: Option<(i32, f64)>,
+}
+
+impl Dist {
+    /// `alpha / max(nu, ||z - x_i||)`, the Weiszfeld weight; it exists (tiny, not 0) for a
+    /// distance beyond float64's range.
+    fn weight(self, alpha: f64, nu: f64) -> f64 {
+        match self.wide {
+            Some((e, m)) if self.value.is_infinite() => (alpha / m) * exp2(-e - 1),
+            _ => alpha / self.value.max(nu),
+        }
+    }
+}
+
 /// Distances `||z - x_i||` (float64, one task per row) and the objective `Σ α_i d_i`.
-fn distances<T: Float>(x: &Rows<'_, T>, z: &[T], alpha: &[f64]) -> (Vec<f64>, f64) {
-    let d: Vec<f64> = pool::install(|| {
+fn distances<T: Float>(x: &Rows<'_, T>, z: &[T], alpha: &[f64]) -> (Vec<Dist>, f64) {
+    let z_finite = crate::input::all_finite(z);
+    let d: Vec<Dist> = pool::install(|| {
         x.rows()
             .par_iter()
             .map(|r| {
-                r.iter()
+                let value = r
+                    .iter()
                     .zip(z)
                     .map(|(a, b)| {
                         let t = a.to_f64() - b.to_f64();
                         t * t
                     })
                     .sum::<f64>()
-                    .sqrt()
+                    .sqrt();
+                if value.is_infinite() && z_finite && crate::input::all_finite(r) {
+                    let (e, m) = wide_dist(r, z);
+                    return Dist {
+                        value: m * exp2(e + 1),
+                        wide: Some((e, m)),
+                    };
+                }
+                Dist { value, wide: None }
             })
             .collect()
     });
-    let f = d.iter().zip(alpha).map(|(d, a)| a * d).sum();
+    let f = d.iter().zip(alpha).map(|(d, a)| a * d.value).sum();
     (d, f)
 }
 
@@ -160,7 +190,7 @@ pub fn geometric_median<T: Float>(
     while iterations < maxiter {
         crate::interrupt::check()?;
         for ((wi, ai), di) in w.iter_mut().zip(&a).zip(&dist) {
-            *wi = ai / di.max(nu);
+            *wi = di.weight(*ai, nu);
         }
         mean::mean(&sub, Some(&w), NonFinite::Propagate, out)?;
         iterations += 1;

@@ -77,7 +77,7 @@ fn scores_from_distances(dist: &[f64], n: usize, f: usize, policy: NonFinite) ->
             row.select_nth_unstable(k - 1);
             let nearest = &mut row[..k];
             nearest.sort_unstable();
-            let mut acc = <f64 as Float>::Acc::default();
+            let mut acc = <f64 as Float>::Acc::zero();
             nearest.iter().for_each(|&key| acc.add(f64::key_value(key)));
             acc.value()
         })

@@ -15,7 +15,7 @@
 use crate::columns::{ranked_columns, ColumnsOut, Keying, Ranked, WithRows};
 use crate::error::{AggError, MAJORITY};
 use crate::input::{NonFinite, Rows};
-use crate::order::{Accumulator, Float};
+use crate::order::{mean_within, Accumulator, Float};
 
 pub const NAME: &str = "meamed";
 
@@ -96,11 +96,15 @@ fn window<T: Float>(k: &Ranked<'_, T::Key>, n: usize, keep: usize) -> (T, usize,
             hi += 1;
         }
     }
-    let mut acc = T::Acc::default();
+    let mut acc = T::Acc::zero();
     for r in lo..hi {
         acc.add(v(r).to_f64());
     }
-    (T::from_f64(acc.value() / keep as f64), lo, hi - 1)
+    (
+        mean_within(acc.value(), keep as f64, v(lo), v(hi - 1)),
+        lo,
+        hi - 1,
+    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
-use crate::order::{Accumulator, Float};
+use crate::order::{mean_within, Accumulator, Float};
 use crate::simd::{self, Proof};
 
 pub const NAME: &str = "mean";
@@ -61,16 +61,22 @@ struct Pass<'a, T> {
 
 /// Add `Σ w·row` over a group of at most [`GROUP`] rows into `acc`, each element in row order
 /// (`((0 + w0·x0) + w1·x1) + ...`, the same sequence for every group size); sets `bad[g]` if
-/// row `g` holds a non-finite value.
+/// row `g` holds a non-finite value. With a non-empty `range` (float64), it also tracks each
+/// coordinate's smallest and largest value among the rows of positive weight and clamps the
+/// result into them: a float64 quotient can round one ulp outside the averaged values (the mean
+/// of identical values would come back one ulp off); a float32 one is rounded from float64 and
+/// cannot.
 #[inline(always)]
 fn accumulate_body<T: Float>(
     acc: &mut [T::Acc],
     rows: &[(&[T], f64)],
     bad: &mut [bool; GROUP],
+    range: &mut [(T, T)],
     pass: Pass<'_, T>,
 ) {
     if pass.fresh {
-        acc.fill(T::Acc::default());
+        acc.fill(T::Acc::zero());
+        range.fill((T::INFINITY, T::from_f64(f64::NEG_INFINITY)));
     }
     for (j, a) in acc.iter_mut().enumerate() {
         let mut s = *a;
@@ -79,12 +85,31 @@ fn accumulate_body<T: Float>(
         }
         *a = s;
     }
+    for (j, (lo, hi)) in range.iter_mut().enumerate() {
+        for &(r, w) in rows {
+            let v = r[j];
+            if w > 0.0 {
+                if v < *lo {
+                    *lo = v;
+                }
+                if v > *hi {
+                    *hi = v;
+                }
+            }
+        }
+    }
     for (g, &(r, _)) in rows.iter().enumerate() {
         bad[g] = !crate::input::all_finite(r);
     }
     if let Some((total, out)) = pass.finish {
-        for (y, a) in out.iter_mut().zip(acc.iter()) {
-            *y = T::from_f64(a.value() / total);
+        if range.is_empty() {
+            for (y, a) in out.iter_mut().zip(acc.iter()) {
+                *y = T::from_f64(a.value() / total);
+            }
+        } else {
+            for ((y, a), &(lo, hi)) in out.iter_mut().zip(acc.iter()).zip(range.iter()) {
+                *y = mean_within(a.value(), total, lo, hi);
+            }
         }
     }
 }
@@ -97,6 +122,7 @@ fn accumulate<T: Float>(
     rows: &[(&[T], f64)],
     bad: &mut [bool; GROUP],
     unit: bool,
+    range: &mut [(T, T)],
     pass: Pass<'_, T>,
 ) {
     #[cfg(target_arch = "x86_64")]
@@ -109,7 +135,7 @@ fn accumulate<T: Float>(
         return x86::group(proof, acc, rows, bad, unit, pass);
     }
     let _ = (proof, unit);
-    accumulate_body::<T>(acc, rows, bad, pass)
+    accumulate_body::<T>(acc, rows, bad, range, pass)
 }
 
 /// float32 rows added into float64 sums with explicit AVX2 / AVX-512: a group of rows is summed
@@ -320,7 +346,7 @@ mod x86 {
             // SAFETY: k + step <= len for `acc`, the output and every row (asserted).
             unsafe {
                 let p = acc.as_mut_ptr().add(k);
-                let mut s = [V::zero(t); ACCS];
+                let mut s = [V::splat(t, -0.0); ACCS];
                 if !fresh {
                     for (q, v) in s.iter_mut().enumerate() {
                         *v = V::load(t, p.add(q * V::LANES));
@@ -360,7 +386,7 @@ mod x86 {
         }
         let mut any = flag.any();
         for j in full..len {
-            let mut s = if fresh { 0.0 } else { acc[j] };
+            let mut s = if fresh { -0.0 } else { acc[j] };
             for &(r, w) in rows {
                 s += w * r[j] as f64;
             }
@@ -392,7 +418,7 @@ mod x86 {
             } else if let Some(t) = isa.as_avx2() {
                 kernel::<F64x4>(t, acc, rows, bad, unit, pass)
             } else {
-                accumulate_body::<f32>(acc, rows, bad, pass)
+                accumulate_body::<f32>(acc, rows, bad, &mut [], pass)
             }
         }
     }
@@ -410,9 +436,13 @@ pub(crate) fn weighted_sum<T: Float>(
     assert!(!items.is_empty(), "callers average at least one input");
     let unit = items.iter().all(|&(_, w)| w == 1.0);
     let groups = items.len().div_ceil(GROUP);
-    let tile = |(t, o): (usize, &mut [T]), acc: &mut Vec<T::Acc>| -> Vec<usize> {
+    // float32 quotients need no clamp (see `accumulate_body`).
+    let clamp = T::is_f32().is_none();
+    type Scratch<T> = (Vec<<T as Float>::Acc>, Vec<(T, T)>);
+    let tile = |(t, o): (usize, &mut [T]), (acc, range): &mut Scratch<T>| -> Vec<usize> {
         let j0 = t * TILE;
-        acc.resize(o.len(), T::Acc::default());
+        acc.resize(o.len(), T::Acc::zero());
+        range.resize(if clamp { o.len() } else { 0 }, (T::ZERO, T::ZERO));
         let mut bad = Vec::new();
         let mut flags = [false; GROUP];
         let mut o = Some(o);
@@ -429,7 +459,7 @@ pub(crate) fn weighted_sum<T: Float>(
                     None
                 },
             };
-            accumulate::<T>(proof, acc, &rows, &mut flags, unit, pass);
+            accumulate::<T>(proof, acc, &rows, &mut flags, unit, range, pass);
             bad.extend(
                 group
                     .iter()
@@ -441,16 +471,16 @@ pub(crate) fn weighted_sum<T: Float>(
         bad
     };
     let mut bad: Vec<usize> = if items.len() * x.d() < crate::pool::PARALLEL_MIN_VALUES {
-        let mut acc = Vec::new();
+        let mut scratch = (Vec::new(), Vec::new());
         out.chunks_mut(TILE)
             .enumerate()
-            .flat_map(|it| tile(it, &mut acc))
+            .flat_map(|it| tile(it, &mut scratch))
             .collect()
     } else {
         crate::pool::install(|| {
             out.par_chunks_mut(TILE)
                 .enumerate()
-                .map_init(Vec::new, |acc, it| tile(it, acc))
+                .map_init(|| (Vec::new(), Vec::new()), |scratch, it| tile(it, scratch))
                 .flatten_iter()
                 .collect()
         })
@@ -483,7 +513,7 @@ pub fn mean<T: Float>(
     x.check_policy(NAME, policy)?;
     let items_of = |keep: &dyn Fn(usize) -> bool| -> (Vec<(usize, f64)>, f64) {
         let items: Vec<(usize, f64)> = (0..n).filter(|&i| keep(i)).map(|i| (i, w[i])).collect();
-        let mut acc = <f64 as Float>::Acc::default();
+        let mut acc = <f64 as Float>::Acc::zero();
         items.iter().for_each(|&(_, v)| acc.add(v));
         (items, acc.value())
     };
@@ -521,6 +551,30 @@ mod tests {
     use super::*;
     use crate::simd::Level;
     use crate::testing::{rows, Rng};
+
+    #[test]
+    fn identical_values_average_to_themselves() {
+        // float64 quotients of a sum of n copies round one ulp off for ~9 % of values; the
+        // clamp to the averaged values' range makes every average of identical values exact,
+        // weighted or not, and keeps every average inside its values.
+        let mut rng = Rng(21);
+        for n in [3usize, 7, 10, 33] {
+            let v: Vec<f64> = (0..257).map(|_| (rng.next_f64() - 0.5) * 1e3).collect();
+            let data = vec![v.clone(); n];
+            let w: Vec<f64> = (0..n).map(|_| rng.next_f64().abs() + 1e-3).collect();
+            let mut out = vec![0.0f64; v.len()];
+            mean(&rows(&data), None, NonFinite::Robust, &mut out).unwrap();
+            assert!(
+                out.iter().zip(&v).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "n={n}"
+            );
+            mean(&rows(&data), Some(&w), NonFinite::Robust, &mut out).unwrap();
+            assert!(
+                out.iter().zip(&v).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "n={n} w"
+            );
+        }
+    }
 
     #[test]
     fn plain_weighted_and_robust() {

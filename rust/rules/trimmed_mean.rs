@@ -27,7 +27,7 @@ use crate::columns::{
 use crate::error::{AggError, MAJORITY};
 use crate::input::{NonFinite, Rows};
 use crate::network::LANES;
-use crate::order::{Accumulator, Float, IsF32};
+use crate::order::{mean_within, Accumulator, Float, IsF32};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{self, Avx512, Proof};
 
@@ -93,11 +93,12 @@ pub fn trimmed_mean<T: Float>(
 /// The mean of ranks `lo..=hi`, summed in ascending order (bitwise permutation-invariant).
 #[inline(always)]
 fn kept_mean<T: Float, Kg: Keying<T>>(k: &Ranked<'_, Kg::K>, lo: usize, hi: usize) -> T {
-    let mut acc = T::Acc::default();
+    let mut acc = T::Acc::zero();
     for r in lo..=hi {
         acc.add(Kg::value(k.get(r)).to_f64());
     }
-    T::from_f64(acc.value() / (hi - lo + 1) as f64)
+    let (a, b) = (Kg::value(k.get(lo)), Kg::value(k.get(hi)));
+    mean_within(acc.value(), (hi - lo + 1) as f64, a, b)
 }
 
 /// [`kept_mean`] for a whole network block of value-only keys (`kb[rank * LANES + lane]`):
@@ -106,15 +107,16 @@ fn kept_mean<T: Float, Kg: Keying<T>>(k: &Ranked<'_, Kg::K>, lo: usize, hi: usiz
 /// dependent additions per coordinate was the interpreted trimmed mean's bottleneck).
 #[inline(always)]
 fn kept_mean_block<T: Float>(kb: &[T::VKey], lo: usize, hi: usize, out: &mut [T; LANES]) -> bool {
-    let mut acc = [T::Acc::default(); LANES];
+    let mut acc = [T::Acc::zero(); LANES];
     for row in kb[lo * LANES..(hi + 1) * LANES].chunks_exact(LANES) {
         for (a, &k) in acc.iter_mut().zip(row) {
             a.add(T::vkey_value(k).to_f64());
         }
     }
     let count = (hi - lo + 1) as f64;
-    for (o, a) in out.iter_mut().zip(&acc) {
-        *o = T::from_f64(a.value() / count);
+    for (l, (o, a)) in out.iter_mut().zip(&acc).enumerate() {
+        let (a_lo, a_hi) = (kb[lo * LANES + l], kb[hi * LANES + l]);
+        *o = mean_within(a.value(), count, T::vkey_value(a_lo), T::vkey_value(a_hi));
     }
     true
 }
@@ -146,7 +148,7 @@ struct MaskedPass {
 /// `u = 2^(E'min - 150)` of magnitude below `count * 2^(E'max - 126)`, so when
 /// `c + E'max - E'min <= 29` it stays below `2^53 * u`, representable in float64: every
 /// addition (and each `copies * value` product) is exact, in any order, and the ascending sum
-/// gives the same float64 (an exact zero is `+0.0` either way: both start from `+0.0`).
+/// gives the same float64 (an exact zero's sign is settled from the kept values at the end).
 /// Infinities and NaN are never exact here. Kept values spanning more than about 2^21 (a tiny
 /// nonzero value next to large ones) fall back to sorting the kept ranks, for that block only.
 #[cfg(target_arch = "x86_64")]
@@ -286,6 +288,9 @@ fn finish_exact(
         let s = pass.sum[l]
             + n_low as f64 * f32::from_bits(bl) as f64
             + n_high as f64 * f32::from_bits(bh) as f64;
+        // The ascending sum starts from -0.0: it is -0.0 exactly when every kept value is
+        // -0.0, i.e. the sum is zero and the highest kept value is -0.0 (+0.0 ranks above).
+        let s = if s == 0.0 && bh == 1 << 31 { -0.0 } else { s };
         out[l] = (s / count as f64) as f32;
     }
     true
@@ -343,6 +348,24 @@ mod tests {
     }
 
     #[test]
+    fn identical_values_average_to_themselves() {
+        let mut rng = Rng(23);
+        for n in [5usize, 9, 40, 100] {
+            let v: Vec<f64> = (0..67).map(|_| (rng.next_f64() - 0.5) * 1e3).collect();
+            let data = vec![v.clone(); n];
+            for got in [
+                tm(&data, 1, NonFinite::Robust),
+                tm(&data, n / 2 - 1, NonFinite::Robust),
+            ] {
+                assert!(
+                    got.iter().zip(&v).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "n={n}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn huge_values_are_trimmed_without_overflow() {
         let x = vec![vec![3e38f32], vec![1.0], vec![2.0], vec![3.0], vec![-3e38]];
         assert_eq!(tm(&x, 1, NonFinite::Robust), vec![2.0]);
@@ -361,7 +384,7 @@ mod tests {
     fn sorted_mean(col: &[f32], f: usize) -> f32 {
         let mut c = col.to_vec();
         c.sort_by(|a, b| a.total_cmp(b));
-        let s = c[f..c.len() - f].iter().fold(0.0f64, |s, &v| s + v as f64);
+        let s = c[f..c.len() - f].iter().fold(-0.0f64, |s, &v| s + v as f64);
         (s / (c.len() - 2 * f) as f64) as f32
     }
 

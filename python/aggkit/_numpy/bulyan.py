@@ -21,7 +21,7 @@ def bulyan(rule: Bulyan, x: Any) -> tuple[Any, Selection]:
     _plans.finite_part(nonfinite_rows(p.data), p.n, rule.f, rule.nonfinite, "bulyan")
     dist = _core.pairwise_sq_distances(p.data)
     sel, scores, keep = _plans.bulyan_plan(dist, rule.f, rule.variant, rule.clamp)
-    rows = [p.data[i] for i in sel]
+    rows = p.take(sel)
     if rule.variant == "paper":
         out, _, _ = _core.meamed(rows, 0, keep, "robust", False)
     else:

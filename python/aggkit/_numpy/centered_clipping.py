@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from aggkit import _core
 from aggkit._dispatch import implements
 from aggkit._numpy._input import prepare
-from aggkit.rules.centered_clipping import CenteredClipping
+from aggkit.rules.centered_clipping import CenteredClipping, parse_center
 
 
 @implements("centered_clipping", "numpy")
@@ -19,6 +17,6 @@ def centered_clipping(rule: CenteredClipping, x: Any, *, center: Any = None) -> 
     rule.check_input(p.n, p.d)
     c = None
     if center is not None:
-        c = np.ascontiguousarray(np.asarray(center, dtype=np.float64).reshape(-1))
+        c = parse_center(center)
     out, _, _ = _core.centered_clipping(p.data, c, rule.tau, rule.iters, rule.nonfinite)
     return p.finish(out), None

@@ -39,5 +39,5 @@ def multi_krum(rule: MultiKrum, x: Any, *, weights: Any = None) -> tuple[Any, Se
         # The weighted average of the selected rows, best score first (as without weights).
         if not (w[idx] > 0).any():
             raise InvalidParameterError(f"multi_krum: the selected inputs {list(idx)} all have weight 0")
-        out, _ = _core.mean([p.data[i] for i in idx], w[idx], "propagate")
+        out, _ = _core.mean(p.take(idx), w[idx], "propagate")
     return p.finish(out), _selection(idx, scores)

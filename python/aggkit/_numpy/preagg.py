@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,10 @@ def _scaled(p: Prepared, scales: np.ndarray) -> Any:
     return p.finish_rows(_core.scale_rows(p.data, [float(v) for v in scales]))
 
 
+def _norms(p: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    return _plans.wide_norms(_core.row_norms(p.data), lambda i: np.asarray(p.data[i]))
+
+
 @implements("nnm", "numpy")
 def nnm(pre: NNM, x: Any) -> tuple[Any, None]:
     """:class:`aggkit.NNM` on host arrays."""
@@ -45,7 +50,8 @@ def bucketing(pre: Bucketing, x: Any) -> tuple[Any, None]:
 def clipping(pre: Clipping, x: Any) -> tuple[Any, None]:
     """:class:`aggkit.Clipping` on host arrays."""
     p = prepare(x, "clipping")
-    return _scaled(p, _plans.clip_scales(_core.row_norms(p.data), pre.c)), None
+    m, e = _norms(p)
+    return _scaled(p, _plans.clip_scales(m, e, (pre.c, 0))), None
 
 
 @implements("arc", "numpy")
@@ -53,9 +59,10 @@ def arc(pre: ARC, x: Any) -> tuple[Any, None]:
     """:class:`aggkit.ARC` on host arrays."""
     p = prepare(x, "arc")
     pre.check_n(p.n)
-    norms = _core.row_norms(p.data)
-    _, tau = _plans.arc_threshold(norms, pre.f)
-    return _scaled(p, _plans.clip_scales(norms, tau)), None
+    m, e = _norms(p)
+    t = _plans.arc_threshold(m, e, pre.f)
+    tau = (math.inf, 0) if t is None else (float(m[t]), int(e[t]))
+    return _scaled(p, _plans.clip_scales(m, e, tau)), None
 
 
 @implements("perturb", "numpy")

@@ -6,7 +6,6 @@ Rust computes the distances and averages the chosen inputs; the choice is the sh
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -26,24 +25,13 @@ def _finite(rule: MDA | SMEA | CAF | MoNNA, x: Any) -> tuple[Prepared, list[int]
 
 
 def _subset_mean(p: Prepared, idx: list[int], weights: np.ndarray | None = None) -> Any:
-    out, _ = _core.mean([p.data[i] for i in idx], weights, "propagate")
+    out, _ = _core.mean(p.take(idx), weights, "propagate")
     return p.finish(out)
 
 
 def _distances(p: Prepared, idx: list[int]) -> np.ndarray:
-    """Squared distances of the finite inputs ``idx``.
-
-    Where one overflows (float32 squares above 3.4e38, float64 above 1.8e308), those of a
-    float64 copy scaled by a power of two that brings the largest value to about
-    ``2**SAFE_EXPONENT``: the plans decide on ratios of distances, which exact scaling keeps.
-    """
-    rows = [p.data[i] for i in idx]
-    dist = _core.pairwise_sq_distances(rows)
-    if np.isfinite(dist).all():
-        return dist
-    x = np.stack(rows).astype(np.float64)
-    e = max(math.frexp(float(np.abs(x).max()))[1] - _plans.SAFE_EXPONENT, 0)
-    return _core.pairwise_sq_distances(np.ldexp(x, -e))
+    """Squared distances of the finite inputs ``idx`` (:func:`_plans.finite_distances`)."""
+    return _plans.finite_distances(_core.pairwise_sq_distances(p.take(idx)))
 
 
 @implements("mda", "numpy")

@@ -13,6 +13,30 @@ from aggkit.errors import InvalidParameterError
 from aggkit.registry import Rounds, Rule, register
 
 
+def parse_center(center: Any) -> NDArray:
+    """A ``center`` given as numbers, as one flat float64 array.
+
+    Its size and values are checked against the inputs by the kernel, or :func:`check_center`.
+    """
+    try:
+        c = np.asarray(center, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(
+            f"centered_clipping: the center must be an array of numbers, got {type(center).__name__}"
+        ) from None
+    return np.ascontiguousarray(c.reshape(-1))
+
+
+def check_center(size: int, finite: bool, d: int) -> None:
+    """The core's checks of a ``center``, for the paths that do not reach it (same messages)."""
+    if size != d:
+        raise InvalidParameterError(
+            f"centered_clipping: the center must have the inputs' size: got {size} values for d={d}"
+        )
+    if not finite:
+        raise InvalidParameterError("centered_clipping: the center must be finite")
+
+
 @register
 class CenteredClipping(Rule):
     """The rule object of :func:`aggkit.centered_clipping` (from zero, or a ``center`` per call).

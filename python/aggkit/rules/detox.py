@@ -38,7 +38,7 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol, overload
 
 import numpy as np
 
-from aggkit._params import Check, Count, NonNegative, OptionalPositive, choice, count, integer
+from aggkit._params import Check, Count, NonNegative, OptionalPositive, choice, count, int_array, integer
 from aggkit._types import ArrayLike, ArrayT, NDArray
 from aggkit.errors import InvalidParameterError, NoMajorityError, ShapeError, TooFewInputsError
 from aggkit.registry import Rule, register
@@ -130,8 +130,8 @@ def _check_nr(n: int, r: int) -> None:
 
 
 def _check_groups(groups: Any, n: int, r: int | None = None) -> np.ndarray:
-    g = np.asarray(groups)
-    if g.ndim != 2 or g.shape[0] == 0 or g.dtype.kind not in "iu":
+    g = int_array(groups, "groups", "detox", 2)
+    if g.shape[0] == 0:
         raise ShapeError(f"detox: groups must be a non-empty (g, r) integer array, got shape {g.shape}")
     if r is not None and g.shape[1] != r:
         raise ShapeError(f"detox: groups have {g.shape[1]} members each, expected r={r}")

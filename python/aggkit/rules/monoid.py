@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from aggkit import _core
-from aggkit._params import choice
+from aggkit._params import choice, int_array
 from aggkit.errors import InvalidParameterError, ShapeError
 
 __all__ = ["OPS", "PADS", "TreeSchedule", "segment_ptr", "tree_schedule"]
@@ -36,15 +36,7 @@ PADS = ("none", "zeros_dense", "identity")
 
 
 def _int_array(v: Any, name: str, what: str) -> np.ndarray:
-    if hasattr(v, "detach"):  # a torch tensor, possibly on another device
-        v = v.detach().cpu().numpy()
-    a = np.asarray(v)
-    if a.ndim != 1:
-        raise ShapeError(f"{what}: {name} must be 1-D, got shape {a.shape}")
-    if a.size and a.dtype.kind not in "iu":
-        raise TypeError(f"{what}: {name} must hold integers, got dtype {a.dtype}")
-    a = np.ascontiguousarray(a, dtype=np.int64)
-    return a if a.flags.aligned else a.copy()
+    return int_array(v, name, what, 1)
 
 
 def _dim_size(dim_size: Any, what: str) -> int | None:

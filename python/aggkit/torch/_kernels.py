@@ -19,8 +19,6 @@ Inputs here are already validated 2-D ``(n, d)`` float32/float64 tensors.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -62,8 +60,11 @@ def check_policy(x: torch.Tensor, rule: str, nonfinite: str) -> None:
 
 
 def plain_sum(terms: list[torch.Tensor]) -> torch.Tensor:
-    """``((t0 + t1) + t2) + ...`` in float64, starting from zero (the core's ``PlainSum``)."""
-    s = torch.zeros_like(terms[0])
+    """``((-0.0 + t0) + t1) + ...`` in float64: the core's plain float64 sum.
+
+    ``-0.0`` is the identity of addition, so a sum of ``-0.0`` keeps its sign.
+    """
+    s = torch.full_like(terms[0], -0.0)
     for t in terms:
         s = s + t
     return s
@@ -71,18 +72,28 @@ def plain_sum(terms: list[torch.Tensor]) -> torch.Tensor:
 
 def compensated_sum(terms: list[torch.Tensor]) -> torch.Tensor:
     """Neumaier-compensated float64 sum in the given order (the core's ``CompensatedSum``)."""
-    s = torch.zeros_like(terms[0])
+    s = torch.full_like(terms[0], -0.0)
     c = torch.zeros_like(terms[0])
     for v in terms:
         t = s + v
         c = c + torch.where(s.abs() >= v.abs(), (s - t) + v, (v - t) + s)
         s = t
-    return torch.where(torch.isfinite(s), s + c, s)
+    return torch.where(torch.isfinite(s) & (c != 0.0), s + c, s)
 
 
 def accumulate(terms: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
     """The core's accumulator for element type ``dtype`` over float64 ``terms``."""
     return compensated_sum(terms) if dtype == torch.float64 else plain_sum(terms)
+
+
+def mean_within(s: torch.Tensor, total: float, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """``s / total`` rounded to the dtype of ``lo`` and ``hi``, and kept within them.
+
+    ``lo`` and ``hi`` are the smallest and largest value averaged, as in the core's
+    ``mean_within`` (NaN stays NaN).
+    """
+    y = (s / total).to(lo.dtype)
+    return torch.where(y < lo, lo, torch.where(y > hi, hi, y))
 
 
 def midpoint(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -123,7 +134,11 @@ def propagate(
 def weighted_mean(x: torch.Tensor, items: list[tuple[int, float]], total: float) -> torch.Tensor:
     """``Σ w_i x_i / total`` over ``items`` in their order, with the core's accumulator."""
     terms = [w * x[i].double() for i, w in items]
-    return (accumulate(terms, x.dtype) / total).to(x.dtype)
+    s = accumulate(terms, x.dtype)
+    if x.dtype != torch.float64:  # a float32 quotient cannot leave the values' range
+        return (s / total).to(x.dtype)
+    used = x[[i for i, w in items if w > 0]]
+    return mean_within(s, total, used.amin(dim=0), used.amax(dim=0))
 
 
 def weight_total(w: list[float]) -> float:
@@ -172,10 +187,14 @@ def distances(x: torch.Tensor) -> np.ndarray:
     def host(t: torch.Tensor) -> np.ndarray:
         return _core.pairwise_sq_distances(t.numpy()) if rust(t) else pairwise_sq_distances(t).cpu().numpy()
 
-    dist = host(xd)
-    if xd.numel() == 0 or np.isfinite(dist).all():
-        return dist
-    # A distance overflowed float64 (finite inputs far apart): those of the inputs scaled by a
-    # power of two, in float64; the plans decide on ratios of distances alike.
-    e = max(math.frexp(float(xd.abs().max()))[1] - _plans.SAFE_EXPONENT, 0)
-    return host(torch.ldexp(xd.double(), torch.tensor(-e, dtype=torch.float64, device=xd.device)))
+    return _plans.finite_distances(host(xd))
+
+
+def ldexp(v: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
+    """``v * 2**k`` in four exact steps of at most ``2**550`` each (``2**k`` alone can overflow)."""
+    k = torch.as_tensor(k, dtype=torch.int64, device=v.device).clamp(-2200, 2200)
+    for part in range(4, 0, -1):
+        q = torch.div(k, part, rounding_mode="floor")
+        v = v * torch.pow(2.0, q.double())
+        k = k - q
+    return v

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from aggkit._dispatch import implements
 from aggkit._params import NonFinite
-from aggkit.errors import InvalidParameterError, nonfinite_error
-from aggkit.rules.centered_clipping import CenteredClipping
+from aggkit.errors import nonfinite_error
+from aggkit.rules.centered_clipping import CenteredClipping, check_center, parse_center
 from aggkit.torch import _kernels as K
 from aggkit.torch._input import Prepared
 
@@ -35,19 +36,30 @@ def _centered_clipping(rule: CenteredClipping, x: Any, *, center: Any = None) ->
     d = xd.shape[1]
     if center is None:
         v = torch.zeros(d, dtype=torch.float64, device=xd.device)
+    elif isinstance(center, torch.Tensor):
+        v = center.detach().to(device=xd.device, dtype=torch.float64).reshape(-1)
+        check_center(v.numel(), bool(torch.isfinite(v).all()), d)
     else:
-        c = torch.as_tensor(center).detach().to(device=xd.device, dtype=torch.float64).reshape(-1)
-        if c.numel() != d:
-            raise InvalidParameterError(
-                f"centered_clipping: the center must have the inputs' size: got {c.numel()} values for d={d}"
-            )
-        v = c
+        c = parse_center(center)
+        check_center(c.size, bool(np.isfinite(c).all()), d)
+        v = torch.from_numpy(c).to(xd.device)
     tiny = torch.finfo(torch.float64).tiny
+    finite = torch.isfinite(xd).all(dim=1)
     for _ in range(rule.iters):
         diff = xd - v[None]
         norm = diff.square().sum(dim=1).sqrt()
         scale = torch.clamp(rule.tau / norm.clamp(min=tiny), max=1.0)
-        v = v + (diff * scale[:, None]).sum(dim=0) / xd.shape[0]
+        step = diff * scale[:, None]
+        wide = torch.isinf(norm) & finite
+        if bool(wide.any()):
+            # Beyond float64's range: (x/2 - v/2) 2^-e (tau / m), as the Rust core computes it.
+            h = xd[wide] * 0.5 - v[None] * 0.5
+            e = torch.frexp(h.abs().amax(dim=1)).exponent.to(torch.int64)
+            hs = K.ldexp(h, -e[:, None])
+            step = step.masked_scatter(
+                wide[:, None], hs * (rule.tau / hs.square().sum(dim=1).sqrt())[:, None]
+            )
+        v = v + step.sum(dim=0) / xd.shape[0]
     return p.finish(v.to(p.x.dtype)), None
 
 

@@ -33,10 +33,31 @@ def _group_means(x: Tensor, groups: list[list[int]]) -> Tensor:
     return torch.stack([x[members].sum(dim=0) / len(members) for members in groups])
 
 
-def _clip(x: Tensor, tau: Tensor | float) -> Tensor:
-    norm = x.double().square().sum(dim=1).sqrt()
-    scale = torch.where(norm > tau, tau / norm, torch.ones_like(norm))
-    scale = torch.where(torch.isfinite(norm), scale, torch.ones_like(norm))
+def _norms(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Differentiable norms as ``(m, e)``, ``||x_i|| = m_i * 2**e_i`` (:func:`_plans.wide_norms`)."""
+    m = x.double().square().sum(dim=1).sqrt()
+    e = torch.zeros(len(m), dtype=torch.int64, device=x.device)
+    wide = torch.isinf(m) & torch.isfinite(x).all(dim=1)
+    if bool(wide.any()):
+        top = x.detach()[wide].double().abs().amax(dim=1)
+        e = e.masked_scatter(wide, torch.frexp(top).exponent.to(torch.int64))
+        m = torch.where(wide, K.ldexp(x.double(), -e[:, None]).square().sum(dim=1).sqrt(), m)
+    return m, e
+
+
+def _clip(x: Tensor, m: Tensor, e: Tensor, c: tuple[Tensor | float, Tensor | int]) -> Tensor:
+    """Every row scaled by ``min(1, c / ||x_i||)`` (1 for zero and non-finite norms).
+
+    Mantissas and exponents apart, so that ``c / ||x_i||`` exists whatever the exponents; it is
+    the float64 quotient itself where no exponent is needed.
+    """
+    valid = torch.isfinite(m) & (m > 0)
+    m = torch.where(valid, m, torch.ones_like(m))
+    ex = torch.frexp(m.detach()).exponent.to(torch.int64)
+    cm = torch.as_tensor(c[0], dtype=torch.float64, device=x.device)
+    cex = torch.frexp(cm.detach()).exponent.to(torch.int64) if bool(torch.isfinite(cm)) else 0
+    ratio = K.ldexp(K.ldexp(cm, -cex) / K.ldexp(m, -ex), cex + c[1] - ex - e)
+    scale = torch.where(valid & (ratio < 1.0), ratio, torch.ones_like(ratio))
     return x * scale.to(x.dtype)[:, None]
 
 
@@ -57,7 +78,8 @@ def _bucketing(pre: Bucketing, x: Any) -> tuple[Tensor, None]:
 @implements("clipping", "torch")
 def _clipping(pre: Clipping, x: Any) -> tuple[Tensor, None]:
     p = Prepared(x, "clipping")
-    return p.finish_rows(_clip(p.x, pre.c)), None
+    m, e = _norms(p.x)
+    return p.finish_rows(_clip(p.x, m, e, (pre.c, 0))), None
 
 
 @implements("arc", "torch")
@@ -67,11 +89,11 @@ def _arc(pre: ARC, x: Any) -> tuple[Tensor, None]:
     k = _plans.arc_count(p.n, pre.f)
     if k == 0:
         return p.finish_rows(p.x.clone()), None
-    norm = p.x.double().square().sum(dim=1).sqrt()
-    key = torch.where(torch.isnan(norm), torch.full_like(norm, float("inf")), norm)
-    order = torch.sort(key.detach(), stable=True).indices
-    tau = key[order[p.n - k - 1]]
-    return p.finish_rows(_clip(p.x, tau)), None
+    m, e = _norms(p.x)
+    t = _plans.arc_threshold(m.detach().cpu().numpy(), e.cpu().numpy(), pre.f)
+    assert t is not None
+    tau = torch.where(torch.isnan(m[t]), torch.full_like(m[t], float("inf")), m[t])
+    return p.finish_rows(_clip(p.x, m, e, (tau, e[t]))), None
 
 
 @implements("perturb", "torch")

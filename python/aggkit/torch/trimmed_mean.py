@@ -26,8 +26,9 @@ def native(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, 
     K.check_policy(x, "trimmed_mean", nonfinite)
     n = x.shape[0]
     order = K.rank_order(x)
-    kept = [x.gather(0, order[r][None])[0].double() for r in range(f, n - f)]
-    out = (K.accumulate(kept, x.dtype) / float(n - 2 * f)).to(x.dtype)
+    kept = [x.gather(0, order[r][None])[0] for r in range(f, n - f)]
+    s = K.accumulate([v.double() for v in kept], x.dtype)
+    out = K.mean_within(s, float(n - 2 * f), kept[0], kept[-1])
     return K.propagate(x, nonfinite, out, order[f], order[n - f - 1], need_rows)
 
 
