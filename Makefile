@@ -25,20 +25,26 @@ test:  ## the Rust and Python test suites
 .PHONY: format
 format:  ## rewrite the sources in the house style
 	cargo fmt --all
-	ruff format python tests benches examples scripts
-	ruff check --fix python tests benches examples scripts
+	ruff format python tests benches examples scripts fuzz
+	ruff check --fix python tests benches examples scripts fuzz
 
 .PHONY: lint
 lint:  ## formatting, clippy, ruff, mypy --strict, the _core stub, the README's types
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
-	ruff check python tests benches examples scripts
-	ruff format --check python tests benches examples scripts
+	ruff check python tests benches examples scripts fuzz
+	ruff format --check python tests benches examples scripts fuzz
 	$(PYTHON) -m mypy
 	$(PYTHON) -m mypy.stubtest aggkit._core
 	$(PYTHON) scripts/readme_blocks.py $(READMEDIR)
 	pyright --pythonpath $$($(PYTHON) -c 'import sys; print(sys.executable)') $(READMEDIR)
+
+FUZZ_SECONDS ?= 90
+
+.PHONY: fuzz
+fuzz:  ## fuzz the public API for FUZZ_SECONDS (coverage-guided with atheris: fuzz/README.md)
+	$(PYTHON) fuzz/fuzz_api.py --budget-seconds $(FUZZ_SECONDS)
 
 .PHONY: bench
 bench:  ## the benchmark grid against numpy / torch and the read bandwidth (minutes)

@@ -78,13 +78,25 @@ def seed(value: Any, name: str, rule: str) -> int | None:
     return None if value is None else count(value, name, rule)
 
 
+def generator(value: Any, name: str, rule: str) -> np.random.Generator:
+    """A numpy ``Generator``, or one seeded from ``None`` (fresh entropy) or an int ``>= 0``."""
+    if isinstance(value, np.random.Generator):
+        return value
+    return np.random.default_rng(seed(value, name, rule))
+
+
 def number(value: Any, name: str, rule: str, *, positive: bool = False) -> float:
     """A finite float ``>= 0`` (``> 0`` with ``positive``)."""
     if not _real(value):
         raise TypeError(f"{rule}: {name} must be a number, got {type(value).__name__}")
-    v = float(value)
+    bound = "> 0" if positive else ">= 0"
+    try:
+        v = float(value)
+    except OverflowError:
+        raise InvalidParameterError(
+            f"{rule}: {name} must be finite and {bound}, got an int beyond float64"
+        ) from None
     if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        bound = "> 0" if positive else ">= 0"
         raise InvalidParameterError(f"{rule}: {name} must be finite and {bound}, got {name}={value}")
     return v
 
@@ -214,6 +226,10 @@ def weights(w: Any, n: int, rule: str) -> np.ndarray:
     try:
         raw = np.asarray(w)
         a = np.array(raw, dtype=np.float64, copy=True)
+    except OverflowError:  # ints beyond float64
+        raise InvalidParameterError(
+            f"{rule}: weights must be finite and >= 0, got an int beyond float64"
+        ) from None
     except (TypeError, ValueError) as e:
         raise TypeError(f"{rule}: weights must be a sequence of numbers, got {type(w).__name__}") from e
     if raw.dtype == np.bool_:

@@ -22,7 +22,7 @@ import numpy as np
 
 from aggkit import _core
 from aggkit._numpy._input import as_array, c_array, compute_dtype
-from aggkit._params import choice
+from aggkit._params import any_integer, choice
 from aggkit.errors import ShapeError
 from aggkit.rules.monoid import OPS, PADS, TreeSchedule, segment_ptr, tree_schedule
 
@@ -89,6 +89,7 @@ def segment_reduce(
     a = as_array(x, f"{what}: x")
     if a.ndim == 0:
         raise ShapeError(f"{what}: x must have at least one axis, got a 0-d array")
+    axis = any_integer(axis, "axis", what)
     if not -a.ndim <= axis < a.ndim:
         raise ShapeError(f"{what}: axis {axis} is out of range for x with {a.ndim} axes")
     dt = compute_dtype(a.dtype, f"{what}: x")

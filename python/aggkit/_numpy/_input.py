@@ -10,6 +10,7 @@ non-native byte order, and float16 (computed in float32 and returned as float16)
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -223,12 +224,13 @@ def _owner(a: np.ndarray) -> Any:
 
 
 def rows_for_core(rows: list[np.ndarray]) -> Any:
-    """Contiguous 1-D rows as the core reads them: one strided ``(n, d)`` view when they lie at
-    equal steps in one buffer (``list(x)``, ``list(x[::2])``, reversed), else the list.
+    """Contiguous 1-D rows as the core reads them: one strided view where it can.
 
-    The core borrows each array it is given, and rust-numpy checks each borrow against the
-    others of the same buffer: ``n`` views of one buffer cost ``O(n^2)`` (16,000 rows of one
-    ``(16000, 2)`` array took 0.9 s, the array itself 1 ms). The view reads the same memory.
+    One ``(n, d)`` view when the rows lie at equal steps in one buffer (``list(x)``,
+    ``list(x[::2])``, reversed), else the list itself. The core borrows each array it is
+    given, and rust-numpy checks each borrow against the others of the same buffer: ``n``
+    views of one buffer cost ``O(n^2)`` (16,000 rows of one ``(16000, 2)`` array took 0.9 s,
+    the array itself 1 ms). The view reads the same memory.
     """
     n = len(rows)
     if n < ONE_VIEW_MIN or rows[0].size == 0:
@@ -238,7 +240,7 @@ def rows_for_core(rows: list[np.ndarray]) -> Any:
         return rows
     addr = [r.__array_interface__["data"][0] for r in rows]
     step = addr[1] - addr[0]
-    if any(b - a != step for a, b in zip(addr, addr[1:], strict=False)):
+    if any(b - a != step for a, b in itertools.pairwise(addr)):
         return rows
     return np.lib.stride_tricks.as_strided(
         rows[0], shape=(n, rows[0].size), strides=(step, rows[0].itemsize), writeable=False

@@ -38,7 +38,17 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol, overload
 
 import numpy as np
 
-from aggkit._params import Check, Count, NonNegative, OptionalPositive, choice, count, int_array, integer
+from aggkit._params import (
+    Check,
+    Count,
+    NonNegative,
+    OptionalPositive,
+    choice,
+    count,
+    generator,
+    int_array,
+    integer,
+)
 from aggkit._types import ArrayLike, ArrayT, NDArray
 from aggkit.errors import InvalidParameterError, NoMajorityError, ShapeError, TooFewInputsError
 from aggkit.registry import Rule, register
@@ -89,7 +99,11 @@ def expected_corrupted_groups(n: int, r: int, q: int) -> float:
     Byzantine workers).
     """
     q, r = _q(q), _r(r)
-    _check_nr(n, r)
+    n = _check_nr(n, r)
+    if r > EXACT_R_MAX:  # the sum has r/2 exact binomials of n-digit numbers
+        raise InvalidParameterError(
+            f"detox: expected_corrupted_groups needs r <= {EXACT_R_MAX} (exact binomials), got r={r}"
+        )
     if q > n:
         raise InvalidParameterError(f"detox: q must be <= n, got q={q}, n={n}")
     p = sum(math.comb(q, j) * math.comb(n - q, r - j) for j in range((r + 1) // 2, min(q, r) + 1))
@@ -98,7 +112,8 @@ def expected_corrupted_groups(n: int, r: int, q: int) -> float:
 
 def contiguous_groups(n: int, r: int) -> np.ndarray:
     """Groups ``[[0..r-1], [r..2r-1], ...]`` as a ``(n // r, r)`` int64 array."""
-    _check_nr(n, _r(r))
+    r = _r(r)
+    n = _check_nr(n, r)
     return np.arange(n, dtype=np.int64).reshape(n // r, r)
 
 
@@ -107,8 +122,9 @@ def random_groups(n: int, r: int, rng: Any) -> np.ndarray:
 
     Draw a fresh one every round so the Byzantine workers cannot choose their group.
     """
-    _check_nr(n, _r(r))
-    return np.random.default_rng(rng).permutation(n).astype(np.int64).reshape(n // r, r)
+    r = _r(r)
+    n = _check_nr(n, r)
+    return generator(rng, "rng", "detox").permutation(n).astype(np.int64).reshape(n // r, r)
 
 
 def data_assignment(groups: Any, n: int) -> np.ndarray:
@@ -117,6 +133,7 @@ def data_assignment(groups: Any, n: int) -> np.ndarray:
     Every member of a group must receive the same shard (and seed) so honest members compute
     bit-identical updates.
     """
+    n = count(n, "n", "detox")
     g = _check_groups(groups, n)
     out = np.empty(n, dtype=np.int64)
     for j, members in enumerate(g):
@@ -124,9 +141,16 @@ def data_assignment(groups: Any, n: int) -> np.ndarray:
     return out
 
 
-def _check_nr(n: int, r: int) -> None:
+#: :func:`expected_corrupted_groups` sums exact binomials: groups of at most this many workers.
+EXACT_R_MAX = 1001
+
+
+def _check_nr(value: Any, r: int) -> int:
+    """``value`` as an int ``n``, a positive multiple of ``r``."""
+    n = count(value, "n", "detox")
     if n < 1 or n % r != 0:
         raise InvalidParameterError(f"detox: n must be a positive multiple of r, got n={n}, r={r}")
+    return n
 
 
 def _check_groups(groups: Any, n: int, r: int | None = None) -> np.ndarray:
@@ -377,7 +401,7 @@ def run(
     rows, d = backend.rows()
     n = len(rows)
     rule.check_n(n)
-    gen = np.random.default_rng(rng) if rng is not None else None
+    gen = generator(rng, "rng", "detox") if rng is not None else None
     if isinstance(groups, str):
         groups = choice(groups, "groups", ("contiguous", "random"), "detox")
         if groups == "random" and gen is None:
