@@ -104,6 +104,13 @@ def test_detox_helpers_refuse_a_bad_n_by_name(call):
     refused_by_aggkit(call, "n")
 
 
+def test_group_helpers_refuse_more_workers_than_32_bit_rows():
+    """Found by the 30-minute atheris run: numpy's bare ValueError ("Maximum allowed size
+    exceeded") from np.arange(n)."""
+    refused_by_aggkit(lambda: aggkit.contiguous_groups(n=27670116110564327421, r=2**63 - 1), "n")
+    refused_by_aggkit(lambda: aggkit.random_groups(3 * 2**32, 3, 0), "n")
+
+
 def test_expected_corrupted_groups_refuses_groups_too_large_to_sum_exactly():
     """Found: math.comb's OverflowError (and, below it, hours of exact binomials)."""
     refused_by_aggkit(lambda: aggkit.expected_corrupted_groups(3 * (2**64 - 1), 2**64 - 1, 6), "r")

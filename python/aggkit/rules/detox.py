@@ -99,11 +99,11 @@ def expected_corrupted_groups(n: int, r: int, q: int) -> float:
     Byzantine workers).
     """
     q, r = _q(q), _r(r)
-    n = _check_nr(n, r)
     if r > EXACT_R_MAX:  # the sum has r/2 exact binomials of n-digit numbers
         raise InvalidParameterError(
             f"detox: expected_corrupted_groups needs r <= {EXACT_R_MAX} (exact binomials), got r={r}"
         )
+    n = _check_nr(n, r)
     if q > n:
         raise InvalidParameterError(f"detox: q must be <= n, got q={q}, n={n}")
     p = sum(math.comb(q, j) * math.comb(n - q, r - j) for j in range((r + 1) // 2, min(q, r) + 1))
@@ -150,6 +150,8 @@ def _check_nr(value: Any, r: int) -> int:
     n = count(value, "n", "detox")
     if n < 1 or n % r != 0:
         raise InvalidParameterError(f"detox: n must be a positive multiple of r, got n={n}, r={r}")
+    if n > 2**32 - 1:  # group members are 32-bit row indices, as everywhere in the core
+        raise InvalidParameterError(f"detox: n must be <= 2**32 - 1, got n={n}")
     return n
 
 
