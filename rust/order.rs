@@ -83,13 +83,19 @@ impl Accumulator for CompensatedSum {
 
 /// The mean `sum / count` of values of which `lo` is the smallest and `hi` the largest, rounded
 /// to `T` and kept inside `[lo, hi]`: a float64 quotient can round one ulp outside the values
-/// (the mean of identical values would come back one ulp off). NaN stays NaN.
+/// (the mean of identical values would come back one ulp off). NaN stays NaN. A float32 mean
+/// needs no clamp: its float64 quotient is within float64 rounding of a value inside the
+/// float32 range `[lo, hi]`, and rounding it to float32 cannot cross `lo` or `hi`, so the
+/// bounds are not even read (callers' conversions of them compile away).
 #[inline(always)]
 pub(crate) fn mean_within<T: Float>(sum: f64, count: f64, lo: T, hi: T) -> T {
     let y = T::from_f64(sum / count);
-    if y < lo {
-        lo
-    } else if y > hi {
+    if T::is_f32().is_some() {
+        return y;
+    }
+    // Two selects, not an if-else chain, so a loop of them vectorises (lo <= hi here).
+    let y = if y < lo { lo } else { y };
+    if y > hi {
         hi
     } else {
         y

@@ -78,24 +78,37 @@ fn accumulate_body<T: Float>(
         acc.fill(T::Acc::zero());
         range.fill((T::INFINITY, T::from_f64(f64::NEG_INFINITY)));
     }
-    for (j, a) in acc.iter_mut().enumerate() {
-        let mut s = *a;
-        for &(r, w) in rows {
-            s.add(w * r[j].to_f64());
-        }
-        *a = s;
-    }
-    for (j, (lo, hi)) in range.iter_mut().enumerate() {
-        for &(r, w) in rows {
-            let v = r[j];
-            if w > 0.0 {
-                if v < *lo {
-                    *lo = v;
-                }
-                if v > *hi {
-                    *hi = v;
-                }
+    if range.is_empty() {
+        for (j, a) in acc.iter_mut().enumerate() {
+            let mut s = *a;
+            for &(r, w) in rows {
+                s.add(w * r[j].to_f64());
             }
+            *a = s;
+        }
+    } else {
+        // In the same pass, while the group's values of coordinate j are in cache; only the
+        // rows of positive weight bound the average.
+        let mut weighed = [&[][..]; GROUP];
+        let mut k = 0;
+        for &(r, w) in rows {
+            if w > 0.0 {
+                weighed[k] = r;
+                k += 1;
+            }
+        }
+        let weighed = &weighed[..k];
+        for (j, (a, lh)) in acc.iter_mut().zip(range.iter_mut()).enumerate() {
+            let (mut s, (mut lo, mut hi)) = (*a, *lh);
+            for &(r, w) in rows {
+                s.add(w * r[j].to_f64());
+            }
+            for r in weighed {
+                let v = r[j];
+                lo = if v < lo { v } else { lo };
+                hi = if v > hi { v } else { hi };
+            }
+            (*a, *lh) = (s, (lo, hi));
         }
     }
     for (g, &(r, _)) in rows.iter().enumerate() {
