@@ -252,3 +252,10 @@ def test_fuzz_smoke():
     assert "200 inputs" in r.stdout, r.stdout[-4000:]
     assert "0 distinct findings" in r.stdout, r.stdout[-4000:]
     assert "ok " in r.stdout  # some calls succeeded and were checked
+
+
+def test_a_huge_int_for_a_float_is_refused_by_name_everywhere():
+    """Found by the 30-minute atheris run: segment_reduce(empty=10**400) raised a bare
+    OverflowError from float(); the attacks' and Flower's number checks had the same gap."""
+    refused_by_aggkit(lambda: aggkit.monoid.segment_reduce(X, "sum", ptr=[0, 3], empty=10**400), "empty")
+    refused_by_aggkit(lambda: aggkit.attacks.SignFlip(scale=10**400), "scale")

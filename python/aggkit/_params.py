@@ -85,6 +85,21 @@ def generator(value: Any, name: str, rule: str) -> np.random.Generator:
     return np.random.default_rng(seed(value, name, rule))
 
 
+def as_float(value: Any, name: str, rule: str) -> float:
+    """A real number (not a bool) as a float64, ``inf`` and NaN included.
+
+    An int beyond float64 is refused by name, not with a bare ``OverflowError``.
+    """
+    if not _real(value):
+        raise TypeError(f"{rule}: {name} must be a number, got {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise InvalidParameterError(
+            f"{rule}: {name} must fit in float64, got an int beyond float64"
+        ) from None
+
+
 def number(value: Any, name: str, rule: str, *, positive: bool = False) -> float:
     """A finite float ``>= 0`` (``> 0`` with ``positive``)."""
     if not _real(value):

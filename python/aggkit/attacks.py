@@ -33,7 +33,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from aggkit._dispatch import backend_of
-from aggkit._params import count
+from aggkit._params import as_float, count
 from aggkit.errors import InvalidParameterError, ShapeError
 
 __all__ = [
@@ -158,11 +158,10 @@ class Attack:
 
 
 def _finite(value: Any, name: str, owner: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    v = as_float(value, name, owner)
+    if not math.isfinite(v):
         raise InvalidParameterError(f"{owner}: {name} must be finite, got {name}={value}")
-    return float(value)
+    return v
 
 
 @_register

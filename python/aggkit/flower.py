@@ -55,6 +55,7 @@ that is why the supported range is pinned.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from logging import INFO, WARNING
@@ -72,6 +73,7 @@ except ImportError as e:  # pragma: no cover - exercised only without flwr
         f"aggkit.flower needs Flower's Message API (flwr>=1.21,<2): pip install 'aggkit[flower]' ({e})"
     ) from e
 
+from aggkit._params import as_float
 from aggkit.errors import AggkitError, InvalidParameterError
 from aggkit.registry import Rule, param_names, rule_class
 from aggkit.registry import rule as make_rule
@@ -351,9 +353,16 @@ def _weight(content: Any, key: str) -> float:
     if key not in record:
         raise InvalidParameterError(f"the weight metric {key!r} is missing")
     value = record[key]
-    if isinstance(value, list | bool) or not np.isfinite(value) or value < 0:
-        raise InvalidParameterError(f"the weight metric {key!r} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    bad = InvalidParameterError(f"the weight metric {key!r} must be a finite number >= 0, got {value!r}")
+    if isinstance(value, list | bool | np.bool_):
+        raise bad
+    try:  # a client's own number: an int beyond float64 is as faulty as a negative one
+        v = as_float(value, key, "weight metric")
+    except (TypeError, InvalidParameterError):
+        raise bad from None
+    if not math.isfinite(v) or v < 0:
+        raise bad
+    return v
 
 
 #: The structure of a model: each key's shape and dtype.

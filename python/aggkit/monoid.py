@@ -22,7 +22,7 @@ import numpy as np
 
 from aggkit import _core
 from aggkit._numpy._input import as_array, c_array, compute_dtype
-from aggkit._params import any_integer, choice
+from aggkit._params import any_integer, as_float, choice
 from aggkit.errors import ShapeError
 from aggkit.rules.monoid import OPS, PADS, TreeSchedule, segment_ptr, tree_schedule
 
@@ -84,8 +84,7 @@ def segment_reduce(
     """
     what = "segment_reduce"
     choice(op, "op", OPS, what)
-    if empty is not None and not isinstance(empty, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{what}: empty must be a number, got {type(empty).__name__}")
+    empty = None if empty is None else as_float(empty, "empty", what)
     a = as_array(x, f"{what}: x")
     if a.ndim == 0:
         raise ShapeError(f"{what}: x must have at least one axis, got a 0-d array")
@@ -97,6 +96,6 @@ def segment_reduce(
     rows, rest = moved.shape[0], moved.shape[1:]
     p = segment_ptr(rows, index, ptr, dim_size, what)
     m = c_array(moved.reshape(rows, -1) if moved.size else moved.reshape(rows, int(np.prod(rest))), dt)
-    out = _core.segment_reduce(m, p, op, None if empty is None else float(empty))
+    out = _core.segment_reduce(m, p, op, empty)
     out = np.moveaxis(out.reshape((p.shape[0] - 1, *rest)), 0, axis)
     return out.astype(a.dtype, copy=False) if out.dtype != a.dtype else out

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from aggkit import _core
-from aggkit._params import choice
+from aggkit._params import as_float, choice
 from aggkit.errors import InvalidParameterError, ShapeError
 from aggkit.rules import monoid as _monoid
 from aggkit.torch._paths import rust, rust_backward, view
@@ -379,5 +379,6 @@ def segment_reduce(
     m = moved.reshape(rows, -1) if moved.numel() else moved.reshape(rows, int(np.prod(rest)))
     compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     m = m.to(compute).contiguous()
-    out: Tensor = _segment_reduce_op(m, p, op, None if empty is None else float(empty))
+    empty = None if empty is None else as_float(empty, "empty", what)
+    out: Tensor = _segment_reduce_op(m, p, op, empty)
     return out.reshape(p.shape[0] - 1, *rest).movedim(0, dim).to(x.dtype)
