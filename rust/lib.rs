@@ -24,6 +24,8 @@ mod alloc;
 mod columns;
 mod distance;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod input;
 mod interrupt;
 mod monoid;

@@ -70,7 +70,7 @@ pub fn centered_clipping<T: Float>(
     let keep = x.kept_rows(NAME, policy)?;
     let sub = Rows::new(NAME, keep.iter().map(|&i| x.row(i)).collect())?;
     let mut s = vec![1.0; keep.len()];
-    // Rows whose distance to the centre exceeds float64's range: `(2^-e, tau / m)` (`wide_dist`).
+    // Rows clipped at a distance whose float64 squares overflow: `(2^-e, m)` (`wide_dist`).
     let mut far: Vec<Option<(f64, f64)>> = vec![None; keep.len()];
     let count = keep.len() as f64;
     for _ in 0..iters {
@@ -81,9 +81,16 @@ pub fn centered_clipping<T: Float>(
             *si = if di.is_nan() {
                 f64::NAN
             } else if di.is_infinite() && crate::input::all_finite(sub.row(k)) {
+                // ||x - v|| = 2^(e+1) m: when it is no more than tau the row is not clipped
+                // (and x - v does not overflow: it is at most tau).
                 let (e, m) = wide_dist(sub.row(k), &v);
-                far[k] = Some((exp2(-e), tau / m));
-                exp2(-e - 1) * (tau / m)
+                let dist = m * exp2(e + 1);
+                if dist <= tau {
+                    1.0
+                } else {
+                    far[k] = Some((exp2(-e), m));
+                    tau * exp2(-e - 1) / m
+                }
             } else {
                 (tau / di.max(f64::MIN_POSITIVE)).min(1.0)
             };
@@ -94,10 +101,11 @@ pub fn centered_clipping<T: Float>(
             let mut acc = vec![0.0f64; vt.len()];
             for ((r, &si), fk) in rows.iter().zip(&s).zip(&far) {
                 let r = &r[j0..j0 + vt.len()];
-                if let Some((p, q)) = *fk {
-                    // (x - v) * s = (x/2 - v/2) 2^-e * (tau / m): no overflow, no subnormal.
+                if let Some((p, m)) = *fk {
+                    // (x - v) s = ((x/2 - v/2) 2^-e / m) tau: the first factor is a component
+                    // of a unit vector, so neither it nor the product (at most tau) overflows.
                     for ((a, &xv), &c) in acc.iter_mut().zip(r).zip(vt.iter()) {
-                        *a += ((xv.to_f64() * 0.5 - c * 0.5) * p) * q;
+                        *a += ((xv.to_f64() * 0.5 - c * 0.5) * p / m) * tau;
                     }
                     continue;
                 }

@@ -78,12 +78,13 @@ struct Dist {
 }
 
 impl Dist {
-    /// `alpha / max(nu, ||z - x_i||)`, the Weiszfeld weight; it exists (tiny, not 0) for a
-    /// distance beyond float64's range.
-    fn weight(self, alpha: f64, nu: f64) -> f64 {
+    /// `2^-k alpha / max(nu, ||z - x_i||)`, the Weiszfeld weight (`k = 0`); it exists (tiny,
+    /// not 0) for a distance beyond float64's range. `k > 0` when `alpha / nu` overflows.
+    fn weight(self, alpha: f64, nu: f64, k: i32) -> f64 {
         match self.wide {
-            Some((e, m)) if self.value.is_infinite() => (alpha / m) * exp2(-e - 1),
-            _ => alpha / self.value.max(nu),
+            Some((e, m)) if self.value.is_infinite() => (alpha / m) * exp2(-e - 1 - k),
+            _ if k == 0 => alpha / self.value.max(nu),
+            _ => alpha / (self.value.max(nu) * exp2(k)),
         }
     }
 }
@@ -190,7 +191,15 @@ pub fn geometric_median<T: Float>(
     while iterations < maxiter {
         crate::interrupt::check()?;
         for ((wi, ai), di) in w.iter_mut().zip(&a).zip(&dist) {
-            *wi = di.weight(*ai, nu);
+            *wi = di.weight(*ai, nu, 0);
+        }
+        if w.iter().any(|v| v.is_infinite()) {
+            // alpha / nu beyond float64 (a tiny nu): only the weights' ratios matter, so take
+            // them all 2^-1000 times smaller (a weight that then underflows was below 2^-53 of
+            // the largest, nothing in the weighted sum).
+            for ((wi, ai), di) in w.iter_mut().zip(&a).zip(&dist) {
+                *wi = di.weight(*ai, nu, 1000);
+            }
         }
         mean::mean(&sub, Some(&w), NonFinite::Propagate, out)?;
         iterations += 1;

@@ -96,15 +96,7 @@ pub fn select_from_distances(
     policy: NonFinite,
 ) -> Result<Selection, AggError> {
     let display = if m == 1 { "Krum" } else { "Multi-Krum" };
-    if dist.len() != n * n {
-        return Err(AggError::InvalidParameter {
-            rule: display,
-            message: format!(
-                "the distance matrix must be n x n, got {} entries for n={n}",
-                dist.len()
-            ),
-        });
-    }
+    crate::distance::check_square(display, dist, n)?;
     check(display, n, f)?;
     check_m(display, n, m)?;
     if policy == NonFinite::Raise {
