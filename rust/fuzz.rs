@@ -2121,7 +2121,6 @@ fn select_from_distances_with_n_squared_overflowing() {
 /// sums float64 in plain float64: with `f = 0` and unit weights over `[1, 1e-30, -1]` it gives
 /// `0.0` where the trimmed mean (and the mean) give `1e-30 / 3`.
 #[test]
-#[ignore = "open bug: the weighted trimmed mean's float64 sum is not compensated"]
 fn weighted_trimmed_mean_is_compensated_for_float64() {
     let data = [1.0f64, 1e-30, -1.0];
     let x = Rows::from_matrix("fuzz", &data, 3, 1).unwrap();
@@ -2136,7 +2135,6 @@ fn weighted_trimmed_mean_is_compensated_for_float64() {
 /// bucketing) sums float64 rows in plain float64: the mean of `[1, 1e-30, -1]` as one group is
 /// `0.0`, where `mean` gives `1e-30 / 3`.
 #[test]
-#[ignore = "open bug: group_means' float64 sum is not compensated"]
 fn group_means_is_compensated_for_float64() {
     let data = [1.0f64, 1e-30, -1.0];
     let x = Rows::from_matrix("fuzz", &data, 3, 1).unwrap();

@@ -21,7 +21,7 @@
 use crate::columns::{ranked_columns, ColumnsOut, Keying, Ranked, WithRows};
 use crate::error::{AggError, MAJORITY};
 use crate::input::{NonFinite, Rows};
-use crate::order::{mean_within, Float};
+use crate::order::{mean_within, Accumulator, Float};
 use crate::rules::median::Even;
 
 pub const MEDIAN: &str = "median";
@@ -129,13 +129,13 @@ fn trimmed_column<T: Float>(
     let t = total * f as f64 / n as f64;
     let (lo_mass, hi_mass) = (t, total - t);
     let mut c0 = 0.0;
-    let (mut sum, mut kept) = (-0.0f64, 0.0f64);
+    let (mut sum, mut kept) = (T::Acc::zero(), 0.0f64);
     let (mut first, mut last) = (usize::MAX, 0);
     for r in 0..n {
         let c1 = c0 + w[row(r)];
         let part = c1.min(hi_mass) - c0.max(lo_mass);
         if part > 0.0 {
-            sum += part * v(r).to_f64();
+            sum.add(part * v(r).to_f64());
             kept += part;
             first = first.min(r);
             last = r;
@@ -145,7 +145,11 @@ fn trimmed_column<T: Float>(
     if first == usize::MAX {
         return (T::NAN, 0, 0);
     }
-    (mean_within(sum, kept, v(first), v(last)), first, last)
+    (
+        mean_within(sum.value(), kept, v(first), v(last)),
+        first,
+        last,
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::error::AggError;
 use crate::input::Rows;
-use crate::order::{mean_within, Float};
+use crate::order::{mean_within, Accumulator, Float};
 use crate::pool;
 use crate::pool::PARALLEL_MIN_VALUES;
 
@@ -78,13 +78,14 @@ pub fn group_means<T: Float>(
         let (g, t) = (k / tiles, k % tiles);
         let j0 = t * TILE;
         let mem = &members[offsets[g]..offsets[g + 1]];
-        // From -0.0 (a sum of -0.0s keeps its sign), kept within the members' values.
-        let mut acc = vec![-0.0f64; o.len()];
+        // The core's accumulator (compensated for float64, from -0.0), kept within the
+        // members' values.
+        let mut acc = vec![T::Acc::zero(); o.len()];
         let mut range = vec![(T::INFINITY, T::from_f64(f64::NEG_INFINITY)); o.len()];
         for &i in mem {
             let row = &x.row(i)[j0..j0 + o.len()];
             for ((a, r), &v) in acc.iter_mut().zip(range.iter_mut()).zip(row) {
-                *a += v.to_f64();
+                a.add(v.to_f64());
                 if v < r.0 {
                     r.0 = v;
                 }
@@ -95,7 +96,7 @@ pub fn group_means<T: Float>(
         }
         let c = mem.len() as f64;
         for ((ov, a), &(lo, hi)) in o.iter_mut().zip(&acc).zip(&range) {
-            *ov = mean_within(*a, c, lo, hi);
+            *ov = mean_within(a.value(), c, lo, hi);
         }
     };
     for_each_row_tile(out, d, members.len() * d, task);
