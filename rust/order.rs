@@ -24,11 +24,13 @@ pub trait Accumulator: Copy + Send + Sync + Default {
     /// `-0.0` included), so the sum of `-0.0`s is `-0.0`, as the inputs have it.
     fn zero() -> Self;
     fn add(&mut self, v: f64);
+    /// The sum; infinite where finite terms overflow it (see [`average`] for the means).
     fn value(self) -> f64;
 }
 
 /// Plain float64 summation, the accumulator of float32 inputs: exact enough for them (53 vs 24
-/// mantissa bits).
+/// mantissa bits), and no sum of at most `2^32` float32 values (times weights below 1)
+/// overflows float64.
 impl Accumulator for f64 {
     #[inline(always)]
     fn zero() -> Self {
@@ -51,6 +53,20 @@ pub struct CompensatedSum {
     comp: f64,
 }
 
+impl CompensatedSum {
+    /// Neumaier's step with the term `v`.
+    #[inline(always)]
+    fn step(&mut self, v: f64) {
+        let t = self.sum + v;
+        if self.sum.abs() >= v.abs() {
+            self.comp += (self.sum - t) + v;
+        } else {
+            self.comp += (v - t) + self.sum;
+        }
+        self.sum = t;
+    }
+}
+
 impl Accumulator for CompensatedSum {
     #[inline(always)]
     fn zero() -> Self {
@@ -61,13 +77,7 @@ impl Accumulator for CompensatedSum {
     }
     #[inline(always)]
     fn add(&mut self, v: f64) {
-        let t = self.sum + v;
-        if self.sum.abs() >= v.abs() {
-            self.comp += (self.sum - t) + v;
-        } else {
-            self.comp += (v - t) + self.sum;
-        }
-        self.sum = t;
+        self.step(v);
     }
     #[inline(always)]
     fn value(self) -> f64 {
@@ -81,15 +91,55 @@ impl Accumulator for CompensatedSum {
     }
 }
 
-/// The mean `sum / count` of values of which `lo` is the smallest and `hi` the largest, rounded
-/// to `T` and kept inside `[lo, hi]`: a float64 quotient can round one ulp outside the values
-/// (the mean of identical values would come back one ulp off). NaN stays NaN. A float32 mean
-/// needs no clamp: its float64 quotient is within float64 rounding of a value inside the
-/// float32 range `[lo, hi]`, and rounding it to float32 cannot cross `lo` or `hi`, so the
-/// bounds are not even read (callers' conversions of them compile away).
+/// The factor terms are scaled by once a float64 sum of finite terms leaves the float64 range
+/// ([`wide_mean`]): `2^-560`, so that `2^32` terms of up to `2^500 · f64::MAX` fit.
+pub(crate) const SHRINK: f64 = f64::from_bits((1023 - 560) << 52);
+/// `1 / SHRINK`.
+const GROW: f64 = f64::from_bits((1023 + 560) << 52);
+
+/// `Σ w·x / count` over `terms` `(w, x)` in order, Neumaier-compensated like
+/// [`CompensatedSum`] (the same bits wherever that sum stays finite), and also where finite
+/// terms overflow it: from the first term that would, the sum goes on with every term scaled by
+/// [`SHRINK`] and the quotient is scaled back (the mean of `[MAX, MAX / 2, 0]` is `MAX / 2`).
+/// Terms below `2^-462` lose bits to subnormals once scaled, far less than the rounding of a
+/// sum that has exceeded `f64::MAX`. Infinite and NaN terms are added as IEEE addition has it.
+/// The slow path of [`average`]: the kernels sum with [`CompensatedSum`] and call this only
+/// for the rare column whose sum overflowed.
+#[cold]
+#[inline(never)]
+pub(crate) fn wide_mean(terms: impl Iterator<Item = (f64, f64)>, count: f64) -> f64 {
+    let (mut acc, mut scale) = (CompensatedSum::zero(), 1.0f64);
+    for (w, x) in terms {
+        // `x` is scaled before the product, which may overflow where the scaled one does not.
+        let v = w * (x * scale);
+        let finite = acc.sum.is_finite() && w.is_finite() && x.is_finite();
+        if finite && scale == 1.0 && !(acc.sum + v).is_finite() {
+            scale = SHRINK;
+            acc.sum *= SHRINK;
+            acc.comp *= SHRINK;
+            acc.step(w * (x * scale));
+        } else {
+            acc.step(v);
+        }
+    }
+    let q = acc.value() / count;
+    if scale == 1.0 {
+        q
+    } else {
+        q * GROW
+    }
+}
+
+/// A mean `quotient` (an accumulator's value divided by the count or the weights' total) of
+/// values of which `lo` is the smallest and `hi` the largest, rounded to `T` and kept inside
+/// `[lo, hi]`: a float64 quotient can round one ulp outside the values (the mean of identical
+/// values would come back one ulp off). NaN stays NaN. A float32 mean needs no clamp: its
+/// float64 quotient is within float64 rounding of a value inside the float32 range `[lo, hi]`,
+/// and rounding it to float32 cannot cross `lo` or `hi`, so the bounds are not even read
+/// (callers' conversions of them compile away). Where the sum overflowed, see [`average`].
 #[inline(always)]
-pub(crate) fn mean_within<T: Float>(sum: f64, count: f64, lo: T, hi: T) -> T {
-    let y = T::from_f64(sum / count);
+pub(crate) fn mean_within<T: Float>(quotient: f64, lo: T, hi: T) -> T {
+    let y = T::from_f64(quotient);
     if T::is_f32().is_some() {
         return y;
     }
@@ -100,6 +150,31 @@ pub(crate) fn mean_within<T: Float>(sum: f64, count: f64, lo: T, hi: T) -> T {
     } else {
         y
     }
+}
+
+/// Whether a float64 mean `quotient` of finite values in `[lo, hi]` is infinite: its sum
+/// overflowed, and the mean must be computed again with [`wide_mean`]. Never for float32 (a
+/// float64 sum of float32 values cannot overflow), where it compiles away.
+#[inline(always)]
+pub(crate) fn overflowed<T: Float>(quotient: f64, lo: T, hi: T) -> bool {
+    T::is_f32().is_none() && quotient.is_infinite() && lo.is_finite() && hi.is_finite()
+}
+
+/// The mean of values in `[lo, hi]` ([`mean_within`]) from the `quotient` of their
+/// [`CompensatedSum`], or, where that sum overflowed ([`overflowed`]), from [`wide_mean`]
+/// over `terms` (the same `(w, x)` in the same order) divided by `count`.
+#[inline(always)]
+pub(crate) fn average<T: Float, I: Iterator<Item = (f64, f64)>>(
+    quotient: f64,
+    count: f64,
+    lo: T,
+    hi: T,
+    terms: impl FnOnce() -> I,
+) -> T {
+    if overflowed(quotient, lo, hi) {
+        return mean_within(wide_mean(terms(), count), lo, hi);
+    }
+    mean_within(quotient, lo, hi)
 }
 
 /// The two element types the kernels are generic over (float32 and float64).

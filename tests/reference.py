@@ -21,11 +21,22 @@ def rank_key(v: float, i: int) -> tuple:
 
 
 class Neumaier:
+    """Neumaier's compensated sum of terms ``w x``; where finite terms overflow it, it goes on
+    with every term scaled by ``2**-560`` (docs/conventions.md, "Arithmetic")."""
+
+    SHRINK = 2.0**-560
+
     def __init__(self) -> None:
         self.s = -0.0  # the identity of addition: a sum of -0.0s keeps its sign
         self.c = 0.0
+        self.k = 1.0  # the sum is s / k
 
-    def add(self, v: float) -> None:
+    def add(self, x: float, w: float = 1.0) -> None:
+        v = w * (x * self.k)
+        if not math.isfinite(self.s + v) and all(map(math.isfinite, (self.s, w, x))) and self.k == 1.0:
+            self.k = self.SHRINK
+            self.s, self.c = self.s * self.k, self.c * self.k
+            v = w * (x * self.k)
         t = self.s + v
         if abs(self.s) >= abs(v):
             self.c += (self.s - t) + v
@@ -33,8 +44,48 @@ class Neumaier:
             self.c += (v - t) + self.s
         self.s = t
 
-    def value(self) -> float:
+    def held(self) -> float:
         return self.s + self.c if math.isfinite(self.s) and self.c != 0.0 else self.s
+
+    def value(self) -> float:
+        return _grow(self.held(), self.k)
+
+    def quotient(self, count: float) -> float:
+        return _grow(self.held() / count, self.k)
+
+
+def _grow(v: float, k: float) -> float:
+    return v / k  # exact (k is a power of two), or inf where the sum itself overflows
+
+
+def normalise_weights(w) -> list[float]:
+    """The weights as the core averages with them: scaled by the power of two that brings the
+    largest into ``[1/2, 1)`` (only their ratios matter)."""
+    w = [float(v) for v in w]
+    top = max(w, default=0.0)
+    if top == 0.0 or 0.5 <= top < 1.0:
+        return w
+    e = math.frexp(top)[1]
+    return [math.ldexp(v, -e) for v in w]
+
+
+def mean_in_order(values, dtype, weights=None, total=None) -> float:
+    """The core's float64 mean of ``w x`` over ``values`` in order, divided by ``total`` (by
+    default the count, or the weights' compensated sum): a plain float64 sum for float32 input,
+    compensated for float64."""
+    values = [float(v) for v in values]
+    ws = [1.0] * len(values) if weights is None else [float(w) for w in weights]
+    if total is None:
+        total = float(len(values)) if weights is None else fsum_in_order(ws, np.float64)
+    if np.dtype(dtype) == np.float32:
+        s = -0.0
+        for w, v in zip(ws, values, strict=True):
+            s += w * v
+        return s / total
+    acc = Neumaier()
+    for w, v in zip(ws, values, strict=True):
+        acc.add(v, w)
+    return acc.quotient(total)
 
 
 def fsum_in_order(values, dtype) -> float:
@@ -54,13 +105,9 @@ def average(values, dtype, weights=None) -> float:
     """The core's average: the sum in order divided by the count (or the weights' total), rounded
     to ``dtype`` and kept within the smallest and largest value averaged (positive weight)."""
     values = [float(v) for v in values]
-    if weights is None:
-        s, total, used = fsum_in_order(values, dtype), float(len(values)), values
-    else:
-        s = fsum_in_order([w * v for w, v in zip(weights, values, strict=True)], dtype)
-        total = fsum_in_order(weights, np.float64)
-        used = [v for w, v in zip(weights, values, strict=True) if w > 0]
-    y = float(np.dtype(dtype).type(s / total))
+    used = values if weights is None else [v for w, v in zip(weights, values, strict=True) if w > 0]
+    weights = None if weights is None else normalise_weights(weights)
+    y = float(np.dtype(dtype).type(mean_in_order(values, dtype, weights)))
     lo, hi = min(used, default=y), max(used, default=y)
     return lo if y < lo else hi if y > hi else y
 
@@ -248,21 +295,22 @@ def weighted_median(x: np.ndarray, w, even: str = "mean") -> np.ndarray:
 def weighted_trimmed_mean(x: np.ndarray, w, f: int) -> np.ndarray:
     """Mass-based trimming: each value covers an interval of cumulative weight."""
     n = x.shape[0]
+    w = normalise_weights(w)
     out = []
     for _, col in _columns(x):
         ranked = sorted(col, key=lambda t: rank_key(*t))
         total = float(sum(w))
         t = total * f / n
-        c0, s, kept, used = 0.0, -0.0, 0.0, []
+        c0, kept, parts, used = 0.0, 0.0, [], []
         for v, i in ranked:
             c1 = c0 + w[i]
             part = min(c1, total - t) - max(c0, t)
             if part > 0:
-                s += part * v
                 kept += part
+                parts.append(part)
                 used.append(v)
             c0 = c1
-        y = float(np.dtype(x.dtype).type(s / kept))
+        y = float(np.dtype(x.dtype).type(mean_in_order(used, x.dtype, parts, kept)))
         out.append(min(max(y, used[0]), used[-1]) if not math.isnan(y) else y)
     return _finish(out, x)
 

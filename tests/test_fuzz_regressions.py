@@ -259,3 +259,35 @@ def test_a_huge_int_for_a_float_is_refused_by_name_everywhere():
     OverflowError from float(); the attacks' and Flower's number checks had the same gap."""
     refused_by_aggkit(lambda: aggkit.monoid.segment_reduce(X, "sum", ptr=[0, 3], empty=10**400), "empty")
     refused_by_aggkit(lambda: aggkit.attacks.SignFlip(scale=10**400), "scale")
+
+
+# A float64 sum of finite values that overflows (found by rust/fuzz.rs): the average of
+# [MAX, MAX/2, 0] came back as MAX, the largest value averaged, where it is MAX/2.
+TOP = float(np.finfo(np.float64).max)
+HUGE_WEIGHTS = [2.0**300, 0.0, 2.0**300]  # passed bit for bit; w * MAX overflows
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: aggkit.mean(x),
+        lambda x: aggkit.mean(x, weights=HUGE_WEIGHTS),
+        lambda x: aggkit.trimmed_mean(x, f=0),
+        lambda x: aggkit.trimmed_mean(x, f=0, weights=HUGE_WEIGHTS),
+        lambda x: aggkit.meamed(x, f=0),
+        lambda x: aggkit.bulyan(x, f=0),
+    ],
+    ids=["mean", "weighted mean", "trimmed_mean", "weighted trimmed_mean", "meamed", "bulyan"],
+)
+def test_an_average_whose_float64_sum_overflows(call):
+    x = np.array([[TOP, -TOP], [TOP / 2, -TOP / 2], [0.0, -0.0]])
+    assert call(x).tolist() == [TOP / 2, -TOP / 2]
+
+
+def test_tiny_weights_act_by_their_ratio():
+    # Found by rust/fuzz.rs: with weights near 1e-130 the products w*x of values near 1e-308
+    # underflowed to 0 and the weighted mean came back as the smallest value (5e-324).
+    x = np.array([[5e-324], [2.2250738585072014e-308]])
+    w = [5e-324, 3.295888487884983e-130]
+    assert aggkit.mean(x, weights=w).tolist() == [2.2250738585072014e-308]
+    assert aggkit.trimmed_mean(x, f=0, weights=w).tolist() == [2.2250738585072014e-308]

@@ -42,8 +42,8 @@ def wild(draw, min_n=1, max_n=12, max_d=5):
     dt = draw(DTYPES)
     n = draw(st.integers(min_n, max_n))
     d = draw(st.integers(1, max_d))
-    big = float(np.finfo(dt).max) / 2
-    special = st.sampled_from([np.nan, np.inf, -np.inf, big, -big, -0.0, 0.0])
+    top = float(np.finfo(dt).max)
+    special = st.sampled_from([np.nan, np.inf, -np.inf, top / 2, -top / 2, top, -top, -0.0, 0.0])
     elements = st.one_of(finite_elements(dt), TIES, special)
     return torch.from_numpy(draw(hnp.arrays(dt, (n, d), elements=elements)))
 
@@ -73,10 +73,44 @@ def test_trimmed_mean_native_matches_core_bitwise(x, data):
     assert same(native(at.trimmed_mean, x, f=f, nonfinite=nonfinite), y)
 
 
+def _weights(data, n):
+    """None, or weights whose products with the values may overflow float64 (1e100 x 1e300)."""
+    return data.draw(st.none() | st.lists(st.floats(0.5, 1e3) | st.just(1e100), min_size=n, max_size=n))
+
+
+@given(wild(), st.data())
+def test_weighted_trimmed_mean_native_matches_core_bitwise(x, data):
+    f = data.draw(st.integers(0, (x.shape[0] - 1) // 2))
+    nonfinite = data.draw(st.sampled_from(POLICIES))
+    n = x.shape[0]
+    weights = data.draw(st.lists(st.floats(0.0, 1e3) | st.just(1e100), min_size=n, max_size=n))
+    if sum(weights) == 0:
+        weights[0] = 1.0
+    y = at.trimmed_mean(x, f=f, weights=weights, nonfinite=nonfinite)
+    core = aggkit.trimmed_mean(x.numpy(), f=f, weights=weights, nonfinite=nonfinite)
+    assert same(y, torch.from_numpy(core))
+    assert same(native(at.trimmed_mean, x, f=f, weights=weights, nonfinite=nonfinite), y)
+
+
+def test_averages_whose_sum_overflows_on_both_paths():
+    top = np.finfo(np.float64).max
+    x = torch.tensor([[top, 1e300], [top / 2, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    for run in (lambda fn, **kw: fn(x, **kw), lambda fn, **kw: native(fn, x, **kw)):
+        assert run(at.mean).tolist() == [top / 2, 1e300 / 3]
+        assert run(at.trimmed_mean, f=0).tolist() == [top / 2, 1e300 / 3]
+        w = [2.0**300, 0.0, 2.0**300]  # w * x overflows for the weights as given
+        assert run(at.mean, weights=w).tolist() == [top / 2, 5e299]
+        assert run(at.trimmed_mean, f=0, weights=w).tolist() == [top / 2, 5e299]
+    tiny = torch.tensor([[5e-324], [2.2250738585072014e-308]], dtype=torch.float64)
+    w = [5e-324, 3.295888487884983e-130]  # w * x underflows for the weights as given
+    for path in (at.mean, lambda *a, **k: native(at.mean, *a, **k)):
+        assert path(tiny, weights=w).tolist() == [2.2250738585072014e-308]
+
+
 @given(wild(), st.data())
 def test_mean_native_matches_core_bitwise(x, data):
     nonfinite = data.draw(st.sampled_from(POLICIES))
-    weights = data.draw(st.none() | st.lists(st.floats(0.5, 1e3), min_size=x.shape[0], max_size=x.shape[0]))
+    weights = _weights(data, x.shape[0])
     if nonfinite == "robust" and not torch.isfinite(x).all(dim=1).any():  # every input dropped
         for path in (at.mean, lambda *a, **k: native(at.mean, *a, **k)):
             with pytest.raises(aggkit.NonFiniteError) as e:

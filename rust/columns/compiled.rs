@@ -26,7 +26,7 @@ use crate::columns::{for_each_tile, ColumnsOut, Tile};
 use crate::input::Rows;
 use crate::netgen;
 use crate::network::{generated, KeyVec, LaneKey, Net, UseNet};
-use crate::order::{mean_within, Accumulator, Float};
+use crate::order::{mean_within, overflowed, wide_mean, Accumulator, Float};
 use crate::simd::{self, Isa, Proof};
 
 /// Coordinates per tile (one rayon task): 16 KB of each float32 row, long enough runs per row
@@ -234,7 +234,19 @@ fn block<T: Float, I: Isa, V: KeyVec<I, K = T::VKey>, const N: usize, S: Net<N>>
                 for (((o, a), &a_lo), &a_hi) in
                     out.iter_mut().zip(&acc).zip(&klo).zip(&khi).take(V::L)
                 {
-                    *o = mean_within(a.value(), count, T::vkey_value(a_lo), T::vkey_value(a_hi));
+                    *o = mean_within(a.value() / count, T::vkey_value(a_lo), T::vkey_value(a_hi));
+                }
+                if T::is_f32().is_none() {
+                    // A sum that overflowed: that lane again with `wide_mean` (rare).
+                    for (l, o) in out.iter_mut().enumerate().take(V::L) {
+                        let (a_lo, a_hi) = (T::vkey_value(klo[l]), T::vkey_value(khi[l]));
+                        if overflowed(acc[l].value() / count, a_lo, a_hi) {
+                            let terms = ranked[lo..=hi]
+                                .iter()
+                                .map(|r| (1.0, T::vkey_value(r.keys()[l]).to_f64()));
+                            *o = mean_within(wide_mean(terms, count), a_lo, a_hi);
+                        }
+                    }
                 }
             }
         }
@@ -374,7 +386,7 @@ mod tests {
                                         }
                                         let (lo, hi) = (c[a].0, c[b].0);
                                         let (lo, hi) = (T::vkey_value(lo), T::vkey_value(hi));
-                                        mean_within(acc.value(), (b - a + 1) as f64, lo, hi)
+                                        mean_within(acc.value() / (b - a + 1) as f64, lo, hi)
                                     }
                                 };
                                 (val, c[a].1, c[b].1)

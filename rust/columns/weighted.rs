@@ -18,24 +18,31 @@
 //! above `+inf` under `Robust` (trimmed from the top); `Propagate` makes a coordinate holding a
 //! NaN NaN.
 
+use std::borrow::Cow;
+
 use crate::columns::{ranked_columns, ColumnsOut, Keying, Ranked, WithRows};
 use crate::error::{AggError, MAJORITY};
 use crate::input::{NonFinite, Rows};
-use crate::order::{mean_within, Accumulator, Float};
+use crate::order::{average, Accumulator, Float};
 use crate::rules::median::Even;
 
 pub const MEDIAN: &str = "median";
 pub const TRIMMED_MEAN: &str = "trimmed mean";
 
-fn check_weights(rule: &'static str, w: &[f64], n: usize) -> Result<(), AggError> {
+fn check_weights<'w>(
+    rule: &'static str,
+    w: &'w [f64],
+    n: usize,
+) -> Result<Cow<'w, [f64]>, AggError> {
     crate::rules::mean::check_weights(rule, w, n)?;
+    let w = crate::rules::mean::normalise_weights(w);
     if w.iter().sum::<f64>() <= 0.0 {
         return Err(AggError::InvalidParameter {
             rule,
             message: "the weights sum to 0".to_string(),
         });
     }
-    Ok(())
+    Ok(w)
 }
 
 /// The weighted coordinate-wise median of `x` into `out` (rows: the one or two ranks used).
@@ -47,7 +54,7 @@ pub fn weighted_median<T: Float>(
     out: ColumnsOut<'_, T>,
 ) -> Result<(), AggError> {
     let n = x.n();
-    check_weights(MEDIAN, w, n)?;
+    let w = &check_weights(MEDIAN, w, n)?[..];
     x.check_policy(MEDIAN, policy)?;
     let propagate = policy == NonFinite::Propagate;
     ranked_columns::<T, WithRows>(
@@ -101,7 +108,7 @@ pub fn weighted_trimmed_mean<T: Float>(
 ) -> Result<(), AggError> {
     let n = x.n();
     MAJORITY.check(TRIMMED_MEAN, n, f)?;
-    check_weights(TRIMMED_MEAN, w, n)?;
+    let w = &check_weights(TRIMMED_MEAN, w, n)?[..];
     x.check_policy(TRIMMED_MEAN, policy)?;
     let propagate = policy == NonFinite::Propagate;
     ranked_columns::<T, WithRows>(
@@ -128,25 +135,35 @@ fn trimmed_column<T: Float>(
     let total: f64 = (0..n).map(|r| w[row(r)]).sum();
     let t = total * f as f64 / n as f64;
     let (lo_mass, hi_mass) = (t, total - t);
-    let mut c0 = 0.0;
+    // Each rank's part of the kept mass `[t, total - t]`, in rank order.
+    let parts = || {
+        let mut c0 = 0.0;
+        (0..n).map(move |r| {
+            let c1 = c0 + w[row(r)];
+            let part = c1.min(hi_mass) - c0.max(lo_mass);
+            c0 = c1;
+            (r, part)
+        })
+    };
     let (mut sum, mut kept) = (T::Acc::zero(), 0.0f64);
     let (mut first, mut last) = (usize::MAX, 0);
-    for r in 0..n {
-        let c1 = c0 + w[row(r)];
-        let part = c1.min(hi_mass) - c0.max(lo_mass);
+    for (r, part) in parts() {
         if part > 0.0 {
             sum.add(part * v(r).to_f64());
             kept += part;
             first = first.min(r);
             last = r;
         }
-        c0 = c1;
     }
     if first == usize::MAX {
         return (T::NAN, 0, 0);
     }
     (
-        mean_within(sum.value(), kept, v(first), v(last)),
+        average(sum.value() / kept, kept, v(first), v(last), || {
+            parts()
+                .filter(|&(_, part)| part > 0.0)
+                .map(|(r, part)| (part, v(r).to_f64()))
+        }),
         first,
         last,
     )

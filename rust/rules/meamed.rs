@@ -15,7 +15,7 @@
 use crate::columns::{ranked_columns, ColumnsOut, Keying, Ranked, WithRows};
 use crate::error::{AggError, MAJORITY};
 use crate::input::{NonFinite, Rows};
-use crate::order::{mean_within, Accumulator, Float};
+use crate::order::{average, Accumulator, Float};
 
 pub const NAME: &str = "meamed";
 
@@ -101,7 +101,13 @@ fn window<T: Float>(k: &Ranked<'_, T::Key>, n: usize, keep: usize) -> (T, usize,
         acc.add(v(r).to_f64());
     }
     (
-        mean_within(acc.value(), keep as f64, v(lo), v(hi - 1)),
+        average(
+            acc.value() / keep as f64,
+            keep as f64,
+            v(lo),
+            v(hi - 1),
+            || (lo..hi).map(|r| (1.0, v(r).to_f64())),
+        ),
         lo,
         hi - 1,
     )

@@ -7,11 +7,13 @@
 //! IEEE arithmetic (numpy). The first pass detects non-finite rows while it sums, so clean
 //! input is read once; a second pass runs only when something had to be dropped.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
-use crate::order::{mean_within, Accumulator, Float};
+use crate::order::{mean_within, overflowed, wide_mean, Accumulator, Float};
 use crate::simd::{self, Proof};
 
 pub const NAME: &str = "mean";
@@ -46,6 +48,32 @@ pub(crate) fn check_weights(rule: &'static str, w: &[f64], n: usize) -> Result<(
     Ok(())
 }
 
+/// Only the ratios of weights matter, so the weights of the values averaged are scaled by the
+/// power of two that brings the largest into `[1/2, 1)`. The scaling is exact for every weight
+/// that stays normal, so a weighted average is the same bits as with the weights given
+/// wherever those give normal products `w·x`; where they do not, it is better: no product
+/// `w·x` overflows (an overflowing sum of finite products is infinite, never NaN, which is how
+/// [`crate::order::overflowed`] tells it), and none of the largest weight with a normal value
+/// underflows (weights `1e-130` with values near `1e-308` averaged to the smallest value).
+pub(crate) fn normalise_weights(w: &[f64]) -> Cow<'_, [f64]> {
+    let top = w.iter().copied().fold(0.0f64, f64::max);
+    if top == 0.0 || (0.5..1.0).contains(&top) {
+        return Cow::Borrowed(w);
+    }
+    // top = 2^e · (1 + fraction), subnormals included; the factor is 2^k, k = -e - 1.
+    let bits = top.to_bits();
+    let e = match (bits >> 52) as i32 {
+        0 => 63 - bits.leading_zeros() as i32 - 1074,
+        biased => biased - 1023,
+    };
+    let k = -e - 1;
+    // In at most two exact factors: 2^k is beyond float64 for k > 1023 (a subnormal top; every
+    // weight is then subnormal and the first factor scales it up exactly).
+    let (a, b) = if k > 1023 { (1023, k - 1023) } else { (k, 0) };
+    let (fa, fb) = (crate::distance::exp2(a), crate::distance::exp2(b));
+    Cow::Owned(w.iter().map(|&v| v * fa * fb).collect())
+}
+
 /// Rows summed per pass over the accumulator: the running sums of a group stay in registers,
 /// which cuts the float64 accumulator traffic by this factor.
 const GROUP: usize = 8;
@@ -73,7 +101,7 @@ fn accumulate_body<T: Float>(
     bad: &mut [bool; GROUP],
     range: &mut [(T, T)],
     pass: Pass<'_, T>,
-) {
+) -> bool {
     if pass.fresh {
         acc.fill(T::Acc::zero());
         range.fill((T::INFINITY, T::from_f64(f64::NEG_INFINITY)));
@@ -120,11 +148,19 @@ fn accumulate_body<T: Float>(
                 *y = T::from_f64(a.value() / total);
             }
         } else {
+            let mut wide = false;
             for ((y, a), &(lo, hi)) in out.iter_mut().zip(acc.iter()).zip(range.iter()) {
-                *y = mean_within(a.value(), total, lo, hi);
+                // An infinite quotient stays infinite: where the values are finite, their sum
+                // overflowed, and `weighted_sum` computes that mean again.
+                let q = a.value() / total;
+                let m = mean_within(q, lo, hi);
+                wide |= q.is_infinite();
+                *y = if q.is_infinite() { T::from_f64(q) } else { m };
             }
+            return wide;
         }
     }
+    false
 }
 
 /// The explicit SIMD kernels (float32 rows into float64 sums, the plain mean's hot path) when
@@ -137,7 +173,7 @@ fn accumulate<T: Float>(
     unit: bool,
     range: &mut [(T, T)],
     pass: Pass<'_, T>,
-) {
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     if let (Some(is), Proof::Avx2(_) | Proof::Avx512(_)) = (T::is_f32(), proof) {
         let pass = Pass {
@@ -145,7 +181,8 @@ fn accumulate<T: Float>(
             finish: pass.finish.map(|(t, o)| (t, (is.slice_mut)(o))),
         };
         let (acc, rows) = ((is.acc_mut)(acc), (is.weighted_rows)(rows));
-        return x86::group(proof, acc, rows, bad, unit, pass);
+        x86::group(proof, acc, rows, bad, unit, pass);
+        return false; // float32 quotients cannot overflow
     }
     let _ = (proof, unit);
     accumulate_body::<T>(acc, rows, bad, range, pass)
@@ -431,7 +468,7 @@ mod x86 {
             } else if let Some(t) = isa.as_avx2() {
                 kernel::<F64x4>(t, acc, rows, bad, unit, pass)
             } else {
-                accumulate_body::<f32>(acc, rows, bad, &mut [], pass)
+                accumulate_body::<f32>(acc, rows, bad, &mut [], pass);
             }
         }
     }
@@ -458,7 +495,7 @@ pub(crate) fn weighted_sum<T: Float>(
         range.resize(if clamp { o.len() } else { 0 }, (T::ZERO, T::ZERO));
         let mut bad = Vec::new();
         let mut flags = [false; GROUP];
-        let mut o = Some(o);
+        let mut wide = false;
         for (g, group) in items.chunks(GROUP).enumerate() {
             let rows: Vec<(&[T], f64)> = group
                 .iter()
@@ -466,13 +503,9 @@ pub(crate) fn weighted_sum<T: Float>(
                 .collect();
             let pass = Pass {
                 fresh: g == 0,
-                finish: if g + 1 == groups {
-                    o.take().map(|o| (total, o))
-                } else {
-                    None
-                },
+                finish: (g + 1 == groups).then_some((total, &mut *o)),
             };
-            accumulate::<T>(proof, acc, &rows, &mut flags, unit, range, pass);
+            wide = accumulate::<T>(proof, acc, &rows, &mut flags, unit, range, pass);
             bad.extend(
                 group
                     .iter()
@@ -480,6 +513,16 @@ pub(crate) fn weighted_sum<T: Float>(
                     .filter(|(_, b)| *b)
                     .map(|(&(i, _), _)| i),
             );
+        }
+        // float64 means of finite values whose sum overflowed (left infinite by the last pass):
+        // again with the sum that scales (rare).
+        if wide {
+            for (j, (y, &(lo, hi))) in o.iter_mut().zip(range.iter()).enumerate() {
+                if overflowed(y.to_f64(), lo, hi) {
+                    let terms = items.iter().map(|&(i, w)| (w, x.row(i)[j0 + j].to_f64()));
+                    *y = mean_within(wide_mean(terms, total), lo, hi);
+                }
+            }
         }
         bad
     };
@@ -525,7 +568,12 @@ pub fn mean<T: Float>(
     };
     x.check_policy(NAME, policy)?;
     let items_of = |keep: &dyn Fn(usize) -> bool| -> (Vec<(usize, f64)>, f64) {
-        let items: Vec<(usize, f64)> = (0..n).filter(|&i| keep(i)).map(|i| (i, w[i])).collect();
+        let kept: Vec<usize> = (0..n).filter(|&i| keep(i)).collect();
+        let mut kw: Vec<f64> = kept.iter().map(|&i| w[i]).collect();
+        if weights.is_some() {
+            kw = normalise_weights(&kw).into_owned();
+        }
+        let items: Vec<(usize, f64)> = kept.into_iter().zip(kw).collect();
         let mut acc = <f64 as Float>::Acc::zero();
         items.iter().for_each(|&(_, v)| acc.add(v));
         (items, acc.value())

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::error::AggError;
 use crate::input::Rows;
-use crate::order::{mean_within, Accumulator, Float};
+use crate::order::{average, Accumulator, Float};
 use crate::pool;
 use crate::pool::PARALLEL_MIN_VALUES;
 
@@ -95,8 +95,10 @@ pub fn group_means<T: Float>(
             }
         }
         let c = mem.len() as f64;
-        for ((ov, a), &(lo, hi)) in o.iter_mut().zip(&acc).zip(&range) {
-            *ov = mean_within(a.value(), c, lo, hi);
+        for (j, ((ov, a), &(lo, hi))) in o.iter_mut().zip(&acc).zip(&range).enumerate() {
+            *ov = average(a.value() / c, c, lo, hi, || {
+                mem.iter().map(move |&i| (1.0, x.row(i)[j0 + j].to_f64()))
+            });
         }
     };
     for_each_row_tile(out, d, members.len() * d, task);

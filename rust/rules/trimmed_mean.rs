@@ -27,7 +27,7 @@ use crate::columns::{
 use crate::error::{AggError, MAJORITY};
 use crate::input::{NonFinite, Rows};
 use crate::network::LANES;
-use crate::order::{mean_within, Accumulator, Float, IsF32};
+use crate::order::{average, Accumulator, Float, IsF32};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{self, Avx512, Proof};
 
@@ -98,7 +98,10 @@ fn kept_mean<T: Float, Kg: Keying<T>>(k: &Ranked<'_, Kg::K>, lo: usize, hi: usiz
         acc.add(Kg::value(k.get(r)).to_f64());
     }
     let (a, b) = (Kg::value(k.get(lo)), Kg::value(k.get(hi)));
-    mean_within(acc.value(), (hi - lo + 1) as f64, a, b)
+    let count = (hi - lo + 1) as f64;
+    average(acc.value() / count, count, a, b, || {
+        (lo..=hi).map(|r| (1.0, Kg::value(k.get(r)).to_f64()))
+    })
 }
 
 /// [`kept_mean`] for a whole network block of value-only keys (`kb[rank * LANES + lane]`):
@@ -116,7 +119,13 @@ fn kept_mean_block<T: Float>(kb: &[T::VKey], lo: usize, hi: usize, out: &mut [T;
     let count = (hi - lo + 1) as f64;
     for (l, (o, a)) in out.iter_mut().zip(&acc).enumerate() {
         let (a_lo, a_hi) = (kb[lo * LANES + l], kb[hi * LANES + l]);
-        *o = mean_within(a.value(), count, T::vkey_value(a_lo), T::vkey_value(a_hi));
+        *o = average(
+            a.value() / count,
+            count,
+            T::vkey_value(a_lo),
+            T::vkey_value(a_hi),
+            || (lo..=hi).map(move |r| (1.0, T::vkey_value(kb[r * LANES + l]).to_f64())),
+        );
     }
     true
 }

@@ -19,6 +19,10 @@ Inputs here are already validated 2-D ``(n, d)`` float32/float64 tensors.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -59,40 +63,87 @@ def check_policy(x: torch.Tensor, rule: str, nonfinite: str) -> None:
             raise nonfinite_error(rule, bad, "nonfinite='raise' refuses NaN and infinite values")
 
 
-def plain_sum(terms: list[torch.Tensor]) -> torch.Tensor:
-    """``((-0.0 + t0) + t1) + ...`` in float64: the core's plain float64 sum.
+#: The core's ``CompensatedSum::SHRINK`` (terms are scaled by it once a float64 sum of finite
+#: terms leaves the float64 range) and its inverse.
+SHRINK, GROW = 2.0**-560, 2.0**560
+
+
+class Sum(NamedTuple):
+    """A sum as the core's accumulator holds it: the sum is ``held`` divided by ``scale``.
+
+    ``scale`` is ``None`` for the plain float64 sum and, for the compensated one, per column
+    ``1.0`` or :data:`SHRINK` where finite terms overflowed the float64 range.
+    """
+
+    held: torch.Tensor
+    scale: torch.Tensor | None
+
+    def _unscale(self, v: torch.Tensor) -> torch.Tensor:
+        return v if self.scale is None else torch.where(self.scale == 1.0, v, v * GROW)
+
+    def value(self) -> torch.Tensor:
+        """The sum (infinite where it exceeds the float64 range)."""
+        return self._unscale(self.held)
+
+    def quotient(self, count: float | torch.Tensor) -> torch.Tensor:
+        """``sum / count``, also where the sum exceeds the float64 range and the quotient does not."""
+        return self._unscale(self.held / count)
+
+
+def _weight(weights: Sequence[float | torch.Tensor] | None, i: int) -> float | torch.Tensor:
+    return 1.0 if weights is None else weights[i]
+
+
+def plain_sum(values: list[torch.Tensor], weights: Sequence[float | torch.Tensor] | None = None) -> Sum:
+    """``((-0.0 + w0 x0) + w1 x1) + ...`` in float64: the core's plain float64 sum.
 
     ``-0.0`` is the identity of addition, so a sum of ``-0.0`` keeps its sign.
     """
-    s = torch.full_like(terms[0], -0.0)
-    for t in terms:
-        s = s + t
-    return s
+    s = torch.full_like(values[0], -0.0)
+    for i, x in enumerate(values):
+        s = s + _weight(weights, i) * x
+    return Sum(s, None)
 
 
-def compensated_sum(terms: list[torch.Tensor]) -> torch.Tensor:
-    """Neumaier-compensated float64 sum in the given order (the core's ``CompensatedSum``)."""
-    s = torch.full_like(terms[0], -0.0)
-    c = torch.zeros_like(terms[0])
-    for v in terms:
+def compensated_sum(values: list[torch.Tensor], weights: Sequence[float | torch.Tensor] | None = None) -> Sum:
+    """Neumaier-compensated float64 sum of ``w_i x_i`` in the given order (the core's ``CompensatedSum``).
+
+    Where finite terms take the sum out of the float64 range, that column goes on with every
+    term scaled by :data:`SHRINK`, from the term that would overflow on, as the core does.
+    """
+    s = torch.full_like(values[0], -0.0)
+    c = torch.zeros_like(values[0])
+    k = torch.ones_like(values[0])
+    for i, x in enumerate(values):
+        w = _weight(weights, i)
+        v = w * (x * k)
         t = s + v
+        w_finite = torch.isfinite(w) if isinstance(w, torch.Tensor) else math.isfinite(w)
+        over = ~torch.isfinite(t) & torch.isfinite(s) & torch.isfinite(x) & w_finite & (k == 1.0)
+        if bool(over.any()):
+            k = torch.where(over, SHRINK, k)
+            s, c = torch.where(over, s * SHRINK, s), torch.where(over, c * SHRINK, c)
+            v = w * (x * k)
+            t = s + v
         c = c + torch.where(s.abs() >= v.abs(), (s - t) + v, (v - t) + s)
         s = t
-    return torch.where(torch.isfinite(s) & (c != 0.0), s + c, s)
+    return Sum(torch.where(torch.isfinite(s) & (c != 0.0), s + c, s), k)
 
 
-def accumulate(terms: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """The core's accumulator for element type ``dtype`` over float64 ``terms``."""
-    return compensated_sum(terms) if dtype == torch.float64 else plain_sum(terms)
+def accumulate(
+    values: list[torch.Tensor], dtype: torch.dtype, weights: Sequence[float | torch.Tensor] | None = None
+) -> Sum:
+    """The core's accumulator for element type ``dtype`` over float64 ``w_i x_i``."""
+    return compensated_sum(values, weights) if dtype == torch.float64 else plain_sum(values, weights)
 
 
-def mean_within(s: torch.Tensor, total: float, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """``s / total`` rounded to the dtype of ``lo`` and ``hi``, and kept within them.
+def mean_within(q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """The float64 mean ``q`` rounded to the dtype of ``lo`` and ``hi``, kept within them.
 
-    ``lo`` and ``hi`` are the smallest and largest value averaged, as in the core's
-    ``mean_within`` (NaN stays NaN).
+    ``q`` is a :meth:`Sum.quotient`; ``lo`` and ``hi`` are the smallest and largest value
+    averaged, as in the core's ``mean_within`` (NaN stays NaN).
     """
-    y = (s / total).to(lo.dtype)
+    y = q.to(lo.dtype)
     return torch.where(y < lo, lo, torch.where(y > hi, hi, y))
 
 
@@ -133,12 +184,23 @@ def propagate(
 
 def weighted_mean(x: torch.Tensor, items: list[tuple[int, float]], total: float) -> torch.Tensor:
     """``Σ w_i x_i / total`` over ``items`` in their order, with the core's accumulator."""
-    terms = [w * x[i].double() for i, w in items]
-    s = accumulate(terms, x.dtype)
+    q = accumulate([x[i].double() for i, _ in items], x.dtype, [w for _, w in items]).quotient(total)
     if x.dtype != torch.float64:  # a float32 quotient cannot leave the values' range
-        return (s / total).to(x.dtype)
+        return q.to(x.dtype)
     used = x[[i for i, w in items if w > 0]]
-    return mean_within(s, total, used.amin(dim=0), used.amax(dim=0))
+    return mean_within(q, used.amin(dim=0), used.amax(dim=0))
+
+
+def normalise_weights(w: list[float]) -> list[float]:
+    """The weights scaled by the power of two that brings the largest into ``[1/2, 1)``.
+
+    As the core's ``normalise_weights`` does before a rule averages with them (only ratios matter).
+    """
+    top = max(w, default=0.0)
+    if top == 0.0 or 0.5 <= top < 1.0:
+        return w
+    e = math.frexp(top)[1]  # top = m 2^e, m in [1/2, 1)
+    return [math.ldexp(v, -e) for v in w]
 
 
 def weight_total(w: list[float]) -> float:

@@ -34,7 +34,7 @@ def krum_select(
     if nonfinite != "propagate":
         others = torch.where(torch.isfinite(others), others, torch.full_like(others, float("inf")))
     nearest = torch.sort(others, dim=1).values[:, :k]  # NaN sorts last, like the core's keys
-    scores = K.compensated_sum(list(nearest.T))  # k = n - f - 2 >= 1
+    scores = K.compensated_sum(list(nearest.T)).value()  # k = n - f - 2 >= 1
     order = torch.sort(scores, stable=True).indices
     if nonfinite == "propagate":  # NaN scores first (np.argmin picks NaN)
         order = order[torch.sort((~torch.isnan(scores[order])).to(torch.uint8), stable=True).indices]

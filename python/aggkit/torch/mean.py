@@ -29,9 +29,11 @@ def native(x: Tensor, weights: list[float] | None, nonfinite: str) -> tuple[Tens
             "mean", dropped, "every input holds NaN or infinite values, nothing is left to average"
         )
     keep = [i for i in range(n) if i not in set(dropped)]
-    items = [(i, w[i]) for i in keep]
+    # As the core: the given weights of the inputs averaged, their largest scaled into [1/2, 1).
+    norm = K.normalise_weights if weights is not None else (lambda v: v)
+    items = list(zip(keep, norm([w[i] for i in keep]), strict=True))
     total = K.weight_total([v for _, v in items])
-    for total_, ndropped in ((K.weight_total(w), 0), (total, len(dropped))):
+    for total_, ndropped in ((K.weight_total(norm(w)), 0), (total, len(dropped))):
         if total_ <= 0.0:
             raise InvalidParameterError(
                 f"mean: the weights of the inputs averaged sum to 0 ({ndropped} non-finite inputs dropped)"

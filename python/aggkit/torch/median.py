@@ -40,7 +40,7 @@ def weighted(x: Tensor, w: list[float], even: str, nonfinite: str) -> Tensor:
     K.check_policy(x, "median", nonfinite)
     n = x.shape[0]
     order = K.rank_order(x)
-    wt = torch.tensor(w, dtype=torch.float64, device=x.device)[order]
+    wt = torch.tensor(K.normalise_weights(w), dtype=torch.float64, device=x.device)[order]
     c = wt.cumsum(0)
     total = c[-1:]
     reach = (2.0 * c >= total) & (wt > 0)

@@ -27,25 +27,45 @@ def native(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, 
     n = x.shape[0]
     order = K.rank_order(x)
     kept = [x.gather(0, order[r][None])[0] for r in range(f, n - f)]
-    s = K.accumulate([v.double() for v in kept], x.dtype)
-    out = K.mean_within(s, float(n - 2 * f), kept[0], kept[-1])
+    q = K.accumulate([v.double() for v in kept], x.dtype).quotient(float(n - 2 * f))
+    out = K.mean_within(q, kept[0], kept[-1])
     return K.propagate(x, nonfinite, out, order[f], order[n - f - 1], need_rows)
 
 
 def weighted(x: Tensor, w: list[float], f: int, nonfinite: str) -> Tensor:
-    """Weighted trimmed mean of the columns of ``(n, d)`` ``x`` in torch ops (any device)."""
+    """Weighted trimmed mean of the columns of ``(n, d)`` ``x`` in torch ops (any device).
+
+    The core's ``weighted::trimmed_column`` column-parallel: in rank order, the part of each
+    weight inside the kept mass ``[t, total - t]`` (``t = total f / n``) weighs its value, summed
+    with the core's accumulator and kept within the values of positive part.
+    """
     K.check_policy(x, "trimmed_mean", nonfinite)
     n = x.shape[0]
     order = K.rank_order(x)
-    wt = torch.tensor(w, dtype=torch.float64, device=x.device)[order]
-    c1 = wt.cumsum(0)
-    c0 = c1 - wt
-    total = c1[-1:]
-    t = total * f / n
-    part = (torch.minimum(c1, total - t) - torch.maximum(c0, t)).clamp(min=0.0)
-    vals = x.gather(0, order).double()
-    vals = torch.where(part > 0, vals, torch.zeros((), dtype=vals.dtype, device=x.device))
-    out = ((part * vals).sum(0) / part.sum(0)).to(x.dtype)
+    wt = torch.tensor(K.normalise_weights(w), dtype=torch.float64, device=x.device)[order]
+    vals = x.gather(0, order)
+    total = K.plain_sum(list(wt)).value()
+    lo_mass = total * f / n
+    hi_mass = total - lo_mass
+    c0 = torch.zeros_like(total)
+    parts = []
+    for r in range(n):
+        c1 = c0 + wt[r]
+        parts.append(torch.minimum(c1, hi_mass) - torch.maximum(c0, lo_mass))
+        c0 = c1
+    pos = torch.stack(parts) > 0
+    # Ranks of no positive part add -0.0 (weight 1), the identity, as the core skips them.
+    nothing = torch.full((), -0.0, dtype=torch.float64, device=x.device)
+    terms = [torch.where(pos[r], vals[r].double(), nothing) for r in range(n)]
+    weights = [torch.where(pos[r], parts[r], 1.0) for r in range(n)]
+    kept = torch.zeros_like(total)
+    for r in range(n):
+        kept = kept + torch.where(pos[r], parts[r], 0.0)
+    first = pos.to(torch.uint8).argmax(0)
+    last = n - 1 - pos.flip(0).to(torch.uint8).argmax(0)
+    q = K.accumulate(terms, x.dtype, weights).quotient(kept)
+    out = K.mean_within(q, vals.gather(0, first[None])[0], vals.gather(0, last[None])[0])
+    out = torch.where(pos.any(0), out, torch.full_like(out, float("nan")))
     if nonfinite == "propagate":
         out = torch.where(torch.isnan(x).any(0), torch.full_like(out, float("nan")), out)
     return out
