@@ -382,15 +382,17 @@ fn needs(n: usize, f: usize, a: u128, b: u128) -> bool {
 }
 
 /// Neumaier's compensated sum from `-0.0` (the sum of `-0.0`s keeps its sign; with infinities
-/// the plain sum is the IEEE answer), and the factor `k` it is scaled by: `1`, or `2^-560`
-/// where finite values overflow it, from the value that would overflow on (docs/conventions.md,
-/// "Arithmetic"). The sum is the first result divided by the second.
-fn neumaier(values: impl Iterator<Item = f64>) -> (f64, f64) {
+/// the plain sum is the IEEE answer), and the factor `k` it is scaled by: `1`, or, with `wide`,
+/// `2^-560` where finite values overflow it, from the value that would overflow on (or for
+/// adding the compensation, if only that overflows). The sum is the first result divided by
+/// the second.
+fn neumaier(values: impl Iterator<Item = f64>, wide: bool) -> (f64, f64) {
     let (mut s, mut c, mut k) = (-0.0f64, 0.0f64, 1.0f64);
+    let shrink = 2f64.powi(-560);
     for v in values {
         let mut v = v * k;
-        if !(s + v).is_finite() && s.is_finite() && v.is_finite() && k == 1.0 {
-            k = 2f64.powi(-560);
+        if wide && !(s + v).is_finite() && s.is_finite() && v.is_finite() && k == 1.0 {
+            k = shrink;
             (s, c, v) = (s * k, c * k, v * k);
         }
         let t = s + v;
@@ -401,8 +403,32 @@ fn neumaier(values: impl Iterator<Item = f64>) -> (f64, f64) {
         };
         s = t;
     }
+    if wide && k == 1.0 && s.is_finite() && (s + c).is_infinite() {
+        (s, c, k) = (s * shrink, c * shrink, shrink);
+    }
     let s = if s.is_finite() && c != 0.0 { s + c } else { s };
     (s, k)
+}
+
+/// The core's float64 average of `values` (in summing order) whose smallest is `lo` and
+/// largest `hi` (docs/conventions.md, "Arithmetic"): the compensated sum over the count, or,
+/// where that is infinite although `lo` and `hi` are finite (the sum of finite values
+/// overflowed), the wide sum's; kept within `[lo, hi]`.
+fn ref_average_f64(values: &[f64], lo: f64, hi: f64) -> f64 {
+    let count = values.len() as f64;
+    let (s, _) = neumaier(values.iter().copied(), false);
+    let mut q = s / count;
+    if q.is_infinite() && lo.is_finite() && hi.is_finite() {
+        let (s, k) = neumaier(values.iter().copied(), true);
+        q = s / count / k;
+    }
+    if q < lo {
+        lo
+    } else if q > hi {
+        hi
+    } else {
+        q
+    }
 }
 
 /// The exact sum of finite float64 values rounded to float64 (to within one rounding), by
@@ -438,14 +464,13 @@ fn exact_sum(values: impl Iterator<Item = f64>) -> Option<f64> {
 /// The mean of the values, kept within `[lo, hi]` (docs/conventions.md, "Arithmetic"): summed
 /// from `-0.0` in float64, compensated for float64 input.
 fn ref_mean<T: Arb>(values: &[T]) -> T {
-    let f64s = values.iter().map(|v| v.to_f64());
-    let (s, k) = if T::is_f32().is_some() {
-        (f64s.fold(-0.0, |s, v| s + v), 1.0)
-    } else {
-        neumaier(f64s)
-    };
-    let y = T::from_f64(s / values.len() as f64 / k);
     let (lo, hi) = (values[0], values[values.len() - 1]);
+    if T::is_f32().is_none() {
+        let f64s: Vec<f64> = values.iter().map(|v| v.to_f64()).collect();
+        return T::from_f64(ref_average_f64(&f64s, lo.to_f64(), hi.to_f64()));
+    }
+    let s = values.iter().map(|v| v.to_f64()).fold(-0.0, |s, v| s + v);
+    let y = T::from_f64(s / values.len() as f64);
     if y < lo {
         lo
     } else if y > hi {
@@ -2205,6 +2230,21 @@ fn mean_of_values_whose_sum_overflows() {
     let x = Rows::from_matrix("fuzz", &data, 2, 1).unwrap();
     mean(&x, Some(&[1e100, 1e100]), NonFinite::Robust, &mut a).unwrap();
     assert_eq!(a[0], 5e299, "weighted mean");
+    // The sum stays at MAX (9e291 is below half its ulp); only adding the compensation
+    // (1.8e292) at the end overflows.
+    let data = [f64::MAX, 9e291, 9e291];
+    let x = Rows::from_matrix("fuzz", &data, 3, 1).unwrap();
+    mean(&x, None, NonFinite::Robust, &mut a).unwrap();
+    let want = ref_average_f64(&data, 9e291, f64::MAX);
+    assert!(
+        want < f64::MAX && (want / (f64::MAX / 3.0) - 1.0).abs() < 1e-15,
+        "{want:e}"
+    );
+    assert_eq!(a[0], want, "mean whose compensation overflows");
+    let neg = [-f64::MAX, -9e291, -9e291];
+    let x = Rows::from_matrix("fuzz", &neg, 3, 1).unwrap();
+    trimmed_mean(&x, 0, NonFinite::Robust, ColumnsOut::new(&mut a)).unwrap();
+    assert_eq!(a[0], -want, "trimmed mean whose compensation overflows");
 }
 
 /// The overflowing columns of a wide matrix, on every path that computes them again: the
@@ -2244,12 +2284,9 @@ fn overflowing_columns_on_every_path() {
     for (j, &got) in a.iter().enumerate() {
         // Summed in row order, kept within the smallest and largest value.
         let c = col(j);
-        let (sum, k) = neumaier(c.iter().copied());
-        let (lo, hi) = (
-            c.iter().copied().fold(f64::MAX, f64::min),
-            c.iter().copied().fold(-f64::MAX, f64::max),
-        );
-        let want = (sum / n as f64 / k).clamp(lo, hi);
+        let lo = c.iter().copied().fold(f64::MAX, f64::min);
+        let hi = c.iter().copied().fold(-f64::MAX, f64::max);
+        let want = ref_average_f64(&c, lo, hi);
         assert_eq!(got.to_bits(), want.to_bits(), "mean col {j}");
     }
     for f in [0, 3] {
@@ -2261,6 +2298,18 @@ fn overflowing_columns_on_every_path() {
             assert_eq!(got.to_bits(), want.to_bits(), "trimmed mean f={f} col {j}");
         }
     }
+}
+
+/// Centered clipping's moves are each at most `tau`; with `tau` near `f64::MAX` their sum
+/// overflowed and the centre became `inf` (found in review): rows `[1e308], [1e308], [0]`,
+/// `tau = 1e308`, one iteration from zero move the centre to `2e308 / 3`.
+#[test]
+fn centered_clipping_moves_whose_sum_overflows() {
+    let data = [1e308f64, 1e308, 0.0];
+    let x = Rows::from_matrix("fuzz", &data, 3, 1).unwrap();
+    let mut out = [0.0f64];
+    centered_clipping(&x, None, 1e308, 1, NonFinite::Robust, &mut out).unwrap();
+    assert_eq!(out[0], 1e308 / 3.0 + 1e308 / 3.0);
 }
 
 /// The Weiszfeld weight `alpha_i / max(nu, ||z - x_i||)` overflows to `inf` where an input

@@ -100,7 +100,8 @@ const GROW: f64 = f64::from_bits((1023 + 560) << 52);
 /// `Σ w·x / count` over `terms` `(w, x)` in order, Neumaier-compensated like
 /// [`CompensatedSum`] (the same bits wherever that sum stays finite), and also where finite
 /// terms overflow it: from the first term that would, the sum goes on with every term scaled by
-/// [`SHRINK`] and the quotient is scaled back (the mean of `[MAX, MAX / 2, 0]` is `MAX / 2`).
+/// [`SHRINK`] and the quotient is scaled back (the mean of `[MAX, MAX / 2, 0]` is `MAX / 2`);
+/// likewise where only adding the compensation at the end would overflow.
 /// Terms below `2^-462` lose bits to subnormals once scaled, far less than the rounding of a
 /// sum that has exceeded `f64::MAX`. Infinite and NaN terms are added as IEEE addition has it.
 /// The slow path of [`average`]: the kernels sum with [`CompensatedSum`] and call this only
@@ -121,6 +122,10 @@ pub(crate) fn wide_mean(terms: impl Iterator<Item = (f64, f64)>, count: f64) -> 
         } else {
             acc.step(v);
         }
+    }
+    if scale == 1.0 && acc.sum.is_finite() && acc.value().is_infinite() {
+        // The sum fits but adding its compensation overflows (`[MAX, 9e291, 9e291]`).
+        (acc.sum, acc.comp, scale) = (acc.sum * SHRINK, acc.comp * SHRINK, SHRINK);
     }
     let q = acc.value() / count;
     if scale == 1.0 {

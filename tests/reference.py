@@ -21,19 +21,21 @@ def rank_key(v: float, i: int) -> tuple:
 
 
 class Neumaier:
-    """Neumaier's compensated sum of terms ``w x``; where finite terms overflow it, it goes on
-    with every term scaled by ``2**-560`` (docs/conventions.md, "Arithmetic")."""
+    """Neumaier's compensated sum of terms ``w x``. With ``wide``, where finite terms overflow it,
+    it goes on with every term scaled by ``2**-560`` (docs/conventions.md, "Arithmetic")."""
 
     SHRINK = 2.0**-560
 
-    def __init__(self) -> None:
+    def __init__(self, wide: bool = False) -> None:
         self.s = -0.0  # the identity of addition: a sum of -0.0s keeps its sign
         self.c = 0.0
         self.k = 1.0  # the sum is s / k
+        self.wide = wide
 
     def add(self, x: float, w: float = 1.0) -> None:
         v = w * (x * self.k)
-        if not math.isfinite(self.s + v) and all(map(math.isfinite, (self.s, w, x))) and self.k == 1.0:
+        finite = all(map(math.isfinite, (self.s, w, x)))
+        if self.wide and self.k == 1.0 and finite and not math.isfinite(self.s + v):
             self.k = self.SHRINK
             self.s, self.c = self.s * self.k, self.c * self.k
             v = w * (x * self.k)
@@ -45,25 +47,25 @@ class Neumaier:
         self.s = t
 
     def held(self) -> float:
+        if self.wide and self.k == 1.0 and math.isfinite(self.s) and math.isinf(self.s + self.c):
+            # only adding the compensation overflows: that too goes scaled
+            self.k = self.SHRINK
+            self.s, self.c = self.s * self.k, self.c * self.k
         return self.s + self.c if math.isfinite(self.s) and self.c != 0.0 else self.s
 
     def value(self) -> float:
-        return _grow(self.held(), self.k)
+        return self.held() / self.k  # exact (k is a power of two), or inf
 
     def quotient(self, count: float) -> float:
-        return _grow(self.held() / count, self.k)
-
-
-def _grow(v: float, k: float) -> float:
-    return v / k  # exact (k is a power of two), or inf where the sum itself overflows
+        return self.held() / count / self.k
 
 
 def normalise_weights(w) -> list[float]:
-    """The weights as the core averages with them: scaled by the power of two that brings the
-    largest into ``[1/2, 1)`` (only their ratios matter)."""
+    """The weights as the core averages with them: where the largest lies outside ``[1/2, 1]``,
+    scaled by the power of two that brings it into ``[1/2, 1)`` (only their ratios matter)."""
     w = [float(v) for v in w]
     top = max(w, default=0.0)
-    if top == 0.0 or 0.5 <= top < 1.0:
+    if top == 0.0 or 0.5 <= top <= 1.0:
         return w
     e = math.frexp(top)[1]
     return [math.ldexp(v, -e) for v in w]
@@ -72,7 +74,8 @@ def normalise_weights(w) -> list[float]:
 def mean_in_order(values, dtype, weights=None, total=None) -> float:
     """The core's float64 mean of ``w x`` over ``values`` in order, divided by ``total`` (by
     default the count, or the weights' compensated sum): a plain float64 sum for float32 input,
-    compensated for float64."""
+    compensated for float64, and where that overflows although the values of positive weight
+    are finite, the wide sum (``order::average``)."""
     values = [float(v) for v in values]
     ws = [1.0] * len(values) if weights is None else [float(w) for w in weights]
     if total is None:
@@ -82,10 +85,18 @@ def mean_in_order(values, dtype, weights=None, total=None) -> float:
         for w, v in zip(ws, values, strict=True):
             s += w * v
         return s / total
-    acc = Neumaier()
+    q = _compensated(values, ws).quotient(total)
+    used = [v for w, v in zip(ws, values, strict=True) if w > 0]
+    if math.isinf(q) and all(map(math.isfinite, used)):  # a sum of finite values overflowed
+        q = _compensated(values, ws, wide=True).quotient(total)
+    return q
+
+
+def _compensated(values: list[float], ws: list[float], wide: bool = False) -> Neumaier:
+    acc = Neumaier(wide)
     for w, v in zip(ws, values, strict=True):
         acc.add(v, w)
-    return acc.quotient(total)
+    return acc
 
 
 def fsum_in_order(values, dtype) -> float:

@@ -56,3 +56,18 @@ def test_rounds_carry_the_centre_and_stateless_rules_carry_nothing():
     med = aggkit.Median().rounds()
     np.testing.assert_array_equal(med.aggregate(x)[0], aggkit.median(x))
     med.reset()
+
+
+@pytest.mark.parametrize("tau", [1e308, 1e300, 1e250, 1.0])
+def test_rows_beyond_float64_on_both_paths(tau):
+    # A row whose distance overflows float64 but lies within tau moves the centre all the way
+    # (the torch path clipped it to tau, and tau / m overflowed for tau near the max); moves
+    # whose sum overflows are averaged all the same.
+    torch = pytest.importorskip("torch")
+    import aggkit.torch as at
+
+    x = np.array([[1e308, 0.0], [1e308, 0.0], [0.0, 1.0], [-1e300, 5.0], [1e200, 1e200]])
+    want = aggkit.centered_clipping(x, tau=tau, iters=3)
+    assert np.isfinite(want).all()
+    got = at.centered_clipping(torch.from_numpy(x), tau=tau, iters=3).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12)

@@ -291,3 +291,20 @@ def test_tiny_weights_act_by_their_ratio():
     w = [5e-324, 3.295888487884983e-130]
     assert aggkit.mean(x, weights=w).tolist() == [2.2250738585072014e-308]
     assert aggkit.trimmed_mean(x, f=0, weights=w).tolist() == [2.2250738585072014e-308]
+
+
+def test_a_mean_whose_compensation_overflows():
+    # Found in review: the running sum stays at MAX (9e291 is below half its ulp) and only
+    # adding the compensation (1.8e292) at the end overflows.
+    x = np.array([[TOP], [9e291], [9e291]])
+    y = aggkit.mean(x)[0]
+    assert y < TOP
+    assert abs(y / (TOP / 3) - 1) < 1e-15
+    assert aggkit.trimmed_mean(-x, f=0)[0] == -y
+
+
+def test_weights_in_range_are_used_as_given():
+    # Found in review: scaling weights whose largest is 1 down by 2 rounded a subnormal weight.
+    x = np.array([[0.0], [2.0**1000]])
+    assert aggkit.mean(x, weights=[1.0, 1.5e-323]).tolist() == [2.0**1000 * 1.5e-323 / (1.0 + 1.5e-323)]
+    assert aggkit.median(np.array([[0.0], [1.0], [2.0]]), weights=[1.0, 5e-324, 1.0]).tolist() == [0.5]

@@ -101,6 +101,15 @@ def test_averages_whose_sum_overflows_on_both_paths():
         w = [2.0**300, 0.0, 2.0**300]  # w * x overflows for the weights as given
         assert run(at.mean, weights=w).tolist() == [top / 2, 5e299]
         assert run(at.trimmed_mean, f=0, weights=w).tolist() == [top / 2, 5e299]
+    # The sum stays at MAX, only adding its compensation overflows; an infinity after an
+    # overflow is IEEE arithmetic (numpy's NaN), as in the core.
+    inf = float("inf")
+    x = torch.tensor([[top, top, -top], [9e291, top, -top], [9e291, -inf, inf]], dtype=torch.float64)
+    core = aggkit.mean(x.numpy(), nonfinite="propagate")
+    assert core[0] < top
+    assert np.isnan(core[1:]).all()
+    for path in (at.mean, lambda *a, **k: native(at.mean, *a, **k)):
+        assert same(path(x, nonfinite="propagate"), torch.from_numpy(core))
     tiny = torch.tensor([[5e-324], [2.2250738585072014e-308]], dtype=torch.float64)
     w = [5e-324, 3.295888487884983e-130]  # w * x underflows for the weights as given
     for path in (at.mean, lambda *a, **k: native(at.mean, *a, **k)):

@@ -113,8 +113,23 @@ pub fn centered_clipping<T: Float>(
                     *a += (xv.to_f64() - c) * si;
                 }
             }
-            for (c, a) in vt.iter_mut().zip(&acc) {
-                *c += a / count;
+            for (j, (c, a)) in vt.iter_mut().zip(&acc).enumerate() {
+                if a.is_finite() {
+                    *c += a / count;
+                    continue;
+                }
+                // The moves (each at most tau, and finite) overflowed their sum: tau near
+                // f64::MAX. Add each move divided by the count instead (rare).
+                let mut w = 0.0f64;
+                for ((r, &si), fk) in rows.iter().zip(&s).zip(&far) {
+                    let xv = r[j0 + j].to_f64();
+                    let step = match *fk {
+                        Some((p, m)) => ((xv * 0.5 - *c * 0.5) * p / m) * tau,
+                        None => (xv - *c) * si,
+                    };
+                    w += step / count;
+                }
+                *c += w;
             }
         };
         if n * d < crate::pool::PARALLEL_MIN_VALUES {

@@ -48,16 +48,18 @@ pub(crate) fn check_weights(rule: &'static str, w: &[f64], n: usize) -> Result<(
     Ok(())
 }
 
-/// Only the ratios of weights matter, so the weights of the values averaged are scaled by the
-/// power of two that brings the largest into `[1/2, 1)`. The scaling is exact for every weight
-/// that stays normal, so a weighted average is the same bits as with the weights given
-/// wherever those give normal products `w·x`; where they do not, it is better: no product
-/// `w·x` overflows (an overflowing sum of finite products is infinite, never NaN, which is how
-/// [`crate::order::overflowed`] tells it), and none of the largest weight with a normal value
-/// underflows (weights `1e-130` with values near `1e-308` averaged to the smallest value).
+/// Only the ratios of weights matter, so where the largest of the weights of the values
+/// averaged lies outside `[1/2, 1]`, they are all scaled by the power of two that brings it
+/// into `[1/2, 1)`: then no product `w·x` overflows (an overflowing sum of finite products is
+/// infinite, never NaN, which is how [`crate::order::overflowed`] tells it), and none of the
+/// largest weight with a normal value underflows (weights `1e-130` with values near `1e-308`
+/// averaged to the smallest value). Scaling up is exact; scaling down (where the largest
+/// weight exceeds one) is exact for every weight that stays normal, that is all but weights
+/// more than `2^1021` times smaller than the largest. Weights already in range (all ones,
+/// fractions) are used as they are.
 pub(crate) fn normalise_weights(w: &[f64]) -> Cow<'_, [f64]> {
     let top = w.iter().copied().fold(0.0f64, f64::max);
-    if top == 0.0 || (0.5..1.0).contains(&top) {
+    if top == 0.0 || (0.5..=1.0).contains(&top) {
         return Cow::Borrowed(w);
     }
     // top = 2^e · (1 + fraction), subnormals included; the factor is 2^k, k = -e - 1.

@@ -63,31 +63,27 @@ def check_policy(x: torch.Tensor, rule: str, nonfinite: str) -> None:
             raise nonfinite_error(rule, bad, "nonfinite='raise' refuses NaN and infinite values")
 
 
-#: The core's ``CompensatedSum::SHRINK`` (terms are scaled by it once a float64 sum of finite
-#: terms leaves the float64 range) and its inverse.
+#: The core's ``order::SHRINK`` (the wide sum scales its terms by it once a float64 sum of
+#: finite terms leaves the float64 range) and its inverse.
 SHRINK, GROW = 2.0**-560, 2.0**560
 
 
 class Sum(NamedTuple):
-    """A sum as the core's accumulator holds it: the sum is ``held`` divided by ``scale``.
+    """A sum as the core computes it (``order.rs``).
 
-    ``scale`` is ``None`` for the plain float64 sum and, for the compensated one, per column
-    ``1.0`` or :data:`SHRINK` where finite terms overflowed the float64 range.
+    ``fast`` is the sum of the core's accumulator (plain float64, or Neumaier-compensated for
+    float64 input). For the compensated one, ``wide / scale`` is also the sum of the core's
+    ``wide_mean`` (per column ``scale`` is ``1.0``, or :data:`SHRINK` where finite terms
+    overflowed the float64 range); ``None`` for the plain sum.
     """
 
-    held: torch.Tensor
-    scale: torch.Tensor | None
-
-    def _unscale(self, v: torch.Tensor) -> torch.Tensor:
-        return v if self.scale is None else torch.where(self.scale == 1.0, v, v * GROW)
+    fast: torch.Tensor
+    wide: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
 
     def value(self) -> torch.Tensor:
-        """The sum (infinite where it exceeds the float64 range)."""
-        return self._unscale(self.held)
-
-    def quotient(self, count: float | torch.Tensor) -> torch.Tensor:
-        """``sum / count``, also where the sum exceeds the float64 range and the quotient does not."""
-        return self._unscale(self.held / count)
+        """The accumulator's sum (infinite where finite terms overflow it)."""
+        return self.fast
 
 
 def _weight(weights: Sequence[float | torch.Tensor] | None, i: int) -> float | torch.Tensor:
@@ -102,32 +98,44 @@ def plain_sum(values: list[torch.Tensor], weights: Sequence[float | torch.Tensor
     s = torch.full_like(values[0], -0.0)
     for i, x in enumerate(values):
         s = s + _weight(weights, i) * x
-    return Sum(s, None)
+    return Sum(s)
+
+
+def _neumaier_step(s: torch.Tensor, c: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    t = s + v
+    return t, c + torch.where(s.abs() >= v.abs(), (s - t) + v, (v - t) + s)
+
+
+def _finish(s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    # With infinities the compensation is NaN: the plain sum is the IEEE answer.
+    return torch.where(torch.isfinite(s) & (c != 0.0), s + c, s)
 
 
 def compensated_sum(values: list[torch.Tensor], weights: Sequence[float | torch.Tensor] | None = None) -> Sum:
-    """Neumaier-compensated float64 sum of ``w_i x_i`` in the given order (the core's ``CompensatedSum``).
+    """Neumaier-compensated float64 sum of ``w_i x_i`` in the given order.
 
-    Where finite terms take the sum out of the float64 range, that column goes on with every
-    term scaled by :data:`SHRINK`, from the term that would overflow on, as the core does.
+    Both the core's ``CompensatedSum`` (``fast``) and ``wide_mean``'s scaled sum (``wide``,
+    ``scale``).
     """
     s = torch.full_like(values[0], -0.0)
     c = torch.zeros_like(values[0])
-    k = torch.ones_like(values[0])
+    ws, wc, k = s.clone(), c.clone(), torch.ones_like(values[0])
     for i, x in enumerate(values):
         w = _weight(weights, i)
+        s, c = _neumaier_step(s, c, w * x)
         v = w * (x * k)
-        t = s + v
         w_finite = torch.isfinite(w) if isinstance(w, torch.Tensor) else math.isfinite(w)
-        over = ~torch.isfinite(t) & torch.isfinite(s) & torch.isfinite(x) & w_finite & (k == 1.0)
+        over = ~torch.isfinite(ws + v) & torch.isfinite(ws) & torch.isfinite(x) & w_finite & (k == 1.0)
         if bool(over.any()):
             k = torch.where(over, SHRINK, k)
-            s, c = torch.where(over, s * SHRINK, s), torch.where(over, c * SHRINK, c)
+            ws, wc = torch.where(over, ws * SHRINK, ws), torch.where(over, wc * SHRINK, wc)
             v = w * (x * k)
-            t = s + v
-        c = c + torch.where(s.abs() >= v.abs(), (s - t) + v, (v - t) + s)
-        s = t
-    return Sum(torch.where(torch.isfinite(s) & (c != 0.0), s + c, s), k)
+        ws, wc = _neumaier_step(ws, wc, v)
+    # Where only adding the compensation overflows, that too goes scaled.
+    late = (k == 1.0) & torch.isfinite(ws) & torch.isinf(ws + wc)
+    k = torch.where(late, SHRINK, k)
+    ws, wc = torch.where(late, ws * SHRINK, ws), torch.where(late, wc * SHRINK, wc)
+    return Sum(_finish(s, c), _finish(ws, wc), k)
 
 
 def accumulate(
@@ -137,12 +145,18 @@ def accumulate(
     return compensated_sum(values, weights) if dtype == torch.float64 else plain_sum(values, weights)
 
 
-def mean_within(q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """The float64 mean ``q`` rounded to the dtype of ``lo`` and ``hi``, kept within them.
+def average(s: Sum, count: float | torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """The core's ``order::average``: ``s / count`` in the dtype of ``lo`` and ``hi``, within them.
 
-    ``q`` is a :meth:`Sum.quotient`; ``lo`` and ``hi`` are the smallest and largest value
-    averaged, as in the core's ``mean_within`` (NaN stays NaN).
+    ``lo`` and ``hi`` are the smallest and largest value averaged (NaN stays NaN). Where the
+    accumulator's quotient is infinite although ``lo`` and ``hi`` are finite (the sum of finite
+    values overflowed), the wide sum's quotient instead.
     """
+    q = s.fast / count
+    if s.wide is not None and s.scale is not None:
+        wide = s.wide / count
+        wide = torch.where(s.scale == 1.0, wide, wide * GROW)
+        q = torch.where(torch.isinf(q) & torch.isfinite(lo) & torch.isfinite(hi), wide, q)
     y = q.to(lo.dtype)
     return torch.where(y < lo, lo, torch.where(y > hi, hi, y))
 
@@ -184,20 +198,21 @@ def propagate(
 
 def weighted_mean(x: torch.Tensor, items: list[tuple[int, float]], total: float) -> torch.Tensor:
     """``Σ w_i x_i / total`` over ``items`` in their order, with the core's accumulator."""
-    q = accumulate([x[i].double() for i, _ in items], x.dtype, [w for _, w in items]).quotient(total)
+    s = accumulate([x[i].double() for i, _ in items], x.dtype, [w for _, w in items])
     if x.dtype != torch.float64:  # a float32 quotient cannot leave the values' range
-        return q.to(x.dtype)
+        return (s.fast / total).to(x.dtype)
     used = x[[i for i, w in items if w > 0]]
-    return mean_within(q, used.amin(dim=0), used.amax(dim=0))
+    return average(s, total, used.amin(dim=0), used.amax(dim=0))
 
 
 def normalise_weights(w: list[float]) -> list[float]:
     """The weights scaled by the power of two that brings the largest into ``[1/2, 1)``.
 
-    As the core's ``normalise_weights`` does before a rule averages with them (only ratios matter).
+    As the core's ``normalise_weights`` does before a rule averages with them (only ratios
+    matter), and only where the largest lies outside ``[1/2, 1]``.
     """
     top = max(w, default=0.0)
-    if top == 0.0 or 0.5 <= top < 1.0:
+    if top == 0.0 or 0.5 <= top <= 1.0:
         return w
     e = math.frexp(top)[1]  # top = m 2^e, m in [1/2, 1)
     return [math.ldexp(v, -e) for v in w]

@@ -52,14 +52,20 @@ def _centered_clipping(rule: CenteredClipping, x: Any, *, center: Any = None) ->
         step = diff * scale[:, None]
         wide = torch.isinf(norm) & finite
         if bool(wide.any()):
-            # Beyond float64's range: (x/2 - v/2) 2^-e (tau / m), as the Rust core computes it.
+            # A distance beyond float64's range, measured as m 2^(e+1) from the half differences
+            # h = x/2 - v/2 scaled by 2^-e, as the Rust core does: a row within tau moves all
+            # the way, a farther one by ((h 2^-e) / m) tau, which cannot overflow.
             h = xd[wide] * 0.5 - v[None] * 0.5
             e = torch.frexp(h.abs().amax(dim=1)).exponent.to(torch.int64)
             hs = K.ldexp(h, -e[:, None])
-            step = step.masked_scatter(
-                wide[:, None], hs * (rule.tau / hs.square().sum(dim=1).sqrt())[:, None]
-            )
-        v = v + step.sum(dim=0) / xd.shape[0]
+            m = hs.square().sum(dim=1).sqrt()
+            within = K.ldexp(m, e + 1) <= rule.tau
+            far = (hs / m[:, None]) * rule.tau
+            step = step.masked_scatter(wide[:, None], torch.where(within[:, None], diff[wide], far))
+        n = xd.shape[0]
+        total = step.sum(dim=0)
+        # Moves of at most tau each whose sum overflows (tau near float64's max): divide first.
+        v = v + torch.where(torch.isinf(total), (step / n).sum(dim=0), total / n)
     return p.finish(v.to(p.x.dtype)), None
 
 

@@ -49,7 +49,7 @@ def native(x: Tensor, keep: int, nonfinite: str, need_rows: bool) -> tuple[Tenso
     # Ranks outside the kept ones add -0.0, the identity: the sum is that of the kept values.
     nothing = torch.full((), -0.0, dtype=torch.float64, device=x.device)
     terms = [torch.where(kept[r], s[r].double(), nothing) for r in range(n)]
-    out = K.mean_within(K.accumulate(terms, x.dtype).quotient(float(keep)), s[lo, cols], s[hi - 1, cols])
+    out = K.average(K.accumulate(terms, x.dtype), float(keep), s[lo, cols], s[hi - 1, cols])
     return K.propagate(x, nonfinite, out, order[lo, cols], order[hi - 1, cols], need_rows)
 
 

@@ -29,8 +29,8 @@ def _group_means(x: Tensor, groups: list[list[int]]) -> Tensor:
     finite = torch.isfinite(x).all(dim=1)
     if bool(finite.all()):
         return m @ x
-    # 0 * inf would be NaN: sum only the members, row by row.
-    return torch.stack([x[members].sum(dim=0) / len(members) for members in groups])
+    # 0 * inf would be NaN: only the members, each divided first (their sum could overflow).
+    return torch.stack([(x[members] / len(members)).sum(dim=0) for members in groups])
 
 
 def _norms(x: Tensor) -> tuple[Tensor, Tensor]:

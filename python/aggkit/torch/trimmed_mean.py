@@ -27,8 +27,8 @@ def native(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, 
     n = x.shape[0]
     order = K.rank_order(x)
     kept = [x.gather(0, order[r][None])[0] for r in range(f, n - f)]
-    q = K.accumulate([v.double() for v in kept], x.dtype).quotient(float(n - 2 * f))
-    out = K.mean_within(q, kept[0], kept[-1])
+    s = K.accumulate([v.double() for v in kept], x.dtype)
+    out = K.average(s, float(n - 2 * f), kept[0], kept[-1])
     return K.propagate(x, nonfinite, out, order[f], order[n - f - 1], need_rows)
 
 
@@ -63,8 +63,8 @@ def weighted(x: Tensor, w: list[float], f: int, nonfinite: str) -> Tensor:
         kept = kept + torch.where(pos[r], parts[r], 0.0)
     first = pos.to(torch.uint8).argmax(0)
     last = n - 1 - pos.flip(0).to(torch.uint8).argmax(0)
-    q = K.accumulate(terms, x.dtype, weights).quotient(kept)
-    out = K.mean_within(q, vals.gather(0, first[None])[0], vals.gather(0, last[None])[0])
+    s = K.accumulate(terms, x.dtype, weights)
+    out = K.average(s, kept, vals.gather(0, first[None])[0], vals.gather(0, last[None])[0])
     out = torch.where(pos.any(0), out, torch.full_like(out, float("nan")))
     if nonfinite == "propagate":
         out = torch.where(torch.isnan(x).any(0), torch.full_like(out, float("nan")), out)
