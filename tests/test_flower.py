@@ -94,14 +94,15 @@ def client_models(rng, honest=4, byzantine=1):
     return models
 
 
+@pytest.mark.parametrize("spill", [False, True])
 @pytest.mark.parametrize(
     ("rule", "kwargs"),
     [("median", {}), ("trimmed_mean", {"f": 1}), ("mean", {}), ("krum", {"f": 1}), ("multi_krum", {"f": 1})],
 )
-def test_matches_the_rule_on_updates(rule, kwargs):
+def test_matches_the_rule_on_updates(rule, kwargs, spill, tmp_path):
     rng = np.random.default_rng(0)
     models = client_models(rng)
-    s = RobustStrategy(rule, **kwargs, weighted=False)
+    s = RobustStrategy(rule, **kwargs, weighted=False, spill_dir=tmp_path if spill else None)
     configured(s)
     replies = [reply(11 + i, m, 10 * (i + 1)) for i, m in enumerate(models)]
     arrays, metrics = s.aggregate_train(1, replies)
@@ -131,13 +132,15 @@ def test_matches_the_rule_on_updates(rule, kwargs):
     # Replies are not modified (Flower's FedMedian pops their arrays).
     for i, m in enumerate(models):
         np.testing.assert_array_equal(replies[i].content["arrays"]["w"].numpy(), m["w"])
+    assert list(tmp_path.iterdir()) == []  # the round's spill file is gone
 
 
-def test_selection_diagnostics_and_weights():
+@pytest.mark.parametrize("spill", [False, True])
+def test_selection_diagnostics_and_weights(spill, tmp_path):
     rng = np.random.default_rng(1)
     models = client_models(rng, honest=5, byzantine=2)
     nodes = list(range(101, 108))
-    s = RobustStrategy(aggkit.MultiKrum(f=2, m=3))
+    s = RobustStrategy(aggkit.MultiKrum(f=2, m=3), spill_dir=tmp_path if spill else None)
     configured(s, nodes)
     replies = [reply(nodes[i], m, float(i + 1)) for i, m in enumerate(models)]
     arrays, metrics = s.aggregate_train(1, replies)

@@ -30,7 +30,7 @@ def layer(module: str) -> str:
     """The layer of an ``aggkit`` module (docs/architecture.md)."""
     if module == "aggkit":
         return FACADE
-    if module == "aggkit._numpy" or module.startswith("aggkit._numpy.") or module == "aggkit.monoid":
+    if module.startswith("aggkit._numpy") or module in {"aggkit.monoid", "aggkit.buffer"}:
         return NUMPY
     if module == "aggkit.torch" or module.startswith("aggkit.torch."):
         return TORCH

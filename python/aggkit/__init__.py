@@ -13,6 +13,7 @@ from aggkit._runtime import get_work_limit as get_work_limit
 from aggkit._runtime import set_num_threads as set_num_threads
 from aggkit._runtime import set_work_limit as set_work_limit
 from aggkit._runtime import simd_level as simd_level
+from aggkit.buffer import UpdateBuffer as UpdateBuffer
 from aggkit.errors import AggkitError as AggkitError
 from aggkit.errors import EmptyInputError as EmptyInputError
 from aggkit.errors import InvalidParameterError as InvalidParameterError
@@ -126,6 +127,7 @@ __all__ = [
     "SignVote",
     "TooFewInputsError",
     "TrimmedMean",
+    "UpdateBuffer",
     "__version__",
     "attacks",
     "bulyan",

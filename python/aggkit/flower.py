@@ -56,12 +56,14 @@ that is why the supported range is pinned.
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable
 from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 try:
     from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -74,6 +76,7 @@ except ImportError as e:  # pragma: no cover - exercised only without flwr
     ) from e
 
 from aggkit._params import as_float
+from aggkit.buffer import UpdateBuffer
 from aggkit.errors import AggkitError, InvalidParameterError
 from aggkit.registry import Rule, param_names, rule_class
 from aggkit.registry import rule as make_rule
@@ -95,6 +98,12 @@ class RobustStrategy(FedAvg):
         Weight by the ``weighted_by_key`` metric: ``None`` for the mean, Multi-Krum and the
         geometric median only (Flower's choice, see the module docstring), ``True`` for every
         rule that takes weights, ``False`` never.
+    spill_dir : str or path, optional
+        Rules that are not coordinate-wise (Krum, Multi-Krum, Bulyan, the geometric median, ...)
+        need the round's updates as one ``(n, d)`` block, a copy of the replies. With
+        ``spill_dir`` that block is an :class:`aggkit.UpdateBuffer` file in this directory
+        (paged in and out by the operating system, deleted after the round) instead of memory.
+        Flower itself still holds the replies; coordinate-wise rules make no such copy.
     **kwargs
         The rule's parameters when ``rule`` is a name (e.g. ``f=2``), then ``FedAvg``'s
         (``fraction_train``, ``min_train_nodes``, ``weighted_by_key``, ...).
@@ -113,7 +122,13 @@ class RobustStrategy(FedAvg):
     """
 
     def __init__(
-        self, rule: str | Rule, *, on_updates: bool = True, weighted: bool | None = None, **kwargs: Any
+        self,
+        rule: str | Rule,
+        *,
+        on_updates: bool = True,
+        weighted: bool | None = None,
+        spill_dir: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
     ):
         # The rule's parameters go to the rule (an error with a rule object), the rest to FedAvg.
         cls = rule_class(rule) if isinstance(rule, str) else type(rule)
@@ -123,6 +138,7 @@ class RobustStrategy(FedAvg):
         super().__init__(**kwargs)
         self.on_updates = bool(on_updates)
         self.weighted = None if weighted is None else bool(weighted)
+        self.spill_dir = spill_dir
         self.history: list[dict[str, Any]] = []
         self.rounds = self.rule.rounds()
         self._global: dict[str, np.ndarray] | None = None
@@ -312,23 +328,25 @@ class RobustStrategy(FedAvg):
         buf_dtype = np.float64 if wide else np.float32
         sizes = [int(np.prod(shapes[k])) for k in floats]
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        n = len(records)
-        buf = np.empty((n, int(offsets[-1])), dtype=buf_dtype)  # the one (n, d) copy
-        for i, r in enumerate(records):
-            for k, lo, hi in zip(floats, offsets[:-1], offsets[1:], strict=True):
-                a = r[k].numpy()
-                if a.shape != shapes[k] or a.dtype != dtypes[k]:
-                    raise InvalidParameterError(
-                        f"array {k!r}: client {i} sent shape {a.shape} dtype {a.dtype}, client 0 "
-                        f"sent shape {shapes[k]} dtype {dtypes[k]}"
-                    )
-                row = buf[i, lo:hi]
-                row[...] = a.reshape(-1)
-                base = self._base(k)
-                if base is not None:
-                    row -= base.reshape(-1)
-        y, selection = self.rounds.aggregate(buf, weights=weights)
-        del buf
+        n, d = len(records), int(offsets[-1])
+        # The one (n, d) copy, in memory or in a file; one row is built at a time.
+        with UpdateBuffer(d, buf_dtype, n_max=n, spill_dir=self.spill_dir) as buf:
+            row: npt.NDArray[np.floating[Any]] = np.empty(d, dtype=buf_dtype)
+            for i, r in enumerate(records):
+                for k, lo, hi in zip(floats, offsets[:-1], offsets[1:], strict=True):
+                    a = r[k].numpy()
+                    if a.shape != shapes[k] or a.dtype != dtypes[k]:
+                        raise InvalidParameterError(
+                            f"array {k!r}: client {i} sent shape {a.shape} dtype {a.dtype}, client 0 "
+                            f"sent shape {shapes[k]} dtype {dtypes[k]}"
+                        )
+                    seg = row[lo:hi]
+                    seg[...] = a.reshape(-1)
+                    base = self._base(k)
+                    if base is not None:
+                        seg -= base.reshape(-1)
+                buf.append(row, weight=None if weights is None else weights[i])
+            y, selection = buf.aggregate(self.rounds, return_selection=True)
         out = ArrayRecord()
         for k in keys:
             if dtypes[k].kind != "f":
@@ -338,7 +356,7 @@ class RobustStrategy(FedAvg):
             part = y[offsets[j] : offsets[j + 1]].reshape(shapes[k])
             base = self._base(k)
             if base is not None:
-                part = base.astype(buf_dtype) + part
+                part = np.add(base.astype(buf_dtype), part)
             out[k] = Array(np.ascontiguousarray(part.astype(dtypes[k], copy=False)))
         return out, selection
 

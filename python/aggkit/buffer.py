@@ -1,0 +1,322 @@
+"""Client updates collected one at a time, kept in memory or spilled to disk, aggregated once.
+
+A server receives its clients' updates one by one. :class:`UpdateBuffer` holds them in one
+preallocated ``(n_max, d)`` block, either in memory or in a memory-mapped file under
+``spill_dir``, so that a round of ``n x d`` values larger than memory can still be aggregated:
+the rules read the block in place (the Rust core takes the mapping as it takes any array), the
+operating system pages it in and out, and the result is bit-identical to the in-memory call
+on the same rows. Coordinate-wise rules walk the coordinates in tiles of all rows, so they
+read every page once and need ``O(n x tile + d)`` memory of their own; the distance rules
+(Krum, Multi-Krum, Bulyan, NNM, ...) read it once per pass over their distance matrix (once
+for ``n <= 128``) and hold the ``n x n`` distances.
+
+>>> import numpy as np, aggkit
+>>> with aggkit.UpdateBuffer((3,), np.float32, n_max=4) as buf:
+...     for update in ([1, 2, 3], [2, 3, 4], [100, -100, 5]):
+...         _ = buf.append(np.asarray(update, np.float32))
+...     buf.aggregate("median")
+array([2., 2., 4.], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, overload
+
+import numpy as np
+import numpy.typing as npt
+
+from aggkit import _params
+from aggkit._numpy._input import as_array, compute_dtype
+from aggkit.errors import InvalidParameterError, ShapeError, empty_input_error
+from aggkit.registry import Rounds, Rule, Selection
+from aggkit.registry import rule as make_rule
+
+#: The updates and the aggregates: float32 or float64 arrays.
+Floats = npt.NDArray[np.floating[Any]]
+
+__all__ = ["UpdateBuffer"]
+
+_WHO = "UpdateBuffer"
+
+
+def _shape(shape: Any) -> tuple[int, ...]:
+    """The shape of one update: an int or a sequence of ints, each ``>= 0``."""
+    dims = (shape,) if not isinstance(shape, Sequence) or isinstance(shape, str | bytes) else shape
+    return tuple(_params.count(s, "shape", _WHO) for s in dims)
+
+
+def _dtype(dtype: Any) -> np.dtype[Any]:
+    try:
+        dt: np.dtype[Any] = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"{_WHO}: dtype must be float32 or float64, got {dtype!r}") from e
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(
+            f"{_WHO}: dtype must be float32 or float64, got {dt} (half-precision updates can be "
+            "stored as float32: they are converted exactly)"
+        )
+    return dt
+
+
+class UpdateBuffer:
+    """``n_max`` client updates of one ``shape`` and ``dtype``, appended one at a time.
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+        The shape of one update (a flat model of ``d`` parameters: ``d`` or ``(d,)``).
+    dtype : float32 or float64, default float32
+        The storage dtype. An update is accepted if it converts to it exactly (float16 and
+        float32 into float64, float16 into float32); a float64 update is refused by a
+        float32 buffer rather than rounded silently.
+    n_max : int
+        The most updates one round can hold (the block is allocated for them up front).
+    spill_dir : str or path, optional
+        Keep the block in a memory-mapped file created in this directory instead of in memory.
+        The file's blocks are reserved when the buffer is created (``posix_fallocate``), so a
+        full disk is reported then, not as a crash when an update is written; the file is
+        deleted by :meth:`close` (or the ``with`` block, or garbage collection).
+
+    Notes
+    -----
+    :meth:`append` may be called from several threads at once. :meth:`clear` empties the buffer
+    for the next round without giving its memory or file back.
+    """
+
+    def __init__(
+        self,
+        shape: int | Sequence[int],
+        dtype: Any = np.float32,
+        *,
+        n_max: int,
+        spill_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._shape = _shape(shape)
+        self._dtype = _dtype(dtype)
+        self._n_max = _params.positive(n_max, "n_max", _WHO)
+        d = math.prod(self._shape)
+        nbytes = self._n_max * d * self._dtype.itemsize
+        self._lock = threading.Lock()
+        self._count = 0
+        self._weights: list[float | None] = []
+        self._path: Path | None = None
+        self._data: Floats
+        if spill_dir is None:
+            try:
+                self._data = np.empty((self._n_max, d), self._dtype)
+            except (MemoryError, ValueError) as e:
+                raise MemoryError(
+                    f"{_WHO}: {self._n_max} updates of {d} {self._dtype} values ({nbytes} bytes) do "
+                    f"not fit in memory; pass spill_dir= to keep them in a file ({e})"
+                ) from None
+        else:
+            self._data = self._spill(Path(spill_dir), d, nbytes)
+
+    def _spill(self, directory: Path, d: int, nbytes: int) -> Floats:
+        if not directory.is_dir():
+            raise InvalidParameterError(f"{_WHO}: spill_dir must be an existing directory, got {directory}")
+        shape = (self._n_max, d)
+        if nbytes == 0:  # nothing to store (d = 0): no file needed
+            return np.empty(shape, self._dtype)
+        fd, name = tempfile.mkstemp(prefix="aggkit-updates-", suffix=".bin", dir=directory)
+        self._path = Path(name)
+        try:
+            try:
+                _reserve(fd, nbytes, directory)
+            finally:
+                os.close(fd)
+            return np.memmap(name, dtype=self._dtype, mode="r+", shape=shape)
+        except BaseException:
+            self._remove()
+            raise
+
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one update."""
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The storage dtype (that of the aggregates)."""
+        return self._dtype
+
+    @property
+    def n_max(self) -> int:
+        """The capacity, in updates."""
+        return self._n_max
+
+    @property
+    def spill_path(self) -> Path | None:
+        """The file holding the updates (``None`` in memory, or once closed)."""
+        return self._path
+
+    def __len__(self) -> int:
+        """The number of updates appended since creation or the last :meth:`clear`."""
+        return self._count
+
+    def __repr__(self) -> str:
+        where = "memory" if self._path is None else str(self._path)
+        return (
+            f"{_WHO}(shape={self._shape}, dtype={self._dtype}, n_max={self._n_max}, "
+            f"len={self._count}, in {where})"
+        )
+
+    def append(self, update: Any, weight: float | None = None) -> int:
+        """Store one client's update (copied); return its index among this round's updates.
+
+        ``weight`` (finite, ``>= 0``) is the client's weight for rules that take weights; give
+        one for every update or for none. Values are stored as they are, NaN and ``inf``
+        included: the rule's ``nonfinite`` policy decides about them.
+        """
+        a = as_array(update, f"{_WHO}.append: update")
+        compute_dtype(a.dtype, f"{_WHO}.append: update")  # floating point only
+        if not np.can_cast(a.dtype, self._dtype, "safe"):
+            raise TypeError(
+                f"{_WHO}.append: update has dtype {a.dtype}, which does not convert exactly to the "
+                f"buffer's {self._dtype}; convert it explicitly or create a {a.dtype} buffer"
+            )
+        if a.shape != self._shape:
+            raise ShapeError(f"{_WHO}.append: update has shape {a.shape}, the buffer's is {self._shape}")
+        w = None if weight is None else _params.nonnegative(weight, "weight", f"{_WHO}.append")
+        with self._lock:
+            data = self._block()
+            if self._count == self._n_max:
+                raise InvalidParameterError(
+                    f"{_WHO}.append: the buffer is full (n_max={self._n_max}); aggregate and clear() "
+                    "it, or create it with a larger n_max"
+                )
+            i = self._count
+            data[i] = a.reshape(-1)
+            self._weights.append(w)
+            self._count = i + 1
+        return i
+
+    def rows(self) -> Floats:
+        """The appended updates as a read-only ``(len, *shape)`` view (no copy)."""
+        view = self._block()[: self._count].reshape((self._count, *self._shape))
+        view.flags.writeable = False
+        return view
+
+    def weights(self) -> npt.NDArray[np.float64] | None:
+        """The appended weights as float64, or ``None`` if none were given."""
+        given = [w is not None for w in self._weights[: self._count]]
+        if not any(given):
+            return None
+        if not all(given):
+            missing = given.index(False)
+            raise InvalidParameterError(
+                f"{_WHO}: weights were given for some updates but not for update {missing}; give "
+                "one for every update or for none"
+            )
+        return np.array(self._weights[: self._count], dtype=np.float64)
+
+    @overload
+    def aggregate(
+        self, rule: str | Rule | Rounds, /, *, return_selection: Literal[False] = ..., **params: Any
+    ) -> Floats: ...
+    @overload
+    def aggregate(
+        self, rule: str | Rule | Rounds, /, *, return_selection: Literal[True], **params: Any
+    ) -> tuple[Floats, Selection | None]: ...
+    def aggregate(
+        self, rule: str | Rule | Rounds, /, *, return_selection: bool = False, **params: Any
+    ) -> Any:
+        """Aggregate the appended updates with ``rule``.
+
+        ``rule`` is a name with its ``params``, a rule object, or a rule across rounds
+        (``rule.rounds()``, whose state this round then updates).
+
+        The rule reads the stored block in place; the result has the buffer's shape and dtype and
+        is bit-identical to ``rule(np.stack(updates))``. Weights given to :meth:`append` go to
+        rules that take weights (and are refused by the others). With ``return_selection=True``
+        the result is ``(output, selection)``: which inputs a selection rule kept (``None`` for
+        the others).
+        """
+        r: Rule | Rounds
+        if isinstance(rule, Rounds):
+            if params:
+                raise InvalidParameterError(
+                    f"{_WHO}.aggregate: parameters {sorted(params)} cannot be applied to {rule!r}"
+                )
+            r = rule
+        else:
+            r = make_rule(rule, **params)
+        with self._lock:
+            block = self._block()
+            if self._count == 0:
+                raise empty_input_error(f"{_WHO}.aggregate")
+            x = block[: self._count]
+            out, selection = r.aggregate(x, weights=self.weights())
+        out = np.asarray(out).reshape(self._shape)
+        return (out, selection) if return_selection else out
+
+    def clear(self) -> None:
+        """Forget the appended updates (the memory or file is kept for the next round)."""
+        with self._lock:
+            self._count = 0
+            self._weights = []
+
+    def close(self) -> None:
+        """Release the block and delete the spill file (idempotent)."""
+        with self._lock:
+            # The mapping is unmapped when the last view of it goes (a view from rows() stays
+            # readable); the file's name goes now, its blocks with the mapping.
+            self.__dict__.pop("_data", None)
+            self._count = 0
+            self._weights = []
+            self._remove()
+
+    def _block(self) -> Floats:
+        data = self.__dict__.get("_data")
+        if data is None:
+            raise InvalidParameterError(f"{_WHO}: the buffer is closed")
+        return data  # type: ignore[no-any-return]
+
+    def _remove(self) -> None:
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+            self._path = None
+
+    def __enter__(self) -> UpdateBuffer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if "_lock" in self.__dict__:
+            self.close()
+
+
+def _reserve(fd: int, nbytes: int, directory: Path) -> None:
+    """Give the file ``nbytes`` of allocated blocks, or raise ``MemoryError`` saying why.
+
+    Writing through a mapping to a sparse file whose disk has filled kills the process
+    (``SIGBUS``); blocks reserved up front cannot run out later.
+    """
+    free = shutil.disk_usage(directory).free
+    fallocate = getattr(os, "posix_fallocate", None)
+    try:
+        if fallocate is None:  # no posix_fallocate (macOS): check the space, then size the file
+            if nbytes > free:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.ftruncate(fd, nbytes)
+        else:
+            fallocate(fd, 0, nbytes)
+    except OSError as e:
+        raise MemoryError(
+            f"{_WHO}: cannot reserve {nbytes} bytes in {directory} ({free} bytes free): {e}"
+        ) from None

@@ -1,0 +1,231 @@
+"""aggkit.UpdateBuffer: updates appended one at a time, in memory or spilled to a file."""
+
+from __future__ import annotations
+
+import threading
+
+import aggkit
+import numpy as np
+import pytest
+from aggkit import UpdateBuffer
+
+RULES = [
+    ("median", {}),
+    ("trimmed_mean", {"f": 2}),
+    ("mean", {}),
+    ("meamed", {"f": 2}),
+    ("krum", {"f": 2}),
+    ("multi_krum", {"f": 2, "m": 4}),
+    ("bulyan", {"f": 1}),
+    ("geometric_median", {}),
+    ("nnm>trimmed_mean", {"f": 2}),
+    ("centered_clipping", {"tau": 1.0}),
+]
+
+
+def _updates(n=9, shape=(3, 5), dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, *shape)).astype(dtype)
+    x[0] *= 1e3  # one far-off client
+    return x
+
+
+@pytest.fixture(params=["memory", "spill"])
+def spill_dir(request, tmp_path):
+    return None if request.param == "memory" else tmp_path
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("name", "params"), RULES)
+def test_bit_identical_to_the_in_memory_call(name, params, dtype, spill_dir):
+    x = _updates(dtype=dtype)
+    with UpdateBuffer(x.shape[1:], dtype, n_max=12, spill_dir=spill_dir) as buf:
+        for i, u in enumerate(x):
+            assert buf.append(u) == i
+        got = buf.aggregate(name, **params)
+        want = aggkit.rule(name, **params)(x.reshape(len(x), -1)).reshape(x.shape[1:])
+        assert got.dtype == dtype
+        assert got.shape == x.shape[1:]
+        assert got.tobytes() == want.tobytes()
+
+
+def test_weights_and_selection(spill_dir):
+    x = _updates(shape=(4,))
+    w = [1.0, 2.0, 0.5, 3.0, 1.0, 1.0, 2.0, 4.0, 1.0]
+    with UpdateBuffer(4, n_max=9, spill_dir=spill_dir) as buf:
+        for u, wi in zip(x, w, strict=True):
+            buf.append(u, weight=wi)
+        np.testing.assert_array_equal(buf.weights(), w)
+        assert buf.aggregate("mean").tobytes() == aggkit.mean(x, weights=w).tobytes()
+        y, sel = buf.aggregate(aggkit.MultiKrum(f=2, m=3), return_selection=True)
+        y0, sel0 = aggkit.multi_krum(x, f=2, m=3, weights=w, return_selection=True)
+        assert y.tobytes() == y0.tobytes()
+        np.testing.assert_array_equal(sel.indices, sel0.indices)
+        with pytest.raises(aggkit.InvalidParameterError, match="does not take weights"):
+            buf.aggregate("meamed", f=2)
+
+
+def test_some_weights_missing_is_refused():
+    with UpdateBuffer(2, n_max=3) as buf:
+        buf.append(np.zeros(2, np.float32), weight=1.0)
+        buf.append(np.ones(2, np.float32))
+        with pytest.raises(aggkit.InvalidParameterError, match="not for update 1"):
+            buf.aggregate("mean")
+
+
+def test_updates_are_copied_and_the_caller_keeps_its_arrays():
+    u = np.arange(4, dtype=np.float32)
+    before = u.copy()
+    with UpdateBuffer(4, n_max=2) as buf:
+        buf.append(u)
+        u[:] = 99  # the caller reuses its array: the buffer holds its own copy
+        np.testing.assert_array_equal(buf.rows()[0], before)
+        assert not buf.rows().flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            buf.rows()[0, 0] = 1.0
+
+
+@pytest.mark.parametrize(
+    ("update", "error", "match"),
+    [
+        (np.zeros(5, np.float32), aggkit.ShapeError, r"shape \(5,\)"),
+        (np.zeros((4, 1), np.float32), aggkit.ShapeError, "shape"),
+        (np.zeros(4, np.float64), TypeError, "does not convert exactly"),
+        (np.zeros(4, np.int64), TypeError, "floating-point"),
+        (np.zeros(4, bool), TypeError, "floating-point"),
+        (np.ma.masked_array(np.zeros(4, np.float32), mask=[1, 0, 0, 0]), TypeError, "masked"),
+        ("abcd", TypeError, "must be an array"),
+        (None, TypeError, "must be an array"),
+    ],
+)
+def test_bad_updates_are_refused_by_name(update, error, match):
+    with UpdateBuffer(4, n_max=2) as buf:
+        with pytest.raises(error, match=match):
+            buf.append(update)
+        assert len(buf) == 0
+
+
+@pytest.mark.parametrize(
+    ("weight", "error"),
+    [
+        (-1.0, aggkit.InvalidParameterError),
+        (float("nan"), aggkit.InvalidParameterError),
+        (float("inf"), aggkit.InvalidParameterError),
+        (10**400, aggkit.InvalidParameterError),
+        ("1", TypeError),
+        (True, TypeError),
+    ],
+)
+def test_bad_weights_are_refused(weight, error):
+    with UpdateBuffer(2, n_max=2) as buf:
+        with pytest.raises(error, match="weight"):
+            buf.append(np.zeros(2, np.float32), weight=weight)
+        assert len(buf) == 0
+
+
+def test_half_precision_updates_convert_exactly():
+    with UpdateBuffer(3, np.float32, n_max=1) as buf:
+        buf.append(np.array([1.5, -2.0, 65504.0], np.float16))
+        assert buf.rows().dtype == np.float32
+        assert buf.rows()[0].tolist() == [1.5, -2.0, 65504.0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"shape": 3, "n_max": 0}, aggkit.InvalidParameterError, "n_max"),
+        ({"shape": 3, "n_max": True}, TypeError, "n_max"),
+        ({"shape": 3, "n_max": 2.0}, TypeError, "n_max"),
+        ({"shape": -1, "n_max": 2}, aggkit.InvalidParameterError, "shape"),
+        ({"shape": (2, "a"), "n_max": 2}, TypeError, "shape"),
+        ({"shape": 3, "n_max": 2, "dtype": np.float16}, TypeError, "float32 or float64"),
+        ({"shape": 3, "n_max": 2, "dtype": np.int32}, TypeError, "float32 or float64"),
+        ({"shape": 3, "n_max": 2, "dtype": "nonsense"}, TypeError, "float32 or float64"),
+        ({"shape": 2**40, "n_max": 2**40}, MemoryError, "spill_dir"),
+    ],
+)
+def test_bad_construction_is_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        UpdateBuffer(**kwargs)
+
+
+def test_a_spill_larger_than_the_disk_is_refused_and_leaves_no_file(tmp_path):
+    with pytest.raises(MemoryError, match="cannot reserve"):
+        UpdateBuffer(2**40, n_max=2**20, spill_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(aggkit.InvalidParameterError, match="existing directory"):
+        UpdateBuffer(2, n_max=2, spill_dir=tmp_path / "missing")
+
+
+def test_full_empty_cleared_and_closed(tmp_path):
+    buf = UpdateBuffer((2,), n_max=2, spill_dir=tmp_path)
+    path = buf.spill_path
+    assert path is not None
+    assert path.parent == tmp_path
+    assert path.stat().st_size == 2 * 2 * 4
+    with pytest.raises(aggkit.EmptyInputError):
+        buf.aggregate("median")
+    buf.append(np.array([1.0, 2.0], np.float32))
+    buf.append(np.array([3.0, 4.0], np.float32))
+    with pytest.raises(aggkit.InvalidParameterError, match="full"):
+        buf.append(np.array([5.0, 6.0], np.float32))
+    view = buf.rows()
+    buf.clear()
+    assert len(buf) == 0
+    buf.append(np.array([7.0, 8.0], np.float32))
+    assert buf.aggregate("mean").tolist() == [7.0, 8.0]
+    buf.close()
+    buf.close()  # idempotent
+    assert not path.exists()
+    assert buf.spill_path is None
+    assert view[0].tolist() == [7.0, 8.0]  # a view taken before close() stays readable
+    with pytest.raises(aggkit.InvalidParameterError, match="closed"):
+        buf.append(np.zeros(2, np.float32))
+    with pytest.raises(aggkit.InvalidParameterError, match="closed"):
+        buf.aggregate("mean")
+
+
+def test_the_file_goes_with_the_buffer(tmp_path):
+    buf = UpdateBuffer(3, n_max=2, spill_dir=tmp_path)
+    path = buf.spill_path
+    del buf
+    assert path is not None
+    assert not path.exists()
+
+
+def test_nonfinite_updates_are_stored_for_the_rule_to_judge():
+    x = np.array([[1.0, 2.0], [np.nan, 3.0], [np.inf, 4.0], [2.0, 5.0]], np.float32)
+    with UpdateBuffer(2, n_max=4) as buf:
+        for u in x:
+            buf.append(u)
+        assert buf.aggregate("median").tobytes() == aggkit.median(x).tobytes()
+        with pytest.raises(aggkit.NonFiniteError):
+            buf.aggregate("median", nonfinite="raise")
+
+
+def test_concurrent_appends(spill_dir):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((64, 1000)).astype(np.float32)
+    with UpdateBuffer(1000, n_max=64, spill_dir=spill_dir) as buf:
+        slots: dict[int, int] = {}
+
+        def client(k):
+            slots[buf.append(x[k], weight=float(k + 1))] = k
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(slots) == list(range(64))
+        order = [slots[i] for i in range(64)]
+        np.testing.assert_array_equal(buf.rows(), x[order])
+        np.testing.assert_array_equal(buf.weights(), [k + 1.0 for k in order])
+        want = aggkit.median(x[order], weights=[k + 1.0 for k in order])
+        assert buf.aggregate("median").tobytes() == want.tobytes()
+
+
+def test_repr():
+    with UpdateBuffer((2, 3), np.float64, n_max=5) as buf:
+        buf.append(np.zeros((2, 3)))
+        assert repr(buf) == "UpdateBuffer(shape=(2, 3), dtype=float64, n_max=5, len=1, in memory)"
