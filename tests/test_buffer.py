@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 
 import aggkit
@@ -95,6 +98,7 @@ def test_updates_are_copied_and_the_caller_keeps_its_arrays():
         (np.zeros(4, bool), TypeError, "floating-point"),
         (np.ma.masked_array(np.zeros(4, np.float32), mask=[1, 0, 0, 0]), TypeError, "masked"),
         ("abcd", TypeError, "must be an array"),
+        ([1.0, 2.0, 3.0, 4.0], TypeError, "one update as an array"),
         (None, TypeError, "must be an array"),
     ],
 )
@@ -141,7 +145,10 @@ def test_half_precision_updates_convert_exactly():
         ({"shape": 3, "n_max": 2, "dtype": np.float16}, TypeError, "float32 or float64"),
         ({"shape": 3, "n_max": 2, "dtype": np.int32}, TypeError, "float32 or float64"),
         ({"shape": 3, "n_max": 2, "dtype": "nonsense"}, TypeError, "float32 or float64"),
-        ({"shape": 2**40, "n_max": 2**40}, MemoryError, "spill_dir"),
+        ({"shape": 2**40, "n_max": 2**31}, MemoryError, "spill_dir"),
+        ({"shape": 0, "n_max": 2**32}, aggkit.InvalidParameterError, "row limit"),
+        ({"shape": 3, "n_max": 2, "spill_dir": ""}, aggkit.InvalidParameterError, "existing directory"),
+        ({"shape": 3, "n_max": 2, "spill_dir": 3}, TypeError, "spill_dir must be a path"),
     ],
 )
 def test_bad_construction_is_refused(kwargs, error, match):
@@ -150,19 +157,21 @@ def test_bad_construction_is_refused(kwargs, error, match):
 
 
 def test_a_spill_larger_than_the_disk_is_refused_and_leaves_no_file(tmp_path):
-    with pytest.raises(MemoryError, match="cannot reserve"):
-        UpdateBuffer(2**40, n_max=2**20, spill_dir=tmp_path)
+    for shape, n_max in ((2**40, 2**20), (2**31, 2**31)):  # the second overflows an off_t
+        with pytest.raises(MemoryError, match="cannot reserve"):
+            UpdateBuffer(shape, n_max=n_max, spill_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(aggkit.InvalidParameterError, match="existing directory"):
         UpdateBuffer(2, n_max=2, spill_dir=tmp_path / "missing")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(aggkit.InvalidParameterError, match="existing directory"):
+        UpdateBuffer(2, n_max=2, spill_dir=tmp_path / "file")
 
 
 def test_full_empty_cleared_and_closed(tmp_path):
     buf = UpdateBuffer((2,), n_max=2, spill_dir=tmp_path)
-    path = buf.spill_path
-    assert path is not None
-    assert path.parent == tmp_path
-    assert path.stat().st_size == 2 * 2 * 4
+    assert buf.spilled
+    assert list(tmp_path.iterdir()) == []  # mapped, then unlinked: nothing can be left behind
     with pytest.raises(aggkit.EmptyInputError):
         buf.aggregate("median")
     buf.append(np.array([1.0, 2.0], np.float32))
@@ -176,21 +185,30 @@ def test_full_empty_cleared_and_closed(tmp_path):
     assert buf.aggregate("mean").tolist() == [7.0, 8.0]
     buf.close()
     buf.close()  # idempotent
-    assert not path.exists()
-    assert buf.spill_path is None
+    assert not buf.spilled
     assert view[0].tolist() == [7.0, 8.0]  # a view taken before close() stays readable
-    with pytest.raises(aggkit.InvalidParameterError, match="closed"):
-        buf.append(np.zeros(2, np.float32))
-    with pytest.raises(aggkit.InvalidParameterError, match="closed"):
-        buf.aggregate("mean")
+    for use in (
+        lambda: buf.append(np.zeros(2, np.float32)),
+        lambda: buf.aggregate("mean"),
+        buf.rows,
+        buf.weights,
+        buf.clear,
+        buf.__enter__,
+    ):
+        with pytest.raises(aggkit.InvalidParameterError, match="closed"):
+            use()
 
 
-def test_the_file_goes_with_the_buffer(tmp_path):
-    buf = UpdateBuffer(3, n_max=2, spill_dir=tmp_path)
-    path = buf.spill_path
-    del buf
-    assert path is not None
-    assert not path.exists()
+def test_a_killed_server_leaves_no_spill_file(tmp_path):
+    code = (
+        "import os, signal, numpy as np, aggkit\n"
+        f"b = aggkit.UpdateBuffer(1000, n_max=10, spill_dir={str(tmp_path)!r})\n"
+        "b.append(np.ones(1000, np.float32))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], timeout=60, check=False)
+    assert done.returncode == -signal.SIGKILL
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_nonfinite_updates_are_stored_for_the_rule_to_judge():

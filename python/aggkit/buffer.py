@@ -5,10 +5,12 @@ preallocated ``(n_max, d)`` block, either in memory or in a memory-mapped file u
 ``spill_dir``, so that a round of ``n x d`` values larger than memory can still be aggregated:
 the rules read the block in place (the Rust core takes the mapping as it takes any array), the
 operating system pages it in and out, and the result is bit-identical to the in-memory call
-on the same rows. Coordinate-wise rules walk the coordinates in tiles of all rows, so they
-read every page once and need ``O(n x tile + d)`` memory of their own; the distance rules
-(Krum, Multi-Krum, Bulyan, NNM, ...) read it once per pass over their distance matrix (once
-for ``n <= 128``) and hold the ``n x n`` distances.
+on the stored rows. Coordinate-wise rules walk the coordinates in tiles of all rows, so they
+read every page once and need ``O(n x tile + d)`` memory of their own; Krum, Multi-Krum,
+Bulyan and the other rules on pairwise distances read the block once per pass over their
+distance matrix (once for ``n <= 128``) and hold the ``n x n`` distances. Pipelines with a
+pre-aggregator (``"nnm>trimmed_mean"``, ``"clipping>mean"``, ...) build the transformed inputs
+in memory: ``m x d`` values (Perturb more), so they do not bound memory.
 
 >>> import numpy as np, aggkit
 >>> with aggkit.UpdateBuffer((3,), np.float32, n_max=4) as buf:
@@ -43,7 +45,10 @@ from aggkit.registry import rule as make_rule
 #: The updates and the aggregates: float32 or float64 arrays.
 Floats = npt.NDArray[np.floating[Any]]
 
-__all__ = ["UpdateBuffer"]
+__all__ = ["MAX_UPDATES", "UpdateBuffer"]
+
+#: The most updates one buffer holds: the core's limit on rows.
+MAX_UPDATES = 2**32 - 1
 
 _WHO = "UpdateBuffer"
 
@@ -83,8 +88,10 @@ class UpdateBuffer:
     spill_dir : str or path, optional
         Keep the block in a memory-mapped file created in this directory instead of in memory.
         The file's blocks are reserved when the buffer is created (``posix_fallocate``), so a
-        full disk is reported then, not as a crash when an update is written; the file is
-        deleted by :meth:`close` (or the ``with`` block, or garbage collection).
+        full disk is reported then, not as a crash when an update is written. The file is
+        unlinked as soon as it is mapped: it never outlives the process, even one that is
+        killed, and its blocks are freed when the buffer is closed (:meth:`close`, the ``with``
+        block, or garbage collection) and no view of it is left.
 
     Notes
     -----
@@ -103,14 +110,21 @@ class UpdateBuffer:
         self._shape = _shape(shape)
         self._dtype = _dtype(dtype)
         self._n_max = _params.positive(n_max, "n_max", _WHO)
+        if self._n_max > MAX_UPDATES:
+            raise InvalidParameterError(
+                f"{_WHO}: n_max must be at most {MAX_UPDATES} (the core's row limit), got {self._n_max}"
+            )
+        directory = spill_directory(spill_dir, _WHO)
         d = math.prod(self._shape)
         nbytes = self._n_max * d * self._dtype.itemsize
         self._lock = threading.Lock()
+        # Row i and its weight are written before _count becomes i + 1: the one commit point.
         self._count = 0
-        self._weights: list[float | None] = []
+        self._w = np.zeros(self._n_max, np.float64)
+        self._has_w = np.zeros(self._n_max, bool)
         self._path: Path | None = None
         self._data: Floats
-        if spill_dir is None:
+        if directory is None:
             try:
                 self._data = np.empty((self._n_max, d), self._dtype)
             except (MemoryError, ValueError) as e:
@@ -119,25 +133,36 @@ class UpdateBuffer:
                     f"not fit in memory; pass spill_dir= to keep them in a file ({e})"
                 ) from None
         else:
-            self._data = self._spill(Path(spill_dir), d, nbytes)
+            self._data = self._spill(directory, d, nbytes)
 
     def _spill(self, directory: Path, d: int, nbytes: int) -> Floats:
-        if not directory.is_dir():
-            raise InvalidParameterError(f"{_WHO}: spill_dir must be an existing directory, got {directory}")
         shape = (self._n_max, d)
         if nbytes == 0:  # nothing to store (d = 0): no file needed
             return np.empty(shape, self._dtype)
-        fd, name = tempfile.mkstemp(prefix="aggkit-updates-", suffix=".bin", dir=directory)
+        try:
+            fd, name = tempfile.mkstemp(prefix="aggkit-updates-", suffix=".bin", dir=directory)
+        except OSError as e:
+            raise InvalidParameterError(
+                f"{_WHO}: cannot create a file in spill_dir {directory}: {e}"
+            ) from None
         self._path = Path(name)
         try:
             try:
                 _reserve(fd, nbytes, directory)
             finally:
                 os.close(fd)
-            return np.memmap(name, dtype=self._dtype, mode="r+", shape=shape)
+            data = np.memmap(name, dtype=self._dtype, mode="r+", shape=shape)
         except BaseException:
             self._remove()
             raise
+        # The mapping keeps the file's blocks; without a name, nothing is left behind even if
+        # the process is killed. Where a mapped file cannot be unlinked, close() removes it.
+        try:
+            os.unlink(name)
+            self._path = None
+        except OSError:
+            pass
+        return data
 
     # ------------------------------------------------------------------------------------------
 
@@ -157,16 +182,16 @@ class UpdateBuffer:
         return self._n_max
 
     @property
-    def spill_path(self) -> Path | None:
-        """The file holding the updates (``None`` in memory, or once closed)."""
-        return self._path
+    def spilled(self) -> bool:
+        """Whether the updates are kept in a (nameless, memory-mapped) file."""
+        return isinstance(self.__dict__.get("_data"), np.memmap)
 
     def __len__(self) -> int:
         """The number of updates appended since creation or the last :meth:`clear`."""
         return self._count
 
     def __repr__(self) -> str:
-        where = "memory" if self._path is None else str(self._path)
+        where = "a file" if self.spilled else "memory"
         return (
             f"{_WHO}(shape={self._shape}, dtype={self._dtype}, n_max={self._n_max}, "
             f"len={self._count}, in {where})"
@@ -179,6 +204,8 @@ class UpdateBuffer:
         one for every update or for none. Values are stored as they are, NaN and ``inf``
         included: the rule's ``nonfinite`` policy decides about them.
         """
+        if isinstance(update, list | tuple):
+            raise TypeError(f"{_WHO}.append takes one update as an array, got a {type(update).__name__}")
         a = as_array(update, f"{_WHO}.append: update")
         compute_dtype(a.dtype, f"{_WHO}.append: update")  # floating point only
         if not np.can_cast(a.dtype, self._dtype, "safe"):
@@ -198,28 +225,36 @@ class UpdateBuffer:
                 )
             i = self._count
             data[i] = a.reshape(-1)
-            self._weights.append(w)
+            self._w[i], self._has_w[i] = (0.0, False) if w is None else (w, True)
             self._count = i + 1
         return i
 
     def rows(self) -> Floats:
-        """The appended updates as a read-only ``(len, *shape)`` view (no copy)."""
+        """The appended updates as a read-only ``(len, *shape)`` view (no copy).
+
+        A view of the block as it is: after :meth:`clear` and new appends it shows the new rows.
+        """
         view = self._block()[: self._count].reshape((self._count, *self._shape))
         view.flags.writeable = False
         return view
 
     def weights(self) -> npt.NDArray[np.float64] | None:
         """The appended weights as float64, or ``None`` if none were given."""
-        given = [w is not None for w in self._weights[: self._count]]
-        if not any(given):
+        with self._lock:
+            self._block()
+            return self._weights()
+
+    def _weights(self) -> npt.NDArray[np.float64] | None:
+        given = self._has_w[: self._count]
+        if not given.any():
             return None
-        if not all(given):
-            missing = given.index(False)
+        if not given.all():
+            missing = int(np.argmin(given))
             raise InvalidParameterError(
                 f"{_WHO}: weights were given for some updates but not for update {missing}; give "
                 "one for every update or for none"
             )
-        return np.array(self._weights[: self._count], dtype=np.float64)
+        return self._w[: self._count].copy()
 
     @overload
     def aggregate(
@@ -257,15 +292,15 @@ class UpdateBuffer:
             if self._count == 0:
                 raise empty_input_error(f"{_WHO}.aggregate")
             x = block[: self._count]
-            out, selection = r.aggregate(x, weights=self.weights())
+            out, selection = r.aggregate(x, weights=self._weights())
         out = np.asarray(out).reshape(self._shape)
         return (out, selection) if return_selection else out
 
     def clear(self) -> None:
         """Forget the appended updates (the memory or file is kept for the next round)."""
         with self._lock:
+            self._block()
             self._count = 0
-            self._weights = []
 
     def close(self) -> None:
         """Release the block and delete the spill file (idempotent)."""
@@ -274,7 +309,6 @@ class UpdateBuffer:
             # readable); the file's name goes now, its blocks with the mapping.
             self.__dict__.pop("_data", None)
             self._count = 0
-            self._weights = []
             self._remove()
 
     def _block(self) -> Floats:
@@ -289,6 +323,7 @@ class UpdateBuffer:
             self._path = None
 
     def __enter__(self) -> UpdateBuffer:
+        self._block()
         return self
 
     def __exit__(
@@ -299,6 +334,17 @@ class UpdateBuffer:
     def __del__(self) -> None:
         if "_lock" in self.__dict__:
             self.close()
+
+
+def spill_directory(value: Any, who: str) -> Path | None:
+    """``spill_dir`` checked: ``None``, or an existing directory (an empty name is refused)."""
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"{who}: spill_dir must be a path, got {type(value).__name__}")
+    if str(value) == "" or not Path(value).is_dir():
+        raise InvalidParameterError(f"{who}: spill_dir must be an existing directory, got {value!r}")
+    return Path(value)
 
 
 def _reserve(fd: int, nbytes: int, directory: Path) -> None:
@@ -316,7 +362,7 @@ def _reserve(fd: int, nbytes: int, directory: Path) -> None:
             os.ftruncate(fd, nbytes)
         else:
             fallocate(fd, 0, nbytes)
-    except OSError as e:
+    except (OSError, OverflowError) as e:
         raise MemoryError(
             f"{_WHO}: cannot reserve {nbytes} bytes in {directory} ({free} bytes free): {e}"
         ) from None

@@ -76,7 +76,7 @@ except ImportError as e:  # pragma: no cover - exercised only without flwr
     ) from e
 
 from aggkit._params import as_float
-from aggkit.buffer import UpdateBuffer
+from aggkit.buffer import UpdateBuffer, spill_directory
 from aggkit.errors import AggkitError, InvalidParameterError
 from aggkit.registry import Rule, param_names, rule_class
 from aggkit.registry import rule as make_rule
@@ -138,7 +138,7 @@ class RobustStrategy(FedAvg):
         super().__init__(**kwargs)
         self.on_updates = bool(on_updates)
         self.weighted = None if weighted is None else bool(weighted)
-        self.spill_dir = spill_dir
+        self.spill_dir = spill_directory(spill_dir, "RobustStrategy")
         self.history: list[dict[str, Any]] = []
         self.rounds = self.rule.rounds()
         self._global: dict[str, np.ndarray] | None = None
