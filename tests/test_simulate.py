@@ -183,6 +183,9 @@ def test_bench_command_quick():
             "10",
             "--repeats",
             "1",
+            "--dtype",
+            "float32",
+            "float64",
         ],
         capture_output=True,
         text=True,
@@ -191,6 +194,7 @@ def test_bench_command_quick():
     )
     assert proc.returncode == 0, proc.stderr
     assert "streaming read bandwidth measured" in proc.stdout
+    assert "SIMD" in proc.stdout
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| 10 |")]
-    assert rows
+    assert {r.split("|")[3].strip() for r in rows} == {"float32", "float64"}
     assert all("median" in r and r.rstrip().endswith("x |") for r in rows)

@@ -6,16 +6,16 @@
     aggkit bench --n 50 --d 1e6        # one point
     aggkit bench --quick               # a smoke run in seconds
 
-For each (n, d), float32 input: median time of the repeats in ms, GB/s of input read (4·n·d bytes
-per call), that rate as a % of the streaming read bandwidth measured at the start, and the speed-up
-over each baseline (baseline time / aggkit time, both medians in this run). A baseline whose projected
-time exceeds --budget seconds is skipped and marked so. Shared machines are noisy: compare the
-ratios, not the absolute numbers.
+For each (n, d) and dtype (float32 unless ``--dtype`` says more): median time of the repeats in
+ms, GB/s of input read (itemsize·n·d bytes per call), that rate as a % of the streaming read
+bandwidth measured at the start, and the speed-up over each baseline (baseline time / aggkit
+time, both medians in this run). A baseline whose projected time exceeds --budget seconds is
+skipped and marked so. Shared machines are noisy: compare the ratios, not the absolute numbers.
 
 Baselines: np.median(axis=0); a numpy trimmed mean (np.partition then mean, as Flower's
 FedTrimmedAvg); torch.median(dim=0) when torch is installed (lower median, same thread count);
-a numpy Krum in Flower's form (float32 Gram identity through BLAS: fast, but it is the inexact
-method aggkit refuses; aggkit computes exact direct differences).
+a numpy Krum in Flower's form (the Gram identity in the input's dtype through BLAS: fast, but it
+is the inexact method aggkit refuses; aggkit computes exact direct differences).
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ def run(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--budget", type=float, default=30.0, help="max seconds for one baseline call")
     ap.add_argument("--rules", nargs="+", default=["mean", "median", "trimmed_mean", "krum"])
+    ap.add_argument(
+        "--dtype", nargs="+", default=["float32"], choices=["float32", "float64"], help="input dtypes"
+    )
     ap.add_argument("--quick", action="store_true", help="n 10/50, d 1e5, 3 repeats")
     args = ap.parse_args(argv)
     if args.quick:
@@ -131,12 +134,14 @@ def run(argv: list[str] | None = None) -> int:
     bw = read_bandwidth(args.threads)
     print(machine_line(args.threads, bw))
     print(f"command: aggkit bench {' '.join(sys.argv[1:] if argv is None else argv)}\n")
-    print("| n | d | rule | aggkit ms | GB/s | % of read BW | baseline | baseline ms | speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| n | d | dtype | rule | aggkit ms | GB/s | % of read BW | baseline | baseline ms | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for d in map(int, args.d):
         for n in args.n:
-            bench_point(rng.standard_normal((n, d), dtype=np.float32), args, bw)
+            x = rng.standard_normal((n, d), dtype=np.float32)
+            for dtype in args.dtype:
+                bench_point(x if dtype == "float32" else x.astype(dtype), args, bw)
     return 0
 
 
@@ -160,7 +165,7 @@ def bench_point(x: np.ndarray, args: argparse.Namespace, bw: float) -> None:
         ),
         "krum": (
             lambda: aggkit.krum(x, f=fk),
-            [("numpy Krum (f32 Gram, Flower's form)", lambda: np_krum_gram(x, fk))],
+            [("numpy Krum (Gram identity, Flower's form)", lambda: np_krum_gram(x, fk))],
         ),
     }
     for name in args.rules:
@@ -169,9 +174,9 @@ def bench_point(x: np.ndarray, args: argparse.Namespace, bw: float) -> None:
         t = timed(ours, args.repeats)
         label = {"trimmed_mean": f"trimmed_mean f={f}", "krum": f"krum f={fk}"}.get(name, name)
         pct = 100 * gb / t / bw
-        head = f"| {n} | {d:.0e} | {label} | {t * 1e3:.1f} | {gb / t:.2f} | {pct:.0f} % "
+        head = f"| {n} | {d:.0e} | {x.dtype} | {label} | {t * 1e3:.1f} | {gb / t:.2f} | {pct:.0f} % "
         for bname, bfn in baselines:
-            projected = _project(bname, n, max(1, d // 100), d, f, fk)
+            projected = _project(bname, n, max(1, d // 100), d, f, fk, x.dtype)
             if projected > args.budget:
                 print(f"{head}| {bname} | skipped (> {args.budget:.0f} s projected) | — |")
                 continue
@@ -180,14 +185,14 @@ def bench_point(x: np.ndarray, args: argparse.Namespace, bw: float) -> None:
         sys.stdout.flush()
 
 
-def _project(bname: str, n: int, small: int, d: int, f: int, fk: int) -> float:
+def _project(bname: str, n: int, small: int, d: int, f: int, fk: int, dtype: np.dtype[Any]) -> float:
     """Time a baseline on d/100 coordinates and scale linearly (they are all O(d))."""
-    xs = np.random.default_rng(1).standard_normal((n, small), dtype=np.float32)
+    xs = np.random.default_rng(1).standard_normal((n, small), dtype=np.float32).astype(dtype)
     fns = {
         "np.mean(axis=0)": lambda: xs.mean(axis=0),
         "np.median(axis=0)": lambda: np.median(xs, axis=0),
         "np.partition + mean": lambda: np_trimmed_mean(xs, f),
-        "numpy Krum (f32 Gram, Flower's form)": lambda: np_krum_gram(xs, fk),
+        "numpy Krum (Gram identity, Flower's form)": lambda: np_krum_gram(xs, fk),
     }
     if torch is not None:
         txs = torch.from_numpy(xs)
