@@ -2263,15 +2263,9 @@ fn overflowing_columns_on_every_path() {
         1e300,
         -7e307,
     ];
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let data: Vec<f64> = (0..n * d)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            pool[(state % pool.len() as u64) as usize]
-        })
-        .collect();
+    let mut rng = crate::testing::Rng(0x2545_F491_4F6C_DD1D);
+    let pick = |u: f64| ((u + 1.0) / 2.0 * pool.len() as f64) as usize % pool.len();
+    let data: Vec<f64> = (0..n * d).map(|_| pool[pick(rng.next_f64())]).collect();
     let x = Rows::from_matrix("fuzz", &data, n, d).unwrap();
     let col = |j: usize| -> Vec<f64> { (0..n).map(|i| data[i * d + j]).collect() };
     let overflowed = (0..d).filter(|&j| col(j).iter().sum::<f64>().is_infinite());
