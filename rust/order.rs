@@ -197,7 +197,7 @@ pub trait Float:
     + 'static
 {
     /// `(value, row)` packed into one totally ordered integer.
-    type Key: Ord + Copy + Send + Sync + Debug;
+    type Key: Ord + Copy + Send + Sync + Debug + crate::columns::bracket::Sentinel;
     /// The accumulator for sums of this type (see the module docs).
     type Acc: Accumulator;
     const ZERO: Self;
@@ -216,7 +216,13 @@ pub trait Float:
     fn key_row(k: Self::Key) -> u32;
     /// The value alone as a totally ordered integer (same order as [`Float::key`] without the
     /// row): half the width, for kernels that need the value but not which row supplied it.
-    type VKey: Ord + Copy + Send + Sync + Debug + crate::network::LaneKey;
+    type VKey: Ord
+        + Copy
+        + Send
+        + Sync
+        + Debug
+        + crate::network::LaneKey
+        + crate::columns::bracket::Sentinel;
     fn vkey(self) -> Self::VKey;
     fn vkey_value(k: Self::VKey) -> Self;
     /// The average of two values without overflow, correctly rounded for float32

@@ -9,11 +9,14 @@ pub fn rows<T: crate::order::Float>(data: &[Vec<T>]) -> Rows<'_, T> {
 /// A deterministic xorshift stream for test data.
 pub struct Rng(pub u64);
 impl Rng {
-    pub fn next_f64(&mut self) -> f64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        self.0
+    }
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
     }
     pub fn matrix(&mut self, n: usize, d: usize) -> Vec<Vec<f32>> {
         (0..n)

@@ -7,6 +7,7 @@
 //! generated selection networks for `n <= 64`; [`ranked_columns`] with the interpreted network
 //! or a selection beyond; [`grad`] routes gradients back to the rows a selection kept.
 
+pub(crate) mod bracket;
 pub(crate) mod compiled;
 pub mod grad;
 pub mod weighted;
@@ -58,7 +59,7 @@ pub(crate) fn tile_width(n: usize) -> usize {
 const NETWORK_TILE_BYTES: usize = 1 << 18;
 
 /// The type of an absent `ends` attempt (see [`ranked_columns_with`]).
-type EndsFn<T, K> = fn(&[K], &mut [T; LANES]) -> bool;
+type EndsFn<T, K> = fn(&[K], &[K; LANES], &[K; LANES], &mut [T; LANES]) -> bool;
 
 /// Blocks of a tile that skip the `ends` attempt of [`ranked_columns_with`] after it missed.
 pub(crate) const ENDS_SKIP: usize = 8;
@@ -152,7 +153,7 @@ pub(crate) fn for_each_tile<T, S>(
 /// How a column kernel ranks values: `(value, row)` keys when it must report rows, value-only
 /// keys (half the width, faster to select) when it need not. Both give the same order of values.
 pub(crate) trait Keying<T: Float>: Sync {
-    type K: Ord + Copy + Send + Sync;
+    type K: Ord + Copy + Send + Sync + bracket::Sentinel;
     fn key(v: T, row: u32) -> Self::K;
     fn value(k: Self::K) -> T;
     fn row(k: Self::K) -> u32;
@@ -233,13 +234,15 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
 }
 
 /// [`ranked_columns`] with a cheaper first attempt per block. With `ends` (and no rows asked
-/// for, `n <= network::MAX_N`), a block first runs a network that places only ranks `lo` and
-/// `hi` (the other keys are left in no particular order), and `ends` computes the block's
-/// values from that, or returns `false` where it cannot give `finish_block`'s bits. Then the
-/// network placing `lo..=hi` runs on the same keys (a network sorts any order) and
-/// `finish_block` (which must then succeed) finishes as usual. After such a miss the next
-/// [`ENDS_SKIP`] blocks of the tile skip the attempt: data that defeats it on purpose (a
-/// Byzantine row) costs about `1 / ENDS_SKIP` of the attempt, not a whole attempt per block.
+/// for), a block first finds only the keys of ranks `lo` and `hi` per coordinate, by sample
+/// brackets ([`bracket`], `n >= bracket::min_n`) or by a network that places only those two
+/// ranks, and `ends(block, low, high, out)` computes the block's values from them (the block's
+/// keys in no particular order), or returns `false` where it cannot give `finish_block`'s
+/// bits. Then the network placing `lo..=hi` runs on the same keys (a network sorts any order)
+/// and `finish_block` (which must then succeed) finishes as usual; beyond the networks, each
+/// coordinate's column is selected instead. After such a miss the next [`ENDS_SKIP`] blocks of
+/// the tile skip the attempt: data that defeats it on purpose (a Byzantine row) costs about
+/// `1 / ENDS_SKIP` of the attempt, not a whole attempt per block.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
     x: &Rows<'_, T>,
@@ -247,7 +250,9 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
     propagate: bool,
     lo: usize,
     hi: usize,
-    ends: Option<impl Fn(&[Kg::K], &mut [T; LANES]) -> bool + Sync + Send>,
+    ends: Option<
+        impl Fn(&[Kg::K], &[Kg::K; LANES], &[Kg::K; LANES], &mut [T; LANES]) -> bool + Sync + Send,
+    >,
     finish: impl Fn(&Ranked<'_, Kg::K>) -> (T, usize, usize) + Sync + Send,
     finish_block: impl Fn(&mut [Kg::K], &mut [T; LANES]) -> bool + Sync + Send,
 ) {
@@ -266,72 +271,10 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
             t.hi[c] = Kg::row(r.get(r_hi));
         }
     };
-    if n <= network::MAX_N {
-        let level = simd::level();
-        let proof = simd::proof_of(level);
-        let net = network::Plan::new(level, n, &(lo..=hi).collect::<Vec<_>>());
-        let ends = match ends {
-            Some(f) if out.rows.is_none() => {
-                let mut w = vec![lo, hi];
-                w.dedup();
-                Some((network::Plan::new(level, n, &w), f))
-            }
-            _ => None,
-        };
-        for_each_tile(
-            x,
-            out,
-            network_tile_width(n, std::mem::size_of::<Kg::K>()),
-            || (Vec::new(), Vec::new(), 0usize),
-            |(keys, first_nan, skip): &mut (Vec<Kg::K>, Vec<u32>, usize), mut t| {
-                let w = t.values.len();
-                let off = load_tile::<T, Kg>(proof, x, t.j0, w, keys, first_nan, propagate);
-                let blocks = w.div_ceil(LANES);
-                let keys = &mut keys[off..off + blocks * n * LANES];
-                *skip = 0; // a miss skips blocks of its own tile only
-                for (b, kb) in keys.chunks_exact_mut(n * LANES).enumerate() {
-                    let b0 = b * LANES;
-                    let lanes = (w - b0).min(LANES);
-                    let mut block_values = [T::ZERO; LANES];
-                    let mut done = false;
-                    if let Some((ends_net, attempt)) = &ends {
-                        if *skip == 0 {
-                            ends_net.apply(kb);
-                            done = attempt(kb, &mut block_values);
-                            if !done {
-                                *skip = ENDS_SKIP;
-                            }
-                        } else {
-                            *skip -= 1;
-                        }
-                    }
-                    if !done {
-                        net.apply(kb);
-                        done = !t.want_rows && finish_block(kb, &mut block_values);
-                        assert!(done || ends.is_none(), "finish_block declined after ends");
-                    }
-                    if done {
-                        for (l, &v) in block_values.iter().enumerate().take(lanes) {
-                            t.values[b0 + l] = if first_nan[b0 + l] == u32::MAX {
-                                v
-                            } else {
-                                T::NAN
-                            };
-                        }
-                        continue;
-                    }
-                    for l in 0..lanes {
-                        let r = Ranked {
-                            keys: &kb[..],
-                            base: l,
-                            stride: LANES,
-                        };
-                        emit(&mut t, b0 + l, first_nan[b0 + l], &r);
-                    }
-                }
-            },
-        );
-    } else {
+    let level = simd::level();
+    let ends = ends.filter(|_| out.rows.is_none());
+    let brackets = ends.is_some() && n >= bracket::min_n(hi - lo > 1);
+    if n > network::MAX_N && !brackets {
         for_each_tile(
             x,
             out,
@@ -343,12 +286,7 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
                 for c in 0..w {
                     let col = &mut keys[c * n..(c + 1) * n];
                     if first_nan[c] == u32::MAX {
-                        select(col, lo);
-                        let rest = &mut col[lo..];
-                        if hi - lo + 1 < rest.len() {
-                            select(rest, hi - lo + 1);
-                        }
-                        rest[..=hi - lo].sort_unstable();
+                        select_range(col, lo, hi);
                     }
                     let r = Ranked {
                         keys: &col[..],
@@ -359,7 +297,137 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
                 }
             },
         );
+        return;
     }
+    let proof = simd::proof_of(level);
+    let net =
+        (n <= network::MAX_N).then(|| network::Plan::new(level, n, &(lo..=hi).collect::<Vec<_>>()));
+    let ends_net = (ends.is_some() && !brackets).then(|| {
+        let mut w = vec![lo, hi];
+        w.dedup();
+        network::Plan::new(level, n, &w)
+    });
+    // Without a network behind it, a bracket never hands a block back.
+    let bail = net.is_some();
+    for_each_tile(
+        x,
+        out,
+        network_tile_width(n, std::mem::size_of::<Kg::K>()),
+        || BlockState::<Kg::K> {
+            keys: Vec::new(),
+            first_nan: Vec::new(),
+            skip: 0,
+            bracket: brackets.then(|| bracket::Bracket::new(level, n)),
+            column: Vec::new(),
+        },
+        |st: &mut BlockState<Kg::K>, mut t| {
+            let w = t.values.len();
+            let off = load_tile::<T, Kg>(
+                proof,
+                x,
+                t.j0,
+                w,
+                &mut st.keys,
+                &mut st.first_nan,
+                propagate,
+            );
+            let blocks = w.div_ceil(LANES);
+            let keys = &mut st.keys[off..off + blocks * n * LANES];
+            let first_nan = &st.first_nan;
+            st.skip = 0; // a miss skips blocks of its own tile only
+            for (b, kb) in keys.chunks_exact_mut(n * LANES).enumerate() {
+                let b0 = b * LANES;
+                let lanes = (w - b0).min(LANES);
+                let mut block_values = [T::ZERO; LANES];
+                let mut done = false;
+                if let Some(attempt) = &ends {
+                    if st.skip == 0 {
+                        let picked = match (&mut st.bracket, &ends_net) {
+                            (Some(br), _) => br.select(kb, lo, hi, (t.j0 + b0) / LANES, bail),
+                            (None, Some(p)) => {
+                                p.apply(kb);
+                                let row = |r: usize| -> [Kg::K; LANES] {
+                                    kb[r * LANES..(r + 1) * LANES]
+                                        .try_into()
+                                        .expect("LANES keys")
+                                };
+                                Some((row(lo), row(hi)))
+                            }
+                            (None, None) => unreachable!("an attempt has a bracket or a network"),
+                        };
+                        done = picked
+                            .is_some_and(|(low, high)| attempt(kb, &low, &high, &mut block_values));
+                        if !done {
+                            st.skip = ENDS_SKIP;
+                        }
+                    } else {
+                        st.skip -= 1;
+                    }
+                }
+                if !done {
+                    if let Some(net) = &net {
+                        net.apply(kb);
+                        // Where `finish_block` declines, the ranks are in place for `finish`.
+                        done = !t.want_rows && finish_block(kb, &mut block_values);
+                    }
+                }
+                if done {
+                    for (l, &v) in block_values.iter().enumerate().take(lanes) {
+                        t.values[b0 + l] = if first_nan[b0 + l] == u32::MAX {
+                            v
+                        } else {
+                            T::NAN
+                        };
+                    }
+                    continue;
+                }
+                for l in 0..lanes {
+                    if net.is_some() {
+                        let r = Ranked {
+                            keys: &kb[..],
+                            base: l,
+                            stride: LANES,
+                        };
+                        emit(&mut t, b0 + l, first_nan[b0 + l], &r);
+                    } else {
+                        // Beyond the networks: this coordinate's column, by selection.
+                        st.column.clear();
+                        st.column.extend(kb.iter().skip(l).step_by(LANES));
+                        if first_nan[b0 + l] == u32::MAX {
+                            select_range(&mut st.column, lo, hi);
+                        }
+                        let r = Ranked {
+                            keys: &st.column[..],
+                            base: 0,
+                            stride: 1,
+                        };
+                        emit(&mut t, b0 + l, first_nan[b0 + l], &r);
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// What a worker of [`ranked_columns_with`] keeps between tiles.
+struct BlockState<K> {
+    keys: Vec<K>,
+    first_nan: Vec<u32>,
+    /// Blocks left that skip the `ends` attempt.
+    skip: usize,
+    bracket: Option<bracket::Bracket<K>>,
+    /// One coordinate's keys, for selection beyond the networks.
+    column: Vec<K>,
+}
+
+/// Put ranks `lo..=hi` of `col` in place, in order (selection, then a sort of that range).
+fn select_range<K: Ord + Copy>(col: &mut [K], lo: usize, hi: usize) {
+    select(col, lo);
+    let rest = &mut col[lo..];
+    if hi - lo + 1 < rest.len() {
+        select(rest, hi - lo + 1);
+    }
+    rest[..=hi - lo].sort_unstable();
 }
 
 crate::simd::per_level! {

@@ -15,9 +15,12 @@
 //! beyond.
 
 use crate::columns::compiled::{self as columns, Select};
-use crate::columns::{ranked_columns, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows};
+use crate::columns::{
+    ranked_columns, ranked_columns_with, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows,
+};
 use crate::error::AggError;
 use crate::input::{NonFinite, Rows};
+use crate::network::LANES;
 use crate::order::Float;
 
 pub const NAME: &str = "median";
@@ -79,12 +82,27 @@ pub fn median<T: Float>(
             |_, _| false,
         );
     } else {
-        ranked_columns::<T, ValuesOnly>(
+        // Only the keys of the two middle ranks are needed: sample brackets or a network
+        // placing those two find them (`ranked_columns_with`).
+        ranked_columns_with::<T, ValuesOnly>(
             x,
             out,
             propagate,
             r_lo,
             r_hi,
+            Some(
+                |_: &[T::VKey], a: &[T::VKey; LANES], b: &[T::VKey; LANES], o: &mut [T; LANES]| {
+                    for l in 0..LANES {
+                        let hi = T::vkey_value(b[l]);
+                        o[l] = if r_lo == r_hi {
+                            hi
+                        } else {
+                            T::midpoint(T::vkey_value(a[l]), hi)
+                        };
+                    }
+                    true
+                },
+            ),
             |k| (middle::<T, ValuesOnly>(k, r_lo, r_hi), r_lo, r_hi),
             |_, _| false,
         );
@@ -185,6 +203,62 @@ mod tests {
                     };
                     assert_eq!(out[j], f32::midpoint(a.0, b.0));
                     assert_eq!((lo[j] as usize, hi[j] as usize), (a.1, b.1));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn values_only_on_every_level_match_sorting() {
+        // Sizes on both sides of the brackets' threshold and of the networks' limit; the
+        // brackets' ties (few distinct values, equal columns) and NaN / infinities under
+        // both policies, every SIMD level.
+        use crate::simd;
+        let mut rng = Rng(11);
+        for &n in &[150usize, 383, 384, 385, 1024, 1025, 2100] {
+            let d = 70;
+            let mut data = rng.matrix(n, d);
+            for (i, row) in data.iter_mut().enumerate() {
+                row[0] = 1.5; // every key equal
+                row[1] = (i % 3) as f32 - 1.0; // three distinct values
+                row[2] = if i % 4 == 0 { f32::NAN } else { row[2] };
+                row[3] = if i % 3 == 0 { f32::INFINITY } else { -0.0 };
+                row[4] = if i % 2 == 0 { 0.0 } else { -0.0 };
+            }
+            for policy in [NonFinite::Robust, NonFinite::Propagate] {
+                for even in [Even::Mean, Even::Lower, Even::Upper] {
+                    let mut want: Option<Vec<u32>> = None;
+                    for level in simd::ALL {
+                        simd::set_level(level);
+                        let got: Vec<u32> = med(&data, even, policy)
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect();
+                        match &want {
+                            None => {
+                                for j in 0..d {
+                                    let mut col: Vec<f32> = (0..n).map(|i| data[i][j]).collect();
+                                    let nan = col.iter().any(|v| v.is_nan());
+                                    col.sort_by(|a, b| a.total_cmp(b));
+                                    let (a, b) = match (n % 2, even) {
+                                        (1, _) => (col[n / 2], col[n / 2]),
+                                        (_, Even::Mean) => (col[n / 2 - 1], col[n / 2]),
+                                        (_, Even::Lower) => (col[n / 2 - 1], col[n / 2 - 1]),
+                                        (_, Even::Upper) => (col[n / 2], col[n / 2]),
+                                    };
+                                    let m = if policy == NonFinite::Propagate && nan {
+                                        f32::NAN
+                                    } else {
+                                        f32::midpoint(a, b)
+                                    };
+                                    assert_eq!(got[j], m.to_bits(), "n={n} j={j} {even:?}");
+                                }
+                                want = Some(got);
+                            }
+                            Some(w) => assert_eq!(w, &got, "n={n} {level:?} {even:?}"),
+                        }
+                    }
+                    simd::set_level(simd::DEFAULT_MAX);
                 }
             }
         }

@@ -70,9 +70,18 @@ pub fn trimmed_mean<T: Float>(
             propagate,
             lo,
             hi,
-            Some(|kb: &[T::VKey], out: &mut [T; LANES]| {
-                exact_kept_mean(t, (is.keys)(kb), lo, hi, (is.lanes_mut)(out))
-            }),
+            Some(
+                |kb: &[T::VKey],
+                 low: &[T::VKey; LANES],
+                 high: &[T::VKey; LANES],
+                 out: &mut [T; LANES]| {
+                    let ends = |k: &[T::VKey; LANES]| -> [u32; LANES] {
+                        (is.keys)(k).try_into().expect("LANES keys")
+                    };
+                    let (low, high) = (ends(low), ends(high));
+                    exact_kept_mean(t, (is.keys)(kb), &low, &high, lo, hi, (is.lanes_mut)(out))
+                },
+            ),
             |k| (kept_mean::<T, ValuesOnly>(k, lo, hi), lo, hi),
             |kb, out| kept_mean_block::<T>(kb, lo, hi, out),
         );
@@ -145,7 +154,7 @@ struct MaskedPass {
 }
 
 /// The trimmed mean of a block of float32 value keys (`kb[row * LANES + lane]`, `n` rows in
-/// any order) whose ranks `lo` and `hi` are in place, computed as a masked sum: the
+/// any order) whose keys of ranks `lo` and `hi` are `low` and `high`, computed as a masked sum: the
 /// values strictly between the two boundary keys, plus each boundary value times the number
 /// of its copies that are kept (ties, counted from `#(key > low)` and `#(key < high)`).
 /// Writes `out` and returns `true` when every lane's sum is exact, which makes it the bits of
@@ -162,10 +171,18 @@ struct MaskedPass {
 /// nonzero value next to large ones) fall back to sorting the kept ranks, for that block only.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn exact_kept_mean(t: Avx512, kb: &[u32], lo: usize, hi: usize, out: &mut [f32; LANES]) -> bool {
+fn exact_kept_mean(
+    t: Avx512,
+    kb: &[u32],
+    low: &[u32; LANES],
+    high: &[u32; LANES],
+    lo: usize,
+    hi: usize,
+    out: &mut [f32; LANES],
+) -> bool {
     assert!(kb.len().is_multiple_of(LANES) && lo <= hi && hi < kb.len() / LANES);
-    let pass = masked_pass(t, kb, lo, hi);
-    finish_exact(&pass, kb, lo, hi, out)
+    let pass = masked_pass(t, kb, low, high);
+    finish_exact(&pass, kb.len() / LANES, low, high, lo, hi, out)
 }
 
 /// The AVX-512 proof, and the witness that `T` is float32, when both hold.
@@ -183,15 +200,23 @@ fn avx512_f32<T: Float>() -> Option<((), IsF32<T>)> {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn exact_kept_mean(_: (), _: &[u32], _: usize, _: usize, _: &mut [f32; LANES]) -> bool {
+fn exact_kept_mean(
+    _: (),
+    _: &[u32],
+    _: &[u32; LANES],
+    _: &[u32; LANES],
+    _: usize,
+    _: usize,
+    _: &mut [f32; LANES],
+) -> bool {
     unreachable!("only on AVX-512")
 }
 
 crate::simd::per_level! {
     avx512 only;
     /// [`masked_pass_body`] compiled for AVX-512, the only level it runs on.
-    fn masked_pass[][](isa: I, kb: &[u32], lo: usize, hi: usize) -> MaskedPass {
-        masked_pass_body(isa, kb, lo, hi)
+    fn masked_pass[][](isa: I, kb: &[u32], low: &[u32; LANES], high: &[u32; LANES]) -> MaskedPass {
+        masked_pass_body(isa, kb, low, high)
     }
 }
 
@@ -200,16 +225,16 @@ crate::simd::per_level! {
 /// two float64 halves added under the mask; masked counts, max and min take the rest.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn masked_pass_body(_: Avx512, kb: &[u32], lo: usize, hi: usize) -> MaskedPass {
-    assert!(kb.len().is_multiple_of(LANES) && lo <= hi && hi < kb.len() / LANES);
+fn masked_pass_body(_: Avx512, kb: &[u32], low: &[u32; LANES], high: &[u32; LANES]) -> MaskedPass {
+    assert!(kb.len().is_multiple_of(LANES));
     // SAFETY: the token proves the CPU runs AVX-512 F/BW/DQ/VL; every load is of a row
-    // r < kb.len() / LANES of `kb` (asserted), 16 keys each.
+    // r < kb.len() / LANES of `kb`, or of `low` / `high`, 16 keys each.
     unsafe {
         use std::arch::x86_64::*;
         let p = kb.as_ptr();
         let (low, high) = (
-            _mm512_loadu_si512(p.add(lo * LANES) as *const _),
-            _mm512_loadu_si512(p.add(hi * LANES) as *const _),
+            _mm512_loadu_si512(low.as_ptr() as *const _),
+            _mm512_loadu_si512(high.as_ptr() as *const _),
         );
         let sign = _mm512_set1_epi32(i32::MIN);
         let abs = _mm512_set1_epi32(i32::MAX);
@@ -259,17 +284,18 @@ fn masked_pass_body(_: Avx512, kb: &[u32], lo: usize, hi: usize) -> MaskedPass {
 #[cfg(target_arch = "x86_64")]
 fn finish_exact(
     pass: &MaskedPass,
-    kb: &[u32],
+    n: usize,
+    low: &[u32; LANES],
+    high: &[u32; LANES],
     lo: usize,
     hi: usize,
     out: &mut [f32; LANES],
 ) -> bool {
     const ABS: u32 = !(1 << 31);
-    let n = kb.len() / LANES;
     let count = hi - lo + 1;
     let c = usize::BITS - (count - 1).leading_zeros();
     for l in 0..LANES {
-        let (kl, kh) = (kb[lo * LANES + l], kb[hi * LANES + l]);
+        let (kl, kh) = (low[l], high[l]);
         let (bl, bh) = (f32::vkey_value(kl).to_bits(), f32::vkey_value(kh).to_bits());
         let a_max = pass.a_max[l].max(bl & ABS).max(bh & ABS);
         let a_min1 = pass.a_min1[l]
@@ -445,7 +471,11 @@ mod tests {
                     }
                 }
                 let mut out = [0.0f32; LANES];
-                let exact = exact_kept_mean(t, &kb, f, n - f - 1, &mut out);
+                let row = |r: usize| -> [u32; LANES] {
+                    kb[r * LANES..(r + 1) * LANES].try_into().unwrap()
+                };
+                let (low, high) = (row(f), row(n - f - 1));
+                let exact = exact_kept_mean(t, &kb, &low, &high, f, n - f - 1, &mut out);
                 assert_eq!(exact, !wide || n - 2 * f == 1, "n={n} f={f} wide={wide}");
                 if exact {
                     for l in 0..LANES {
@@ -461,7 +491,7 @@ mod tests {
         // The masked sum and its per-block fallback through the public kernel, every SIMD
         // level, against the sorted sum: narrow data, wide data, ties with signed zeros.
         let mut rng = Rng(5);
-        for &n in &[65usize, 100, 200] {
+        for &n in &[65usize, 100, 200, 768, 1100] {
             for case in 0..3 {
                 let data: Vec<Vec<f32>> = (0..n)
                     .map(|i| {
