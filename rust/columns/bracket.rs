@@ -6,23 +6,25 @@
 //! coordinate. For each block of [`LANES`] coordinates (keys `kb[row * LANES + lane]`, any order):
 //!
 //! 1. **Sample.** `s` rows spread over the block are sorted lane-parallel by a network: `s`
-//!    splitters per coordinate. Which rows are sampled varies with the block (a `salt`), so no
-//!    fixed set of rows steers every block.
+//!    splitters per coordinate. Which rows are sampled varies with the block and the call (a
+//!    random `salt`), so rows placed to avoid the sample cannot be chosen in advance.
 //! 2. **Search.** Each coordinate keeps two splitters `t_a < t_b` with `#(key < t_a) <= r <
 //!    #(key < t_b)` (`t_{-1}` below and `t_s` above every key), narrowed by counting passes: the
 //!    first counts below two splitters around where rank `r` is expected, the next ones bisect,
 //!    each lane at its own splitter, until every lane's `t_a` and `t_b` are neighbours in the
 //!    sample.
 //! 3. **Extract.** One pass counts the copies of `t_a` and collects the keys strictly between
-//!    `t_a` and `t_b` (about `n / s` per coordinate); rank `r` is `t_a` if it falls among the
+//!    `t_a` and `t_b` (about `2n / s` per coordinate: the gap holding a given rank is, on
+//!    average, twice the mean gap); rank `r` is `t_a` if it falls among the
 //!    copies, else it is found among the collected keys. Ties therefore cost nothing: a column
 //!    of equal keys (a frozen parameter, a sparse gradient's zeros) is answered by the counts.
 //!
 //! The result is the key of rank `r` whatever the sample, so it is bitwise the network's: the
 //! sample decides the speed only. A coordinate whose gap holds more than `cap` keys (an unlucky
-//! sample, or values crowded there on purpose) is answered by a selection over its column;
-//! where a network exists, a block with more than [`MISSES_BEFORE_BAIL`] such coordinates is
-//! handed back to it, so crowded data costs at most one wasted attempt per block.
+//! sample, or values crowded there on purpose) is answered by a selection over its column; a
+//! block with more than [`MISSES_BEFORE_BAIL`] such coordinates is handed back to the caller
+//! (a network, or selection per coordinate beyond the networks), which skips the next blocks'
+//! attempts, so crowded data costs a fraction of an attempt per block.
 
 use crate::network::{Plan, LANES};
 use crate::simd::{Level, Proof};
@@ -155,27 +157,41 @@ const MIN_ROWS: usize = 64;
 /// Lanes of a block whose gap overflowed before the block goes back to the network.
 pub(crate) const MISSES_BEFORE_BAIL: usize = 2;
 
+/// Set by tests: every block is handed back, to exercise the callers' other paths.
+#[cfg(test)]
+pub(crate) static HAND_BACK: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Splitters sampled per coordinate for `n` rows: a gap holds about `n / s` keys.
 fn sample_size(n: usize) -> usize {
     match n {
         0..=191 => 16,
         192..=511 => 32,
         512..=1535 => 64,
-        _ => 128,
+        _ => (n / 16).next_power_of_two().clamp(128, 512),
     }
 }
+
+/// Most keys collected per lane: beyond it (gaps of `n / 512` keys, n in the millions) a
+/// coordinate is selected from its column.
+const MAX_CAP: usize = 4096;
+
+/// Most candidate rows sorted by a network; more are selected per lane (at 64, the trimmed mean
+/// at n = 2000 selected per lane in most blocks and took 1.85x as long).
+const SORT_MAX: usize = 128;
 
 /// Reusable state for selecting ranks in the blocks of one call.
 pub(crate) struct Bracket<K> {
     n: usize,
     s: usize,
-    /// Keys collected per lane (`cand[i * LANES + lane]`, sorted lane-parallel by
-    /// `sorts[m]` for the `m` rows in use): ten times a gap's mean population.
+    /// Keys collected per lane (`cand[i * LANES + lane]`): ten times the mean population of a
+    /// gap (the gap holding a given rank averages about twice that mean), at most [`MAX_CAP`].
     cap: usize,
     proof: Proof,
     sort: Plan,
     sample: Vec<K>,
     cand: Vec<K>,
+    /// Networks sorting `2^k` candidate rows, built on first use (`k <= log2(SORT_MAX)`).
     sorts: Vec<Option<Plan>>,
     level: Level,
     masks: Vec<u16>,
@@ -195,7 +211,7 @@ impl<K: Sentinel> Bracket<K> {
     pub(crate) fn new(level: Level, n: usize) -> Self {
         assert!(n >= MIN_ROWS && n < u32::MAX as usize);
         let s = sample_size(n);
-        let cap = (10 * n / s).max(16);
+        let cap = (10 * n / s).clamp(16, MAX_CAP);
         Bracket {
             n,
             s,
@@ -203,8 +219,8 @@ impl<K: Sentinel> Bracket<K> {
             proof: crate::simd::proof_of(level),
             sort: Plan::new(level, s, &(0..s).collect::<Vec<_>>()),
             sample: Vec::new(),
-            cand: vec![K::BELOW; LANES * cap],
-            sorts: (0..=cap).map(|_| None).collect(),
+            cand: vec![K::BELOW; LANES * cap.max(SORT_MAX)],
+            sorts: (0..=SORT_MAX.ilog2()).map(|_| None).collect(),
             level,
             masks: Vec::new(),
             column: Vec::new(),
@@ -213,19 +229,23 @@ impl<K: Sentinel> Bracket<K> {
 
     /// The keys of ranks `r_lo <= r_hi` (0-based) of every lane of block `kb` (`n` rows laid
     /// out `[row * LANES + lane]`, left unchanged), or `None` when more than
-    /// [`MISSES_BEFORE_BAIL`] lanes overflowed and `bail` allows handing the block back.
+    /// [`MISSES_BEFORE_BAIL`] lanes overflowed (the caller selects otherwise). `salt` picks
+    /// the sampled rows.
     pub(crate) fn select(
         &mut self,
         kb: &[K],
         r_lo: usize,
         r_hi: usize,
-        salt: usize,
-        bail: bool,
+        salt: u64,
     ) -> Option<([K; LANES], [K; LANES])> {
         let (n, s) = (self.n, self.s);
         assert!(kb.len() == n * LANES && r_lo <= r_hi && r_hi < n);
+        #[cfg(test)]
+        if HAND_BACK.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         // 1. The sample, sorted per lane.
-        let off = salt.wrapping_mul(0x9e37_79b9) % n;
+        let off = (salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % n;
         self.sample.clear();
         for j in 0..s {
             let row = (j * n + off) / s;
@@ -247,7 +267,7 @@ impl<K: Sentinel> Bracket<K> {
             missed |= self.rank(kb, r_hi, false, &mut hi, &mut unused);
         }
         if missed != 0 {
-            if bail && missed.count_ones() as usize > MISSES_BEFORE_BAIL {
+            if missed.count_ones() as usize > MISSES_BEFORE_BAIL {
                 return None;
             }
             for l in (0..LANES).filter(|&l| missed >> l & 1 == 1) {
@@ -300,16 +320,20 @@ impl<K: Sentinel> Bracket<K> {
                 m = m.max(c as usize);
             }
         }
-        if m > 1 {
+        // Up to SORT_MAX rows: padded above every key to a power of two and sorted
+        // lane-parallel (a few networks, built once). More: each lane selects its own.
+        let sorted = m <= SORT_MAX;
+        if m > 1 && sorted {
+            let m2 = m.next_power_of_two();
             for l in (0..LANES).filter(|&l| missed >> l & 1 == 0) {
-                for i in cnt[l] as usize..m {
+                for i in cnt[l] as usize..m2 {
                     self.cand[i * LANES + l] = K::ABOVE;
                 }
             }
             let level = self.level;
-            let sort = self.sorts[m]
-                .get_or_insert_with(|| Plan::new(level, m, &(0..m).collect::<Vec<_>>()));
-            sort.apply(&mut self.cand[..m * LANES]);
+            let sort = self.sorts[m2.ilog2() as usize]
+                .get_or_insert_with(|| Plan::new(level, m2, &(0..m2).collect::<Vec<_>>()));
+            sort.apply(&mut self.cand[..m2 * LANES]);
         }
         for l in (0..LANES).filter(|&l| missed >> l & 1 == 0) {
             let below = g.below[l] as usize;
@@ -318,11 +342,23 @@ impl<K: Sentinel> Bracket<K> {
             debug_assert_eq!(below + copies + inside, g.below_b[l] as usize);
             // Rank `q` of this lane: `ta` among its copies, else a collected key, else (only
             // `r + 1` can get there) `tb`, which the sample proves present.
-            let at = |q: usize| -> K {
+            if !sorted {
+                self.column.clear();
+                self.column
+                    .extend((0..inside).map(|i| self.cand[i * LANES + l]));
+            }
+            let column = &mut self.column;
+            let cand = &self.cand;
+            let mut at = |q: usize| -> K {
                 if q < below + copies {
                     g.ta[l]
                 } else if q - below - copies < inside {
-                    self.cand[(q - below - copies) * LANES + l]
+                    let i = q - below - copies;
+                    if sorted {
+                        cand[i * LANES + l]
+                    } else {
+                        *column.select_nth_unstable(i).1
+                    }
                 } else {
                     g.tb[l]
                 }
@@ -640,12 +676,15 @@ mod tests {
     use crate::simd;
     use crate::testing::Rng;
 
-    fn check(kb: &[u32], n: usize, r_lo: usize, r_hi: usize) {
+    fn check(kb: &[u32], n: usize, r_lo: usize, r_hi: usize, crowded: bool) {
         for level in simd::ALL {
             let level = simd::cap(level);
             let mut br = Bracket::<u32>::new(level, n);
-            for salt in [0, 1, 7] {
-                let (lo, hi) = br.select(kb, r_lo, r_hi, salt, false).unwrap();
+            for salt in [0, 1, 7, u64::MAX] {
+                let Some((lo, hi)) = br.select(kb, r_lo, r_hi, salt) else {
+                    assert!(crowded, "only crowded data may be handed back");
+                    continue;
+                };
                 for l in 0..LANES {
                     let mut col: Vec<u32> = kb.iter().skip(l).step_by(LANES).copied().collect();
                     col.sort_unstable();
@@ -658,7 +697,9 @@ mod tests {
     #[test]
     fn ranks_match_sorting() {
         let mut rng = Rng(3);
-        for n in [MIN_ROWS, 97, 100, 191, 200, 333, 512, 1000, 1536, 3000] {
+        for n in [
+            MIN_ROWS, 97, 100, 191, 200, 333, 512, 1000, 1536, 3000, 20_000,
+        ] {
             let kb: Vec<u32> = (0..n * LANES)
                 .map(|_| 1 + (rng.next_u64() >> 33) as u32)
                 .collect();
@@ -671,7 +712,7 @@ mod tests {
                 (0, n - 1),
                 (n - 2, n - 1),
             ] {
-                check(&kb, n, a, b);
+                check(&kb, n, a, b, false);
             }
         }
     }
@@ -695,9 +736,14 @@ mod tests {
                 *k = 1 << 30 | i as u32;
             }
         }
-        for kb in [&same, &few, &sorted, &crowd] {
+        for (kb, crowded) in [
+            (&same, false),
+            (&few, false),
+            (&sorted, false),
+            (&crowd, true),
+        ] {
             for (a, b) in [(n / 2 - 1, n / 2), (30, n - 31), (0, n - 1)] {
-                check(kb, n, a, b);
+                check(kb, n, a, b, crowded);
             }
         }
     }

@@ -11,8 +11,9 @@
 //! odd `n` or `lower`/`upper`): the torch backward routes the gradient there.
 //!
 //! `n <= 64`: compiled selection networks on SIMD lanes (`columns.rs`); larger `n`: the
-//! interpreted network (`network.rs`) up to `network::MAX_N`, introselect per coordinate
-//! beyond.
+//! interpreted network (`network.rs`), or, for float32 without rows from `bracket::min_n`
+//! rows, sample brackets (`columns/bracket.rs`); introselect per coordinate beyond
+//! `network::MAX_N` where brackets do not apply.
 
 use crate::columns::compiled::{self as columns, Select};
 use crate::columns::{
@@ -260,6 +261,31 @@ mod tests {
                     }
                     simd::set_level(simd::DEFAULT_MAX);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_handed_back_by_brackets_match_sorting() {
+        // Every block the brackets would take goes to the network (n <= 1024) or to
+        // selection per coordinate (beyond): the same bits as sorting.
+        use crate::columns::bracket::HAND_BACK;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut rng = Rng(23);
+        for &n in &[500usize, 2100] {
+            let data = rng.matrix(n, 40);
+            HAND_BACK.store(true, Relaxed);
+            let got = med(&data, Even::Mean, NonFinite::Robust);
+            HAND_BACK.store(false, Relaxed);
+            let want = med(&data, Even::Mean, NonFinite::Robust);
+            for j in 0..40 {
+                let mut col: Vec<f32> = (0..n).map(|i| data[i][j]).collect();
+                col.sort_by(|a, b| a.total_cmp(b));
+                let m = f32::midpoint(col[n / 2 - 1], col[n / 2]);
+                assert_eq!(
+                    (got[j].to_bits(), want[j].to_bits()),
+                    (m.to_bits(), m.to_bits())
+                );
             }
         }
     }

@@ -16,9 +16,11 @@
 //! is always the ascending sum of the sorted kept ranks. A plain masked sum over rows would
 //! add in row order, which a permutation of the inputs changes, and differ in the last bit
 //! (docs/conventions.md: permutation invariance is exact). The one exception in method, not in bits:
-//! float32 without rows on AVX-512 for `n > 64` places only the two boundary ranks and takes
-//! the tie-corrected masked sum where it is provably exact, hence the same bits
-//! ([`exact_kept_mean`]); a block where it is not sorts its kept ranks as before.
+//! float32 without rows on AVX2 or AVX-512 for `n > 64` finds only the two boundary ranks (a
+//! network placing those two, or sample brackets from `bracket::min_n` rows, which also
+//! replace introselect beyond the networks) and takes the tie-corrected masked sum where it is
+//! provably exact, hence the same bits ([`exact_kept_mean`]); a block where it is not sorts its
+//! kept ranks as before.
 
 use crate::columns::compiled::{self as columns, Select};
 use crate::columns::{
@@ -29,7 +31,7 @@ use crate::input::{NonFinite, Rows};
 use crate::network::LANES;
 use crate::order::{average, Accumulator, Float, IsF32};
 #[cfg(target_arch = "x86_64")]
-use crate::simd::{self, Avx512, Proof};
+use crate::simd::{self, Avx2, Avx512, Proof};
 
 pub const NAME: &str = "trimmed_mean";
 
@@ -59,11 +61,10 @@ pub fn trimmed_mean<T: Float>(
             |k| (kept_mean::<T, WithRows>(k, lo, hi), lo, hi),
             |_, _| false,
         );
-    } else if let Some((t, is)) = avx512_f32::<T>() {
-        // float32 without rows on AVX-512: place only the two boundary ranks, then the exact
-        // masked sum (`exact_kept_mean`), or, in a block where it would not be exact, the
-        // kept ranks as below. (On AVX2 the compiler's vectorisation of the masked pass cost
-        // twice the network it saves: that level keeps the sorted kept ranks.)
+    } else if let Some((t, is)) = masked_f32::<T>(n, lo, hi) {
+        // float32 without rows on AVX2 or AVX-512: find only the two boundary ranks, then the
+        // exact masked sum (`exact_kept_mean`), or, in a block where it would not be exact,
+        // the kept ranks as below.
         ranked_columns_with::<T, ValuesOnly>(
             x,
             out,
@@ -172,7 +173,7 @@ struct MaskedPass {
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn exact_kept_mean(
-    t: Avx512,
+    t: Masked,
     kb: &[u32],
     low: &[u32; LANES],
     high: &[u32; LANES],
@@ -181,21 +182,39 @@ fn exact_kept_mean(
     out: &mut [f32; LANES],
 ) -> bool {
     assert!(kb.len().is_multiple_of(LANES) && lo <= hi && hi < kb.len() / LANES);
-    let pass = masked_pass(t, kb, low, high);
+    let pass = match t {
+        Masked::Avx512(t) => masked_pass(t, kb, low, high),
+        Masked::Avx2(t) => masked_pass_avx2(t, kb, low, high),
+    };
     finish_exact(&pass, kb.len() / LANES, low, high, lo, hi, out)
 }
 
-/// The AVX-512 proof, and the witness that `T` is float32, when both hold.
+/// A level the masked pass is written for, with its proof.
 #[cfg(target_arch = "x86_64")]
-fn avx512_f32<T: Float>() -> Option<(Avx512, IsF32<T>)> {
+#[derive(Clone, Copy)]
+enum Masked {
+    Avx2(Avx2),
+    Avx512(Avx512),
+}
+
+/// The masked pass's level, and the witness that `T` is float32, when both hold and the pass
+/// pays: on AVX-512 always (n > 64), on AVX2 where sample brackets find the boundary ranks.
+/// Behind a network placing the two ranks, the AVX2 pass (twice the instructions of the
+/// AVX-512 one) was 5-15 % slower than sorting the kept ranks at n = 65-400; with brackets it
+/// was 1.4-1.55x faster at n = 1000-2000 (docs/performance.md).
+#[cfg(target_arch = "x86_64")]
+fn masked_f32<T: Float>(n: usize, lo: usize, hi: usize) -> Option<(Masked, IsF32<T>)> {
     match (simd::proof(), T::is_f32()) {
-        (Proof::Avx512(t), Some(is)) => Some((t, is)),
+        (Proof::Avx512(t), Some(is)) => Some((Masked::Avx512(t), is)),
+        (Proof::Avx2(t), Some(is)) if n >= crate::columns::bracket::min_n(hi - lo > 1) => {
+            Some((Masked::Avx2(t), is))
+        }
         _ => None,
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn avx512_f32<T: Float>() -> Option<((), IsF32<T>)> {
+fn masked_f32<T: Float>(_: usize, _: usize, _: usize) -> Option<((), IsF32<T>)> {
     None
 }
 
@@ -209,7 +228,7 @@ fn exact_kept_mean(
     _: usize,
     _: &mut [f32; LANES],
 ) -> bool {
-    unreachable!("only on AVX-512")
+    unreachable!("only on x86-64")
 }
 
 crate::simd::per_level! {
@@ -276,6 +295,82 @@ fn masked_pass_body(_: Avx512, kb: &[u32], low: &[u32; LANES], high: &[u32; LANE
         _mm512_storeu_si512(out.lt_high.as_mut_ptr() as *mut _, lt);
         _mm512_storeu_si512(out.a_max.as_mut_ptr() as *mut _, a_max);
         _mm512_storeu_si512(out.a_min1.as_mut_ptr() as *mut _, a_min1);
+        out
+    }
+}
+
+/// [`masked_pass_body`] in AVX2: two ymm of 8 keys per row, the same totals. Where AVX-512
+/// adds under a mask, this adds `+0.0` outside it (exact, and a zero sum's sign is settled by
+/// [`finish_exact`] either way), and the max and min take 0 and `u32::MAX` outside.
+#[cfg(target_arch = "x86_64")]
+fn masked_pass_avx2(_: Avx2, kb: &[u32], low: &[u32; LANES], high: &[u32; LANES]) -> MaskedPass {
+    // SAFETY: the token proves the CPU runs AVX2.
+    unsafe { masked_pass_avx2_impl(kb, low, high) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn masked_pass_avx2_impl(kb: &[u32], low: &[u32; LANES], high: &[u32; LANES]) -> MaskedPass {
+    assert!(kb.len().is_multiple_of(LANES));
+    // SAFETY: AVX2 is enabled (the caller's proof); every load is of a row r < kb.len() /
+    // LANES of `kb`, or of `low` / `high`, 8 keys at offsets 0 and 8; every store is into the
+    // 16-lane arrays of `out`.
+    unsafe {
+        use std::arch::x86_64::*;
+        let sign = _mm256_set1_epi32(i32::MIN);
+        let abs = _mm256_set1_epi32(i32::MAX);
+        let ones = _mm256_set1_epi32(-1);
+        let load = |p: *const u32| _mm256_loadu_si256(p as *const _);
+        let flip = |v: __m256i| _mm256_xor_si256(v, sign);
+        let lowx = [flip(load(low.as_ptr())), flip(load(low.as_ptr().add(8)))];
+        let highx = [flip(load(high.as_ptr())), flip(load(high.as_ptr().add(8)))];
+        let mut s = [_mm256_setzero_pd(); 4];
+        let mut gt = [_mm256_setzero_si256(); 2];
+        let mut lt = [_mm256_setzero_si256(); 2];
+        let mut a_max = [_mm256_setzero_si256(); 2];
+        let mut a_min1 = [ones; 2];
+        for row in kb.chunks_exact(LANES) {
+            for h in 0..2 {
+                let k = load(row.as_ptr().add(8 * h));
+                let kx = flip(k);
+                let gt_low = _mm256_cmpgt_epi32(kx, lowx[h]);
+                let lt_high = _mm256_cmpgt_epi32(highx[h], kx);
+                let inside = _mm256_and_si256(gt_low, lt_high);
+                gt[h] = _mm256_sub_epi32(gt[h], gt_low);
+                lt[h] = _mm256_sub_epi32(lt[h], lt_high);
+                // bits = k ^ (!(k >>a 31) | SIGN), as the AVX-512 pass.
+                let top = _mm256_srai_epi32::<31>(k);
+                let bits = _mm256_xor_si256(k, _mm256_or_si256(_mm256_xor_si256(top, ones), sign));
+                let f = _mm256_castsi256_ps(_mm256_and_si256(bits, inside));
+                let v0 = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
+                let v1 = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(f));
+                s[2 * h] = _mm256_add_pd(s[2 * h], v0);
+                s[2 * h + 1] = _mm256_add_pd(s[2 * h + 1], v1);
+                let a = _mm256_and_si256(bits, abs);
+                a_max[h] = _mm256_max_epu32(a_max[h], _mm256_and_si256(a, inside));
+                let a1 = _mm256_sub_epi32(a, _mm256_set1_epi32(1));
+                a_min1[h] = _mm256_min_epu32(
+                    a_min1[h],
+                    _mm256_or_si256(a1, _mm256_xor_si256(inside, ones)),
+                );
+            }
+        }
+        let mut out = MaskedPass {
+            sum: [0.0; LANES],
+            gt_low: [0; LANES],
+            lt_high: [0; LANES],
+            a_max: [0; LANES],
+            a_min1: [0; LANES],
+        };
+        for (q, &v) in s.iter().enumerate() {
+            _mm256_storeu_pd(out.sum.as_mut_ptr().add(4 * q), v);
+        }
+        for h in 0..2 {
+            _mm256_storeu_si256(out.gt_low.as_mut_ptr().add(8 * h) as *mut _, gt[h]);
+            _mm256_storeu_si256(out.lt_high.as_mut_ptr().add(8 * h) as *mut _, lt[h]);
+            _mm256_storeu_si256(out.a_max.as_mut_ptr().add(8 * h) as *mut _, a_max[h]);
+            _mm256_storeu_si256(out.a_min1.as_mut_ptr().add(8 * h) as *mut _, a_min1[h]);
+        }
         out
     }
 }
@@ -426,9 +521,13 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn masked_sum_is_exact_or_declines() {
-        let Some(t) = Avx512::detect() else {
-            return; // the kernel exists only for AVX-512
-        };
+        let levels: Vec<Masked> = [
+            Avx512::detect().map(Masked::Avx512),
+            Avx2::detect().map(Masked::Avx2),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         // Blocks of value keys in random order, boundaries placed by sorting: when the masked
         // sum says it is exact it has the sorted sum's bits; on kept values spanning 2^40 it
         // must decline (their row-order sum rounds differently), and on narrow ones accept.
@@ -475,11 +574,13 @@ mod tests {
                     kb[r * LANES..(r + 1) * LANES].try_into().unwrap()
                 };
                 let (low, high) = (row(f), row(n - f - 1));
-                let exact = exact_kept_mean(t, &kb, &low, &high, f, n - f - 1, &mut out);
-                assert_eq!(exact, !wide || n - 2 * f == 1, "n={n} f={f} wide={wide}");
-                if exact {
-                    for l in 0..LANES {
-                        assert_eq!(out[l].to_bits(), sorted_mean(&cols[l], f).to_bits());
+                for &t in &levels {
+                    let exact = exact_kept_mean(t, &kb, &low, &high, f, n - f - 1, &mut out);
+                    assert_eq!(exact, !wide || n - 2 * f == 1, "n={n} f={f} wide={wide}");
+                    if exact {
+                        for l in 0..LANES {
+                            assert_eq!(out[l].to_bits(), sorted_mean(&cols[l], f).to_bits());
+                        }
                     }
                 }
             }
