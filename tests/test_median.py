@@ -130,3 +130,41 @@ def test_torch_weighted_median(rng):
     w = [1, 2, 3, 1, 1, 2, 5]
     t = torch.from_numpy(x).requires_grad_(True)
     np.testing.assert_array_equal(at.median(t, weights=w).detach().numpy(), aggkit.median(x, weights=w))
+
+
+def _large_n_inputs(rng, n, d):
+    """Inputs that stress the sample brackets (n >= 384): ties, equal columns, the float32
+    extremes with signed zeros, infinities and NaN, and values crowded near the median in rows
+    the sample may miss."""
+    big = np.finfo(np.float32).max
+    extreme = np.array([big, -big, 0.0, -0.0, 1e-45], np.float32)
+    crowd = rng.standard_normal((n, d)).astype(np.float32)
+    rows = rng.permutation(n)[: int(0.4 * n)]
+    crowd[rows] = (0.01 + np.arange(len(rows))[:, None] * 1e-7).astype(np.float32)
+    nonfinite = rng.standard_normal((n, d)).astype(np.float32)
+    nonfinite[rng.integers(0, n, n // 8), rng.integers(0, d, n // 8)] = np.inf
+    nonfinite[rng.integers(0, n, n // 8), rng.integers(0, d, n // 8)] = -np.inf
+    nonfinite[rng.integers(0, n, n // 8), rng.integers(0, d, n // 8)] = np.nan
+    return {
+        "gauss": rng.standard_normal((n, d)).astype(np.float32),
+        "ties": rng.integers(-2, 3, (n, d)).astype(np.float32),
+        "equal": np.full((n, d), 3.25, np.float32),
+        "extreme": rng.choice(extreme, (n, d)),
+        "crowd": crowd,
+        "nonfinite": nonfinite,
+    }
+
+
+@pytest.mark.parametrize("n", [383, 384, 768, 1025, 2049])
+def test_large_n_matches_reference_on_every_level(n, simd, rng):
+    # Sample brackets from n = 384 (median) / 768 (trimmed mean), beyond the networks from
+    # 1025: bit-identical to the reference on every SIMD level, whatever the data.
+    for name, x in _large_n_inputs(rng, n, 24).items():
+        for even in ("mean", "lower"):
+            got, want = aggkit.median(x, even=even), ref.median(x, even)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=f"{name} {even}")
+        for f in (0, n // 10, (n - 1) // 2):
+            with np.errstate(all="ignore"):
+                got = aggkit.trimmed_mean(x, f=f)
+            want = ref.trimmed_mean(x, f)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=f"{name} f={f}")
