@@ -59,7 +59,7 @@ pub(crate) fn tile_width(n: usize) -> usize {
 const NETWORK_TILE_BYTES: usize = 1 << 18;
 
 /// The type of an absent `ends` attempt (see [`ranked_columns_with`]).
-type EndsFn<T, K> = fn(&[K], &[K; LANES], &[K; LANES], &mut [T; LANES]) -> bool;
+type EndsFn<T, K> = fn(&[K], &[K; LANES], &[K; LANES], &mut [T; LANES]) -> u32;
 
 /// Blocks of a tile that skip the `ends` attempt of [`ranked_columns_with`] after it missed.
 pub(crate) const ENDS_SKIP: usize = 8;
@@ -237,8 +237,8 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
 /// for), a block first finds only the keys of ranks `lo` and `hi` per coordinate, by sample
 /// brackets ([`bracket`], `n >= bracket::min_n`) or by a network that places only those two
 /// ranks, and `ends(block, low, high, out)` computes the block's values from them (the block's
-/// keys in no particular order), or returns `false` where it cannot give `finish_block`'s
-/// bits. Then the network placing `lo..=hi` runs on the same keys (a network sorts any order)
+/// keys in no particular order) and returns the mask of the lanes where it cannot give
+/// `finish_block`'s bits (`0`: every lane done). Then the network placing `lo..=hi` runs on the same keys (a network sorts any order)
 /// and `finish_block` or, where it declines, `finish` per coordinate finishes as usual; beyond
 /// the networks, each coordinate's column is selected instead. After such a miss the next
 /// [`ENDS_SKIP`] blocks of the tile skip the attempt: where a tile holds many blocks, data
@@ -253,7 +253,7 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
     lo: usize,
     hi: usize,
     ends: Option<
-        impl Fn(&[Kg::K], &[Kg::K; LANES], &[Kg::K; LANES], &mut [T; LANES]) -> bool + Sync + Send,
+        impl Fn(&[Kg::K], &[Kg::K; LANES], &[Kg::K; LANES], &mut [T; LANES]) -> u32 + Sync + Send,
     >,
     finish: impl Fn(&Ranked<'_, Kg::K>) -> (T, usize, usize) + Sync + Send,
     finish_block: impl Fn(&mut [Kg::K], &mut [T; LANES]) -> bool + Sync + Send,
@@ -350,7 +350,9 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
                 let b0 = b * LANES;
                 let lanes = (w - b0).min(LANES);
                 let mut block_values = [T::ZERO; LANES];
-                let mut done = false;
+                // Lanes still without a value.
+                let all = (1u32 << lanes) - 1;
+                let mut declined = all;
                 if let Some(attempt) = &ends {
                     if st.skip == 0 {
                         let picked = match (&mut st.bracket, &ends_net) {
@@ -371,23 +373,29 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
                                 Some((row(lo), row(hi)))
                             }
                         };
-                        done = picked
-                            .is_some_and(|(low, high)| attempt(kb, &low, &high, &mut block_values));
-                        if !done {
+                        declined = match picked {
+                            Some((low, high)) => attempt(kb, &low, &high, &mut block_values) & all,
+                            None => all,
+                        };
+                        // A miss costs a network's whole block, or a hand-back: skip the next
+                        // attempts. Beyond the networks the lanes that declined are selected
+                        // alone, at no cost to the others.
+                        if declined != 0 && (net.is_some() || picked.is_none()) {
                             st.skip = ENDS_SKIP;
                         }
                     } else {
                         st.skip -= 1;
                     }
                 }
-                if !done {
+                if declined != 0 {
                     if let Some(net) = &net {
                         net.apply(kb);
                         // Where `finish_block` declines, the ranks are in place for `finish`.
-                        done = !t.want_rows && finish_block(kb, &mut block_values);
+                        let done = !t.want_rows && finish_block(kb, &mut block_values);
+                        declined = if done { 0 } else { all };
                     }
                 }
-                if done {
+                if declined == 0 {
                     for (l, &v) in block_values.iter().enumerate().take(lanes) {
                         t.values[b0 + l] = if first_nan[b0 + l] == u32::MAX {
                             v
@@ -398,7 +406,13 @@ pub(crate) fn ranked_columns_with<T: Float, Kg: Keying<T>>(
                     continue;
                 }
                 for l in 0..lanes {
-                    if net.is_some() {
+                    if declined >> l & 1 == 0 {
+                        t.values[b0 + l] = if first_nan[b0 + l] == u32::MAX {
+                            block_values[l]
+                        } else {
+                            T::NAN
+                        };
+                    } else if net.is_some() {
                         let r = Ranked {
                             keys: &kb[..],
                             base: l,

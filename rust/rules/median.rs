@@ -101,7 +101,7 @@ pub fn median<T: Float>(
                             T::midpoint(T::vkey_value(a[l]), hi)
                         };
                     }
-                    true
+                    0
                 },
             ),
             |k| (middle::<T, ValuesOnly>(k, r_lo, r_hi), r_lo, r_hi),
