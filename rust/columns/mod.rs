@@ -238,9 +238,10 @@ pub(crate) fn ranked_columns<T: Float, Kg: Keying<T>>(
 /// brackets ([`bracket`], `n >= bracket::min_n`) or by a network that places only those two
 /// ranks, and `ends(block, low, high, out)` computes the block's values from them (the block's
 /// keys in no particular order) and returns the mask of the lanes where it cannot give
-/// `finish_block`'s bits (`0`: every lane done). Then the network placing `lo..=hi` runs on the same keys (a network sorts any order)
-/// and `finish_block` or, where it declines, `finish` per coordinate finishes as usual; beyond
-/// the networks, each coordinate's column is selected instead. After such a miss the next
+/// `finish_block`'s bits (`0`: every lane done). Where a lane declined, the network placing
+/// `lo..=hi` runs on the same keys (a network sorts any order) and `finish_block` or, where it
+/// declines, `finish` per coordinate finishes the block as usual; beyond the networks, each
+/// declined coordinate's column is selected instead. After such a miss the next
 /// [`ENDS_SKIP`] blocks of the tile skip the attempt: where a tile holds many blocks, data
 /// that defeats it on purpose (a Byzantine row) costs about `1 / ENDS_SKIP` of the attempt,
 /// not a whole attempt per block; at large `n`, where a tile is one or two blocks, about one
