@@ -19,6 +19,8 @@ unsafe impl Zeroable for f32 {}
 // SAFETY: as above.
 unsafe impl Zeroable for f64 {}
 // SAFETY: as above.
+unsafe impl Zeroable for u16 {}
+// SAFETY: as above.
 unsafe impl Zeroable for u32 {}
 // SAFETY: as above.
 unsafe impl Zeroable for u64 {}

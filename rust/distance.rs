@@ -21,6 +21,7 @@ use crate::alloc;
 use crate::error::AggError;
 use rayon::prelude::*;
 
+use crate::half::HalfRows;
 use crate::input::Rows;
 use crate::order::Float;
 use crate::simd::{self, Isa, Proof};
@@ -102,11 +103,11 @@ fn tail<T: Float>(acc: &mut [T; LANES], a: &[T], b: &[T]) {
     }
 }
 
-/// Squared distances from `a` to four rows. float32 rows go at once (each load of `a` is used
-/// four times); float64 rows one at a time, because four pairs' 16-lane float64 accumulators
-/// overflow the 16 vector registers and the spills cost more than the reloads of `a` (64 ms
-/// against 37 ms with AVX2, docs/performance.md). Every pair goes through exactly the arithmetic
-/// of [`dist_1`], so blocking never changes bits.
+/// Squared distances from `a` to four rows, the portable form (the scalar level; x86 runs the
+/// explicit kernels below). float32 rows go at once (each load of `a` is used four times);
+/// float64 rows one at a time, because four pairs' 16-lane float64 accumulators would fill the
+/// 16 vector registers and spill. Every pair goes through exactly the arithmetic of [`dist_1`],
+/// so blocking never changes bits.
 #[inline(always)]
 fn dist_4<T: Float>(a: &[T], b: [&[T]; 4]) -> [f64; 4] {
     if std::mem::size_of::<T>() > 4 {
@@ -203,10 +204,24 @@ fn tile_pairs((is, js): Tile) -> impl Iterator<Item = (usize, usize)> {
 }
 
 crate::simd::per_level! {
-    avx2;
-    /// One chunk of coordinates of a tile's pairs: the explicit float32 AVX2 kernel below
-    /// (which AVX-512 CPUs run too: AVX-512 brought nothing here), or the portable body.
+    avx512;
+    /// One chunk of coordinates of a tile's pairs: the explicit kernels below (float32 with
+    /// AVX2 on both x86 levels; float64 with AVX-512 or AVX2), or the portable body.
     fn chunk[T: Float][T](isa: I, rows: &[&[T]], tile: Tile, c0: usize, c1: usize, acc: &mut [f64]) {
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(t), Some(is)) = (isa.as_avx512(), T::is_f64()) {
+            return chunk_with(
+                (is.rows)(rows),
+                tile,
+                c0,
+                c1,
+                acc,
+                #[inline(always)]
+                |a, b| avx512::dist_4_f64(t, a, b),
+                #[inline(always)]
+                |a, b| avx512::dist_1_f64(t, a, b),
+            );
+        }
         #[cfg(target_arch = "x86_64")]
         if let (Some(t), Some(is)) = (isa.as_avx2(), T::is_f32()) {
             return chunk_with(
@@ -219,6 +234,20 @@ crate::simd::per_level! {
                 |a, b| avx2::dist_4_f32(t, a, b),
                 #[inline(always)]
                 |a, b| avx2::dist_1_f32(t, a, b),
+            );
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(t), Some(is)) = (isa.as_avx2(), T::is_f64()) {
+            return chunk_with(
+                (is.rows)(rows),
+                tile,
+                c0,
+                c1,
+                acc,
+                #[inline(always)]
+                |a, b| avx2::dist_4_f64(t, a, b),
+                #[inline(always)]
+                |a, b| avx2::dist_1_f64(t, a, b),
             );
         }
         let _ = isa;
@@ -337,11 +366,287 @@ mod avx2 {
         }
         finish(t, &acc, a, b, full)
     }
+
+    /// Lanes `8h..8h + 8` of the float64 accumulators: two 4-double registers per pair.
+    type Half = [__m256d; 2];
+
+    #[inline(always)]
+    fn zero_pd(_: Avx2) -> __m256d {
+        // SAFETY: the token proves AVX2.
+        unsafe { _mm256_setzero_pd() }
+    }
+
+    /// `a[k..k + 8]` as two 4-double registers.
+    #[inline(always)]
+    fn load_pd(_: Avx2, a: &[f64], k: usize) -> (__m256d, __m256d) {
+        let av = &a[k..k + 8];
+        // SAFETY: the token proves AVX2; `av` has 8 doubles: two 4-double unaligned loads.
+        unsafe {
+            (
+                _mm256_loadu_pd(av.as_ptr()),
+                _mm256_loadu_pd(av.as_ptr().add(4)),
+            )
+        }
+    }
+
+    #[inline(always)]
+    fn step_pd(t: Avx2, acc: &mut Half, a0: __m256d, a1: __m256d, b: &[f64], k: usize) {
+        let (b0, b1) = load_pd(t, b, k);
+        // SAFETY: the token proves AVX2.
+        unsafe {
+            let (t0, t1) = (_mm256_sub_pd(a0, b0), _mm256_sub_pd(a1, b1));
+            acc[0] = _mm256_add_pd(acc[0], _mm256_mul_pd(t0, t0));
+            acc[1] = _mm256_add_pd(acc[1], _mm256_mul_pd(t1, t1));
+        }
+    }
+
+    #[inline(always)]
+    fn store_pd(_: Avx2, acc: &Half, lanes: &mut [f64]) {
+        let lanes = &mut lanes[..8];
+        // SAFETY: the token proves AVX2; `lanes` holds 8 doubles: two 4-double stores.
+        unsafe {
+            _mm256_storeu_pd(lanes.as_mut_ptr(), acc[0]);
+            _mm256_storeu_pd(lanes.as_mut_ptr().add(4), acc[1]);
+        }
+    }
+
+    /// Squared distances from `a` to four float64 rows. The 16 lanes of four pairs would need
+    /// all 16 registers, so the kernel makes two passes over the chunk: lanes 0-7 (the first 8
+    /// doubles of every 16), then lanes 8-15. A lane only ever sees its own coordinates, in
+    /// order, so the halves give the portable kernel's bits; the chunk stays in L2 for both.
+    #[inline(always)]
+    pub(super) fn dist_4_f64(t: Avx2, a: &[f64], b: [&[f64]; BLOCK]) -> [f64; BLOCK] {
+        let full = a.len() / LANES * LANES;
+        let mut lanes = [[0.0f64; LANES]; BLOCK];
+        for h in [0, 8] {
+            let mut acc = [[zero_pd(t); 2]; BLOCK];
+            let mut k = h;
+            while k < full {
+                let (a0, a1) = load_pd(t, a, k);
+                for p in 0..BLOCK {
+                    step_pd(t, &mut acc[p], a0, a1, b[p], k);
+                }
+                k += LANES;
+            }
+            for p in 0..BLOCK {
+                store_pd(t, &acc[p], &mut lanes[p][h..]);
+            }
+        }
+        let mut out = [0.0; BLOCK];
+        for p in 0..BLOCK {
+            tail(&mut lanes[p], &a[full..], &b[p][full..]);
+            out[p] = reduce_lanes(&lanes[p]);
+        }
+        out
+    }
+
+    #[inline(always)]
+    pub(super) fn dist_1_f64(t: Avx2, a: &[f64], b: &[f64]) -> f64 {
+        let full = a.len() / LANES * LANES;
+        let mut lanes = [0.0f64; LANES];
+        for h in [0, 8] {
+            let mut acc = [zero_pd(t); 2];
+            let mut k = h;
+            while k < full {
+                let (a0, a1) = load_pd(t, a, k);
+                step_pd(t, &mut acc, a0, a1, b, k);
+                k += LANES;
+            }
+            store_pd(t, &acc, &mut lanes[h..]);
+        }
+        tail(&mut lanes, &a[full..], &b[full..]);
+        reduce_lanes(&lanes)
+    }
+}
+
+/// float64 distances with AVX-512: the 16 lanes of a pair are two 8-double registers, so four
+/// pairs take 8 of the 32 and the chunk is read once. Same lanes and operations as the portable
+/// code (sub, mul, add; no FMA), so the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{reduce_lanes, tail, BLOCK, LANES};
+    use crate::simd::Avx512;
+
+    type Acc = [__m512d; 2];
+
+    #[inline(always)]
+    fn zero(_: Avx512) -> Acc {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { [_mm512_setzero_pd(); 2] }
+    }
+
+    /// `a[k..k + 16]` as two 8-double registers.
+    #[inline(always)]
+    fn load(_: Avx512, a: &[f64], k: usize) -> (__m512d, __m512d) {
+        let av = &a[k..k + LANES];
+        // SAFETY: the token proves AVX-512F; `av` has 16 doubles: two 8-double unaligned loads.
+        unsafe {
+            (
+                _mm512_loadu_pd(av.as_ptr()),
+                _mm512_loadu_pd(av.as_ptr().add(8)),
+            )
+        }
+    }
+
+    #[inline(always)]
+    fn step(t: Avx512, acc: &mut Acc, a0: __m512d, a1: __m512d, b: &[f64], k: usize) {
+        let (b0, b1) = load(t, b, k);
+        // SAFETY: the token proves AVX-512F.
+        unsafe {
+            let (t0, t1) = (_mm512_sub_pd(a0, b0), _mm512_sub_pd(a1, b1));
+            acc[0] = _mm512_add_pd(acc[0], _mm512_mul_pd(t0, t0));
+            acc[1] = _mm512_add_pd(acc[1], _mm512_mul_pd(t1, t1));
+        }
+    }
+
+    #[inline(always)]
+    fn finish(_: Avx512, acc: &Acc, a: &[f64], b: &[f64], full: usize) -> f64 {
+        let mut lanes = [0.0f64; LANES];
+        // SAFETY: the token proves AVX-512F; `lanes` holds 16 doubles: two 8-double stores.
+        unsafe {
+            _mm512_storeu_pd(lanes.as_mut_ptr(), acc[0]);
+            _mm512_storeu_pd(lanes.as_mut_ptr().add(8), acc[1]);
+        }
+        tail(&mut lanes, &a[full..], &b[full..]);
+        reduce_lanes(&lanes)
+    }
+
+    #[inline(always)]
+    pub(super) fn dist_4_f64(t: Avx512, a: &[f64], b: [&[f64]; BLOCK]) -> [f64; BLOCK] {
+        let full = a.len() / LANES * LANES;
+        let mut acc = [zero(t); BLOCK];
+        let mut k = 0;
+        while k < full {
+            let (a0, a1) = load(t, a, k);
+            for p in 0..BLOCK {
+                step(t, &mut acc[p], a0, a1, b[p], k);
+            }
+            k += LANES;
+        }
+        let mut out = [0.0; BLOCK];
+        for p in 0..BLOCK {
+            out[p] = finish(t, &acc[p], a, b[p], full);
+        }
+        out
+    }
+
+    #[inline(always)]
+    pub(super) fn dist_1_f64(t: Avx512, a: &[f64], b: &[f64]) -> f64 {
+        let full = a.len() / LANES * LANES;
+        let mut acc = zero(t);
+        let mut k = 0;
+        while k < full {
+            let (a0, a1) = load(t, a, k);
+            step(t, &mut acc, a0, a1, b, k);
+            k += LANES;
+        }
+        finish(t, &acc, a, b, full)
+    }
+}
+
+/// Where the distance passes read their rows: float32 / float64 rows in place, or
+/// half-precision rows widened to float32 one chunk at a time into a buffer of the task's (the
+/// chunk's values are exact float32 copies, so the sums are those of the widened input).
+trait Source: Sync {
+    type T: Float;
+    fn n(&self) -> usize;
+    fn d(&self) -> usize;
+    /// `f(rows, c0, c1)` where `rows[i][c0..c1]` holds columns `c0..c1` of row `i` for every
+    /// `i` in `need` (rows outside it may be empty).
+    fn with_chunk<R>(
+        &self,
+        need: &Tile,
+        c0: usize,
+        c1: usize,
+        scratch: &mut Vec<f32>,
+        f: impl FnOnce(&[&[Self::T]], usize, usize) -> R,
+    ) -> R;
+    /// The float64 sum of the pair `(i, j)` ([`dist_f64`] over the values as float64).
+    fn pair_f64(&self, i: usize, j: usize) -> f64;
+    /// Whether the float32-lane sums need [`refine`] (float32 lanes: over- and underflow).
+    fn refines(&self) -> bool {
+        Self::T::is_f32().is_some()
+    }
+}
+
+impl<T: Float> Source for Rows<'_, T> {
+    type T = T;
+    fn n(&self) -> usize {
+        Rows::n(self)
+    }
+    fn d(&self) -> usize {
+        Rows::d(self)
+    }
+    fn with_chunk<R>(
+        &self,
+        _: &Tile,
+        c0: usize,
+        c1: usize,
+        _: &mut Vec<f32>,
+        f: impl FnOnce(&[&[T]], usize, usize) -> R,
+    ) -> R {
+        f(self.rows(), c0, c1)
+    }
+    fn pair_f64(&self, i: usize, j: usize) -> f64 {
+        dist_f64(self.row(i), self.row(j))
+    }
+}
+
+impl Source for HalfRows<'_> {
+    type T = f32;
+    fn n(&self) -> usize {
+        HalfRows::n(self)
+    }
+    fn d(&self) -> usize {
+        HalfRows::d(self)
+    }
+    fn with_chunk<R>(
+        &self,
+        (is, js): &Tile,
+        c0: usize,
+        c1: usize,
+        scratch: &mut Vec<f32>,
+        f: impl FnOnce(&[&[f32]], usize, usize) -> R,
+    ) -> R {
+        let w = c1 - c0;
+        let mut need: Vec<usize> = is.clone().chain(js.clone()).collect();
+        need.sort_unstable();
+        need.dedup();
+        scratch.resize(need.len() * w, 0.0);
+        for (&i, dst) in need.iter().zip(scratch.chunks_exact_mut(w)) {
+            self.widen_into(i, c0, c1, dst);
+        }
+        let mut rows: Vec<&[f32]> = vec![&[]; self.n()];
+        for (&i, src) in need.iter().zip(scratch.chunks_exact(w)) {
+            rows[i] = src;
+        }
+        f(&rows, 0, w)
+    }
+    fn pair_f64(&self, i: usize, j: usize) -> f64 {
+        let wide = |r: usize| -> Vec<f32> {
+            let mut v = vec![0.0; self.d()];
+            self.widen_into(r, 0, self.d(), &mut v);
+            v
+        };
+        dist_f64(&wide(i), &wide(j))
+    }
 }
 
 /// All pairwise squared distances of the rows of `x`, as a full symmetric `n × n` row-major
 /// matrix with a zero diagonal ([`AggError::OutOfMemory`] where it cannot be allocated).
 pub fn pairwise_sq_dists<T: Float>(x: &Rows<'_, T>) -> Result<Vec<f64>, AggError> {
+    sq_dists(x)
+}
+
+/// [`pairwise_sq_dists`] of half-precision rows: the float32 kernel on each chunk widened, so
+/// the bits of the float32 call on the widened input, without widening the input as a whole.
+pub fn pairwise_sq_dists_half(x: &HalfRows<'_>) -> Result<Vec<f64>, AggError> {
+    sq_dists(x)
+}
+
+fn sq_dists<S: Source>(x: &S) -> Result<Vec<f64>, AggError> {
     let (n, d) = (x.n(), x.d());
     // The full matrix first: if it fits, so do the packed triangle and the partial sums.
     let mut full = alloc::zeroed::<f64>(alloc::square(n)?)?;
@@ -356,21 +661,22 @@ pub fn pairwise_sq_dists<T: Float>(x: &Rows<'_, T>) -> Result<Vec<f64>, AggError
         symmetric(n, &tri, &mut full);
         return Ok(full);
     }
-    let width = chunk_width::<T>(n);
+    let width = chunk_width::<S::T>(n);
     let nchunks = d.div_ceil(width);
     let max_parts = ((32usize << 20) / (npairs * 8)).clamp(1, 64);
     let parts = nchunks.min(max_parts);
+    let all: Tile = (0..n, 0..n);
     let part = |p: usize| -> Vec<f64> {
         let mut acc = vec![0.0; npairs];
+        let mut scratch = Vec::new();
         for c in (p * nchunks / parts)..((p + 1) * nchunks / parts) {
             let c0 = c * width;
-            chunk(
-                proof,
-                x.rows(),
-                (0..n, 0..n),
+            x.with_chunk(
+                &all,
                 c0,
                 (c0 + width).min(d),
-                &mut acc,
+                &mut scratch,
+                |rows, c0, c1| chunk(proof, rows, all.clone(), c0, c1, &mut acc),
             );
         }
         acc
@@ -400,8 +706,8 @@ const F32_EXACT_MIN: f64 = 1.0 / (1u64 << 60) as f64;
 /// overflowed (a non-finite sum) or may have underflowed (below [`F32_EXACT_MIN`]). A pair's
 /// value depends only on its two rows, so the result stays independent of thread count, SIMD
 /// level and row order. Non-finite input stays non-finite (NaN or inf, as IEEE gives it).
-fn refine<T: Float>(x: &Rows<'_, T>, tri: &mut [f64]) {
-    if T::is_f32().is_none() {
+fn refine<S: Source>(x: &S, tri: &mut [f64]) {
+    if !x.refines() {
         return;
     }
     let n = x.n();
@@ -415,8 +721,7 @@ fn refine<T: Float>(x: &Rows<'_, T>, tri: &mut [f64]) {
     if redo.is_empty() {
         return;
     }
-    let rows = x.rows();
-    let one = |&(i, j): &(usize, usize)| dist_f64(rows[i], rows[j]);
+    let one = |&(i, j): &(usize, usize)| x.pair_f64(i, j);
     let values: Vec<f64> = if redo.len() * x.d() < crate::pool::PARALLEL_MIN_VALUES {
         redo.iter().map(one).collect()
     } else {
@@ -466,9 +771,9 @@ const PAIR_BLOCK: usize = 64;
 /// walks `d` in chunks of which both blocks fit in L2 (~512 KiB), adding each chunk's value of
 /// every pair into its float64 sum in chunk order: the bits depend only on the pair's rows and
 /// `(n, d)`, never on the thread count or the tile a pair sits in.
-fn tiled_sq_dists<T: Float>(x: &Rows<'_, T>, proof: Proof) -> Result<Vec<f64>, AggError> {
+fn tiled_sq_dists<S: Source>(x: &S, proof: Proof) -> Result<Vec<f64>, AggError> {
     let (n, d) = (x.n(), x.d());
-    let bytes = 2 * PAIR_BLOCK * std::mem::size_of::<T>();
+    let bytes = 2 * PAIR_BLOCK * std::mem::size_of::<S::T>();
     let width = ((512 * 1024) / bytes / LANES * LANES).clamp(64, 2048);
     let nb = n.div_ceil(PAIR_BLOCK);
     let block = |b: usize| b * PAIR_BLOCK..((b + 1) * PAIR_BLOCK).min(n);
@@ -477,10 +782,13 @@ fn tiled_sq_dists<T: Float>(x: &Rows<'_, T>, proof: Proof) -> Result<Vec<f64>, A
         .collect();
     let run = |tile: &Tile| -> Vec<f64> {
         let mut acc = vec![0.0; tile_pairs(tile.clone()).count()];
+        let mut scratch = Vec::new();
         let mut c0 = 0;
         while c0 < d {
             let c1 = (c0 + width).min(d);
-            chunk(proof, x.rows(), tile.clone(), c0, c1, &mut acc);
+            x.with_chunk(tile, c0, c1, &mut scratch, |rows, c0, c1| {
+                chunk(proof, rows, tile.clone(), c0, c1, &mut acc)
+            });
             c0 = c1;
         }
         acc
@@ -653,24 +961,31 @@ mod tests {
 
     #[test]
     fn float64_is_independent_of_simd_level() {
-        // float64 pairs go one at a time (`dist_4`), on every level; a tail of 5 coordinates.
-        let data: Vec<Vec<f64>> = Rng(3)
-            .matrix(11, 4_101)
-            .into_iter()
-            .map(|r| r.into_iter().map(|v| v as f64 * 1e3 - 7.0).collect())
-            .collect();
-        let x = rows(&data);
-        simd::set_level(Level::Scalar);
-        let a = pairwise_sq_dists(&x).unwrap();
-        simd::set_level(simd::DEFAULT_MAX);
-        let b = pairwise_sq_dists(&x).unwrap();
-        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
-        for i in 0..11 {
-            for j in 0..11 {
-                let exact: f64 = (0..data[i].len())
-                    .map(|k| (data[i][k] - data[j][k]).powi(2))
-                    .sum();
-                assert!((a[i * 11 + j] - exact).abs() <= 1e-12 * exact, "{i} {j}");
+        // The AVX2 float64 kernel (two passes of 8 lanes) against the portable one (pairs one
+        // at a time): tails of 5 and 0 coordinates, both the flat (n = 11) and the tiled path
+        // (n > 2 * PAIR_BLOCK), 1 and 2 threads.
+        for (n, d) in [(11, 4_101), (11, 4_096), (2 * PAIR_BLOCK + 5, 1_029)] {
+            let data: Vec<Vec<f64>> = Rng(3)
+                .matrix(n, d)
+                .into_iter()
+                .map(|r| r.into_iter().map(|v| v as f64 * 1e3 - 7.0).collect())
+                .collect();
+            let x = rows(&data);
+            crate::pool::set_num_threads(1).unwrap();
+            simd::set_level(Level::Scalar);
+            let a = pairwise_sq_dists(&x).unwrap();
+            crate::pool::set_num_threads(2).unwrap();
+            for level in [Level::Avx2, simd::DEFAULT_MAX] {
+                simd::set_level(level);
+                let b = pairwise_sq_dists(&x).unwrap();
+                assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+            }
+            simd::set_level(simd::DEFAULT_MAX);
+            for i in 0..n {
+                for j in 0..n {
+                    let exact: f64 = (0..d).map(|k| (data[i][k] - data[j][k]).powi(2)).sum();
+                    assert!((a[i * n + j] - exact).abs() <= 1e-12 * exact, "{i} {j}");
+                }
             }
         }
     }

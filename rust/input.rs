@@ -111,7 +111,6 @@ impl<'a, T: Float> Rows<'a, T> {
         })
     }
 
-    /// With `NonFinite::Raise`, refuse non-finite inputs; otherwise do nothing.
     /// The rows a mean-type rule works on: under `Robust` the finite ones (inputs holding NaN
     /// or ±inf are dropped), otherwise all; an error if nothing is left.
     pub fn kept_rows(&self, rule: &'static str, policy: NonFinite) -> Result<Vec<usize>, AggError> {
@@ -130,19 +129,30 @@ impl<'a, T: Float> Rows<'a, T> {
         Ok(keep)
     }
 
+    /// With `NonFinite::Raise`, refuse non-finite inputs; otherwise do nothing.
     pub fn check_policy(&self, rule: &'static str, policy: NonFinite) -> Result<(), AggError> {
-        if policy == NonFinite::Raise {
-            let bad = self.nonfinite_rows();
-            if !bad.is_empty() {
-                return Err(AggError::NonFinite {
-                    rule,
-                    rows: bad,
-                    detail: "nonfinite='raise' refuses NaN and infinite values",
-                });
-            }
-        }
-        Ok(())
+        check_policy(rule, policy, || self.nonfinite_rows())
     }
+}
+
+/// With `NonFinite::Raise`, refuse the inputs `nonfinite_rows()` names (if any); otherwise do
+/// nothing. Shared by every kind of rows.
+pub fn check_policy(
+    rule: &'static str,
+    policy: NonFinite,
+    nonfinite_rows: impl FnOnce() -> Vec<usize>,
+) -> Result<(), AggError> {
+    if policy == NonFinite::Raise {
+        let bad = nonfinite_rows();
+        if !bad.is_empty() {
+            return Err(AggError::NonFinite {
+                rule,
+                rows: bad,
+                detail: "nonfinite='raise' refuses NaN and infinite values",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether every value of `r` is finite. Branch-free over blocks so it runs at memory speed.

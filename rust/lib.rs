@@ -26,6 +26,7 @@ mod distance;
 mod error;
 #[cfg(test)]
 mod fuzz;
+mod half;
 mod input;
 mod interrupt;
 mod monoid;

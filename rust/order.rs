@@ -231,6 +231,9 @@ pub trait Float:
     /// Proof that `Self` is float32, for the kernels written for float32 only: `Some` for
     /// `f32`, whose witness converts by identity, `None` for `f64`.
     fn is_f32() -> Option<IsF32<Self>>;
+    /// Proof that `Self` is float64, for the kernels written for float64 only: `Some` for
+    /// `f64`, whose witness converts by identity, `None` for `f32`.
+    fn is_f64() -> Option<IsF64<Self>>;
 }
 
 /// Rows of `T` with a weight each (the mean's groups).
@@ -247,6 +250,12 @@ pub struct IsF32<T: Float> {
     pub acc_mut: for<'a> fn(&'a mut [T::Acc]) -> &'a mut [f64],
 }
 
+/// A witness that the float type `T` is `f64`: views of `T` data as float64 data. Only
+/// [`Float::is_f64`] for `f64` makes one, from identity functions, so no cast is involved.
+pub struct IsF64<T: Float> {
+    pub rows: for<'a, 'b> fn(&'a [&'b [T]]) -> &'a [&'b [f64]],
+}
+
 fn same<X: ?Sized>(x: &X) -> &X {
     x
 }
@@ -256,6 +265,10 @@ fn same_mut<X: ?Sized>(x: &mut X) -> &mut X {
 }
 
 fn same_rows<'a, 'b>(x: &'a [&'b [f32]]) -> &'a [&'b [f32]] {
+    x
+}
+
+fn same_rows_f64<'a, 'b>(x: &'a [&'b [f64]]) -> &'a [&'b [f64]] {
     x
 }
 
@@ -358,6 +371,10 @@ impl Float for f32 {
             acc_mut: same_mut,
         })
     }
+    #[inline(always)]
+    fn is_f64() -> Option<IsF64<f32>> {
+        None
+    }
 }
 
 impl Float for f64 {
@@ -416,6 +433,12 @@ impl Float for f64 {
     #[inline(always)]
     fn is_f32() -> Option<IsF32<f64>> {
         None
+    }
+    #[inline(always)]
+    fn is_f64() -> Option<IsF64<f64>> {
+        Some(IsF64 {
+            rows: same_rows_f64,
+        })
     }
 }
 

@@ -147,7 +147,8 @@ pub fn set_level(requested: Level) -> Level {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Scalar;
 
-/// Proof that this CPU runs AVX2 and FMA instructions; only [`Avx2::detect`] makes one.
+/// Proof that this CPU runs AVX2, FMA and F16C instructions (F16C converts float16; every CPU
+/// with AVX2 has it); only [`Avx2::detect`] makes one.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx2 {
@@ -158,7 +159,7 @@ pub(crate) struct Avx2 {
 impl Avx2 {
     pub(crate) fn detect() -> Option<Avx2> {
         use std::arch::is_x86_feature_detected as has;
-        (has!("avx2") && has!("fma")).then_some(Avx2 { _detected: () })
+        (has!("avx2") && has!("fma") && has!("f16c")).then_some(Avx2 { _detected: () })
     }
 }
 
@@ -182,7 +183,7 @@ impl Avx512 {
         ok.then_some(Avx512 { _detected: () })
     }
 
-    /// `detect` checked AVX2 and FMA too.
+    /// `detect` checked AVX2, FMA and F16C too.
     pub(crate) fn avx2(self) -> Avx2 {
         Avx2 { _detected: () }
     }
@@ -375,19 +376,19 @@ macro_rules! per_level {
 
     (@clones avx512; $gen:tt $args:tt $ret:tt $body:block) => {
         $crate::simd::per_level!(@clone scalar, $crate::simd::Scalar, ""; $gen $args $ret $body);
-        $crate::simd::per_level!(@clone avx2, $crate::simd::Avx2, "avx2,fma"; $gen $args $ret $body);
+        $crate::simd::per_level!(@clone avx2, $crate::simd::Avx2, "avx2,fma,f16c"; $gen $args $ret $body);
         $crate::simd::per_level!(@clone avx512, $crate::simd::Avx512,
-            "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"; $gen $args $ret $body);
+            "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"; $gen $args $ret $body);
         $crate::simd::per_level!(@clone neon, $crate::simd::Neon, "neon"; $gen $args $ret $body);
     };
     (@clones avx2; $gen:tt $args:tt $ret:tt $body:block) => {
         $crate::simd::per_level!(@clone scalar, $crate::simd::Scalar, ""; $gen $args $ret $body);
-        $crate::simd::per_level!(@clone avx2, $crate::simd::Avx2, "avx2,fma"; $gen $args $ret $body);
+        $crate::simd::per_level!(@clone avx2, $crate::simd::Avx2, "avx2,fma,f16c"; $gen $args $ret $body);
         $crate::simd::per_level!(@clone neon, $crate::simd::Neon, "neon"; $gen $args $ret $body);
     };
     (@clones avx512 only; $gen:tt $args:tt $ret:tt $body:block) => {
         $crate::simd::per_level!(@clone avx512, $crate::simd::Avx512,
-            "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"; $gen $args $ret $body);
+            "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"; $gen $args $ret $body);
     };
 
     (@clone scalar, $tok:ty, $features:literal; [$($gen:tt)*] ($isa:ident $(, $arg:ident : $aty:ty)*)

@@ -74,8 +74,12 @@ _Float: TypeAlias = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 _F64: TypeAlias = npt.NDArray[np.float64]
 _U32: TypeAlias = npt.NDArray[np.uint32]
 _I64: TypeAlias = npt.NDArray[np.int64]
-# x: one C-row-contiguous (n, d) float32/float64 array, or a list of n contiguous 1-D arrays.
-_Matrix: TypeAlias = _Float | Sequence[_Float]
+_U16: TypeAlias = npt.NDArray[np.uint16]
+# x: one C-row-contiguous (n, d) float32/float64 array, or a list of n contiguous 1-D arrays;
+# half precision as ("float16" | "bfloat16", its uint16 bit patterns in either form), which
+# only mean, median, weighted_median, trimmed_mean, weighted_trimmed_mean, krum, multi_krum
+# and pairwise_sq_distances accept (their outputs are then uint16 bit patterns too).
+_Matrix: TypeAlias = _Float | Sequence[_Float] | tuple[str, _U16 | Sequence[_U16]]
 # String options are parsed by the extension (an unknown one raises InvalidParameterError);
 # the Python layers pass the values their Literal types admit.
 _NonFinite: TypeAlias = str  # "robust" | "raise" | "propagate"

@@ -22,6 +22,7 @@ use std::borrow::Cow;
 
 use crate::columns::{ranked_columns, ColumnsOut, Keying, Ranked, WithRows};
 use crate::error::{AggError, MAJORITY};
+use crate::half::HalfRows;
 use crate::input::{NonFinite, Rows};
 use crate::order::{average, Accumulator, Float};
 use crate::rules::median::Even;
@@ -67,6 +68,22 @@ pub fn weighted_median<T: Float>(
         |_, _| false,
     );
     Ok(())
+}
+
+/// [`weighted_median`] of half-precision rows into `out` (their format), by blocks.
+pub fn weighted_median_half(
+    x: &HalfRows<'_>,
+    w: &[f64],
+    even: Even,
+    policy: NonFinite,
+    out: &mut [u16],
+) -> Result<(), AggError> {
+    check_weights(MEDIAN, w, x.n())?;
+    x.check_policy(MEDIAN, policy)?;
+    let policy = crate::half::per_block(policy);
+    crate::half::by_blocks(MEDIAN, x, out, |r, o| {
+        weighted_median(r, w, even, policy, ColumnsOut::new(o))
+    })
 }
 
 #[inline(always)]
@@ -121,6 +138,23 @@ pub fn weighted_trimmed_mean<T: Float>(
         |_, _| false,
     );
     Ok(())
+}
+
+/// [`weighted_trimmed_mean`] of half-precision rows into `out` (their format), by blocks.
+pub fn weighted_trimmed_mean_half(
+    x: &HalfRows<'_>,
+    w: &[f64],
+    f: usize,
+    policy: NonFinite,
+    out: &mut [u16],
+) -> Result<(), AggError> {
+    MAJORITY.check(TRIMMED_MEAN, x.n(), f)?;
+    check_weights(TRIMMED_MEAN, w, x.n())?;
+    x.check_policy(TRIMMED_MEAN, policy)?;
+    let policy = crate::half::per_block(policy);
+    crate::half::by_blocks(TRIMMED_MEAN, x, out, |r, o| {
+        weighted_trimmed_mean(r, w, f, policy, ColumnsOut::new(o))
+    })
 }
 
 #[inline(always)]

@@ -19,6 +19,7 @@ use pyo3::pybacked::PyBackedStr;
 use super::{call_name, run_as, to_pyerr, InvalidParameterError, ShapeError};
 use crate::alloc;
 use crate::columns::ColumnsOut;
+use crate::half::{Half, HalfRows};
 use crate::input::{NonFinite, Rows};
 use crate::monoid::tree::Pad;
 use crate::monoid::Op;
@@ -27,19 +28,24 @@ use crate::rules::geometric_median::Init;
 use crate::rules::median::Even;
 use crate::simd::Level;
 
-/// What a rule accepts for `x`.
+/// What a rule accepts for `x`. Half-precision input comes as a tuple `(format, bits)`: the
+/// format's name (`Half::NAMES`) and the values' bit patterns as `uint16`, which only the
+/// rules with half-precision kernels accept (the Python layer widens it for the others).
 #[derive(FromPyObject)]
 pub(crate) enum Matrix<'py> {
     F32(PyReadonlyArray2<'py, f32>),
     F64(PyReadonlyArray2<'py, f64>),
     F32Rows(Vec<PyReadonlyArray1<'py, f32>>),
     F64Rows(Vec<PyReadonlyArray1<'py, f64>>),
+    Half(Half, PyReadonlyArray2<'py, u16>),
+    HalfRows(Half, Vec<PyReadonlyArray1<'py, u16>>),
 }
 
 /// The rows of a [`Matrix`], typed.
 pub(crate) enum AnyRows<'a> {
     F32(Rows<'a, f32>),
     F64(Rows<'a, f64>),
+    Half(HalfRows<'a>),
 }
 
 fn not_contiguous() -> PyErr {
@@ -48,13 +54,17 @@ fn not_contiguous() -> PyErr {
     )
 }
 
-fn rows_2d<'a, T: numpy::Element + Float>(
+fn err(e: crate::error::AggError) -> PyErr {
+    Python::attach(|py| to_pyerr(py, e))
+}
+
+/// The `n` contiguous rows of a 2-D array.
+fn slices_2d<'a, T: numpy::Element>(
     rule: &'static str,
     a: &'a PyReadonlyArray2<'_, T>,
-) -> PyResult<Rows<'a, T>> {
+) -> PyResult<Vec<&'a [T]>> {
     let v = a.as_array();
     let n = v.len_of(Axis(0));
-    let err = |e| Python::attach(|py| to_pyerr(py, e));
     crate::input::check_n(rule, n).map_err(err)?;
     let mut rows = alloc::with_capacity::<&'a [T]>(n).map_err(err)?;
     for i in 0..n {
@@ -64,41 +74,82 @@ fn rows_2d<'a, T: numpy::Element + Float>(
                 .ok_or_else(not_contiguous)?,
         );
     }
-    Rows::new(rule, rows).map_err(err)
+    Ok(rows)
 }
 
-fn rows_list<'a, T: numpy::Element + Float>(
-    rule: &'static str,
+/// The rows of a list of contiguous 1-D arrays.
+fn slices_list<'a, T: numpy::Element>(
     list: &'a [PyReadonlyArray1<'_, T>],
-) -> PyResult<Rows<'a, T>> {
-    let rows = list
-        .iter()
+) -> PyResult<Vec<&'a [T]>> {
+    list.iter()
         .map(|a| a.as_slice().map_err(|_| not_contiguous()))
-        .collect::<PyResult<Vec<&'a [T]>>>()?;
-    Rows::new(rule, rows).map_err(|e| Python::attach(|py| to_pyerr(py, e)))
+        .collect()
 }
 
 impl Matrix<'_> {
     pub(crate) fn rows(&self, rule: &'static str) -> PyResult<AnyRows<'_>> {
         Ok(match self {
-            Matrix::F32(a) => AnyRows::F32(rows_2d(rule, a)?),
-            Matrix::F64(a) => AnyRows::F64(rows_2d(rule, a)?),
-            Matrix::F32Rows(l) => AnyRows::F32(rows_list(rule, l)?),
-            Matrix::F64Rows(l) => AnyRows::F64(rows_list(rule, l)?),
+            Matrix::F32(a) => AnyRows::F32(Rows::new(rule, slices_2d(rule, a)?).map_err(err)?),
+            Matrix::F64(a) => AnyRows::F64(Rows::new(rule, slices_2d(rule, a)?).map_err(err)?),
+            Matrix::F32Rows(l) => AnyRows::F32(Rows::new(rule, slices_list(l)?).map_err(err)?),
+            Matrix::F64Rows(l) => AnyRows::F64(Rows::new(rule, slices_list(l)?).map_err(err)?),
+            Matrix::Half(k, a) => {
+                AnyRows::Half(HalfRows::new(rule, *k, slices_2d(rule, a)?).map_err(err)?)
+            }
+            Matrix::HalfRows(k, l) => {
+                AnyRows::Half(HalfRows::new(rule, *k, slices_list(l)?).map_err(err)?)
+            }
         })
     }
 }
 
-/// Expand `$body` once per element type with `$r` bound to the typed [`Rows`].
+/// Expand `$body` once per element type with `$r` bound to the typed [`Rows`]. A rule without
+/// half-precision kernels refuses half-precision input here (the Python layer widens it first,
+/// so this names a bug in that layer, not a user error).
 macro_rules! dispatch {
     ($rows:expr, $r:ident => $body:expr) => {
         match $rows {
             $crate::python::convert::AnyRows::F32($r) => $body,
             $crate::python::convert::AnyRows::F64($r) => $body,
+            $crate::python::convert::AnyRows::Half(h) => {
+                Err($crate::python::convert::no_half_kernel(h.kind()))
+            }
         }
     };
 }
 pub(crate) use dispatch;
+
+/// `TypeError` for half-precision input to a rule without half-precision kernels.
+pub(crate) fn no_half_kernel(kind: Half) -> PyErr {
+    pyo3::exceptions::PyTypeError::new_err(format!(
+        "this kernel has no {} form: widen the input to float32 first",
+        Half::NAMES[kind as usize]
+    ))
+}
+
+/// A half-precision kernel's output: `d` bit patterns that `kernel` fills with the GIL
+/// released, as a 1-D `uint16` array (the Python layer views it as the input's dtype).
+pub(crate) fn half_out<K>(py: Python<'_>, d: usize, kernel: K) -> PyResult<Out>
+where
+    K: FnOnce(&mut [u16]) -> Result<(), crate::error::AggError> + Send,
+{
+    let v = run_as(py, call_name::<K>(), move || {
+        let mut out = alloc::zeroed::<u16>(d)?;
+        kernel(&mut out)?;
+        Ok(out)
+    })?;
+    Ok(array(py, v))
+}
+
+/// The half-precision kernels report no rows (no autograd reaches them).
+pub(crate) fn no_rows_for_half(return_rows: bool) -> PyResult<()> {
+    if return_rows {
+        return Err(InvalidParameterError::new_err(
+            "rows are not reported for half-precision input",
+        ));
+    }
+    Ok(())
+}
 
 /// `InvalidParameterError`: `{what} must be one of 'a', 'b', got 'x'`.
 fn bad_choice(what: &str, value: &str, accepted: &[&str]) -> PyErr {
@@ -128,6 +179,7 @@ choice!(Init, "init");
 choice!(Op, "op");
 choice!(Pad, "pad");
 choice!(Level, "level");
+choice!(Half, "format");
 
 /// Core outputs go to Python as fresh numpy arrays.
 pub(crate) type Out = Py<PyAny>;

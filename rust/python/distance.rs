@@ -3,18 +3,25 @@
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 
-use super::convert::{array, contiguous, dispatch, matrix, Matrix, Out};
+use super::convert::{array, contiguous, dispatch, matrix, AnyRows, Matrix, Out};
 use super::{run, ShapeError};
 use crate::distance as core;
 
 /// All pairwise squared distances as an `(n, n)` float64 array.
 #[pyfunction]
 pub(crate) fn pairwise_sq_distances(py: Python<'_>, x: Matrix<'_>) -> PyResult<Out> {
-    dispatch!(x.rows("pairwise_sq_distances")?, r => {
-        let n = r.n();
-        let dm = run(py, || core::pairwise_sq_dists(&r))?;
-        matrix(py, dm, n, n)
-    })
+    match x.rows("pairwise_sq_distances")? {
+        AnyRows::Half(h) => {
+            let n = h.n();
+            let dm = run(py, || core::pairwise_sq_dists_half(&h))?;
+            matrix(py, dm, n, n)
+        }
+        rows => dispatch!(rows, r => {
+            let n = r.n();
+            let dm = run(py, || core::pairwise_sq_dists(&r))?;
+            matrix(py, dm, n, n)
+        }),
+    }
 }
 
 /// Euclidean distances of each input to one float64 point.

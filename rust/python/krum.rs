@@ -3,8 +3,9 @@
 use numpy::PyReadonlyArray2;
 use pyo3::prelude::*;
 
-use super::convert::{array, dispatch, square, Matrix, Out};
+use super::convert::{array, dispatch, square, AnyRows, Matrix, Out};
 use super::run;
+use crate::half::HalfRows;
 use crate::input::NonFinite;
 use crate::rules::krum as core;
 
@@ -14,7 +15,11 @@ type Selected = PyResult<(Out, Vec<usize>, Out)>;
 #[pyfunction]
 #[pyo3(signature = (x, f, nonfinite))]
 pub(crate) fn krum(py: Python<'_>, x: Matrix<'_>, f: usize, nonfinite: NonFinite) -> Selected {
-    dispatch!(x.rows(core::NAME)?, r => {
+    let rows = x.rows(core::NAME)?;
+    if let AnyRows::Half(h) = rows {
+        return half(py, &h, f, 1, nonfinite);
+    }
+    dispatch!(rows, r => {
         let (vals, sel) = run(py, || {
             let mut out = crate::alloc::zeroed(r.d())?;
             let sel = core::krum(&r, f, nonfinite, &mut out)?;
@@ -34,7 +39,11 @@ pub(crate) fn multi_krum(
     m: usize,
     nonfinite: NonFinite,
 ) -> Selected {
-    dispatch!(x.rows(core::MULTI_NAME)?, r => {
+    let rows = x.rows(core::MULTI_NAME)?;
+    if let AnyRows::Half(h) = rows {
+        return half(py, &h, f, m, nonfinite);
+    }
+    dispatch!(rows, r => {
         let (vals, sel) = run(py, || {
             let mut out = crate::alloc::zeroed(r.d())?;
             let sel = if m == 1 {
@@ -46,6 +55,16 @@ pub(crate) fn multi_krum(
         })?;
         Ok((array(py, vals), sel.indices, array(py, sel.scores)))
     })
+}
+
+/// Krum (`m = 1`) or Multi-Krum on half-precision rows: the output in their format.
+fn half(py: Python<'_>, h: &HalfRows<'_>, f: usize, m: usize, nonfinite: NonFinite) -> Selected {
+    let (vals, sel) = run(py, || {
+        let mut out = crate::alloc::zeroed::<u16>(h.d())?;
+        let sel = core::select_half(h, f, m, nonfinite, &mut out)?;
+        Ok((out, sel))
+    })?;
+    Ok((array(py, vals), sel.indices, array(py, sel.scores)))
 }
 
 /// Krum / Multi-Krum selection from a full `(n, n)` float64 squared-distance matrix.

@@ -3,7 +3,7 @@
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 
-use super::convert::{array, dispatch, weights, Matrix, Out};
+use super::convert::{array, dispatch, weights, AnyRows, Matrix, Out};
 use super::run;
 use crate::input::NonFinite;
 use crate::rules::mean as core;
@@ -18,12 +18,22 @@ pub(crate) fn mean(
     nonfinite: NonFinite,
 ) -> PyResult<(Out, Vec<usize>)> {
     let w = self::weights(&weights)?;
-    dispatch!(x.rows(core::NAME)?, r => {
-        let (vals, info) = run(py, || {
-            let mut out = crate::alloc::zeroed(r.d())?;
-            let info = core::mean(&r, w, nonfinite, &mut out)?;
-            Ok((out, info))
-        })?;
-        Ok((array(py, vals), info.dropped))
-    })
+    match x.rows(core::NAME)? {
+        AnyRows::Half(h) => {
+            let (vals, info) = run(py, || {
+                let mut out = crate::alloc::zeroed::<u16>(h.d())?;
+                let info = core::mean_half(&h, w, nonfinite, &mut out)?;
+                Ok((out, info))
+            })?;
+            Ok((array(py, vals), info.dropped))
+        }
+        rows => dispatch!(rows, r => {
+            let (vals, info) = run(py, || {
+                let mut out = crate::alloc::zeroed(r.d())?;
+                let info = core::mean(&r, w, nonfinite, &mut out)?;
+                Ok((out, info))
+            })?;
+            Ok((array(py, vals), info.dropped))
+        }),
+    }
 }

@@ -3,7 +3,9 @@
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 
-use super::convert::{columns, contiguous, dispatch, fresh_matrix, Matrix, Out};
+use super::convert::{
+    columns, contiguous, dispatch, fresh_matrix, half_out, no_rows_for_half, AnyRows, Matrix, Out,
+};
 use crate::columns::{grad, weighted};
 use crate::input::NonFinite;
 use crate::order::Float;
@@ -21,10 +23,17 @@ pub(crate) fn median(
     nonfinite: NonFinite,
     return_rows: bool,
 ) -> ColumnsResult {
-    dispatch!(x.rows(core::NAME)?, r => {
-        let rr = &r;
-        columns(py, r.d(), return_rows, move |out| core::median(rr, even, nonfinite, out))
-    })
+    match x.rows(core::NAME)? {
+        AnyRows::Half(h) => {
+            no_rows_for_half(return_rows)?;
+            let v = half_out(py, h.d(), |o| core::median_half(&h, even, nonfinite, o))?;
+            Ok((v, None, None))
+        }
+        rows => dispatch!(rows, r => {
+            let rr = &r;
+            columns(py, r.d(), return_rows, move |out| core::median(rr, even, nonfinite, out))
+        }),
+    }
 }
 
 /// The weighted median, and the rows of the one or two values used if asked for.
@@ -39,10 +48,19 @@ pub(crate) fn weighted_median(
     return_rows: bool,
 ) -> ColumnsResult {
     let w = contiguous("weights", &weights)?;
-    dispatch!(x.rows(core::NAME)?, r => {
-        let rr = &r;
-        columns(py, r.d(), return_rows, move |out| weighted::weighted_median(rr, w, even, nonfinite, out))
-    })
+    match x.rows(core::NAME)? {
+        AnyRows::Half(h) => {
+            no_rows_for_half(return_rows)?;
+            let v = half_out(py, h.d(), |o| {
+                weighted::weighted_median_half(&h, w, even, nonfinite, o)
+            })?;
+            Ok((v, None, None))
+        }
+        rows => dispatch!(rows, r => {
+            let rr = &r;
+            columns(py, r.d(), return_rows, move |out| weighted::weighted_median(rr, w, even, nonfinite, out))
+        }),
+    }
 }
 
 /// The `(n, d)` input gradient of the median from `g` and the middle rows.

@@ -4,7 +4,9 @@
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 
-use super::convert::{columns, contiguous, dispatch, fresh_matrix, Matrix, Out};
+use super::convert::{
+    columns, contiguous, dispatch, fresh_matrix, half_out, no_rows_for_half, AnyRows, Matrix, Out,
+};
 use crate::columns::{grad, weighted};
 use crate::input::{NonFinite, Rows};
 use crate::order::Float;
@@ -22,10 +24,17 @@ pub(crate) fn trimmed_mean(
     nonfinite: NonFinite,
     return_rows: bool,
 ) -> ColumnsResult {
-    dispatch!(x.rows(core::NAME)?, r => {
-        let rr = &r;
-        columns(py, r.d(), return_rows, move |out| core::trimmed_mean(rr, f, nonfinite, out))
-    })
+    match x.rows(core::NAME)? {
+        AnyRows::Half(h) => {
+            no_rows_for_half(return_rows)?;
+            let v = half_out(py, h.d(), |o| core::trimmed_mean_half(&h, f, nonfinite, o))?;
+            Ok((v, None, None))
+        }
+        rows => dispatch!(rows, r => {
+            let rr = &r;
+            columns(py, r.d(), return_rows, move |out| core::trimmed_mean(rr, f, nonfinite, out))
+        }),
+    }
 }
 
 /// The weighted trimmed mean, and the rows of the lowest and highest value kept in part.
@@ -40,12 +49,21 @@ pub(crate) fn weighted_trimmed_mean(
     return_rows: bool,
 ) -> ColumnsResult {
     let w = contiguous("weights", &weights)?;
-    dispatch!(x.rows(core::NAME)?, r => {
-        let rr = &r;
-        columns(py, r.d(), return_rows, move |out| {
-            weighted::weighted_trimmed_mean(rr, w, f, nonfinite, out)
-        })
-    })
+    match x.rows(core::NAME)? {
+        AnyRows::Half(h) => {
+            no_rows_for_half(return_rows)?;
+            let v = half_out(py, h.d(), |o| {
+                weighted::weighted_trimmed_mean_half(&h, w, f, nonfinite, o)
+            })?;
+            Ok((v, None, None))
+        }
+        rows => dispatch!(rows, r => {
+            let rr = &r;
+            columns(py, r.d(), return_rows, move |out| {
+                weighted::weighted_trimmed_mean(rr, w, f, nonfinite, out)
+            })
+        }),
+    }
 }
 
 /// `g / kept` at every kept `(row, coordinate)`: the trimmed mean's and meamed's backward.

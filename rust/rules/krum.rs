@@ -14,6 +14,7 @@
 
 use crate::distance::pairwise_sq_dists;
 use crate::error::{AggError, KRUM};
+use crate::half::HalfRows;
 use crate::input::{NonFinite, Rows};
 use crate::order::{rank_scores, Accumulator, Float};
 use crate::rules::mean::weighted_sum;
@@ -39,20 +40,7 @@ fn check(rule: &'static str, n: usize, f: usize) -> Result<(), AggError> {
 fn scores<T: Float>(x: &Rows<'_, T>, f: usize, policy: NonFinite) -> Result<Vec<f64>, AggError> {
     check("Krum", x.n(), f)?;
     x.check_policy("Krum", policy)?;
-    scores_unchecked(x, f, policy)
-}
-
-fn scores_unchecked<T: Float>(
-    x: &Rows<'_, T>,
-    f: usize,
-    policy: NonFinite,
-) -> Result<Vec<f64>, AggError> {
-    Ok(scores_from_distances(
-        &pairwise_sq_dists(x)?,
-        x.n(),
-        f,
-        policy,
-    ))
+    Ok(scores_from_distances(&x.sq_dists()?, x.n(), f, policy))
 }
 
 /// Krum scores from a full `n × n` squared-distance matrix (row-major), e.g. one summed over
@@ -183,11 +171,63 @@ fn select<T: Float>(
     policy: NonFinite,
     out: &mut [T],
 ) -> Result<Selection, AggError> {
+    let sel = choose(display, x, f, m, policy)?;
+    let items: Vec<(usize, f64)> = sel.indices.iter().map(|&i| (i, 1.0)).collect();
+    weighted_sum(x, &items, m as f64, out);
+    Ok(sel)
+}
+
+/// What Krum's selection reads of its inputs: rows in place, or half-precision rows.
+pub(crate) trait Inputs {
+    fn n(&self) -> usize;
+    fn check_policy(&self, rule: &'static str, policy: NonFinite) -> Result<(), AggError>;
+    fn nonfinite_rows(&self) -> Vec<usize>;
+    fn sq_dists(&self) -> Result<Vec<f64>, AggError>;
+}
+
+impl<T: Float> Inputs for Rows<'_, T> {
+    fn n(&self) -> usize {
+        Rows::n(self)
+    }
+    fn check_policy(&self, rule: &'static str, policy: NonFinite) -> Result<(), AggError> {
+        Rows::check_policy(self, rule, policy)
+    }
+    fn nonfinite_rows(&self) -> Vec<usize> {
+        Rows::nonfinite_rows(self)
+    }
+    fn sq_dists(&self) -> Result<Vec<f64>, AggError> {
+        pairwise_sq_dists(self)
+    }
+}
+
+impl Inputs for HalfRows<'_> {
+    fn n(&self) -> usize {
+        HalfRows::n(self)
+    }
+    fn check_policy(&self, rule: &'static str, policy: NonFinite) -> Result<(), AggError> {
+        HalfRows::check_policy(self, rule, policy)
+    }
+    fn nonfinite_rows(&self) -> Vec<usize> {
+        HalfRows::nonfinite_rows(self)
+    }
+    fn sq_dists(&self) -> Result<Vec<f64>, AggError> {
+        crate::distance::pairwise_sq_dists_half(self)
+    }
+}
+
+/// Krum's (`m = 1`) or Multi-Krum's selection from the inputs themselves.
+pub(crate) fn choose(
+    display: &'static str,
+    x: &impl Inputs,
+    f: usize,
+    m: usize,
+    policy: NonFinite,
+) -> Result<Selection, AggError> {
     let n = x.n();
     check(display, n, f)?;
     check_m(display, n, m)?;
     x.check_policy(display, policy)?;
-    let scores = scores_unchecked(x, f, policy)?;
+    let scores = scores_from_distances(&x.sq_dists()?, n, f, policy);
     let indices = best(display, &scores, m, policy, || {
         let rows = x.nonfinite_rows();
         if rows.is_empty() {
@@ -196,9 +236,28 @@ fn select<T: Float>(
             rows
         }
     })?;
-    let items: Vec<(usize, f64)> = indices.iter().map(|&i| (i, 1.0)).collect();
-    weighted_sum(x, &items, m as f64, out);
     Ok(Selection { indices, scores })
+}
+
+/// Krum (`m = 1`) or Multi-Krum on half-precision rows: the selection from their distances,
+/// then the mean of the selected rows by blocks ([`crate::half::by_blocks`]), in `x`'s format.
+pub fn select_half(
+    x: &HalfRows<'_>,
+    f: usize,
+    m: usize,
+    policy: NonFinite,
+    out: &mut [u16],
+) -> Result<Selection, AggError> {
+    let display = if m == 1 { "Krum" } else { "Multi-Krum" };
+    let sel = choose(display, x, f, m, policy)?;
+    // The selected rows in selection order, as the float32 call sums them.
+    let chosen = x.take(&sel.indices);
+    let items: Vec<(usize, f64)> = (0..m).map(|k| (k, 1.0)).collect();
+    crate::half::by_blocks(NAME, &chosen, out, |rows, o| {
+        weighted_sum(rows, &items, m as f64, o);
+        Ok(())
+    })?;
+    Ok(sel)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 
 use crate::error::AggError;
+use crate::half::HalfRows;
 use crate::input::{NonFinite, Rows};
 use crate::order::{mean_within, overflowed, wide_mean, Accumulator, Float};
 use crate::simd::{self, Proof};
@@ -557,56 +558,116 @@ pub fn mean<T: Float>(
 ) -> Result<MeanInfo, AggError> {
     let n = x.n();
     assert_eq!(out.len(), x.d());
-    let ones;
-    let w = match weights {
-        Some(w) => {
-            check_weights(NAME, w, n)?;
-            w
-        }
-        None => {
-            ones = vec![1.0; n];
-            &ones[..]
-        }
-    };
+    let w = MeanWeights::new(weights, n)?;
     x.check_policy(NAME, policy)?;
-    let items_of = |keep: &dyn Fn(usize) -> bool| -> (Vec<(usize, f64)>, f64) {
-        let kept: Vec<usize> = (0..n).filter(|&i| keep(i)).collect();
-        let mut kw: Vec<f64> = kept.iter().map(|&i| w[i]).collect();
-        if weights.is_some() {
+    let bad = w.pass(x, &[], out)?;
+    if policy != NonFinite::Robust || bad.is_empty() {
+        return Ok(MeanInfo::default());
+    }
+    nothing_left(&bad, n)?;
+    w.pass(x, &bad, out)?;
+    Ok(MeanInfo { dropped: bad })
+}
+
+/// [`mean`] of half-precision rows into `out` (their format). The inputs to drop are found on
+/// the whole input first (under `Robust`, those holding NaN or ±inf anywhere); then each block
+/// of coordinates averages the same rows with the same weights, as [`mean`]'s passes do.
+pub fn mean_half(
+    x: &HalfRows<'_>,
+    weights: Option<&[f64]>,
+    policy: NonFinite,
+    out: &mut [u16],
+) -> Result<MeanInfo, AggError> {
+    let n = x.n();
+    let w = MeanWeights::new(weights, n)?;
+    x.check_policy(NAME, policy)?;
+    // The first pass's weights (all inputs) are checked before anything is dropped, as in
+    // [`mean`].
+    w.items(&[])?;
+    let bad = if policy == NonFinite::Robust {
+        x.nonfinite_rows()
+    } else {
+        Vec::new()
+    };
+    nothing_left(&bad, n)?;
+    crate::half::by_blocks(NAME, x, out, |r, o| w.pass(r, &bad, o).map(|_| ()))?;
+    Ok(MeanInfo { dropped: bad })
+}
+
+/// [`AggError::NonFinite`] where every one of the `n` inputs was dropped as non-finite.
+pub(crate) fn nothing_left(dropped: &[usize], n: usize) -> Result<(), AggError> {
+    if dropped.len() == n {
+        return Err(AggError::NonFinite {
+            rule: NAME,
+            rows: dropped.to_vec(),
+            detail: "every input holds NaN or infinite values, nothing is left to average",
+        });
+    }
+    Ok(())
+}
+
+/// The mean's checked weights (ones without weights), for one or more passes of [`mean`]: a
+/// caller that finds the non-finite inputs itself (by blocks of a half-precision input) runs
+/// the passes on each block.
+pub(crate) struct MeanWeights {
+    w: Vec<f64>,
+    normalise: bool,
+}
+
+impl MeanWeights {
+    pub(crate) fn new(weights: Option<&[f64]>, n: usize) -> Result<Self, AggError> {
+        Ok(match weights {
+            Some(w) => {
+                check_weights(NAME, w, n)?;
+                MeanWeights {
+                    w: w.to_vec(),
+                    normalise: true,
+                }
+            }
+            None => MeanWeights {
+                w: vec![1.0; n],
+                normalise: false,
+            },
+        })
+    }
+
+    /// The rows not in `dropped` (sorted) with their weights (normalised when given), and the
+    /// weights' total; an error where that total is not positive.
+    pub(crate) fn items(&self, dropped: &[usize]) -> Result<(Vec<(usize, f64)>, f64), AggError> {
+        let kept: Vec<usize> = (0..self.w.len())
+            .filter(|i| dropped.binary_search(i).is_err())
+            .collect();
+        let mut kw: Vec<f64> = kept.iter().map(|&i| self.w[i]).collect();
+        if self.normalise {
             kw = normalise_weights(&kw).into_owned();
         }
         let items: Vec<(usize, f64)> = kept.into_iter().zip(kw).collect();
         let mut acc = <f64 as Float>::Acc::zero();
         items.iter().for_each(|&(_, v)| acc.add(v));
-        (items, acc.value())
-    };
-    let zero_total = |dropped: usize| AggError::InvalidParameter {
-        rule: NAME,
-        message: format!(
-            "the weights of the inputs averaged sum to 0 ({dropped} non-finite inputs dropped)"
-        ),
-    };
-    let (items, total) = items_of(&|_| true);
-    if total <= 0.0 {
-        return Err(zero_total(0));
+        let total = acc.value();
+        if total <= 0.0 {
+            return Err(AggError::InvalidParameter {
+                rule: NAME,
+                message: format!(
+                    "the weights of the inputs averaged sum to 0 ({} non-finite inputs dropped)",
+                    dropped.len()
+                ),
+            });
+        }
+        Ok((items, total))
     }
-    let bad = weighted_sum(x, &items, total, out);
-    if policy != NonFinite::Robust || bad.is_empty() {
-        return Ok(MeanInfo::default());
+
+    /// The weighted mean of the rows not in `dropped` into `out`; the rows among them that hold
+    /// a non-finite value.
+    pub(crate) fn pass<T: Float>(
+        &self,
+        x: &Rows<'_, T>,
+        dropped: &[usize],
+        out: &mut [T],
+    ) -> Result<Vec<usize>, AggError> {
+        let (items, total) = self.items(dropped)?;
+        Ok(weighted_sum(x, &items, total, out))
     }
-    if bad.len() == n {
-        return Err(AggError::NonFinite {
-            rule: NAME,
-            rows: bad,
-            detail: "every input holds NaN or infinite values, nothing is left to average",
-        });
-    }
-    let (items, total) = items_of(&|i| bad.binary_search(&i).is_err());
-    if total <= 0.0 {
-        return Err(zero_total(bad.len()));
-    }
-    weighted_sum(x, &items, total, out);
-    Ok(MeanInfo { dropped: bad })
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use crate::columns::{
     ranked_columns, ranked_columns_with, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows,
 };
 use crate::error::AggError;
+use crate::half::HalfRows;
 use crate::input::{NonFinite, Rows};
 use crate::network::LANES;
 use crate::order::Float;
@@ -109,6 +110,20 @@ pub fn median<T: Float>(
         );
     }
     Ok(())
+}
+
+/// [`median`] of half-precision rows into `out` (their format), by blocks of coordinates.
+pub fn median_half(
+    x: &HalfRows<'_>,
+    even: Even,
+    policy: NonFinite,
+    out: &mut [u16],
+) -> Result<(), AggError> {
+    x.check_policy(NAME, policy)?;
+    let policy = crate::half::per_block(policy);
+    crate::half::by_blocks(NAME, x, out, |r, o| {
+        median(r, even, policy, ColumnsOut::new(o))
+    })
 }
 
 /// The median from the keys of ranks `r_lo` and `r_hi` (equal unless averaging an even `n`).

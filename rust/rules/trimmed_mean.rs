@@ -27,6 +27,7 @@ use crate::columns::{
     ranked_columns, ranked_columns_with, ColumnsOut, Keying, Ranked, ValuesOnly, WithRows,
 };
 use crate::error::{AggError, MAJORITY};
+use crate::half::HalfRows;
 use crate::input::{NonFinite, Rows};
 use crate::network::LANES;
 use crate::order::{average, Accumulator, Float, IsF32};
@@ -98,6 +99,21 @@ pub fn trimmed_mean<T: Float>(
         );
     }
     Ok(())
+}
+
+/// [`trimmed_mean`] of half-precision rows into `out` (their format), by blocks of coordinates.
+pub fn trimmed_mean_half(
+    x: &HalfRows<'_>,
+    f: usize,
+    policy: NonFinite,
+    out: &mut [u16],
+) -> Result<(), AggError> {
+    MAJORITY.check("trimmed mean", x.n(), f)?;
+    x.check_policy(NAME, policy)?;
+    let policy = crate::half::per_block(policy);
+    crate::half::by_blocks(NAME, x, out, |r, o| {
+        trimmed_mean(r, f, policy, ColumnsOut::new(o))
+    })
 }
 
 /// The mean of ranks `lo..=hi`, summed in ascending order (bitwise permutation-invariant).

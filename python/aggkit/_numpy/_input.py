@@ -5,7 +5,10 @@
 an ``(n, *shape)`` array reaches Rust as one ``(n, d)`` view, a sequence as ``n`` flat views.
 A copy happens only where the core cannot read the memory as it is, and each such case is
 named here: rows that are not contiguous (Fortran order, a transposed or strided view),
-non-native byte order, and float16 (computed in float32 and returned as float16).
+non-native byte order, and half precision (float16, and ml_dtypes' bfloat16) for the rules
+without half-precision kernels, which compute in a float32 copy. The rules with such kernels
+(``prepare(..., half=True)``) read the half-precision values in place, as ``uint16`` bit
+patterns, and return the result in the input's dtype (see docs/conventions.md).
 """
 
 from __future__ import annotations
@@ -25,21 +28,29 @@ from aggkit.errors import ShapeError, empty_input_error
 class Prepared:
     """``x`` ready for the core, plus what is needed to shape the output like the input."""
 
-    data: Any  # one (n, d) ndarray or a list of n 1-D ndarrays, float32 or float64
+    data: Any  # one (n, d) ndarray or a list of n 1-D ndarrays: float32, float64 or uint16
     n: int
     shape: tuple[int, ...]  # trailing shape of one input
     dtype: np.dtype[Any]  # the caller's dtype (the output's)
     wrap: Callable[[np.ndarray], Any] | None = None  # back to the caller's array type
+    half: str | None = None  # "float16" / "bfloat16" where ``data`` holds their bit patterns
 
     @property
     def d(self) -> int:
         """Values per input."""
         return math.prod(self.shape)
 
+    @property
+    def core(self) -> Any:
+        """``data`` as the core takes it: half precision as ``(format, bit patterns)``."""
+        return self.data if self.half is None else (self.half, self.data)
+
     def finish(self, out: np.ndarray) -> Any:
         """Reshape a flat core output to the input's trailing shape, dtype and array type."""
         out = out.reshape(self.shape)
-        if out.dtype != self.dtype:
+        if self.half is not None:
+            out = out.view(self.dtype)  # the kernel's bit patterns, in the input's format
+        elif out.dtype != self.dtype:
             out = out.astype(self.dtype)
         return out if self.wrap is None else self.wrap(out)
 
@@ -59,12 +70,13 @@ class Prepared:
 
         Otherwise a list of views, or, for thousands of small rows (where borrowing each view
         would cost more than copying them, see :func:`rows_for_core`), one ``(m, d)`` copy.
+        Half precision comes as ``(format, rows)``, like :attr:`core`.
         """
         rows = rows_for_core([self.data[i] for i in idx])
         if isinstance(rows, list) and len(rows) >= COPY_MIN_ROWS:
             if len(rows) * self.d * rows[0].itemsize <= COPY_MAX_BYTES:
-                return np.stack(rows)
-        return rows
+                rows = np.stack(rows)
+        return rows if self.half is None else (self.half, rows)
 
     def stacked(self) -> np.ndarray:
         """The rows as one new ``(n, d)`` array in the compute dtype (a copy)."""
@@ -86,18 +98,31 @@ def _mirror(x: Any) -> Callable[[np.ndarray], Any] | None:
     return xp.asarray  # type: ignore[no-any-return]
 
 
+def half_format(dtype: np.dtype[Any]) -> str | None:
+    """``"float16"`` or ``"bfloat16"`` (ml_dtypes' dtype) for a half-precision dtype, else None."""
+    if dtype.itemsize != 2:
+        return None
+    if dtype.kind == "f":
+        return "float16"
+    if dtype.name == "bfloat16":
+        return "bfloat16"
+    return None
+
+
 def compute_dtype(dtype: np.dtype[Any], what: str) -> np.dtype[Any]:
     """The dtype the core computes ``dtype`` in; ``TypeError`` for anything but floats."""
+    if half_format(dtype) == "bfloat16":
+        return np.dtype(np.float32)
     if dtype.kind != "f":
         raise TypeError(
-            f"{what} must hold floating-point values (float16, float32 or float64), "
+            f"{what} must hold floating-point values (float16, bfloat16, float32 or float64), "
             f"got dtype {dtype}; convert explicitly, e.g. x.astype(np.float32)"
         )
     if dtype.itemsize == 2:
         return np.dtype(np.float32)
     if dtype.itemsize in (4, 8):
         return np.dtype(dtype.type).newbyteorder("=")
-    raise TypeError(f"{what} has dtype {dtype}; aggkit supports float16, float32 and float64")
+    raise TypeError(f"{what} has dtype {dtype}; aggkit supports float16, bfloat16, float32 and float64")
 
 
 def as_array(obj: Any, what: str) -> np.ndarray:
@@ -158,13 +183,27 @@ def _read_nested(x: Sequence[Any], rule: str) -> np.ndarray:
         ) from None
 
 
-def prepare(x: Any, rule: str) -> Prepared:
-    """Validate ``x`` and view it as ``n`` rows of ``d`` values."""
+def _half_dtype(dtype: np.dtype[Any], half: bool) -> tuple[np.dtype[Any], str | None]:
+    """The dtype rows are read in, and the half-precision format the kernel reads (if any)."""
+    fmt = half_format(dtype) if half else None
+    if fmt is None:
+        return compute_dtype(dtype, ""), None
+    # float16 in native byte order; ml_dtypes' bfloat16 has no other order
+    return (dtype.newbyteorder("=") if fmt == "float16" else dtype), fmt
+
+
+def prepare(x: Any, rule: str, *, half: bool = False) -> Prepared:
+    """Validate ``x`` and view it as ``n`` rows of ``d`` values.
+
+    With ``half=True`` (rules with half-precision kernels) float16 and bfloat16 input is read in
+    place as ``uint16`` bit patterns (``Prepared.half`` names the format); otherwise it is
+    widened to float32.
+    """
     if isinstance(x, str | bytes):
         raise TypeError(f"{rule}: x must be an array or a sequence of arrays, got {type(x).__name__}")
     if isinstance(x, Sequence) and not hasattr(x, "__array__"):
         if len(x) == 0 or all(_is_array(v) for v in x):
-            return _prepare_sequence(x, rule)
+            return _prepare_sequence(x, rule, half)
         if any(_is_array(v) for v in x):
             i = next(i for i, v in enumerate(x) if not _is_array(v))
             raise TypeError(
@@ -179,11 +218,15 @@ def prepare(x: Any, rule: str) -> Prepared:
         raise ShapeError(f"{rule}: x must have shape (n, ...), got a 0-d array")
     if a.shape[0] == 0:
         raise empty_input_error(rule)
-    dt = compute_dtype(a.dtype, f"{rule}: x")
-    return Prepared(_rows_2d(a, dt), a.shape[0], tuple(a.shape[1:]), a.dtype, _mirror(x))
+    compute_dtype(a.dtype, f"{rule}: x")
+    dt, fmt = _half_dtype(a.dtype, half)
+    data = _rows_2d(a, dt)
+    if fmt is not None:
+        data = data.view(np.uint16)
+    return Prepared(data, a.shape[0], tuple(a.shape[1:]), a.dtype, _mirror(x), fmt)
 
 
-def _prepare_sequence(x: Sequence[Any], rule: str) -> Prepared:
+def _prepare_sequence(x: Sequence[Any], rule: str, half: bool = False) -> Prepared:
     if len(x) == 0:
         raise empty_input_error(rule)
     arrays = [as_array(v, f"{rule}: x[{i}]") for i, v in enumerate(x)]
@@ -198,14 +241,16 @@ def _prepare_sequence(x: Sequence[Any], rule: str) -> Prepared:
             raise TypeError(
                 f"{rule}: all inputs must have the same dtype: x[0] is {dtype}, x[{i}] is {a.dtype}"
             )
-    dt = compute_dtype(dtype, f"{rule}: x")
+    compute_dtype(dtype, f"{rule}: x")
+    dt, fmt = _half_dtype(dtype, half)
     rows = []
     for a in arrays:
         if a.dtype != dt:
             a = a.astype(dt)
         a = np.ascontiguousarray(a)
-        rows.append((a if a.flags.aligned else a.copy()).reshape(-1))
-    return Prepared(rows_for_core(rows), len(rows), tuple(shape), dtype, _mirror(x[0]))
+        a = (a if a.flags.aligned else a.copy()).reshape(-1)
+        rows.append(a if fmt is None else a.view(np.uint16))
+    return Prepared(rows_for_core(rows), len(rows), tuple(shape), dtype, _mirror(x[0]), fmt)
 
 
 #: Lists at least this long are checked for rows at equal steps of one buffer.

@@ -21,20 +21,20 @@ def _selection(idx: list[int], scores: np.ndarray) -> Selection:
 @implements("krum", "numpy")
 def krum(rule: Krum, x: Any) -> tuple[Any, Selection]:
     """:func:`aggkit.krum` on host arrays."""
-    p = prepare(x, "krum")
+    p = prepare(x, "krum", half=True)
     rule.check_n(p.n)
-    out, idx, scores = _core.krum(p.data, rule.f, rule.nonfinite)
+    out, idx, scores = _core.krum(p.core, rule.f, rule.nonfinite)
     return p.finish(out), _selection(idx, scores)
 
 
 @implements("multi_krum", "numpy")
 def multi_krum(rule: MultiKrum, x: Any, *, weights: Any = None) -> tuple[Any, Selection]:
     """:func:`aggkit.multi_krum` on host arrays."""
-    p = prepare(x, "multi_krum")
+    p = prepare(x, "multi_krum", half=True)
     rule.check_n(p.n)
     m = rule.count(p.n)
     w = None if weights is None else _params.weights(weights, p.n, "multi_krum")
-    out, idx, scores = _core.multi_krum(p.data, rule.f, m, rule.nonfinite)
+    out, idx, scores = _core.multi_krum(p.core, rule.f, m, rule.nonfinite)
     if w is not None:
         # The weighted average of the selected rows, best score first (as without weights).
         if not (w[idx] > 0).any():

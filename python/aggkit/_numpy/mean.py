@@ -13,7 +13,7 @@ from aggkit.rules.mean import Mean
 @implements("mean", "numpy")
 def mean(rule: Mean, x: Any, *, weights: Any = None) -> tuple[Any, None]:
     """:func:`aggkit.mean` on host arrays."""
-    p = prepare(x, "mean")
+    p = prepare(x, "mean", half=True)
     w = None if weights is None else _params.weights(weights, p.n, "mean")
-    out, _dropped = _core.mean(p.data, w, rule.nonfinite)
+    out, _dropped = _core.mean(p.core, w, rule.nonfinite)
     return p.finish(out), None

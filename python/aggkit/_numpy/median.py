@@ -13,10 +13,10 @@ from aggkit.rules.median import Median
 @implements("median", "numpy")
 def median(rule: Median, x: Any, *, weights: Any = None) -> tuple[Any, None]:
     """:func:`aggkit.median` on host arrays."""
-    p = prepare(x, "median")
+    p = prepare(x, "median", half=True)
     if weights is None:
-        out, _, _ = _core.median(p.data, rule.even, rule.nonfinite, False)
+        out, _, _ = _core.median(p.core, rule.even, rule.nonfinite, False)
     else:
         w = _params.weights(weights, p.n, "median")
-        out, _, _ = _core.weighted_median(p.data, w, rule.even, rule.nonfinite, False)
+        out, _, _ = _core.weighted_median(p.core, w, rule.even, rule.nonfinite, False)
     return p.finish(out), None

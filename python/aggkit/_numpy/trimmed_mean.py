@@ -13,11 +13,11 @@ from aggkit.rules.trimmed_mean import TrimmedMean
 @implements("trimmed_mean", "numpy")
 def trimmed_mean(rule: TrimmedMean, x: Any, *, weights: Any = None) -> tuple[Any, None]:
     """:func:`aggkit.trimmed_mean` on host arrays."""
-    p = prepare(x, "trimmed_mean")
+    p = prepare(x, "trimmed_mean", half=True)
     rule.check_n(p.n)
     if weights is None:
-        out, _, _ = _core.trimmed_mean(p.data, rule.f, rule.nonfinite, False)
+        out, _, _ = _core.trimmed_mean(p.core, rule.f, rule.nonfinite, False)
     else:
         w = _params.weights(weights, p.n, "trimmed_mean")
-        out, _, _ = _core.weighted_trimmed_mean(p.data, w, rule.f, rule.nonfinite, False)
+        out, _, _ = _core.weighted_trimmed_mean(p.core, w, rule.f, rule.nonfinite, False)
     return p.finish(out), None
