@@ -722,7 +722,7 @@ fn refine<S: Source>(x: &S, tri: &mut [f64]) {
         return;
     }
     let one = |&(i, j): &(usize, usize)| x.pair_f64(i, j);
-    let values: Vec<f64> = if redo.len() * x.d() < crate::pool::PARALLEL_MIN_VALUES {
+    let values: Vec<f64> = if !crate::pool::split(redo.len() * x.d()) {
         redo.iter().map(one).collect()
     } else {
         crate::pool::install(|| redo.par_iter().map(one).collect())
@@ -844,7 +844,7 @@ pub(crate) fn wide_dist<A: Float, B: Float>(a: &[A], b: &[B]) -> (i32, f64) {
 pub fn dists_to<T: Float>(x: &Rows<'_, T>, z: &[f64]) -> Vec<f64> {
     assert_eq!(z.len(), x.d());
     let one = |r: &&[T]| dist_f64(r, z).sqrt();
-    if x.n() * x.d() < crate::pool::PARALLEL_MIN_VALUES {
+    if !crate::pool::split(x.n() * x.d()) {
         x.rows().iter().map(one).collect()
     } else {
         crate::pool::install(|| x.rows().par_iter().map(one).collect())

@@ -11,7 +11,8 @@
 //! the bits of the float32 kernel on the widened input, rounded once: the same as converting the
 //! whole input first. Rules whose semantics span a whole row (a mean dropping the inputs that
 //! hold NaN anywhere, `nonfinite="raise"` naming every such input) make that decision on the
-//! whole input first, then run by blocks on what is kept (see `rust/python/half.rs`).
+//! whole input first, then run by blocks on what is kept (`mean_half` in `rules/mean.rs`, the
+//! `*_half` entry points beside each float32 one).
 
 use rayon::prelude::*;
 
@@ -49,7 +50,8 @@ impl Half {
     }
 
     /// `v` rounded to this format: to nearest, ties to even; overflow gives ±inf; NaN stays
-    /// NaN (quiet, with the sign and the top bits of the payload). The kernels use [`narrow`]'s
+    /// NaN with its sign (float16 keeps the top of the payload, as numpy does; bfloat16 gives
+    /// the canonical quiet NaN, as ml_dtypes and torch do). The kernels use [`narrow`]'s
     /// loops.
     #[cfg(test)]
     pub fn narrow(self, v: f32) -> u16 {
@@ -124,12 +126,13 @@ fn f32_to_f16(v: f32) -> u16 {
     (o | sign) as u16
 }
 
-/// float32 to bfloat16, round to nearest even (NaN made quiet, sign and top payload kept).
+/// float32 to bfloat16, round to nearest even; NaN becomes the quiet NaN `0x7fc0` with its
+/// sign, as ml_dtypes' and torch's conversions give it.
 #[inline(always)]
 fn f32_to_bf16(v: f32) -> u16 {
     let b = v.to_bits();
     if v.is_nan() {
-        return ((b >> 16) | 0x0040) as u16;
+        return (((b >> 16) & 0x8000) | 0x7fc0) as u16;
     }
     ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
@@ -184,7 +187,7 @@ impl<'a> HalfRows<'a> {
         let kind = self.kind;
         let bad = |r: &&[u16]| !r.iter().fold(true, |ok, &h| ok & kind.is_finite(h));
         let one = |(i, r): (usize, &&[u16])| bad(r).then_some(i);
-        if self.n() * self.d < crate::pool::PARALLEL_MIN_VALUES {
+        if !crate::pool::split(self.n() * self.d) {
             self.rows.iter().enumerate().filter_map(one).collect()
         } else {
             crate::pool::install(|| self.rows.par_iter().enumerate().filter_map(one).collect())
@@ -278,19 +281,25 @@ pub fn per_block(policy: NonFinite) -> NonFinite {
 /// (so a block runs on the worker that widened it).
 const BLOCK_VALUES: usize = 1 << 15;
 
-/// Coordinates per block at least: the float32 kernels have fixed costs per call (scratch
-/// tiles, the interpreted network's and the sample brackets' set-up) that narrower blocks
-/// repeat too often. Measured (median, bfloat16, n = 1000, d = 2e4, debug-free `fast` build):
-/// 115 ms with blocks of 64 coordinates, 46 ms with 256, against 16 ms for the float32 call.
-const MIN_WIDTH: usize = 256;
+/// Coordinates per block at least, for kernels that stream through their rows once (sums):
+/// the float32 kernels have fixed costs per call that narrower blocks repeat too often.
+pub const WIDTH_SUMS: usize = 256;
+
+/// Coordinates per block at least, for the rank-based kernels, whose fixed costs per call
+/// (scratch tiles, the interpreted network's and the sample brackets' set-up) are larger.
+/// Measured (release build, 2-core Xeon, bfloat16 against float32 coordinates per second at
+/// n = 200 / 1000): median 0.46 / 0.37 with blocks of at least 256 coordinates, 0.79 / 0.70
+/// with 1024; the mean instead lost (0.63 / 0.77 with 256, 0.40 / 0.52 with 1024).
+pub const WIDTH_RANKS: usize = 1024;
 
 /// Coordinates per block for `n` rows: a multiple of 16 (the column kernels' lane blocks).
-fn block_width(n: usize) -> usize {
-    ((BLOCK_VALUES / n.max(1)) / 16 * 16).max(MIN_WIDTH)
+fn block_width(n: usize, min_width: usize) -> usize {
+    ((BLOCK_VALUES / n.max(1)) / 16 * 16).max(min_width)
 }
 
-/// Run a coordinate-wise float32 kernel over `x` by blocks of coordinates: each block widened
-/// into a buffer its worker reuses, `kernel(block, out)` writes the block's float32 outputs,
+/// Run a coordinate-wise float32 kernel over `x` by blocks of coordinates (at least
+/// `min_width` of them, [`WIDTH_SUMS`] or [`WIDTH_RANKS`]): each block widened into a buffer its
+/// worker reuses, `kernel(block, out)` writes the block's float32 outputs,
 /// which are rounded into `out` (`x.d()` values in `x`'s format). `kernel` must compute each
 /// output coordinate from that coordinate's values alone, so that blocking cannot change bits.
 /// The first error a block returns is returned.
@@ -298,6 +307,7 @@ pub fn by_blocks<K>(
     rule: &'static str,
     x: &HalfRows<'_>,
     out: &mut [u16],
+    min_width: usize,
     kernel: K,
 ) -> Result<(), AggError>
 where
@@ -310,7 +320,7 @@ where
         let empty: Vec<&[f32]> = vec![&[]; n];
         return kernel(&Rows::new(rule, empty)?, &mut []);
     }
-    let width = block_width(n).min(d);
+    let width = block_width(n, min_width).min(d);
     let proof = crate::simd::proof();
     let init = || (vec![0.0f32; n * width], vec![0.0f32; width]);
     let run = |(buf, vals): &mut (Vec<f32>, Vec<f32>), (b, o): (usize, &mut [u16])| {
@@ -318,11 +328,11 @@ where
         let buf = &mut buf[..n * w];
         x.widen_block(c0, c0 + w, buf);
         let rows = Rows::new(rule, buf.chunks_exact(w).collect())?;
-        kernel(&rows, &mut vals[..w])?;
+        crate::pool::serial(|| kernel(&rows, &mut vals[..w]))?;
         narrow(proof, x.kind, &vals[..w], o);
         Ok(())
     };
-    if n * d < crate::pool::PARALLEL_MIN_VALUES || d <= width {
+    if !crate::pool::split(n * d) || d <= width {
         let mut s = init();
         out.chunks_mut(width)
             .enumerate()
@@ -390,7 +400,11 @@ mod tests {
                         Half::F16 => 0x0200,
                         Half::Bf16 => 0x0040,
                     };
-                    let back = if w.is_nan() { h | quiet } else { h };
+                    let back = match (w.is_nan(), kind) {
+                        (false, _) => h,
+                        (true, Half::F16) => h | quiet,
+                        (true, Half::Bf16) => (h & 0x8000) | 0x7fc0,
+                    };
                     assert_eq!(kind.narrow(w), back, "{kind:?} {h:#06x}");
                 }
             }
@@ -530,7 +544,7 @@ mod tests {
                 let mut want = vec![0.0f32; d];
                 median(&crate::testing::rows(&wide), &mut want).unwrap();
                 let mut got = vec![0u16; d];
-                by_blocks("median", &x, &mut got, median).unwrap();
+                by_blocks("median", &x, &mut got, WIDTH_RANKS, median).unwrap();
                 for j in 0..d {
                     assert_eq!(got[j], kind.narrow(want[j]), "{kind:?} n={n} d={d} j={j}");
                 }

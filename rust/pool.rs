@@ -85,6 +85,27 @@ pub fn num_threads() -> usize {
     pool().current_num_threads()
 }
 
+thread_local! {
+    /// Set while this thread runs one block of a job that is already split across the pool.
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether work over `values` input values is worth splitting across the pool: enough of it,
+/// and not already one block of a split job ([`serial`]).
+pub(crate) fn split(values: usize) -> bool {
+    values >= PARALLEL_MIN_VALUES && !SERIAL.with(|s| s.get())
+}
+
+/// Run `f` on this thread alone: kernels inside it that ask [`split`] do not split again. For
+/// a job whose blocks already run in parallel (the half-precision blocks, `rust/half.rs`),
+/// where splitting each block again only costs fork/join.
+pub(crate) fn serial<R>(f: impl FnOnce() -> R) -> R {
+    let before = SERIAL.with(|s| s.replace(true));
+    let out = f();
+    SERIAL.with(|s| s.set(before));
+    out
+}
+
 /// Run `f` inside aggkit's pool (rayon parallel iterators in `f` use its threads).
 pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     pool().install(f)

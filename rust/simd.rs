@@ -163,7 +163,7 @@ impl Avx2 {
     }
 }
 
-/// Proof that this CPU runs AVX-512 F/BW/DQ/VL, AVX2 and FMA instructions; only
+/// Proof that this CPU runs AVX-512 F/BW/DQ/VL, AVX2, FMA and F16C instructions; only
 /// [`Avx512::detect`] makes one.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug)]

@@ -127,9 +127,13 @@ def test_shapes_layouts_and_sequences(dtype):
     # n = 1, and d = 0
     np.testing.assert_array_equal(bits(aggkit.median(x[:1])), bits(x[0]))
     assert aggkit.mean(np.zeros((3, 0), dtype)).shape == (0,)
-    if dtype == np.float16:
-        big = x.astype(">f2")  # non-native byte order
-        np.testing.assert_array_equal(bits(aggkit.median(big)), bits(aggkit.median(x)))
+    # non-native byte order: the result keeps the caller's dtype and has the same values
+    big = x.astype(dtype.newbyteorder(">"))
+    for rule in (aggkit.mean, aggkit.median, lambda v: aggkit.krum(v, f=1)):
+        got = rule(big)
+        assert got.dtype == big.dtype
+        np.testing.assert_array_equal(bits(got.astype(dtype)), bits(rule(x)))
+        np.testing.assert_array_equal(bits(rule(list(big)).astype(dtype)), bits(rule(x)))
 
 
 @pytest.mark.parametrize("dtype", FORMATS, ids=str)
@@ -162,6 +166,59 @@ def test_rounding_of_outputs_is_to_nearest_even():
     hi = np.nextafter(lo, np.float16(2))
     x = np.array([[lo], [hi]], np.float16)
     assert aggkit.mean(x).view(np.uint16)[0] == np.float16((float(lo) + float(hi)) / 2).view(np.uint16)
-    # overflow after rounding: the mean of 65504 and inf-bound values
+    # the largest finite float16 averages to itself; a float32 result beyond 65520 rounds to inf
     top = np.array([[65504.0], [65504.0]], np.float16)
     assert aggkit.mean(top)[0] == np.float16(65504.0)
+    lo, hi = np.float16(65504.0), np.float16(-65504.0)
+    x = np.array([[lo, hi], [lo, hi], [lo, hi]], np.float16)
+    w = np.array([1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(aggkit.mean(x, weights=w), np.array([lo, hi], np.float16))
+
+
+@pytest.mark.parametrize("dtype", FORMATS, ids=str)
+def test_nan_outputs_are_the_formats_quiet_nan(dtype):
+    """A NaN reaching the output is quiet and keeps its sign, with the payload numpy (float16) or
+    ml_dtypes (bfloat16) give when converting the float32 result."""
+    pats = np.arange(65536, dtype=np.uint16).view(dtype)
+    nans = pats[np.isnan(pats.astype(np.float32))]
+    x = np.stack([nans, np.ones_like(nans)])
+    got = aggkit.mean(x, nonfinite="propagate")
+    want = aggkit.mean(x.astype(np.float32), nonfinite="propagate").astype(dtype)
+    np.testing.assert_array_equal(bits(got), bits(want))
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16"])
+def test_torch_cpu_half_tensors_are_read_in_place(name):
+    """torch's CPU float16 / bfloat16 tensors (one tensor or a list) take the same kernels: the
+    float32 call's bits, rounded, in the input's dtype; with autograd they take the float32
+    custom ops and get the same values."""
+    torch = pytest.importorskip("torch")
+    import aggkit.torch as at
+
+    dtype = getattr(torch, name)
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(11, 4, 33, generator=g) * 20).to(dtype)
+    x[2, 0, 1] = float("nan")
+    x[5, 3, 7] = float("inf")
+    w = torch.rand(11, generator=g) + 0.1
+    calls = [
+        lambda v: at.mean(v),
+        lambda v: at.median(v),
+        lambda v: at.trimmed_mean(v, f=3),
+        lambda v: at.krum(v, f=2),
+        lambda v: at.multi_krum(v, f=2, m=4),
+        lambda v: at.multi_krum(v, f=2, m=4, weights=w),
+    ]
+    for call in calls:
+        want = call(x.float()).to(dtype)
+        for inp in (x, list(x)):
+            got = call(inp)
+            assert got.dtype == dtype
+            assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+    # with autograd: the float32 path, same values, and a gradient in the input's dtype
+    xg = x.clone().requires_grad_(True)
+    out = at.median(xg)
+    assert torch.equal(out.detach().view(torch.int16), at.median(x).view(torch.int16))
+    out.float().nan_to_num().sum().backward()
+    assert xg.grad is not None
+    assert xg.grad.dtype == dtype

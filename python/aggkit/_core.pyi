@@ -2,7 +2,7 @@
 # Python layers after they validated the input. The public, documented API is the aggkit
 # package. `python -m mypy.stubtest aggkit._core` checks this file against the extension.
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -75,16 +75,18 @@ _F64: TypeAlias = npt.NDArray[np.float64]
 _U32: TypeAlias = npt.NDArray[np.uint32]
 _I64: TypeAlias = npt.NDArray[np.int64]
 _U16: TypeAlias = npt.NDArray[np.uint16]
+_Half: TypeAlias = Literal["float16", "bfloat16"]
 # x: one C-row-contiguous (n, d) float32/float64 array, or a list of n contiguous 1-D arrays;
 # half precision as ("float16" | "bfloat16", its uint16 bit patterns in either form), which
 # only mean, median, weighted_median, trimmed_mean, weighted_trimmed_mean, krum, multi_krum
-# and pairwise_sq_distances accept (their outputs are then uint16 bit patterns too).
-_Matrix: TypeAlias = _Float | Sequence[_Float] | tuple[str, _U16 | Sequence[_U16]]
+# and pairwise_sq_distances accept. Their aggregate is then uint16 bit patterns of the same
+# format; distances and Krum scores stay float64.
+_Matrix: TypeAlias = _Float | Sequence[_Float] | tuple[_Half, _U16 | Sequence[_U16]]
 # String options are parsed by the extension (an unknown one raises InvalidParameterError);
 # the Python layers pass the values their Literal types admit.
 _NonFinite: TypeAlias = str  # "robust" | "raise" | "propagate"
 _Even: TypeAlias = str  # "mean" | "lower" | "upper"
-_Out: TypeAlias = npt.NDArray[Any]  # float32 or float64, as the input
+_Out: TypeAlias = npt.NDArray[Any]  # float32 or float64 as the input, or uint16 for half precision
 _Rows: TypeAlias = tuple[_Out, _U32 | None, _U32 | None]
 
 # threads and SIMD

@@ -38,7 +38,7 @@ fn by_rows<T: Float>(n: usize, d: usize, out: &mut [T], row: impl Fn(usize, &mut
     if d == 0 {
         return;
     }
-    if n * d < crate::pool::PARALLEL_MIN_VALUES {
+    if !crate::pool::split(n * d) {
         out.chunks_mut(d).enumerate().for_each(|(i, o)| row(i, o));
     } else {
         crate::pool::install(|| {

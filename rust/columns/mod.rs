@@ -95,7 +95,7 @@ pub(crate) fn for_each_tile<T, S>(
         return;
     }
     let want_rows = out.rows.is_some();
-    let parallel = x.n() * d >= crate::pool::PARALLEL_MIN_VALUES;
+    let parallel = crate::pool::split(x.n() * d);
     let run = |s: &mut S, (t, ((v, l), h)): TileItem<'_, T>| {
         kernel(
             s,

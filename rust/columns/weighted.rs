@@ -81,7 +81,7 @@ pub fn weighted_median_half(
     check_weights(MEDIAN, w, x.n())?;
     x.check_policy(MEDIAN, policy)?;
     let policy = crate::half::per_block(policy);
-    crate::half::by_blocks(MEDIAN, x, out, |r, o| {
+    crate::half::by_blocks(MEDIAN, x, out, crate::half::WIDTH_RANKS, |r, o| {
         weighted_median(r, w, even, policy, ColumnsOut::new(o))
     })
 }
@@ -152,7 +152,7 @@ pub fn weighted_trimmed_mean_half(
     check_weights(TRIMMED_MEAN, w, x.n())?;
     x.check_policy(TRIMMED_MEAN, policy)?;
     let policy = crate::half::per_block(policy);
-    crate::half::by_blocks(TRIMMED_MEAN, x, out, |r, o| {
+    crate::half::by_blocks(TRIMMED_MEAN, x, out, crate::half::WIDTH_RANKS, |r, o| {
         weighted_trimmed_mean(r, w, f, policy, ColumnsOut::new(o))
     })
 }

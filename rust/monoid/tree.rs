@@ -12,7 +12,6 @@ use rayon::prelude::*;
 use super::{combine_rows, MFloat, Op};
 use crate::error::AggError;
 use crate::pool;
-use crate::pool::PARALLEL_MIN_VALUES;
 use crate::simd;
 
 fn bad(rule: &'static str, message: String) -> AggError {
@@ -151,7 +150,7 @@ fn for_each_chunk<T: Send>(
         slices.push((a, b, head));
         rest = tail;
     }
-    if work < PARALLEL_MIN_VALUES || parts.len() == 1 {
+    if !crate::pool::split(work) || parts.len() == 1 {
         slices.into_iter().for_each(|(a, b, o)| task(a, b, o));
     } else {
         pool::install(|| slices.into_par_iter().for_each(|(a, b, o)| task(a, b, o)));

@@ -132,7 +132,7 @@ pub fn centered_clipping<T: Float>(
                 *c += w;
             }
         };
-        if n * d < crate::pool::PARALLEL_MIN_VALUES {
+        if !crate::pool::split(n * d) {
             v.chunks_mut(TILE).enumerate().for_each(update);
         } else {
             pool::install(|| v.par_chunks_mut(TILE).enumerate().for_each(update));

@@ -167,7 +167,7 @@ pub fn crossmax<T: Float>(
         example(zb, n, c, ra, rb, policy, max_finite, vals, idx, s);
     };
     let scratch = || Scratch::new(n, c, rb);
-    let parallel = b * n * c >= PARALLEL_MIN_VALUES && b > 1;
+    let parallel = crate::pool::split(b * n * c) && b > 1;
     match out.indices {
         None => {
             let run = || {

@@ -253,7 +253,7 @@ pub fn select_half(
     // The selected rows in selection order, as the float32 call sums them.
     let chosen = x.take(&sel.indices);
     let items: Vec<(usize, f64)> = (0..m).map(|k| (k, 1.0)).collect();
-    crate::half::by_blocks(NAME, &chosen, out, |rows, o| {
+    crate::half::by_blocks(NAME, &chosen, out, crate::half::WIDTH_SUMS, |rows, o| {
         weighted_sum(rows, &items, m as f64, o);
         Ok(())
     })?;

@@ -529,7 +529,7 @@ pub(crate) fn weighted_sum<T: Float>(
         }
         bad
     };
-    let mut bad: Vec<usize> = if items.len() * x.d() < crate::pool::PARALLEL_MIN_VALUES {
+    let mut bad: Vec<usize> = if !crate::pool::split(items.len() * x.d()) {
         let mut scratch = (Vec::new(), Vec::new());
         out.chunks_mut(TILE)
             .enumerate()
@@ -590,7 +590,12 @@ pub fn mean_half(
         Vec::new()
     };
     nothing_left(&bad, n)?;
-    crate::half::by_blocks(NAME, x, out, |r, o| w.pass(r, &bad, o).map(|_| ()))?;
+    // One pass per block over the same items, as `MeanWeights::pass` makes them.
+    let (items, total) = w.items(&bad)?;
+    crate::half::by_blocks(NAME, x, out, crate::half::WIDTH_SUMS, |r, o| {
+        weighted_sum(r, &items, total, o);
+        Ok(())
+    })?;
     Ok(MeanInfo { dropped: bad })
 }
 

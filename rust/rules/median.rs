@@ -121,7 +121,7 @@ pub fn median_half(
 ) -> Result<(), AggError> {
     x.check_policy(NAME, policy)?;
     let policy = crate::half::per_block(policy);
-    crate::half::by_blocks(NAME, x, out, |r, o| {
+    crate::half::by_blocks(NAME, x, out, crate::half::WIDTH_RANKS, |r, o| {
         median(r, even, policy, ColumnsOut::new(o))
     })
 }

@@ -10,7 +10,6 @@ use crate::error::AggError;
 use crate::input::Rows;
 use crate::order::{average, Accumulator, Float};
 use crate::pool;
-use crate::pool::PARALLEL_MIN_VALUES;
 
 /// Coordinates per task: long contiguous runs per row stream at full bandwidth (as in mean.rs).
 pub(crate) const TILE: usize = 32768;
@@ -25,7 +24,7 @@ fn for_each_row_tile<T: Send>(
     task: impl Fn((usize, &mut [T])) + Sync + Send,
 ) {
     let mut parts: Vec<&mut [T]> = out.chunks_mut(d).flat_map(|r| r.chunks_mut(TILE)).collect();
-    if work < PARALLEL_MIN_VALUES {
+    if !crate::pool::split(work) {
         parts.iter_mut().enumerate().for_each(|(k, o)| task((k, o)));
     } else {
         pool::install(|| {

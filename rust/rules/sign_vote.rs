@@ -8,7 +8,6 @@ use rayon::prelude::*;
 use crate::input::Rows;
 use crate::order::Float;
 use crate::pool;
-use crate::pool::PARALLEL_MIN_VALUES;
 use crate::rules::preagg::TILE;
 
 pub const NAME: &str = "sign_vote";
@@ -42,7 +41,7 @@ pub fn sign_vote<T: Float>(x: &Rows<'_, T>, propagate: bool, out: &mut [T]) {
             }
         }
     };
-    if x.n() * d < PARALLEL_MIN_VALUES {
+    if !crate::pool::split(x.n() * d) {
         out.chunks_mut(TILE).enumerate().for_each(task);
     } else {
         pool::install(|| out.par_chunks_mut(TILE).enumerate().for_each(task));

@@ -111,7 +111,7 @@ pub fn trimmed_mean_half(
     MAJORITY.check("trimmed mean", x.n(), f)?;
     x.check_policy(NAME, policy)?;
     let policy = crate::half::per_block(policy);
-    crate::half::by_blocks(NAME, x, out, |r, o| {
+    crate::half::by_blocks(NAME, x, out, crate::half::WIDTH_RANKS, |r, o| {
         trimmed_mean(r, f, policy, ColumnsOut::new(o))
     })
 }

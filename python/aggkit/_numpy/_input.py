@@ -49,13 +49,15 @@ class Prepared:
         """Reshape a flat core output to the input's trailing shape, dtype and array type."""
         out = out.reshape(self.shape)
         if self.half is not None:
-            out = out.view(self.dtype)  # the kernel's bit patterns, in the input's format
+            # the kernel's bit patterns (native order), then the caller's byte order
+            out = out.view(self.dtype.newbyteorder("=")).astype(self.dtype, copy=False)
         elif out.dtype != self.dtype:
             out = out.astype(self.dtype)
         return out if self.wrap is None else self.wrap(out)
 
     def finish_rows(self, out: np.ndarray) -> Any:
         """An ``(m, d)`` core output as ``(m, *shape)`` in the caller's dtype and array type."""
+        assert self.half is None, "half-precision rows are bit patterns: no rule outputs rows of them"
         out = out.reshape((out.shape[0], *self.shape))
         if out.dtype != self.dtype:
             out = out.astype(self.dtype)
@@ -63,6 +65,7 @@ class Prepared:
 
     def rows(self) -> list[np.ndarray]:
         """The ``n`` rows as a list of 1-D views."""
+        assert self.half is None, "half-precision rows are bit patterns, not values"
         return list(self.data)
 
     def take(self, idx: Sequence[int]) -> Any:
@@ -80,6 +83,7 @@ class Prepared:
 
     def stacked(self) -> np.ndarray:
         """The rows as one new ``(n, d)`` array in the compute dtype (a copy)."""
+        assert self.half is None, "half-precision rows are bit patterns, not values"
         if isinstance(self.data, np.ndarray):
             return np.array(self.data, copy=True)
         return np.stack(self.data)
@@ -188,8 +192,8 @@ def _half_dtype(dtype: np.dtype[Any], half: bool) -> tuple[np.dtype[Any], str | 
     fmt = half_format(dtype) if half else None
     if fmt is None:
         return compute_dtype(dtype, ""), None
-    # float16 in native byte order; ml_dtypes' bfloat16 has no other order
-    return (dtype.newbyteorder("=") if fmt == "float16" else dtype), fmt
+    # the kernels read native byte order (a byte-swapped input is copied)
+    return dtype.newbyteorder("="), fmt
 
 
 def prepare(x: Any, rule: str, *, half: bool = False) -> Prepared:

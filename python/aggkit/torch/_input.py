@@ -2,7 +2,8 @@
 
 ``x`` is a tensor of shape ``(n, *shape)`` (``dim`` picks the dimension of the inputs) or a
 sequence of ``n`` same-shaped tensors on one device. float16 and bfloat16 are computed in
-float32 and the result returned in the input's dtype.
+float32 and the result returned in the input's dtype; on CPU, without autograd, the mean,
+median, trimmed mean, Krum and Multi-Krum read them in place (:func:`in_place_rows`).
 """
 
 from __future__ import annotations
@@ -69,25 +70,52 @@ def stack(x: Sequence[Any], rule: str) -> Tensor:
     return torch.stack(list(x))
 
 
-class HostRows:
-    """A sequence of CPU tensors as the Rust core reads it: one flat view per tensor.
+_HALF_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
-    Rows are copied only where the core cannot read them as they are (not contiguous, or
-    float16, computed in float32).
+
+class HostRows:
+    """CPU tensors as the Rust core reads them, in place.
+
+    One flat view per tensor, or one ``(n, d)`` view of a single tensor.
+    float16 and bfloat16 reach the core as their ``uint16`` bit patterns (the rules that take
+    this path have half-precision kernels); rows are copied only where they are not contiguous.
     """
 
-    def __init__(self, views: list[np.ndarray]) -> None:
-        first = views[0]
-        self.n = len(views)
-        self.shape: tuple[int, ...] = first.shape
-        self.dtype = first.dtype
-        dt = np.float32 if first.dtype == np.float16 else first.dtype
-        self.data = [np.ascontiguousarray(v, dtype=dt).reshape(-1) for v in views]
+    def __init__(self, tensors: list[Tensor], shape: tuple[int, ...], *, stacked: bool = False) -> None:
+        """``tensors``: the ``n`` inputs of ``shape``, or (``stacked``) one ``(n, *shape)`` tensor."""
+        self.shape = shape
+        self.torch_dtype = tensors[0].dtype
+        self.half = _HALF_NAMES.get(self.torch_dtype)
+
+        def host(t: Tensor) -> np.ndarray:
+            t = t.detach().contiguous()
+            if self.half is None:
+                return t.numpy()
+            return t.view(torch.int16).numpy().view(np.uint16)
+
+        if stacked:
+            a = host(tensors[0])
+            self.data: Any = a.reshape(a.shape[0], -1)
+        else:
+            self.data = [host(t).reshape(-1) for t in tensors]
+        self.n = len(self.data)
+
+    @property
+    def core(self) -> Any:
+        """The rows as the core takes them: half precision as ``(format, bit patterns)``."""
+        return self.data if self.half is None else (self.half, self.data)
+
+    def take(self, idx: list[int]) -> Any:
+        """The rows ``idx`` as the core takes them."""
+        rows = [self.data[i] for i in idx]
+        return rows if self.half is None else (self.half, rows)
 
     def finish(self, out: np.ndarray) -> Tensor:
         """A flat core result as a tensor in the inputs' shape and dtype."""
         out = out.reshape(self.shape)
-        return torch.from_numpy(out if out.dtype == self.dtype else out.astype(self.dtype))
+        if self.half is not None:
+            return torch.from_numpy(out.view(np.int16)).view(self.torch_dtype)
+        return torch.from_numpy(out)
 
 
 def host(v: Any) -> Any:
@@ -96,27 +124,37 @@ def host(v: Any) -> Any:
 
 
 def in_place_rows(x: Any) -> HostRows | None:
-    """A sequence of CPU tensors read in place, when nothing needs autograd or tracing.
+    """CPU tensors read in place, when nothing needs autograd or tracing.
 
-    The Rust core then reads each tensor where it is, as it reads a sequence of numpy arrays.
+    A sequence of same-shaped float16 / bfloat16 / float32 / float64 tensors, or one float16 /
+    bfloat16 tensor of shape ``(n, ...)`` (a float32 / float64 tensor takes the custom op, which
+    reads it in place too).
+
+    The Rust core then reads each tensor where it is, as it reads numpy arrays.
     """
-    if isinstance(x, Tensor) or not isinstance(x, Sequence) or len(x) == 0:
-        return None
     if torch.compiler.is_compiling() or native_forced():
         return None
     grad = torch.is_grad_enabled()
-    ok = all(
-        isinstance(t, Tensor)
-        and t.device.type == "cpu"
-        and t.dtype in (torch.float16, torch.float32, torch.float64)
-        and t.layout == torch.strided
-        and not t.is_nested
-        and not (grad and t.requires_grad)
-        and t.shape == x[0].shape
-        and t.dtype == x[0].dtype
-        for t in x
-    )
-    return HostRows([t.detach().numpy() for t in x]) if ok else None
+
+    def ok(t: Any) -> bool:
+        return (
+            isinstance(t, Tensor)
+            and t.device.type == "cpu"
+            and t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+            and t.layout == torch.strided
+            and not t.is_nested
+            and not (grad and t.requires_grad)
+        )
+
+    if isinstance(x, Tensor):
+        if x.dtype in _HALF_NAMES and ok(x) and x.ndim >= 1 and x.shape[0] > 0:
+            return HostRows([x], tuple(x.shape[1:]), stacked=True)
+        return None
+    if not isinstance(x, Sequence) or len(x) == 0:
+        return None
+    if all(ok(t) and t.shape == x[0].shape and t.dtype == x[0].dtype for t in x):
+        return HostRows(list(x), tuple(x[0].shape))
+    return None
 
 
 def needs_grad(x: Tensor) -> bool:

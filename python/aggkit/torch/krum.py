@@ -135,7 +135,7 @@ def _host_selection(idx: Any, scores: np.ndarray) -> Selection:
 def _krum(rule: Krum, x: Any) -> tuple[Tensor, Selection]:
     if (rows := in_place_rows(x)) is not None:
         rule.check_n(rows.n)
-        out, idx, scores = _core.krum(rows.data, rule.f, rule.nonfinite)
+        out, idx, scores = _core.krum(rows.core, rule.f, rule.nonfinite)
         return rows.finish(out), _host_selection(idx, scores)
     p = Prepared(x, "krum")
     rule.check_n(p.n)
@@ -148,10 +148,10 @@ def _multi_krum(rule: MultiKrum, x: Any, *, weights: Any = None) -> tuple[Tensor
     if (rows := in_place_rows(x)) is not None:
         rule.check_n(rows.n)
         m = rule.count(rows.n)
-        out, idx, scores = _core.multi_krum(rows.data, rule.f, m, rule.nonfinite)
+        out, idx, scores = _core.multi_krum(rows.core, rule.f, m, rule.nonfinite)
         if weights is not None:
             w = _weights_of_selection(weights, rows.n, idx)
-            out, _ = _core.mean([rows.data[i] for i in idx], np.asarray(w), "propagate")
+            out, _ = _core.mean(rows.take(idx), np.asarray(w), "propagate")
         return rows.finish(out), _host_selection(idx, scores)
     p = Prepared(x, "multi_krum")
     rule.check_n(p.n)

@@ -87,7 +87,7 @@ def subset_mean(x: Tensor, idx: list[int], weights: list[float] | None = None) -
 @implements("mean", "torch")
 def _mean(rule: Mean, x: Any, *, weights: Any = None, dim: int = 0) -> tuple[Tensor, None]:
     if weights is None and dim == 0 and (rows := in_place_rows(x)) is not None:
-        out, _ = _core.mean(rows.data, None, rule.nonfinite)
+        out, _ = _core.mean(rows.core, None, rule.nonfinite)
         return rows.finish(out), None
     p = Prepared(x, "mean", dim)
     w = [] if weights is None else _params.weights(host(weights), p.n, "mean").tolist()

@@ -134,7 +134,7 @@ def _median(rule: Median, x: Any, *, weights: Any = None, dim: int = 0) -> tuple
             raise InvalidParameterError("median: the weights sum to 0")
         return p.finish(weighted(p.x, w.tolist(), rule.even, rule.nonfinite)), None
     if dim == 0 and (rows := in_place_rows(x)) is not None:
-        out, _, _ = _core.median(rows.data, rule.even, rule.nonfinite, False)
+        out, _, _ = _core.median(rows.core, rule.even, rule.nonfinite, False)
         return rows.finish(out), None
     p = Prepared(x, "median", dim)
     out, _, _ = median_op(p.x, rule.even, rule.nonfinite, needs_grad(p.x))

@@ -128,7 +128,7 @@ def _trimmed_mean(rule: TrimmedMean, x: Any, *, weights: Any = None, dim: int = 
         return p.finish(weighted(p.x, w.tolist(), rule.f, rule.nonfinite)), None
     if dim == 0 and (rows := in_place_rows(x)) is not None:
         rule.check_n(rows.n)
-        out, _, _ = _core.trimmed_mean(rows.data, rule.f, rule.nonfinite, False)
+        out, _, _ = _core.trimmed_mean(rows.core, rule.f, rule.nonfinite, False)
         return rows.finish(out), None
     p = Prepared(x, "trimmed_mean", dim)
     rule.check_n(p.n)
