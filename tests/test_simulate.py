@@ -186,6 +186,8 @@ def test_bench_command_quick():
             "--dtype",
             "float32",
             "float64",
+            "float16",
+            "bfloat16",
         ],
         capture_output=True,
         text=True,
@@ -196,5 +198,5 @@ def test_bench_command_quick():
     assert "streaming read bandwidth measured" in proc.stdout
     assert "SIMD" in proc.stdout
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| 10 |")]
-    assert {r.split("|")[3].strip() for r in rows} == {"float32", "float64"}
+    assert {r.split("|")[3].strip() for r in rows} == {"float32", "float64", "float16", "bfloat16"}
     assert all("median" in r and r.rstrip().endswith("x |") for r in rows)

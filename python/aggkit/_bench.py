@@ -6,8 +6,9 @@
     aggkit bench --n 50 --d 1e6        # one point
     aggkit bench --quick               # a smoke run in seconds
 
-For each (n, d) and dtype (float32 unless ``--dtype`` says more): median time of the repeats in
-ms, GB/s of input read (itemsize·n·d bytes per call), that rate as a % of the streaming read
+For each (n, d) and dtype (float32 unless ``--dtype`` says more: float64, float16, and bfloat16
+with ml_dtypes): median time of the repeats in ms, GB/s of input read (itemsize·n·d bytes per
+call), that rate as a % of the streaming read
 bandwidth measured at the start, and the speed-up over each baseline (baseline time / aggkit
 time, both medians in this run). A baseline whose projected time exceeds --budget seconds is
 skipped and marked so. Shared machines are noisy: compare the ratios, not the absolute numbers.
@@ -121,7 +122,11 @@ def run(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=30.0, help="max seconds for one baseline call")
     ap.add_argument("--rules", nargs="+", default=["mean", "median", "trimmed_mean", "krum"])
     ap.add_argument(
-        "--dtype", nargs="+", default=["float32"], choices=["float32", "float64"], help="input dtypes"
+        "--dtype",
+        nargs="+",
+        default=["float32"],
+        choices=["float32", "float64", "float16", "bfloat16"],
+        help="input dtypes (bfloat16 needs ml_dtypes)",
     )
     ap.add_argument("--quick", action="store_true", help="n 10/50, d 1e5, 3 repeats")
     args = ap.parse_args(argv)
@@ -141,8 +146,26 @@ def run(argv: list[str] | None = None) -> int:
         for n in args.n:
             x = rng.standard_normal((n, d), dtype=np.float32)
             for dtype in args.dtype:
-                bench_point(x if dtype == "float32" else x.astype(dtype), args, bw)
+                bench_point(x if dtype == "float32" else x.astype(_dtype(dtype)), args, bw)
     return 0
+
+
+def _dtype(name: str) -> Any:
+    """The numpy dtype called ``name``: ml_dtypes' for bfloat16."""
+    if name != "bfloat16":
+        return np.dtype(name)
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise SystemExit("aggkit bench: --dtype bfloat16 needs ml_dtypes (pip install ml_dtypes)") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _torch_view(x: np.ndarray) -> Any:
+    """``x`` as a CPU tensor without a copy (bfloat16 through its bit patterns)."""
+    if x.dtype.name == "bfloat16":
+        return torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(x)
 
 
 def bench_point(x: np.ndarray, args: argparse.Namespace, bw: float) -> None:
@@ -151,7 +174,7 @@ def bench_point(x: np.ndarray, args: argparse.Namespace, bw: float) -> None:
     f = max(1, n // 10) if n >= 5 else 0
     fk = (n - 3) // 4  # Krum: a quarter of the admissible range
     gb = x.nbytes / 1e9
-    tx = torch.from_numpy(x) if torch is not None else None
+    tx = _torch_view(x) if torch is not None else None
     rules: dict[str, tuple[Callable[[], object], list[tuple[str, Callable[[], object]]]]] = {
         "mean": (lambda: aggkit.mean(x), [("np.mean(axis=0)", lambda: x.mean(axis=0))]),
         "median": (
@@ -176,7 +199,11 @@ def bench_point(x: np.ndarray, args: argparse.Namespace, bw: float) -> None:
         pct = 100 * gb / t / bw
         head = f"| {n} | {d:.0e} | {x.dtype} | {label} | {t * 1e3:.1f} | {gb / t:.2f} | {pct:.0f} % "
         for bname, bfn in baselines:
-            projected = _project(bname, n, max(1, d // 100), d, f, fk, x.dtype)
+            try:
+                projected = _project(bname, n, max(1, d // 100), d, f, fk, x.dtype)
+            except TypeError:  # numpy's reductions on ml_dtypes' bfloat16
+                print(f"{head}| {bname} | not available for {x.dtype} | — |")
+                continue
             if projected > args.budget:
                 print(f"{head}| {bname} | skipped (> {args.budget:.0f} s projected) | — |")
                 continue
@@ -195,6 +222,6 @@ def _project(bname: str, n: int, small: int, d: int, f: int, fk: int, dtype: np.
         "numpy Krum (Gram identity, Flower's form)": lambda: np_krum_gram(xs, fk),
     }
     if torch is not None:
-        txs = torch.from_numpy(xs)
+        txs = _torch_view(xs)
         fns["torch.median(dim=0)"] = lambda: txs.median(dim=0)
     return timed(fns[bname], 1) * d / small
