@@ -267,3 +267,29 @@ def test_repr():
     with UpdateBuffer((2, 3), np.float64, n_max=5) as buf:
         buf.append(np.zeros((2, 3)))
         assert repr(buf) == "UpdateBuffer(shape=(2, 3), dtype=float64, n_max=5, len=1, in memory)"
+
+
+def _status_kb(key):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(key))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_a_spilled_round_does_not_stay_resident(tmp_path):
+    """The pages of a spilled block are unmapped after each append and after each aggregate
+    (they stay in the page cache): the process's resident memory does not grow with the file.
+    Before, the whole file stayed resident after the appends and after each aggregate."""
+    n, d = 16, 8_000_000
+    row = np.random.default_rng(0).standard_normal(d, dtype=np.float32)
+    file_mb = n * d * 4 / 2**20
+    with UpdateBuffer(d, np.float32, n_max=n, spill_dir=tmp_path) as buf:
+        base = _status_kb("VmRSS:")
+        for i in range(n):
+            buf.append(row + i)
+        assert (_status_kb("VmRSS:") - base) / 1024 < file_mb / 4
+        for rule, params in (("median", {}), ("multi_krum", {"f": 2, "m": 5})):
+            before = _status_kb("VmRSS:")
+            out = buf.aggregate(rule, **params)
+            assert out.shape == (d,)
+            grown = (_status_kb("VmRSS:") - before) / 1024
+            assert grown < file_mb / 4 + out.nbytes / 2**20, f"{rule}: +{grown:.0f} MB resident"

@@ -22,8 +22,10 @@ array([2., 2., 4.], dtype=float32)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
+import mmap
 import os
 import shutil
 import tempfile
@@ -98,8 +100,11 @@ class UpdateBuffer:
 
     Notes
     -----
-    :meth:`append` may be called from several threads at once. :meth:`clear` empties the buffer
-    for the next round without giving its memory or file back.
+    A spilled block does not stay in the process's resident memory: each append unmaps the
+    pages it wrote, and while a rule reads the block its pages are unmapped every
+    :attr:`RELEASE_PERIOD` seconds (they stay in the kernel's page cache, which the system
+    reclaims as it needs). :meth:`append` may be called from several threads at once.
+    :meth:`clear` empties the buffer for the next round without giving its memory or file back.
     """
 
     def __init__(
@@ -228,6 +233,8 @@ class UpdateBuffer:
                 )
             i = self._count
             data[i] = a.reshape(-1)
+            row = data.shape[1] * data.itemsize
+            self._release(i * row, (i + 1) * row)
             self._w[i], self._has_w[i] = (0.0, False) if w is None else (w, True)
             self._count = i + 1
         return i
@@ -295,9 +302,58 @@ class UpdateBuffer:
             if self._count == 0:
                 raise empty_input_error(f"{_WHO}.aggregate")
             x = block[: self._count]
-            out, selection = r.aggregate(x, weights=self._weights())
+            with self._releasing():
+                out, selection = r.aggregate(x, weights=self._weights())
         out = np.asarray(out).reshape(self._shape)
         return (out, selection) if return_selection else out
+
+    #: Seconds between two releases of a spilled block's resident pages while a rule reads it.
+    RELEASE_PERIOD = 0.05
+
+    def _release(self, start: int | None = None, stop: int | None = None) -> None:
+        """Unmap the resident pages of bytes ``start:stop`` of a spilled block (all without bounds).
+
+        They stay in the page cache, written back to the file in time: the next read maps them
+        again. A shared file mapping loses nothing (``MADV_DONTNEED``), and the process's
+        resident memory no longer grows with the file.
+        """
+        mm = getattr(self.__dict__.get("_data"), "_mmap", None)
+        if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        if start is None or stop is None:
+            mm.madvise(mmap.MADV_DONTNEED)
+            return
+        page = mmap.PAGESIZE
+        lo = start // page * page
+        hi = min(-(-stop // page) * page, len(mm))
+        if hi > lo:
+            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+    @contextlib.contextmanager
+    def _releasing(self) -> Any:
+        """While a rule reads a spilled block, unmap its resident pages periodically.
+
+        Every :attr:`RELEASE_PERIOD` seconds (the rule has released the GIL), and once more at
+        the end: the resident memory a spilled round adds stays of the order of what the rule
+        reads in one period.
+        """
+        if not self.spilled:
+            yield
+            return
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(self.RELEASE_PERIOD):
+                self._release()
+
+        t = threading.Thread(target=loop, name="aggkit-release", daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            t.join()
+            self._release()
 
     def clear(self) -> None:
         """Forget the appended updates (the memory or file is kept for the next round)."""
