@@ -5,6 +5,7 @@
     aggkit bench                       # the full grid (n 10/50/200, d 1e5/1e6/1e7), ~25 min, 8 GB
     aggkit bench --n 50 --d 1e6        # one point
     aggkit bench --quick               # a smoke run in seconds
+    aggkit bench --large               # n from 500 to 10,000 at d = 1e5 (4 GB at n = 10,000)
 
 For each (n, d) and dtype (float32 unless ``--dtype`` says more: float64, float16, and bfloat16
 with ml_dtypes): median time of the repeats in ms, GB/s of input read (itemsize·n·d bytes per
@@ -129,9 +130,17 @@ def run(argv: list[str] | None = None) -> int:
         help="input dtypes (bfloat16 needs ml_dtypes)",
     )
     ap.add_argument("--quick", action="store_true", help="n 10/50, d 1e5, 3 repeats")
+    ap.add_argument(
+        "--large",
+        action="store_true",
+        help="large n: n 500/1000/2000/5000/10000, d 1e5, median and trimmed mean, 3 repeats",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.d, args.repeats = [10, 50], [1e5], 3
+    if args.large:
+        args.n, args.d, args.repeats = [500, 1000, 2000, 5000, 10000], [1e5], 3
+        args.rules = ["median", "trimmed_mean"]
 
     aggkit.set_num_threads(args.threads)
     if torch is not None:
