@@ -169,17 +169,11 @@ impl<'a> HalfRows<'a> {
     pub fn n(&self) -> usize {
         self.rows.len()
     }
+    pub fn row(&self, i: usize) -> &'a [u16] {
+        self.rows[i]
+    }
     pub fn d(&self) -> usize {
         self.d
-    }
-
-    /// The rows `idx` (in that order), same format.
-    pub fn take(&self, idx: &[usize]) -> HalfRows<'a> {
-        HalfRows {
-            kind: self.kind,
-            rows: idx.iter().map(|&i| self.rows[i]).collect(),
-            d: self.d,
-        }
     }
 
     /// The rows that hold at least one NaN or ±inf, in increasing order.
@@ -212,6 +206,15 @@ impl<'a> HalfRows<'a> {
     pub fn widen_into(&self, i: usize, c0: usize, c1: usize, dst: &mut [f32]) {
         widen(crate::simd::proof(), self.kind, &self.rows[i][c0..c1], dst);
     }
+}
+
+/// `dst[0] = kind.widen(h)`, one value (the scalar tails of explicit kernels).
+#[inline(always)]
+pub fn widen_scalar(kind: Half, h: u16, dst: &mut [f32; 1]) {
+    dst[0] = match kind {
+        Half::F16 => f16_to_f32(h),
+        Half::Bf16 => f32::from_bits((h as u32) << 16),
+    };
 }
 
 crate::simd::per_level! {
@@ -274,6 +277,11 @@ pub fn per_block(policy: NonFinite) -> NonFinite {
         NonFinite::Raise => NonFinite::Robust,
         p => p,
     }
+}
+
+/// `out[k] = kind.narrow(vals[k])` on the level in force.
+pub fn narrow_into(kind: Half, vals: &[f32], out: &mut [u16]) {
+    narrow(crate::simd::proof(), kind, vals, out);
 }
 
 /// Widened values per block for small `n`: 128 KiB of float32, which stays in L2 while the

@@ -251,12 +251,8 @@ pub fn select_half(
     let display = if m == 1 { "Krum" } else { "Multi-Krum" };
     let sel = choose(display, x, f, m, policy)?;
     // The selected rows in selection order, as the float32 call sums them.
-    let chosen = x.take(&sel.indices);
-    let items: Vec<(usize, f64)> = (0..m).map(|k| (k, 1.0)).collect();
-    crate::half::by_blocks(NAME, &chosen, out, crate::half::WIDTH_SUMS, |rows, o| {
-        weighted_sum(rows, &items, m as f64, o);
-        Ok(())
-    })?;
+    let items: Vec<(usize, f64)> = sel.indices.iter().map(|&i| (i, 1.0)).collect();
+    crate::rules::mean::weighted_sum_half_or_blocks(x, &items, m as f64, out)?;
     Ok(sel)
 }
 

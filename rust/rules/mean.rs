@@ -205,6 +205,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{accumulate_body, Pass, GROUP};
+    use crate::half::Half;
     use crate::simd::{Avx2, Avx512, Isa};
 
     /// A vector of float64 lanes, built under its level's token (`zero`, `splat` and `load`
@@ -228,6 +229,12 @@ mod x86 {
         /// # Safety
         /// `p` points at `LANES` writable float32 (rounded to nearest, as `as f32`).
         unsafe fn store_f32(self, p: *mut f32);
+        /// # Safety
+        /// `p` points at `LANES` readable float16 bit patterns (widened exactly, with F16C).
+        unsafe fn load_f16(t: Self::Proof, p: *const u16) -> Self;
+        /// # Safety
+        /// `p` points at `LANES` readable bfloat16 bit patterns (widened exactly).
+        unsafe fn load_bf16(t: Self::Proof, p: *const u16) -> Self;
         fn add(self, o: Self) -> Self;
         fn mul(self, o: Self) -> Self;
         fn div(self, o: Self) -> Self;
@@ -273,6 +280,21 @@ mod x86 {
         unsafe fn store_f32(self, p: *mut f32) {
             // SAFETY: the caller passes a valid pointer; the features: the impl note.
             unsafe { _mm_storeu_ps(p, _mm256_cvtpd_ps(self.0)) }
+        }
+        #[inline(always)]
+        unsafe fn load_f16(_: Self::Proof, p: *const u16) -> Self {
+            // SAFETY: the caller passes 4 readable u16 (an 8-byte load); the features (AVX2 and
+            // F16C, which `Avx2` proves): the impl note.
+            F64x4(unsafe { _mm256_cvtps_pd(_mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i))) })
+        }
+        #[inline(always)]
+        unsafe fn load_bf16(_: Self::Proof, p: *const u16) -> Self {
+            // SAFETY: the caller passes 4 readable u16 (an 8-byte load); the features: the
+            // impl note. A bfloat16 is the top half of its float32.
+            F64x4(unsafe {
+                let h = _mm_cvtepu16_epi32(_mm_loadl_epi64(p as *const __m128i));
+                _mm256_cvtps_pd(_mm_castsi128_ps(_mm_slli_epi32::<16>(h)))
+            })
         }
         #[inline(always)]
         fn add(self, o: Self) -> Self {
@@ -342,6 +364,21 @@ mod x86 {
             unsafe { _mm256_storeu_ps(p, _mm512_cvtpd_ps(self.0)) }
         }
         #[inline(always)]
+        unsafe fn load_f16(_: Self::Proof, p: *const u16) -> Self {
+            // SAFETY: the caller passes 8 readable u16 (a 16-byte load); the features (F16C
+            // with AVX-512, which `Avx512` proves): the impl note.
+            F64x8(unsafe { _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))) })
+        }
+        #[inline(always)]
+        unsafe fn load_bf16(_: Self::Proof, p: *const u16) -> Self {
+            // SAFETY: the caller passes 8 readable u16 (a 16-byte load); the features: the
+            // impl note. A bfloat16 is the top half of its float32.
+            F64x8(unsafe {
+                let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+                _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_slli_epi32::<16>(h)))
+            })
+        }
+        #[inline(always)]
         fn add(self, o: Self) -> Self {
             // SAFETY: the impl note.
             F64x8(unsafe { _mm512_add_pd(self.0, o.0) })
@@ -374,11 +411,62 @@ mod x86 {
     /// two rows in the second pass) is not bound by the latency of one chain.
     const ACCS: usize = 4;
 
+    /// How [`kernel`] reads one kind of row element: a vector of `LANES`, one value, and
+    /// whether a value is finite.
+    trait Elem<V: F64v>: Copy {
+        /// # Safety
+        /// `p` points at `V::LANES` readable elements.
+        unsafe fn load(t: V::Proof, p: *const Self, kind: Option<Half>) -> V;
+        fn wide(self, kind: Option<Half>) -> f64;
+        fn finite(self, kind: Option<Half>) -> bool;
+    }
+
+    impl<V: F64v> Elem<V> for f32 {
+        #[inline(always)]
+        unsafe fn load(t: V::Proof, p: *const f32, _: Option<Half>) -> V {
+            // SAFETY: as the caller promises.
+            unsafe { V::load_f32(t, p) }
+        }
+        #[inline(always)]
+        fn wide(self, _: Option<Half>) -> f64 {
+            self as f64
+        }
+        #[inline(always)]
+        fn finite(self, _: Option<Half>) -> bool {
+            self.is_finite()
+        }
+    }
+
+    /// Half-precision bit patterns (`kind` is `Some`: the format).
+    impl<V: F64v> Elem<V> for u16 {
+        #[inline(always)]
+        unsafe fn load(t: V::Proof, p: *const u16, kind: Option<Half>) -> V {
+            // SAFETY: as the caller promises.
+            unsafe {
+                match kind {
+                    Some(Half::Bf16) => V::load_bf16(t, p),
+                    _ => V::load_f16(t, p),
+                }
+            }
+        }
+        #[inline(always)]
+        fn wide(self, kind: Option<Half>) -> f64 {
+            let mut v = [0.0f32];
+            crate::half::widen_scalar(kind.unwrap_or(Half::F16), self, &mut v);
+            v[0] as f64
+        }
+        #[inline(always)]
+        fn finite(self, kind: Option<Half>) -> bool {
+            kind.unwrap_or(Half::F16).is_finite(self)
+        }
+    }
+
     #[inline(always)]
-    fn kernel<V: F64v>(
+    fn kernel<V: F64v, E: Elem<V>>(
         t: V::Proof,
+        kind: Option<Half>,
         acc: &mut [f64],
-        rows: &[(&[f32], f64)],
+        rows: &[(&[E], f64)],
         bad: &mut [bool; GROUP],
         unit: bool,
         pass: Pass<'_, f32>,
@@ -409,12 +497,12 @@ mod x86 {
                     let rp = r.as_ptr().add(k);
                     if unit {
                         for (q, v) in s.iter_mut().enumerate() {
-                            *v = v.add(V::load_f32(t, rp.add(q * V::LANES)));
+                            *v = v.add(E::load(t, rp.add(q * V::LANES), kind));
                         }
                     } else {
                         let wv = V::splat(t, w);
                         for (q, v) in s.iter_mut().enumerate() {
-                            *v = v.add(wv.mul(V::load_f32(t, rp.add(q * V::LANES))));
+                            *v = v.add(wv.mul(E::load(t, rp.add(q * V::LANES), kind)));
                         }
                     }
                 }
@@ -441,7 +529,7 @@ mod x86 {
         for j in full..len {
             let mut s = if fresh { -0.0 } else { acc[j] };
             for &(r, w) in rows {
-                s += w * r[j] as f64;
+                s += w * r[j].wide(kind);
             }
             any |= !s.is_finite();
             match &mut out {
@@ -450,7 +538,7 @@ mod x86 {
             }
         }
         for (g, &(r, _)) in rows.iter().enumerate() {
-            bad[g] = any && r.iter().any(|v| !v.is_finite());
+            bad[g] = any && r.iter().any(|v| !v.finite(kind));
         }
     }
 
@@ -467,11 +555,38 @@ mod x86 {
             pass: Pass<'_, f32>,
         ) {
             if let Some(t) = isa.as_avx512() {
-                kernel::<F64x8>(t, acc, rows, bad, unit, pass)
+                kernel::<F64x8, f32>(t, None, acc, rows, bad, unit, pass)
             } else if let Some(t) = isa.as_avx2() {
-                kernel::<F64x4>(t, acc, rows, bad, unit, pass)
+                kernel::<F64x4, f32>(t, None, acc, rows, bad, unit, pass)
             } else {
                 accumulate_body::<f32>(acc, rows, bad, &mut [], pass);
+            }
+        }
+    }
+
+    crate::simd::per_level! {
+        avx512;
+        /// One group of half-precision rows into float64 sums, widened in registers: the float32
+        /// kernel's arithmetic on the same values, so its bits. `false` where the level has no
+        /// such kernel (the caller then widens blocks, `rust/half.rs`).
+        pub(super) fn group_half[][](
+            isa: I,
+            kind: Half,
+            acc: &mut [f64],
+            rows: &[(&[u16], f64)],
+            bad: &mut [bool; GROUP],
+            unit: bool,
+            pass: Pass<'_, f32>,
+        ) -> bool {
+            if let Some(t) = isa.as_avx512() {
+                kernel::<F64x8, u16>(t, Some(kind), acc, rows, bad, unit, pass);
+                true
+            } else if let Some(t) = isa.as_avx2() {
+                kernel::<F64x4, u16>(t, Some(kind), acc, rows, bad, unit, pass);
+                true
+            } else {
+                let _ = (kind, acc, rows, bad, unit, pass);
+                false
             }
         }
     }
@@ -590,13 +705,104 @@ pub fn mean_half(
         Vec::new()
     };
     nothing_left(&bad, n)?;
-    // One pass per block over the same items, as `MeanWeights::pass` makes them.
+    // The items `MeanWeights::pass` makes, summed once.
     let (items, total) = w.items(&bad)?;
-    crate::half::by_blocks(NAME, x, out, crate::half::WIDTH_SUMS, |r, o| {
-        weighted_sum(r, &items, total, o);
-        Ok(())
-    })?;
+    weighted_sum_half_or_blocks(x, &items, total, out)?;
     Ok(MeanInfo { dropped: bad })
+}
+
+/// [`weighted_sum`] of half-precision rows into `out` (their format), where the level has an
+/// explicit kernel that widens them in registers (AVX2, AVX-512): the float32 kernel's sums of
+/// the same values, divided and rounded to float32, then to the format. `None` on other levels
+/// (the caller runs the float32 kernel on widened blocks instead, with the same bits).
+#[cfg(target_arch = "x86_64")]
+fn weighted_sum_half(
+    x: &HalfRows<'_>,
+    items: &[(usize, f64)],
+    total: f64,
+    out: &mut [u16],
+) -> Option<Vec<usize>> {
+    let proof = simd::proof();
+    if matches!(proof, Proof::Scalar) {
+        return None;
+    }
+    assert!(!items.is_empty(), "callers average at least one input");
+    let unit = items.iter().all(|&(_, w)| w == 1.0);
+    let groups = items.len().div_ceil(GROUP);
+    let kind = x.kind();
+    let tile = |(t, o): (usize, &mut [u16]), (acc, vals): &mut (Vec<f64>, Vec<f32>)| {
+        let j0 = t * TILE;
+        acc.resize(o.len(), 0.0);
+        vals.resize(o.len(), 0.0);
+        let mut bad = Vec::new();
+        let mut flags = [false; GROUP];
+        for (g, group) in items.chunks(GROUP).enumerate() {
+            let rows: Vec<(&[u16], f64)> = group
+                .iter()
+                .map(|&(i, w)| (&x.row(i)[j0..j0 + acc.len()], w))
+                .collect();
+            let pass = Pass {
+                fresh: g == 0,
+                finish: (g + 1 == groups).then_some((total, &mut vals[..])),
+            };
+            let done = x86::group_half(proof, kind, acc, &rows, &mut flags, unit, pass);
+            assert!(done, "levels other than the scalar one have the kernel");
+            bad.extend(
+                group
+                    .iter()
+                    .zip(flags)
+                    .filter(|(_, b)| *b)
+                    .map(|(&(i, _), _)| i),
+            );
+        }
+        crate::half::narrow_into(kind, vals, o);
+        bad
+    };
+    let mut bad: Vec<usize> = if !crate::pool::split(items.len() * x.d()) {
+        let mut scratch = (Vec::new(), Vec::new());
+        out.chunks_mut(TILE)
+            .enumerate()
+            .flat_map(|it| tile(it, &mut scratch))
+            .collect()
+    } else {
+        crate::pool::install(|| {
+            out.par_chunks_mut(TILE)
+                .enumerate()
+                .map_init(|| (Vec::new(), Vec::new()), |scratch, it| tile(it, scratch))
+                .flatten_iter()
+                .collect()
+        })
+    };
+    bad.sort_unstable();
+    bad.dedup();
+    Some(bad)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn weighted_sum_half(
+    _: &HalfRows<'_>,
+    _: &[(usize, f64)],
+    _: f64,
+    _: &mut [u16],
+) -> Option<Vec<usize>> {
+    None
+}
+
+/// The weighted mean of half-precision rows `items` into `out`: in registers where the level
+/// can, else by widened blocks ([`crate::half::by_blocks`]); the same bits either way.
+pub(crate) fn weighted_sum_half_or_blocks(
+    x: &HalfRows<'_>,
+    items: &[(usize, f64)],
+    total: f64,
+    out: &mut [u16],
+) -> Result<(), AggError> {
+    if weighted_sum_half(x, items, total, out).is_some() {
+        return Ok(());
+    }
+    crate::half::by_blocks(NAME, x, out, crate::half::WIDTH_SUMS, |r, o| {
+        weighted_sum(r, items, total, o);
+        Ok(())
+    })
 }
 
 /// [`AggError::NonFinite`] where every one of the `n` inputs was dropped as non-finite.
