@@ -148,18 +148,7 @@ pub struct HalfRows<'a> {
 impl<'a> HalfRows<'a> {
     /// Check the rows as [`Rows::new`] does.
     pub fn new(rule: &'static str, kind: Half, rows: Vec<&'a [u16]>) -> Result<Self, AggError> {
-        let d = match rows.first() {
-            Some(r) => r.len(),
-            None => return Err(AggError::Empty { rule }),
-        };
-        if let Some((row, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != d) {
-            return Err(AggError::Ragged {
-                row,
-                expected: d,
-                got: r.len(),
-            });
-        }
-        crate::input::check_n(rule, rows.len())?;
+        let d = crate::input::check_rows(rule, &rows)?;
         Ok(HalfRows { kind, rows, d })
     }
 
@@ -331,25 +320,33 @@ where
     let width = block_width(n, min_width).min(d);
     let proof = crate::simd::proof();
     let init = || (vec![0.0f32; n * width], vec![0.0f32; width]);
-    let run = |(buf, vals): &mut (Vec<f32>, Vec<f32>), (b, o): (usize, &mut [u16])| {
-        let (c0, w) = (b * width, o.len());
-        let buf = &mut buf[..n * w];
-        x.widen_block(c0, c0 + w, buf);
-        let rows = Rows::new(rule, buf.chunks_exact(w).collect())?;
-        crate::pool::serial(|| kernel(&rows, &mut vals[..w]))?;
-        narrow(proof, x.kind, &vals[..w], o);
-        Ok(())
-    };
-    if !crate::pool::split(n * d) || d <= width {
+    // `serial`: inside the parallel blocks the kernel must not split its block again; blocks
+    // run one after the other, it may.
+    let run =
+        |serial: bool, (buf, vals): &mut (Vec<f32>, Vec<f32>), (b, o): (usize, &mut [u16])| {
+            let (c0, w) = (b * width, o.len());
+            let buf = &mut buf[..n * w];
+            x.widen_block(c0, c0 + w, buf);
+            let rows = Rows::new(rule, buf.chunks_exact(w).collect())?;
+            if serial {
+                crate::pool::serial(|| kernel(&rows, &mut vals[..w]))?;
+            } else {
+                kernel(&rows, &mut vals[..w])?;
+            }
+            narrow(proof, x.kind, &vals[..w], o);
+            Ok(())
+        };
+    let blocks = d.div_ceil(width);
+    if !crate::pool::split(n * d) || blocks < crate::pool::num_threads() {
         let mut s = init();
         out.chunks_mut(width)
             .enumerate()
-            .try_for_each(|item| run(&mut s, item))
+            .try_for_each(|item| run(false, &mut s, item))
     } else {
         crate::pool::install(|| {
             out.par_chunks_mut(width)
                 .enumerate()
-                .try_for_each_init(init, run)
+                .try_for_each_init(init, |s, item| run(true, s, item))
         })
     }
 }

@@ -44,6 +44,24 @@ pub fn check_n(rule: &'static str, n: usize) -> Result<(), AggError> {
     Ok(())
 }
 
+/// The length `d` of `rows`: at least one row, all of one length, at most `u32::MAX` of them.
+/// Every kind of rows the core reads is checked here.
+pub fn check_rows<E>(rule: &'static str, rows: &[&[E]]) -> Result<usize, AggError> {
+    let d = match rows.first() {
+        Some(r) => r.len(),
+        None => return Err(AggError::Empty { rule }),
+    };
+    if let Some((row, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != d) {
+        return Err(AggError::Ragged {
+            row,
+            expected: d,
+            got: r.len(),
+        });
+    }
+    check_n(rule, rows.len())?;
+    Ok(d)
+}
+
 /// `n >= 1` rows of equal length `d` (`d` may be 0).
 #[derive(Debug, Clone)]
 pub struct Rows<'a, T> {
@@ -54,18 +72,7 @@ pub struct Rows<'a, T> {
 impl<'a, T: Float> Rows<'a, T> {
     /// Check that there is at least one row and that all rows have the same length.
     pub fn new(rule: &'static str, rows: Vec<&'a [T]>) -> Result<Self, AggError> {
-        let d = match rows.first() {
-            Some(r) => r.len(),
-            None => return Err(AggError::Empty { rule }),
-        };
-        if let Some((row, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != d) {
-            return Err(AggError::Ragged {
-                row,
-                expected: d,
-                got: r.len(),
-            });
-        }
-        check_n(rule, rows.len())?;
+        let d = check_rows(rule, &rows)?;
         Ok(Rows { rows, d })
     }
 

@@ -100,10 +100,15 @@ pub(crate) fn split(values: usize) -> bool {
 /// a job whose blocks already run in parallel (the half-precision blocks, `rust/half.rs`),
 /// where splitting each block again only costs fork/join.
 pub(crate) fn serial<R>(f: impl FnOnce() -> R) -> R {
-    let before = SERIAL.with(|s| s.replace(true));
-    let out = f();
-    SERIAL.with(|s| s.set(before));
-    out
+    /// Restores the flag even when `f` panics (the thread may be the caller's own).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    f()
 }
 
 /// Run `f` inside aggkit's pool (rayon parallel iterators in `f` use its threads).

@@ -644,7 +644,17 @@ pub(crate) fn weighted_sum<T: Float>(
         }
         bad
     };
-    let mut bad: Vec<usize> = if !crate::pool::split(items.len() * x.d()) {
+    over_tiles(out, items.len() * x.d(), tile)
+}
+
+/// Run `tile` on each [`TILE`] of `out` with scratch of its worker's (in parallel where
+/// `values` of input are worth splitting) and collect the rows the tiles report, sorted once.
+fn over_tiles<O: Send, A: Send, B: Send>(
+    out: &mut [O],
+    values: usize,
+    tile: impl Fn((usize, &mut [O]), &mut (Vec<A>, Vec<B>)) -> Vec<usize> + Sync + Send,
+) -> Vec<usize> {
+    let mut bad: Vec<usize> = if !crate::pool::split(values) {
         let mut scratch = (Vec::new(), Vec::new());
         out.chunks_mut(TILE)
             .enumerate()
@@ -758,24 +768,7 @@ fn weighted_sum_half(
         crate::half::narrow_into(kind, vals, o);
         bad
     };
-    let mut bad: Vec<usize> = if !crate::pool::split(items.len() * x.d()) {
-        let mut scratch = (Vec::new(), Vec::new());
-        out.chunks_mut(TILE)
-            .enumerate()
-            .flat_map(|it| tile(it, &mut scratch))
-            .collect()
-    } else {
-        crate::pool::install(|| {
-            out.par_chunks_mut(TILE)
-                .enumerate()
-                .map_init(|| (Vec::new(), Vec::new()), |scratch, it| tile(it, scratch))
-                .flatten_iter()
-                .collect()
-        })
-    };
-    bad.sort_unstable();
-    bad.dedup();
-    Some(bad)
+    Some(over_tiles(out, items.len() * x.d(), tile))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
