@@ -7,8 +7,9 @@ dropped, as a server receives them), then aggregates the block with the median a
 Multi-Krum, and compares with the same rules on an in-memory copy when ``--check`` is given
 (that copy needs ``n x d x 4`` bytes of memory). Memory is sampled every 5 ms: the peak of the
 process's anonymous resident memory (``RssAnon``), of the mapped file's resident pages
-(``RssFile``: the buffer unmaps them as it goes, they stay in the page cache), and of their
-sum (``VmRSS``, what ``top`` shows). ``--dtype bfloat16`` keeps the round in bfloat16 (half
+(``RssFile``: the buffer unmaps them as it goes, they stay in the page cache), and of the
+whole (``VmRSS``, what ``top`` shows, shared memory included: a spill directory on tmpfs
+shows there). ``--dtype bfloat16`` keeps the round in bfloat16 (half
 the disk; needs ml_dtypes).
 """
 
@@ -43,9 +44,9 @@ class Peak:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            anon, file = _status("RssAnon"), _status("RssFile")
-            self.anon, self.file = max(self.anon, anon), max(self.file, file)
-            self.rss = max(self.rss, anon + file)
+            self.anon = max(self.anon, _status("RssAnon"))
+            self.file = max(self.file, _status("RssFile"))
+            self.rss = max(self.rss, _status("VmRSS"))
             time.sleep(0.005)
 
     def __enter__(self) -> Peak:

@@ -293,3 +293,23 @@ def test_a_spilled_round_does_not_stay_resident(tmp_path):
             assert out.shape == (d,)
             grown = (_status_kb("VmRSS:") - before) / 1024
             assert grown < file_mb / 4 + out.nbytes / 2**20, f"{rule}: +{grown:.0f} MB resident"
+
+
+def test_a_refused_release_loses_nothing(tmp_path):
+    """Unmapping pages is advice: where the kernel refuses it (locked memory, mlockall), an
+    append still counts and an aggregate still returns."""
+    x = _updates(shape=(64,))
+
+    class Refusing:
+        def __len__(self):
+            return 64 * 4 * 12
+
+        def madvise(self, *args):
+            raise OSError(22, "Invalid argument")
+
+    with UpdateBuffer(64, np.float32, n_max=12, spill_dir=tmp_path) as buf:
+        buf._data._mmap = Refusing()  # what the release asks for its advice
+        for u in x:
+            buf.append(u)
+        assert len(buf) == len(x)
+        np.testing.assert_array_equal(buf.aggregate("median"), aggkit.median(x))

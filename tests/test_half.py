@@ -222,3 +222,17 @@ def test_torch_cpu_half_tensors_are_read_in_place(name):
     out.float().nan_to_num().sum().backward()
     assert xg.grad is not None
     assert xg.grad.dtype == dtype
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+def test_torch_wrapped_half_tensors_take_the_custom_ops():
+    """Tensors without host storage to view (vmap's batched tensors) are not read in place:
+    the custom ops serve them, in half precision as in float32."""
+    torch = pytest.importorskip("torch")
+    import aggkit.torch as at
+
+    x = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(1)).bfloat16()
+    got = torch.vmap(at.median)(x)
+    want = torch.stack([at.median(v) for v in x])
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))

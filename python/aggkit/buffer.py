@@ -103,7 +103,9 @@ class UpdateBuffer:
     A spilled block does not stay in the process's resident memory: each append unmaps the
     pages it wrote, and while a rule reads the block its pages are unmapped every
     :attr:`RELEASE_PERIOD` seconds (they stay in the kernel's page cache, which the system
-    reclaims as it needs). :meth:`append` may be called from several threads at once.
+    reclaims as it needs, and in the file). A ``spill_dir`` on tmpfs (``/dev/shm``, and ``/tmp``
+    on some systems) keeps the file in memory, as shared memory, whatever the buffer unmaps:
+    give a directory on a disk. :meth:`append` may be called from several threads at once.
     :meth:`clear` empties the buffer for the next round without giving its memory or file back.
     """
 
@@ -233,10 +235,10 @@ class UpdateBuffer:
                 )
             i = self._count
             data[i] = a.reshape(-1)
-            row = data.shape[1] * data.itemsize
-            self._release(i * row, (i + 1) * row)
             self._w[i], self._has_w[i] = (0.0, False) if w is None else (w, True)
             self._count = i + 1
+            row = data.shape[1] * data.itemsize
+            self._release(i * row, (i + 1) * row)
         return i
 
     def rows(self) -> Floats:
@@ -320,14 +322,18 @@ class UpdateBuffer:
         mm = getattr(self.__dict__.get("_data"), "_mmap", None)
         if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
             return
-        if start is None or stop is None:
-            mm.madvise(mmap.MADV_DONTNEED)
-            return
-        page = mmap.PAGESIZE
-        lo = start // page * page
-        hi = min(-(-stop // page) * page, len(mm))
-        if hi > lo:
-            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        try:
+            if start is None or stop is None:
+                mm.madvise(mmap.MADV_DONTNEED)
+                return
+            page = mmap.PAGESIZE
+            lo = start // page * page
+            hi = min(-(-stop // page) * page, len(mm))
+            if hi > lo:
+                mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except (OSError, ValueError):
+            # only advice: locked memory (mlockall) or a mapping that refuses it keeps its pages
+            pass
 
     @contextlib.contextmanager
     def _releasing(self) -> Any:
@@ -347,12 +353,13 @@ class UpdateBuffer:
                 self._release()
 
         t = threading.Thread(target=loop, name="aggkit-release", daemon=True)
-        t.start()
         try:
+            t.start()
             yield
         finally:
             stop.set()
-            t.join()
+            if t.is_alive():
+                t.join()
             self._release()
 
     def clear(self) -> None:

@@ -138,7 +138,7 @@ def in_place_rows(x: Any) -> HostRows | None:
 
     def ok(t: Any) -> bool:
         return (
-            isinstance(t, Tensor)
+            type(t) is Tensor
             and t.device.type == "cpu"
             and t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
             and t.layout == torch.strided
@@ -146,14 +146,19 @@ def in_place_rows(x: Any) -> HostRows | None:
             and not (grad and t.requires_grad)
         )
 
-    if isinstance(x, Tensor):
-        if x.dtype in _HALF_NAMES and ok(x) and x.ndim >= 1 and x.shape[0] > 0:
-            return HostRows([x], tuple(x.shape[1:]), stacked=True)
+    try:
+        if isinstance(x, Tensor):
+            if x.dtype in _HALF_NAMES and ok(x) and x.ndim >= 1 and x.shape[0] > 0:
+                return HostRows([x], tuple(x.shape[1:]), stacked=True)
+            return None
+        if not isinstance(x, Sequence) or len(x) == 0:
+            return None
+        if all(ok(t) and t.shape == x[0].shape and t.dtype == x[0].dtype for t in x):
+            return HostRows(list(x), tuple(x[0].shape))
+    except (RuntimeError, TypeError):
+        # tensors without host storage to view (vmap's batched tensors, fake or other wrapper
+        # subclasses): the custom ops handle them
         return None
-    if not isinstance(x, Sequence) or len(x) == 0:
-        return None
-    if all(ok(t) and t.shape == x[0].shape and t.dtype == x[0].dtype for t in x):
-        return HostRows(list(x), tuple(x[0].shape))
     return None
 
 
