@@ -314,8 +314,13 @@ def test_memory_mapped_inputs_are_read(tmp_path):
 def test_numbers_and_nested_lists_are_read_as_numpy_reads_them():
     assert aggkit.median([1.0, 2.0, 5.0]) == 2.0
     np.testing.assert_array_equal(aggkit.median([[1.0, 2.0], [3.0, 4.0], [5.0, 7.0]]), [3.0, 4.0])
+    # Python ints and bools have no float dtype: read as float64, numpy's result for them
+    assert aggkit.median([1, 2, 4]).dtype == np.float64
+    assert float(aggkit.median([1, 2, 4, 8])) == 3.0
     with pytest.raises(TypeError, match="must hold floating-point values"):
-        aggkit.median([1, 2, 3])  # ints are refused as an int array is
+        aggkit.median(np.array([1, 2, 3]))  # a typed int array is not converted silently
+    with pytest.raises(TypeError, match="could not be read as an array of numbers"):
+        aggkit.median([2**64, 1])  # beyond int64 and uint64: numpy reads objects
     with pytest.raises(aggkit.ShapeError, match="nested sequences differ in length"):
         aggkit.median([[1.0, 2.0], [3.0]])
     with pytest.raises(TypeError, match=r"mixes arrays and other values: x\[1\] is float"):

@@ -37,6 +37,7 @@ def layer(module: str) -> str:
     if module == "aggkit.rules" or module.startswith("aggkit.rules."):
         return BASE
     if module in {
+        "aggkit._axes",
         "aggkit._core",
         "aggkit._dispatch",
         "aggkit._params",
@@ -47,7 +48,13 @@ def layer(module: str) -> str:
         "aggkit.registry",
     }:
         return BASE
-    if module in {"aggkit.__main__", "aggkit._bench", "aggkit.attacks", "aggkit.distributed"} | {
+    if module in {
+        "aggkit.__main__",
+        "aggkit._bench",
+        "aggkit._cli",
+        "aggkit.attacks",
+        "aggkit.distributed",
+    } | {
         "aggkit.flower",
         "aggkit.simulate",
     }:

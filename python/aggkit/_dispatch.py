@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 Impl = Callable[..., tuple[Any, Any]]
 F = TypeVar("F", bound=Impl)
@@ -22,6 +22,23 @@ F = TypeVar("F", bound=Impl)
 #: backend -> the module whose import registers that backend's implementations.
 _BACKENDS: dict[str, str] = {"numpy": "aggkit._numpy", "torch": "aggkit.torch"}
 _IMPLS: dict[tuple[str, str], Impl] = {}
+_OPS: dict[str, ArrayOps] = {}
+
+
+class ArrayOps(Protocol):
+    """What the framework-free layers need from a backend besides the rules (``aggkit._axes``)."""
+
+    def clients_first(self, x: Any, axis: Any, rule: str) -> tuple[Any, tuple[int, ...], Any]:
+        """``x`` with the client axes ``axis`` moved first and merged into one.
+
+        Returns the moved input, the client axes (sorted, non-negative) and a context that
+        :meth:`deliver` takes back.
+        """
+        ...
+
+    def deliver(self, y: Any, keep: tuple[int, ...], out: Any, context: Any, rule: str) -> Any:
+        """The result ``y`` with length-1 axes at ``keep``, written to ``out`` if given."""
+        ...
 
 
 def implements(name: str, backend: str) -> Callable[[F], F]:
@@ -37,6 +54,21 @@ def implements(name: str, backend: str) -> Callable[[F], F]:
         return impl
 
     return deco
+
+
+def provides(backend: str, ops: ArrayOps) -> None:
+    """Register a backend's :class:`ArrayOps` (once, when its module is imported)."""
+    if backend not in _BACKENDS or backend in _OPS:
+        raise RuntimeError(f"array ops for {backend!r} registered twice or unknown backend")
+    _OPS[backend] = ops
+
+
+def array_ops(x: object) -> ArrayOps:
+    """The :class:`ArrayOps` of the backend of ``x``."""
+    backend = backend_of(x)
+    if backend not in _OPS:
+        importlib.import_module(_BACKENDS[backend])
+    return _OPS[backend]
 
 
 def _backend_of_one(v: object) -> str | None:

@@ -133,6 +133,28 @@ def flag(value: Any, name: str, rule: str) -> bool:
     raise TypeError(f"{rule}: {name} must be a bool, got {value!r}")
 
 
+def axes(value: Any, ndim: int, rule: str) -> tuple[int, ...]:
+    """Numpy's ``axis=`` for an ``ndim``-D input: sorted, non-negative, without duplicates.
+
+    ``None`` is every axis; an int or a sequence of ints counts from the end when negative.
+    """
+    if value is None:
+        return tuple(range(ndim))
+    items = tuple(value) if isinstance(value, tuple | list) else (value,)
+    found: list[int] = []
+    for a in items:
+        if not _integral(a):
+            raise TypeError(f"{rule}: axis must be an int, a tuple of ints or None, got {value!r}")
+        if not -ndim <= int(a) < ndim:
+            raise InvalidParameterError(
+                f"{rule}: axis {int(a)} is out of bounds for an input of {ndim} dimensions"
+            )
+        found.append(int(a) % ndim)
+    if len(set(found)) != len(found):
+        raise InvalidParameterError(f"{rule}: axis {value!r} names one axis twice")
+    return tuple(sorted(found))
+
+
 def choice(value: Any, name: str, options: tuple[str, ...], rule: str) -> str:
     """One of ``options`` (the strings of a ``Literal`` type)."""
     if not isinstance(value, str) or value not in options:

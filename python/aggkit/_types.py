@@ -23,6 +23,9 @@ class SupportsDLPack(Protocol):
 ArrayT = TypeVar("ArrayT", bound=SupportsDLPack)
 """The input's array type, which is also the output's."""
 
+OutT = TypeVar("OutT", bound=SupportsDLPack)
+"""The type of an ``out=`` array, which is what the call returns."""
+
 Inputs: TypeAlias = ArrayT | Sequence[ArrayT]
 """``n`` inputs: one ``(n, *shape)`` array, or a sequence of ``n`` arrays of one shape."""
 
@@ -31,4 +34,4 @@ NDArray: TypeAlias = npt.NDArray[Any]
 Weights: TypeAlias = "npt.ArrayLike | SupportsDLPack | None"
 """Per-input weights: one non-negative number per input."""
 
-__all__ = ["ArrayLike", "ArrayT", "Inputs", "NDArray", "SupportsDLPack", "Weights"]
+__all__ = ["ArrayLike", "ArrayT", "Inputs", "NDArray", "OutT", "SupportsDLPack", "Weights"]

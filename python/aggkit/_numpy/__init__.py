@@ -5,6 +5,7 @@ mentions another array framework. Other host arrays (anything with ``__array__``
 ``__dlpack__``) are read through numpy and returned in their own array type.
 """
 
+from aggkit import _dispatch
 from aggkit._numpy import (
     bulyan,
     centered_clipping,
@@ -20,6 +21,9 @@ from aggkit._numpy import (
     subsets,
     trimmed_mean,
 )
+from aggkit._numpy._input import ArrayOps
+
+_dispatch.provides("numpy", ArrayOps())
 
 __all__ = [
     "bulyan",

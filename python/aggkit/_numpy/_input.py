@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from aggkit.errors import ShapeError, empty_input_error
+from aggkit import _params
+from aggkit.errors import InvalidParameterError, ShapeError, empty_input_error
 
 
 @dataclass(frozen=True)
@@ -178,13 +179,57 @@ def _is_array(v: Any) -> bool:
 
 
 def _read_nested(x: Sequence[Any], rule: str) -> np.ndarray:
-    """A sequence of numbers or of nested sequences, read as numpy reads it."""
+    """A sequence of numbers or of nested sequences, read as numpy reads it.
+
+    Python numbers have no floating dtype of their own: integers and bools are read as float64,
+    the dtype ``np.median`` and ``np.mean`` give them. (An integer *array* is refused instead:
+    its dtype is the caller's choice, and aggkit does not change it silently.)
+    """
     try:
-        return np.asarray(x)
+        a = np.asarray(x)
     except ValueError:  # ragged nesting
         raise ShapeError(
             f"{rule}: x could not be read as one array: its nested sequences differ in length"
         ) from None
+    if a.dtype == object:
+        raise TypeError(f"{rule}: x could not be read as an array of numbers")
+    if a.dtype.kind in "biu":
+        a = a.astype(np.float64)
+    return a
+
+
+def _is_array_sequence(x: Any, rule: str) -> bool:
+    """Whether ``x`` is a sequence of arrays (``True``) or one array-like (``False``)."""
+    if isinstance(x, str | bytes):
+        raise TypeError(f"{rule}: x must be an array or a sequence of arrays, got {type(x).__name__}")
+    if not isinstance(x, Sequence) or hasattr(x, "__array__"):
+        return False
+    if len(x) > 0 and all(_is_array(v) for v in x):
+        return True
+    if any(_is_array(v) for v in x):
+        i = next(i for i, v in enumerate(x) if not _is_array(v))
+        raise TypeError(
+            f"{rule}: x mixes arrays and other values: x[{i}] is {type(x[i]).__name__}; "
+            "give a sequence of arrays, or numbers / nested lists read as one array"
+        )
+    return False
+
+
+def _same_arrays(x: Sequence[Any], rule: str) -> list[np.ndarray]:
+    """The arrays of a non-empty sequence, checked to share one shape and one dtype."""
+    arrays = [as_array(v, f"{rule}: x[{i}]") for i, v in enumerate(x)]
+    shape, dtype = arrays[0].shape, arrays[0].dtype
+    for i, a in enumerate(arrays):
+        if a.shape != shape:
+            raise ShapeError(
+                f"{rule}: all inputs must have the same shape: x[0] has shape {shape}, "
+                f"x[{i}] has shape {a.shape}"
+            )
+        if a.dtype != dtype:
+            raise TypeError(
+                f"{rule}: all inputs must have the same dtype: x[0] is {dtype}, x[{i}] is {a.dtype}"
+            )
+    return arrays
 
 
 def _half_dtype(dtype: np.dtype[Any], half: bool) -> tuple[np.dtype[Any], str | None]:
@@ -203,20 +248,10 @@ def prepare(x: Any, rule: str, *, half: bool = False) -> Prepared:
     place as ``uint16`` bit patterns (``Prepared.half`` names the format); otherwise it is
     widened to float32.
     """
-    if isinstance(x, str | bytes):
-        raise TypeError(f"{rule}: x must be an array or a sequence of arrays, got {type(x).__name__}")
+    if _is_array_sequence(x, rule):
+        return _prepare_sequence(x, rule, half)
     if isinstance(x, Sequence) and not hasattr(x, "__array__"):
-        if len(x) == 0 or all(_is_array(v) for v in x):
-            return _prepare_sequence(x, rule, half)
-        if any(_is_array(v) for v in x):
-            i = next(i for i, v in enumerate(x) if not _is_array(v))
-            raise TypeError(
-                f"{rule}: x mixes arrays and other values: x[{i}] is {type(x[i]).__name__}; "
-                "give a sequence of arrays, or numbers / nested lists read as one array"
-            )
         x = _read_nested(x, rule)
-        if x.dtype == object:
-            raise TypeError(f"{rule}: x could not be read as an array of numbers")
     a = as_array(x, f"{rule}: x")
     if a.ndim == 0:
         raise ShapeError(f"{rule}: x must have shape (n, ...), got a 0-d array")
@@ -231,20 +266,8 @@ def prepare(x: Any, rule: str, *, half: bool = False) -> Prepared:
 
 
 def _prepare_sequence(x: Sequence[Any], rule: str, half: bool = False) -> Prepared:
-    if len(x) == 0:
-        raise empty_input_error(rule)
-    arrays = [as_array(v, f"{rule}: x[{i}]") for i, v in enumerate(x)]
+    arrays = _same_arrays(x, rule)
     shape, dtype = arrays[0].shape, arrays[0].dtype
-    for i, a in enumerate(arrays):
-        if a.shape != shape:
-            raise ShapeError(
-                f"{rule}: all inputs must have the same shape: x[0] has shape {shape}, "
-                f"x[{i}] has shape {a.shape}"
-            )
-        if a.dtype != dtype:
-            raise TypeError(
-                f"{rule}: all inputs must have the same dtype: x[0] is {dtype}, x[{i}] is {a.dtype}"
-            )
     compute_dtype(dtype, f"{rule}: x")
     dt, fmt = _half_dtype(dtype, half)
     rows = []
@@ -299,3 +322,48 @@ def rows_for_core(rows: list[np.ndarray]) -> Any:
 def nonfinite_rows(rows: Any) -> list[int]:
     """The inputs (rows of a prepared ``(n, d)`` array or list of rows) holding NaN or ±inf."""
     return [i for i, r in enumerate(rows) if not np.isfinite(r).all()]
+
+
+class ArrayOps:
+    """numpy's ``axis=`` / ``out=`` / ``keepdims=`` for host arrays (``aggkit._axes``)."""
+
+    def clients_first(self, x: Any, axis: Any, rule: str) -> tuple[Any, tuple[int, ...], Any]:
+        """``x`` as one numpy array with the client axes first (a view where numpy can)."""
+        if _is_array_sequence(x, rule):
+            arrays = _same_arrays(x, rule)
+            axes = _params.axes(axis, arrays[0].ndim + 1, rule)
+            if axes == (0,):  # the inputs are already the rows: read them in place
+                return arrays, axes, _mirror(x[0])
+            a, wrap = np.stack(arrays), _mirror(x[0])
+        else:
+            wrap = _mirror(x)
+            if isinstance(x, Sequence) and not hasattr(x, "__array__"):
+                x = _read_nested(x, rule)
+            a = as_array(x, f"{rule}: x")
+            axes = _params.axes(axis, a.ndim, rule)
+        k = len(axes)
+        if axes != tuple(range(k)):
+            a = np.moveaxis(a, axes, tuple(range(k)))
+        if k != 1:
+            a = a.reshape((math.prod(a.shape[:k]), *a.shape[k:]))
+        return a, axes, wrap
+
+    def deliver(self, y: Any, keep: tuple[int, ...], out: Any, wrap: Any, rule: str) -> Any:
+        """``y`` with length-1 axes at ``keep``, copied into ``out`` (numpy's casting rule)."""
+        if keep:
+            y = np.expand_dims(y, keep)
+        if out is None:
+            return y if wrap is None else wrap(y)
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"{rule}: out must be a numpy array, got {type(out).__name__}")
+        if out.shape != y.shape:
+            raise ShapeError(f"{rule}: out must have shape {y.shape}, got {out.shape}")
+        if not np.can_cast(y.dtype, out.dtype, casting="same_kind"):
+            raise TypeError(
+                f"{rule}: out has dtype {out.dtype}, which the result's {y.dtype} cannot be cast to "
+                "under numpy's same_kind rule"
+            )
+        if not out.flags.writeable:
+            raise InvalidParameterError(f"{rule}: out is read-only")
+        np.copyto(out, y, casting="same_kind")
+        return out

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, overload
 
+from aggkit import _axes
+from aggkit._axes import Axis
 from aggkit._params import MAJORITY, Count, NonFinite
-from aggkit._types import ArrayLike, ArrayT, NDArray
+from aggkit._types import ArrayLike, ArrayT, NDArray, OutT
 from aggkit.registry import Rule, register
 
 
@@ -29,10 +31,38 @@ class Meamed(Rule):
 
 
 @overload
-def meamed(x: ArrayT | Sequence[ArrayT], *, f: int, nonfinite: NonFinite = ...) -> ArrayT: ...
+def meamed(
+    x: ArrayT | Sequence[ArrayT],
+    *,
+    f: int,
+    nonfinite: NonFinite = ...,
+    axis: Axis = ...,
+    out: None = ...,
+    keepdims: bool = ...,
+) -> ArrayT: ...
 @overload
-def meamed(x: ArrayLike, *, f: int, nonfinite: NonFinite = ...) -> NDArray: ...
-def meamed(x: Any, *, f: int, nonfinite: NonFinite = Meamed.nonfinite) -> Any:
+def meamed(
+    x: ArrayLike,
+    *,
+    f: int,
+    nonfinite: NonFinite = ...,
+    axis: Axis = ...,
+    out: None = ...,
+    keepdims: bool = ...,
+) -> NDArray: ...
+@overload
+def meamed(
+    x: Any, *, f: int, nonfinite: NonFinite = ..., axis: Axis = ..., out: OutT, keepdims: bool = ...
+) -> OutT: ...
+def meamed(
+    x: Any,
+    *,
+    f: int,
+    nonfinite: NonFinite = Meamed.nonfinite,
+    axis: Axis = 0,
+    out: Any = None,
+    keepdims: bool = False,
+) -> Any:
     r"""Mean around the median: per coordinate, the mean of the ``n - f`` values closest to the median.
 
     Parameters
@@ -46,11 +76,22 @@ def meamed(x: Any, *, f: int, nonfinite: NonFinite = Meamed.nonfinite) -> Any:
         ``"robust"`` ranks NaN above +inf: NaN and ±inf are far from a finite median and left
         out (up to ``f`` per coordinate); ``"raise"`` refuses them; ``"propagate"`` makes a
         coordinate holding a NaN NaN.
+    axis : int, tuple of ints or None, default 0
+        The axis along which the inputs lie (numpy's ``axis``): ``axis=1`` reads a
+        ``(d, n)`` array as ``n`` inputs of ``d`` values. A tuple merges several axes into one
+        client axis (in C order); ``None`` makes every value an input.
+    out : array, optional
+        Where to write the result, which is then returned: an array of the result's shape
+        whose dtype the result's casts to under numpy's ``same_kind`` rule (a tensor on the
+        result's device for tensor input; not under autograd, as in torch).
+    keepdims : bool, default False
+        Keep the client axes, with length 1, so that the result broadcasts against ``x``.
 
     Returns
     -------
     numpy.ndarray
-        Shape ``shape``, the dtype of ``x``.
+        Shape ``shape`` (``x``'s shape without the client axes, kept with length 1 under
+        ``keepdims``), the dtype of ``x``; ``out`` if given.
 
     Notes
     -----
@@ -76,4 +117,4 @@ def meamed(x: Any, *, f: int, nonfinite: NonFinite = Meamed.nonfinite) -> Any:
     >>> aggkit.meamed(np.array([[1.0], [2.0], [3.0], [10.0]]), f=1)
     array([2.])
     """
-    return Meamed(f=f, nonfinite=nonfinite)(x)
+    return _axes.reduce(Meamed(f=f, nonfinite=nonfinite), x, axis, out, keepdims)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, overload
 
+from aggkit import _axes
+from aggkit._axes import Axis
 from aggkit._params import NonFinite
-from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
+from aggkit._types import ArrayLike, ArrayT, NDArray, OutT, Weights
 from aggkit.registry import WeightedRule, register
 
 
@@ -28,10 +30,44 @@ class Mean(WeightedRule):
 
 
 @overload
-def mean(x: ArrayT | Sequence[ArrayT], *, weights: Weights = ..., nonfinite: NonFinite = ...) -> ArrayT: ...
+def mean(
+    x: ArrayT | Sequence[ArrayT],
+    *,
+    weights: Weights = ...,
+    nonfinite: NonFinite = ...,
+    axis: Axis = ...,
+    out: None = ...,
+    keepdims: bool = ...,
+) -> ArrayT: ...
 @overload
-def mean(x: ArrayLike, *, weights: Weights = ..., nonfinite: NonFinite = ...) -> NDArray: ...
-def mean(x: Any, *, weights: Weights = None, nonfinite: NonFinite = Mean.nonfinite) -> Any:
+def mean(
+    x: ArrayLike,
+    *,
+    weights: Weights = ...,
+    nonfinite: NonFinite = ...,
+    axis: Axis = ...,
+    out: None = ...,
+    keepdims: bool = ...,
+) -> NDArray: ...
+@overload
+def mean(
+    x: Any,
+    *,
+    weights: Weights = ...,
+    nonfinite: NonFinite = ...,
+    axis: Axis = ...,
+    out: OutT,
+    keepdims: bool = ...,
+) -> OutT: ...
+def mean(
+    x: Any,
+    *,
+    weights: Weights = None,
+    nonfinite: NonFinite = Mean.nonfinite,
+    axis: Axis = 0,
+    out: Any = None,
+    keepdims: bool = False,
+) -> Any:
     r"""Average the inputs coordinate by coordinate, optionally weighted.
 
     Parameters
@@ -43,11 +79,22 @@ def mean(x: Any, *, weights: Weights = None, nonfinite: NonFinite = Mean.nonfini
     nonfinite : {"robust", "raise", "propagate"}, default "robust"
         ``"robust"`` drops every input that holds a NaN or ±inf and averages the others;
         ``"raise"`` refuses them; ``"propagate"`` is plain IEEE arithmetic (numpy).
+    axis : int, tuple of ints or None, default 0
+        The axis along which the inputs lie (numpy's ``axis``): ``axis=1`` reads a
+        ``(d, n)`` array as ``n`` inputs of ``d`` values. A tuple merges several axes into one
+        client axis (in C order); ``None`` makes every value an input.
+    out : array, optional
+        Where to write the result, which is then returned: an array of the result's shape
+        whose dtype the result's casts to under numpy's ``same_kind`` rule (a tensor on the
+        result's device for tensor input; not under autograd, as in torch).
+    keepdims : bool, default False
+        Keep the client axes, with length 1, so that the result broadcasts against ``x``.
 
     Returns
     -------
     numpy.ndarray
-        Shape ``shape``, the dtype of ``x``.
+        Shape ``shape`` (``x``'s shape without the client axes, kept with length 1 under
+        ``keepdims``), the dtype of ``x``; ``out`` if given.
 
     Raises
     ------
@@ -71,4 +118,4 @@ def mean(x: Any, *, weights: Weights = None, nonfinite: NonFinite = Mean.nonfini
     >>> aggkit.mean(np.array([[1.0, 2.0], [3.0, 4.0], [np.nan, 0.0]]))
     array([2., 3.])
     """
-    return Mean(nonfinite=nonfinite)(x, weights=weights)
+    return _axes.reduce(Mean(nonfinite=nonfinite), x, axis, out, keepdims, weights=weights)

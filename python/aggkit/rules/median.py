@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, overload
 
+from aggkit import _axes
+from aggkit._axes import Axis
 from aggkit._params import Even, NonFinite
-from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
+from aggkit._types import ArrayLike, ArrayT, NDArray, OutT, Weights
 from aggkit.registry import WeightedRule, register
 
 
@@ -27,13 +29,41 @@ def median(
     even: Even = ...,
     weights: Weights = ...,
     nonfinite: NonFinite = ...,
+    axis: Axis = ...,
+    out: None = ...,
+    keepdims: bool = ...,
 ) -> ArrayT: ...
 @overload
 def median(
-    x: ArrayLike, *, even: Even = ..., weights: Weights = ..., nonfinite: NonFinite = ...
+    x: ArrayLike,
+    *,
+    even: Even = ...,
+    weights: Weights = ...,
+    nonfinite: NonFinite = ...,
+    axis: Axis = ...,
+    out: None = ...,
+    keepdims: bool = ...,
 ) -> NDArray: ...
+@overload
 def median(
-    x: Any, *, even: Even = Median.even, weights: Weights = None, nonfinite: NonFinite = Median.nonfinite
+    x: Any,
+    *,
+    even: Even = ...,
+    weights: Weights = ...,
+    nonfinite: NonFinite = ...,
+    axis: Axis = ...,
+    out: OutT,
+    keepdims: bool = ...,
+) -> OutT: ...
+def median(
+    x: Any,
+    *,
+    even: Even = Median.even,
+    weights: Weights = None,
+    nonfinite: NonFinite = Median.nonfinite,
+    axis: Axis = 0,
+    out: Any = None,
+    keepdims: bool = False,
 ) -> Any:
     r"""Coordinate-wise median of the inputs.
 
@@ -51,11 +81,22 @@ def median(
         ``"robust"`` ranks NaN above +inf, so NaN and ±inf are outliers like any other;
         ``"raise"`` refuses them; ``"propagate"`` returns NaN in every coordinate that holds
         a NaN (numpy).
+    axis : int, tuple of ints or None, default 0
+        The axis along which the inputs lie (numpy's ``axis``): ``axis=1`` reads a
+        ``(d, n)`` array as ``n`` inputs of ``d`` values. A tuple merges several axes into one
+        client axis (in C order); ``None`` makes every value an input.
+    out : array, optional
+        Where to write the result, which is then returned: an array of the result's shape
+        whose dtype the result's casts to under numpy's ``same_kind`` rule (a tensor on the
+        result's device for tensor input; not under autograd, as in torch).
+    keepdims : bool, default False
+        Keep the client axes, with length 1, so that the result broadcasts against ``x``.
 
     Returns
     -------
     numpy.ndarray
-        Shape ``shape``, the dtype of ``x``.
+        Shape ``shape`` (``x``'s shape without the client axes, kept with length 1 under
+        ``keepdims``), the dtype of ``x``; ``out`` if given.
 
     Raises
     ------
@@ -90,4 +131,4 @@ def median(
     >>> aggkit.median(np.array([[1.0, 10.0], [2.0, -3.0], [4.0, 7.0], [100.0, 0.5]]))
     array([3.  , 3.75])
     """
-    return Median(even=even, nonfinite=nonfinite)(x, weights=weights)
+    return _axes.reduce(Median(even=even, nonfinite=nonfinite), x, axis, out, keepdims, weights=weights)

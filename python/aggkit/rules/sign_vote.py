@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, overload
 
+from aggkit import _axes
+from aggkit._axes import Axis
 from aggkit._params import NonFinite
-from aggkit._types import ArrayLike, ArrayT, NDArray
+from aggkit._types import ArrayLike, ArrayT, NDArray, OutT
 from aggkit.registry import Rule, register
 
 
@@ -20,10 +22,30 @@ class SignVote(Rule):
 
 
 @overload
-def sign_vote(x: ArrayT | Sequence[ArrayT], *, nonfinite: NonFinite = ...) -> ArrayT: ...
+def sign_vote(
+    x: ArrayT | Sequence[ArrayT],
+    *,
+    nonfinite: NonFinite = ...,
+    axis: Axis = ...,
+    out: None = ...,
+    keepdims: bool = ...,
+) -> ArrayT: ...
 @overload
-def sign_vote(x: ArrayLike, *, nonfinite: NonFinite = ...) -> NDArray: ...
-def sign_vote(x: Any, *, nonfinite: NonFinite = SignVote.nonfinite) -> Any:
+def sign_vote(
+    x: ArrayLike, *, nonfinite: NonFinite = ..., axis: Axis = ..., out: None = ..., keepdims: bool = ...
+) -> NDArray: ...
+@overload
+def sign_vote(
+    x: Any, *, nonfinite: NonFinite = ..., axis: Axis = ..., out: OutT, keepdims: bool = ...
+) -> OutT: ...
+def sign_vote(
+    x: Any,
+    *,
+    nonfinite: NonFinite = SignVote.nonfinite,
+    axis: Axis = 0,
+    out: Any = None,
+    keepdims: bool = False,
+) -> Any:
     r"""SignSGD's majority vote: per coordinate, the sign of the sum of the inputs' signs.
 
     Parameters
@@ -33,11 +55,22 @@ def sign_vote(x: Any, *, nonfinite: NonFinite = SignVote.nonfinite) -> Any:
     nonfinite : {"robust", "raise", "propagate"}, default "robust"
         A NaN has no sign: ``"robust"`` counts it as an abstention, ``"raise"`` refuses it,
         ``"propagate"`` makes the coordinate NaN. ±inf votes with its sign.
+    axis : int, tuple of ints or None, default 0
+        The axis along which the inputs lie (numpy's ``axis``): ``axis=1`` reads a
+        ``(d, n)`` array as ``n`` inputs of ``d`` values. A tuple merges several axes into one
+        client axis (in C order); ``None`` makes every value an input.
+    out : array, optional
+        Where to write the result, which is then returned: an array of the result's shape
+        whose dtype the result's casts to under numpy's ``same_kind`` rule (a tensor on the
+        result's device for tensor input; not under autograd, as in torch).
+    keepdims : bool, default False
+        Keep the client axes, with length 1, so that the result broadcasts against ``x``.
 
     Returns
     -------
     numpy.ndarray
-        Values in {-1, 0, +1}, shape ``shape``, the dtype of ``x``.
+        Values in {-1, 0, +1}, shape ``shape`` (``x``'s shape without the client axes, kept
+        with length 1 under ``keepdims``), the dtype of ``x``; ``out`` if given.
 
     Notes
     -----
@@ -60,4 +93,4 @@ def sign_vote(x: Any, *, nonfinite: NonFinite = SignVote.nonfinite) -> Any:
     >>> aggkit.sign_vote(np.array([[0.5, -2.0, 1.0], [0.1, 3.0, -1.0], [-9.0, -1.0, 0.0]]))
     array([ 1., -1.,  0.])
     """
-    return SignVote(nonfinite=nonfinite)(x)
+    return _axes.reduce(SignVote(nonfinite=nonfinite), x, axis, out, keepdims)

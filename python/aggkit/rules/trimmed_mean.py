@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, overload
 
+from aggkit import _axes
+from aggkit._axes import Axis
 from aggkit._params import MAJORITY, Count, NonFinite
-from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
+from aggkit._types import ArrayLike, ArrayT, NDArray, OutT, Weights
 from aggkit.registry import WeightedRule, register
 
 
@@ -30,12 +32,46 @@ class TrimmedMean(WeightedRule):
 
 @overload
 def trimmed_mean(
-    x: ArrayT | Sequence[ArrayT], *, f: int, weights: Weights = ..., nonfinite: NonFinite = ...
+    x: ArrayT | Sequence[ArrayT],
+    *,
+    f: int,
+    weights: Weights = ...,
+    nonfinite: NonFinite = ...,
+    axis: Axis = ...,
+    out: None = ...,
+    keepdims: bool = ...,
 ) -> ArrayT: ...
 @overload
-def trimmed_mean(x: ArrayLike, *, f: int, weights: Weights = ..., nonfinite: NonFinite = ...) -> NDArray: ...
 def trimmed_mean(
-    x: Any, *, f: int, weights: Weights = None, nonfinite: NonFinite = TrimmedMean.nonfinite
+    x: ArrayLike,
+    *,
+    f: int,
+    weights: Weights = ...,
+    nonfinite: NonFinite = ...,
+    axis: Axis = ...,
+    out: None = ...,
+    keepdims: bool = ...,
+) -> NDArray: ...
+@overload
+def trimmed_mean(
+    x: Any,
+    *,
+    f: int,
+    weights: Weights = ...,
+    nonfinite: NonFinite = ...,
+    axis: Axis = ...,
+    out: OutT,
+    keepdims: bool = ...,
+) -> OutT: ...
+def trimmed_mean(
+    x: Any,
+    *,
+    f: int,
+    weights: Weights = None,
+    nonfinite: NonFinite = TrimmedMean.nonfinite,
+    axis: Axis = 0,
+    out: Any = None,
+    keepdims: bool = False,
 ) -> Any:
     r"""Coordinate-wise mean after dropping the ``f`` lowest and ``f`` highest values.
 
@@ -53,11 +89,22 @@ def trimmed_mean(
         ``"robust"`` ranks NaN above +inf, so up to ``f`` NaN or infinite values per side
         are trimmed like any outlier; ``"raise"`` refuses them; ``"propagate"`` returns NaN
         in every coordinate that holds a NaN (numpy).
+    axis : int, tuple of ints or None, default 0
+        The axis along which the inputs lie (numpy's ``axis``): ``axis=1`` reads a
+        ``(d, n)`` array as ``n`` inputs of ``d`` values. A tuple merges several axes into one
+        client axis (in C order); ``None`` makes every value an input.
+    out : array, optional
+        Where to write the result, which is then returned: an array of the result's shape
+        whose dtype the result's casts to under numpy's ``same_kind`` rule (a tensor on the
+        result's device for tensor input; not under autograd, as in torch).
+    keepdims : bool, default False
+        Keep the client axes, with length 1, so that the result broadcasts against ``x``.
 
     Returns
     -------
     numpy.ndarray
-        Shape ``shape``, the dtype of ``x``.
+        Shape ``shape`` (``x``'s shape without the client axes, kept with length 1 under
+        ``keepdims``), the dtype of ``x``; ``out`` if given.
 
     Raises
     ------
@@ -97,4 +144,4 @@ def trimmed_mean(
     >>> aggkit.trimmed_mean(np.array([[1.0], [2.0], [3.0], [1e30]]), f=1)
     array([2.5])
     """
-    return TrimmedMean(f=f, nonfinite=nonfinite)(x, weights=weights)
+    return _axes.reduce(TrimmedMean(f=f, nonfinite=nonfinite), x, axis, out, keepdims, weights=weights)

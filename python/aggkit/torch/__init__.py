@@ -34,7 +34,9 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("aggkit.torch needs PyTorch: pip install 'aggkit[torch]'") from e
 
+from aggkit import _dispatch
 from aggkit.torch import nn
+from aggkit.torch._input import ArrayOps
 from aggkit.torch._paths import force_native
 from aggkit.torch.bulyan import bulyan
 from aggkit.torch.centered_clipping import centered_clipping
@@ -51,6 +53,8 @@ from aggkit.torch.sign_vote import sign_vote
 from aggkit.torch.state_dict import aggregate_state_dicts
 from aggkit.torch.subsets import caf, mda, monna, smea
 from aggkit.torch.trimmed_mean import trimmed_mean
+
+_dispatch.provides("torch", ArrayOps())
 
 __all__ = [
     "TreeSchedule",

@@ -8,6 +8,7 @@ median, trimmed mean, Krum and Multi-Krum read them in place (:func:`in_place_ro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aggkit import _params
 from aggkit.errors import InvalidParameterError, ShapeError, empty_input_error
 from aggkit.torch._paths import native_forced
 
@@ -207,3 +209,53 @@ class Prepared:
         """An ``(m, d)`` result as ``(m, *shape)`` in the input's dtype."""
         out = out.reshape(out.shape[0], *self.shape)
         return out if out.dtype == self.dtype else out.to(self.dtype)
+
+
+class ArrayOps:
+    """numpy's ``axis=`` / ``out=`` / ``keepdims=`` for tensors (``aggkit._axes``)."""
+
+    def clients_first(self, x: Any, axis: Any, rule: str) -> tuple[Any, tuple[int, ...], Any]:
+        """``x`` as one tensor with the client axes first (``movedim``: autograd sees it)."""
+        if isinstance(x, Tensor):
+            check_layout(x, f"{rule}: x")
+            t = x
+        else:
+            if isinstance(x, str | bytes) or not isinstance(x, Sequence) or len(x) == 0:
+                raise TypeError(f"{rule}: x must be a tensor or a non-empty sequence of tensors")
+            if _params.axes(axis, x[0].ndim + 1, rule) == (0,):
+                return x, (0,), None
+            t = stack(x, rule)
+        axes = _params.axes(axis, t.ndim, rule)
+        k = len(axes)
+        if axes != tuple(range(k)):
+            t = t.movedim(axes, tuple(range(k)))
+        if k != 1:
+            t = t.reshape(math.prod(t.shape[:k]), *t.shape[k:])
+        return t, axes, None
+
+    def deliver(self, y: Any, keep: tuple[int, ...], out: Any, context: Any, rule: str) -> Any:
+        """``y`` with length-1 axes at ``keep``, copied into ``out`` (torch's casting rule)."""
+        if keep:
+            shape = list(y.shape)
+            for a in keep:
+                shape.insert(a, 1)
+            y = y.reshape(shape)
+        if out is None:
+            return y
+        if not isinstance(out, Tensor):
+            raise TypeError(f"{rule}: out must be a tensor, got {type(out).__name__}")
+        if out.shape != y.shape:
+            raise ShapeError(f"{rule}: out must have shape {tuple(y.shape)}, got {tuple(out.shape)}")
+        if out.device != y.device:
+            raise ValueError(f"{rule}: out is on {out.device}, the result on {y.device}")
+        if not torch.can_cast(y.dtype, out.dtype):
+            raise TypeError(
+                f"{rule}: out has dtype {out.dtype}, which the result's {y.dtype} cannot be cast to"
+            )
+        if torch.is_grad_enabled() and (y.requires_grad or out.requires_grad):
+            raise RuntimeError(
+                f"{rule}: out= does not support automatic differentiation (as in torch), but an "
+                "input or out requires grad: drop out= or call under torch.no_grad()"
+            )
+        out.copy_(y)
+        return out
