@@ -1,14 +1,12 @@
-"""The ``aggkit`` command (also ``python -m aggkit``).
+"""The ``aggkit`` command (also ``python -m aggkit``): ``simulate``, ``demo`` and ``bench``.
 
-``aggkit simulate``  federated learning with Byzantine clients: accuracy per rule and attack,
-                     a table and a PNG plot (about ten seconds with the defaults).
-``aggkit demo``      aggregate 7 honest and 3 Byzantine updates with every rule.
-``aggkit bench``     aggkit against numpy (and torch) at the sizes of the benchmark grid.
+``aggkit --help`` prints :data:`DESCRIPTION`, the same in plain text.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -133,8 +131,33 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = """\
+aggkit: robust aggregation for federated and Byzantine-resilient learning. Each command has
+its own options: aggkit simulate -h, aggkit demo -h, aggkit bench -h.
+"""
+
+
+def _plot_problem(path: str) -> str | None:
+    """Why the simulation could not write its plot to ``path``, checked before it runs."""
+    from aggkit._cli import check_writable
+
+    problem = check_writable(path, "--plot")
+    if problem is not None:
+        return problem
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return "--plot needs matplotlib: pip install 'aggkit[sim]', or pass --plot none"
+    ext = os.path.splitext(path)[1][1:].lower()
+    types = FigureCanvasBase.get_supported_filetypes()
+    if ext and ext not in types:
+        return f"--plot {path!r}: matplotlib cannot write .{ext} files (it writes {', '.join(sorted(types))})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
+    from aggkit._cli import Formatter, check_writable, paragraphs, positive_float, positive_int
     from aggkit.simulate import DEFAULT_ATTACKS, DEFAULT_RULES
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -142,59 +165,82 @@ def main(argv: list[str] | None = None) -> int:
         from aggkit._bench import run
 
         return run(argv[1:])
-    parser = argparse.ArgumentParser(
-        prog="aggkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="aggkit", description=DESCRIPTION, formatter_class=Formatter)
+    parser.add_argument(
+        "--version", action="version", version=f"aggkit {aggkit.__version__} (SIMD {aggkit.simd_level()})"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="aggregate honest and Byzantine updates with every rule")
-    p.add_argument("--seed", type=int, default=0)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,demo,bench}")
+    p = sub.add_parser(
+        "demo",
+        help="aggregate honest and Byzantine updates with every rule",
+        description=paragraphs(
+            "Aggregate 7 honest client updates and 3 Byzantine ones (huge values, a sign flip, "
+            "NaN) with every rule, and show each output and its error."
+        ),
+        formatter_class=Formatter,
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the honest clients' noise")
 
     s = sub.add_parser(
         "simulate",
         help="federated learning with Byzantine clients; accuracy per rule and attack",
-        description="Federated learning with Byzantine clients: a table of final accuracy per rule "
-        "and attack, and a PNG plot of accuracy over rounds. Rules and attacks are names with "
-        "optional parameters, e.g. trimmed_mean:f=2 or alie:z=1.5 (rules with an f get "
-        "f=--byzantine unless given).",
+        description=paragraphs(
+            "Federated learning with Byzantine clients: a table of final accuracy per rule and "
+            "attack, and a plot of accuracy over rounds (needs aggkit[sim]).",
+            "Rules and attacks are names with optional parameters, e.g. trimmed_mean:f=2 or "
+            "alie:z=1.5; rules with an f get f=--byzantine unless given.",
+            "The rule 'mean' drops clients that send NaN or inf (its robust default, labelled "
+            "'mean (drops non-finite)'); 'mean:nonfinite=propagate' is plain FedAvg.",
+        ),
+        formatter_class=Formatter,
     )
     s.add_argument(
         "--rules",
         nargs="+",
         default=list(DEFAULT_RULES),
         metavar="RULE",
-        help=f"rules to compare (default: {' '.join(DEFAULT_RULES)}); see aggkit.list_rules()",
+        help="rules to compare; see aggkit.list_rules()",
     )
     s.add_argument(
         "--attacks",
         nargs="+",
         default=list(DEFAULT_ATTACKS),
         metavar="ATTACK",
-        help=f"attacks (default: {' '.join(DEFAULT_ATTACKS)}); see aggkit.attacks.list_attacks()",
+        help="attacks; see aggkit.attacks.list_attacks()",
     )
     s.add_argument(
         "--dataset",
         choices=["digits", "synthetic"],
         default="digits",
-        help="scikit-learn's bundled digits, or a generated task (default: digits)",
+        help="scikit-learn's bundled digits, or a generated task",
     )
-    s.add_argument("--model", choices=["mlp", "logreg"], default="mlp")
-    s.add_argument("--clients", type=int, default=20, help="number of clients n (default 20)")
-    s.add_argument("--byzantine", type=int, default=4, help="Byzantine clients among them (default 4)")
-    s.add_argument("--rounds", type=int, default=40)
-    s.add_argument("--local-steps", type=int, default=2, help="SGD steps per client per round")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--lr", type=float, default=0.5)
+    s.add_argument(
+        "--model",
+        choices=["mlp", "logreg"],
+        default="mlp",
+        help="a 1-hidden-layer MLP (32 ReLU units) or multinomial logistic regression",
+    )
+    s.add_argument("--clients", type=positive_int, default=20, help="number of clients n")
+    s.add_argument("--byzantine", type=int, default=4, help="Byzantine clients among them (the last ones)")
+    s.add_argument("--rounds", type=positive_int, default=40, help="aggregation rounds")
+    s.add_argument("--local-steps", type=positive_int, default=2, help="SGD steps per client per round")
+    s.add_argument("--batch-size", type=positive_int, default=32, help="examples per local SGD step")
+    s.add_argument("--lr", type=positive_float, default=0.5, help="local SGD learning rate")
     s.add_argument(
         "--alpha",
-        type=float,
+        type=positive_float,
         default=1.0,
-        help="Dirichlet label heterogeneity (inf: IID; 0.1: very non-IID; default 1)",
+        help="Dirichlet label heterogeneity (inf: IID; 0.1: very non-IID)",
     )
     s.add_argument(
         "--weighted", action="store_true", help="weight by client example counts where the rule takes weights"
     )
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--plot", default="aggkit-simulate.png", help="PNG path, or 'none'")
+    s.add_argument(
+        "--seed", type=int, default=0, help="seeds the split, the model, the batches and the attacks"
+    )
+    s.add_argument(
+        "--plot", default="aggkit-simulate.png", help="image path (.png, .pdf, .svg, ...), or 'none'"
+    )
     s.add_argument("--json", default=None, help="also write the accuracy curves as JSON here")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -203,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         demo(args.seed)
         return 0
+    problems = [_plot_problem(args.plot) if args.plot != "none" else None]
+    problems.append(check_writable(args.json, "--json") if args.json else None)
+    for problem in problems:
+        if problem is not None:
+            parser.exit(2, f"aggkit simulate: error: {problem}\n")
     return _simulate(args)
 
 

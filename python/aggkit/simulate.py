@@ -34,6 +34,7 @@ import aggkit
 from aggkit import attacks as _attacks
 from aggkit.errors import InvalidParameterError
 from aggkit.registry import Rule, param_names, rule_class
+from aggkit.rules.mean import Mean
 
 __all__ = ["Dataset", "SimulationResult", "load_dataset", "parse_spec", "simulate"]
 
@@ -242,6 +243,12 @@ class SimulationResult:
     seconds: float = 0.0
     #: For selection rules: per (rule, attack), how often each client was kept over the rounds.
     kept: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    #: How the table and the plot name a rule, where that differs from its spec.
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def label(self, rule: str) -> str:
+        """The name shown for rule spec ``rule`` (``"mean (drops non-finite)"`` for ``"mean"``)."""
+        return self.labels.get(rule, rule)
 
     def final_accuracy(self) -> dict[tuple[str, str], float]:
         """The accuracy after the last round, per (rule, attack)."""
@@ -251,7 +258,7 @@ class SimulationResult:
         """A plain-text table: one row per rule, one column per attack (final accuracy, %)."""
         rules = list(dict.fromkeys(r for r, _ in self.accuracy))
         attacks = list(dict.fromkeys(a for _, a in self.accuracy))
-        w0 = max(len("rule"), *(len(r) for r in rules))
+        w0 = max(len("rule"), *(len(self.label(r)) for r in rules))
         ws = [max(len(a), 6) for a in attacks]
         lines = ["  ".join([f"{'rule':<{w0}}", *(f"{a:>{w}}" for a, w in zip(attacks, ws, strict=True))])]
         lines.append("-" * len(lines[0]))
@@ -260,16 +267,29 @@ class SimulationResult:
             for a, w in zip(attacks, ws, strict=True):
                 acc = self.accuracy.get((r, a))
                 cells.append(f"{100 * acc[-1]:>{w}.1f}" if acc else f"{'-':>{w}}")
-            lines.append("  ".join([f"{r:<{w0}}", *cells]))
+            lines.append("  ".join([f"{self.label(r):<{w0}}", *cells]))
         return "\n".join(lines)
 
     def plot(self, path: str) -> str:
-        """Write a PNG of accuracy over rounds (one panel per attack, one line per rule)."""
+        """Write a plot of accuracy over rounds (one panel per attack, one line per rule).
+
+        The format follows the file's extension (PNG without one); returns ``path``.
+        """
+        import matplotlib.pyplot as plt
+
+        fig = self.figure()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+    def figure(self) -> Any:
+        """The matplotlib figure :meth:`plot` writes: a panel per attack, one legend below."""
         try:
             import matplotlib
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
+            from matplotlib.ticker import MaxNLocator
         except ImportError:
             raise ImportError("plotting needs matplotlib: pip install 'aggkit[sim]'") from None
         rules = list(dict.fromkeys(r for r, _ in self.accuracy))
@@ -281,54 +301,51 @@ class SimulationResult:
             for r in rules:
                 acc = self.accuracy.get((r, a))
                 if acc:
-                    ax.plot(range(1, len(acc) + 1), [100 * v for v in acc], label=r)
+                    ax.plot(range(1, len(acc) + 1), [100 * v for v in acc], label=self.label(r))
             ax.set_title(f"attack: {a}")
             ax.set_xlabel("round")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylim(0, 100)
             ax.grid(alpha=0.3)
         for ax in axes[:, 0]:
             ax.set_ylabel("test accuracy (%)")
         for ax in axes.ravel()[len(attacks) :]:
-            ax.axis("off")
-        axes.ravel()[0].legend(fontsize=8, loc="lower right")
+            fig.delaxes(ax)
+        # one legend for the figure, below the panels (every panel has the same rules)
+        handles, names = axes.ravel()[0].get_legend_handles_labels()
+        per_row = min(len(names), 6)
+        fig.legend(handles, names, loc="lower center", ncol=max(per_row, 1), fontsize=8, frameon=False)
+        legend_rows = math.ceil(len(names) / max(per_row, 1))
         c = self.config
         fig.suptitle(
             f"aggkit simulate: {c.get('dataset')}, {c.get('model')}, n={c.get('clients')} clients, "
             f"{c.get('byzantine')} Byzantine, alpha={c.get('alpha')}, seed={c.get('seed')}",
             fontsize=10,
         )
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        fig.tight_layout(rect=(0, 0.045 * legend_rows / rows + 0.02, 1, 1))
+        return fig
 
 
 class _Progress:
-    """A one-line progress bar on stderr (a line per 10 % when stderr is not a terminal)."""
+    """Progress on stderr through tqdm (in the ``sim`` extra); nothing when tqdm is missing."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.done = total, enabled, 0
-        self.tty = sys.stderr.isatty()
-        self.t0 = time.perf_counter()
-        self.last_decile = -1
+        self.bar: Any = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, unit="round", file=sys.stderr, dynamic_ncols=True)
 
     def step(self, label: str) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        frac = self.done / self.total
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
-        line = f"[{bar}] {100 * frac:5.1f}%  {elapsed:5.1f}s elapsed, ~{eta:4.0f}s left  {label}"
-        if self.tty:
-            sys.stderr.write("\r" + line[:150].ljust(150))
-            if self.done == self.total:
-                sys.stderr.write("\n")
-        elif int(10 * frac) > self.last_decile:
-            self.last_decile = int(10 * frac)
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        if self.bar is not None:
+            self.bar.set_description_str(label, refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 DEFAULT_RULES = ("mean", "median", "trimmed_mean", "krum", "multi_krum")
@@ -411,39 +428,45 @@ def simulate(
             seed=seed, params=net.size,
         )
     )  # fmt: skip
+    for label, r in rule_objs:
+        if isinstance(r, Mean) and r.nonfinite == "robust":
+            result.labels[label] = f"{label} (drops non-finite)"
     bar = _Progress(len(rule_objs) * len(attack_objs) * rounds, progress)
     t0 = time.perf_counter()
-    for a_label, atk in attack_objs:
-        for r_label, rule in rule_objs:
-            rng = np.random.default_rng(seed + 3)  # same minibatches and attack draws for every pair
-            w = w0.copy()
-            accs: list[float] = []
-            kept = [0] * clients
-            carried = rule.rounds()  # what the rule keeps between rounds (centered clipping's centre)
-            for rnd in range(rounds):
-                updates = np.empty((clients, net.size), dtype=np.float32)
-                for c in range(clients):
-                    poisoned = c >= honest_n and atk is not None and atk.poisons_data
-                    updates[c] = _local_update(
-                        net, w, data, split[c], rng, local_steps, batch_size, lr, poisoned
-                    )
-                if atk is not None and byzantine and not atk.poisons_data:
-                    updates[honest_n:] = atk(updates[:honest_n], f=byzantine, rng=rng)
-                weights = counts if weighted and rule.supports_weights else None
-                with np.errstate(all="ignore"):
-                    agg, sel = carried.aggregate(updates, weights=weights)
-                    w = (w + agg).astype(np.float32)
-                if sel is not None:
-                    for i in sel.indices.tolist():
-                        kept[i] += 1
-                acc = net.accuracy(w, data.x_test, data.y_test)
-                accs.append(acc)
-                if on_round is not None:
-                    on_round(r_label, a_label, rnd + 1, acc)
-                bar.step(f"{r_label} vs {a_label}, round {rnd + 1}/{rounds}")
-            result.accuracy[(r_label, a_label)] = accs
-            if any(kept):
-                result.kept[(r_label, a_label)] = kept
+    try:
+        for a_label, atk in attack_objs:
+            for r_label, rule in rule_objs:
+                rng = np.random.default_rng(seed + 3)  # same minibatches and attack draws for every pair
+                w = w0.copy()
+                accs: list[float] = []
+                kept = [0] * clients
+                carried = rule.rounds()  # what the rule keeps between rounds (centered clipping's centre)
+                for rnd in range(rounds):
+                    updates = np.empty((clients, net.size), dtype=np.float32)
+                    for c in range(clients):
+                        poisoned = c >= honest_n and atk is not None and atk.poisons_data
+                        updates[c] = _local_update(
+                            net, w, data, split[c], rng, local_steps, batch_size, lr, poisoned
+                        )
+                    if atk is not None and byzantine and not atk.poisons_data:
+                        updates[honest_n:] = atk(updates[:honest_n], f=byzantine, rng=rng)
+                    weights = counts if weighted and rule.supports_weights else None
+                    with np.errstate(all="ignore"):
+                        agg, sel = carried.aggregate(updates, weights=weights)
+                        w = (w + agg).astype(np.float32)
+                    if sel is not None:
+                        for i in sel.indices.tolist():
+                            kept[i] += 1
+                    acc = net.accuracy(w, data.x_test, data.y_test)
+                    accs.append(acc)
+                    if on_round is not None:
+                        on_round(r_label, a_label, rnd + 1, acc)
+                    bar.step(f"{r_label} vs {a_label}, round {rnd + 1}/{rounds}")
+                result.accuracy[(r_label, a_label)] = accs
+                if any(kept):
+                    result.kept[(r_label, a_label)] = kept
+    finally:
+        bar.close()
     result.seconds = time.perf_counter() - t0
     return result
 
