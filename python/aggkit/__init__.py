@@ -15,6 +15,7 @@ from aggkit._runtime import set_work_limit as set_work_limit
 from aggkit._runtime import simd_level as simd_level
 from aggkit.buffer import UpdateBuffer as UpdateBuffer
 from aggkit.errors import AggkitError as AggkitError
+from aggkit.errors import AxisError as AxisError
 from aggkit.errors import EmptyInputError as EmptyInputError
 from aggkit.errors import InvalidParameterError as InvalidParameterError
 from aggkit.errors import NoMajorityError as NoMajorityError
@@ -100,6 +101,7 @@ __all__ = [
     "NNM",
     "SMEA",
     "AggkitError",
+    "AxisError",
     "Bucketing",
     "Bulyan",
     "CenteredClipping",

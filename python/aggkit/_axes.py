@@ -24,9 +24,8 @@ Axis: TypeAlias = "SupportsIndex | Sequence[SupportsIndex] | None"
 def reduce(rule: Rule, x: Any, axis: Any, out: Any, keepdims: Any, **data: Any) -> Any:
     """Run the coordinate-wise ``rule`` over the client axes ``axis`` of ``x``."""
     keep = _params.flag(keepdims, "keepdims", rule.name)
-    if out is None and not keep and type(axis) is int and axis == 0:
+    if out is None and not keep and _params.is_zero_axis(axis):
         return rule._run(x, **data)[0]
     ops = _dispatch.array_ops(x)
-    moved, axes, context = ops.clients_first(x, axis, rule.name)
-    y = rule._run(moved, **data)[0]
-    return ops.deliver(y, axes if keep else (), out, context, rule.name)
+    moved, plan = ops.clients_first(x, axis, keep, out, rule.name)
+    return ops.deliver(rule._run(moved, **data)[0], plan)

@@ -28,16 +28,16 @@ _OPS: dict[str, ArrayOps] = {}
 class ArrayOps(Protocol):
     """What the framework-free layers need from a backend besides the rules (``aggkit._axes``)."""
 
-    def clients_first(self, x: Any, axis: Any, rule: str) -> tuple[Any, tuple[int, ...], Any]:
-        """``x`` with the client axes ``axis`` moved first and merged into one.
+    def clients_first(self, x: Any, axis: Any, keepdims: bool, out: Any, rule: str) -> tuple[Any, Any]:
+        """``x`` with the client axes ``axis`` moved first and merged into one, and a plan.
 
-        Returns the moved input, the client axes (sorted, non-negative) and a context that
-        :meth:`deliver` takes back.
+        ``out`` (if given) is checked here against the result's shape and dtype, before the
+        rule runs; the plan is what :meth:`deliver` needs.
         """
         ...
 
-    def deliver(self, y: Any, keep: tuple[int, ...], out: Any, context: Any, rule: str) -> Any:
-        """The result ``y`` with length-1 axes at ``keep``, written to ``out`` if given."""
+    def deliver(self, y: Any, plan: Any) -> Any:
+        """The result ``y`` with the kept axes of length 1, written into ``out`` if given."""
         ...
 
 

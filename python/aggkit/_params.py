@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from aggkit.errors import InvalidParameterError, ShapeError, too_few_inputs_error
+from aggkit.errors import AxisError, InvalidParameterError, ShapeError, too_few_inputs_error
 
 Even = Literal["mean", "lower", "upper"]
 """How an even number of values gives a median: their midpoint, the lower or the upper one."""
@@ -133,26 +134,41 @@ def flag(value: Any, name: str, rule: str) -> bool:
     raise TypeError(f"{rule}: {name} must be a bool, got {value!r}")
 
 
-def axes(value: Any, ndim: int, rule: str) -> tuple[int, ...]:
-    """Numpy's ``axis=`` for an ``ndim``-D input: sorted, non-negative, without duplicates.
+def _index(value: Any) -> int | None:
+    """``value`` as an index (an int, a numpy integer, a 0-d integer array), or ``None``."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
-    ``None`` is every axis; an int or a sequence of ints counts from the end when negative.
+
+def axes(value: Any, ndim: int, rule: str) -> tuple[int, ...]:
+    """The client axes of numpy's ``axis=`` for an ``ndim``-D input: sorted, non-negative, without duplicates.
+
+    ``None`` is every axis; an int (anything with ``__index__`` but a bool) or a tuple, list
+    or range of them counts from the end when negative.
     """
     if value is None:
         return tuple(range(ndim))
-    items = tuple(value) if isinstance(value, tuple | list) else (value,)
+    items = tuple(value) if isinstance(value, tuple | list | range) else (value,)
     found: list[int] = []
-    for a in items:
-        if not _integral(a):
+    for item in items:
+        a = _index(item)
+        if a is None:
             raise TypeError(f"{rule}: axis must be an int, a tuple of ints or None, got {value!r}")
-        if not -ndim <= int(a) < ndim:
-            raise InvalidParameterError(
-                f"{rule}: axis {int(a)} is out of bounds for an input of {ndim} dimensions"
-            )
-        found.append(int(a) % ndim)
+        if not -ndim <= a < ndim:
+            raise AxisError(f"{rule}: axis {a} is out of bounds for a {ndim}-d input")
+        found.append(a % ndim)
     if len(set(found)) != len(found):
         raise InvalidParameterError(f"{rule}: axis {value!r} names one axis twice")
     return tuple(sorted(found))
+
+
+def is_zero_axis(value: Any) -> bool:
+    """Whether ``axis=value`` is the default client axis (the first), whatever the input."""
+    return _index(value) == 0
 
 
 def choice(value: Any, name: str, options: tuple[str, ...], rule: str) -> str:

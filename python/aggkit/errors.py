@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from aggkit import _core
 from aggkit._core import (
     AggkitError,
@@ -26,6 +28,7 @@ from aggkit._core import (
 
 __all__ = [
     "AggkitError",
+    "AxisError",
     "EmptyInputError",
     "InvalidParameterError",
     "NoMajorityError",
@@ -33,6 +36,14 @@ __all__ = [
     "ShapeError",
     "TooFewInputsError",
 ]
+
+
+class AxisError(InvalidParameterError, np.exceptions.AxisError):
+    """An ``axis=`` outside the input's dimensions: numpy's ``AxisError`` and an aggkit error.
+
+    ``except np.exceptions.AxisError``, ``except IndexError`` and ``except ValueError`` all
+    catch it, as they catch numpy's.
+    """
 
 
 class NoMajorityError(AggkitError):

@@ -194,8 +194,26 @@ def _read_nested(x: Sequence[Any], rule: str) -> np.ndarray:
     if a.dtype == object:
         raise TypeError(f"{rule}: x could not be read as an array of numbers")
     if a.dtype.kind in "biu":
+        if not _python_ints(x):
+            raise TypeError(
+                f"{rule}: x must hold floating-point values (float16, bfloat16, float32 or "
+                f"float64), got numpy integers ({a.dtype}); convert explicitly, e.g. "
+                "np.asarray(x, dtype=np.float32)"
+            )
         a = a.astype(np.float64)
     return a
+
+
+def _python_ints(x: Any) -> bool:
+    """Whether every leaf of nested lists / tuples ``x`` is a Python int or bool (no dtype)."""
+    stack = [x]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list | tuple):
+            stack.extend(v)
+        elif type(v) not in (int, bool):
+            return False
+    return True
 
 
 def _is_array_sequence(x: Any, rule: str) -> bool:
@@ -324,17 +342,27 @@ def nonfinite_rows(rows: Any) -> list[int]:
     return [i for i, r in enumerate(rows) if not np.isfinite(r).all()]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What :meth:`ArrayOps.deliver` needs: the result's shape, ``out``, the caller's array type."""
+
+    shape: tuple[int, ...]
+    out: np.ndarray | None
+    wrap: Callable[[np.ndarray], Any] | None
+
+
 class ArrayOps:
     """numpy's ``axis=`` / ``out=`` / ``keepdims=`` for host arrays (``aggkit._axes``)."""
 
-    def clients_first(self, x: Any, axis: Any, rule: str) -> tuple[Any, tuple[int, ...], Any]:
+    def clients_first(self, x: Any, axis: Any, keepdims: bool, out: Any, rule: str) -> tuple[Any, _Plan]:
         """``x`` as one numpy array with the client axes first (a view where numpy can)."""
         if _is_array_sequence(x, rule):
             arrays = _same_arrays(x, rule)
             axes = _params.axes(axis, arrays[0].ndim + 1, rule)
+            wrap = _mirror(x[0])
             if axes == (0,):  # the inputs are already the rows: read them in place
-                return arrays, axes, _mirror(x[0])
-            a, wrap = np.stack(arrays), _mirror(x[0])
+                return arrays, _plan(arrays[0].shape, arrays[0].dtype, axes, keepdims, out, wrap, rule)
+            a = np.stack(arrays)
         else:
             wrap = _mirror(x)
             if isinstance(x, Sequence) and not hasattr(x, "__array__"):
@@ -346,24 +374,46 @@ class ArrayOps:
             a = np.moveaxis(a, axes, tuple(range(k)))
         if k != 1:
             a = a.reshape((math.prod(a.shape[:k]), *a.shape[k:]))
-        return a, axes, wrap
+        return a, _plan(a.shape[1:], a.dtype, axes, keepdims, out, wrap, rule)
 
-    def deliver(self, y: Any, keep: tuple[int, ...], out: Any, wrap: Any, rule: str) -> Any:
-        """``y`` with length-1 axes at ``keep``, copied into ``out`` (numpy's casting rule)."""
-        if keep:
-            y = np.expand_dims(y, keep)
-        if out is None:
-            return y if wrap is None else wrap(y)
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"{rule}: out must be a numpy array, got {type(out).__name__}")
-        if out.shape != y.shape:
-            raise ShapeError(f"{rule}: out must have shape {y.shape}, got {out.shape}")
-        if not np.can_cast(y.dtype, out.dtype, casting="same_kind"):
-            raise TypeError(
-                f"{rule}: out has dtype {out.dtype}, which the result's {y.dtype} cannot be cast to "
-                "under numpy's same_kind rule"
-            )
-        if not out.flags.writeable:
-            raise InvalidParameterError(f"{rule}: out is read-only")
-        np.copyto(out, y, casting="same_kind")
-        return out
+    def deliver(self, y: Any, plan: _Plan) -> Any:
+        """``y`` in the planned shape, copied into ``out`` if given, else in the caller's type."""
+        y = y.reshape(plan.shape)
+        if plan.out is None:
+            return y if plan.wrap is None else plan.wrap(y)
+        np.copyto(plan.out, y, casting="same_kind")
+        return plan.out
+
+
+def _plan(
+    rest: tuple[int, ...],
+    dtype: np.dtype[Any],
+    axes: tuple[int, ...],
+    keepdims: bool,
+    out: Any,
+    wrap: Callable[[np.ndarray], Any] | None,
+    rule: str,
+) -> _Plan:
+    """The result's shape (length-1 axes at ``axes`` under keepdims), ``out`` checked against it."""
+    shape = list(rest)
+    if keepdims:
+        for a in axes:
+            shape.insert(a, 1)
+    if out is not None:
+        _check_out(out, tuple(shape), dtype, rule)
+    return _Plan(tuple(shape), out, wrap)
+
+
+def _check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype[Any], rule: str) -> None:
+    """Refuse an ``out`` the result could not be written to, before any work is done."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{rule}: out must be a numpy array, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ShapeError(f"{rule}: out must have shape {shape}, got {out.shape}")
+    if not np.can_cast(dtype, out.dtype, casting="same_kind"):
+        raise TypeError(
+            f"{rule}: out has dtype {out.dtype}, which the result's {dtype} cannot be cast to "
+            "under numpy's same_kind rule"
+        )
+    if not out.flags.writeable:
+        raise InvalidParameterError(f"{rule}: out is read-only")

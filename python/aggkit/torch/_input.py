@@ -194,11 +194,13 @@ class Prepared:
             raise empty_input_error(rule)
         self.shape = x.shape[1:]
         self.dtype = x.dtype
-        x2 = x.reshape(self.n, self.shape.numel())
+        # flatten / unsqueeze keep the sizes symbolic under torch.export and torch.compile
+        # (reshape to shape.numel() would make the feature size a constant)
+        x2 = x.flatten(1) if x.ndim > 1 else x.unsqueeze(1)
         if x2.dtype != dt:
             x2 = x2.to(dt)
         self.x: Tensor = x2.contiguous()
-        self.d: int = self.shape.numel()
+        self.d: int = x2.shape[1]
 
     def finish(self, out: Tensor) -> Tensor:
         """A flat result in the input's trailing shape and dtype."""
@@ -214,7 +216,9 @@ class Prepared:
 class ArrayOps:
     """numpy's ``axis=`` / ``out=`` / ``keepdims=`` for tensors (``aggkit._axes``)."""
 
-    def clients_first(self, x: Any, axis: Any, rule: str) -> tuple[Any, tuple[int, ...], Any]:
+    def clients_first(
+        self, x: Any, axis: Any, keepdims: bool, out: Any, rule: str
+    ) -> tuple[Any, tuple[tuple[int, ...], Tensor | None]]:
         """``x`` as one tensor with the client axes first (``movedim``: autograd sees it)."""
         if isinstance(x, Tensor):
             check_layout(x, f"{rule}: x")
@@ -222,8 +226,9 @@ class ArrayOps:
         else:
             if isinstance(x, str | bytes) or not isinstance(x, Sequence) or len(x) == 0:
                 raise TypeError(f"{rule}: x must be a tensor or a non-empty sequence of tensors")
-            if _params.axes(axis, x[0].ndim + 1, rule) == (0,):
-                return x, (0,), None
+            axes = _params.axes(axis, x[0].ndim + 1, rule)
+            if axes == (0,):  # the inputs are already the rows
+                return x, _plan(x[0], tuple(x[0].shape), axes, keepdims, out, rule)
             t = stack(x, rule)
         axes = _params.axes(axis, t.ndim, rule)
         k = len(axes)
@@ -231,31 +236,40 @@ class ArrayOps:
             t = t.movedim(axes, tuple(range(k)))
         if k != 1:
             t = t.reshape(math.prod(t.shape[:k]), *t.shape[k:])
-        return t, axes, None
+        return t, _plan(t, tuple(t.shape[1:]), axes, keepdims, out, rule)
 
-    def deliver(self, y: Any, keep: tuple[int, ...], out: Any, context: Any, rule: str) -> Any:
-        """``y`` with length-1 axes at ``keep``, copied into ``out`` (torch's casting rule)."""
-        if keep:
-            shape = list(y.shape)
-            for a in keep:
-                shape.insert(a, 1)
-            y = y.reshape(shape)
+    def deliver(self, y: Any, plan: tuple[tuple[int, ...], Tensor | None]) -> Any:
+        """``y`` in the planned shape, copied into ``out`` if given."""
+        shape, out = plan
+        y = y.reshape(shape)
         if out is None:
             return y
+        out.copy_(y)
+        return out
+
+
+def _plan(
+    x: Tensor, rest: tuple[int, ...], axes: tuple[int, ...], keepdims: bool, out: Any, rule: str
+) -> tuple[tuple[int, ...], Tensor | None]:
+    """The result's shape, and ``out`` checked against it (torch's rules) before any work."""
+    shape = list(rest)
+    if keepdims:
+        for a in axes:
+            shape.insert(a, 1)
+    if out is not None:
         if not isinstance(out, Tensor):
             raise TypeError(f"{rule}: out must be a tensor, got {type(out).__name__}")
-        if out.shape != y.shape:
-            raise ShapeError(f"{rule}: out must have shape {tuple(y.shape)}, got {tuple(out.shape)}")
-        if out.device != y.device:
-            raise ValueError(f"{rule}: out is on {out.device}, the result on {y.device}")
-        if not torch.can_cast(y.dtype, out.dtype):
+        if tuple(out.shape) != tuple(shape):
+            raise ShapeError(f"{rule}: out must have shape {tuple(shape)}, got {tuple(out.shape)}")
+        if out.device != x.device:
+            raise ValueError(f"{rule}: out is on {out.device}, the inputs on {x.device}")
+        if not torch.can_cast(x.dtype, out.dtype):
             raise TypeError(
-                f"{rule}: out has dtype {out.dtype}, which the result's {y.dtype} cannot be cast to"
+                f"{rule}: out has dtype {out.dtype}, which the result's {x.dtype} cannot be cast to"
             )
-        if torch.is_grad_enabled() and (y.requires_grad or out.requires_grad):
+        if torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
             raise RuntimeError(
                 f"{rule}: out= does not support automatic differentiation (as in torch), but an "
                 "input or out requires grad: drop out= or call under torch.no_grad()"
             )
-        out.copy_(y)
-        return out
+    return tuple(shape), out
