@@ -178,7 +178,8 @@ def test_bench_command_quick():
             "-m",
             "aggkit",
             "bench",
-            "--quick",
+            "--d",
+            "1e5",
             "--rules",
             "median",
             "--n",
@@ -235,23 +236,41 @@ def test_help_is_plain_text_with_defaults():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--plot", "/nonexistent-dir/acc.png"], "does not exist"),
+        (["--plot", "/nonexistent-dir/acc.png"], "cannot be written: No such file or directory"),
         (["--plot", "acc.notaformat"], "cannot write .notaformat"),
         (["--json", "."], "is a directory"),
         (["--clients", "0"], "expected an integer >= 1, got 0"),
         (["--lr", "nan"], "expected a finite number > 0"),
+        (["--seed", "-1"], "expected an integer >= 0"),
+        (["--plot", ""], "empty path"),
+        (["--plot", "nodir-x/"], "cannot be written"),
+        (["--json", "missing-dir-x/out.json"], "cannot be written"),
+        (["--json", "same.png", "--plot", "same.png"], "name the same file"),
     ],
 )
-def test_output_paths_and_values_are_checked_before_the_run(args, message):
+def test_output_paths_and_values_are_checked_before_the_run(args, message, tmp_path):
     if "--plot" in args:
         pytest.importorskip("matplotlib")
-    proc = run_cli("simulate", "--dataset", "synthetic", "--rounds", "1000000", *args, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggkit", "simulate", "--dataset", "synthetic", "--rounds", "1000000", *args],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize(("args", "message"), [(["--n", "0"], ">= 1"), (["--d", "0.5"], "whole number")])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n", "0"], ">= 1"),
+        (["--d", "0.5"], "whole number"),
+        (["--d", "1e12", "--n", "10"], "GB with one copy"),
+        (["--threads", "100000"], "--threads: set_num_threads"),
+        (["--quick", "--repeats", "1"], "--quick sets --n, --d, --repeats; drop --repeats or --quick"),
+        (["--quick", "--large"], "not both"),
+    ],
+)
 def test_bench_values_are_checked(args, message):
     proc = run_cli("bench", *args)
     assert proc.returncode == 2
@@ -291,6 +310,24 @@ def test_the_baseline_says_what_it_does():
     assert math.isnan(r.accuracy[("mean:nonfinite=propagate", "nonfinite")][-1]) or (
         r.accuracy[("mean:nonfinite=propagate", "nonfinite")][-1] < 0.2
     )
+
+
+def test_iid_and_a_name_without_extension(tmp_path):
+    pytest.importorskip("matplotlib")
+    args = ["simulate", "--dataset", "synthetic", "--rounds", "1", "--alpha", "inf", "--rules", "median"]
+    args += ["--attacks", "none", "--plot", "acc", "--quiet"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggkit", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "alpha=inf" in proc.stdout
+    assert (tmp_path / "acc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "plot written to acc.png" in proc.stdout
 
 
 def test_progress_goes_through_tqdm_or_nowhere(capsys, monkeypatch):

@@ -91,7 +91,7 @@ def _simulate(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     except (aggkit.AggkitError, ImportError, TypeError) as e:
-        print(f"aggkit simulate: error: {e}", file=sys.stderr)
+        print(f"aggkit simulate: error: {str(e).removeprefix('simulate: ')}", file=sys.stderr)
         return 2
     c = result.config
     print(
@@ -157,7 +157,15 @@ def _plot_problem(path: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    from aggkit._cli import Formatter, check_writable, paragraphs, positive_float, positive_int
+    from aggkit._cli import (
+        Formatter,
+        check_writable,
+        paragraphs,
+        positive_float,
+        positive_int,
+        positive_or_inf,
+        seed,
+    )
     from aggkit.simulate import DEFAULT_ATTACKS, DEFAULT_RULES
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -179,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         formatter_class=Formatter,
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the honest clients' noise")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the honest clients' noise")
 
     s = sub.add_parser(
         "simulate",
@@ -228,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--lr", type=positive_float, default=0.5, help="local SGD learning rate")
     s.add_argument(
         "--alpha",
-        type=positive_float,
+        type=positive_or_inf,
         default=1.0,
         help="Dirichlet label heterogeneity (inf: IID; 0.1: very non-IID)",
     )
@@ -236,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "--weighted", action="store_true", help="weight by client example counts where the rule takes weights"
     )
     s.add_argument(
-        "--seed", type=int, default=0, help="seeds the split, the model, the batches and the attacks"
+        "--seed", type=seed, default=0, help="seeds the split, the model, the batches and the attacks"
     )
     s.add_argument(
         "--plot", default="aggkit-simulate.png", help="image path (.png, .pdf, .svg, ...), or 'none'"
@@ -249,8 +257,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         demo(args.seed)
         return 0
+    if (
+        args.plot not in ("none", "")
+        and not args.plot.endswith(("/", os.sep))
+        and not os.path.splitext(args.plot)[1]
+    ):
+        args.plot += ".png"  # what matplotlib writes for a name without an extension
     problems = [_plot_problem(args.plot) if args.plot != "none" else None]
-    problems.append(check_writable(args.json, "--json") if args.json else None)
+    problems.append(check_writable(args.json, "--json") if args.json is not None else None)
+    if (
+        args.json is not None
+        and args.plot != "none"
+        and os.path.abspath(args.json) == os.path.abspath(args.plot)
+    ):
+        problems.append("--json and --plot name the same file")
     for problem in problems:
         if problem is not None:
             parser.exit(2, f"aggkit simulate: error: {problem}\n")

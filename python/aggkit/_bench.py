@@ -158,7 +158,9 @@ def run(argv: list[str] | None = None) -> int:
         choices=["float32", "float64", "float16", "bfloat16"],
         help="input dtypes (bfloat16 needs ml_dtypes)",
     )
-    ap.add_argument("--quick", action="store_true", help="n 10/50, d 1e5, 3 repeats")
+    ap.add_argument(
+        "--quick", action="store_true", help="n 10/50, d 1e5, 3 repeats (replaces --n, --d and --repeats)"
+    )
     ap.add_argument(
         "--large",
         action="store_true",
@@ -166,13 +168,32 @@ def run(argv: list[str] | None = None) -> int:
         "(replaces --n, --d, --rules and --repeats)",
     )
     args = ap.parse_args(argv)
+    for preset, sets in (("--quick", ("n", "d", "repeats")), ("--large", ("n", "d", "repeats", "rules"))):
+        given = [f"--{k}" for k in sets if getattr(args, k) != ap.get_default(k)]
+        if getattr(args, preset[2:]) and given:
+            ap.error(
+                f"{preset} sets {', '.join('--' + k for k in sets)}; drop {', '.join(given)} or {preset}"
+            )
+    if args.quick and args.large:
+        ap.error("give --quick or --large, not both")
+    try:
+        aggkit.set_num_threads(args.threads)
+    except aggkit.InvalidParameterError as e:
+        ap.error(f"--threads: {e}")
     if args.quick:
         args.n, args.d, args.repeats = [10, 50], [100_000], 3
     if args.large:
         args.n, args.d, args.repeats = [500, 1000, 2000, 5000, 10000], [100_000], 3
         args.rules = ["median", "trimmed_mean"]
 
-    aggkit.set_num_threads(args.threads)
+    itemsize = max(_dtype(name).itemsize for name in args.dtype)
+    need = max(args.n) * max(args.d) * (4 + itemsize)  # the float32 input and one copy
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    if memory and need > memory:
+        ap.error(
+            f"the largest input (n={max(args.n)}, d={max(args.d)}) needs at least {need / 1e9:.0f} GB "
+            f"with one copy; this machine has {memory / 1e9:.0f} GB"
+        )
     if torch is not None:
         torch.set_num_threads(args.threads)
     bw = read_bandwidth(args.threads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import textwrap
 
@@ -25,14 +26,26 @@ def paragraphs(*texts: str, width: int = 88) -> str:
     return "\n\n".join(textwrap.fill(t, width) for t in texts)
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an int >= 1."""
+def _int(text: str) -> int:
     try:
-        v = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an int >= 1."""
+    v = _int(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
+def seed(text: str) -> int:
+    """An argparse type: an int >= 0 (numpy's seeds)."""
+    v = _int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
     return v
 
 
@@ -53,23 +66,39 @@ def size(text: str) -> int:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a size such as 1000 or 1e6, got {text!r}") from None
-    if not (1 <= v < 2**63 and v == int(v)):
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    if not (math.isfinite(v) and v == int(v) and 1 <= v < 2**63):
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 2**63 - 1, got {text}")
     return int(v)
+
+
+def positive_or_inf(text: str) -> float:
+    """An argparse type: a float > 0, ``inf`` included."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 (or inf), got {text}")
+    return v
 
 
 def check_writable(path: str, what: str) -> str | None:
     """Why ``path`` cannot be written (a message naming ``what``), or ``None`` if it can.
 
-    Checked before a long run starts, so that a typo does not cost the run's result.
+    Checked before a long run starts, so that a typo does not cost the run's result: the file
+    is opened for appending (and removed again if that created it), which asks the operating
+    system itself rather than guessing from permission bits.
     """
+    if not path:
+        return f"{what} is an empty path"
     if os.path.isdir(path):
         return f"{what} {path!r} is a directory"
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        return f"{what} {path!r}: the directory {parent!r} does not exist"
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        return f"{what} {path!r} exists and is not writable"
-    if not os.path.exists(path) and not os.access(parent, os.W_OK | os.X_OK):
-        return f"{what} {path!r}: the directory {parent!r} is not writable"
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        return f"{what} {path!r} cannot be written: {e.strerror or e}"
+    if not existed:
+        os.remove(path)
     return None

@@ -296,7 +296,8 @@ class SimulationResult:
         attacks = list(dict.fromkeys(a for _, a in self.accuracy))
         cols = min(3, len(attacks))
         rows = math.ceil(len(attacks) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True)
+        width = max(4.2 * cols, 7.5)  # room for the title and a legend row, even for one panel
+        fig, axes = plt.subplots(rows, cols, figsize=(width, 3.2 * rows), squeeze=False, sharey=True)
         for ax, a in zip(axes.ravel(), attacks, strict=False):
             for r in rules:
                 acc = self.accuracy.get((r, a))
@@ -313,7 +314,7 @@ class SimulationResult:
             fig.delaxes(ax)
         # one legend for the figure, below the panels (every panel has the same rules)
         handles, names = axes.ravel()[0].get_legend_handles_labels()
-        per_row = min(len(names), 6)
+        per_row = max(1, min(len(names), int(width // 2.4)))
         fig.legend(handles, names, loc="lower center", ncol=max(per_row, 1), fontsize=8, frameon=False)
         legend_rows = math.ceil(len(names) / max(per_row, 1))
         c = self.config
