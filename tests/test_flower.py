@@ -208,8 +208,71 @@ def test_constructor():
         RobustStrategy("nope")
     with pytest.raises(aggkit.InvalidParameterError, match="cannot be applied"):
         RobustStrategy(aggkit.Median(), even="lower")
-    with pytest.raises(TypeError):
+    with pytest.raises(
+        aggkit.InvalidParameterError, match=r"unknown parameter 'not_an_option'.*takes even, nonfinite"
+    ):
         RobustStrategy("median", not_an_option=1)
+
+
+@pytest.mark.parametrize(
+    ("flower", "aggkit_kwargs"),
+    [
+        (("krum", {"num_malicious_nodes": 1}), ("krum", {"f": 1})),
+        (
+            ("multi_krum", {"num_malicious_nodes": 1, "num_nodes_to_select": 3}),
+            ("multi_krum", {"f": 1, "m": 3}),
+        ),
+        (("bulyan", {"num_malicious_nodes": 0}), ("bulyan", {"f": 0})),
+        (("nnm>trimmed_mean", {"num_malicious_nodes": 1}), ("nnm>trimmed_mean", {"f": 1})),
+    ],
+)
+def test_flowers_parameter_names(flower, aggkit_kwargs):
+    s = RobustStrategy(flower[0], **flower[1], min_train_nodes=3)
+    assert s.rule == aggkit.rule(aggkit_kwargs[0], **aggkit_kwargs[1])
+    assert s.min_train_nodes == 3
+
+
+@pytest.mark.parametrize("n", [4, 5, 9, 10])
+def test_beta_trims_like_flowers_fedtrimmedavg(n):
+    from flwr.serverapp.strategy import FedTrimmedAvg
+
+    models = client_models(np.random.default_rng(n), honest=n - 1, byzantine=1)
+    ours = RobustStrategy("trimmed_mean", beta=0.2, on_updates=False, weighted=False)
+    configured(ours, nodes=tuple(range(11, 11 + n)))
+    got, _ = ours.aggregate_train(1, [reply(11 + i, m, 1.0) for i, m in enumerate(models)])
+    theirs = FedTrimmedAvg(beta=0.2)
+    want, _ = theirs.aggregate_train(1, [reply(11 + i, m, 1.0) for i, m in enumerate(models)])
+    for k in ("w", "b"):
+        np.testing.assert_allclose(got[k].numpy(), want[k].numpy(), rtol=1e-6, atol=1e-6)
+    assert ours.rule == aggkit.TrimmedMean(f=0)  # beta's f is chosen each round
+    assert ours.history[-1]["node_ids"] == list(range(11, 11 + n))
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        (("krum",), {"f": 1, "num_malicious_nodes": 2}, "name the same parameter"),
+        (
+            ("krum",),
+            {"num_nodes_to_select": 2},
+            r"unknown parameter 'num_nodes_to_select'.*Flower's names: num_malicious_nodes",
+        ),
+        (("median",), {"beta": 0.1}, r"unknown parameter 'beta' for 'median'"),
+        (("trimmed_mean",), {"beta": 0.5}, r"beta must be in \[0, 0.5\), got beta=0.5"),
+        (("trimmed_mean",), {"beta": float("nan")}, "beta must be in"),
+        (("trimmed_mean",), {"beta": 0.2, "f": 1}, "not both"),
+        (("trimmed_mean",), {}, r"\['f'\] have no default"),
+        (("nnm>trimmed_mean",), {}, r"\['f'\] have no default"),
+        (
+            ("median",),
+            {"fraction_trian": 0.5},
+            r"unknown parameter 'fraction_trian'.*FedAvg takes fraction_train",
+        ),
+    ],
+)
+def test_bad_parameters_list_the_accepted_ones(args, kwargs, match):
+    with pytest.raises(aggkit.InvalidParameterError, match=match):
+        RobustStrategy(*args, **kwargs)
 
 
 def test_start_trains_through_flower_with_a_byzantine_node():

@@ -135,8 +135,14 @@ def test_options_and_registry_errors():
         aggkit.median(np.ones((2, 2)), even="middle")
     with pytest.raises(aggkit.InvalidParameterError, match="unknown rule 'bulyna'"):
         aggkit.rule("bulyna", f=1)
-    with pytest.raises(TypeError):
+    with pytest.raises(
+        aggkit.InvalidParameterError, match=r"median: unknown parameters \['f'\]; it takes even, nonfinite"
+    ):
         aggkit.rule("median", f=1)
+    with pytest.raises(aggkit.InvalidParameterError, match=r"krum: the parameters \['f'\] have no default"):
+        aggkit.rule("krum")
+    with pytest.raises(aggkit.InvalidParameterError, match=r"nnm: the parameters \['f'\] have no default"):
+        aggkit.rule("nnm>trimmed_mean")
     with pytest.raises(aggkit.InvalidParameterError, match="cannot be applied"):
         aggkit.rule(aggkit.Median(), even="lower")
     with pytest.raises(aggkit.InvalidParameterError, match="f must be >= 0"):

@@ -55,6 +55,7 @@ that is why the supported range is pinned.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections import Counter
@@ -78,8 +79,9 @@ except ImportError as e:  # pragma: no cover - exercised only without flwr
 from aggkit._params import as_float
 from aggkit.buffer import UpdateBuffer, spill_directory
 from aggkit.errors import AggkitError, InvalidParameterError
-from aggkit.registry import Rule, param_names, rule_class
+from aggkit.registry import Rule, param_names, spec_param_names
 from aggkit.registry import rule as make_rule
+from aggkit.rules.trimmed_mean import TrimmedMean
 
 __all__ = ["RobustStrategy"]
 
@@ -105,12 +107,22 @@ class RobustStrategy(FedAvg):
         (paged in and out by the operating system, deleted after the round) instead of memory.
         Flower itself still holds the replies; coordinate-wise rules make no such copy.
     **kwargs
-        The rule's parameters when ``rule`` is a name (e.g. ``f=2``), then ``FedAvg``'s
-        (``fraction_train``, ``min_train_nodes``, ``weighted_by_key``, ...).
+        The rule's parameters when ``rule`` is a name or a pipeline spec (``f=2``;
+        ``"nnm>trimmed_mean", f=2`` gives ``f`` to every stage that takes it), then ``FedAvg``'s
+        (``fraction_train``, ``min_train_nodes``, ``weighted_by_key``, ...). Flower's names for
+        the rules its strategies share are accepted too: ``num_malicious_nodes`` for ``f``
+        (Krum, MultiKrum, Bulyan, and any rule with an ``f``), ``num_nodes_to_select`` for
+        Multi-Krum's ``m``, and FedTrimmedAvg's ``beta`` for ``"trimmed_mean"``: a fraction in
+        ``[0, 0.5)``, trimming ``int(beta * n)`` per side of the ``n`` valid replies of each round,
+        as Flower does. A name that neither the rule nor ``FedAvg`` takes is refused with the
+        list of accepted ones.
 
     Attributes
     ----------
     rule : aggkit.Rule
+    beta : float or None
+        FedTrimmedAvg's fraction, if the strategy was built with ``beta`` (then each round uses
+        ``TrimmedMean(f=int(beta * n))``; ``rule`` holds the other parameters).
     rounds : aggkit.registry.Rounds
         The rule across rounds (``rule.rounds()``): centered clipping starts each round from
         the previous aggregate; ``strategy.rounds.reset()`` starts over.
@@ -130,10 +142,7 @@ class RobustStrategy(FedAvg):
         spill_dir: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ):
-        # The rule's parameters go to the rule (an error with a rule object), the rest to FedAvg.
-        cls = rule_class(rule) if isinstance(rule, str) else type(rule)
-        names = param_names(cls) if cls is not None else ()
-        rule_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+        rule_kwargs, self.beta = _split_params(rule, kwargs)
         self.rule: Rule = make_rule(rule, **rule_kwargs)
         super().__init__(**kwargs)
         self.on_updates = bool(on_updates)
@@ -147,7 +156,12 @@ class RobustStrategy(FedAvg):
     def summary(self) -> None:
         """Log the strategy's settings (FedAvg's summary, then the rule)."""
         super().summary()
-        log(INFO, "\t└──> aggkit rule: %r (on %s)", self.rule, "updates" if self.on_updates else "models")
+        rule = (
+            repr(self.rule)
+            if self.beta is None
+            else f"trimmed mean of beta={self.beta} (f = int(beta * n) per round)"
+        )
+        log(INFO, "\t└──> aggkit rule: %s (on %s)", rule, "updates" if self.on_updates else "models")
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -173,12 +187,11 @@ class RobustStrategy(FedAvg):
         if not received:
             return None, None
         valid, invalid = self._screen(received)
+        rule = self._round_rule(len(valid))
         if invalid:
-            log(
-                WARNING, "aggkit %r left out faulty replies in round %d: %s", self.rule, server_round, invalid
-            )
-        if len(valid) < max(self.rule.min_inputs(), 1):
-            why = f"{len(valid)} valid replies, the rule needs {self.rule.min_inputs()}"
+            log(WARNING, "aggkit %r left out faulty replies in round %d: %s", rule, server_round, invalid)
+        if len(valid) < max(rule.min_inputs(), 1):
+            why = f"{len(valid)} valid replies, the rule needs {rule.min_inputs()}"
             return self._skip(server_round, received, invalid, why)
         contents = [m.content for m in valid]
         record_key = next(iter(contents[0].array_records.keys()))
@@ -196,8 +209,8 @@ class RobustStrategy(FedAvg):
                 raise InvalidParameterError(f"replies hold arrays the global model does not: {missing}")
         node_ids = [int(m.metadata.src_node_id) for m in valid]
         counts = [_weight(c, self.weighted_by_key) for c in contents]
-        use = self.rule.name in _WEIGHTED_BY_DEFAULT if self.weighted is None else self.weighted
-        weights = counts if use and self.rule.supports_weights else None
+        use = rule.name in _WEIGHTED_BY_DEFAULT if self.weighted is None else self.weighted
+        weights = counts if use and rule.supports_weights else None
         entry: dict[str, Any] = {
             "round": server_round,
             "node_ids": node_ids,
@@ -205,8 +218,8 @@ class RobustStrategy(FedAvg):
             "invalid": invalid,
         }
         try:
-            if self.rule.coordinate_wise:
-                arrays, selection = self._per_key(records, keys, weights), None
+            if rule.coordinate_wise:
+                arrays, selection = self._per_key(rule, records, keys, weights), None
             else:
                 arrays, selection = self._whole_model(records, keys, weights)
         except AggkitError as e:
@@ -233,7 +246,7 @@ class RobustStrategy(FedAvg):
             metrics["aggkit-num-excluded"] = len(excluded)
             metrics["aggkit-excluded-node-ids"] = excluded
             if excluded:
-                log(INFO, "aggkit %r excluded nodes %s in round %d", self.rule, excluded, server_round)
+                log(INFO, "aggkit %r excluded nodes %s in round %d", rule, excluded, server_round)
         self.history.append(entry)
         return arrays, metrics
 
@@ -301,7 +314,13 @@ class RobustStrategy(FedAvg):
     def _base(self, key: str) -> np.ndarray | None:
         return self._global[key] if self.on_updates and self._global is not None else None
 
-    def _per_key(self, records: list[ArrayRecord], keys: list[str], weights: Any) -> ArrayRecord:
+    def _round_rule(self, n: int) -> Rule:
+        """The rule for a round of ``n`` valid replies: FedTrimmedAvg's ``beta`` trims int(beta n)."""
+        if self.beta is None:
+            return self.rule
+        return TrimmedMean(f=int(self.beta * n), nonfinite=getattr(self.rule, "nonfinite", "robust"))
+
+    def _per_key(self, rule: Rule, records: list[ArrayRecord], keys: list[str], weights: Any) -> ArrayRecord:
         out = ArrayRecord()
         for key in keys:
             layers = [r[key].numpy() for r in records]
@@ -311,7 +330,7 @@ class RobustStrategy(FedAvg):
                 continue
             if base is not None:
                 layers = [a - base.astype(a.dtype, copy=False) for a in layers]
-            y, _ = self.rule.aggregate(layers, weights=weights)
+            y, _ = rule.aggregate(layers, weights=weights)
             if base is not None:
                 y = (base.astype(y.dtype, copy=False) + y).astype(layers[0].dtype, copy=False)
             out[key] = Array(np.ascontiguousarray(y))
@@ -408,3 +427,55 @@ def _lower_median(layers: list[np.ndarray]) -> np.ndarray:
     stacked = np.stack(layers)
     k = (len(layers) - 1) // 2
     return np.asarray(np.partition(stacked, k, axis=0)[k])
+
+
+#: Flower's names for the parameters of the rules its strategies share with aggkit (its Krum,
+#: MultiKrum and Bulyan): Flower name -> aggkit name. FedTrimmedAvg's ``beta`` is a fraction,
+#: resolved per round (:func:`_split_params`).
+FLOWER_NAMES = {"num_malicious_nodes": "f", "num_nodes_to_select": "m"}
+_FEDAVG_NAMES = tuple(p for p in inspect.signature(FedAvg.__init__).parameters if p != "self")
+
+
+def _split_params(rule: str | Rule, kwargs: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+    """Take the rule's parameters (aggkit's or Flower's names) out of ``kwargs``.
+
+    Returns them in aggkit's names, and FedTrimmedAvg's ``beta`` if given; what is left in
+    ``kwargs`` is FedAvg's. A name that none of them takes is refused with the accepted ones.
+    """
+    spec = rule if isinstance(rule, str) else None
+    if spec is not None:
+        names = spec_param_names(spec) or ()
+    else:  # a rule object (anything else is refused by aggkit.rule afterwards)
+        names = param_names(type(rule)) if isinstance(rule, Rule) else ()
+    taken: dict[str, Any] = {}
+    beta = None
+    for key in list(kwargs):
+        target = FLOWER_NAMES.get(key, key)
+        if key == "beta" and spec == "trimmed_mean":
+            value = as_float(kwargs.pop(key), "beta", "RobustStrategy")
+            if not 0.0 <= value < 0.5:
+                raise InvalidParameterError(f"RobustStrategy: beta must be in [0, 0.5), got beta={value}")
+            beta = value
+        elif target in names or (spec is None and key in FLOWER_NAMES):
+            if target in taken:
+                raise InvalidParameterError(
+                    f"RobustStrategy: {key!r} and {target!r} name the same parameter; give one"
+                )
+            taken[target] = kwargs.pop(key)
+        elif key not in _FEDAVG_NAMES and not (spec is not None and spec_param_names(spec) is None):
+            # (an unknown rule name is left to make_rule, whose message lists the rules)
+            flower = [k for k, v in FLOWER_NAMES.items() if v in names]
+            flower += ["beta"] if spec == "trimmed_mean" else []
+            raise InvalidParameterError(
+                f"RobustStrategy: unknown parameter {key!r} for {rule!r}; the rule takes "
+                f"{', '.join(names) or 'none'}"
+                + (f" (Flower's names: {', '.join(flower)})" if flower else "")
+                + f"; FedAvg takes {', '.join(_FEDAVG_NAMES)}"
+            )
+    if beta is not None and "f" in taken:
+        raise InvalidParameterError(
+            "RobustStrategy: give f (inputs trimmed per side) or beta (a fraction), not both"
+        )
+    if beta is not None:
+        taken["f"] = 0  # a placeholder: each round trims int(beta * n) per side
+    return taken, beta

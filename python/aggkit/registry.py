@@ -43,6 +43,7 @@ __all__ = [
     "register",
     "rule",
     "rule_class",
+    "spec_param_names",
 ]
 
 
@@ -302,12 +303,46 @@ def rule(spec: str | Rule, **params: Any) -> Rule:
         raise InvalidParameterError(
             f"unknown rule {spec!r}; registered rules: {', '.join(list_rules())}"
         ) from None
+    return _build(cls, params)
+
+
+def _build(cls: type[P], params: dict[str, Any]) -> P:
+    """``cls(**params)``, with parameters that are unknown or missing named in the message."""
+    accepted = param_names(cls)
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise InvalidParameterError(
+            f"{cls.name}: unknown parameters {unknown}; it takes {', '.join(accepted) or 'none'}"
+        )
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [k for k in required if k not in params]
+    if missing:
+        example = ", ".join(f"{k}=..." for k in missing)
+        raise InvalidParameterError(
+            f"{cls.name}: the parameters {missing} have no default and must be given, "
+            f"e.g. aggkit.rule({cls.name!r}, {example})"
+        )
     return cls(**params)
 
 
 def rule_class(name: str) -> type[Rule] | None:
     """The registered class of rule ``name``, or ``None`` (to read its parameters first)."""
     return _RULES.get(name)
+
+
+def spec_param_names(spec: str) -> tuple[str, ...] | None:
+    """The parameters a rule spec takes (a pipeline's: any stage's), or ``None`` if unknown."""
+    names: dict[str, None] = {}
+    for stage in spec.split(">") if ">" in spec else [spec]:
+        cls: type[Params] | None = _PREAGG.get(stage.strip()) or _RULES.get(stage.strip())
+        if cls is None:
+            return None
+        names |= dict.fromkeys(param_names(cls))
+    return tuple(names)
 
 
 def param_names(cls: type[Params]) -> tuple[str, ...]:
@@ -344,7 +379,7 @@ def _resolve(stage: Any, shared: dict[str, Any], used: set[str]) -> PreAggregato
         )
     mine = {k: v for k, v in shared.items() if k in param_names(cls)}
     used.update(mine)
-    return typing.cast(PreAggregator | Rule, cls(**mine))
+    return typing.cast(PreAggregator | Rule, _build(cls, mine))
 
 
 def pipeline(*stages: Stage, **shared: Any) -> Pipeline:
