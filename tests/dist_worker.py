@@ -160,6 +160,7 @@ def faulty_rank_worker(rank: int, world: int, port: int, out: str, d: int) -> No
         "mismatch": _mismatch(rank),
         "hook": _hook_attacks(rank),
         "absent": _absent(rank),
+        "world": _too_few_ranks(),
         "after": robust_all_reduce(torch.full((3,), float(rank)), "median", sharded=True),
     }
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
@@ -235,6 +236,18 @@ def _hook_attacks(rank: int) -> dict:
         ]
         del ddp, model
     return results
+
+
+def _too_few_ranks() -> dict:
+    """Rules needing more inputs than there are ranks: refused before any collective."""
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
+    return {
+        "all_reduce": _outcome(lambda: robust_all_reduce(torch.ones(4), aggkit.Krum(f=1))),
+        "pipeline": _outcome(lambda: robust_all_reduce(torch.ones(4), aggkit.rule("nnm>krum", f=1))),
+        "hook": _outcome(lambda: register_hook(model, aggkit.Krum(f=1))),
+        "hook_trimmed": _outcome(lambda: register_hook(model, aggkit.TrimmedMean(f=2), sharded=True)),
+        "ok": _outcome(lambda: robust_all_reduce(torch.ones(4), aggkit.Krum(f=0)).tolist()),
+    }
 
 
 def _absent(rank: int) -> tuple:

@@ -175,6 +175,20 @@ def test_a_rank_sending_nonfinite_or_huge_values(faulty):
         assert faulty[r]["after"].tolist() == [1.0] * 3  # the group still works
 
 
+def test_too_few_ranks_for_the_rule_are_refused_before_communicating(faulty):
+    for rank in faulty:
+        w = rank["world"]
+        assert w["all_reduce"][:2] == ("error", "TooFewInputsError")
+        assert "needs at least 5 inputs, one per rank, but the group has 3 ranks" in w["all_reduce"][2]
+        assert w["pipeline"][:2] == ("error", "TooFewInputsError")
+        assert w["hook"][:2] == ("error", "TooFewInputsError")
+        assert w["hook"][2].startswith("register_hook: Krum(f=1")
+        assert w["hook_trimmed"][:2] == ("error", "TooFewInputsError")
+        assert w["ok"] == ("ok", [1.0] * 4)
+    # the group still works afterwards: nothing was left half-sent
+    assert all(r["after"].tolist() == [1.0] * 3 for r in faulty)
+
+
 def test_a_refusal_on_one_ranks_shard_is_raised_on_every_rank(faulty):
     # Median(nonfinite="raise"), sharded: only rank 0's shard holds the NaN, so only rank 0's
     # rule refuses; rank 0 raises the rule's error, the others the same class naming rank 0.

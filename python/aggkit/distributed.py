@@ -124,6 +124,9 @@ def robust_all_reduce(
     aggkit.ShapeError
         On every rank, when the ranks' tensors differ in shape or dtype (or some ranks pass
         ``sharded=True`` and others not); the message gives each rank's shape and dtype.
+    aggkit.TooFewInputsError
+        On every rank, before any communication, when the group has fewer ranks than the rule
+        needs inputs (e.g. ``Krum(f=1)`` on 3 ranks: it needs 5).
     aggkit.AggkitError
         On every rank, when the rule refuses the input (e.g. :class:`aggkit.NonFiniteError`
         under ``nonfinite="raise"``; in sharded mode raised by every rank as soon as the rule
@@ -132,11 +135,29 @@ def robust_all_reduce(
     r = make_rule(rule)
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"robust_all_reduce: tensor must be a torch.Tensor, got {type(tensor).__name__}")
+    check_world(r, dist.get_world_size(group), "robust_all_reduce")
     flat = tensor.detach().reshape(-1).contiguous()
     shape = tuple(tensor.shape)
     y, sel = _sharded(flat, r, group, shape) if sharded else _gathered(flat, r, group, shape)
     y = y.reshape(tensor.shape).to(tensor.dtype)
     return (y, sel) if return_selection else y
+
+
+def check_world(r: Rule, world: int, where: str) -> None:
+    """Refuse a rule that cannot aggregate ``world`` inputs, one per rank, before any collective.
+
+    Every rank of a group sees the same world size, so every rank raises the same error.
+    """
+    need = r.min_inputs()
+    if world < need:
+        raise TooFewInputsError(
+            f"{where}: {r!r} needs at least {need} inputs, one per rank, but the group has {world} "
+            f"ranks; use more ranks or a smaller f"
+        )
+    try:
+        r.check_n(world)
+    except TooFewInputsError as e:
+        raise TooFewInputsError(f"{where}: the group has {world} ranks, one input each: {e}") from None
 
 
 def _gathered(
@@ -325,6 +346,9 @@ class RobustHookState:
         self.sharded = bool(sharded)
         if self.sharded:
             _check_shardable(self.rule)
+        if dist.is_available() and dist.is_initialized():
+            # checked here, when the hook is registered, not at the first backward()
+            check_world(self.rule, dist.get_world_size(group), "register_hook")
         self.last_selection: Selection | None = None
         self._pending: list[
             tuple[torch.Tensor, list[torch.Tensor] | None, Any, torch.futures.Future[torch.Tensor]]
@@ -405,7 +429,9 @@ def register_hook(model: torch.nn.parallel.DistributedDataParallel, rule: str | 
     """Make ``model``'s gradient synchronisation robust: ``model.register_comm_hook(state, robust_hook)``.
 
     Call once, before the first backward. Returns the hook's state (``state.last_selection``
-    tells which ranks a selection rule kept in the last step).
+    tells which ranks a selection rule kept in the last step). A rule that cannot aggregate one
+    input per rank of ``group`` (``Krum(f=1)`` on 3 ranks) raises
+    :class:`aggkit.TooFewInputsError` here, on every rank, rather than at the first backward.
     """
     state = RobustHookState(rule, group, sharded=sharded)
     model.register_comm_hook(state, robust_hook)
