@@ -20,6 +20,7 @@ Integrations (Flower strategies, DDP hooks, torch modules) accept a rule object 
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple, TypeVar, dataclass_transform, overload
@@ -37,6 +38,7 @@ __all__ = [
     "Rule",
     "Selection",
     "WeightedRule",
+    "from_spec",
     "list_preaggregators",
     "list_rules",
     "pipeline",
@@ -44,6 +46,7 @@ __all__ = [
     "rule",
     "rule_class",
     "spec_param_names",
+    "to_spec",
 ]
 
 
@@ -327,6 +330,47 @@ def _build(cls: type[P], params: dict[str, Any]) -> P:
             f"e.g. aggkit.rule({cls.name!r}, {example})"
         )
     return cls(**params)
+
+
+def _plain(value: Any, where: str) -> Any:
+    """A parameter value as JSON data: rules and pre-aggregators as ``{"name", "params"}``."""
+    if isinstance(value, Params):
+        return {"name": value.name, "params": {k: _plain(v, where) for k, v in value.get_params().items()}}
+    if isinstance(value, list | tuple):
+        return [_plain(v, where) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise InvalidParameterError(
+        f"{where}: the parameter value {value!r} cannot be written as a spec (numbers, strings, None "
+        "and rules only; give a seed instead of a Generator)"
+    )
+
+
+def _built(data: Any) -> Any:
+    if isinstance(data, dict):
+        cls: type[Params] | None = _RULES.get(data["name"]) or _PREAGG.get(data["name"])
+        if cls is None:
+            raise InvalidParameterError(f"unknown rule or pre-aggregator {data['name']!r} in a spec")
+        return _build(cls, {k: _built(v) for k, v in data["params"].items()})
+    if isinstance(data, list):
+        return [_built(v) for v in data]
+    return data
+
+
+def to_spec(r: Rule) -> str:
+    """``r`` as a JSON string that :func:`from_spec` rebuilds into an equal rule.
+
+    For places that carry a rule as text (a traced operator's argument, a config file).
+    """
+    return json.dumps(_plain(r, repr(r)), sort_keys=True)
+
+
+def from_spec(spec: str) -> Rule:
+    """The rule written by :func:`to_spec`."""
+    built = _built(json.loads(spec))
+    if not isinstance(built, Rule):
+        raise InvalidParameterError(f"the spec {spec!r} does not describe a rule")
+    return built
 
 
 def rule_class(name: str) -> type[Rule] | None:

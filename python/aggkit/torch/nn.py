@@ -33,6 +33,7 @@ from aggkit.rules.krum import MultiKrum as MultiKrumRule
 from aggkit.rules.mean import Mean as MeanRule
 from aggkit.rules.median import Median as MedianRule
 from aggkit.rules.trimmed_mean import TrimmedMean as TrimmedMeanRule
+from aggkit.torch import _opaque
 from aggkit.torch.crossmax import _crossmax as crossmax_impl
 from aggkit.torch.detox import _detox as detox_impl
 from aggkit.torch.krum import _krum as krum_impl
@@ -114,7 +115,8 @@ class Aggregate(nn.Module):
         """Aggregate the inputs (the rows of ``x``, or a sequence of tensors)."""
         if not (isinstance(x, Tensor) or (isinstance(x, Sequence) and x and isinstance(x[0], Tensor))):
             raise TypeError(f"Aggregate: x must be a tensor or a sequence of tensors, got {type(x).__name__}")
-        return self.rule(x)
+        traced = _opaque.run(self.rule, x) if isinstance(x, Tensor) else None
+        return self.rule(x) if traced is None else traced
 
     def extra_repr(self) -> str:
         """The rule, for ``repr``."""
@@ -415,6 +417,10 @@ class DETOX(_Aggregator):
 
     def forward(self, x: Any, groups: Any = "contiguous", rng: Any = None) -> Tensor:
         """Aggregate the workers' vectors."""
+        if isinstance(groups, str) and groups == "contiguous" and rng is None and isinstance(x, Tensor):
+            traced = _opaque.run(self.rule, x)
+            if traced is not None:
+                return traced
         return detox_impl(self.rule, x, groups=groups, rng=rng)[0]
 
 
