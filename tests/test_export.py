@@ -129,6 +129,7 @@ def test_an_exported_rule_survives_save_and_load(tmp_path):
     assert torch.equal(loaded.module()(x), module(x))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo warns at its graph breaks
 def test_autograd_still_reaches_the_eager_rule_under_compile():
     module = torch.compile(ann.Aggregate("geometric_median"))
     x = inputs(9, 5, 0).requires_grad_(True)
@@ -137,6 +138,7 @@ def test_autograd_still_reaches_the_eager_rule_under_compile():
     assert x.grad.abs().sum() > 0
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # vmap's per-sample fallback
 def test_torch_func_grad_is_torchs_documented_limit_and_autograd_grad_works():
     x = inputs(9, 5, 0)
     with pytest.raises(RuntimeError, match="functorch transforms"):  # docs/conventions.md, Torch

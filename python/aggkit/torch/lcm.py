@@ -194,7 +194,8 @@ class LCMAggregation(_base()):  # type: ignore[misc]
             )
         if self.lin is not None:
             x = self._project(x)
-        self._last_input = x.detach()
+        if not torch.compiler.is_compiling():  # a traced graph has no Python attributes to set
+            self._last_input = x.detach()
         if schedule is None and index is None and ptr is None:  # one set, as PyG's aggregations
             ptr = torch.tensor([0, x.shape[0]])
         if schedule is None:
