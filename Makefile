@@ -11,7 +11,7 @@ help:  ## list the targets
 
 .PHONY: install
 install:  ## the development tools and every optional dependency (torch is ~5 GB)
-	$(PYTHON) -m pip install maturin ".[test,torch,sim,flower-simulation,parity,dev]"
+	$(PYTHON) -m pip install maturin ".[test,torch,sim,flower-simulation,parity,dev,docs]"
 
 .PHONY: dev
 dev:  ## build the extension into this environment (optimised, no LTO, incremental)
@@ -29,7 +29,7 @@ format:  ## rewrite the sources in the house style
 	ruff check --fix python tests benches examples scripts fuzz
 
 .PHONY: lint
-lint:  ## formatting, clippy, ruff, mypy --strict, the _core stub, the README's types
+lint:  ## formatting, clippy, ruff, mypy --strict, the _core stub, the README's and the docs' types
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
@@ -41,6 +41,14 @@ lint:  ## formatting, clippy, ruff, mypy --strict, the _core stub, the README's 
 	pyright --pythonpath $$($(PYTHON) -c 'import sys; print(sys.executable)') $(READMEDIR)
 
 FUZZ_SECONDS ?= 90
+
+.PHONY: docs
+docs:  ## build the documentation site into site/ (mkdocs --strict, offline; the docs extra)
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict
+
+.PHONY: release-check
+release-check:  ## build the manylinux wheel and the sdist, install each with numpy alone (minutes)
+	bash scripts/check_release.sh
 
 .PHONY: fuzz
 fuzz:  ## fuzz the public API for FUZZ_SECONDS (coverage-guided with atheris: fuzz/README.md)

@@ -53,6 +53,8 @@ __all__ = [
 class Selection(NamedTuple):
     """Which inputs a selection rule kept, and why.
 
+    Both fields are numpy arrays for numpy input, tensors on the input's device for torch input.
+
     Attributes
     ----------
     indices : array of int64
@@ -60,8 +62,6 @@ class Selection(NamedTuple):
     scores : array of float64
         Every input's score, in input order (lower is better; ``inf`` for inputs that
         cannot be selected).
-
-    Both are numpy arrays for numpy input, tensors on the input's device for torch input.
     """
 
     indices: Any
