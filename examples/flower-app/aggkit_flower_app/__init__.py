@@ -1,0 +1,1 @@
+"""aggkit-flower-app: Byzantine-robust federated logistic regression with aggkit and Flower."""
