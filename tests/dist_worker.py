@@ -266,3 +266,49 @@ def _absent(rank: int) -> tuple:
 def sleeper(rank: int, world: int, port: int, out: str) -> None:
     """A worker that hangs (to check that the test harness stops it)."""
     time.sleep(600)
+
+
+def _fsdp_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(5, 9), torch.nn.ReLU(), torch.nn.Linear(9, 3))
+
+
+def _fsdp_step(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    model.zero_grad()
+    model(x).square().sum().backward()
+    return [p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad for p in model.parameters()]
+
+
+def fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
+    """FSDP (fully_shard, nested) with robust_fsdp: gradients, a Byzantine rank, refusals."""
+    from aggkit.distributed import robust_fsdp
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    _init(rank, world, port)
+    mesh = init_device_mesh("cpu", (world,))
+    g = torch.Generator().manual_seed(rank)
+    x = torch.randn(4, 5, generator=g) * (1e4 if rank == 0 else 1.0)  # rank 0 is Byzantine
+    local = _fsdp_step(_fsdp_model(), x)  # this rank's own gradients, no FSDP
+
+    def sharded(rule):
+        model = _fsdp_model()
+        fully_shard(model[0], mesh=mesh)
+        fully_shard(model[2], mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        robust_fsdp(model, rule)
+        return model
+
+    results = {"local": local}
+    results["median"] = _outcome(lambda: _fsdp_step(sharded("median"), x))
+    results["trimmed_mean"] = _outcome(lambda: _fsdp_step(sharded(aggkit.TrimmedMean(f=1)), x))
+    nan_x = x.clone()
+    if rank == 0:
+        nan_x[0, 0] = float("nan")
+    results["raise"] = _outcome(lambda: _fsdp_step(sharded(aggkit.Median(nonfinite="raise")), nan_x))
+    results["too_few"] = _outcome(lambda: _fsdp_step(sharded(aggkit.TrimmedMean(f=2)), x))
+    results["krum"] = _outcome(lambda: sharded(aggkit.Krum(f=0)))
+    results["plain"] = _outcome(lambda: robust_fsdp(_fsdp_model(), "median"))
+    results["after"] = robust_all_reduce(torch.full((3,), float(rank)), "median")
+    torch.save(results, os.path.join(out, f"rank{rank}.pt"))
+    _finish()

@@ -255,3 +255,26 @@ def test_the_harness_fails_a_hanging_test_instead_of_waiting(tmp_path):
     with pytest.raises(pytest.fail.Exception, match=r"ranks \[0\] still running after 1 s \(a hang\)"):
         spawn(dist_worker.sleeper, 1, tmp_path, timeout=1)
     assert time.monotonic() - start < 30
+
+
+def test_fsdp_gradients_are_the_rule_over_the_ranks_local_gradients(tmp_path):
+    ranks = spawn(dist_worker.fsdp_worker, 3, tmp_path)
+    local = [torch.cat([g.reshape(-1) for g in r["local"]]) for r in ranks]
+    for name, rule in (("median", aggkit.Median()), ("trimmed_mean", aggkit.TrimmedMean(f=1))):
+        want = aggkit.torch.median(torch.stack(local)) if name == "median" else rule(torch.stack(local))
+        for r in ranks:
+            status, grads = r[name]
+            assert status == "ok", grads
+            got = torch.cat([g.reshape(-1) for g in grads])
+            assert bitwise(got, want)  # every rank: the rule over the ranks, bit for bit
+    assert torch.stack(local).abs().max() > 1e3  # rank 0 was Byzantine, the aggregate is not
+    assert want.abs().max() < 1e3
+    for r in ranks:  # refusals: the same class on every rank, no rank left waiting
+        assert r["raise"][:2] == ("error", "NonFiniteError")
+        assert r["too_few"][:2] == ("error", "TooFewInputsError")
+        assert "needs at least 5 inputs, one per rank, but the group has 3 ranks" in r["too_few"][2]
+        assert r["krum"][:2] == ("error", "InvalidParameterError")
+        assert "not coordinate-wise" in r["krum"][2]
+        assert r["plain"][:2] == ("error", "InvalidParameterError")
+        assert "no fully_shard module" in r["plain"][2]
+        assert r["after"].tolist() == [1.0] * 3  # the group still works

@@ -82,7 +82,14 @@ from aggkit.rules.krum import Krum, MultiKrum
 from aggkit.rules.mean import Mean
 from aggkit.torch.state_dict import krum_select, pairwise_sq_distances
 
-__all__ = ["RobustHookState", "register_hook", "robust_all_reduce", "robust_hook"]
+__all__ = [
+    "RobustHookState",
+    "RobustReduceScatter",
+    "register_hook",
+    "robust_all_reduce",
+    "robust_fsdp",
+    "robust_hook",
+]
 
 _DISTANCE_RULES = ("krum", "multi_krum")
 
@@ -436,3 +443,88 @@ def register_hook(model: torch.nn.parallel.DistributedDataParallel, rule: str | 
     state = RobustHookState(rule, group, sharded=sharded)
     model.register_comm_hook(state, robust_hook)
     return state
+
+
+# ---------------------------------------------------------------------------------------------
+# FSDP (fully_shard): the gradient reduce-scatter
+
+
+class RobustReduceScatter:
+    """FSDP's gradient reduce-scatter with a coordinate-wise rule in place of the average.
+
+    FSDP (``torch.distributed.fsdp.fully_shard``) reduce-scatters each step's gradients: rank
+    ``r`` receives the sum or average of every rank's values of its own shard. This object is
+    the ``ReduceScatter`` that :meth:`FSDPModule.set_custom_reduce_scatter` takes: rank ``r``
+    receives every rank's values of its shard (``all_to_all_single``) and applies the rule to
+    those ``world`` rows. Coordinate-wise rules only (each rank sees one shard). Register it
+    with :func:`robust_fsdp`, which also turns FSDP's own gradient division off.
+
+    If the rule refuses one rank's shard (``nonfinite="raise"`` and NaN there), every rank
+    learns it in one small all-gather and raises, so no rank is left waiting in a collective.
+    """
+
+    def __init__(self, rule: str | Rule) -> None:
+        self.rule = make_rule(rule)
+        if not self.rule.coordinate_wise:
+            raise InvalidParameterError(
+                f"robust_fsdp: {self.rule!r} is not coordinate-wise; FSDP gives each rank one shard "
+                "of the gradients, so only coordinate-wise rules (median, trimmed mean, meamed, "
+                "sign vote, mean without nonfinite='robust') apply"
+            )
+        self.rounds = self.rule.rounds()
+
+    def allocate(self, size: Sequence[int], *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The output buffer FSDP asks for (a plain tensor)."""
+        return torch.empty(*size, dtype=dtype, device=device)
+
+    def __call__(
+        self,
+        output_tensor: torch.Tensor,
+        input_tensor: torch.Tensor,
+        group: Any,
+        op: Any = None,
+        async_op: bool = False,
+    ) -> None:
+        """Aggregate this rank's shard of every rank's gradients into ``output_tensor``.
+
+        ``op`` (FSDP's sum or average) is replaced by the rule; the call is synchronous.
+        """
+        world = dist.get_world_size(group)
+        check_world(self.rule, world, "robust_fsdp")  # every rank raises alike, before sending
+        received = torch.empty_like(input_tensor)
+        dist.all_to_all_single(received, input_tensor.contiguous(), group=group)
+        failure: Exception | None = None
+        y = None
+        try:
+            y, _ = self.rounds.aggregate(list(received.view(world, -1)))
+        except Exception as e:
+            failure = e
+        _all_gather_checked(input_tensor.new_zeros(0), failure, group)
+        assert y is not None
+        output_tensor.copy_(y.reshape(output_tensor.shape).to(output_tensor.dtype))
+
+
+def robust_fsdp(model: torch.nn.Module, rule: str | Rule) -> RobustReduceScatter:
+    """Make every ``fully_shard`` module of ``model`` reduce its gradients with ``rule``.
+
+    Call after ``fully_shard`` and before the first backward. Each FSDP module gets a
+    :class:`RobustReduceScatter` (one object, shared) and a gradient divide factor of 1, so
+    that FSDP neither divides the inputs nor the result: the sharded gradient is the rule's
+    aggregate of the ranks' gradients, as with :func:`register_hook` for DDP. Coordinate-wise
+    rules only. On a 2-D (HSDP) mesh FSDP would average the replicas' shards afterwards, which
+    no rule protects: use a 1-D mesh.
+
+    Returns the reduce-scatter object (``.rule``, ``.rounds``).
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    comm = RobustReduceScatter(rule)
+    modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    if not modules:
+        raise InvalidParameterError(
+            "robust_fsdp: the model has no fully_shard module; call torch.distributed.fsdp.fully_shard first"
+        )
+    for m in modules:
+        m.set_custom_reduce_scatter(comm)  # type: ignore[arg-type]
+        m.set_gradient_divide_factor(1.0)
+    return comm
