@@ -122,6 +122,54 @@ def test_segment_reduce_errors():
         at.segment_reduce(x, torch.tensor([0, 0, 0]), op="median")
 
 
+# Forward-mode AD loads torch's jit-scripted decompositions on first use, which warns.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize("op", OPS)
+def test_under_torch_func_transforms(op):
+    """grad, jacrev, jacfwd, hessian and vmap: a custom op with an autograd formula cannot run
+    under them, so segment_reduce switches to an autograd.Function with the same formulas."""
+    x, index = _sets([2, 0, 3, 1, 4], 3)
+    x[1, 1] = x[0, 1]  # a tie for max/min
+
+    def f(v):
+        return at.segment_reduce(v, index, dim_size=6, op=op, empty=0.0)
+
+    def loss(v):
+        return f(v).pow(2).sum()
+
+    close = {"rtol": 1e-12, "atol": 1e-12}
+    v = x.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(loss(v), v)
+    torch.testing.assert_close(torch.func.grad(loss)(x), want, **close)
+    jac = torch.autograd.functional.jacobian(f, x)
+    torch.testing.assert_close(torch.func.jacrev(f)(x), jac, **close)
+    torch.testing.assert_close(torch.func.jacfwd(f)(x), jac, **close)
+    if op != "prod":  # the custom op's prod backward has no second derivative
+        hess = torch.autograd.functional.hessian(loss, x)
+        torch.testing.assert_close(torch.func.hessian(loss)(x), hess, **close)
+    else:  # under torch.func it has: against torch's own product
+        sets = [index == s for s in range(6)]
+
+        def plain(v):
+            return sum((v[m].prod(0) if m.any() else v.new_zeros(3)).pow(2).sum() for m in sets)
+
+        torch.testing.assert_close(torch.func.hessian(loss)(x), torch.func.hessian(plain)(x), **close)
+    batch = torch.randn(4, *x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(1))
+    got = torch.func.vmap(f)(batch)  # the batch folded into the columns: no per-sample loop
+    assert torch.equal(got, torch.stack([f(b) for b in batch]))
+    g_batch = torch.func.vmap(torch.func.grad(loss))(batch)
+    torch.testing.assert_close(g_batch, torch.stack([torch.func.grad(loss)(b) for b in batch]), **close)
+
+
+def test_lcm_under_torch_func_grad():
+    m = _lcm()
+    x, index = _sets([3, 1, 4], 4)
+    v = x.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(m(v, index).pow(2).sum(), v)
+    got = torch.func.grad(lambda v: m(v, index).pow(2).sum())(x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------------------------
 # LCMAggregation
 
@@ -269,12 +317,22 @@ def test_schedule_is_cached_per_index_tensor():
     m = _lcm()
     x, index = _sets([3, 2], 4)
     m(x, index)
-    s = m._cache[-1]
+    s = m._cache.value
     m(x, index)
-    assert m._cache[-1] is s
-    index[3:] = 2  # modified in place: the schedule is rebuilt
+    assert m._cache.value is s
+    edge_index = torch.stack([index, index])
+    m(x, edge_index[1])  # a new view of other memory: rebuilt
+    s = m._cache.value
+    m(x, edge_index[1])  # another view of the same memory (MessagePassing's index): reused
+    assert m._cache.value is s
+    m(x, index, dim_size=4)  # other sets: rebuilt
+    assert m._cache.value is not s
+    index = edge_index[1]
+    m(x, index)
+    s = m._cache.value
+    edge_index[1, 3:] = 2  # modified in place through the base tensor: the schedule is rebuilt
     out = m(x, index)
-    assert m._cache[-1] is not s
+    assert m._cache.value is not s
     assert out.shape == (3, 8)
     sched = tree_schedule(index)
     assert torch.equal(m(x, schedule=sched), out)

@@ -8,39 +8,23 @@ a plain ``torch.nn.Module`` with the same interface. Imported on first use of
 
 from __future__ import annotations
 
-import importlib.util
-import warnings
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from aggkit._params import choice
 from aggkit.errors import InvalidParameterError, ShapeError
-from aggkit.torch.monoid import PADS, TreeSchedule, _float_input, _tree_reduce, tree_schedule
+from aggkit.rules import monoid as _monoid
+from aggkit.torch._pyg import SetCache, aggregation_base, check_index_beside_ptr, resolve_sets
+from aggkit.torch.monoid import PADS, TreeSchedule, _float_input, _tree_reduce
 
 __all__ = ["LCMAggregation"]
-
-
-def _base() -> type[nn.Module]:
-    """PyG's ``Aggregation`` when torch_geometric is installed, else ``nn.Module``."""
-    if importlib.util.find_spec("torch_geometric") is None:
-        return nn.Module
-    try:
-        with warnings.catch_warnings():  # its import may warn about torch APIs it uses
-            warnings.simplefilter("ignore")
-            from torch_geometric.nn.aggr import Aggregation
-    except Exception:  # a broken install must not break aggkit
-        return nn.Module
-    base: type[nn.Module] = Aggregation
-    return base
 
 
 #: The fewest rows a GRU call gets (see LCMAggregation._combine_stacked).
 _MIN_ROWS = 16
 
 
-class LCMAggregation(_base()):  # type: ignore[misc]
+class LCMAggregation(aggregation_base()):  # type: ignore[misc]
     r"""Learnable commutative monoid aggregation (Ong & Veličković, LoG 2022), per-set trees.
 
     The binary operator is a GRU cell made commutative by averaging both orders,
@@ -71,12 +55,16 @@ class LCMAggregation(_base()):  # type: ignore[misc]
     Notes
     -----
     ``forward(x, index=None, ptr=None, dim_size=None, dim=-2)`` follows PyG's aggregation
-    interface (without ``index`` and ``ptr`` all rows form one set), so the module can be the
-    ``aggr`` of a ``torch_geometric.nn.MessagePassing`` layer: when torch_geometric is
-    installed the class subclasses its ``Aggregation``; it is not needed otherwise. ``index``
-    must be sorted (sort the edges by destination). The tree schedule is built in Rust in O(E)
-    and cached: it is rebuilt only when a different (or modified) ``index``/``ptr`` tensor
-    arrives. Parameter names match PyG's (``lin``, ``gru_cell``).
+    interface, so the module can be the ``aggr`` of a ``torch_geometric.nn.MessagePassing``
+    layer: when torch_geometric is installed the class subclasses its ``Aggregation``; it is
+    not needed otherwise. PyG's conventions: ``ptr`` defines the sets when both ``index`` and
+    ``ptr`` are given (as ``MessagePassing`` passes them for a sparse adjacency, e.g. under
+    ``ToSparseTensor``); without either all rows form one set; ``dim_size`` may exceed
+    ``max(index) + 1`` (empty trailing sets). ``index`` must be sorted (sort the edges by
+    destination), as PyG's. The tree schedule is built in Rust in O(E) and cached: it is
+    rebuilt only when a different (or modified) ``index``/``ptr`` tensor arrives (a new view of
+    the same memory, such as ``edge_index[1]`` on every call, reuses it). Parameter names match
+    PyG's (``lin``, ``gru_cell``); ``repr`` is one line, as PyG's.
 
     Examples
     --------
@@ -116,7 +104,7 @@ class LCMAggregation(_base()):  # type: ignore[misc]
         self.lin = nn.Linear(in_channels, out_channels) if project else None
         self.gru_cell = nn.GRUCell(out_channels, out_channels)
         self.identity = nn.Parameter(torch.zeros(out_channels)) if learn_identity else None
-        self._cache: tuple[Any, ...] | None = None  # (index or ptr, its version, ..., schedule)
+        self._cache = SetCache()  # the tree schedule of the last index/ptr
         self._last_input: Tensor | None = None
 
     def reset_parameters(self) -> None:
@@ -160,16 +148,22 @@ class LCMAggregation(_base()):  # type: ignore[misc]
         dim_size: int | None = None,
         device: torch.device | None = None,
     ) -> TreeSchedule:
-        """The (cached) tree schedule of these sets, in this module's padding mode."""
-        src = index if index is not None else ptr
-        key = (src, getattr(src, "_version", None), index is None, rows, dim_size, device)
-        c = self._cache
-        if c is not None and c[0] is key[0] and c[1:-1] == key[1:]:
-            cached: TreeSchedule = c[-1]
-            return cached
-        s = tree_schedule(index, ptr, dim_size, self.pad, rows=rows, device=device)
-        self._cache = (*key, s)
-        return s
+        """The (cached) tree schedule of these sets, in this module's padding mode.
+
+        PyG's conventions: ``ptr`` wins when both are given; neither: one set of ``rows``
+        elements. ``device`` defaults to that of ``index``/``ptr``.
+        """
+        src = ptr if ptr is not None else index
+        if device is None:
+            device = src.device if isinstance(src, Tensor) else torch.device("cpu")
+        dev = torch.device(device)
+        check_index_beside_ptr("LCMAggregation", rows, index, ptr)
+
+        def build() -> TreeSchedule:
+            p, _ = resolve_sets("LCMAggregation", rows, index, ptr, dim_size, sort=False)
+            return TreeSchedule(_monoid.tree_schedule(rows, ptr=p, pad=self.pad), dev)
+
+        return self._cache.lookup(index, ptr, (rows, dim_size, dev), build)
 
     def forward(
         self,
@@ -196,8 +190,6 @@ class LCMAggregation(_base()):  # type: ignore[misc]
             x = self._project(x)
         if not torch.compiler.is_compiling():  # a traced graph has no Python attributes to set
             self._last_input = x.detach()
-        if schedule is None and index is None and ptr is None:  # one set, as PyG's aggregations
-            ptr = torch.tensor([0, x.shape[0]])
         if schedule is None:
             schedule = self.schedule(x.shape[0], index, ptr, dim_size, x.device)
         elif schedule.rows != x.shape[0] or schedule.pad != self.pad:
@@ -255,10 +247,9 @@ class LCMAggregation(_base()):  # type: ignore[misc]
         e = self.identity.to(a.dtype).expand_as(a)
         return (self.combine(e, a) - a).pow(2).sum(-1).mean()
 
-    __repr__ = nn.Module.__repr__  # PyG's Aggregation prints only the class name
-
-    def extra_repr(self) -> str:  # noqa: D102 - nn.Module's hook
+    def __repr__(self) -> str:
+        """One line, as PyG's aggregations: ``LCMAggregation(16, 32, project=True, pad='none', ...)``."""
         return (
-            f"{self.in_channels}, {self.out_channels}, project={self.project}, pad={self.pad!r}, "
-            f"learn_identity={self.learn_identity}"
+            f"{type(self).__name__}({self.in_channels}, {self.out_channels}, project={self.project}, "
+            f"pad={self.pad!r}, learn_identity={self.learn_identity})"
         )

@@ -81,6 +81,22 @@ class TreeSchedule:
         )
 
 
+def _host(v: Any) -> Any:
+    """An index or offsets tensor as a host numpy array; anything else unchanged.
+
+    Works inside ``torch.func`` transforms, where even a tensor captured from outside cannot be
+    read with ``.numpy()`` (the integer sets are not transformed, so unwrapping is exact).
+    """
+    if not isinstance(v, Tensor) or torch.compiler.is_compiling():
+        return v  # (torch.compile: the readers' own conversion, which dynamo handles)
+    if torch._C._functorch.peek_interpreter_stack() is None:
+        return v.detach().cpu().numpy()
+    while torch._C._functorch.is_functorch_wrapped_tensor(v):
+        v = torch._C._functorch.get_unwrapped(v)
+    with torch._C._DisableFuncTorch():
+        return v.detach().cpu().numpy()
+
+
 def tree_schedule(
     index: Tensor | None = None,
     ptr: Tensor | None = None,
@@ -101,7 +117,7 @@ def tree_schedule(
     src = index if index is not None else ptr
     if device is None:
         device = src.device if isinstance(src, Tensor) else "cpu"
-    s = _monoid.tree_schedule(rows, index=index, ptr=ptr, dim_size=dim_size, pad=pad)
+    s = _monoid.tree_schedule(rows, index=_host(index), ptr=_host(ptr), dim_size=dim_size, pad=pad)
     return TreeSchedule(s, device)
 
 
@@ -205,8 +221,8 @@ _COMBINE: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 _IDENTITY = {"sum": 0.0, "mean": 0.0, "prod": 1.0, "max": -np.inf, "min": np.inf, "logsumexp": -np.inf}
 
 
-def _native_reduce(x: Tensor, ptr: Tensor, op: str, empty: float | None) -> Tensor:
-    s = TreeSchedule(_monoid.tree_schedule(x.shape[0], ptr=ptr.cpu()), x.device)
+def _native_reduce(x: Tensor, ptr: Tensor | np.ndarray, op: str, empty: float | None) -> Tensor:
+    s = TreeSchedule(_monoid.tree_schedule(x.shape[0], ptr=_host(ptr)), x.device)
     fill = torch.tensor(_IDENTITY[op] if empty is None else empty, dtype=x.dtype, device=x.device)
     c = _COMBINE[op]
     out = _tree_reduce(x, s, lambda both, p: c(both[:p], both[p:]), None, fill)
@@ -215,13 +231,13 @@ def _native_reduce(x: Tensor, ptr: Tensor, op: str, empty: float | None) -> Tens
     return out
 
 
-def _native_prod_backward(x: Tensor, ptr: Tensor, g: Tensor) -> Tensor:
+def _native_prod_backward(x: Tensor, ptr: Tensor | np.ndarray, g: Tensor) -> Tensor:
     """Backpropagate ``g`` through each set's product tree (exact with zeros).
 
     The forward keeps every level's nodes; each node's gradient is its parent's times its
     sibling, level by level down.
     """
-    s = TreeSchedule(_monoid.tree_schedule(x.shape[0], ptr=ptr.cpu()), x.device)
+    s = TreeSchedule(_monoid.tree_schedule(x.shape[0], ptr=_host(ptr)), x.device)
     levels = [x]
     for lv in range(s.depth):
         cur, pairs, carry = levels[-1], s.pairs[lv], s.carry[lv]
@@ -249,6 +265,31 @@ def _native_prod_backward(x: Tensor, ptr: Tensor, g: Tensor) -> Tensor:
     return grad
 
 
+def _native_backward(
+    x: Tensor, ptr: Tensor, op: str, out: Tensor, g: Tensor, prod: Callable[[Tensor, Tensor, Tensor], Tensor]
+) -> Tensor:
+    """The gradient of ``segment_reduce`` with respect to ``x``, in torch ops (``prod`` for prod)."""
+    counts = (ptr[1:] - ptr[:-1]).to(x.device)
+    rows = torch.repeat_interleave(
+        torch.arange(counts.shape[0], device=x.device), counts, output_size=x.shape[0]
+    )
+    if op == "sum":
+        return g.index_select(0, rows)
+    if op == "mean":
+        return (g / counts.clamp(min=1).to(g.dtype)[:, None]).index_select(0, rows)
+    if op in ("max", "min"):
+        # Split evenly among the elements equal to the result (as torch.amax), NaN with NaN.
+        o = out.index_select(0, rows)
+        mask = (x == o) | (torch.isnan(x) & torch.isnan(o))
+        ties = torch.zeros_like(out).index_add(0, rows, mask.to(out.dtype))
+        return torch.where(mask, (g / ties.clamp(min=1)).index_select(0, rows), g.new_zeros(()))
+    if op == "logsumexp":
+        o = out.index_select(0, rows)
+        w = torch.where(torch.isneginf(o), x.new_zeros(()), torch.exp(x - o))
+        return w * g.index_select(0, rows)
+    return prod(x, ptr, g)  # the product of the other elements (exact with zeros)
+
+
 @torch.library.custom_op("aggkit::segment_reduce", mutates_args=())
 def _segment_reduce_op(x: Tensor, ptr: Tensor, op: str, empty: float | None) -> Tensor:
     """``(sets, h)``: each set ``ptr[s]:ptr[s+1]`` of the rows of ``x`` reduced with ``op``."""
@@ -268,6 +309,11 @@ def _segment_setup(ctx: Any, inputs: Any, output: Any) -> None:
     ctx.save_for_backward(x, ptr, output)
 
 
+def _opaque_prod_backward(x: Tensor, ptr: Tensor, g: Tensor) -> Tensor:
+    gx: Tensor = torch.ops.aggkit.segment_prod_backward(x, ptr, g.contiguous())
+    return gx
+
+
 def _segment_backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None]:
     x, ptr, out = ctx.saved_tensors
     op = ctx.op
@@ -275,27 +321,7 @@ def _segment_backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None]:
         gv = g.detach().contiguous().numpy()
         host = _core.segment_reduce_backward(view(x), ptr.cpu().numpy(), op, view(out), gv)
         return torch.from_numpy(host), None, None, None
-    counts = (ptr[1:] - ptr[:-1]).to(x.device)
-    rows = torch.repeat_interleave(
-        torch.arange(counts.shape[0], device=x.device), counts, output_size=x.shape[0]
-    )
-    if op == "sum":
-        gx = g.index_select(0, rows)
-    elif op == "mean":
-        gx = (g / counts.clamp(min=1).to(g.dtype)[:, None]).index_select(0, rows)
-    elif op in ("max", "min"):
-        # Split evenly among the elements equal to the result (as torch.amax), NaN with NaN.
-        o = out.index_select(0, rows)
-        mask = (x == o) | (torch.isnan(x) & torch.isnan(o))
-        ties = torch.zeros_like(out).index_add(0, rows, mask.to(out.dtype))
-        gx = torch.where(mask, (g / ties.clamp(min=1)).index_select(0, rows), g.new_zeros(()))
-    elif op == "logsumexp":
-        o = out.index_select(0, rows)
-        w = torch.where(torch.isneginf(o), x.new_zeros(()), torch.exp(x - o))
-        gx = w * g.index_select(0, rows)
-    else:  # prod: the product of the other elements (exact with zeros), an opaque op
-        gx = torch.ops.aggkit.segment_prod_backward(x, ptr, g.contiguous())
-    return gx, None, None, None
+    return _native_backward(x, ptr, op, out, g, _opaque_prod_backward), None, None, None
 
 
 _segment_reduce_op.register_autograd(_segment_backward, setup_context=_segment_setup)
@@ -313,6 +339,65 @@ def _segment_prod_backward_op(x: Tensor, ptr: Tensor, g: Tensor) -> Tensor:
 @_segment_prod_backward_op.register_fake
 def _(x: Tensor, ptr: Tensor, g: Tensor) -> Tensor:
     return torch.empty_like(x)
+
+
+def _function_backward(x: Tensor, ptr: np.ndarray, op: str, out: Tensor, g: Tensor) -> Tensor:
+    def prod(x: Tensor, _ptr: Tensor, g: Tensor) -> Tensor:
+        return _native_prod_backward(x, ptr, g)
+
+    return _native_backward(x, torch.from_numpy(ptr).to(x.device), op, out, g, prod)
+
+
+class _SegmentReduce(torch.autograd.Function):
+    """``segment_reduce`` inside ``torch.func`` transforms (grad, jacrev, jacfwd, jvp, vmap).
+
+    A custom op with an autograd formula cannot run under a functorch transform (torch wraps the
+    formula in an ``autograd.Function`` without ``setup_context``), so there the reduction runs
+    as this Function: the Rust kernel at the bottom level on CPU, the same trees in torch ops
+    otherwise (bit-identical except logsumexp, as on other devices); the backward, the same
+    formulas as the custom op's, in torch ops (so differentiable again); a forward-mode rule;
+    and a vmap rule that folds the batch into the feature columns (reduced independently).
+    ``ptr`` is a numpy array: the sets are not transformed.
+    """
+
+    @staticmethod
+    def forward(x: Tensor, ptr: np.ndarray, op: str, empty: float | None) -> Tensor:
+        if rust(x) and torch._C._functorch.peek_interpreter_stack() is None:
+            return torch.from_numpy(_core.segment_reduce(view(x.contiguous()), ptr, op, empty))
+        return _native_reduce(x, ptr, op, empty)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        x, ptr, op, _ = inputs
+        ctx.ptr, ctx.op = ptr, op
+        ctx.save_for_backward(x, output)
+        ctx.save_for_forward(x, output)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None]:
+        x, out = ctx.saved_tensors
+        return _function_backward(x, ctx.ptr, ctx.op, out, g), None, None, None
+
+    @staticmethod
+    def jvp(ctx: Any, tx: Tensor, *_: Any) -> Tensor:
+        # Each output coordinate depends on its own column of its own set only, so the
+        # backward of a gradient of ones holds every partial derivative.
+        x, out = ctx.saved_tensors
+        w = _function_backward(x, ctx.ptr, ctx.op, out, torch.ones_like(out))
+        return _native_reduce(w * tx, ctx.ptr, "sum", 0.0)
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], x: Tensor, ptr: np.ndarray, op: str, empty: Any) -> Any:
+        if in_dims[0] is None:
+            return _SegmentReduce.apply(x, ptr, op, empty), None
+        xb = x.movedim(in_dims[0], 1)  # (rows, batch, h): the batch becomes more columns
+        out = _SegmentReduce.apply(xb.reshape(xb.shape[0], -1), ptr, op, empty)
+        return out.reshape(out.shape[0], *xb.shape[1:]), 1
+
+
+def _transformed() -> bool:
+    """Whether a ``torch.func`` transform is active (and not while torch.compile traces)."""
+    return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
 
 
 def _float_input(x: Any, what: str) -> Tensor:
@@ -356,7 +441,17 @@ def segment_reduce(
     Gradients: sum and mean spread the output's gradient to every element (``1/k`` each for
     the mean); max and min split it evenly among the elements equal to the result (as
     ``torch.amax``); logsumexp gives ``softmax`` weights; prod the product of the other
-    elements (exact with zeros).
+    elements (exact with zeros). Second derivatives through torch ops, except prod's (its
+    backward is one opaque operator).
+
+    ``torch.func`` transforms (``grad``, ``jacrev``, ``jacfwd``, ``hessian``, ``vmap``) work: a
+    custom operator with an autograd formula cannot enter them, so under a transform the
+    reduction runs as an ``autograd.Function`` with the same forward (Rust on CPU) and the same
+    gradient formulas in torch ops (prod's included, so ``hessian`` works for every op), and
+    ``vmap`` folds the batch into the feature columns (one call, no per-sample loop).
+    ``index``/``ptr`` must not be batched. Under ``torch.compile`` the sets are read on the
+    host (a graph break); ``torch.export`` needs them as constants, which this function cannot
+    take (see :class:`aggkit.torch.nn.LCMAggregation`'s ``schedule=``).
 
     >>> import torch
     >>> from aggkit.torch import segment_reduce
@@ -373,12 +468,21 @@ def segment_reduce(
         raise ShapeError(f"{what}: x must have at least one dimension")
     if not -x.dim() <= dim < x.dim():
         raise ShapeError(f"{what}: dim {dim} is out of range for x with {x.dim()} dimensions")
+    p = _monoid.segment_ptr(x.shape[dim], _host(index), _host(ptr), dim_size, what)
+    empty = None if empty is None else as_float(empty, "empty", what)
+    return _reduce(x, p, dim, op, empty)
+
+
+def _reduce(x: Tensor, p: np.ndarray, dim: int, op: str, empty: float | None) -> Tensor:
+    """:func:`segment_reduce` with validated offsets ``p`` (``x`` floating, ``dim`` in range)."""
     moved = x.movedim(dim, 0)
     rows, rest = moved.shape[0], moved.shape[1:]
-    p = torch.from_numpy(_monoid.segment_ptr(rows, index, ptr, dim_size, what))
     m = moved.reshape(rows, -1) if moved.numel() else moved.reshape(rows, int(np.prod(rest)))
     compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     m = m.to(compute).contiguous()
-    empty = None if empty is None else as_float(empty, "empty", what)
-    out: Tensor = _segment_reduce_op(m, p, op, empty)
+    out: Tensor
+    if _transformed():
+        out = _SegmentReduce.apply(m, p, op, empty)
+    else:
+        out = _segment_reduce_op(m, torch.from_numpy(p), op, empty)
     return out.reshape(p.shape[0] - 1, *rest).movedim(0, dim).to(x.dtype)

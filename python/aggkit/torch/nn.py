@@ -14,8 +14,9 @@ modules take ``dim``, the dimension that indexes the inputs, so leading batch di
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -42,18 +43,49 @@ from aggkit.torch.mean import _mean as mean_impl
 from aggkit.torch.median import _median as median_impl
 from aggkit.torch.trimmed_mean import _trimmed_mean as trimmed_mean_impl
 
+if TYPE_CHECKING:  # at run time __getattr__ below imports them on first use
+    from aggkit.torch.aggr import (
+        LogSumExpAggregation,
+        MaxAggregation,
+        MeanAggregation,
+        MinAggregation,
+        MonoidAggregation,
+        ProdAggregation,
+        SumAggregation,
+    )
+    from aggkit.torch.lcm import LCMAggregation
+
 __all__ = [
     "DETOX",
     "Aggregate",
     "CrossMax",
     "Krum",
-    "LCMAggregation",  # noqa: F822 - provided by __getattr__ below
+    "LCMAggregation",
+    "LogSumExpAggregation",
+    "MaxAggregation",
     "Mean",
+    "MeanAggregation",
     "Median",
+    "MinAggregation",
+    "MonoidAggregation",
     "MultiKrum",
+    "ProdAggregation",
     "SelfEnsemble",
+    "SumAggregation",
     "TrimmedMean",
 ]
+
+#: The PyG-style aggregations, each in the module that defines it.
+_AGGREGATIONS = {
+    "LCMAggregation": "aggkit.torch.lcm",
+    "LogSumExpAggregation": "aggkit.torch.aggr",
+    "MaxAggregation": "aggkit.torch.aggr",
+    "MeanAggregation": "aggkit.torch.aggr",
+    "MinAggregation": "aggkit.torch.aggr",
+    "MonoidAggregation": "aggkit.torch.aggr",
+    "ProdAggregation": "aggkit.torch.aggr",
+    "SumAggregation": "aggkit.torch.aggr",
+}
 
 
 class _Aggregator(nn.Module):
@@ -259,6 +291,10 @@ class SelfEnsemble(nn.Module):
     predictor. The ``N`` predictors' logits are combined with :class:`CrossMax` (Fort &
     Lakshminarayanan 2024, who attach such heads to a ResNet and use ``k = 3``).
 
+    ``forward(x, return_all=False)`` returns the CrossMax scores ``(B, C)``, and with
+    ``return_all=True`` also every predictor's logits ``(B, N, C)`` (heads in ``layers``
+    order, then the backbone), e.g. to train all heads with a summed cross-entropy.
+
     Parameters
     ----------
     backbone : nn.Module
@@ -277,10 +313,6 @@ class SelfEnsemble(nn.Module):
         Stop gradients from the heads into the backbone (train the heads on a frozen backbone).
     example_input : Tensor, optional
         Run once at construction (no grad, eval mode) to materialise lazy heads.
-
-    ``forward(x, return_all=False)`` returns the CrossMax scores ``(B, C)``, and with
-    ``return_all=True`` also every predictor's logits ``(B, N, C)`` (heads in ``layers``
-    order, then the backbone), e.g. to train all heads with a summed cross-entropy.
     """
 
     def __init__(
@@ -425,10 +457,14 @@ class DETOX(_Aggregator):
 
 
 def __getattr__(name: str) -> Any:
-    # LCMAggregation lives in aggkit.torch.lcm, imported on first use: it subclasses PyTorch
-    # Geometric's Aggregation when torch_geometric is installed, whose import takes seconds.
-    if name == "LCMAggregation":
-        from aggkit.torch.lcm import LCMAggregation
+    # The PyG-style aggregations live in aggkit.torch.aggr and aggkit.torch.lcm, imported on
+    # first use: they subclass PyTorch Geometric's Aggregation when torch_geometric is
+    # installed, whose import takes seconds.
+    module = _AGGREGATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
-        return LCMAggregation
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_AGGREGATIONS))
