@@ -309,6 +309,13 @@ def fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
     results["too_few"] = _outcome(lambda: _fsdp_step(sharded(aggkit.TrimmedMean(f=2)), x))
     results["krum"] = _outcome(lambda: sharded(aggkit.Krum(f=0)))
     results["plain"] = _outcome(lambda: robust_fsdp(_fsdp_model(), "median"))
+
+    def hsdp():  # replicate x shard: FSDP would sum the replicas past the rule
+        model = _fsdp_model()
+        fully_shard(model, mesh=init_device_mesh("cpu", (world, 1), mesh_dim_names=("replicate", "shard")))
+        return robust_fsdp(model, "median")
+
+    results["hsdp"] = _outcome(hsdp)
     results["after"] = robust_all_reduce(torch.full((3,), float(rank)), "median")
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     _finish()

@@ -277,4 +277,6 @@ def test_fsdp_gradients_are_the_rule_over_the_ranks_local_gradients(tmp_path):
         assert "not coordinate-wise" in r["krum"][2]
         assert r["plain"][:2] == ("error", "InvalidParameterError")
         assert "no fully_shard module" in r["plain"][2]
+        assert r["hsdp"][:2] == ("error", "InvalidParameterError")
+        assert "2-d mesh (3, 1)" in r["hsdp"][2]
         assert r["after"].tolist() == [1.0] * 3  # the group still works

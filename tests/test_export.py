@@ -146,3 +146,34 @@ def test_torch_func_grad_is_torchs_documented_limit_and_autograd_grad_works():
     (g,) = torch.autograd.grad(aggkit.torch.median(x.requires_grad_(True)).sum(), x)
     assert g.sum() == 5  # one middle row per coordinate
     assert torch.func.vmap(aggkit.torch.median)(torch.stack([x.detach(), -x.detach()])).shape == (2, 5)
+
+
+def test_each_module_keeps_its_own_random_stream_eager_or_traced():
+    x = inputs(12, 5, 4)
+    reference = ann.Aggregate("bucketing>median", s=2, seed=0)
+    first, second = reference(x), reference(x)
+    assert not torch.equal(first, second)  # a new permutation at every call
+    one, other = (
+        ann.Aggregate("bucketing>median", s=2, seed=0),
+        ann.Aggregate("bucketing>median", s=2, seed=0),
+    )
+    program = export(one, (x,))  # tracing draws nothing
+    assert torch.equal(program.module()(x), first)  # the program draws from `one`'s stream
+    assert torch.equal(one(x), second)  # ... which eager calls continue
+    assert torch.equal(other(x), first)  # another module with the same seed: its own stream
+
+
+def test_export_of_a_model_with_parameters_under_grad_mode():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 5), ann.Aggregate("geometric_median"))
+    program = export(model, (inputs(9, 5, 0),), dynamic_shapes=({0: N},))  # grad mode on, as by default
+    x = inputs(14, 5, 1)
+    assert torch.equal(program.module()(x), model(x))
+
+
+def test_fullgraph_compile_without_autograd():
+    module = ann.Aggregate("geometric_median")
+    compiled = torch.compile(module, fullgraph=True)
+    x = inputs(9, 5, 0)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), module(x))

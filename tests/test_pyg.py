@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
+import aggkit  # noqa: E402
 import aggkit.torch.nn as ann  # noqa: E402
 from aggkit.errors import InvalidParameterError, ShapeError  # noqa: E402
 
@@ -656,3 +657,28 @@ def test_cuda_matches_cpu(op):
     ptr = torch.tensor([0, 0, 1, 3, 8, 17, 50, 50]).cuda()
     xs = x[torch.sort(index, stable=True).indices]
     torch.testing.assert_close(m(xs.cuda(), ptr=ptr).cpu(), m(xs, ptr=ptr.cpu()), rtol=1e-12, atol=1e-12)
+
+
+def test_the_set_cache_sees_writes_torch_does_not_count():
+    """Memory rewritten without moving the version counter must not reuse the old sets."""
+    x = torch.arange(6.0).reshape(6, 1)
+    agg = ann.SumAggregation()
+    index = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert agg(x, index, dim_size=3).flatten().tolist() == [1.0, 5.0, 9.0]
+    torch.from_dlpack(index).copy_(torch.tensor([2, 1, 0, 2, 1, 0]))  # index._version stays 0
+    assert agg(x, index, dim_size=3).flatten().tolist() == [7.0, 5.0, 3.0]
+    buf = np.array([0, 0, 1, 1, 2, 2])
+    first = agg(x, torch.from_numpy(buf), dim_size=3).flatten().tolist()
+    buf[:] = [2, 2, 2, 2, 2, 2]  # a new tensor over the same memory, version 0 again
+    assert agg(x, torch.from_numpy(buf), dim_size=3).flatten().tolist() == [0.0, 0.0, 15.0] != first
+
+
+def test_lcm_validates_an_index_rewritten_in_place():
+    from aggkit.torch.lcm import LCMAggregation
+
+    lcm = LCMAggregation(2, 2)
+    index = torch.tensor([0, 0, 1, 1, 2, 2])
+    lcm(torch.randn(6, 2), index, dim_size=3)
+    torch.from_dlpack(index).copy_(torch.tensor([0, 2, 1, 1, 2, 0]))  # unsorted, version unchanged
+    with pytest.raises(aggkit.InvalidParameterError, match="index must be sorted"):
+        lcm(torch.randn(6, 2), index, dim_size=3)

@@ -163,3 +163,31 @@ def test_dlpack_and_array_like_inputs():
     np.testing.assert_array_equal(aggkit.median(ArrayLike(x)), aggkit.median(x))
 
     np.testing.assert_array_equal(aggkit.median(DLPackOnly(x)), aggkit.median(x))
+
+
+def test_rule_specs_round_trip_and_refuse_anything_else():
+    from aggkit.registry import from_spec, to_spec
+
+    rules = [
+        aggkit.rule("nnm>trimmed_mean", f=2),
+        aggkit.DETOX(q=3, outer=aggkit.Krum(f=0)),
+        aggkit.CenteredClipping(tau=1e308, iters=2),
+        aggkit.GeometricMedian(nu=5e-324),
+    ]
+    for r in rules:
+        assert from_spec(to_spec(r)) == r
+    bad = [
+        "not json",
+        "[" * 100_000 + "]" * 100_000,
+        '{"name": "median"}',
+        '{"name": ["median"], "params": {}}',
+        '{"name": "median", "params": []}',
+        '{"name": "median", "params": {}, "extra": 1}',
+        '{"name": "os.system", "params": {}}',
+        '{"name": "nnm", "params": {"f": 1}}',  # a pre-aggregator is not a rule
+        '{"name": "median", "params": {"foo": 1}}',
+        '{"name": "pipeline", "params": {"stages": ' + "[" * 40 + "]" * 40 + "}}",
+    ]
+    for spec in bad:
+        with pytest.raises(aggkit.InvalidParameterError):
+            from_spec(spec)

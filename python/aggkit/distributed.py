@@ -511,8 +511,9 @@ def robust_fsdp(model: torch.nn.Module, rule: str | Rule) -> RobustReduceScatter
     :class:`RobustReduceScatter` (one object, shared) and a gradient divide factor of 1, so
     that FSDP neither divides the inputs nor the result: the sharded gradient is the rule's
     aggregate of the ranks' gradients, as with :func:`register_hook` for DDP. Coordinate-wise
-    rules only. On a 2-D (HSDP) mesh FSDP would average the replicas' shards afterwards, which
-    no rule protects: use a 1-D mesh.
+    rules only, on a 1-D mesh: a 2-D (HSDP) mesh is refused, since FSDP would reduce the
+    replicas' shards after the reduce-scatter, past the rule. The rule's bound on ``n`` is
+    checked against the mesh here (a single rank would skip the collective, and the rule).
 
     Returns the reduce-scatter object (``.rule``, ``.rounds``).
     """
@@ -524,6 +525,15 @@ def robust_fsdp(model: torch.nn.Module, rule: str | Rule) -> RobustReduceScatter
         raise InvalidParameterError(
             "robust_fsdp: the model has no fully_shard module; call torch.distributed.fsdp.fully_shard first"
         )
+    # FSDP's sharded parameters are DTensors on its mesh: a 2-D (HSDP) mesh would sum the
+    # replicas' shards after the reduce-scatter, past the rule; one rank skips the collective.
+    for mesh in {p.device_mesh for p in model.parameters() if hasattr(p, "device_mesh")}:
+        if mesh.ndim != 1:
+            raise InvalidParameterError(
+                f"robust_fsdp: the parameters are sharded on a {mesh.ndim}-d mesh {tuple(mesh.shape)}; "
+                "FSDP would reduce the other dimensions past the rule: use a 1-d mesh"
+            )
+        check_world(comm.rule, mesh.size(), "robust_fsdp")
     for m in modules:
         m.set_custom_reduce_scatter(comm)  # type: ignore[arg-type]
         m.set_gradient_divide_factor(1.0)

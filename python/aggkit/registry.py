@@ -346,14 +346,26 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
-def _built(data: Any) -> Any:
+#: How deep a spec may nest rules (a pipeline inside DETOX's outer rule is 3).
+SPEC_DEPTH = 16
+
+
+def _built(data: Any, depth: int = 0) -> Any:
+    if depth > SPEC_DEPTH:
+        raise InvalidParameterError(f"a spec nests rules more than {SPEC_DEPTH} deep")
     if isinstance(data, dict):
+        if set(data) != {"name", "params"} or not isinstance(data["name"], str):
+            raise InvalidParameterError(
+                f"a spec's rule is {{'name': str, 'params': dict}}, got keys {sorted(data)}"
+            )
+        if not isinstance(data["params"], dict):
+            raise InvalidParameterError(f"the spec of {data['name']!r} has params that are not a dict")
         cls: type[Params] | None = _RULES.get(data["name"]) or _PREAGG.get(data["name"])
         if cls is None:
             raise InvalidParameterError(f"unknown rule or pre-aggregator {data['name']!r} in a spec")
-        return _build(cls, {k: _built(v) for k, v in data["params"].items()})
+        return _build(cls, {k: _built(v, depth + 1) for k, v in data["params"].items()})
     if isinstance(data, list):
-        return [_built(v) for v in data]
+        return [_built(v, depth + 1) for v in data]
     return data
 
 
@@ -366,8 +378,12 @@ def to_spec(r: Rule) -> str:
 
 
 def from_spec(spec: str) -> Rule:
-    """The rule written by :func:`to_spec`."""
-    built = _built(json.loads(spec))
+    """The rule written by :func:`to_spec`; anything else raises :class:`InvalidParameterError`."""
+    try:
+        data = json.loads(spec)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise InvalidParameterError(f"a rule spec must be the JSON of aggkit.registry.to_spec: {e}") from None
+    built = _built(data)
     if not isinstance(built, Rule):
         raise InvalidParameterError(f"the spec {spec!r} does not describe a rule")
     return built

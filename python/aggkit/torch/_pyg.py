@@ -133,10 +133,11 @@ class SetCache:
     """A module's last resolved sets, reused while the same ``index``/``ptr`` comes back.
 
     Keyed by the tensor's memory (device, address, shape, strides, dtype) and its version
-    counter, and holding a reference to the tensor so that no other tensor can take its memory
-    meanwhile: ``edge_index[1]``, a new view on every call of a ``MessagePassing`` layer, hits,
-    and in-place changes are seen (the version moves). Writes torch does not count (through
-    ``.data`` or a numpy view of the tensor) are not seen. Not pickled.
+    counter, so that ``edge_index[1]``, a new view on every call of a ``MessagePassing`` layer,
+    hits. A hit is then confirmed against a copy of the values the sets were built from (one
+    comparison, O(E), far cheaper than sorting): memory rewritten without moving torch's
+    version counter (``dist.broadcast`` into a buffer, a DLPack or numpy alias, a new tensor over
+    reused memory) builds the sets again instead of reusing stale ones. Not pickled.
     """
 
     def __init__(self) -> None:
@@ -161,11 +162,13 @@ class SetCache:
             key = None
         entry = self._entry
         if key is not None and entry is not None and entry[0] == key:
-            hit: T = entry[2]
-            return hit
+            if entry[1] is None or torch.equal(entry[1], src):
+                hit: T = entry[2]
+                return hit
         value = build()
         if key is not None:
-            self._entry = (key, src, value)  # one assignment: safe across threads
+            snapshot = src.detach().clone() if isinstance(src, Tensor) else None
+            self._entry = (key, snapshot, value)  # one assignment: safe across threads
         return value
 
     def clear(self) -> None:

@@ -142,12 +142,13 @@ class Aggregate(nn.Module):
     def __init__(self, rule: str | Rule, **params: Any) -> None:
         super().__init__()
         self.rule = make_rule(rule, **params)
+        self._handle = _opaque.handle(self.rule)
 
     def forward(self, x: Any) -> Tensor:
         """Aggregate the inputs (the rows of ``x``, or a sequence of tensors)."""
         if not (isinstance(x, Tensor) or (isinstance(x, Sequence) and x and isinstance(x[0], Tensor))):
             raise TypeError(f"Aggregate: x must be a tensor or a sequence of tensors, got {type(x).__name__}")
-        traced = _opaque.run(self.rule, x) if isinstance(x, Tensor) else None
+        traced = _opaque.run(self.rule, self._handle, x) if isinstance(x, Tensor) else None
         return self.rule(x) if traced is None else traced
 
     def extra_repr(self) -> str:
@@ -446,11 +447,12 @@ class DETOX(_Aggregator):
             q=q, r=r, inner=inner, outer=outer, buckets=buckets, vote=vote, no_majority=no_majority
         )
         super().__init__(rule)
+        self._handle = _opaque.handle(rule)
 
     def forward(self, x: Any, groups: Any = "contiguous", rng: Any = None) -> Tensor:
         """Aggregate the workers' vectors."""
         if isinstance(groups, str) and groups == "contiguous" and rng is None and isinstance(x, Tensor):
-            traced = _opaque.run(self.rule, x)
+            traced = _opaque.run(self.rule, self._handle, x)
             if traced is not None:
                 return traced
         return detox_impl(self.rule, x, groups=groups, rng=rng)[0]
