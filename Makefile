@@ -11,7 +11,7 @@ help:  ## list the targets
 
 .PHONY: install
 install:  ## the development tools and every optional dependency (torch is ~5 GB)
-	$(PYTHON) -m pip install maturin ".[test,torch,sim,flower-simulation,parity,dev,docs]"
+	$(PYTHON) -m pip install maturin ".[test,torch,sim,flower-simulation,nvflare,parity,dev,docs]"
 
 .PHONY: dev
 dev:  ## build the extension into this environment (optimised, no LTO, incremental)

@@ -52,10 +52,12 @@ def layer(module: str) -> str:
         "aggkit.__main__",
         "aggkit._bench",
         "aggkit._cli",
+        "aggkit._integrations",
         "aggkit.attacks",
         "aggkit.distributed",
     } | {
         "aggkit.flower",
+        "aggkit.nvflare",
         "aggkit.simulate",
     }:
         return INTEGRATION

@@ -76,6 +76,7 @@ except ImportError as e:  # pragma: no cover - exercised only without flwr
         f"aggkit.flower needs Flower's Message API (flwr>=1.21,<2): pip install 'aggkit[flower]' ({e})"
     ) from e
 
+from aggkit._integrations import lower_median, uses_weights
 from aggkit._params import as_float
 from aggkit.buffer import UpdateBuffer, spill_directory
 from aggkit.errors import AggkitError, InvalidParameterError
@@ -209,8 +210,7 @@ class RobustStrategy(FedAvg):
                 raise InvalidParameterError(f"replies hold arrays the global model does not: {missing}")
         node_ids = [int(m.metadata.src_node_id) for m in valid]
         counts = [_weight(c, self.weighted_by_key) for c in contents]
-        use = rule.name in _WEIGHTED_BY_DEFAULT if self.weighted is None else self.weighted
-        weights = counts if use and rule.supports_weights else None
+        weights = counts if uses_weights(rule, self.weighted) else None
         entry: dict[str, Any] = {
             "round": server_round,
             "node_ids": node_ids,
@@ -326,7 +326,7 @@ class RobustStrategy(FedAvg):
             layers = [r[key].numpy() for r in records]
             base = self._base(key)
             if layers[0].dtype.kind != "f":
-                out[key] = Array(_lower_median(layers))
+                out[key] = Array(lower_median(layers))
                 continue
             if base is not None:
                 layers = [a - base.astype(a.dtype, copy=False) for a in layers]
@@ -369,7 +369,7 @@ class RobustStrategy(FedAvg):
         out = ArrayRecord()
         for k in keys:
             if dtypes[k].kind != "f":
-                out[k] = Array(_lower_median([r[k].numpy() for r in records]))
+                out[k] = Array(lower_median([r[k].numpy() for r in records]))
                 continue
             j = floats.index(k)
             part = y[offsets[j] : offsets[j + 1]].reshape(shapes[k])
@@ -378,11 +378,6 @@ class RobustStrategy(FedAvg):
                 part = np.add(base.astype(buf_dtype), part)
             out[k] = Array(np.ascontiguousarray(part.astype(dtypes[k], copy=False)))
         return out, selection
-
-
-# The rules Flower's strategies weight by example counts (FedAvg, MultiKrum) and the geometric
-# median (RFA's weights); order statistics stay unweighted by default (FedMedian, FedTrimmedAvg).
-_WEIGHTED_BY_DEFAULT = frozenset({"mean", "multi_krum", "geometric_median"})
 
 
 def _weight(content: Any, key: str) -> float:
@@ -420,13 +415,6 @@ def _mismatch(sig: _Signature, reference: _Signature) -> str | None:
         if sig[k] != (shape, dt):
             return f"array {k!r} has shape {sig[k][0]} dtype {sig[k][1]}, the model's is {shape} {dt}"
     return None
-
-
-def _lower_median(layers: list[np.ndarray]) -> np.ndarray:
-    """Element-wise lower median of non-float arrays (counters, masks): one of the values."""
-    stacked = np.stack(layers)
-    k = (len(layers) - 1) // 2
-    return np.asarray(np.partition(stacked, k, axis=0)[k])
 
 
 #: Flower's names for the parameters of the rules its strategies share with aggkit (its Krum,
