@@ -177,3 +177,57 @@ def test_fullgraph_compile_without_autograd():
     x = inputs(9, 5, 0)
     with torch.no_grad():
         assert torch.equal(compiled(x), module(x))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SumAggregation",
+        "MeanAggregation",
+        "MaxAggregation",
+        "MinAggregation",
+        "ProdAggregation",
+        "LogSumExpAggregation",
+    ],
+)
+def test_graph_aggregations_export_with_dynamic_nodes_edges_and_features(name):
+    class Layer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.aggr = getattr(ann, name)()
+
+        def forward(self, x, edge_index):  # as MessagePassing calls it: dim_size = number of nodes
+            return self.aggr(x[edge_index[0]], edge_index[1], dim_size=x.shape[0])
+
+    nodes, edges, features = (
+        Dim("nodes", min=2, max=1 << 20),
+        Dim("edges", min=2, max=1 << 24),
+        Dim("f", min=1),
+    )
+    layer = Layer()
+    example = (torch.randn(6, 4), torch.tensor([[0, 1, 2, 3, 4, 5, 0, 2], [1, 1, 2, 2, 3, 4, 4, 4]]))
+    program = export(layer, example, dynamic_shapes=({0: nodes, 1: features}, {1: edges}))
+    x, edge_index = (
+        torch.randn(9, 3),
+        torch.tensor([[0, 1, 2, 3, 4, 5, 0, 2, 8, 7, 6], [1, 1, 2, 2, 3, 4, 4, 4, 8, 0, 0]]),
+    )
+    assert torch.equal(program.module()(x, edge_index), layer(x, edge_index))  # unsorted, isolated nodes
+
+
+def test_graph_aggregations_export_without_dim_size():
+    class Sets(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.aggr = ann.SumAggregation()
+
+        def forward(self, x, index):  # forward itself: PyG's __call__ reads max(index) in Python
+            return self.aggr.forward(x, index)
+
+    edges = Dim("edges", min=2, max=1 << 24)
+    program = export(
+        Sets(),
+        (torch.randn(8, 3), torch.tensor([0, 0, 1, 1, 3, 3, 3, 2])),
+        dynamic_shapes=({0: edges}, {0: edges}),
+    )
+    x, index = torch.randn(5, 3), torch.tensor([4, 0, 0, 1, 1])
+    assert torch.equal(program.module()(x, index), Sets()(x, index))

@@ -41,6 +41,8 @@ tensor([[5.],
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -130,6 +132,17 @@ class MonoidAggregation(aggregation_base()):  # type: ignore[misc]
         dim: int = -2,
     ) -> Tensor:
         """Reduce the sets of ``x`` along ``dim``: ``x``'s shape with ``dim`` -> the number of sets."""
+        if _traced(x):
+            # the sets are read on the host: one opaque operator for torch.export / compile
+            d = check_dim(x, dim, type(self).__name__)
+            empty = float("nan") if isinstance(self.empty, str) else float(self.empty)
+            out: Tensor = sets_op(x, index, ptr, dim_size, d, self.op, empty, isinstance(self.empty, str))
+            return out
+        return self._eager(x, index, ptr, dim_size, dim)
+
+    def _eager(
+        self, x: Tensor, index: Tensor | None, ptr: Tensor | None, dim_size: int | None, dim: int
+    ) -> Tensor:
         what = type(self).__name__
         x = _float_input(x, what)
         d = check_dim(x, dim, what)
@@ -215,3 +228,50 @@ class LogSumExpAggregation(MonoidAggregation):
 
     def __init__(self, *, empty: float | str = 0.0) -> None:
         super().__init__("logsumexp", empty=empty)
+
+
+def _traced(x: Tensor) -> bool:
+    """Under torch.export, or torch.compile without autograd: take the opaque operator."""
+    if not torch.compiler.is_compiling():
+        return False
+    return torch.compiler.is_exporting() or not (torch.is_grad_enabled() and x.requires_grad)
+
+
+@torch.library.custom_op("aggkit::aggregate_sets", mutates_args=())
+def sets_op(
+    x: Tensor,
+    index: Tensor | None,
+    ptr: Tensor | None,
+    dim_size: int | None,
+    dim: int,
+    op: str,
+    empty: float,
+    identity: bool,
+) -> Tensor:
+    """A monoid aggregation of ``x``'s sets along ``dim`` (its eager forward, whole)."""
+    module = MonoidAggregation(op, empty="identity" if identity else empty)
+    return module._eager(x, index, ptr, dim_size, dim).clone()
+
+
+@sets_op.register_fake
+def _(
+    x: Tensor,
+    index: Tensor | None,
+    ptr: Tensor | None,
+    dim_size: int | None,
+    dim: int,
+    op: str,
+    empty: float,
+    identity: bool,
+) -> Tensor:
+    if ptr is not None:
+        sets: Any = ptr.shape[0] - 1
+    elif dim_size is not None:
+        sets = dim_size
+    elif index is not None:
+        sets = torch.library.get_ctx().new_dynamic_size()  # max(index) + 1: known when run
+    else:
+        sets = torch.sym_min(x.shape[dim], 1)  # all rows form one set (none without rows)
+    shape = list(x.shape)
+    shape[dim] = sets
+    return x.new_empty(shape)
