@@ -151,7 +151,7 @@ LAYOUTS += ("nested_tuple", "array_like", "subclass", "memmap_like")
 LAYOUTS_2D = ("strided_cols", "broadcast_col", "matrix")
 # inputs every rule must refuse
 INVALID = ("bad_dtype", "bad_dtype", "masked", "zero_d", "str", "bytes", "none", "ragged", "ragged_arrays")
-INVALID += ("mixed_list", "mixed_dtypes", "generator", "dict", "set", "nested_ints", "object_rows")
+INVALID += ("mixed_list", "mixed_dtypes", "generator", "dict", "set", "nested_numpy_ints", "object_rows")
 
 
 @dataclass
@@ -396,8 +396,10 @@ def _invalid(draw: Any, a: np.ndarray, inp: Input) -> tuple[Any, str]:
         return {"w": a}, "{'w': a}"
     if kind == "set":
         return {1.0, 2.0}, "{1.0, 2.0}"
-    if kind == "nested_ints":
-        return [[1, 2], [3, 4], [5, 6]], "[[1, 2], [3, 4], [5, 6]]"
+    if kind == "nested_numpy_ints":  # typed integers keep their dtype (Python ints read as float64)
+        return [[np.int64(1), np.int64(2)], [np.int64(3), np.int64(4)], [np.int64(5), np.int64(6)]], (
+            "[[np.int64(1), np.int64(2)], [np.int64(3), np.int64(4)], [np.int64(5), np.int64(6)]]"
+        )
     return np.array([object(), object()], dtype=object), "np.array([object(), object()])"
 
 
