@@ -41,7 +41,7 @@ tensor([[5.],
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -66,7 +66,13 @@ __all__ = [
 _PYG_EMPTY = {"prod": 1.0}
 
 
-class MonoidAggregation(aggregation_base()):  # type: ignore[misc]
+if TYPE_CHECKING:  # what type checkers see: PyG's class (a layer's ``aggr=`` accepts it)
+    from torch_geometric.nn.aggr import Aggregation as _Base
+else:
+    _Base = aggregation_base()  # PyG's class when installed, else nn.Module
+
+
+class MonoidAggregation(_Base):  # type: ignore[misc]
     r"""A built-in commutative monoid as a PyG aggregation: each set reduced over a fixed tree.
 
     Parameters

@@ -8,6 +8,8 @@ a plain ``torch.nn.Module`` with the same interface. Imported on first use of
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
@@ -24,7 +26,13 @@ __all__ = ["LCMAggregation"]
 _MIN_ROWS = 16
 
 
-class LCMAggregation(aggregation_base()):  # type: ignore[misc]
+if TYPE_CHECKING:  # what type checkers see: PyG's class (a layer's ``aggr=`` accepts it)
+    from torch_geometric.nn.aggr import Aggregation as _Base
+else:
+    _Base = aggregation_base()  # PyG's class when installed, else nn.Module
+
+
+class LCMAggregation(_Base):  # type: ignore[misc]
     r"""Learnable commutative monoid aggregation (Ong & Veličković, LoG 2022), per-set trees.
 
     The binary operator is a GRU cell made commutative by averaging both orders,
