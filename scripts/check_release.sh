@@ -19,8 +19,9 @@ export CARGO_TARGET_DIR="$out/cargo"
 echo "-- build environment: maturin with zig"
 python3 -m venv "$out/build-env"
 "$out/build-env/bin/pip" install -q "maturin[zig]>=1.9,<2" "ziglang==0.13.0" "auditwheel>=6"
-"$out/build-env/bin/maturin" build --release --zig --compatibility manylinux2014 -o "$out/dist"
-"$out/build-env/bin/maturin" sdist -o "$out/dist"
+# maturin finds zig as `python -m ziglang` through PATH: the build environment's python first.
+PATH="$out/build-env/bin:$PATH" maturin build --release --zig --compatibility manylinux2014 -o "$out/dist"
+PATH="$out/build-env/bin:$PATH" maturin sdist -o "$out/dist"
 
 wheel=$(ls "$out"/dist/*.whl)
 sdist=$(ls "$out"/dist/*.tar.gz)
