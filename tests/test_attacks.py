@@ -68,7 +68,7 @@ def test_input_is_not_modified_and_outputs_are_fresh():
     for name in A.list_attacks():
         if name == "label_flip":
             continue
-        y = A.attack(name)(h, f=2, rng=0)
+        y = A.attack(name)(h, f=2, rng=0, rule=aggkit.median)
         assert not np.shares_memory(y, h)
         y[...] = 0  # writable, and the two Byzantine rows do not alias the input
     np.testing.assert_array_equal(h, H)
@@ -94,7 +94,8 @@ def test_label_flip_poisons_labels_not_updates():
 
 def test_registry_and_errors():
     assert A.list_attacks() == [
-        "alie", "gaussian", "ipm", "label_flip", "large_values", "mimic", "nonfinite", "sign_flip",
+        "alie", "alie_opt", "gaussian", "ipm", "ipm_opt", "label_flip", "large_values", "mimic", "min_max",
+        "min_sum", "nonfinite", "sign_flip",
     ]  # fmt: skip
     assert A.attack("alie", z=2.0) == A.ALittleIsEnough(z=2.0)
     assert repr(A.attack("sign_flip", scale=3)) == "SignFlip(scale=3.0)"
@@ -117,6 +118,12 @@ def test_registry_and_errors():
         (lambda: A.SignFlip()(np.float32(1.0), f=1), aggkit.ShapeError, "0-d"),
         (lambda: A.SignFlip()(np.ones((3, 2), dtype=np.int32), f=1), TypeError, "floating point"),
         (lambda: A.SignFlip(scale="big"), TypeError, "scale must be a number"),
+        (lambda: A.OptimizedALIE()(H, f=1), aggkit.InvalidParameterError, "pass rule="),
+        (lambda: A.OptimizedIPM()(H, f=1, rule=3), TypeError, "rule must be callable"),
+        (lambda: A.OptimizedIPM(evals=0), aggkit.InvalidParameterError, "evals must be >= 1"),
+        (lambda: A.OptimizedIPM(delta=-1), aggkit.InvalidParameterError, "delta must be > 0"),
+        (lambda: A.MinMax(dev="l2"), aggkit.InvalidParameterError, "dev must be one of"),
+        (lambda: A.MinSum(gamma=0), aggkit.InvalidParameterError, "gamma must be > 0"),
     ]
     for fn, exc, msg in bad:
         with pytest.raises(exc, match=msg):
@@ -142,11 +149,109 @@ def test_torch_tensors_in_and_out():
         if name == "label_flip":
             continue
         a = A.attack(name)
-        y = a(t, f=2, rng=0)
+        y = a(t, f=2, rng=0, rule=aggkit.median)
         assert isinstance(y, torch.Tensor)
         assert y.dtype == torch.float32
         assert y.shape == (2, 3)
         if name != "gaussian":  # torch draws its own normals; the rest agree with numpy
-            np.testing.assert_allclose(y.numpy(), a(H, f=2, rng=0), rtol=1e-6)
+            np.testing.assert_allclose(y.numpy(), a(H, f=2, rng=0, rule=aggkit.median), rtol=1e-6)
     np.testing.assert_array_equal(A.SignFlip()(list(t), f=1).numpy(), A.SignFlip()(H, f=1))
     torch.testing.assert_close(t, torch.from_numpy(H))
+
+
+def test_line_maximize_is_byzfls_search():
+    calls = []
+
+    def rising(t):
+        calls.append(t)
+        return t
+
+    # Strictly rising: the step doubles every time, 20 evaluations in all.
+    assert A.line_maximize(rising) == 10 * (2**19 - 1)
+    assert len(calls) == 20
+    # A peak at 37: steps of 10 and 20 reach 30, 40 more overshoots (70); the step then shrinks
+    # by 0.8 per try, above the best point only: 30 + 40 * 0.8**5 = 43.1 is the first that beats
+    # 30, and nothing above it beats it (byzfl's one-sided search does not come back down).
+    peak = A.line_maximize(lambda t: -((t - 37.0) ** 2), evals=200)
+    assert peak == pytest.approx(30 + 40 * 0.8**5)
+    assert A.line_maximize(lambda t: -t) == 0.0  # nothing beats the start
+    assert A.line_maximize(lambda t: 1.0, evals=1) == 0.0
+
+
+def damage(rule, honest, byz):
+    return float(np.linalg.norm(rule(np.concatenate([honest, byz])).astype(np.float64) - honest.mean(0)))
+
+
+@pytest.mark.parametrize("rule", [aggkit.median, aggkit.TrimmedMean(f=3), aggkit.MultiKrum(f=3)])
+def test_optimized_attacks_beat_their_fixed_versions(rule):
+    honest = np.random.default_rng(5).standard_normal((12, 40)).astype(np.float32)
+    mu = honest.mean(0, dtype=np.float64)
+    sd = honest.std(0, ddof=1, dtype=np.float64)
+    for atk, vector in [
+        (A.OptimizedALIE(), lambda t: mu + t * sd),
+        (A.OptimizedIPM(), lambda t: -t * mu),
+    ]:
+        y = atk(honest, f=3, rule=rule)
+        assert y.shape == (3, 40)
+        assert y.dtype == np.float32
+        np.testing.assert_array_equal(y[0], y[2])
+        # The chosen strength does at least as much damage as the start and the first step.
+        best = damage(rule, honest, y)
+        for t in (0.0, 10.0):
+            assert best >= damage(rule, honest, np.repeat(vector(t)[None].astype(np.float32), 3, 0)) - 1e-6
+
+
+def test_optimized_attacks_evaluate_the_rule_on_what_the_server_receives():
+    honest = np.random.default_rng(1).standard_normal((6, 4))
+    seen = []
+
+    def rule(x):
+        seen.append(np.array(x))
+        return aggkit.median(x)
+
+    A.OptimizedALIE(evals=5)(honest, f=2, rule=rule)
+    assert len(seen) == 5
+    for x in seen:
+        assert x.shape == (8, 4)
+        np.testing.assert_array_equal(x[:6], honest)  # honest first, then the f Byzantine copies
+        np.testing.assert_array_equal(x[6], x[7])
+
+
+def min_distance_case(seed):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((10, 30)) + rng.standard_normal(30)
+
+
+@pytest.mark.parametrize("dev", ["std", "unit_vec", "sign"])
+def test_min_sum_matches_its_closed_form(dev):
+    # sum_i ||mu - g dev - x_i||^2 = sum_i ||mu - x_i||^2 + h g^2 ||dev||^2 (the cross term is 0),
+    # so the largest admissible g is sqrt((T - sum_i ||mu - x_i||^2) / (h ||dev||^2)).
+    x = min_distance_case(0)
+    mu = x.mean(0)
+    d = {"std": x.std(0, ddof=1), "unit_vec": mu / np.linalg.norm(mu), "sign": np.sign(mu)}[dev]
+    pair = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    threshold = pair.sum(1).min()
+    g = math.sqrt((threshold - ((x - mu) ** 2).sum()) / (len(x) * (d**2).sum()))
+    assert g < 20  # inside the search's reach (2 gamma)
+    y = A.MinSum(dev=dev)(x, f=2)
+    found = (mu - y[0]) @ d / (d @ d)
+    assert found == pytest.approx(g, abs=2e-5)
+    np.testing.assert_allclose(y[0], mu - found * d, atol=1e-9)
+
+
+def test_min_max_is_the_largest_admissible_gamma():
+    x = min_distance_case(1)
+    mu, d = x.mean(0), x.std(0, ddof=1)
+    pair_max = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1).max()
+
+    def fits(g):
+        return ((mu - g * d - x) ** 2).sum(1).max() <= pair_max
+
+    y = A.MinMax()(x, f=3)
+    g = (mu - y[0]) @ d / (d @ d)
+    assert fits(g)
+    assert not fits(g + 1e-4)
+    assert g > 0.5
+    # Nothing admissible beyond zero: the mean itself (all honest updates identical).
+    same = np.ones((4, 3))
+    np.testing.assert_array_equal(A.MinMax(dev="unit_vec")(same, f=1)[0], np.ones(3))

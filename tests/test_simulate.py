@@ -60,7 +60,14 @@ def test_label_flip_and_weights_and_rule_objects():
     assert ("MultiKrum(f=2, m=5, nonfinite='robust')", "label_flip") in r.accuracy
     assert ("mean", "SignFlip(scale=10.0)") in r.accuracy
     table = r.table()
-    assert table.splitlines()[0].split() == ["rule", "label_flip", "SignFlip(scale=10.0)"]
+    assert table.splitlines()[0].split() == [
+        "rule",
+        "label_flip",
+        "SignFlip(scale=10.0)",
+        "worst",
+        "worst",
+        "attack",
+    ]
     assert len(table.splitlines()) == 4
 
 
@@ -134,7 +141,7 @@ def test_command_line(tmp_path):
     assert "final test accuracy (%)" in out
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("rule"))
-    assert lines[header].split() == ["rule", "none", "sign_flip:scale=5"]
+    assert lines[header].split() == ["rule", "none", "sign_flip:scale=5", "worst", "worst", "attack"]
     assert [line.split()[0] for line in lines[header + 2 : header + 5]] == ["mean", "median", "krum"]
     if importlib.util.find_spec("tqdm") is not None:
         assert "100%" in proc.stderr  # tqdm's progress bar reached the end
@@ -339,3 +346,143 @@ def test_progress_goes_through_tqdm_or_nowhere(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     simulate(**dict(SMALL, rounds=2, progress=True), rules=["mean"], attacks=["none"])
     assert capsys.readouterr().err == ""
+
+
+def test_seeds_are_independent_runs_averaged():
+    kw = dict(SMALL, rules=["mean", "median"], attacks=["none", "sign_flip"])
+    both = simulate(**kw, seed=3, seeds=2)
+    first, second = simulate(**kw, seed=3), simulate(**kw, seed=4)
+    assert both.config["seeds"] == [3, 4]
+    for key in both.accuracy:
+        assert both.runs[key] == [first.accuracy[key], second.accuracy[key]]
+        assert both.accuracy[key] == pytest.approx(
+            [(a + b) / 2 for a, b in zip(*both.runs[key], strict=True)]
+        )
+    spread = both.final_spread()
+    for key, curves in both.runs.items():
+        assert spread[key] == pytest.approx(abs(curves[0][-1] - curves[1][-1]) / math.sqrt(2))
+    assert first.final_spread() == dict.fromkeys(first.accuracy, 0.0)
+    lines = both.table().splitlines()
+    assert "±" in lines[2]
+    assert "±" not in first.table()
+
+
+def test_worst_column_is_the_lowest_attack():
+    r = simulate(**SMALL, rules=["mean", "median"], attacks=["none", "large_values", "sign_flip"])
+    final = r.final_accuracy()
+    for rule, (acc, attack) in r.worst().items():
+        assert acc == min(final[(rule, a)] for a in ("none", "large_values", "sign_flip"))
+        assert final[(rule, attack)] == acc
+    row = r.table().splitlines()[2]
+    assert row.split()[-1] == r.worst()["mean"][1]
+
+
+def test_pipeline_specs_give_f_to_every_stage():
+    r = simulate(
+        **SMALL,
+        rules=["nnm>trimmed_mean", "bucketing:s=2,seed=1>median", "arc>nnm:f=1>mean"],
+        attacks=["none"],
+    )
+    assert list(r.accuracy) == [
+        ("nnm>trimmed_mean", "none"), ("bucketing:s=2,seed=1>median", "none"), ("arc>nnm:f=1>mean", "none"),
+    ]  # fmt: skip
+    from aggkit.simulate import _make_rule
+
+    assert _make_rule("nnm>trimmed_mean", 2)[1] == aggkit.Pipeline([aggkit.NNM(f=2), aggkit.TrimmedMean(f=2)])
+    assert _make_rule("arc>nnm:f=1>mean", 3)[1] == aggkit.Pipeline(
+        [aggkit.ARC(f=3), aggkit.NNM(f=1), aggkit.Mean()]
+    )
+    with pytest.raises(aggkit.InvalidParameterError, match="unknown pipeline stage 'nope'"):
+        _make_rule("nope>mean", 1)
+    with pytest.raises(aggkit.InvalidParameterError, match=r"bucketing: unknown parameters \['tau'\]"):
+        _make_rule("bucketing:tau=1>mean", 1)
+
+
+def test_momentum_protocol():
+    kw = dict(SMALL, rules=["mean", "centered_clipping:tau=0.5"], attacks=["none", "alie"])
+    a = simulate(**kw, protocol="momentum")
+    assert a.accuracy == simulate(**kw, protocol="momentum").accuracy
+    assert a.config["protocol"] == "momentum"
+    # momentum (1 - beta) g starts slowly: 25 rounds to learn
+    longer = simulate(**dict(kw, rounds=25, attacks=["none"]), protocol="momentum")
+    assert longer.final_accuracy()[("mean", "none")] > 0.25  # chance is 0.1
+    assert a.accuracy != simulate(**kw, protocol="momentum", momentum=0.5).accuracy
+    # Without momentum a client sends -lr times one minibatch gradient: one local SGD step,
+    # from the same minibatches (up to float32 rounding of (w - lr g) - w).
+    kw = dict(SMALL, rules=["mean"], attacks=["none"], rounds=3)
+    plain = simulate(**kw, protocol="momentum", momentum=0.0)
+    sgd = simulate(**kw, protocol="local_sgd", local_steps=1)
+    assert plain.accuracy[("mean", "none")] == pytest.approx(sgd.accuracy[("mean", "none")], abs=0.01)
+
+
+def test_adaptive_attacks_see_the_rule_and_its_state_without_changing_it():
+    r = simulate(
+        **SMALL,
+        rules=["median", "centered_clipping:tau=1"],
+        attacks=["alie_opt", "ipm_opt", "min_max", "min_sum"],
+    )
+    assert len(r.accuracy) == 8
+    # The attack tries the rule 20 times a round on a copy: the state the rule carries is the
+    # one a run without those trials reaches, so the same run twice agrees.
+    again = simulate(**SMALL, rules=["centered_clipping:tau=1"], attacks=["alie_opt"])
+    assert (
+        again.accuracy[("centered_clipping:tau=1", "alie_opt")]
+        == r.accuracy[("centered_clipping:tau=1", "alie_opt")]
+    )
+
+
+def test_stateful_pipelines_keep_their_state_across_rounds():
+    cc = aggkit.CenteredClipping(tau=0.01)
+    r = simulate(**SMALL, rules=[aggkit.Pipeline([aggkit.Clipping(c=1e9), cc]), cc], attacks=["none"])
+    a, b = r.accuracy.values()
+    assert a == b  # clipping at 1e9 changes nothing: the pipeline clips around the last aggregate too
+    state = aggkit.Pipeline([aggkit.Clipping(c=1e9), cc]).rounds()
+    x = np.ones((3, 2))
+    out1 = state.aggregate(x)[0]
+    out2 = state.aggregate(x)[0]
+    np.testing.assert_allclose(out2, 2 * out1)
+    state.reset()
+    np.testing.assert_allclose(state.aggregate(x)[0], out1)
+
+
+def test_a_destroyed_model_stays_destroyed():
+    r = simulate(**dict(SMALL, rounds=12), rules=["mean"], attacks=["alie_opt"])
+    acc = r.accuracy[("mean", "alie_opt")]
+    assert acc[-1] < 0.2
+    assert len(acc) == 12
+
+
+def test_preset_and_new_options_on_the_command_line(tmp_path):
+    from aggkit.simulate import PRESETS
+
+    hard = PRESETS["hard-noniid"]
+    assert (hard["clients"], hard["byzantine"], hard["alpha"]) == (20, 6, 0.3)
+    assert {"alie_opt", "ipm_opt", "min_max", "min_sum"} <= set(hard["attacks"])
+    js = tmp_path / "r.json"
+    args = ["simulate", "--preset", "hard-noniid", "--dataset", "synthetic", "--rounds", "2", "--seeds", "2"]
+    args += ["--rules", "mean", "nnm>trimmed_mean", "--attacks", "none", "min_sum", "--protocol", "momentum"]
+    args += ["--plot", "none", "--quiet", "--json", str(js)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggkit", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "20 clients, the last 6 Byzantine, Dirichlet alpha=0.3, 2 rounds, momentum 0.9 per client, seeds 0..1"
+        in proc.stdout
+    )
+    data = json.loads(js.read_text())
+    assert data["config"]["seeds"] == [0, 1]
+    assert all(len(row["runs"]) == 2 for row in data["accuracy"])
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        (dict(protocol="fedprox"), "protocol must be one of"),
+        (dict(momentum=1.0), r"momentum must be in \[0, 1\)"),
+        (dict(seeds=0), "seeds must be an int >= 1"),
+    ],
+)
+def test_bad_new_options(over, message):
+    with pytest.raises(aggkit.InvalidParameterError, match=message):
+        simulate(**{**SMALL, "rules": ["mean"], "attacks": ["none"], **over})

@@ -87,18 +87,29 @@ def _simulate(args: argparse.Namespace) -> int:
             lr=args.lr,
             alpha=args.alpha,
             weighted=args.weighted,
+            protocol=args.protocol,
+            momentum=args.momentum,
             seed=args.seed,
+            seeds=args.seeds,
             progress=not args.quiet,
         )
     except (aggkit.AggkitError, ImportError, TypeError) as e:
         print(f"aggkit simulate: error: {str(e).removeprefix('simulate: ')}", file=sys.stderr)
         return 2
     c = result.config
+    seeds = c["seeds"]
+    sent = (
+        f"{c['local_steps']} local SGD steps per round"
+        if c["protocol"] == "local_sgd"
+        else f"momentum {c['momentum']} per client"
+    )
     print(
         f"\n{c['dataset']} / {c['model']} ({c['params']} parameters): {c['clients']} clients, the last "
-        f"{c['byzantine']} Byzantine, Dirichlet alpha={c['alpha']}, {c['rounds']} rounds, seed {c['seed']}"
+        f"{c['byzantine']} Byzantine, Dirichlet alpha={c['alpha']}, {c['rounds']} rounds, {sent}, "
+        + (f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}..{seeds[-1]}")
     )
-    print(f"final test accuracy (%), {result.seconds:.1f} s:\n")
+    spread = ", mean ± standard deviation over the seeds" if len(seeds) > 1 else ""
+    print(f"final test accuracy (%){spread}, {result.seconds:.1f} s:\n")
     print(result.table())
     if result.kept:
         honest = c["clients"] - c["byzantine"]
@@ -116,7 +127,8 @@ def _simulate(args: argparse.Namespace) -> int:
                     "config": c,
                     "seconds": result.seconds,
                     "accuracy": [
-                        {"rule": r, "attack": a, "accuracy": v} for (r, a), v in result.accuracy.items()
+                        {"rule": r, "attack": a, "accuracy": v, "runs": result.runs[(r, a)]}
+                        for (r, a), v in result.accuracy.items()
                     ],
                 },
                 fh,
@@ -165,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         positive_int,
         positive_or_inf,
         seed,
+        unit_interval,
     )
-    from aggkit.simulate import DEFAULT_ATTACKS, DEFAULT_RULES
+    from aggkit.simulate import DEFAULT_ATTACKS, DEFAULT_RULES, PRESETS, PROTOCOLS
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # its own parser: aggkit bench -h lists its options
@@ -247,6 +260,28 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", type=seed, default=0, help="seeds the split, the model, the batches and the attacks"
     )
     s.add_argument(
+        "--protocol",
+        choices=list(PROTOCOLS),
+        default="local_sgd",
+        help="what honest clients send: their change after local SGD steps, or -lr times their "
+        "momentum of one minibatch gradient per round",
+    )
+    s.add_argument(
+        "--momentum", type=unit_interval, default=0.9, help="client momentum beta for --protocol momentum"
+    )
+    s.add_argument(
+        "--seeds", type=positive_int, default=1, help="repetitions, seeded --seed, --seed + 1, ..."
+    )
+    s.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="a named setting; options given explicitly override it. hard-noniid: "
+        + ", ".join(
+            f"{k} {' '.join(v) if isinstance(v, tuple) else v}" for k, v in PRESETS["hard-noniid"].items()
+        ),
+    )
+    s.add_argument(
         "--plot", default="aggkit-simulate.png", help="image path (.png, .pdf, .svg, ...), or 'none'"
     )
     s.add_argument("--json", default=None, help="also write the accuracy curves as JSON here")
@@ -254,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("bench", help="benchmark grid against numpy/torch (options: aggkit bench -h)")
     args = parser.parse_args(argv)
+    if args.command == "simulate" and args.preset is not None:
+        # the preset replaces the defaults; what the command line gives still wins
+        s.set_defaults(**{k: list(v) if isinstance(v, tuple) else v for k, v in PRESETS[args.preset].items()})
+        args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.seed)
         return 0

@@ -60,6 +60,17 @@ def positive_float(text: str) -> float:
     return v
 
 
+def unit_interval(text: str) -> float:
+    """An argparse type: a float in ``[0, 1)``."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return v
+
+
 def size(text: str) -> int:
     """An argparse type: a whole number >= 1, also written as a float (``1e6``)."""
     try:

@@ -44,9 +44,14 @@ __all__ = [
     "LabelFlip",
     "LargeValues",
     "Mimic",
+    "MinMax",
+    "MinSum",
     "NonFinite",
+    "OptimizedALIE",
+    "OptimizedIPM",
     "SignFlip",
     "attack",
+    "line_maximize",
     "list_attacks",
 ]
 
@@ -108,6 +113,29 @@ class _Backend:
             return torch.full((f, *self.x.shape[1:]), value, dtype=self.x.dtype, device=self.x.device)
         return np.full((f, *self.x.shape[1:]), value, dtype=self.x.dtype)
 
+    def sign(self, v: Any) -> Any:
+        return v.sign() if self.torch else np.sign(v)
+
+    def with_byzantine(self, v: Any, f: int) -> Any:
+        """The honest updates with ``f`` copies of ``v`` after them: what the server receives."""
+        if self.torch:
+            import torch
+
+            return torch.cat([self.x, self.repeat(v, f)])
+        return np.concatenate([self.x, self.repeat(v, f)])
+
+    def float64(self, v: Any) -> np.ndarray:
+        """``v`` as a flat float64 numpy array (on the host)."""
+        if self.torch:
+            import torch
+
+            v = v.detach().to("cpu", dtype=torch.float64).numpy()
+        return np.asarray(v, dtype=np.float64).reshape(-1)
+
+    def rows64(self) -> np.ndarray:
+        """The honest updates as float64 rows ``(h, d)`` on the host."""
+        return self.float64(self.x).reshape(self.h, -1)
+
     def normal(self, f: int, mu: float, sigma: float, rng: Any) -> Any:
         g = np.random.default_rng(rng)
         shape = (f, *self.x.shape[1:])
@@ -127,16 +155,34 @@ class Attack:
     params: ClassVar[tuple[str, ...]] = ()
     #: The attack poisons the Byzantine clients' training data, not their updates.
     poisons_data: ClassVar[bool] = False
+    #: The attack optimises against the aggregation rule in use: it needs ``rule=``.
+    adaptive: ClassVar[bool] = False
 
-    def __call__(self, honest: Any, *, f: int = 1, rng: Any = None) -> Any:
-        """The ``f`` Byzantine updates built from ``honest`` (shape ``(h, *shape)``)."""
+    def __call__(self, honest: Any, *, f: int = 1, rng: Any = None, rule: Any = None) -> Any:
+        """The ``f`` Byzantine updates built from ``honest`` (shape ``(h, *shape)``).
+
+        ``rule`` is what the server aggregates with (a rule object or any callable that maps
+        ``(h + f, *shape)`` inputs, the Byzantine ones last, to an output); adaptive attacks
+        need it and the others ignore it.
+        """
         f = count(f, "f", f"attack {self.name}")
         b = _Backend(honest)
+        if self.adaptive and rule is None:
+            raise InvalidParameterError(
+                f"attack {self.name} optimises against the rule in use: pass rule=... (a rule object "
+                "or a callable that aggregates the h + f inputs)"
+            )
+        if rule is not None and not callable(rule):
+            raise TypeError(f"attack {self.name}: rule must be callable, got {type(rule).__name__}")
         if f == 0:
             return b.x[:0].clone() if b.torch else b.x[:0].copy()
-        return self._craft(b, f, rng)
+        return self._against(b, f, rng, rule) if self.adaptive else self._craft(b, f, rng)
 
     def _craft(self, b: _Backend, f: int, rng: Any) -> Any:
+        raise NotImplementedError
+
+    def _against(self, b: _Backend, f: int, rng: Any, rule: Any) -> Any:
+        """An adaptive attack's updates, built with the server's ``rule``."""
         raise NotImplementedError
 
     def get_params(self) -> dict[str, Any]:
@@ -324,6 +370,190 @@ class Mimic(Attack):
         if self.target >= b.h:
             raise InvalidParameterError(f"Mimic: target must be < h, got target={self.target}, h={b.h}")
         return b.repeat(b.x[self.target], f)
+
+
+def line_maximize(
+    objective: Any, *, evals: int = 20, start: float = 0.0, delta: float = 10.0, ratio: float = 0.8
+) -> float:
+    """The best ``t >= start`` found for ``objective(t)`` in ``evals`` evaluations (byzfl's search).
+
+    From ``start``, steps of ``delta`` double while the objective improves strictly; after the
+    first step that does not improve, steps shrink by ``ratio`` and are tried above the best
+    point so far. Ties keep the smaller ``t``.
+    """
+    best_x, best_y = start, objective(start)
+    left = evals - 1
+    while left > 0:
+        x = best_x + delta
+        y = objective(x)
+        left -= 1
+        if y > best_y:
+            best_x, best_y = x, y
+            delta *= 2
+        else:
+            delta *= ratio
+            break
+    while left > 0:
+        x = best_x + delta
+        y = objective(x)
+        left -= 1
+        if y > best_y:
+            best_x, best_y = x, y
+        delta *= ratio
+    return best_x
+
+
+class _Optimized(Attack):
+    """A one-parameter attack whose strength is chosen each call against the rule in use.
+
+    The strength ``t >= 0`` maximises the distance between the rule's output on the honest and
+    Byzantine updates together and the honest mean, found by :func:`line_maximize` with
+    ``evals`` calls of the rule (byzfl's ``Optimal_*`` attacks and their defaults).
+    """
+
+    adaptive = True
+    params = ("evals", "delta")
+
+    def __init__(self, evals: int = 20, delta: float = 10.0) -> None:
+        self.evals = count(evals, "evals", type(self).__name__)
+        if self.evals < 1:
+            raise InvalidParameterError(f"{type(self).__name__}: evals must be >= 1, got evals={evals}")
+        self.delta = _finite(delta, "delta", type(self).__name__)
+        if self.delta <= 0:
+            raise InvalidParameterError(f"{type(self).__name__}: delta must be > 0, got delta={delta}")
+
+    def _vector(self, b: _Backend, t: float) -> Any:
+        raise NotImplementedError
+
+    def _against(self, b: _Backend, f: int, rng: Any, rule: Any) -> Any:
+        mean64 = b.float64(b.mean())
+
+        def damage(t: float) -> float:
+            with np.errstate(all="ignore"):
+                out = b.float64(rule(b.with_byzantine(self._vector(b, t), f)))
+                dist = float(np.linalg.norm(out - mean64))
+            return dist if math.isfinite(dist) else math.inf
+
+        t = line_maximize(damage, evals=self.evals, delta=self.delta)
+        return b.repeat(self._vector(b, t), f)
+
+
+@_register
+class OptimizedALIE(_Optimized):
+    r"""ALIE with its strength optimised against the rule: :math:`\mu + t \sigma`, best ``t >= 0``.
+
+    ``t`` maximises :math:`\|F(\text{honest} \cup f \times (\mu + t\sigma)) - \mu\|` for the
+    server's rule :math:`F`, searched as byzfl's ``Optimal_ALittleIsEnough`` does (``evals=20``
+    rule calls, first step ``delta=10``; see :func:`line_maximize`). :math:`\sigma` is
+    Bessel-corrected. Needs ``rule=`` (``aggkit simulate`` passes the rule and its state).
+    """
+
+    name = "alie_opt"
+
+    def _vector(self, b: _Backend, t: float) -> Any:
+        return b.mean() + b.std() * t
+
+
+@_register
+class OptimizedIPM(_Optimized):
+    r"""Inner-product manipulation optimised against the rule: :math:`-t \mu`, best ``t >= 0``.
+
+    As :class:`OptimizedALIE`, with byzfl's ``Optimal_InnerProductManipulation`` vector.
+    """
+
+    name = "ipm_opt"
+
+    def _vector(self, b: _Backend, t: float) -> Any:
+        return b.mean() * -t
+
+
+Deviation = ("std", "unit_vec", "sign")
+
+
+class _MinDistance(Attack):
+    r"""Shejwalkar and Houmansadr's rule-agnostic attacks: :math:`\mu - \gamma \cdot dev`."""
+
+    params = ("dev", "gamma")
+
+    def __init__(self, dev: str = "std", gamma: float = 10.0) -> None:
+        if dev not in Deviation:
+            raise InvalidParameterError(f"{type(self).__name__}: dev must be one of {Deviation}, got {dev!r}")
+        self.dev = dev
+        self.gamma = _finite(gamma, "gamma", type(self).__name__)
+        if self.gamma <= 0:
+            raise InvalidParameterError(f"{type(self).__name__}: gamma must be > 0, got gamma={gamma}")
+
+    def _fits(self, sq: np.ndarray, pair: np.ndarray) -> Any:
+        """Whether a vector with squared distances ``sq`` to the honest ones passes unnoticed."""
+        raise NotImplementedError
+
+    def _craft(self, b: _Backend, f: int, rng: Any) -> Any:
+        x = b.rows64()
+        mu = x.mean(axis=0)
+        if self.dev == "std":
+            dev = x.std(axis=0, ddof=1) if b.h > 1 else np.zeros_like(mu)
+        elif self.dev == "sign":
+            dev = np.sign(mu)
+        else:
+            norm = float(np.linalg.norm(mu))
+            dev = mu / norm if norm > 0 else np.zeros_like(mu)
+        pair = np.stack([((x - row) ** 2).sum(axis=1) for row in x])  # direct differences: exact
+
+        def fits(g: float) -> bool:
+            v = mu - g * dev
+            return bool(self._fits(((x - v) ** 2).sum(axis=1), pair))
+
+        # the authors' search: halve the step, move up after a success and down after a failure
+        g, step, best = self.gamma, self.gamma, 0.0
+        while abs(best - g) > 1e-5:
+            if fits(g):
+                best = g
+                g += step / 2
+            else:
+                g -= step / 2
+            step /= 2
+        gamma = best
+        if b.torch:
+            import torch
+
+            v = torch.from_numpy(mu - gamma * dev).to(dtype=b.x.dtype, device=b.x.device)
+        else:
+            v = (mu - gamma * dev).astype(b.x.dtype)
+        return b.repeat(v.reshape(b.x.shape[1:]), f)
+
+
+@_register
+class MinMax(_MinDistance):
+    r"""Min-max (Shejwalkar, Houmansadr, NDSS 2021): as close to the others as they are to each other.
+
+    Every Byzantine client sends :math:`\mu - \gamma\, dev` with the largest :math:`\gamma` whose
+    farthest honest update is no farther than any two honest updates are from each other.
+
+    ``dev`` is ``"std"`` (the per-coordinate standard deviation, the authors' CIFAR-10 choice and
+    the default), ``"unit_vec"`` (:math:`\mu / \|\mu\|`) or ``"sign"`` (:math:`\mathrm{sign}(\mu)`).
+    :math:`\gamma` is searched from ``gamma=10`` by halving steps down to ``1e-5`` (the authors'
+    search, squared distances, ``<=``); :math:`\gamma = 0` (the mean) if no step passes. It does
+    not look at the rule.
+    """
+
+    name = "min_max"
+
+    def _fits(self, sq: np.ndarray, pair: np.ndarray) -> Any:
+        return sq.max() <= pair.max()
+
+
+@_register
+class MinSum(_MinDistance):
+    r"""Min-sum (Shejwalkar, Houmansadr, NDSS 2021): as close to all as the most central one.
+
+    As :class:`MinMax`, with the sum of squared distances to the honest updates bounded by the
+    smallest such sum of an honest update.
+    """
+
+    name = "min_sum"
+
+    def _fits(self, sq: np.ndarray, pair: np.ndarray) -> Any:
+        return sq.sum() <= pair.sum(axis=1).min()
 
 
 @_register

@@ -42,10 +42,12 @@ __all__ = [
     "list_preaggregators",
     "list_rules",
     "pipeline",
+    "preaggregator_class",
     "register",
     "rule",
     "rule_class",
     "spec_param_names",
+    "stage",
     "to_spec",
 ]
 
@@ -394,6 +396,25 @@ def rule_class(name: str) -> type[Rule] | None:
     return _RULES.get(name)
 
 
+def preaggregator_class(name: str) -> type[PreAggregator] | None:
+    """The registered class of pre-aggregator ``name``, or ``None``."""
+    return _PREAGG.get(name)
+
+
+def stage(name: str, **params: Any) -> PreAggregator | Rule:
+    """A pipeline stage, pre-aggregator or rule, from its registered name and parameters.
+
+    Unknown and missing parameters are named in the error, as :func:`rule` does.
+    """
+    cls: type[Params] | None = _PREAGG.get(name) or _RULES.get(name)
+    if cls is None:
+        raise InvalidParameterError(
+            f"unknown pipeline stage {name!r}; pre-aggregators: {', '.join(list_preaggregators())}; "
+            "rules: see aggkit.list_rules()"
+        )
+    return typing.cast(PreAggregator | Rule, _build(cls, params))
+
+
 def spec_param_names(spec: str) -> tuple[str, ...] | None:
     """The parameters a rule spec takes (a pipeline's: any stage's), or ``None`` if unknown."""
     names: dict[str, None] = {}
@@ -426,20 +447,15 @@ def list_preaggregators() -> list[str]:
 Stage = PreAggregator | Rule | str
 
 
-def _resolve(stage: Any, shared: dict[str, Any], used: set[str]) -> PreAggregator | Rule:
-    if isinstance(stage, PreAggregator | Rule):
-        return stage
-    if not isinstance(stage, str):
-        raise TypeError(f"a pipeline stage is a pre-aggregator, a rule or a name, got {type(stage).__name__}")
-    cls: type[Params] | None = _PREAGG.get(stage) or _RULES.get(stage)
-    if cls is None:
-        raise InvalidParameterError(
-            f"unknown pipeline stage {stage!r}; pre-aggregators: {', '.join(list_preaggregators())}; "
-            "rules: see aggkit.list_rules()"
-        )
-    mine = {k: v for k, v in shared.items() if k in param_names(cls)}
+def _resolve(spec: Any, shared: dict[str, Any], used: set[str]) -> PreAggregator | Rule:
+    if isinstance(spec, PreAggregator | Rule):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"a pipeline stage is a pre-aggregator, a rule or a name, got {type(spec).__name__}")
+    cls: type[Params] | None = _PREAGG.get(spec) or _RULES.get(spec)
+    mine = {k: v for k, v in shared.items() if cls is not None and k in param_names(cls)}
     used.update(mine)
-    return typing.cast(PreAggregator | Rule, _build(cls, mine))
+    return stage(spec, **mine)
 
 
 def pipeline(*stages: Stage, **shared: Any) -> Pipeline:
@@ -507,6 +523,16 @@ class Pipeline(Rule):
             n += 1
         return n
 
+    def rounds(self) -> Rounds:
+        """Round after round: the last stage's own :meth:`Rule.rounds` behind the pre-aggregators.
+
+        ``Pipeline([NNM(f=2), CenteredClipping(tau=1)])`` clips around the previous round's
+        aggregate, as the rule alone does.
+        """
+        pre, last = self._split()
+        inner = last.rounds()
+        return Rounds(self) if type(inner) is Rounds else _PipelineRounds(self, pre, inner)
+
     def _run(self, x: Any, **data: Any) -> tuple[Any, Any]:
         pre, last = self._split()
         for s in pre:
@@ -515,3 +541,23 @@ class Pipeline(Rule):
         # After a pre-aggregator the rule sees transformed inputs: its selection would name
         # those, not the caller's inputs, so none is reported.
         return out, info if not pre else None
+
+
+class _PipelineRounds(Rounds):
+    """A pipeline whose rule carries state: the pre-aggregators, then the rule's own rounds."""
+
+    def __init__(self, rule: Pipeline, pre: list[PreAggregator], inner: Rounds) -> None:
+        super().__init__(rule)
+        self.pre, self.inner = pre, inner
+
+    def aggregate(self, x: Any, *, weights: Weights = None) -> tuple[Any, Selection | None]:
+        """The round's output (no selection is reported after a pre-aggregator)."""
+        if weights is not None:
+            raise InvalidParameterError(f"{self.rule!r} does not take weights")
+        for s in self.pre:
+            x = s(x)
+        return self.inner.aggregate(x)[0], None
+
+    def reset(self) -> None:
+        """Forget the rule's state."""
+        self.inner.reset()

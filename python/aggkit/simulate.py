@@ -21,7 +21,9 @@ Everything here is numpy and aggkit; the data are scikit-learn's bundled digits 
 
 from __future__ import annotations
 
+import copy
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +35,7 @@ import numpy as np
 import aggkit
 from aggkit import attacks as _attacks
 from aggkit.errors import InvalidParameterError
-from aggkit.registry import Rule, param_names, rule_class
+from aggkit.registry import Pipeline, Rule, param_names, preaggregator_class, rule_class, stage
 from aggkit.rules.mean import Mean
 
 __all__ = ["Dataset", "SimulationResult", "load_dataset", "parse_spec", "simulate"]
@@ -212,13 +214,22 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def _make_rule(spec: str | Rule, byzantine: int) -> tuple[str, Rule]:
+    """A rule from ``"name:k=v"`` or a pipeline ``"stage:k=v>...>rule:k=v"``.
+
+    Every stage that takes ``f`` gets ``f=byzantine`` unless its spec sets it.
+    """
     if isinstance(spec, Rule):
         return repr(spec), spec
-    name, params = parse_spec(spec)
-    cls = rule_class(name)
-    if cls is not None and "f" in param_names(cls) and "f" not in params:
-        params["f"] = byzantine
-    return spec, aggkit.rule(name, **params)
+    stages = []
+    for part in spec.split(">"):
+        name, params = parse_spec(part)
+        cls = rule_class(name) or preaggregator_class(name)
+        if cls is not None and "f" in param_names(cls) and "f" not in params:
+            params["f"] = byzantine
+        stages.append((name, params))
+    if len(stages) == 1:
+        return spec, aggkit.rule(stages[0][0], **stages[0][1])
+    return spec, Pipeline([stage(name, **params) for name, params in stages])
 
 
 def _make_attack(spec: str | _attacks.Attack | None) -> tuple[str, _attacks.Attack | None]:
@@ -236,38 +247,78 @@ def _make_attack(spec: str | _attacks.Attack | None) -> tuple[str, _attacks.Atta
 
 @dataclass
 class SimulationResult:
-    """Accuracy on the test set after every round, per (rule, attack)."""
+    """Test accuracy after every round, per (rule, attack), for every seed."""
 
+    #: The mean over seeds of the accuracy after each round, per (rule, attack).
     accuracy: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
-    #: For selection rules: per (rule, attack), how often each client was kept over the rounds.
+    #: For selection rules: per (rule, attack), how often each client was kept over the rounds
+    #: (summed over seeds).
     kept: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     #: How the table and the plot name a rule, where that differs from its spec.
     labels: dict[str, str] = field(default_factory=dict)
+    #: Per (rule, attack): one accuracy curve per seed, in the order of ``config["seeds"]``.
+    runs: dict[tuple[str, str], list[list[float]]] = field(default_factory=dict)
 
     def label(self, rule: str) -> str:
         """The name shown for rule spec ``rule`` (``"mean (drops non-finite)"`` for ``"mean"``)."""
         return self.labels.get(rule, rule)
 
     def final_accuracy(self) -> dict[tuple[str, str], float]:
-        """The accuracy after the last round, per (rule, attack)."""
+        """The accuracy after the last round, per (rule, attack): the mean over seeds."""
         return {k: v[-1] for k, v in self.accuracy.items()}
 
+    def final_spread(self) -> dict[tuple[str, str], float]:
+        """The standard deviation over seeds of the final accuracy (``ddof=1``; 0 for one seed)."""
+        out = {}
+        for k, curves in self.runs.items():
+            finals = [c[-1] for c in curves]
+            out[k] = statistics.stdev(finals) if len(finals) > 1 else 0.0
+        return out
+
+    def worst(self) -> dict[str, tuple[float, str]]:
+        """Per rule: the lowest mean final accuracy over the attacks, and that attack."""
+        out: dict[str, tuple[float, str]] = {}
+        for (r, a), acc in self.final_accuracy().items():
+            if r not in out or acc < out[r][0]:
+                out[r] = (acc, a)
+        return out
+
     def table(self) -> str:
-        """A plain-text table: one row per rule, one column per attack (final accuracy, %)."""
+        """A plain-text table: a row per rule, a column per attack, then the worst attack.
+
+        Cells are the final accuracy in %, the mean over seeds ``± `` the standard deviation
+        when there are several seeds.
+        """
         rules = list(dict.fromkeys(r for r, _ in self.accuracy))
         attacks = list(dict.fromkeys(a for _, a in self.accuracy))
-        w0 = max(len("rule"), *(len(self.label(r)) for r in rules))
-        ws = [max(len(a), 6) for a in attacks]
-        lines = ["  ".join([f"{'rule':<{w0}}", *(f"{a:>{w}}" for a, w in zip(attacks, ws, strict=True))])]
+        final, spread = self.final_accuracy(), self.final_spread()
+        several = len(next(iter(self.runs.values()), [[]])) > 1
+
+        def cell(k: tuple[str, str]) -> str:
+            if k not in final:
+                return "-"
+            text = f"{100 * final[k]:.1f}"
+            return f"{text} ± {100 * spread[k]:.1f}" if several else text
+
+        worst = self.worst()
+        header = ["rule", *attacks, "worst", "worst attack"]
+        rows = [
+            [self.label(r), *(cell((r, a)) for a in attacks), cell((r, worst[r][1])), worst[r][1]]
+            for r in rules
+        ]
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        widths[1:-1] = [max(w, 6) for w in widths[1:-1]]
+
+        def line(row: list[str]) -> str:
+            cells = [f"{row[0]:<{widths[0]}}"]
+            cells += [f"{c:>{w}}" for c, w in zip(row[1:-1], widths[1:-1], strict=True)]
+            return "  ".join([*cells, f"{row[-1]:<{widths[-1]}}"]).rstrip()
+
+        lines = [line(header)]
         lines.append("-" * len(lines[0]))
-        for r in rules:
-            cells = []
-            for a, w in zip(attacks, ws, strict=True):
-                acc = self.accuracy.get((r, a))
-                cells.append(f"{100 * acc[-1]:>{w}.1f}" if acc else f"{'-':>{w}}")
-            lines.append("  ".join([f"{self.label(r):<{w0}}", *cells]))
+        lines += [line(row) for row in rows]
         return "\n".join(lines)
 
     def plot(self, path: str) -> str:
@@ -351,6 +402,23 @@ class _Progress:
 
 DEFAULT_RULES = ("mean", "median", "trimmed_mean", "krum", "multi_krum")
 DEFAULT_ATTACKS = ("none", "sign_flip", "alie", "ipm", "gaussian", "large_values", "nonfinite", "label_flip")
+PROTOCOLS = ("local_sgd", "momentum")
+
+#: Named settings for :func:`simulate` (``aggkit simulate --preset NAME``); explicit arguments
+#: override them.
+# fmt: off
+PRESETS: dict[str, dict[str, Any]] = {
+    # Non-IID clients and a large colluding minority: every attack, the adaptive ones included,
+    # over three seeds.
+    "hard-noniid": dict(
+        clients=20, byzantine=6, alpha=0.3, rounds=80, seeds=3,
+        attacks=(
+            "none", "sign_flip", "alie", "ipm", "large_values", "nonfinite", "label_flip", "mimic",
+            "alie_opt", "ipm_opt", "min_max", "min_sum",
+        ),
+    ),
+}
+# fmt: on
 
 
 def simulate(
@@ -362,45 +430,72 @@ def simulate(
     clients: int = 20,
     byzantine: int = 4,
     rounds: int = 40,
+    protocol: str = "local_sgd",
     local_steps: int = 2,
+    momentum: float = 0.9,
     batch_size: int = 32,
     lr: float = 0.5,
     alpha: float = 1.0,
     weighted: bool = False,
     seed: int = 0,
+    seeds: int = 1,
     progress: bool = True,
     on_round: Callable[[str, str, int, float], None] | None = None,
 ) -> SimulationResult:
-    """Run every (rule, attack) pair and return the test accuracy after each round.
+    r"""Run every (rule, attack) pair for every seed; return the test accuracy after each round.
 
     Parameters
     ----------
     rules : sequence of str or Rule
-        Rule objects or specs ``"name"`` / ``"name:key=value,..."``; rules with an ``f``
-        parameter get ``f=byzantine`` unless the spec sets it.
+        Rule objects or specs ``"name"`` / ``"name:key=value,..."``, or pipelines
+        ``"nnm>trimmed_mean"`` / ``"bucketing:s=2>centered_clipping:tau=1"``; every rule or
+        stage with an ``f`` parameter gets ``f=byzantine`` unless its spec sets it.
     attacks : sequence of str, Attack or None
         Attack objects or specs (``"none"`` or ``None``: the Byzantine clients are honest).
+        Adaptive attacks (``alie_opt``, ``ipm_opt``) are optimised each round against the rule
+        in use, from its current state (see :mod:`aggkit.attacks`).
     dataset : {"digits", "synthetic"}
     model : {"mlp", "logreg"}
         A 1-hidden-layer MLP (32 ReLU units) or multinomial logistic regression.
     clients, byzantine : int
         ``n`` clients of which the last ``byzantine`` are Byzantine.
-    rounds, local_steps, batch_size, lr : int, int, int, float
-        Training schedule: each round, each client runs ``local_steps`` SGD steps.
+    rounds : int
+        Aggregation rounds.
+    protocol : {"local_sgd", "momentum"}
+        What honest clients send. ``"local_sgd"``: the change of their model after
+        ``local_steps`` minibatch SGD steps of rate ``lr`` from the global model.
+        ``"momentum"``: ``-lr`` times their momentum
+        :math:`m_i \leftarrow \beta m_i + (1 - \beta) g_i`, with :math:`g_i` one minibatch
+        gradient at the global model (the setting of centered clipping's and NNM's guarantees).
+        The server adds the aggregate to the global model in both.
+    local_steps : int
+        SGD steps per round with ``protocol="local_sgd"``.
+    momentum : float
+        :math:`\beta` in ``[0, 1)`` for ``protocol="momentum"``.
+    batch_size, lr : int, float
+        Examples per minibatch; the learning rate.
     alpha : float
         Dirichlet concentration of the label split (``inf``: IID; small: non-IID).
     weighted : bool
         Pass the clients' example counts as weights to rules that take them (FedAvg style).
-    seed : int
-        Seeds the split, the initial model, the minibatches and the attacks.
+    seed, seeds : int
+        Runs ``seeds`` independent repetitions, with seeds ``seed, seed + 1, ...``; each seeds
+        the split, the initial model, the minibatches and the attacks.
     progress : bool
         Show a progress bar on stderr.
     on_round : callable, optional
-        Called as ``on_round(rule, attack, round, accuracy)`` after each round.
+        Called as ``on_round(rule, attack, round, accuracy)`` after each round (seed after seed).
+
+    Returns
+    -------
+    SimulationResult
+        ``accuracy`` holds the mean curve over seeds, ``runs`` each seed's curve.
     """
     if isinstance(rules, (str, Rule)) or isinstance(attacks, (str, _attacks.Attack)):
         raise TypeError("rules and attacks are sequences, e.g. rules=['median']")
-    for name, v, lo in (("clients", clients, 1), ("rounds", rounds, 1), ("local_steps", local_steps, 1)):
+    for name, v, lo in (
+        ("clients", clients, 1), ("rounds", rounds, 1), ("local_steps", local_steps, 1), ("seeds", seeds, 1)
+    ):  # fmt: skip
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise InvalidParameterError(f"simulate: {name} must be an int >= {lo}, got {v!r}")
     if isinstance(byzantine, bool) or not isinstance(byzantine, int) or not 0 <= byzantine < clients:
@@ -409,8 +504,10 @@ def simulate(
         )
     if not alpha > 0:
         raise InvalidParameterError(f"simulate: alpha must be > 0 (inf for IID), got {alpha}")
-    data = load_dataset(dataset, seed)
-    net = _Model(model, data.x_train.shape[1], data.num_classes)
+    if protocol not in PROTOCOLS:
+        raise InvalidParameterError(f"simulate: protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if not 0.0 <= momentum < 1.0:
+        raise InvalidParameterError(f"simulate: momentum must be in [0, 1), got {momentum!r}")
     rule_objs = [_make_rule(r, byzantine) for r in rules]
     attack_objs = [_make_attack(a) for a in attacks]
     for label, r in rule_objs:
@@ -418,58 +515,145 @@ def simulate(
             raise InvalidParameterError(
                 f"simulate: rule {label} needs at least {r.min_inputs()} clients, got clients={clients}"
             )
-    split = partition(data.y_train, clients, alpha, np.random.default_rng(seed + 1))
-    counts = np.array([len(p) for p in split], dtype=np.float64)
-    w0 = net.init(np.random.default_rng(seed + 2))
-    honest_n = clients - byzantine
+    seed_list = [seed + k for k in range(seeds)]
     result = SimulationResult(
         config=dict(
             dataset=dataset, model=model, clients=clients, byzantine=byzantine, rounds=rounds,
-            local_steps=local_steps, batch_size=batch_size, lr=lr, alpha=alpha, weighted=weighted,
-            seed=seed, params=net.size,
+            protocol=protocol, local_steps=local_steps, momentum=momentum, batch_size=batch_size,
+            lr=lr, alpha=alpha, weighted=weighted, seed=seed, seeds=seed_list,
         )
     )  # fmt: skip
     for label, r in rule_objs:
         if isinstance(r, Mean) and r.nonfinite == "robust":
             result.labels[label] = f"{label} (drops non-finite)"
-    bar = _Progress(len(rule_objs) * len(attack_objs) * rounds, progress)
+    bar = _Progress(seeds * len(rule_objs) * len(attack_objs) * rounds, progress)
     t0 = time.perf_counter()
     try:
-        for a_label, atk in attack_objs:
-            for r_label, rule in rule_objs:
-                rng = np.random.default_rng(seed + 3)  # same minibatches and attack draws for every pair
-                w = w0.copy()
-                accs: list[float] = []
-                kept = [0] * clients
-                carried = rule.rounds()  # what the rule keeps between rounds (centered clipping's centre)
-                for rnd in range(rounds):
-                    updates = np.empty((clients, net.size), dtype=np.float32)
-                    for c in range(clients):
-                        poisoned = c >= honest_n and atk is not None and atk.poisons_data
-                        updates[c] = _local_update(
-                            net, w, data, split[c], rng, local_steps, batch_size, lr, poisoned
-                        )
-                    if atk is not None and byzantine and not atk.poisons_data:
-                        updates[honest_n:] = atk(updates[:honest_n], f=byzantine, rng=rng)
-                    weights = counts if weighted and rule.supports_weights else None
-                    with np.errstate(all="ignore"):
-                        agg, sel = carried.aggregate(updates, weights=weights)
-                        w = (w + agg).astype(np.float32)
-                    if sel is not None:
-                        for i in sel.indices.tolist():
-                            kept[i] += 1
-                    acc = net.accuracy(w, data.x_test, data.y_test)
-                    accs.append(acc)
-                    if on_round is not None:
-                        on_round(r_label, a_label, rnd + 1, acc)
-                    bar.step(f"{r_label} vs {a_label}, round {rnd + 1}/{rounds}")
-                result.accuracy[(r_label, a_label)] = accs
-                if any(kept):
-                    result.kept[(r_label, a_label)] = kept
+        for s in seed_list:
+            data = load_dataset(dataset, s)
+            net = _Model(model, data.x_train.shape[1], data.num_classes)
+            result.config["params"] = net.size
+            split = partition(data.y_train, clients, alpha, np.random.default_rng(s + 1))
+            w0 = net.init(np.random.default_rng(s + 2))
+            run = _Run(net, data, split, w0, result.config, s)
+            for a_label, atk in attack_objs:
+                for r_label, rule in rule_objs:
+
+                    def step(rnd: int, acc: float, r_label: str = r_label, a_label: str = a_label) -> None:
+                        if on_round is not None:
+                            on_round(r_label, a_label, rnd + 1, acc)
+                        bar.step(f"{r_label} vs {a_label}, round {rnd + 1}/{rounds}")
+
+                    accs, kept = run.train(rule, atk, step)
+                    result.runs.setdefault((r_label, a_label), []).append(accs)
+                    if any(kept):
+                        total = result.kept.setdefault((r_label, a_label), [0] * clients)
+                        result.kept[(r_label, a_label)] = [a + b for a, b in zip(total, kept, strict=True)]
     finally:
         bar.close()
+    for key, curves in result.runs.items():
+        result.accuracy[key] = [statistics.fmean(v) for v in zip(*curves, strict=True)]
     result.seconds = time.perf_counter() - t0
     return result
+
+
+class _Run:
+    """One seed's data split and initial model; trains one (rule, attack) pair at a time."""
+
+    def __init__(
+        self,
+        net: _Model,
+        data: Dataset,
+        split: list[np.ndarray],
+        w0: np.ndarray,
+        config: dict[str, Any],
+        seed: int,
+    ) -> None:
+        self.net, self.data, self.split, self.w0, self.c, self.seed = net, data, split, w0, config, seed
+        self.counts = np.array([len(p) for p in split], dtype=np.float64)
+
+    def train(
+        self, rule: Rule, atk: _attacks.Attack | None, step: Callable[[int, float], None]
+    ) -> tuple[list[float], list[int]]:
+        c, net, data = self.c, self.net, self.data
+        n, f = c["clients"], c["byzantine"]
+        honest_n = n - f
+        rng = np.random.default_rng(self.seed + 3)  # same minibatches and attack draws for every pair
+        w = self.w0.copy()
+        accs: list[float] = []
+        kept = [0] * n
+        carried = rule.rounds()  # what the rule keeps between rounds (centered clipping's centre)
+        moment = np.zeros((n, net.size), dtype=np.float32)
+        beta = np.float32(c["momentum"])
+        lr = c["lr"]
+        for rnd in range(c["rounds"]):
+            if not np.isfinite(w).all():  # the attack destroyed the model: it stays destroyed
+                accs.append(accs[-1])
+                step(rnd, accs[-1])
+                continue
+            updates = np.empty((n, net.size), dtype=np.float32)
+            for i in range(n):
+                poisoned = i >= honest_n and atk is not None and atk.poisons_data
+                if c["protocol"] == "local_sgd":
+                    updates[i] = _local_update(
+                        net, w, data, self.split[i], rng, c["local_steps"], c["batch_size"], lr, poisoned
+                    )
+                else:
+                    g = _gradient(net, w, data, self.split[i], rng, c["batch_size"], poisoned)
+                    moment[i] = beta * moment[i] + (1 - beta) * g
+                    updates[i] = -lr * moment[i]
+            if not np.isfinite(updates[:honest_n]).all():
+                # the model has diverged so far that honest training overflows: count it destroyed
+                w = np.full_like(w, np.nan)
+                accs.append(net.accuracy(w, data.x_test, data.y_test))
+                step(rnd, accs[-1])
+                continue
+            if atk is not None and f and not atk.poisons_data:
+                oracle = None
+                if atk.adaptive:
+
+                    def oracle(x: Any, state: Any = carried) -> Any:
+                        # the attacker knows the rule and its state: it tries a copy of both
+                        return copy.deepcopy(state).aggregate(x)[0]
+
+                updates[honest_n:] = atk(updates[:honest_n], f=f, rng=rng, rule=oracle)
+            weights = self.counts if c["weighted"] and rule.supports_weights else None
+            with np.errstate(all="ignore"):
+                agg, sel = carried.aggregate(updates, weights=weights)
+                w = (w + agg).astype(np.float32)
+            if sel is not None:
+                for i in sel.indices.tolist():
+                    kept[i] += 1
+            acc = net.accuracy(w, data.x_test, data.y_test)
+            accs.append(acc)
+            step(rnd, acc)
+        return accs, kept
+
+
+def _batch(
+    data: Dataset, idx: np.ndarray, rng: np.random.Generator, batch: int, poisoned: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """A minibatch of the client's samples (labels flipped for a data-poisoning client)."""
+    b = rng.choice(idx, size=min(batch, len(idx)), replace=False)
+    y = data.y_train[b]
+    if poisoned:
+        y = _attacks.LabelFlip().poison_labels(y, data.num_classes)
+    return data.x_train[b], y
+
+
+def _gradient(
+    net: _Model,
+    w: np.ndarray,
+    data: Dataset,
+    idx: np.ndarray,
+    rng: np.random.Generator,
+    batch: int,
+    poisoned: bool,
+) -> np.ndarray:
+    """One minibatch gradient at ``w`` on the client's samples."""
+    x, y = _batch(data, idx, rng, batch, poisoned)
+    with np.errstate(all="ignore"):
+        return net.grad(w, x, y)
 
 
 def _local_update(
@@ -486,11 +670,8 @@ def _local_update(
     """``steps`` minibatch SGD steps from ``w`` on the client's samples; returns the change."""
     local = w.copy()
     for _ in range(steps):
-        b = rng.choice(idx, size=min(batch, len(idx)), replace=False)
-        y = data.y_train[b]
-        if poisoned:
-            y = _attacks.LabelFlip().poison_labels(y, data.num_classes)
+        x, y = _batch(data, idx, rng, batch, poisoned)
         with np.errstate(all="ignore"):
-            local -= lr * net.grad(local, data.x_train[b], y)
+            local -= lr * net.grad(local, x, y)
     update: np.ndarray = local - w
     return update
