@@ -496,3 +496,148 @@ def segment_reduce(x, ptr, op, empty=None):
             v = carry_tree(rows, MONOID_COMBINE[op])
         out[s] = v / x.dtype.type(len(rows)) if op == "mean" and len(rows) > 1 else v
     return out
+
+
+def _scaled_row(row) -> tuple[list[float], int]:
+    """A finite row as Python floats divided by the power of two of its largest value (exact),
+    and that exponent: products of scaled values never overflow."""
+    vals = [float(v) for v in row]
+    top = max((abs(v) for v in vals), default=0.0)
+    e = math.frexp(top)[1] if top > 0 else 0
+    return [math.ldexp(v, -e) for v in vals], e
+
+
+def _dot(a, b) -> float:
+    return math.fsum(u * v for u, v in zip(a, b, strict=True))
+
+
+def fltrust(x: np.ndarray, g0) -> np.ndarray:
+    """FLTrust with per-row loops: ``TS_i = max(0, cos(x_i, g0))``, each input rescaled to
+    ``||g0||``, ``y = Σ TS_i ||g0|| / ||x_i|| x_i / Σ TS_j``; zero when no trust is positive.
+    Rows holding NaN or ±inf get no trust (``nonfinite="robust"``)."""
+    g = [float(v) for v in np.asarray(g0, dtype=np.float64).reshape(-1)]
+    g_norm = math.sqrt(_dot(g, g))
+    rows = [np.asarray(r, dtype=np.float64).reshape(-1) for r in x]
+    d = len(g)
+    trust, factor, scaled = [], [], []
+    for r in rows:
+        if not all(math.isfinite(float(v)) for v in r):
+            trust.append(0.0)
+            factor.append(0.0)
+            scaled.append([0.0] * d)
+            continue
+        s, _ = _scaled_row(r)  # cos and x / ||x|| do not depend on the row's scale
+        s_norm = math.sqrt(_dot(s, s))
+        if s_norm == 0.0 or g_norm == 0.0:
+            ts = 0.0
+        else:
+            ts = max(0.0, min(1.0, _dot(s, g) / (s_norm * g_norm)))
+        trust.append(ts)
+        factor.append(0.0 if ts == 0.0 else g_norm / s_norm)
+        scaled.append(s)
+    total = math.fsum(trust)
+    if total == 0.0:
+        return np.zeros(d)
+    return np.array(
+        [math.fsum(trust[i] * factor[i] * scaled[i][j] for i in range(len(rows))) / total for j in range(d)]
+    )
+
+
+FOOLSGOLD_EPS = 1e-5
+
+
+def history_cosine(a, b) -> float:
+    """The cosine of two histories: 1 for identical ones (zero ones included, aggkit's choice),
+    0 where one is zero (sklearn's), clipped to [-1, 1]."""
+    a = [float(v) for v in a]
+    b = [float(v) for v in b]
+    if a == b:
+        return 1.0
+    sa, _ = _scaled_row(a)
+    sb, _ = _scaled_row(b)
+    na, nb = math.sqrt(_dot(sa, sa)), math.sqrt(_dot(sb, sb))
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    return max(-1.0, min(1.0, _dot(sa, sb) / (na * nb)))
+
+
+def foolsgold_weights(histories, kappa: float = 1.0) -> list[float]:
+    """The authors' ``foolsgold()`` (DistributedML/FoolsGold, ML/code/model_aggregator.py) loop by
+    loop, with kappa, and all-zero weights where the authors' code divides 0 by 0."""
+    n = len(histories)
+    cs = [[0.0 if i == j else history_cosine(histories[i], histories[j]) for j in range(n)] for i in range(n)]
+    maxcs = [max(cs[i]) + FOOLSGOLD_EPS for i in range(n)]
+    for i in range(n):  # pardoning
+        for j in range(n):
+            if i == j:
+                continue
+            if maxcs[i] < maxcs[j]:
+                cs[i][j] = cs[i][j] * maxcs[i] / maxcs[j]
+    wv = [1.0 - max(cs[i]) for i in range(n)]
+    wv = [min(1.0, max(0.0, w)) for w in wv]
+    top = max(wv)
+    if top == 0.0:
+        return [0.0] * n
+    wv = [w / top for w in wv]
+    wv = [0.99 if w == 1.0 else w for w in wv]
+    wv = [kappa * (math.log(w / (1.0 - w) + FOOLSGOLD_EPS) + 0.5) for w in wv]
+    return [min(1.0, max(0.0, w)) for w in wv]
+
+
+def foolsgold(x: np.ndarray, history=None, kappa: float = 1.0, clip=None) -> tuple[np.ndarray, list[float]]:
+    """FoolsGold round: each finite update (clipped to norm ``clip`` if given) is added to its
+    history; weights from the histories of the finite inputs; ``Σ w_i x_i / Σ w_i`` (zero if no
+    weight). Returns the output (float64) and the weights."""
+    n = len(x)
+    rows = [[float(v) for v in np.asarray(r, dtype=np.float64).reshape(-1)] for r in x]
+    d = len(rows[0]) if n else 0
+    hist = [[0.0] * d for _ in range(n)]
+    if history is not None:
+        hist = [[float(v) for v in np.asarray(h, dtype=np.float64).reshape(-1)] for h in history]
+    finite = [all(map(math.isfinite, r)) for r in rows]
+    upd = []
+    for r in rows:
+        scale = 1.0
+        if clip is not None and all(map(math.isfinite, r)):
+            s, e = _scaled_row(r)
+            norm = math.ldexp(math.sqrt(_dot(s, s)), e)
+            if norm > clip:
+                scale = clip / norm
+        upd.append([scale * v for v in r])
+    active = [i for i in range(n) if finite[i]]
+    for i in active:
+        hist[i] = [h + u for h, u in zip(hist[i], upd[i], strict=True)]
+    active = [i for i in active if all(map(math.isfinite, hist[i]))]
+    w = [0.0] * n
+    for i, wi in zip(active, foolsgold_weights([hist[i] for i in active], kappa), strict=True):
+        w[i] = wi
+    total = math.fsum(w)
+    if total == 0.0:
+        return np.zeros(d), w
+    out = np.array([math.fsum(w[i] * upd[i][j] for i in range(n) if w[i] > 0) / total for j in range(d)])
+    return out, w
+
+
+def dnc(x: np.ndarray, f: int, subsets, c: float = 1.0) -> tuple[np.ndarray, list[int], list[int]]:
+    """DnC as the paper writes it, on finite float64 rows: per coordinate subset (``None``: all),
+    centre the sampled rows, top right singular vector ``v`` by ``np.linalg.svd``, scores
+    ``((x_i - mu) . v)^2``, keep all but the ``floor(c f)`` largest (ties: lower index stays);
+    the mean of the rows kept every time (or, if none is, of those kept most often).
+    Returns the output, the kept rows and how many subsets kept each row."""
+    x = np.asarray(x, dtype=np.float64)
+    n, d = x.shape
+    removed = math.floor(c * f)
+    votes = [0] * n
+    for cols in subsets:
+        sub = x if cols is None else x[:, list(cols)]
+        centred = sub - sub.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        v = vt[0]
+        scores = [float(np.dot(centred[i], v)) ** 2 for i in range(n)]
+        order = sorted(range(n), key=lambda i: (scores[i], i))
+        for i in order[: n - removed]:
+            votes[i] += 1
+    best = max(votes)
+    kept = [i for i in range(n) if votes[i] == best]
+    out = np.array([math.fsum(x[i, j] for i in kept) / len(kept) for j in range(d)])
+    return out, kept, votes

@@ -313,3 +313,21 @@ def test_a_refused_release_loses_nothing(tmp_path):
             buf.append(u)
         assert len(buf) == len(x)
         np.testing.assert_array_equal(buf.aggregate("median"), aggkit.median(x))
+
+
+def test_reference_and_client_ids_reach_the_rule():
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((6, 8)).astype(np.float32)
+    g0 = rng.standard_normal(8)
+    buf = aggkit.UpdateBuffer(8, np.float32, n_max=6)
+    for row in x:
+        buf.append(row)
+    np.testing.assert_array_equal(buf.aggregate("fltrust", reference=g0), aggkit.fltrust(x, reference=g0))
+    with pytest.raises(aggkit.InvalidParameterError, match="needs reference"):
+        buf.aggregate("fltrust")
+    with pytest.raises(aggkit.InvalidParameterError, match="does not take a reference"):
+        buf.aggregate("median", reference=g0)
+    state = aggkit.FoolsGold().rounds()
+    buf.aggregate(state, ids=["a", "b", "c", "d", "e", "f"])
+    assert sorted(state.histories) == ["a", "b", "c", "d", "e", "f"]
+    np.testing.assert_array_equal(state.histories["c"], x[2].astype(np.float64))

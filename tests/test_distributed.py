@@ -280,3 +280,12 @@ def test_fsdp_gradients_are_the_rule_over_the_ranks_local_gradients(tmp_path):
         assert r["hsdp"][:2] == ("error", "InvalidParameterError")
         assert "2-d mesh (3, 1)" in r["hsdp"][2]
         assert r["after"].tolist() == [1.0] * 3  # the group still works
+
+
+def test_rules_that_need_a_servers_update_are_refused():
+    from aggkit.distributed import RobustHookState, robust_all_reduce
+
+    with pytest.raises(aggkit.InvalidParameterError, match="register_hook: FLTrust"):
+        RobustHookState("fltrust")
+    with pytest.raises(aggkit.InvalidParameterError, match="robust_all_reduce: FLTrust"):
+        robust_all_reduce(torch.ones(3), "fltrust")

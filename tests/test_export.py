@@ -17,16 +17,27 @@ PARAMS = {
     "bulyan": {"f": 1},
     "caf": {"f": 1},
     "centered_clipping": {"tau": 1.0, "iters": 3},
+    "bucketing_cc": {"seed": 0},
     "detox": {"q": 3},
+    "dnc": {"f": 1},
     "krum": {"f": 1},
     "mda": {"f": 1},
     "meamed": {"f": 1},
     "monna": {"f": 1},
     "multi_krum": {"f": 1},
+    "nnm_cc": {"f": 1},
+    "nnm_trimmed_mean": {"f": 1},
     "smea": {"f": 1},
     "trimmed_mean": {"f": 1},
 }
-RULES = [name for name in aggkit.list_rules() if name != "pipeline"]
+#: Every rule but the pipeline and those that need the server's update each call (eager only).
+RULES = [
+    name
+    for name in aggkit.list_rules()
+    if name != "pipeline" and not aggkit.registry.rule_class(name).uses_reference
+]
+#: Rules that draw new random numbers at every call: exported, not compared call for call.
+RANDOM = {"bucketing_cc"}
 PIPELINES = ["nnm>trimmed_mean", "arc>median", "bucketing>median", "clipping>mean"]
 
 
@@ -47,7 +58,21 @@ def exported_equals_eager(module: torch.nn.Module, example: tuple, dynamic: tupl
 @pytest.mark.parametrize("name", RULES)
 def test_every_rule_exports_with_dynamic_n_and_d(name):
     module = ann.Aggregate(name, **PARAMS.get(name, {}))
+    if name in RANDOM:
+        program = export(module, (inputs(9, 5, 0),), dynamic_shapes=({0: N, 1: D},))
+        assert program.module()(inputs(12, 11, 1)).shape == (11,)
+        return
     exported_equals_eager(module, (inputs(9, 5, 0),), ({0: N, 1: D},), (inputs(12, 11, 1),))
+
+
+def test_a_rule_with_a_reference_runs_eagerly_as_a_module():
+    x, g0 = inputs(9, 5, 0), torch.ones(5)
+    module = ann.Aggregate("fltrust")
+    assert torch.equal(module(x, reference=g0), aggkit.fltrust(x, reference=g0))
+    with pytest.raises(aggkit.InvalidParameterError, match="needs reference"):
+        module(x)
+    with pytest.raises(aggkit.InvalidParameterError, match="does not take a reference"):
+        ann.Aggregate("median")(x, reference=g0)
 
 
 @pytest.mark.parametrize("spec", PIPELINES)

@@ -441,3 +441,53 @@ def test_a_bad_spill_dir_is_refused_when_the_strategy_is_built(tmp_path):
     # Found in review: it was only seen in the first round, as a logged skip of every round.
     with pytest.raises(aggkit.InvalidParameterError, match="spill_dir must be an existing directory"):
         RobustStrategy("krum", f=1, spill_dir=tmp_path / "typo")
+
+
+def test_foolsgold_keeps_each_nodes_history_by_node_id_whatever_the_reply_order():
+    rng = np.random.default_rng(12)
+    models = client_models(rng, honest=5, byzantine=0)
+    flat = np.stack([np.concatenate([(m[k] - GLOBAL[k]).ravel() for k in ("w", "b")]) for m in models])
+    s = RobustStrategy("foolsgold")
+    state = aggkit.FoolsGold().rounds()
+    nodes = [11, 12, 13, 14, 15]
+    for rnd, order in ((1, [0, 1, 2, 3, 4]), (2, [4, 2, 0, 1, 3]), (3, [1, 0, 4, 3, 2])):
+        configured(s)
+        arrays, _ = s.aggregate_train(rnd, [reply(nodes[i], models[i], 1.0, rnd) for i in order])
+        y, _ = state.aggregate(flat[order], ids=[nodes[i] for i in order])
+        np.testing.assert_allclose(arrays["w"].numpy(), GLOBAL["w"] + y[:12].reshape(3, 4), rtol=1e-6)
+    assert sorted(s.rounds.histories) == nodes
+    for node in nodes:
+        np.testing.assert_array_equal(s.rounds.histories[node], state.histories[node])
+    # three rounds of the same update: each node's history is three times it
+    np.testing.assert_allclose(s.rounds.histories[13], 3 * flat[2].astype(np.float64), rtol=1e-12)
+
+
+def test_fltrust_takes_the_servers_update_from_reference_fn():
+    rng = np.random.default_rng(13)
+    models = client_models(rng, honest=4, byzantine=1)
+    seen = []
+
+    def server_update(global_arrays, server_round):
+        seen.append((sorted(global_arrays), server_round))
+        return {"w": np.full((3, 4), 0.01), "b": np.full(4, 0.1)}
+
+    s = RobustStrategy("fltrust", reference_fn=server_update)
+    configured(s)
+    arrays, _ = s.aggregate_train(1, [reply(11 + i, m, 1.0) for i, m in enumerate(models)])
+    assert seen == [(["b", "steps", "w"], 1)]
+    flat = np.stack([np.concatenate([(m[k] - GLOBAL[k]).ravel() for k in ("w", "b")]) for m in models])
+    g0 = np.concatenate([np.full(12, 0.01), np.full(4, 0.1)])
+    y = aggkit.fltrust(flat, reference=g0)
+    np.testing.assert_allclose(arrays["w"].numpy(), GLOBAL["w"] + y[:12].reshape(3, 4), rtol=1e-6)
+    # the Byzantine node (all -1e4 on b) points away from the server's update: no influence
+    assert np.abs(arrays["b"].numpy()).max() < 1.0
+    with pytest.raises(aggkit.InvalidParameterError, match="pass reference_fn"):
+        RobustStrategy("fltrust")
+    with pytest.raises(aggkit.InvalidParameterError, match="pass reference_fn"):
+        RobustStrategy("fltrust", reference_fn=server_update, on_updates=False)
+    with pytest.raises(aggkit.InvalidParameterError, match="does not use reference_fn"):
+        RobustStrategy("median", reference_fn=server_update)
+    bad = RobustStrategy("fltrust", reference_fn=lambda a, r: {"w": np.zeros((4, 3)), "b": np.zeros(4)})
+    configured(bad)
+    with pytest.raises(TypeError, match="reference_fn: array 'w'"):
+        bad.aggregate_train(1, [reply(11 + i, m, 1.0) for i, m in enumerate(models)])

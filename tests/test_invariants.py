@@ -96,13 +96,43 @@ CASES = {
         "centered_clipping", lambda n: aggkit.CenteredClipping(), lambda n: 0, 1, None, True, generic=False
     ),
     "sign_vote": Case("sign_vote", lambda n: aggkit.SignVote(), lambda n: 0, 1, None, False, generic=False),
+    "nnm_trimmed_mean": Case(
+        "nnm_trimmed_mean",
+        lambda n: aggkit.NNMTrimmedMean(f=(n - 1) // 2),
+        lambda n: (n - 1) // 2,
+        1,
+        None,
+        True,
+    ),
+    # Not generic either: DnC draws random coordinate subsets and breaks score ties by index;
+    # FoolsGold's weights react to similarity, not position (identical inputs get weight 0, so
+    # unanimity fails by design); FLTrust needs the server's update; the other presets carry
+    # centered clipping's absolute radius or bucketing's random draws. Their properties are in
+    # tests/test_dnc.py, test_foolsgold.py, test_fltrust.py and test_presets.py.
+    "dnc": Case(
+        "dnc",
+        lambda n: aggkit.DnC(f=(n - 1) // 2, seed=0),
+        lambda n: (n - 1) // 2,
+        1,
+        None,
+        True,
+        generic=False,
+    ),
+    "foolsgold": Case("foolsgold", lambda n: aggkit.FoolsGold(), lambda n: 0, 1, None, True, generic=False),
+    "fltrust": Case("fltrust", lambda n: aggkit.FLTrust(), lambda n: 0, 1, None, True, generic=False),
+    "nnm_cc": Case(
+        "nnm_cc", lambda n: aggkit.NNMCC(f=(n - 1) // 2), lambda n: (n - 1) // 2, 1, None, True, generic=False
+    ),
+    "bucketing_cc": Case(
+        "bucketing_cc", lambda n: aggkit.BucketingCC(seed=0), lambda n: 0, 1, None, True, generic=False
+    ),
 }
 
 # Rules that choose inputs by their pairwise distances.
-DISTANCE = {"krum", "multi_krum", "bulyan", "mda", "smea", "caf", "pipeline"}
+DISTANCE = {"krum", "multi_krum", "bulyan", "mda", "smea", "caf", "pipeline", "nnm_trimmed_mean"}
 
 # Rules whose output sums whole inputs in input order: a permutation changes the rounding.
-ROW_SUMS = {"mean", "mda", "smea", "caf", "pipeline"}
+ROW_SUMS = {"mean", "mda", "smea", "caf", "pipeline", "nnm_trimmed_mean"}
 
 
 def test_every_registered_rule_has_a_case():
@@ -178,7 +208,7 @@ def test_permutation_invariance(case, data):
         _, sel = aggkit.krum(x, f=rule.f, return_selection=True)
         assume(len(set(sel.scores.tolist())) == x.shape[0])
     perm = data.draw(st.permutations(range(x.shape[0])))
-    if case.name in {"mda", "smea", "caf", "pipeline"}:  # equal distances: ties go by index
+    if case.name in {"mda", "smea", "caf", "pipeline", "nnm_trimmed_mean"}:  # equal distances: ties by index
         assume(_distinct_distances(x))
     if case.name == "mda":  # subsets sharing the smallest diameter: the first by index wins
         assume(_unique_min_diameter(x, rule.f))

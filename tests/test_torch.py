@@ -392,7 +392,10 @@ def test_opcheck(k):
 
 # Rules written in torch ops and aggkit ops (no op of their own): decisions on the (n, n)
 # distances or norms, outputs through aggkit::mean / meamed / trimmed_mean or torch's autograd.
-COMPOSED = {"bulyan", "caf", "centered_clipping", "mda", "monna", "pipeline", "sign_vote", "smea"}
+COMPOSED = {
+    "bulyan", "caf", "centered_clipping", "mda", "monna", "pipeline", "sign_vote", "smea",
+    "bucketing_cc", "nnm_cc", "nnm_trimmed_mean", "dnc", "fltrust", "foolsgold",
+}  # fmt: skip
 
 
 def test_every_rule_has_an_op():

@@ -35,13 +35,20 @@ from aggkit.rules import CAF as CAF
 from aggkit.rules import DETOX as DETOX
 from aggkit.rules import MDA as MDA
 from aggkit.rules import NNM as NNM
+from aggkit.rules import NNMCC as NNMCC
 from aggkit.rules import SMEA as SMEA
 from aggkit.rules import Bucketing as Bucketing
+from aggkit.rules import BucketingCC as BucketingCC
 from aggkit.rules import Bulyan as Bulyan
 from aggkit.rules import CenteredClipping as CenteredClipping
 from aggkit.rules import CenteredClippingState as CenteredClippingState
 from aggkit.rules import Clipping as Clipping
 from aggkit.rules import DetoxInfo as DetoxInfo
+from aggkit.rules import DnC as DnC
+from aggkit.rules import FLTrust as FLTrust
+from aggkit.rules import FoolsGold as FoolsGold
+from aggkit.rules import FoolsGoldInfo as FoolsGoldInfo
+from aggkit.rules import FoolsGoldState as FoolsGoldState
 from aggkit.rules import GeometricMedian as GeometricMedian
 from aggkit.rules import GeometricMedianInfo as GeometricMedianInfo
 from aggkit.rules import Krum as Krum
@@ -50,9 +57,11 @@ from aggkit.rules import Mean as Mean
 from aggkit.rules import Median as Median
 from aggkit.rules import MoNNA as MoNNA
 from aggkit.rules import MultiKrum as MultiKrum
+from aggkit.rules import NNMTrimmedMean as NNMTrimmedMean
 from aggkit.rules import Perturb as Perturb
 from aggkit.rules import SignVote as SignVote
 from aggkit.rules import TrimmedMean as TrimmedMean
+from aggkit.rules import bucketing_cc as bucketing_cc
 from aggkit.rules import bulyan as bulyan
 from aggkit.rules import caf as caf
 from aggkit.rules import centered_clipping as centered_clipping
@@ -63,8 +72,11 @@ from aggkit.rules import detox as detox
 from aggkit.rules import detox_bulyan as detox_bulyan
 from aggkit.rules import detox_median as detox_median
 from aggkit.rules import detox_multikrum as detox_multikrum
+from aggkit.rules import dnc as dnc
 from aggkit.rules import effective_f as effective_f
 from aggkit.rules import expected_corrupted_groups as expected_corrupted_groups
+from aggkit.rules import fltrust as fltrust
+from aggkit.rules import foolsgold as foolsgold
 from aggkit.rules import geometric_median as geometric_median
 from aggkit.rules import krum as krum
 from aggkit.rules import mda as mda
@@ -73,6 +85,8 @@ from aggkit.rules import mean as mean
 from aggkit.rules import median as median
 from aggkit.rules import monna as monna
 from aggkit.rules import multi_krum as multi_krum
+from aggkit.rules import nnm_cc as nnm_cc
+from aggkit.rules import nnm_trimmed_mean as nnm_trimmed_mean
 from aggkit.rules import random_groups as random_groups
 from aggkit.rules import sign_vote as sign_vote
 from aggkit.rules import smea as smea
@@ -99,16 +113,23 @@ __all__ = [
     "DETOX",
     "MDA",
     "NNM",
+    "NNMCC",
     "SMEA",
     "AggkitError",
     "AxisError",
     "Bucketing",
+    "BucketingCC",
     "Bulyan",
     "CenteredClipping",
     "CenteredClippingState",
     "Clipping",
     "DetoxInfo",
+    "DnC",
     "EmptyInputError",
+    "FLTrust",
+    "FoolsGold",
+    "FoolsGoldInfo",
+    "FoolsGoldState",
     "GeometricMedian",
     "GeometricMedianInfo",
     "InvalidParameterError",
@@ -118,6 +139,7 @@ __all__ = [
     "Median",
     "MoNNA",
     "MultiKrum",
+    "NNMTrimmedMean",
     "NoMajorityError",
     "NonFiniteError",
     "Perturb",
@@ -132,6 +154,7 @@ __all__ = [
     "UpdateBuffer",
     "__version__",
     "attacks",
+    "bucketing_cc",
     "bulyan",
     "caf",
     "centered_clipping",
@@ -142,8 +165,11 @@ __all__ = [
     "detox_bulyan",
     "detox_median",
     "detox_multikrum",
+    "dnc",
     "effective_f",
     "expected_corrupted_groups",
+    "fltrust",
+    "foolsgold",
     "geometric_median",
     "get_num_threads",
     "get_work_limit",
@@ -156,6 +182,8 @@ __all__ = [
     "median",
     "monna",
     "multi_krum",
+    "nnm_cc",
+    "nnm_trimmed_mean",
     "pipeline",
     "random_groups",
     "rule",

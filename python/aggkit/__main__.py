@@ -28,6 +28,7 @@ def demo(seed: int = 0) -> None:
         ]
     )
     x = np.concatenate([honest, byzantine])
+    server = true + 0.1 * rng.standard_normal(d)  # FLTrust: the server's update on its own data
     np.set_printoptions(precision=3, suppress=True, linewidth=120)
     print(f"{honest_n} honest clients send the true update plus noise:  {true}")
     print("3 Byzantine clients send: all 1e6, a sign flip (x -10), all NaN")
@@ -50,6 +51,12 @@ def demo(seed: int = 0) -> None:
         (f"monna(f={f}, trusted client 0)", aggkit.monna(x, f=f, idx=0)),
         ("centered_clipping(tau=2, iters=10)", aggkit.centered_clipping(x, tau=2.0, iters=10)),
         (f"pipeline: nnm>trimmed_mean(f={f})", aggkit.rule("nnm>trimmed_mean", f=f)(x)),
+        (f"nnm_trimmed_mean(f={f}) (preset)", aggkit.rule("nnm_trimmed_mean", f=f)(x)),
+        (f"nnm_cc(f={f}, tau=2) (preset)", aggkit.rule("nnm_cc", f=f, tau=2.0)(x)),
+        ("bucketing_cc(tau=2) (preset)", aggkit.rule("bucketing_cc", tau=2.0, seed=seed)(x)),
+        (f"dnc(f={f})", aggkit.dnc(x, f=f, seed=seed)),
+        ("fltrust (server's own estimate)", aggkit.fltrust(x, reference=server)),
+        ("foolsgold (fails: IID clients alike)", aggkit.foolsgold(x)),
         ("sign_vote (a sign per coordinate)", aggkit.sign_vote(x)),
     ]
     for name, y in rows:

@@ -74,6 +74,11 @@ def optional_positive(value: Any, name: str, rule: str) -> int | None:
     return None if value is None else positive(value, name, rule)
 
 
+def optional_nonnegative(value: Any, name: str, rule: str) -> float | None:
+    """``None`` or a finite float ``>= 0`` (an optional norm bound)."""
+    return None if value is None else nonnegative(value, name, rule)
+
+
 def seed(value: Any, name: str, rule: str) -> int | None:
     """``None`` (fresh entropy) or a non-negative int."""
     return None if value is None else count(value, name, rule)
@@ -192,6 +197,7 @@ Positive = Annotated[int, Check(positive)]
 OptionalPositive = Annotated[int | None, Check(optional_positive)]
 Seed = Annotated[int | None, Check(seed)]
 NonNegative = Annotated[float, Check(nonnegative)]
+OptionalNonNegative = Annotated[float | None, Check(optional_nonnegative)]
 StrictlyPositive = Annotated[float, Check(strictly_positive)]
 Flag = Annotated[bool, Check(flag)]
 

@@ -281,3 +281,145 @@ def arc_threshold(m: np.ndarray, e: np.ndarray, f: int) -> int | None:
     mant = np.where(np.isfinite(m), mant, 0.0)
     order = np.lexsort((np.arange(n), mant, ex))
     return int(order[n - k - 1])
+
+
+def scaled_row(row: np.ndarray) -> tuple[np.ndarray, int]:
+    """A row as float64 divided by the power of two of its largest magnitude, and that exponent.
+
+    The scaling is exact, and the scaled row's squares neither overflow nor all underflow, so
+    its norm and dot products are accurate for any finite input (``1e-300`` and ``1e300``
+    alike). A zero row has exponent 0.
+    """
+    r = np.asarray(row, dtype=np.float64).reshape(-1)
+    top = float(np.max(np.abs(r))) if r.size else 0.0
+    e = math.frexp(top)[1] if top > 0 else 0
+    out: np.ndarray = np.ldexp(r, -e)
+    return out, e
+
+
+def fltrust_scales(
+    dots: np.ndarray, norms: np.ndarray, exps: np.ndarray, ref_norm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""FLTrust's trust scores and each input's factor in the output, ``TS_i ||g0|| / (||x_i|| Σ TS)``.
+
+    From each input scaled by a power of two (:func:`scaled_row`: ``x_i = s_i 2^{e_i}``): the dot
+    product :math:`s_i \cdot g_0`, the norm :math:`\|s_i\|` and :math:`e_i`. The cosine is the
+    dot product over the norms, computed directly (an orthogonal input has trust exactly 0);
+    zero inputs have trust 0. Factors are 0 for every input when no trust is positive; a
+    factor beyond float64's range is ``inf`` (the caller sums such rows scaled).
+    """
+    n = len(dots)
+    if ref_norm == 0.0:
+        return np.zeros(n), np.zeros(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = np.where(norms > 0, dots / (np.where(norms > 0, norms, 1.0) * ref_norm), 0.0)
+    trust = np.maximum(np.clip(np.nan_to_num(cos, nan=0.0), -1.0, 1.0), 0.0)
+    total = float(trust.sum())
+    if total == 0.0:
+        return trust, np.zeros(n)
+    mant, ex = _normalised(norms, exps)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        scales = _ldexp(trust * (ref_norm / total) / np.where(trust > 0, mant, 1.0), -ex)
+    out: np.ndarray = np.where(trust > 0, scales, 0.0)
+    return trust, out
+
+
+def cosines(dist: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    r"""Pairwise cosine similarities from exact squared distances and norms (0 for a zero norm).
+
+    :math:`\cos_{ij} = (\|a\|^2 + \|b\|^2 - \|a - b\|^2) / (2 \|a\| \|b\|)`, clipped to
+    ``[-1, 1]``. Identical rows (distance 0) have similarity exactly 1, zero rows included;
+    a zero row has similarity 0 to any other.
+    """
+    sq = norms * norms
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        cos = (sq[:, None] + sq[None, :] - dist) / (2.0 * norms[:, None] * norms[None, :])
+    ok = (norms > 0)[:, None] & (norms > 0)[None, :] & np.isfinite(cos)
+    out: np.ndarray = np.where(ok, np.clip(cos, -1.0, 1.0), 0.0)
+    out[dist == 0.0] = 1.0
+    return out
+
+
+#: FoolsGold's epsilon (the authors' code): keeps the pardoning ratio and the logit finite.
+FOOLSGOLD_EPS = 1e-5
+
+
+def foolsgold_weights(cos: np.ndarray, kappa: float, active: np.ndarray) -> np.ndarray:
+    r"""FoolsGold's per-client weights in ``[0, 1]`` from the cosines of the clients' histories.
+
+    ``active`` marks the clients that take part (non-finite ones do not: weight 0, and they
+    are left out of the others' similarities). The authors' code, step by step: the diagonal
+    is 0; clients less similar to anyone than another is pardon their similarity to it
+    (:math:`cs_{ij} \cdot m_i / m_j` when :math:`m_i < m_j`, :math:`m_i` the largest
+    similarity of :math:`i` plus epsilon); :math:`w = 1 - \max_j cs_{ij}` clipped to
+    ``[0, 1]`` and divided by its largest value (all 0 if that is 0); 1 becomes 0.99; then
+    :math:`\kappa (\ln(w / (1 - w) + \epsilon) + 0.5)` clipped to ``[0, 1]``.
+    """
+    idx = np.flatnonzero(active)
+    out = np.zeros(len(active))
+    if len(idx) == 0:
+        return out
+    cs = np.array(cos[np.ix_(idx, idx)], dtype=np.float64)
+    np.fill_diagonal(cs, 0.0)
+    m = cs.max(axis=1) + FOOLSGOLD_EPS if len(idx) > 1 else np.full(1, FOOLSGOLD_EPS)
+    pardon = m[:, None] < m[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cs = np.where(pardon, cs * (m[:, None] / m[None, :]), cs)
+    np.fill_diagonal(cs, 0.0)
+    wv = np.clip(1.0 - cs.max(axis=1) if len(idx) > 1 else np.ones(1), 0.0, 1.0)
+    top = float(wv.max())
+    if top == 0.0:
+        return out
+    wv = wv / top
+    wv[wv == 1.0] = 0.99
+    with np.errstate(divide="ignore"):
+        wv = kappa * (np.log(wv / (1.0 - wv) + FOOLSGOLD_EPS) + 0.5)
+    out[idx] = np.clip(np.nan_to_num(wv, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    return out
+
+
+def _finite_block(dist: np.ndarray) -> list[int]:
+    """The inputs left once those too far for a float64 Gram matrix are removed, farthest first.
+
+    A finite input whose squared distances overflow float64 (values near ``1e200``; ``inf``, or
+    float64's largest value as :func:`finite_distances` writes it) is farther from the others
+    than any finite score can say: inputs with the most such distances are taken out first
+    (ties: the higher index), until the rest's centred Gram matrix cannot overflow (every
+    distance at most float64's largest value over ``4 n``).
+    """
+    rest = list(range(dist.shape[0]))
+    limit = np.finfo(np.float64).max / (4 * max(len(rest), 1))
+    while rest:
+        sub = dist[np.ix_(rest, rest)]
+        bad = (~(sub <= limit)).sum(axis=1)
+        if not bad.any():
+            break
+        worst = int(np.flatnonzero(bad == bad.max())[-1])
+        del rest[worst]
+    return rest
+
+
+def dnc_keep(dists: Sequence[np.ndarray], removed: int) -> tuple[list[int], np.ndarray]:
+    r"""DnC's kept inputs: per subsample, all but the ``removed`` with the largest outlier scores.
+
+    Each ``(n, n)`` matrix holds the squared distances of the inputs on one random subset of
+    coordinates. The score of input ``i`` is its squared projection on the top principal
+    direction of the centred inputs, :math:`\lambda_1 u_i^2` with :math:`(\lambda_1, u)` the
+    top eigenpair of the centred Gram matrix (:func:`centered_gram`): the same numbers as the
+    paper's :math:`((x_i - \mu) \cdot v)^2`, from distances only. Inputs too far for a float64
+    Gram matrix score ``inf`` (:func:`_finite_block`). Ties are broken by index (the lower
+    index is kept). The result is the inputs kept by every subsample; when that
+    set is empty, those kept by the most subsamples. Also returns how many subsamples kept each.
+    """
+    n = dists[0].shape[0]
+    votes = np.zeros(n, dtype=np.int64)
+    for dist in dists:
+        scores = np.full(n, np.inf)
+        rest = _finite_block(dist)
+        if len(rest):
+            vals, vecs = np.linalg.eigh(centered_gram(dist[np.ix_(rest, rest)]))
+            scores[rest] = vals[-1] * vecs[:, -1] ** 2
+        order = np.argsort(scores, kind="stable")
+        votes[order[: n - removed]] += 1
+    best = int(votes.max())
+    return np.flatnonzero(votes == best).tolist(), votes

@@ -270,19 +270,42 @@ class UpdateBuffer:
 
     @overload
     def aggregate(
-        self, rule: str | Rule | Rounds, /, *, return_selection: Literal[False] = ..., **params: Any
+        self,
+        rule: str | Rule | Rounds,
+        /,
+        *,
+        return_selection: Literal[False] = ...,
+        reference: Any = ...,
+        ids: Sequence[Any] | None = ...,
+        **params: Any,
     ) -> Floats: ...
     @overload
     def aggregate(
-        self, rule: str | Rule | Rounds, /, *, return_selection: Literal[True], **params: Any
+        self,
+        rule: str | Rule | Rounds,
+        /,
+        *,
+        return_selection: Literal[True],
+        reference: Any = ...,
+        ids: Sequence[Any] | None = ...,
+        **params: Any,
     ) -> tuple[Floats, Selection | None]: ...
     def aggregate(
-        self, rule: str | Rule | Rounds, /, *, return_selection: bool = False, **params: Any
+        self,
+        rule: str | Rule | Rounds,
+        /,
+        *,
+        return_selection: bool = False,
+        reference: Any = None,
+        ids: Sequence[Any] | None = None,
+        **params: Any,
     ) -> Any:
         """Aggregate the appended updates with ``rule``.
 
         ``rule`` is a name with its ``params``, a rule object, or a rule across rounds
-        (``rule.rounds()``, whose state this round then updates).
+        (``rule.rounds()``, whose state this round then updates). ``reference`` is the server's
+        own update, for rules that use one (FLTrust); ``ids`` names the client of each appended
+        update, in order, for rules across rounds that keep a state per client (FoolsGold).
 
         The rule reads the stored block in place; the result has the buffer's shape and dtype and
         is bit-identical to ``rule(np.stack(updates))``. Weights given to :meth:`append` go to
@@ -305,7 +328,10 @@ class UpdateBuffer:
                 raise empty_input_error(f"{_WHO}.aggregate")
             x = block[: self._count]
             with self._releasing():
-                out, selection = r.aggregate(x, weights=self._weights())
+                if isinstance(r, Rounds):
+                    out, selection = r.aggregate(x, weights=self._weights(), reference=reference, ids=ids)
+                else:
+                    out, selection = r.aggregate(x, weights=self._weights(), reference=reference)
         out = np.asarray(out).reshape(self._shape)
         return (out, selection) if return_selection else out
 

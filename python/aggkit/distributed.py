@@ -139,7 +139,7 @@ def robust_all_reduce(
         under ``nonfinite="raise"``; in sharded mode raised by every rank as soon as the rule
         refuses one rank's shard).
     """
-    r = make_rule(rule)
+    r = _data_parallel_rule(rule, "robust_all_reduce")
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"robust_all_reduce: tensor must be a torch.Tensor, got {type(tensor).__name__}")
     check_world(r, dist.get_world_size(group), "robust_all_reduce")
@@ -148,6 +148,17 @@ def robust_all_reduce(
     y, sel = _sharded(flat, r, group, shape) if sharded else _gathered(flat, r, group, shape)
     y = y.reshape(tensor.shape).to(tensor.dtype)
     return (y, sel) if return_selection else y
+
+
+def _data_parallel_rule(rule: str | Rule, where: str) -> Rule:
+    """The rule, refused if it needs a server's own update (there is no server among the ranks)."""
+    r = make_rule(rule)
+    if r.uses_reference:
+        raise InvalidParameterError(
+            f"{where}: {r!r} weighs the inputs against a server's own update, which data-parallel "
+            "ranks do not have"
+        )
+    return r
 
 
 def check_world(r: Rule, world: int, where: str) -> None:
@@ -347,7 +358,7 @@ class RobustHookState:
     """
 
     def __init__(self, rule: str | Rule, group: Any = None, *, sharded: bool = False) -> None:
-        self.rule = make_rule(rule)
+        self.rule = _data_parallel_rule(rule, "register_hook")
         self.rounds = self.rule.rounds()
         self.group = group
         self.sharded = bool(sharded)

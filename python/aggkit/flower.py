@@ -59,7 +59,7 @@ import inspect
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from logging import INFO, WARNING
 from typing import Any
 
@@ -101,6 +101,11 @@ class RobustStrategy(FedAvg):
         Weight by the ``weighted_by_key`` metric: ``None`` for the mean, Multi-Krum and the
         geometric median only (Flower's choice, see the module docstring), ``True`` for every
         rule that takes weights, ``False`` never.
+    reference_fn : callable, optional
+        For rules that use a reference update (FLTrust): called each round as
+        ``reference_fn(global_arrays, server_round)`` with the global model as a dict of numpy
+        arrays, it returns the server's own update on the data it holds (a dict with the model's
+        float keys, shapes and dtypes). Needs ``on_updates=True``.
     spill_dir : str or path, optional
         Rules that are not coordinate-wise (Krum, Multi-Krum, Bulyan, the geometric median, ...)
         need the round's updates as one ``(n, d)`` block, a copy of the replies. With
@@ -141,10 +146,19 @@ class RobustStrategy(FedAvg):
         on_updates: bool = True,
         weighted: bool | None = None,
         spill_dir: str | os.PathLike[str] | None = None,
+        reference_fn: Callable[[dict[str, np.ndarray], int], Mapping[str, Any]] | None = None,
         **kwargs: Any,
     ):
         rule_kwargs, self.beta = _split_params(rule, kwargs)
         self.rule: Rule = make_rule(rule, **rule_kwargs)
+        if self.rule.uses_reference and (reference_fn is None or not on_updates):
+            raise InvalidParameterError(
+                f"RobustStrategy: {self.rule!r} weighs the clients against the server's own update: "
+                "pass reference_fn=... (and keep on_updates=True)"
+            )
+        if reference_fn is not None and not self.rule.uses_reference:
+            raise InvalidParameterError(f"RobustStrategy: {self.rule!r} does not use reference_fn")
+        self.reference_fn = reference_fn
         super().__init__(**kwargs)
         self.on_updates = bool(on_updates)
         self.weighted = None if weighted is None else bool(weighted)
@@ -221,7 +235,7 @@ class RobustStrategy(FedAvg):
             if rule.coordinate_wise:
                 arrays, selection = self._per_key(rule, records, keys, weights), None
             else:
-                arrays, selection = self._whole_model(records, keys, weights)
+                arrays, selection = self._whole_model(records, keys, weights, node_ids, server_round)
         except AggkitError as e:
             return self._skip(server_round, received, invalid, str(e))
         kept = list(range(len(valid))) if selection is None else selection.indices.tolist()
@@ -336,8 +350,30 @@ class RobustStrategy(FedAvg):
             out[key] = Array(np.ascontiguousarray(y))
         return out
 
+    def _reference_row(
+        self, floats: list[str], shapes: dict[str, tuple[int, ...]], offsets: Any, server_round: int
+    ) -> np.ndarray | None:
+        """The server's own update from ``reference_fn``, flattened as the clients' rows are.
+
+        A mistake in it is the server's own: it is raised, not taken for a faulty round.
+        """
+        if self.reference_fn is None or self._global is None:
+            return None
+        given = self.reference_fn(dict(self._global), server_round)
+        row = np.empty(int(offsets[-1]), dtype=np.float64)
+        for k, lo, hi in zip(floats, offsets[:-1], offsets[1:], strict=True):
+            if k not in given or np.shape(given[k]) != shapes[k]:
+                raise TypeError(f"reference_fn: array {k!r} must have the model's shape {shapes[k]}")
+            row[lo:hi] = np.asarray(given[k], dtype=np.float64).reshape(-1)
+        return row
+
     def _whole_model(
-        self, records: list[ArrayRecord], keys: list[str], weights: Any
+        self,
+        records: list[ArrayRecord],
+        keys: list[str],
+        weights: Any,
+        node_ids: list[int],
+        server_round: int,
     ) -> tuple[ArrayRecord, Any]:
         first = {k: records[0][k] for k in keys}
         dtypes = {k: np.dtype(first[k].dtype) for k in keys}
@@ -365,7 +401,11 @@ class RobustStrategy(FedAvg):
                     if base is not None:
                         seg -= base.reshape(-1)
                 buf.append(row, weight=None if weights is None else weights[i])
-            y, selection = buf.aggregate(self.rounds, return_selection=True)
+            reference = self._reference_row(floats, shapes, offsets, server_round)
+            # node ids name the clients for rules that keep a state per client (FoolsGold)
+            y, selection = buf.aggregate(
+                self.rounds, return_selection=True, reference=reference, ids=node_ids
+            )
         out = ArrayRecord()
         for k in keys:
             if dtypes[k].kind != "f":

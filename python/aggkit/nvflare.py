@@ -218,6 +218,12 @@ class RobustAggregator(ModelAggregator):  # type: ignore[misc]  # nvflare has no
             built = from_spec(rule)
         else:
             built = make_rule(rule, **rule_params)
+        if built.uses_reference:
+            raise InvalidParameterError(
+                f"RobustAggregator: {built!r} needs the server's own update each round, which "
+                "NVFlare's aggregator interface does not provide; use it through aggkit directly "
+                "(rule.aggregate(x, reference=...)) or the Flower strategy's reference_fn"
+            )
         self._rule_obj: Rule = built
         # NVFlare exports a component by its constructor arguments, read back from attributes
         # of the same name or with a leading underscore: the rule as JSON, the directory as text.
@@ -592,7 +598,9 @@ class RobustAggregator(ModelAggregator):  # type: ignore[misc]  # nvflare has no
                         if base is not None:
                             seg -= base[k].values.reshape(-1)
                     buf.append(row, weight=None if weights is None else weights[i])
-                y, selection = buf.aggregate(self.rounds, return_selection=True)
+                # client names for rules that keep a state per client (FoolsGold)
+                ids = [r.name for r in results]
+                y, selection = buf.aggregate(self.rounds, return_selection=True, ids=ids)
             for j, k in enumerate(floats):
                 part = y[offsets[j] : offsets[j + 1]].reshape(reference[k][0])
                 if base is not None:

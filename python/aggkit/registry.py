@@ -7,7 +7,7 @@ object of the same rule and parameters, and resolvable from its name::
     >>> aggkit.rule("trimmed_mean", f=2)
     TrimmedMean(f=2, nonfinite='robust')
     >>> aggkit.list_rules()[:6]
-    ['bulyan', 'caf', 'centered_clipping', 'detox', 'geometric_median', 'krum']
+    ['bucketing_cc', 'bulyan', 'caf', 'centered_clipping', 'detox', 'dnc']
 
 A rule object is the one definition of a rule: its fields are the parameters, with their
 types and defaults, parsed once when the object is built (``aggkit._params``); the function of
@@ -144,6 +144,9 @@ class Rule(Params):
     _coordinate_wise: ClassVar[bool] = False
     #: ``__call__`` and :meth:`aggregate` take per-input ``weights`` (e.g. example counts).
     supports_weights: ClassVar[bool] = False
+    #: ``__call__`` and :meth:`aggregate` need ``reference=``: the server's own update, computed
+    #: on data it holds (FLTrust's root dataset).
+    uses_reference: ClassVar[bool] = False
 
     @property
     def coordinate_wise(self) -> bool:
@@ -192,18 +195,41 @@ class Rule(Params):
         """Aggregate ``x`` (shape ``(n, *shape)``, or a sequence of ``n`` arrays)."""
         return self._run(x)[0]
 
-    def aggregate(self, x: Any, *, weights: Weights = None) -> tuple[Any, Selection | None]:
+    def aggregate(
+        self, x: Any, *, weights: Weights = None, reference: Any = None
+    ) -> tuple[Any, Selection | None]:
         """Aggregate ``x`` and report diagnostics: ``(output, selection)``.
 
         ``selection`` is a :class:`aggkit.Selection` for rules that select inputs (Krum,
         Multi-Krum, Bulyan), ``None`` for the others. ``weights`` (one non-negative value per
         input) is used by rules with ``supports_weights`` and refused by the others, so that an
         integration never drops a weighting silently: check ``supports_weights`` first.
+        ``reference`` (the server's own update) is required by rules with ``uses_reference``
+        and refused by the others.
         """
         if weights is not None and not self.supports_weights:
             raise InvalidParameterError(f"{self!r} does not take weights")
-        out, info = self._run(x) if weights is None else self._run(x, weights=weights)
+        data = check_reference(self, reference)
+        if weights is not None:
+            data["weights"] = weights
+        out, info = self._run(x, **data)
         return out, info if isinstance(info, Selection) else None
+
+
+def check_reference(rule: Rule, reference: Any) -> dict[str, Any]:
+    """``{"reference": reference}`` for a rule that uses one, ``{}`` for the others.
+
+    A rule that needs a reference and gets none, or gets one it does not use, is refused.
+    """
+    if reference is None:
+        if rule.uses_reference:
+            raise InvalidParameterError(
+                f"{rule!r} needs reference=...: the server's own update, computed on data it holds"
+            )
+        return {}
+    if not rule.uses_reference:
+        raise InvalidParameterError(f"{rule!r} does not take a reference update")
+    return {"reference": reference}
 
 
 class Rounds:
@@ -212,9 +238,16 @@ class Rounds:
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
 
-    def aggregate(self, x: Any, *, weights: Weights = None) -> tuple[Any, Selection | None]:
-        """The round's ``(output, selection)``, as :meth:`Rule.aggregate`."""
-        return self.rule.aggregate(x, weights=weights)
+    def aggregate(
+        self, x: Any, *, weights: Weights = None, reference: Any = None, ids: Sequence[Any] | None = None
+    ) -> tuple[Any, Selection | None]:
+        """The round's ``(output, selection)``, as :meth:`Rule.aggregate`.
+
+        ``ids`` names the clients behind the rows of ``x`` (any hashable values, e.g. Flower
+        node ids), for rules that keep a state per client (FoolsGold's history); the others
+        ignore it. Without ``ids``, row ``i`` is client ``i`` every round.
+        """
+        return self.rule.aggregate(x, weights=weights, reference=reference)
 
     def reset(self) -> None:
         """Forget what earlier rounds left (nothing here)."""
@@ -550,10 +583,16 @@ class _PipelineRounds(Rounds):
         super().__init__(rule)
         self.pre, self.inner = pre, inner
 
-    def aggregate(self, x: Any, *, weights: Weights = None) -> tuple[Any, Selection | None]:
-        """The round's output (no selection is reported after a pre-aggregator)."""
+    def aggregate(
+        self, x: Any, *, weights: Weights = None, reference: Any = None, ids: Sequence[Any] | None = None
+    ) -> tuple[Any, Selection | None]:
+        """The round's output (no selection is reported after a pre-aggregator).
+
+        The pre-aggregators mix the clients' rows, so no ``ids`` reach the rule.
+        """
         if weights is not None:
             raise InvalidParameterError(f"{self.rule!r} does not take weights")
+        check_reference(self.rule, reference)
         for s in self.pre:
             x = s(x)
         return self.inner.aggregate(x)[0], None

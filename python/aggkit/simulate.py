@@ -409,9 +409,10 @@ PROTOCOLS = ("local_sgd", "momentum")
 # fmt: off
 PRESETS: dict[str, dict[str, Any]] = {
     # Non-IID clients and a large colluding minority: every attack, the adaptive ones included,
-    # over three seeds.
+    # over three seeds. 200 rounds: the momentum protocol takes one gradient per round and is
+    # still learning at 80.
     "hard-noniid": dict(
-        clients=20, byzantine=6, alpha=0.3, rounds=80, seeds=3,
+        clients=20, byzantine=6, alpha=0.3, rounds=200, seeds=3,
         attacks=(
             "none", "sign_flip", "alie", "ipm", "large_values", "nonfinite", "label_flip", "mimic",
             "alie_opt", "ipm_opt", "min_max", "min_sum",
@@ -439,6 +440,7 @@ def simulate(
     weighted: bool = False,
     seed: int = 0,
     seeds: int = 1,
+    root_size: int = 100,
     progress: bool = True,
     on_round: Callable[[str, str, int, float], None] | None = None,
 ) -> SimulationResult:
@@ -478,6 +480,10 @@ def simulate(
         Dirichlet concentration of the label split (``inf``: IID; small: non-IID).
     weighted : bool
         Pass the clients' example counts as weights to rules that take them (FedAvg style).
+    root_size : int
+        Examples of the training set the server holds (drawn at random), for rules that use a
+        reference update (FLTrust): each round the server computes its own update on them, by
+        the clients' protocol, and passes it as ``reference=``.
     seed, seeds : int
         Runs ``seeds`` independent repetitions, with seeds ``seed, seed + 1, ...``; each seeds
         the split, the initial model, the minibatches and the attacks.
@@ -494,7 +500,8 @@ def simulate(
     if isinstance(rules, (str, Rule)) or isinstance(attacks, (str, _attacks.Attack)):
         raise TypeError("rules and attacks are sequences, e.g. rules=['median']")
     for name, v, lo in (
-        ("clients", clients, 1), ("rounds", rounds, 1), ("local_steps", local_steps, 1), ("seeds", seeds, 1)
+        ("clients", clients, 1), ("rounds", rounds, 1), ("local_steps", local_steps, 1), ("seeds", seeds, 1),
+        ("root_size", root_size, 1),
     ):  # fmt: skip
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise InvalidParameterError(f"simulate: {name} must be an int >= {lo}, got {v!r}")
@@ -520,7 +527,7 @@ def simulate(
         config=dict(
             dataset=dataset, model=model, clients=clients, byzantine=byzantine, rounds=rounds,
             protocol=protocol, local_steps=local_steps, momentum=momentum, batch_size=batch_size,
-            lr=lr, alpha=alpha, weighted=weighted, seed=seed, seeds=seed_list,
+            lr=lr, alpha=alpha, weighted=weighted, seed=seed, seeds=seed_list, root_size=root_size,
         )
     )  # fmt: skip
     for label, r in rule_objs:
@@ -535,7 +542,8 @@ def simulate(
             result.config["params"] = net.size
             split = partition(data.y_train, clients, alpha, np.random.default_rng(s + 1))
             w0 = net.init(np.random.default_rng(s + 2))
-            run = _Run(net, data, split, w0, result.config, s)
+            root = np.sort(np.random.default_rng(s + 4).permutation(len(data.y_train))[:root_size])
+            run = _Run(net, data, split, w0, result.config, s, root)
             for a_label, atk in attack_objs:
                 for r_label, rule in rule_objs:
 
@@ -568,8 +576,10 @@ class _Run:
         w0: np.ndarray,
         config: dict[str, Any],
         seed: int,
+        root: np.ndarray,
     ) -> None:
         self.net, self.data, self.split, self.w0, self.c, self.seed = net, data, split, w0, config, seed
+        self.root = root
         self.counts = np.array([len(p) for p in split], dtype=np.float64)
 
     def train(
@@ -583,9 +593,19 @@ class _Run:
         accs: list[float] = []
         kept = [0] * n
         carried = rule.rounds()  # what the rule keeps between rounds (centered clipping's centre)
-        moment = np.zeros((n, net.size), dtype=np.float32)
+        moment = np.zeros((n + 1, net.size), dtype=np.float32)  # the last row: the server's
         beta = np.float32(c["momentum"])
         lr = c["lr"]
+        server_rng = np.random.default_rng(self.seed + 5)  # the clients' draws stay the same
+
+        def train(i: int, idx: np.ndarray, gen: np.random.Generator, poisoned: bool) -> np.ndarray:
+            if c["protocol"] == "local_sgd":
+                return _local_update(net, w, data, idx, gen, c["local_steps"], c["batch_size"], lr, poisoned)
+            g = _gradient(net, w, data, idx, gen, c["batch_size"], poisoned)
+            moment[i] = beta * moment[i] + (1 - beta) * g
+            update: np.ndarray = -lr * moment[i]
+            return update
+
         for rnd in range(c["rounds"]):
             if not np.isfinite(w).all():  # the attack destroyed the model: it stays destroyed
                 accs.append(accs[-1])
@@ -594,14 +614,10 @@ class _Run:
             updates = np.empty((n, net.size), dtype=np.float32)
             for i in range(n):
                 poisoned = i >= honest_n and atk is not None and atk.poisons_data
-                if c["protocol"] == "local_sgd":
-                    updates[i] = _local_update(
-                        net, w, data, self.split[i], rng, c["local_steps"], c["batch_size"], lr, poisoned
-                    )
-                else:
-                    g = _gradient(net, w, data, self.split[i], rng, c["batch_size"], poisoned)
-                    moment[i] = beta * moment[i] + (1 - beta) * g
-                    updates[i] = -lr * moment[i]
+                updates[i] = train(i, self.split[i], rng, poisoned)
+            extra: dict[str, Any] = {}
+            if rule.uses_reference:
+                extra["reference"] = train(n, self.root, server_rng, False)
             if not np.isfinite(updates[:honest_n]).all():
                 # the model has diverged so far that honest training overflows: count it destroyed
                 w = np.full_like(w, np.nan)
@@ -612,14 +628,15 @@ class _Run:
                 oracle = None
                 if atk.adaptive:
 
-                    def oracle(x: Any, state: Any = carried) -> Any:
-                        # the attacker knows the rule and its state: it tries a copy of both
-                        return copy.deepcopy(state).aggregate(x)[0]
+                    def oracle(x: Any, state: Any = carried, extra: Any = extra) -> Any:
+                        # the attacker knows the rule, its state and the server's update: it
+                        # tries a copy of them
+                        return copy.deepcopy(state).aggregate(x, **extra)[0]
 
                 updates[honest_n:] = atk(updates[:honest_n], f=f, rng=rng, rule=oracle)
             weights = self.counts if c["weighted"] and rule.supports_weights else None
             with np.errstate(all="ignore"):
-                agg, sel = carried.aggregate(updates, weights=weights)
+                agg, sel = carried.aggregate(updates, weights=weights, **extra)
                 w = (w + agg).astype(np.float32)
             if sel is not None:
                 for i in sel.indices.tolist():

@@ -10,7 +10,7 @@ import numpy as np
 from aggkit._params import Count, NonFinite, NonNegative
 from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
 from aggkit.errors import InvalidParameterError
-from aggkit.registry import Rounds, Rule, register
+from aggkit.registry import Rounds, Rule, check_reference, register
 
 
 def parse_center(center: Any) -> NDArray:
@@ -159,10 +159,13 @@ class CenteredClippingState(Rounds):
         super().__init__(CenteredClipping(tau=tau, iters=iters, nonfinite=nonfinite))
         self.center: Any = None
 
-    def aggregate(self, x: Any, *, weights: Weights = None) -> tuple[Any, None]:
+    def aggregate(
+        self, x: Any, *, weights: Weights = None, reference: Any = None, ids: Sequence[Any] | None = None
+    ) -> tuple[Any, None]:
         """``(output, None)``: this round from the stored centre (integrations call this)."""
         if weights is not None:
             raise InvalidParameterError(f"{self.rule!r} does not take weights")
+        check_reference(self.rule, reference)
         return self(x), None
 
     def __call__(self, x: Any) -> Any:

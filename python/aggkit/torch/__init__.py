@@ -42,6 +42,9 @@ from aggkit.torch.bulyan import bulyan
 from aggkit.torch.centered_clipping import centered_clipping
 from aggkit.torch.crossmax import crossmax
 from aggkit.torch.detox import detox
+from aggkit.torch.dnc import dnc
+from aggkit.torch.fltrust import fltrust
+from aggkit.torch.foolsgold import foolsgold
 from aggkit.torch.geometric_median import geometric_median
 from aggkit.torch.krum import krum, multi_krum
 from aggkit.torch.meamed import meamed
@@ -49,6 +52,7 @@ from aggkit.torch.mean import mean
 from aggkit.torch.median import median
 from aggkit.torch.monoid import TreeSchedule, segment_reduce, tree_reduce, tree_schedule
 from aggkit.torch.preagg import arc, bucketing, clipping, nnm, perturb, pipeline
+from aggkit.torch.presets import bucketing_cc, nnm_cc, nnm_trimmed_mean
 from aggkit.torch.sign_vote import sign_vote
 from aggkit.torch.state_dict import aggregate_state_dicts
 from aggkit.torch.subsets import caf, mda, monna, smea
@@ -61,12 +65,16 @@ __all__ = [
     "aggregate_state_dicts",
     "arc",
     "bucketing",
+    "bucketing_cc",
     "bulyan",
     "caf",
     "centered_clipping",
     "clipping",
     "crossmax",
     "detox",
+    "dnc",
+    "fltrust",
+    "foolsgold",
     "force_native",
     "geometric_median",
     "krum",
@@ -78,6 +86,8 @@ __all__ = [
     "multi_krum",
     "nn",
     "nnm",
+    "nnm_cc",
+    "nnm_trimmed_mean",
     "perturb",
     "pipeline",
     "segment_reduce",

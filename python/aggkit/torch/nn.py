@@ -15,6 +15,7 @@ modules take ``dim``, the dimension that indexes the inputs, so leading batch di
 from __future__ import annotations
 
 import importlib
+import typing
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -144,10 +145,17 @@ class Aggregate(nn.Module):
         self.rule = make_rule(rule, **params)
         self._handle = _opaque.handle(self.rule)
 
-    def forward(self, x: Any) -> Tensor:
-        """Aggregate the inputs (the rows of ``x``, or a sequence of tensors)."""
+    def forward(self, x: Any, reference: Any = None) -> Tensor:
+        """Aggregate the inputs (the rows of ``x``, or a sequence of tensors).
+
+        ``reference`` is the server's own update, for rules that use one (FLTrust); such a
+        module runs eagerly (it is not exported by ``torch.export``).
+        """
         if not (isinstance(x, Tensor) or (isinstance(x, Sequence) and x and isinstance(x[0], Tensor))):
             raise TypeError(f"Aggregate: x must be a tensor or a sequence of tensors, got {type(x).__name__}")
+        if reference is not None or self.rule.uses_reference:
+            out, _ = self.rule.aggregate(x, reference=reference)
+            return typing.cast(Tensor, out)
         traced = _opaque.run(self.rule, self._handle, x) if isinstance(x, Tensor) else None
         return self.rule(x) if traced is None else traced
 

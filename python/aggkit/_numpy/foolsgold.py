@@ -1,0 +1,93 @@
+"""FoolsGold on numpy arrays (and other host arrays): Rust norms, distances and weighted mean."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from aggkit import _core, _plans
+from aggkit._dispatch import implements
+from aggkit._numpy._input import Prepared, nonfinite_rows, prepare
+from aggkit.errors import InvalidParameterError, ShapeError, nonfinite_error
+from aggkit.rules.foolsgold import FoolsGold, FoolsGoldInfo
+
+
+def parse_history(history: Any, n: int, d: int) -> np.ndarray:
+    """The clients' histories as a new ``(n, d)`` float64 array (zeros where ``None``)."""
+    out = np.zeros((n, d), dtype=np.float64)
+    if history is None:
+        return out
+    rows: Sequence[Any] = list(history) if isinstance(history, list | tuple) else list(np.asarray(history))
+    if len(rows) != n:
+        raise ShapeError(f"foolsgold: history must have one row per input: got {len(rows)} rows, n={n}")
+    for i, h in enumerate(rows):
+        if h is None:
+            continue
+        try:
+            v = np.asarray(h, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidParameterError(
+                f"foolsgold: history rows must be arrays of numbers, got {type(h).__name__}"
+            ) from None
+        if v.size != d:
+            raise ShapeError(f"foolsgold: history row {i} has {v.size} values, the inputs {d}")
+        out[i] = v.reshape(-1)
+    return out
+
+
+def power_scaled(h: np.ndarray) -> np.ndarray:
+    """Each row divided by the power of two of its largest value (exact; squares stay finite)."""
+    top = np.abs(h).max(axis=1) if h.shape[1] else np.zeros(len(h))
+    e = np.frexp(np.where(np.isfinite(top), top, 0.0))[1]
+    out: np.ndarray = np.ldexp(h, -e[:, None])
+    return out
+
+
+def weights_from_history(h: np.ndarray, kappa: float, active: np.ndarray) -> np.ndarray:
+    """FoolsGold's weights from the histories (float64 rows), their cosines by the Rust core."""
+    active = active & np.isfinite(h).all(axis=1)  # a history that overflowed: no weight
+    hs = power_scaled(np.where(active[:, None], h, 0.0))
+    cos = _plans.cosines(_core.pairwise_sq_distances(hs), _core.row_norms(hs))
+    return _plans.foolsgold_weights(cos, kappa, active)
+
+
+def weighted_output(p: Prepared, w: np.ndarray) -> Any:
+    """``Σ w_i x_i / Σ w_i`` over the inputs of positive weight; zero when there are none."""
+    used = np.flatnonzero(w > 0).tolist()
+    if not used:
+        return p.finish(np.zeros(p.d, dtype=np.float64))
+    out, _ = _core.mean(p.take(used), w[used], "propagate")
+    return p.finish(out)
+
+
+@implements("foolsgold", "numpy")
+def foolsgold(rule: FoolsGold, x: Any, *, history: Any = None) -> tuple[Any, FoolsGoldInfo]:
+    """:func:`aggkit.foolsgold` on host arrays."""
+    p = prepare(x, "foolsgold")
+    h = parse_history(history, p.n, p.d)
+    bad = nonfinite_rows(p.data)
+    if bad and rule.nonfinite == "raise":
+        raise nonfinite_error("foolsgold", bad, "nonfinite='raise' refuses NaN and infinite values")
+    active = np.ones(p.n, dtype=bool)
+    active[bad] = False
+    scales = np.ones(p.n)
+    if rule.clip is not None:
+        m, e = _plans.wide_norms(_core.row_norms(p.data), lambda i: p.data[i])
+        scales = _plans.clip_scales(m, e, (rule.clip, 0))
+    scales[bad] = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # a history that overflows: weight 0
+        for i in np.flatnonzero(active).tolist():
+            h[i] += scales[i] * np.asarray(p.data[i], dtype=np.float64)
+    w = weights_from_history(h, rule.kappa, active)
+    if rule.clip is None:
+        return weighted_output(p, w), FoolsGoldInfo(w, h)
+    # clipped updates in the output too: weights w s / Σ w s, rescaled by Σ w s / Σ w
+    ws = w * scales
+    used = np.flatnonzero(ws > 0).tolist()
+    if not used:
+        return p.finish(np.zeros(p.d, dtype=np.float64)), FoolsGoldInfo(w, h)
+    out, _ = _core.mean(p.take(used), ws[used], "propagate")
+    factor = float(ws[used].sum()) / float(w[used].sum())
+    return p.finish(out * np.asarray(factor, dtype=out.dtype)), FoolsGoldInfo(w, h)
