@@ -1022,6 +1022,134 @@ def _t_cc_state(draw: Any, inp: Input) -> Call:
     return Call("CenteredClippingState", run, code, check)
 
 
+def _t_fltrust(draw: Any, inp: Input) -> Call:
+    p = {"reference": _center(draw, inp), "nonfinite": _policy(draw)}
+    if p["reference"] is None:
+        p["reference"] = np.random.default_rng(draw.seed()).standard_normal(inp.shape)
+
+    def check(out: Any) -> None:
+        g0 = p["reference"]
+        if not _tame(inp.arr) or p["nonfinite"] != "robust":
+            return
+        if not (isinstance(g0, np.ndarray) and g0.dtype == np.float64 and g0.shape == inp.shape):
+            return
+        x = _flat(inp.arr)
+        g = g0.reshape(-1)
+        norms = np.linalg.norm(x.astype(np.float64), axis=1)
+        gn = float(np.linalg.norm(g))
+        cos = np.where(norms > 0, x @ g / np.where(norms > 0, norms, 1.0) / max(gn, 1e-300), 0.0)
+        if np.any(np.abs(cos) < 1e-6):  # near the trust's kink at 0: rounding decides
+            return
+        want = _ref_ok(lambda: ref.fltrust(x, g))
+        if want is None:
+            return
+        tol = 1e-5 if x.dtype == np.float32 else 1e-9
+        _close(out.reshape(-1), want.astype(x.dtype), tol, tol * (1 + gn), "fltrust")
+        _fail_unless(
+            float(np.linalg.norm(np.asarray(out, np.float64))) <= gn * (1 + 1e-5) + 1e-30,
+            "bounded",
+            "fltrust's output is longer than the reference",
+        )
+
+    return _simple_call("fltrust", aggkit.fltrust, inp, p, check=check)
+
+
+def _t_foolsgold(draw: Any, inp: Input) -> Call:
+    p: dict[str, Any] = {
+        "kappa": _float(draw, (1.0, 0.5, 3.0)),
+        "nonfinite": _policy(draw, ("robust", "raise")),
+    }
+    if draw.chance(0.3):
+        p["clip"] = _float(draw, (1.0, 0.0, 1e3))
+    if draw.chance(0.4) and inp.arr is not None:
+        p["history"] = np.random.default_rng(draw.seed()).standard_normal(inp.arr.shape)
+    elif draw.chance(0.1):
+        p["history"] = draw.pick(("abc", [None], np.zeros((inp.n + 1, 2)), [object()] * max(inp.n, 1)))
+
+    def check(out: Any) -> None:
+        h = p.get("history")
+        if not _tame(inp.arr) or (h is not None and not isinstance(h, np.ndarray)):
+            return
+        if p["nonfinite"] != "robust" or "clip" in p:
+            return
+        if not (isinstance(p["kappa"], float) and 1e-6 <= p["kappa"] <= 1e6):
+            return  # the reference's weights kappa l lose bits where they are subnormal
+        x = _flat(inp.arr)
+        want = _ref_ok(lambda: ref.foolsgold(x, None if h is None else h.reshape(len(x), -1), p["kappa"]))
+        if want is None:
+            return
+        w_got = aggkit.foolsgold(inp.x, **p, return_info=True)[1].weights
+        if not np.allclose(np.asarray(w_got), want[1], rtol=1e-9, atol=1e-9):
+            return  # ill-conditioned weights (near-parallel histories): compared in tests/
+        tol = 1e-5 if x.dtype == np.float32 else 1e-9
+        _close(
+            out.reshape(-1),
+            want[0].astype(x.dtype),
+            tol,
+            tol * (1 + float(np.abs(x).max(initial=0))),
+            "foolsgold",
+        )
+
+    return _simple_call("foolsgold", aggkit.foolsgold, inp, p, check=check)
+
+
+def _t_foolsgold_state(draw: Any, inp: Input) -> Call:
+    ids = (
+        list(range(inp.n))
+        if draw.chance(0.7)
+        else draw.pick(([0] * max(inp.n, 1), ["a"], [[1]] * max(inp.n, 1)))
+    )
+
+    def run() -> Any:
+        state = aggkit.FoolsGold().rounds()
+        first, _ = state.aggregate(inp.x, ids=ids)
+        second, _ = state.aggregate(inp.x, ids=ids)
+        hist = [state.histories[k] for k in ids]
+        return first, second, hist
+
+    def check(res: Any) -> None:
+        if not _tame(inp.arr):
+            return
+        x = _flat(inp.arr).astype(np.float64)
+        _, _, hist = res
+        _fail_unless(
+            all(np.array_equal(h, 2 * r) for h, r in zip(hist, x, strict=True)),
+            "rounds",
+            "FoolsGoldState's history after two rounds is not twice the update",
+        )
+
+    return Call(
+        "FoolsGoldState", run, f"s = aggkit.FoolsGold().rounds(); s.aggregate(x, ids={ids!r}) twice", check
+    )
+
+
+def _t_dnc(draw: Any, inp: Input) -> Call:
+    p = {
+        "f": _int(draw, 0, max(_f_range("dnc", inp.n), 0)),
+        "b": _int(draw, 1, 20) if draw.chance(0.5) else 10000,
+        "niters": _int(draw, 1, 6),
+        "c": _float(draw, (1.0, 0.5, 0.0, 2.0)),
+        "seed": _int(draw, 0, 5),
+        "nonfinite": _policy(draw, ("robust", "raise")),
+    }
+
+    def check(out: Any) -> None:
+        if not _tame(inp.arr) or p["nonfinite"] != "robust":
+            return
+        if not all(isinstance(p[k], int) for k in ("f", "b", "niters", "seed")):
+            return
+        x = _flat(inp.arr)
+        # the same draws: a twin with the same seed
+        twin = aggkit.DnC(f=p["f"], b=p["b"], niters=p["niters"], c=p["c"], seed=p["seed"])
+        got, sel = twin(x), None
+        del sel
+        _fail_unless(
+            _same(got, out.reshape(-1), bits=True), "determinism", "dnc with one seed gave two answers"
+        )
+
+    return _simple_call("dnc", aggkit.dnc, inp, p, check=check)
+
+
 def _subset_ref(name: str, a: np.ndarray, f: int) -> np.ndarray | None:
     """The slow reference of a subset rule where it decides the same subsets (no near ties)."""
     x = _flat(a).astype(np.float64)
@@ -1576,6 +1704,10 @@ def _register_targets() -> None:
             "caf": ("rows", _t_subset("caf"), 3),
             "monna": ("rows", _t_subset("monna"), 3),
             "sign_vote": ("rows", _t_sign_vote, 2),
+            "fltrust": ("rows", _t_fltrust, 3),
+            "foolsgold": ("rows", _t_foolsgold, 3),
+            "foolsgold_state": ("rows", _t_foolsgold_state, 1),
+            "dnc": ("rows", _t_dnc, 3),
             "nnm": ("rows", _t_preagg("nnm"), 2),
             "arc": ("rows", _t_preagg("arc"), 2),
             "clipping": ("rows", _t_preagg("clipping"), 2),
@@ -1790,7 +1922,8 @@ def _check_outcome(
 _ROW_RULES = {
     "mean", "median", "trimmed_mean", "meamed", "krum", "multi_krum", "bulyan", "geometric_median",
     "centered_clipping", "mda", "smea", "caf", "monna", "sign_vote", "pipeline", "rule", "detox",
-    "detox_median", "detox_multikrum", "detox_bulyan", "CenteredClippingState",
+    "detox_median", "detox_multikrum", "detox_bulyan", "CenteredClippingState", "fltrust", "foolsgold",
+    "dnc",
 }  # fmt: skip
 
 

@@ -255,3 +255,24 @@ def test_min_max_is_the_largest_admissible_gamma():
     # Nothing admissible beyond zero: the mean itself (all honest updates identical).
     same = np.ones((4, 3))
     np.testing.assert_array_equal(A.MinMax(dev="unit_vec")(same, f=1)[0], np.ones(3))
+
+
+def test_searches_end_and_stay_quiet_at_the_limits():
+    h = np.random.default_rng(0).standard_normal((6, 4)) * 55410203300.09503
+    y = A.MinMax(dev="unit_vec", gamma=277051016500.47516)(h, f=1)  # looped forever before
+    assert np.isfinite(y).all()
+    A.MinSum()(np.random.default_rng(1).standard_normal((5, 3)) * 1e300, f=1)  # no warning
+    honest = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float16)
+    y = A.OptimizedIPM()(honest, f=2, rule=aggkit.rule("mean", nonfinite="propagate"))
+    assert y.dtype == np.float16  # a strength beyond float16: inf rows, quietly
+    for kwargs, msg in [
+        (dict(evals=0), "evals must be an int >= 1"),
+        (dict(delta=-1.0), "delta must be > 0"),
+        (dict(ratio=2.0), r"ratio must be in \(0, 1\)"),
+        (dict(start=math.inf), "start must be finite"),
+    ]:
+        with pytest.raises(aggkit.InvalidParameterError, match=msg):
+            A.line_maximize(lambda t: t, **kwargs)
+    assert math.isfinite(A.line_maximize(lambda t: t, evals=5000))  # stops doubling before inf
+    with pytest.raises(aggkit.ShapeError, match="the rule returned 1 values for updates of 4"):
+        A.OptimizedALIE()(np.ones((3, 4)), f=1, rule=lambda x: np.zeros(1))

@@ -345,3 +345,22 @@ def test_torch_parity_and_gradient(rng):
     expected[sel.indices.numpy()] = 1.0 / m
     np.testing.assert_allclose(tg.grad.numpy(), expected, rtol=1e-15)
     assert torch.autograd.gradcheck(lambda v: at.dnc(v, f=3, seed=5), (tg,))
+
+
+def test_torch_path_stays_finite_near_float64s_largest_values():
+    torch = pytest.importorskip("torch")
+    import aggkit.torch as at
+
+    with np.errstate(over="ignore"):
+        x = np.clip(np.random.default_rng(0).standard_normal((7, 5)) * 1e308, -1.7e308, 1.7e308)
+    want = aggkit.dnc(x, f=2, seed=0)
+    got = at.dnc(torch.from_numpy(x), f=2, seed=0).numpy()
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_huge_niters_is_refused_before_any_work():
+    with pytest.raises(aggkit.InvalidParameterError, match="work limit"):
+        aggkit.dnc(np.ones((12, 5)), f=2, b=2, niters=10**15)
+    with pytest.raises(aggkit.TooFewInputsError):
+        aggkit.dnc(np.ones((3, 2)), f=10**400, c=2.0)  # floor(c f) in exact integers

@@ -34,7 +34,7 @@ PARAMS = {
 RULES = [
     name
     for name in aggkit.list_rules()
-    if name != "pipeline" and not aggkit.registry.rule_class(name).uses_reference
+    if name != "pipeline" and not aggkit.registry.rule_class(name)._uses_reference
 ]
 #: Rules that draw new random numbers at every call: exported, not compared call for call.
 RANDOM = {"bucketing_cc"}

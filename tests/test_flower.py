@@ -491,3 +491,22 @@ def test_fltrust_takes_the_servers_update_from_reference_fn():
     configured(bad)
     with pytest.raises(TypeError, match="reference_fn: array 'w'"):
         bad.aggregate_train(1, [reply(11 + i, m, 1.0) for i, m in enumerate(models)])
+
+
+def test_reference_fn_gets_copies_of_the_global_model():
+    models = client_models(np.random.default_rng(14), honest=4, byzantine=0)
+    results = []
+    for in_place in (False, True):
+
+        def server_update(global_arrays, server_round, in_place=in_place):
+            if in_place:  # "training" the arrays it was given, in place
+                global_arrays["w"] += 0.01
+                global_arrays["b"] += 0.1
+            return {"w": np.full((3, 4), 0.01), "b": np.full(4, 0.1)}
+
+        s = RobustStrategy("fltrust", reference_fn=server_update)
+        configured(s)
+        arrays, _ = s.aggregate_train(1, [reply(11 + i, m, 1.0) for i, m in enumerate(models)])
+        results.append({k: v.numpy() for k, v in arrays.items()})
+    for k in results[0]:
+        np.testing.assert_array_equal(results[0][k], results[1][k])

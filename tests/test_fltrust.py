@@ -128,20 +128,27 @@ def test_nonfinite_inputs(nonfinite):
 
 def test_errors():
     x = np.ones((3, 2))
-    with pytest.raises(aggkit.InvalidParameterError, match="reference must have the inputs' size"):
+    with pytest.raises(aggkit.InvalidParameterError, match="reference must have one input's shape"):
         aggkit.fltrust(x, reference=np.ones(3))
     with pytest.raises(aggkit.InvalidParameterError, match="reference update must be finite"):
         aggkit.fltrust(x, reference=[1.0, np.nan])
     with pytest.raises(aggkit.InvalidParameterError, match="reference update must be finite"):
         aggkit.fltrust(x, reference=[np.inf, 0.0])
-    with pytest.raises(aggkit.InvalidParameterError, match="reference must be an array of numbers"):
+    with pytest.raises(aggkit.InvalidParameterError, match="reference must be an array of real numbers"):
         aggkit.fltrust(x, reference="abc")
+    with pytest.raises(aggkit.InvalidParameterError, match="real numbers, got ndarray of dtype complex128"):
+        aggkit.fltrust(x, reference=np.ones(2) * 1j)
+    with pytest.raises(aggkit.InvalidParameterError, match=r"shape \(2, 3\) or \(6,\), got \(3, 2\)"):
+        aggkit.fltrust(np.ones((3, 2, 3)), reference=np.ones((3, 2)))
     with pytest.raises(aggkit.InvalidParameterError, match="nonfinite"):
         aggkit.fltrust(x, reference=[1.0, 1.0], nonfinite="bogus")
     with pytest.raises(aggkit.InvalidParameterError, match="nonfinite"):
         aggkit.FLTrust(nonfinite="drop")
     with pytest.raises(TypeError):
         aggkit.fltrust(x)  # reference is required
+    with pytest.raises(aggkit.InvalidParameterError, match="needs reference="):
+        aggkit.rule("nnm>fltrust", f=1)(x)
+    assert aggkit.rule("nnm>fltrust", f=1).uses_reference
     with pytest.raises(aggkit.InvalidParameterError, match="needs reference="):
         aggkit.FLTrust().aggregate(x)
     with pytest.raises(aggkit.InvalidParameterError, match="needs reference="):
@@ -282,7 +289,7 @@ def test_torch_parity_and_native(rng):
         atol=1e-15,
     )
     np.testing.assert_array_equal(at.fltrust(torch.from_numpy(-x), reference=-x[0] * 0).numpy(), np.zeros(5))
-    with pytest.raises(aggkit.InvalidParameterError, match="reference must have the inputs' size"):
+    with pytest.raises(aggkit.InvalidParameterError, match="reference must have one input's shape"):
         at.fltrust(t, reference=torch.ones(4))
     with pytest.raises(aggkit.InvalidParameterError, match="finite"):
         at.fltrust(t, reference=torch.full((5,), float("nan")))
@@ -303,3 +310,37 @@ def test_torch_gradient(rng):
     r = torch.from_numpy(g0).requires_grad_(True)
     out = at.fltrust(torch.from_numpy(x), reference=r)
     assert not out.requires_grad
+
+
+def test_a_tiny_byzantine_update_cannot_blow_up_the_float32_output():
+    # A client sending a subnormal update along the server's: its factor ||g0|| / ||x|| is ~1e40,
+    # which overflowed float32 when the mean was multiplied back by the weights' total.
+    rng = np.random.default_rng(0)
+    g0 = rng.standard_normal(10).astype(np.float32)
+    honest = (g0 + 0.1 * rng.standard_normal((8, 10))).astype(np.float32)
+    x = np.concatenate([honest, (g0 * np.float32(1e-41))[None]])
+    y = aggkit.fltrust(x, reference=g0)
+    assert np.isfinite(y).all()
+    assert np.linalg.norm(y.astype(np.float64)) <= np.linalg.norm(g0.astype(np.float64)) * (1 + 1e-6)
+    np.testing.assert_allclose(y, ref.fltrust(x, g0).astype(np.float32), rtol=1e-5, atol=1e-6)
+    tiny = aggkit.fltrust(np.full((3, 4), 1e-40, np.float32), reference=np.ones(4))
+    np.testing.assert_allclose(tiny, np.ones(4), rtol=1e-6)
+
+
+def test_a_reference_near_float64s_limit_is_measured_scaled():
+    x, g0 = np.ones((3, 100)), np.full(100, 1e307)  # ||g0|| = 1e308: accepted
+    np.testing.assert_allclose(aggkit.fltrust(x, reference=g0), g0, rtol=1e-12)
+    torch = pytest.importorskip("torch")
+    import aggkit.torch as at
+
+    t = at.fltrust(torch.from_numpy(x), reference=torch.from_numpy(g0))
+    np.testing.assert_allclose(t.numpy(), g0, rtol=1e-12)
+
+
+def test_a_pipeline_ending_in_fltrust_takes_the_reference():
+    rng = np.random.default_rng(4)
+    x, g0 = rng.standard_normal((7, 5)), rng.standard_normal(5)
+    p = aggkit.rule("nnm>fltrust", f=1)
+    want = aggkit.fltrust(aggkit.NNM(f=1)(x), reference=g0)
+    np.testing.assert_array_equal(p.aggregate(x, reference=g0)[0], want)
+    np.testing.assert_array_equal(p.rounds().aggregate(x, reference=g0)[0], want)

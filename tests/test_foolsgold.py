@@ -269,7 +269,7 @@ def test_rounds_keep_histories_by_client_id(rng):
     # The ids of one round must be distinct and one per row.
     with pytest.raises(aggkit.InvalidParameterError, match="distinct"):
         state.aggregate(x1, ids=["a", "a", "b", "c"])
-    with pytest.raises(aggkit.InvalidParameterError, match="3 ids for 4 inputs"):
+    with pytest.raises(aggkit.InvalidParameterError, match="ids must name each of the 4 inputs, got 3 ids"):
         state.aggregate(x1, ids=["a", "b", "c"])
     with pytest.raises(aggkit.InvalidParameterError, match="does not take weights"):
         state.aggregate(x1, weights=np.ones(4))
@@ -362,3 +362,42 @@ def test_torch_parity_and_gradient(rng):
     np.testing.assert_allclose(
         out.numpy(), aggkit.foolsgold(x[3:6], history=[x[2], x[0], None]), rtol=1e-12, atol=1e-14
     )
+
+
+def test_state_keeps_a_copy_per_client_and_can_forget():
+    rng = np.random.default_rng(8)
+    st = aggkit.FoolsGold().rounds()
+    for r in range(3):
+        st.aggregate(rng.standard_normal((5, 40)), ids=[0, 1, 2, 3, f"once-{r}"])
+    assert len(st.histories) == 7
+    for h in st.histories.values():
+        assert h.base is None  # a copy: no view keeps a round's whole block alive
+    st.forget(["once-0", "once-1", "never-seen"])
+    assert sorted(map(str, st.histories)) == ["0", "1", "2", "3", "once-2"]
+    with pytest.raises(
+        aggkit.ShapeError, match=r"client 0 sent 41 values, its history has 40; forget\(\[0\]\)"
+    ):
+        st.aggregate(rng.standard_normal((2, 41)), ids=[0, 9])
+    with pytest.raises(TypeError, match="ids must be a sequence of client ids, got str"):
+        st.aggregate(rng.standard_normal((3, 40)), ids="abc")
+    with pytest.raises(TypeError, match="ids must be hashable"):
+        st.aggregate(rng.standard_normal((2, 40)), ids=[[1], [2]])
+
+
+def test_large_kappa_and_bad_histories_are_quiet_and_clear():
+    x = np.random.default_rng(2).standard_normal((4, 3))
+    np.testing.assert_array_equal(aggkit.foolsgold(x, kappa=1e308), aggkit.foolsgold(x, kappa=1.0))
+    for bad in ("abcde", 3.0):
+        with pytest.raises(aggkit.ShapeError, match="history must hold one row per input"):
+            aggkit.foolsgold(x, history=bad)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(aggkit.InvalidParameterError, match="history rows must be arrays of numbers"):
+        aggkit.foolsgold(x, history=torch.zeros(4, 3, requires_grad=True))
+
+
+def test_mixing_before_foolsgold_is_refused():
+    with pytest.raises(aggkit.InvalidParameterError, match="mixes the clients' updates before it"):
+        aggkit.rule("nnm>foolsgold", f=1)
+    with pytest.raises(aggkit.InvalidParameterError, match="mixes the clients' updates before it"):
+        aggkit.Pipeline([aggkit.Bucketing(), aggkit.FoolsGold()])
+    aggkit.rule("arc>foolsgold", f=1)  # clipping keeps each client's row its own

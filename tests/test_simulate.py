@@ -486,3 +486,14 @@ def test_preset_and_new_options_on_the_command_line(tmp_path):
 def test_bad_new_options(over, message):
     with pytest.raises(aggkit.InvalidParameterError, match=message):
         simulate(**{**SMALL, "rules": ["mean"], "attacks": ["none"], **over})
+
+
+def test_rules_with_their_own_randomness_are_reproducible_pair_by_pair():
+    kw = dict(dataset="synthetic", model="logreg", rounds=4, clients=8, byzantine=2, progress=False)
+    for spec in ("dnc:b=5", "bucketing_cc:tau=0.05"):
+        a = simulate(rules=[spec], attacks=["alie"], **kw)
+        b = simulate(rules=[spec], attacks=["none", "alie"], **kw)
+        assert a.runs[(spec, "alie")] == b.runs[(spec, "alie")]
+        two = simulate(rules=[spec], attacks=["alie"], seeds=2, **kw)
+        one = simulate(rules=[spec], attacks=["alie"], seed=1, **kw)
+        assert two.runs[(spec, "alie")][1] == one.runs[(spec, "alie")][0]

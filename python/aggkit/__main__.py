@@ -118,7 +118,7 @@ def _simulate(args: argparse.Namespace) -> int:
     spread = ", mean ± standard deviation over the seeds" if len(seeds) > 1 else ""
     print(f"final test accuracy (%){spread}, {result.seconds:.1f} s:\n")
     print(result.table())
-    if result.kept:
+    if result.kept and c["byzantine"]:
         honest = c["clients"] - c["byzantine"]
         print(f"\nselection rules: share of Byzantine clients (>= {honest}) among the kept ones")
         for (r, a), kept in result.kept.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -298,21 +298,22 @@ def scaled_row(row: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def fltrust_scales(
-    dots: np.ndarray, norms: np.ndarray, exps: np.ndarray, ref_norm: float
+    dots: np.ndarray, norms: np.ndarray, exps: np.ndarray, ref_scaled_norm: float, ref_norm: float
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""FLTrust's trust scores and each input's factor in the output, ``TS_i ||g0|| / (||x_i|| Σ TS)``.
 
-    From each input scaled by a power of two (:func:`scaled_row`: ``x_i = s_i 2^{e_i}``): the dot
-    product :math:`s_i \cdot g_0`, the norm :math:`\|s_i\|` and :math:`e_i`. The cosine is the
-    dot product over the norms, computed directly (an orthogonal input has trust exactly 0);
-    zero inputs have trust 0. Factors are 0 for every input when no trust is positive; a
-    factor beyond float64's range is ``inf`` (the caller sums such rows scaled).
+    From each input and the reference scaled by powers of two (:func:`scaled_row`:
+    ``x_i = s_i 2^{e_i}``, ``g_0 = r 2^{e_0}``): the dot products :math:`s_i \cdot r`, the norms
+    :math:`\|s_i\|`, the exponents :math:`e_i`, :math:`\|r\|` and :math:`\|g_0\|`. The cosine is
+    the dot product over the norms, computed directly (an orthogonal input has trust exactly 0);
+    zero inputs have trust 0. Factors are 0 for every input when no trust is positive; a factor
+    beyond float64's range is ``inf`` (the caller then sums the scaled rows instead).
     """
     n = len(dots)
     if ref_norm == 0.0:
         return np.zeros(n), np.zeros(n)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cos = np.where(norms > 0, dots / (np.where(norms > 0, norms, 1.0) * ref_norm), 0.0)
+        cos = np.where(norms > 0, dots / (np.where(norms > 0, norms, 1.0) * ref_scaled_norm), 0.0)
     trust = np.maximum(np.clip(np.nan_to_num(cos, nan=0.0), -1.0, 1.0), 0.0)
     total = float(trust.sum())
     if total == 0.0:
@@ -344,19 +345,10 @@ def cosines(dist: np.ndarray, norms: np.ndarray) -> np.ndarray:
 FOOLSGOLD_EPS = 1e-5
 
 
-def foolsgold_weights(cos: np.ndarray, kappa: float, active: np.ndarray) -> np.ndarray:
-    r"""FoolsGold's per-client weights in ``[0, 1]`` from the cosines of the clients' histories.
-
-    ``active`` marks the clients that take part (non-finite ones do not: weight 0, and they
-    are left out of the others' similarities). The authors' code, step by step: the diagonal
-    is 0; clients less similar to anyone than another is pardon their similarity to it
-    (:math:`cs_{ij} \cdot m_i / m_j` when :math:`m_i < m_j`, :math:`m_i` the largest
-    similarity of :math:`i` plus epsilon); :math:`w = 1 - \max_j cs_{ij}` clipped to
-    ``[0, 1]`` and divided by its largest value (all 0 if that is 0); 1 becomes 0.99; then
-    :math:`\kappa (\ln(w / (1 - w) + \epsilon) + 0.5)` clipped to ``[0, 1]``.
-    """
+def _foolsgold_logits(cos: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """FoolsGold's scores before the confidence: ``ln(w / (1 - w) + eps) + 0.5`` (``-inf``: none)."""
     idx = np.flatnonzero(active)
-    out = np.zeros(len(active))
+    out = np.full(len(active), -np.inf)
     if len(idx) == 0:
         return out
     cs = np.array(cos[np.ix_(idx, idx)], dtype=np.float64)
@@ -373,8 +365,38 @@ def foolsgold_weights(cos: np.ndarray, kappa: float, active: np.ndarray) -> np.n
     wv = wv / top
     wv[wv == 1.0] = 0.99
     with np.errstate(divide="ignore"):
-        wv = kappa * (np.log(wv / (1.0 - wv) + FOOLSGOLD_EPS) + 0.5)
-    out[idx] = np.clip(np.nan_to_num(wv, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        out[idx] = np.nan_to_num(np.log(wv / (1.0 - wv) + FOOLSGOLD_EPS) + 0.5, nan=-np.inf)
+    return out
+
+
+def foolsgold_weights(cos: np.ndarray, kappa: float, active: np.ndarray) -> np.ndarray:
+    r"""FoolsGold's per-client weights in ``[0, 1]`` from the cosines of the clients' histories.
+
+    ``active`` marks the clients that take part (non-finite ones do not: weight 0, and they
+    are left out of the others' similarities). The authors' code, step by step: the diagonal
+    is 0; clients less similar to anyone than another is pardon their similarity to it
+    (:math:`cs_{ij} \cdot m_i / m_j` when :math:`m_i < m_j`, :math:`m_i` the largest
+    similarity of :math:`i` plus epsilon); :math:`w = 1 - \max_j cs_{ij}` clipped to
+    ``[0, 1]`` and divided by its largest value (all 0 if that is 0); 1 becomes 0.99; then
+    :math:`\kappa (\ln(w / (1 - w) + \epsilon) + 0.5)` clipped to ``[0, 1]``.
+    """
+    logit = _foolsgold_logits(cos, active)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out: np.ndarray = np.clip(np.nan_to_num(kappa * logit, nan=0.0, neginf=0.0), 0.0, 1.0)
+    return out
+
+
+def foolsgold_shares(cos: np.ndarray, kappa: float, active: np.ndarray) -> np.ndarray:
+    """Weights proportional to :func:`foolsgold_weights`, the largest 1, for the weighted mean.
+
+    ``clip(kappa l, 0, 1)`` is proportional to ``clip(l, 0, 1 / kappa)``; the second keeps every
+    bit of the ratios where a tiny ``kappa`` makes the first subnormal.
+    """
+    with np.errstate(over="ignore", divide="ignore"):
+        cap = 1.0 / kappa
+    rel = np.clip(_foolsgold_logits(cos, active), 0.0, cap)
+    top = float(rel.max())
+    out: np.ndarray = rel / top if top > 0 else rel
     return out
 
 
@@ -399,7 +421,7 @@ def _finite_block(dist: np.ndarray) -> list[int]:
     return rest
 
 
-def dnc_keep(dists: Sequence[np.ndarray], removed: int) -> tuple[list[int], np.ndarray]:
+def dnc_keep(dists: Iterable[np.ndarray], removed: int) -> tuple[list[int], np.ndarray]:
     r"""DnC's kept inputs: per subsample, all but the ``removed`` with the largest outlier scores.
 
     Each ``(n, n)`` matrix holds the squared distances of the inputs on one random subset of
@@ -411,9 +433,11 @@ def dnc_keep(dists: Sequence[np.ndarray], removed: int) -> tuple[list[int], np.n
     index is kept). The result is the inputs kept by every subsample; when that
     set is empty, those kept by the most subsamples. Also returns how many subsamples kept each.
     """
-    n = dists[0].shape[0]
-    votes = np.zeros(n, dtype=np.int64)
-    for dist in dists:
+    votes = np.zeros(0, dtype=np.int64)
+    for dist in dists:  # one matrix at a time: memory O(n^2) whatever the number of subsamples
+        n = dist.shape[0]
+        if len(votes) != n:
+            votes = np.zeros(n, dtype=np.int64)
         scores = np.full(n, np.inf)
         rest = _finite_block(dist)
         if len(rest):

@@ -381,10 +381,21 @@ def line_maximize(
     first step that does not improve, steps shrink by ``ratio`` and are tried above the best
     point so far. Ties keep the smaller ``t``.
     """
+    if isinstance(evals, bool) or not isinstance(evals, int) or evals < 1:
+        raise InvalidParameterError(f"line_maximize: evals must be an int >= 1, got evals={evals!r}")
+    for name, v in (("start", start), ("delta", delta)):
+        if not math.isfinite(v):
+            raise InvalidParameterError(f"line_maximize: {name} must be finite, got {name}={v}")
+    if not delta > 0:
+        raise InvalidParameterError(f"line_maximize: delta must be > 0, got delta={delta}")
+    if not 0 < ratio < 1:
+        raise InvalidParameterError(f"line_maximize: ratio must be in (0, 1), got ratio={ratio}")
     best_x, best_y = start, objective(start)
     left = evals - 1
     while left > 0:
         x = best_x + delta
+        if not math.isfinite(x):  # doubled beyond float64: the best finite point stands
+            break
         y = objective(x)
         left -= 1
         if y > best_y:
@@ -395,10 +406,11 @@ def line_maximize(
             break
     while left > 0:
         x = best_x + delta
-        y = objective(x)
         left -= 1
-        if y > best_y:
-            best_x, best_y = x, y
+        if math.isfinite(x):
+            y = objective(x)
+            if y > best_y:
+                best_x, best_y = x, y
         delta *= ratio
     return best_x
 
@@ -431,11 +443,17 @@ class _Optimized(Attack):
         def damage(t: float) -> float:
             with np.errstate(all="ignore"):
                 out = b.float64(rule(b.with_byzantine(self._vector(b, t), f)))
+                if out.shape != mean64.shape:
+                    raise ShapeError(
+                        f"attack {self.name}: the rule returned {out.size} values for updates of "
+                        f"{mean64.size}"
+                    )
                 dist = float(np.linalg.norm(out - mean64))
             return dist if math.isfinite(dist) else math.inf
 
         t = line_maximize(damage, evals=self.evals, delta=self.delta)
-        return b.repeat(self._vector(b, t), f)
+        with np.errstate(over="ignore", invalid="ignore"):  # a strength beyond the dtype: inf rows
+            return b.repeat(self._vector(b, t), f)
 
 
 @_register
@@ -488,38 +506,43 @@ class _MinDistance(Attack):
         raise NotImplementedError
 
     def _craft(self, b: _Backend, f: int, rng: Any) -> Any:
-        x = b.rows64()
-        mu = x.mean(axis=0)
-        if self.dev == "std":
-            dev = x.std(axis=0, ddof=1) if b.h > 1 else np.zeros_like(mu)
-        elif self.dev == "sign":
-            dev = np.sign(mu)
-        else:
-            norm = float(np.linalg.norm(mu))
-            dev = mu / norm if norm > 0 else np.zeros_like(mu)
-        pair = np.stack([((x - row) ** 2).sum(axis=1) for row in x])  # direct differences: exact
-
-        def fits(g: float) -> bool:
-            v = mu - g * dev
-            return bool(self._fits(((x - v) ** 2).sum(axis=1), pair))
-
-        # the authors' search: halve the step, move up after a success and down after a failure
-        g, step, best = self.gamma, self.gamma, 0.0
-        while abs(best - g) > 1e-5:
-            if fits(g):
-                best = g
-                g += step / 2
+        # values near float64's limits overflow squares: such a search fails (inf), quietly
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = b.rows64()
+            mu = x.mean(axis=0)
+            if self.dev == "std":
+                dev = x.std(axis=0, ddof=1) if b.h > 1 else np.zeros_like(mu)
+            elif self.dev == "sign":
+                dev = np.sign(mu)
             else:
-                g -= step / 2
-            step /= 2
-        gamma = best
-        if b.torch:
-            import torch
+                norm = float(np.linalg.norm(mu))
+                dev = mu / norm if norm > 0 else np.zeros_like(mu)
+            pair = np.stack([((x - row) ** 2).sum(axis=1) for row in x])  # direct differences: exact
 
-            v = torch.from_numpy(mu - gamma * dev).to(dtype=b.x.dtype, device=b.x.device)
-        else:
-            v = (mu - gamma * dev).astype(b.x.dtype)
-        return b.repeat(v.reshape(b.x.shape[1:]), f)
+            def fits(g: float) -> bool:
+                v = mu - g * dev
+                return bool(self._fits(((x - v) ** 2).sum(axis=1), pair))
+
+            # the authors' search: halve the step, move up after a success and down after a failure,
+            # until the last success is within 1e-5 (or, for a large gamma, one rounding) of the try
+            g, step, best = self.gamma, self.gamma, 0.0
+            for _ in range(1100):  # the step underflows to 0 within 1100 halvings
+                if abs(best - g) <= max(1e-5, 4 * math.ulp(g)) or step == 0.0:
+                    break
+                if fits(g):
+                    best = g
+                    g += step / 2
+                else:
+                    g -= step / 2
+                step /= 2
+            gamma = best
+            if b.torch:
+                import torch
+
+                v = torch.from_numpy(mu - gamma * dev).to(dtype=b.x.dtype, device=b.x.device)
+            else:
+                v = (mu - gamma * dev).astype(b.x.dtype)
+            return b.repeat(v.reshape(b.x.shape[1:]), f)
 
 
 @_register

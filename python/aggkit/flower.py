@@ -359,7 +359,8 @@ class RobustStrategy(FedAvg):
         """
         if self.reference_fn is None or self._global is None:
             return None
-        given = self.reference_fn(dict(self._global), server_round)
+        # copies: a function that trains on them in place must not move the next global model
+        given = self.reference_fn({k: v.copy() for k, v in self._global.items()}, server_round)
         row = np.empty(int(offsets[-1]), dtype=np.float64)
         for k, lo, hi in zip(floats, offsets[:-1], offsets[1:], strict=True):
             if k not in given or np.shape(given[k]) != shapes[k]:

@@ -146,12 +146,20 @@ class Rule(Params):
     supports_weights: ClassVar[bool] = False
     #: ``__call__`` and :meth:`aggregate` need ``reference=``: the server's own update, computed
     #: on data it holds (FLTrust's root dataset).
-    uses_reference: ClassVar[bool] = False
+    _uses_reference: ClassVar[bool] = False
+    #: The rule weighs each client by that client's own updates (FoolsGold): it must see the
+    #: clients' rows as they were sent, not mixed by a pre-aggregator.
+    _weighs_clients: ClassVar[bool] = False
 
     @property
     def coordinate_wise(self) -> bool:
         """Whether each output coordinate depends only on the same coordinate of the inputs."""
         return self._coordinate_wise
+
+    @property
+    def uses_reference(self) -> bool:
+        """Whether the rule needs ``reference=``, the server's own update (FLTrust)."""
+        return self._uses_reference
 
     def min_inputs(self) -> int:
         """The smallest ``n`` this rule accepts with its parameters."""
@@ -272,6 +280,9 @@ class WeightedRule(Rule):
 
 class PreAggregator(Params):
     """Base class: ``pre(x)`` maps ``(n, *shape)`` inputs to ``(m, *shape)`` inputs."""
+
+    #: Each output row mixes several clients' rows (NNM, bucketing).
+    _mixes_inputs: ClassVar[bool] = False
 
     @overload
     def __call__(self, x: ArrayT | Sequence[ArrayT]) -> ArrayT: ...
@@ -515,6 +526,12 @@ def _stages(value: Any, name: str, rule: str) -> tuple[PreAggregator | Rule, ...
     for s in pre:
         if not isinstance(s, PreAggregator):
             raise InvalidParameterError(f"pipeline: only the last stage may be a rule, got {s!r} before it")
+    mixing = [s for s in pre if isinstance(s, PreAggregator) and s._mixes_inputs]
+    if mixing and last._weighs_clients:
+        raise InvalidParameterError(
+            f"pipeline: {last!r} weighs each client by its own updates, and {mixing[0]!r} mixes the "
+            "clients' updates before it (mixed rows look alike: every weight would be 0)"
+        )
     return objs
 
 
@@ -556,6 +573,11 @@ class Pipeline(Rule):
             n += 1
         return n
 
+    @property
+    def uses_reference(self) -> bool:
+        """Whether the last stage needs the server's update (``nnm>fltrust``)."""
+        return self._split()[1].uses_reference
+
     def rounds(self) -> Rounds:
         """Round after round: the last stage's own :meth:`Rule.rounds` behind the pre-aggregators.
 
@@ -592,10 +614,10 @@ class _PipelineRounds(Rounds):
         """
         if weights is not None:
             raise InvalidParameterError(f"{self.rule!r} does not take weights")
-        check_reference(self.rule, reference)
+        extra = check_reference(self.rule, reference)
         for s in self.pre:
             x = s(x)
-        return self.inner.aggregate(x)[0], None
+        return self.inner.aggregate(x, **extra)[0], None
 
     def reset(self) -> None:
         """Forget the rule's state."""

@@ -213,19 +213,23 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), params
 
 
-def _make_rule(spec: str | Rule, byzantine: int) -> tuple[str, Rule]:
+def _make_rule(spec: str | Rule, byzantine: int, seed: int = 0) -> tuple[str, Rule]:
     """A rule from ``"name:k=v"`` or a pipeline ``"stage:k=v>...>rule:k=v"``.
 
-    Every stage that takes ``f`` gets ``f=byzantine`` unless its spec sets it.
+    Every stage that takes ``f`` gets ``f=byzantine`` unless its spec sets it, and every stage
+    that draws random numbers (bucketing, DnC) gets ``seed`` unless its spec sets it: runs are
+    reproducible from the simulation's seed. A rule object is copied (its generator too).
     """
     if isinstance(spec, Rule):
-        return repr(spec), spec
+        return repr(spec), copy.deepcopy(spec)
     stages = []
     for part in spec.split(">"):
         name, params = parse_spec(part)
         cls = rule_class(name) or preaggregator_class(name)
         if cls is not None and "f" in param_names(cls) and "f" not in params:
             params["f"] = byzantine
+        if cls is not None and "seed" in param_names(cls) and "seed" not in params:
+            params["seed"] = seed
         stages.append((name, params))
     if len(stages) == 1:
         return spec, aggkit.rule(stages[0][0], **stages[0][1])
@@ -545,7 +549,9 @@ def simulate(
             root = np.sort(np.random.default_rng(s + 4).permutation(len(data.y_train))[:root_size])
             run = _Run(net, data, split, w0, result.config, s, root)
             for a_label, atk in attack_objs:
-                for r_label, rule in rule_objs:
+                for (r_label, _), spec in zip(rule_objs, rules, strict=True):
+                    # a fresh rule per pair and seed: its random draws depend on nothing else
+                    rule = _make_rule(spec, byzantine, s)[1]
 
                     def step(rnd: int, acc: float, r_label: str = r_label, a_label: str = a_label) -> None:
                         if on_round is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,7 @@ from aggkit import _core, _plans
 from aggkit._dispatch import implements
 from aggkit._numpy._input import Prepared, nonfinite_rows, prepare
 from aggkit.errors import InvalidParameterError, ShapeError, nonfinite_error
-from aggkit.rules.foolsgold import FoolsGold, FoolsGoldInfo
+from aggkit.rules.foolsgold import FoolsGold, FoolsGoldInfo, history_rows
 
 
 def parse_history(history: Any, n: int, d: int) -> np.ndarray:
@@ -19,15 +18,12 @@ def parse_history(history: Any, n: int, d: int) -> np.ndarray:
     out = np.zeros((n, d), dtype=np.float64)
     if history is None:
         return out
-    rows: Sequence[Any] = list(history) if isinstance(history, list | tuple) else list(np.asarray(history))
-    if len(rows) != n:
-        raise ShapeError(f"foolsgold: history must have one row per input: got {len(rows)} rows, n={n}")
-    for i, h in enumerate(rows):
+    for i, h in enumerate(history_rows(history, n)):
         if h is None:
             continue
         try:
             v = np.asarray(h, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RuntimeError):
             raise InvalidParameterError(
                 f"foolsgold: history rows must be arrays of numbers, got {type(h).__name__}"
             ) from None
@@ -45,12 +41,15 @@ def power_scaled(h: np.ndarray) -> np.ndarray:
     return out
 
 
-def weights_from_history(h: np.ndarray, kappa: float, active: np.ndarray) -> np.ndarray:
-    """FoolsGold's weights from the histories (float64 rows), their cosines by the Rust core."""
+def weights_from_history(h: np.ndarray, kappa: float, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FoolsGold's weights from the histories (float64 rows), their cosines by the Rust core.
+
+    Also the weights scaled to a largest of 1 (:func:`_plans.foolsgold_shares`), for the mean.
+    """
     active = active & np.isfinite(h).all(axis=1)  # a history that overflowed: no weight
     hs = power_scaled(np.where(active[:, None], h, 0.0))
     cos = _plans.cosines(_core.pairwise_sq_distances(hs), _core.row_norms(hs))
-    return _plans.foolsgold_weights(cos, kappa, active)
+    return _plans.foolsgold_weights(cos, kappa, active), _plans.foolsgold_shares(cos, kappa, active)
 
 
 def weighted_output(p: Prepared, w: np.ndarray) -> Any:
@@ -80,14 +79,15 @@ def foolsgold(rule: FoolsGold, x: Any, *, history: Any = None) -> tuple[Any, Foo
     with np.errstate(over="ignore", invalid="ignore"):  # a history that overflows: weight 0
         for i in np.flatnonzero(active).tolist():
             h[i] += scales[i] * np.asarray(p.data[i], dtype=np.float64)
-    w = weights_from_history(h, rule.kappa, active)
+    w, shares = weights_from_history(h, rule.kappa, active)
     if rule.clip is None:
-        return weighted_output(p, w), FoolsGoldInfo(w, h)
+        return weighted_output(p, shares), FoolsGoldInfo(w, h)
     # clipped updates in the output too: weights w s / Σ w s, rescaled by Σ w s / Σ w
-    ws = w * scales
+    w_out = shares
+    ws = w_out * scales
     used = np.flatnonzero(ws > 0).tolist()
     if not used:
         return p.finish(np.zeros(p.d, dtype=np.float64)), FoolsGoldInfo(w, h)
     out, _ = _core.mean(p.take(used), ws[used], "propagate")
-    factor = float(ws[used].sum()) / float(w[used].sum())
+    factor = float(ws[used].sum()) / float(w_out[used].sum())
     return p.finish(out * np.asarray(factor, dtype=out.dtype)), FoolsGoldInfo(w, h)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
 from typing import Any, ClassVar, overload
 
 import numpy as np
@@ -33,7 +34,8 @@ class DnC(Rule):
 
     def removed(self, f: int | None = None) -> int:
         """How many inputs each subsample removes: ``floor(c f)``."""
-        return math.floor(self.c * (self.f if f is None else f))
+        # exact: c is a float, f any Python int (no overflow, no rounding of c f)
+        return math.floor(Fraction(self.c) * (self.f if f is None else f))
 
     def min_inputs(self) -> int:
         """``floor(c f) + 1``."""
@@ -44,11 +46,18 @@ class DnC(Rule):
         if n <= self.removed():
             raise too_few_inputs_error("dnc", f"n > floor(c f) = {self.removed()}", n, self.f)
 
+    def work(self, n: int, d: int) -> tuple[int, str] | None:
+        """``niters (n^2 min(b, d) + n^3) + n d``: distances and an eigenproblem per subsample."""
+        return self.niters * (n * n * min(self.b, d) + n**3) + n * d, "niters (n^2 min(b, d) + n^3) + n d"
+
     def subsets(self, d: int) -> list[np.ndarray | None]:
         """The next call's ``niters`` sorted coordinate subsets (``None``: all ``d`` coordinates)."""
-        if self.b >= d:
-            return [None] * self.niters
-        return [np.sort(self._rng.choice(d, size=self.b, replace=False)) for _ in range(self.niters)]
+        return list(self.iter_subsets(d))
+
+    def iter_subsets(self, d: int) -> Iterator[np.ndarray | None]:
+        """:meth:`subsets` one at a time, drawn as they are used (the same draws)."""
+        for _ in range(self.niters):
+            yield None if self.b >= d else np.sort(self._rng.choice(d, size=self.b, replace=False))
 
 
 @overload

@@ -14,23 +14,36 @@ from aggkit.errors import InvalidParameterError
 from aggkit.registry import Rule, check_reference, register
 
 
-def parse_reference(reference: Any, d: int, rule: str) -> np.ndarray:
-    """A reference update given as numbers, as one flat float64 array of ``d`` finite values."""
+def parse_reference(reference: Any, shape: tuple[int, ...], rule: str) -> np.ndarray:
+    """A reference update given as real numbers, as one flat float64 array of finite values.
+
+    Its shape is one input's, or flat (one value per coordinate).
+    """
+    if reference is None:
+        raise InvalidParameterError(f"{rule} needs reference=...: the server's own update")
     try:
-        r = np.asarray(reference, dtype=np.float64)
-    except (TypeError, ValueError):
+        raw = np.asarray(reference)
+        if raw.dtype.kind not in "iuf":
+            raise TypeError
+        r = raw.astype(np.float64)
+    except (TypeError, ValueError, RuntimeError):
         raise InvalidParameterError(
-            f"{rule}: the reference must be an array of numbers, got {type(reference).__name__}"
+            f"{rule}: the reference must be an array of real numbers, got {type(reference).__name__}"
+            + (f" of dtype {raw.dtype}" if "raw" in locals() else "")
         ) from None
-    check_reference_values(r.size, bool(np.isfinite(r).all()), d, rule)
+    check_reference_values(tuple(r.shape), bool(np.isfinite(r).all()), shape, rule)
     return np.ascontiguousarray(r.reshape(-1))
 
 
-def check_reference_values(size: int, finite: bool, d: int, rule: str) -> None:
-    """The reference has one value per coordinate of the inputs, all finite."""
-    if size != d:
+def check_reference_values(
+    ref_shape: tuple[int, ...], finite: bool, shape: tuple[int, ...], rule: str
+) -> None:
+    """The reference has one input's shape (or is flat with one value per coordinate), all finite."""
+    d = math.prod(shape)
+    if ref_shape != tuple(shape) and ref_shape != (d,):
+        flat = f" or ({d},)" if len(shape) != 1 else ""
         raise InvalidParameterError(
-            f"{rule}: the reference must have the inputs' size: got {size} values for d={d}"
+            f"{rule}: the reference must have one input's shape {tuple(shape)}{flat}, got {ref_shape}"
         )
     if not finite:
         raise InvalidParameterError(f"{rule}: the reference update must be finite")
@@ -53,7 +66,7 @@ class FLTrust(Rule):
     """The rule object of :func:`aggkit.fltrust` (the reference update is given per call)."""
 
     name: ClassVar[str] = "fltrust"
-    uses_reference: ClassVar[bool] = True
+    _uses_reference: ClassVar[bool] = True
     nonfinite: NonFinite = "robust"
 
     @overload

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any, ClassVar, NamedTuple, overload
 
+import numpy as np
+
 from aggkit._params import DropOrRaise, OptionalNonNegative, StrictlyPositive
 from aggkit._types import ArrayLike, ArrayT, NDArray, Weights
-from aggkit.errors import InvalidParameterError
+from aggkit.errors import InvalidParameterError, ShapeError
 from aggkit.registry import Rounds, Rule, check_reference, register
 
 
@@ -27,11 +29,30 @@ class FoolsGoldInfo(NamedTuple):
     history: Any
 
 
+def history_rows(history: Any, n: int) -> list[Any]:
+    """The ``n`` rows of a ``history`` argument (arrays, tensors or ``None``), checked for count.
+
+    The values of each row are read by the backend; this checks only what every backend shares.
+    """
+    if isinstance(history, list | tuple):
+        rows = list(history)
+    elif isinstance(history, str | bytes) or len(getattr(history, "shape", ())) == 0:
+        raise ShapeError(
+            f"foolsgold: history must hold one row per input (n={n}), got {type(history).__name__}"
+        )
+    else:
+        rows = list(history)
+    if len(rows) != n:
+        raise ShapeError(f"foolsgold: history must have one row per input: got {len(rows)} rows, n={n}")
+    return rows
+
+
 @register
 class FoolsGold(Rule):
     """The rule object of :func:`aggkit.foolsgold`; :meth:`rounds` keeps the clients' histories."""
 
     name: ClassVar[str] = "foolsgold"
+    _weighs_clients: ClassVar[bool] = True
     kappa: StrictlyPositive = 1.0
     clip: OptionalNonNegative = None
     nonfinite: DropOrRaise = "robust"
@@ -145,6 +166,23 @@ def foolsgold(
     return (out, info) if return_info else out
 
 
+def _size(v: Any) -> int:
+    """How many values ``v`` holds (an array, a tensor, or a sequence of them)."""
+    if isinstance(v, Sequence) and not isinstance(v, str | bytes):
+        return sum(_size(r) for r in v)
+    return int(np.prod(v.shape if hasattr(v, "shape") else np.shape(v)))
+
+
+def _count(x: Any) -> int:
+    """How many inputs ``x`` holds (the rule itself checks the rest of the input)."""
+    if isinstance(x, Sequence) and not isinstance(x, str | bytes):
+        return len(x)
+    shape = x.shape if hasattr(x, "shape") else np.shape(x)
+    if len(shape) == 0:
+        raise ShapeError("foolsgold: x must have shape (n, ...), got a 0-d array")
+    return int(shape[0])
+
+
 class FoolsGoldState(Rounds):
     """FoolsGold round after round: each client's history, by client id, across calls.
 
@@ -167,19 +205,38 @@ class FoolsGoldState(Rounds):
         if weights is not None:
             raise InvalidParameterError(f"{self.rule!r} does not take weights")
         check_reference(self.rule, reference)
-        n = len(x)
+        n = _count(x)
+        if isinstance(ids, str | bytes):
+            raise TypeError(f"foolsgold: ids must be a sequence of client ids, got {type(ids).__name__}")
         keys: list[Hashable] = list(range(n)) if ids is None else list(ids)
         if len(keys) != n:
-            raise InvalidParameterError(f"foolsgold: {len(keys)} ids for {n} inputs")
+            raise InvalidParameterError(
+                f"foolsgold: ids must name each of the {n} inputs, got {len(keys)} ids"
+            )
+        for k in keys:
+            if not isinstance(k, Hashable):
+                raise TypeError(f"foolsgold: ids must be hashable (ints, strings), got {type(k).__name__}")
         if len(set(keys)) != n:
             raise InvalidParameterError("foolsgold: the ids of one round must be distinct")
         history = None
         if any(k in self.histories for k in keys):
             history = [self.histories.get(k) for k in keys]
+            for k, h in zip(keys, history, strict=True):
+                if h is not None and _size(h) != _size(x) // max(n, 1):
+                    raise ShapeError(
+                        f"foolsgold: client {k!r} sent {_size(x) // max(n, 1)} values, its history has "
+                        f"{_size(h)}; forget([{k!r}]) to start it over"
+                    )
         out, info = self.rule._run(x, history=history)
         for k, h in zip(keys, info.history, strict=True):
-            self.histories[k] = h
+            # a copy per client: a view would keep the round's whole (n, d) block alive
+            self.histories[k] = h.clone() if hasattr(h, "clone") else np.array(h, copy=True)
         return out, None
+
+    def forget(self, ids: Sequence[Any]) -> None:
+        """Forget the histories of clients ``ids`` (gone for good, or starting over)."""
+        for k in ids:
+            self.histories.pop(k, None)
 
     def reset(self) -> None:
         """Forget every client's history."""

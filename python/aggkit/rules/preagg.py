@@ -53,6 +53,7 @@ class NNM(PreAggregator):
     """
 
     name: ClassVar[str] = "nnm"
+    _mixes_inputs: ClassVar[bool] = True
     f: Count
 
     def min_inputs(self) -> int:
@@ -87,6 +88,7 @@ class Bucketing(PreAggregator):
     """
 
     name: ClassVar[str] = "bucketing"
+    _mixes_inputs: ClassVar[bool] = True
     s: Positive = 2
     seed: Seed = None
     _rng: np.random.Generator = dataclasses.field(init=False, repr=False, compare=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from aggkit.torch._input import Prepared
 @implements("dnc", "torch")
 def _dnc(rule: DnC, x: Any) -> tuple[Tensor, Selection]:
     p = Prepared(x, "dnc")
-    rule.check_n(p.n)
+    rule.check_input(p.n, p.d)
     xs = p.x
     keep, f = _plans.finite_part(K.nonfinite_rows(xs), p.n, rule.f, rule.nonfinite, "dnc")
     if len(keep) <= rule.removed(f):
@@ -28,17 +29,21 @@ def _dnc(rule: DnC, x: Any) -> tuple[Tensor, Selection]:
             "dnc", f"more finite inputs than floor(c f) = {rule.removed(f)}", p.n, rule.f
         )
     rows = xs[keep]
-    dists = []
-    whole = None
-    for cols in rule.subsets(p.d):
-        if cols is None:
-            whole = K.distances(rows) if whole is None else whole
-            dists.append(whole)
-        else:
-            dists.append(K.distances(rows[:, torch.from_numpy(cols).to(xs.device)]))
-    kept, votes = _plans.dnc_keep(dists, rule.removed(f))
+    whole: list[Any] = []
+
+    def distances() -> Iterator[Any]:
+        for cols in rule.iter_subsets(p.d):
+            if cols is None:  # every coordinate: the same matrix each iteration
+                if not whole:
+                    whole.append(K.distances(rows))
+                yield whole[0]
+            else:
+                yield K.distances(rows[:, torch.from_numpy(cols).to(xs.device)])
+
+    kept, votes = _plans.dnc_keep(distances(), rule.removed(f))
     chosen = [keep[k] for k in kept]
-    out = xs[chosen].double().mean(dim=0).to(xs.dtype)
+    # each row divided first: a sum of values near float64's largest cannot overflow
+    out = (xs[chosen].double() / len(chosen)).sum(dim=0).to(xs.dtype)
     scores = torch.full((p.n,), float("inf"), dtype=torch.float64, device=xs.device)
     scores[keep] = torch.from_numpy(rule.niters - votes).to(device=xs.device, dtype=torch.float64)
     idx = torch.tensor(chosen, dtype=torch.int64, device=xs.device)

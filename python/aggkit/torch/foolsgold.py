@@ -12,7 +12,7 @@ from aggkit import _plans
 from aggkit._dispatch import implements
 from aggkit._params import DropOrRaise
 from aggkit.errors import InvalidParameterError, ShapeError
-from aggkit.rules.foolsgold import FoolsGold, FoolsGoldInfo
+from aggkit.rules.foolsgold import FoolsGold, FoolsGoldInfo, history_rows
 from aggkit.torch import _kernels as K
 from aggkit.torch._input import Prepared
 from aggkit.torch.preagg import _clip, _norms
@@ -22,10 +22,7 @@ def _history(history: Any, n: int, d: int, device: torch.device) -> Tensor:
     out = torch.zeros(n, d, dtype=torch.float64, device=device)
     if history is None:
         return out
-    rows = list(history)
-    if len(rows) != n:
-        raise ShapeError(f"foolsgold: history must have one row per input: got {len(rows)} for n={n}")
-    for i, h in enumerate(rows):
+    for i, h in enumerate(history_rows(history, n)):
         if h is None:
             continue
         if isinstance(h, Tensor):
@@ -61,14 +58,15 @@ def _foolsgold(rule: FoolsGold, x: Any, *, history: Any = None) -> tuple[Tensor,
     hs = K.ldexp(hs, -torch.frexp(top).exponent.to(torch.int64)[:, None])
     dist = K.distances(hs)
     norms = torch.linalg.vector_norm(hs, dim=1).cpu().numpy()
-    w_np = _plans.foolsgold_weights(_plans.cosines(dist, norms), rule.kappa, act.cpu().numpy())
-    w = torch.from_numpy(w_np).to(xs.device)
-    total = float(w.sum())
+    cos, act_np = _plans.cosines(dist, norms), act.cpu().numpy()
+    w = torch.from_numpy(_plans.foolsgold_weights(cos, rule.kappa, act_np)).to(xs.device)
+    shares = torch.from_numpy(_plans.foolsgold_shares(cos, rule.kappa, act_np)).to(xs.device)
+    total = float(shares.sum())
     if total == 0.0:
         out = torch.zeros(p.d, dtype=xs.dtype, device=xs.device)
     else:
-        used = w > 0
-        out = ((w[used] / total).to(torch.float64)[:, None] * xc[used].double()).sum(dim=0).to(xs.dtype)
+        used = shares > 0
+        out = ((shares[used] / total)[:, None] * xc[used].double()).sum(dim=0).to(xs.dtype)
     return p.finish(out), FoolsGoldInfo(w, h)
 
 
