@@ -1382,7 +1382,9 @@ def _t_rule_by_name(draw: Any, inp: Input) -> Call:
         "call": "(x)",
         "aggregate": f".aggregate(x, weights={weights!r})",
     }.get(how, f".rounds().aggregate(x, weights={weights!r})")
-    return Call("rule", run, code, deterministic=how != "rounds")
+    # rules that draw random numbers (bucketing_cc, dnc) repeat themselves only with a seed
+    unseeded = "seed" in takes and params.get("seed") is None
+    return Call("rule", run, code, deterministic=how != "rounds" and not unseeded)
 
 
 def _t_crossmax(draw: Any, inp: Input) -> Call:

@@ -851,11 +851,113 @@ pub fn dists_to<T: Float>(x: &Rows<'_, T>, z: &[f64]) -> Vec<f64> {
     }
 }
 
+/// A row's dot product with `z` and its norm, both of the row scaled by `2^-e`, and `e`: the
+/// exponent of the row's largest magnitude (`frexp`), 0 for a zero row.
+///
+/// Scaling by a power of two is exact and brings the largest value into `[0.5, 1)`, so the
+/// float64 sums neither overflow nor lose a tiny row to underflow: `x . z = dot 2^e` and
+/// `||x|| = norm 2^e` for any finite row. A row holding NaN or ±inf gives NaN. Sums in 8 lanes
+/// in coordinate order (independent of the thread count).
+pub fn scaled_dot_norm<T: Float>(r: &[T], z: &[f64]) -> (f64, f64, i32) {
+    assert_eq!(r.len(), z.len());
+    let mut top = 0.0f64;
+    for v in r {
+        let a = v.to_f64().abs();
+        if !a.is_finite() {
+            return (f64::NAN, f64::NAN, 0);
+        }
+        top = top.max(a);
+    }
+    if top == 0.0 {
+        return (0.0, 0.0, 0);
+    }
+    let e = exponent(top);
+    // 2^-e in two exact steps: for a subnormal row 2^-e alone overflows
+    let (s1, s2) = (exp2(-e / 2), exp2(-e - (-e / 2)));
+    let (mut dot, mut sq) = ([0.0f64; 8], [0.0f64; 8]);
+    let (rc, zc) = (r.chunks_exact(8), z.chunks_exact(8));
+    let (rr, zr) = (rc.remainder(), zc.remainder());
+    for (p, q) in rc.zip(zc) {
+        for l in 0..8 {
+            let v = p[l].to_f64() * s1 * s2;
+            dot[l] += v * q[l];
+            sq[l] += v * v;
+        }
+    }
+    for (l, (p, q)) in rr.iter().zip(zr).enumerate() {
+        let v = p.to_f64() * s1 * s2;
+        dot[l] += v * q;
+        sq[l] += v * v;
+    }
+    let fold = |a: [f64; 8]| ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+    (fold(dot), fold(sq).sqrt(), e)
+}
+
+/// `frexp`'s exponent of a positive finite `v`: `v = m 2^e` with `m` in `[0.5, 1)`.
+fn exponent(v: f64) -> i32 {
+    let bits = v.to_bits();
+    let raw = ((bits >> 52) & 0x7ff) as i32;
+    if raw == 0 {
+        // subnormal: its leading bit sets the exponent
+        let mant = bits & ((1u64 << 52) - 1);
+        return -1022 - (mant.leading_zeros() as i32 - 12);
+    }
+    raw - 1022
+}
+
+/// [`scaled_dot_norm`] of every row, one task per row: `(dots, norms, exponents)`.
+pub fn scaled_dots<T: Float>(x: &Rows<'_, T>, z: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<i32>) {
+    assert_eq!(z.len(), x.d());
+    let one = |r: &&[T]| scaled_dot_norm(r, z);
+    let all: Vec<(f64, f64, i32)> = if !crate::pool::split(x.n() * x.d()) {
+        x.rows().iter().map(one).collect()
+    } else {
+        crate::pool::install(|| x.rows().par_iter().map(one).collect())
+    };
+    let mut out = (
+        Vec::with_capacity(all.len()),
+        Vec::with_capacity(all.len()),
+        Vec::new(),
+    );
+    for (d, n, e) in all {
+        out.0.push(d);
+        out.1.push(n);
+        out.2.push(e);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::simd::Level;
     use crate::testing::{rows, Rng};
+
+    #[test]
+    fn scaled_dots_at_every_magnitude() {
+        // frexp's exponent, normal and subnormal
+        assert_eq!(exponent(1.0), 1);
+        assert_eq!(exponent(0.75), 0);
+        assert_eq!(exponent(f64::MAX), 1024);
+        assert_eq!(exponent(f64::from_bits(1)), -1073);
+        assert_eq!(exponent(f64::MIN_POSITIVE), -1021);
+        let z = [0.6, 0.8];
+        for scale in [1e-310, 1e-300, 1e-40, 1.0, 1e40, 1e300, 1.7e308 / 4.0] {
+            let r = [3.0 * scale, 4.0 * scale];
+            let (dot, norm, e) = scaled_dot_norm(&r, &z);
+            // cos(r, z) = 1 exactly in real numbers
+            assert!((dot / norm - 1.0).abs() < 1e-15, "{scale}: {dot} {norm}");
+            assert!(
+                dot > 0.0 && dot.is_finite() && (0.5..2.0).contains(&norm),
+                "{scale}: {norm} {e}"
+            );
+        }
+        assert_eq!(scaled_dot_norm(&[0.0f64, -0.0], &z), (0.0, 0.0, 0));
+        assert!(scaled_dot_norm(&[f64::NAN, 1.0], &z).0.is_nan());
+        assert!(scaled_dot_norm(&[1.0f32, f32::INFINITY], &z).1.is_nan());
+        // orthogonal: exactly 0
+        assert_eq!(scaled_dot_norm(&[0.0f64, 5.0], &[1.0, 0.0]).0, 0.0);
+    }
 
     #[test]
     fn exact_on_near_identical_rows() {

@@ -42,3 +42,23 @@ pub(crate) fn dists_to(
         Ok(array(py, v))
     })
 }
+
+/// Per input: its dot product with the float64 point `z` and its norm, both of the input scaled
+/// by `2^-e`, and `e` (the exponent of its largest magnitude); NaN for non-finite inputs.
+#[pyfunction]
+pub(crate) fn scaled_dots(
+    py: Python<'_>,
+    x: Matrix<'_>,
+    z: PyReadonlyArray1<'_, f64>,
+) -> PyResult<(Out, Out, Vec<i32>)> {
+    let z = contiguous("z", &z)?;
+    dispatch!(x.rows("scaled_dots")?, r => {
+        if z.len() != r.d() {
+            return Err(ShapeError::new_err(format!(
+                "the point has {} values, the inputs {}", z.len(), r.d()
+            )));
+        }
+        let (dots, norms, exps) = run(py, || Ok(core::scaled_dots(&r, z)))?;
+        Ok((array(py, dots), array(py, norms), exps))
+    })
+}

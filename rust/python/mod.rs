@@ -203,7 +203,7 @@ mod _core {
     #[pymodule_export]
     use super::detox::detox_vote;
     #[pymodule_export]
-    use super::distance::{dists_to, pairwise_sq_distances};
+    use super::distance::{dists_to, pairwise_sq_distances, scaled_dots};
     #[pymodule_export]
     use super::geometric_median::geometric_median;
     #[pymodule_export]

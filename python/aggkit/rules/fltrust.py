@@ -25,7 +25,8 @@ def parse_reference(reference: Any, shape: tuple[int, ...], rule: str) -> np.nda
         raw = np.asarray(reference)
         if raw.dtype.kind not in "iuf":
             raise TypeError
-        r = raw.astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):  # refused below if not finite
+            r = raw.astype(np.float64)
     except (TypeError, ValueError, RuntimeError):
         raise InvalidParameterError(
             f"{rule}: the reference must be an array of real numbers, got {type(reference).__name__}"
