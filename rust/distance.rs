@@ -860,20 +860,37 @@ pub fn dists_to<T: Float>(x: &Rows<'_, T>, z: &[f64]) -> Vec<f64> {
 /// in coordinate order (independent of the thread count).
 pub fn scaled_dot_norm<T: Float>(r: &[T], z: &[f64]) -> (f64, f64, i32) {
     assert_eq!(r.len(), z.len());
-    let mut top = 0.0f64;
-    for v in r {
-        let a = v.to_f64().abs();
-        if !a.is_finite() {
-            return (f64::NAN, f64::NAN, 0);
+    // One pass for the largest magnitude and finiteness, in 8 lanes (vectorised): `v * 0` is 0
+    // for a finite value and NaN for NaN or ±inf.
+    let (mut top, mut bad) = ([0.0f64; 8], [0.0f64; 8]);
+    let rc = r.chunks_exact(8);
+    let rest = rc.remainder();
+    for p in rc {
+        for l in 0..8 {
+            let v = p[l].to_f64();
+            top[l] = top[l].max(v.abs());
+            bad[l] += v * 0.0;
         }
-        top = top.max(a);
     }
+    for (l, p) in rest.iter().enumerate() {
+        let v = p.to_f64();
+        top[l] = top[l].max(v.abs());
+        bad[l] += v * 0.0;
+    }
+    if bad.iter().any(|b| *b != 0.0) {
+        return (f64::NAN, f64::NAN, 0);
+    }
+    let top = top.iter().fold(0.0f64, |a, &b| a.max(b));
     if top == 0.0 {
         return (0.0, 0.0, 0);
     }
     let e = exponent(top);
-    // 2^-e in two exact steps: for a subnormal row 2^-e alone overflows
-    let (s1, s2) = (exp2(-e / 2), exp2(-e - (-e / 2)));
+    // 2^-e in one exact factor where it is a normal float64, else two (a subnormal row)
+    let (s1, s2) = if (-1021..=1022).contains(&e) {
+        (exp2(-e), 1.0)
+    } else {
+        (exp2(-e / 2), exp2(-e - (-e / 2)))
+    };
     let (mut dot, mut sq) = ([0.0f64; 8], [0.0f64; 8]);
     let (rc, zc) = (r.chunks_exact(8), z.chunks_exact(8));
     let (rr, zr) = (rc.remainder(), zc.remainder());

@@ -9,7 +9,7 @@ import numpy as np
 
 from aggkit import _core, _plans
 from aggkit._dispatch import implements
-from aggkit._numpy._input import nonfinite_rows, prepare
+from aggkit._numpy._input import prepare
 from aggkit.errors import nonfinite_error
 from aggkit.rules.fltrust import FLTrust, parse_reference, reference_norm
 
@@ -22,23 +22,24 @@ def fltrust(rule: FLTrust, x: Any, *, reference: Any = None) -> tuple[Any, None]
     """:func:`aggkit.fltrust` on host arrays."""
     p = prepare(x, "fltrust")
     ref = parse_reference(reference, p.shape, "fltrust")
-    bad = nonfinite_rows(p.data)
+    ref_norm = reference_norm(ref)
+    ref_s, _ = _plans.scaled_row(ref)
+    ref_s_norm = math.sqrt(float(np.sum(ref_s * ref_s)))
+    # Each row scaled by a power of two (exact), in one Rust pass: its norm and dot product with
+    # the scaled reference are accurate whatever the magnitudes (8 float64 lanes, fixed order);
+    # a row holding NaN or ±inf comes back NaN.
+    all_dots, all_norms, all_exps = _core.scaled_dots(p.data, ref_s)
+    bad = np.flatnonzero(np.isnan(all_norms)).tolist()
     if bad and rule.nonfinite == "raise":
         raise nonfinite_error("fltrust", bad, "nonfinite='raise' refuses NaN and infinite values")
     if bad and rule.nonfinite == "propagate":
         return p.finish(np.full(p.d, np.nan, dtype=np.float64)), None
     drop = set(bad)
     keep = [i for i in range(p.n) if i not in drop]
-    ref_norm = reference_norm(ref)
     if not keep:  # every input non-finite: no trust anywhere
         return p.finish(np.zeros(p.d, dtype=np.float64)), None
-    ref_s, _ = _plans.scaled_row(ref)
-    ref_s_norm = math.sqrt(float(np.sum(ref_s * ref_s)))
-    # Each row scaled by a power of two (exact), in one Rust pass: its norm and dot product with
-    # the scaled reference are accurate whatever the magnitudes (8 float64 lanes, fixed order).
-    rows = p.take(keep)
-    dots, norms, exp_list = _core.scaled_dots(rows, ref_s)
-    exps = np.array(exp_list, dtype=np.int64)
+    dots, norms = all_dots[keep], all_norms[keep]
+    exps = np.array(all_exps, dtype=np.int64)[keep]
     trust, scales = _plans.fltrust_scales(dots, norms, exps, ref_s_norm, ref_norm)
     used = [k for k in range(len(keep)) if scales[k] > 0]
     if not used:
