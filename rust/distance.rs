@@ -560,7 +560,7 @@ trait Source: Sync {
         need: &Tile,
         c0: usize,
         c1: usize,
-        scratch: &mut Vec<f32>,
+        scratch: &mut Vec<Self::T>,
         f: impl FnOnce(&[&[Self::T]], usize, usize) -> R,
     ) -> R;
     /// The float64 sum of the pair `(i, j)` ([`dist_f64`] over the values as float64).
@@ -584,7 +584,7 @@ impl<T: Float> Source for Rows<'_, T> {
         _: &Tile,
         c0: usize,
         c1: usize,
-        _: &mut Vec<f32>,
+        _: &mut Vec<T>,
         f: impl FnOnce(&[&[T]], usize, usize) -> R,
     ) -> R {
         f(self.rows(), c0, c1)
@@ -632,6 +632,112 @@ impl Source for HalfRows<'_> {
         };
         dist_f64(&wide(i), &wide(j))
     }
+}
+
+/// float64 rows, row `i` multiplied by `2^-e_i` one chunk at a time into the task's buffer
+/// ([`power_factors`]); a `None` row reads as zeros. FoolsGold's histories: the scaling keeps
+/// every square and sum finite without a scaled copy of the `(n, d)` histories.
+pub struct ScaledRows<'a> {
+    rows: Vec<Option<&'a [f64]>>,
+    factors: Vec<(f64, f64)>,
+    d: usize,
+}
+
+impl<'a> ScaledRows<'a> {
+    /// `rows[i]` scaled by `2^-exps[i]`; `rows` all of length `d`.
+    pub fn new(rows: Vec<Option<&'a [f64]>>, exps: &[i32], d: usize) -> Self {
+        assert_eq!(rows.len(), exps.len());
+        assert!(rows.iter().flatten().all(|r| r.len() == d));
+        let factors = exps.iter().map(|&e| power_factors(-e)).collect();
+        ScaledRows { rows, factors, d }
+    }
+
+    /// Columns `c0..c1` of row `i`, scaled, into `dst`.
+    fn scaled_into(&self, i: usize, c0: usize, c1: usize, dst: &mut [f64]) {
+        match self.rows[i] {
+            None => dst.fill(0.0),
+            Some(r) => {
+                let (s1, s2) = self.factors[i];
+                for (o, &v) in dst.iter_mut().zip(&r[c0..c1]) {
+                    *o = v * s1 * s2;
+                }
+            }
+        }
+    }
+
+    /// The Euclidean norm of every scaled row, summed in 8 lanes in coordinate order (one
+    /// task per row: independent of the thread count).
+    pub fn norms(&self) -> Vec<f64> {
+        let one = |i: usize| -> f64 {
+            let Some(r) = self.rows[i] else { return 0.0 };
+            let (s1, s2) = self.factors[i];
+            let mut sq = [0.0f64; 8];
+            let rc = r.chunks_exact(8);
+            let rest = rc.remainder();
+            for p in rc {
+                for l in 0..8 {
+                    let v = p[l] * s1 * s2;
+                    sq[l] += v * v;
+                }
+            }
+            for (l, &p) in rest.iter().enumerate() {
+                let v = p * s1 * s2;
+                sq[l] += v * v;
+            }
+            fold8(sq).sqrt()
+        };
+        let n = self.rows.len();
+        if !crate::pool::split(n * self.d) {
+            (0..n).map(one).collect()
+        } else {
+            crate::pool::install(|| (0..n).into_par_iter().map(one).collect())
+        }
+    }
+}
+
+impl Source for ScaledRows<'_> {
+    type T = f64;
+    fn n(&self) -> usize {
+        self.rows.len()
+    }
+    fn d(&self) -> usize {
+        self.d
+    }
+    fn with_chunk<R>(
+        &self,
+        (is, js): &Tile,
+        c0: usize,
+        c1: usize,
+        scratch: &mut Vec<f64>,
+        f: impl FnOnce(&[&[f64]], usize, usize) -> R,
+    ) -> R {
+        let w = c1 - c0;
+        let mut need: Vec<usize> = is.clone().chain(js.clone()).collect();
+        need.sort_unstable();
+        need.dedup();
+        scratch.resize(need.len() * w, 0.0);
+        for (&i, dst) in need.iter().zip(scratch.chunks_exact_mut(w)) {
+            self.scaled_into(i, c0, c1, dst);
+        }
+        let mut rows: Vec<&[f64]> = vec![&[]; self.rows.len()];
+        for (&i, src) in need.iter().zip(scratch.chunks_exact(w)) {
+            rows[i] = src;
+        }
+        f(&rows, 0, w)
+    }
+    fn pair_f64(&self, i: usize, j: usize) -> f64 {
+        let full = |r: usize| -> Vec<f64> {
+            let mut v = vec![0.0; self.d];
+            self.scaled_into(r, 0, self.d, &mut v);
+            v
+        };
+        dist_f64(&full(i), &full(j))
+    }
+}
+
+/// [`pairwise_sq_dists`] of scaled float64 rows, as a full `n × n` matrix.
+pub fn pairwise_sq_dists_scaled(x: &ScaledRows<'_>) -> Result<Vec<f64>, AggError> {
+    sq_dists(x)
 }
 
 /// All pairwise squared distances of the rows of `x`, as a full symmetric `n × n` row-major
@@ -851,6 +957,7 @@ pub fn dists_to<T: Float>(x: &Rows<'_, T>, z: &[f64]) -> Vec<f64> {
     }
 }
 
+#[cfg(test)]
 /// A row's dot product with `z` and its norm, both of the row scaled by `2^-e`, and `e`: the
 /// exponent of the row's largest magnitude (`frexp`), 0 for a zero row.
 ///
@@ -885,12 +992,7 @@ pub fn scaled_dot_norm<T: Float>(r: &[T], z: &[f64]) -> (f64, f64, i32) {
         return (0.0, 0.0, 0);
     }
     let e = exponent(top);
-    // 2^-e in one exact factor where it is a normal float64, else two (a subnormal row)
-    let (s1, s2) = if (-1021..=1022).contains(&e) {
-        (exp2(-e), 1.0)
-    } else {
-        (exp2(-e / 2), exp2(-e - (-e / 2)))
-    };
+    let (s1, s2) = power_factors(-e);
     let (mut dot, mut sq) = ([0.0f64; 8], [0.0f64; 8]);
     let (rc, zc) = (r.chunks_exact(8), z.chunks_exact(8));
     let (rr, zr) = (rc.remainder(), zc.remainder());
@@ -906,8 +1008,23 @@ pub fn scaled_dot_norm<T: Float>(r: &[T], z: &[f64]) -> (f64, f64, i32) {
         dot[l] += v * q;
         sq[l] += v * v;
     }
-    let fold = |a: [f64; 8]| ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-    (fold(dot), fold(sq).sqrt(), e)
+    (fold8(dot), fold8(sq).sqrt(), e)
+}
+
+/// `2^k` as two float64 factors whose product is exact: one factor where `2^k` is a normal
+/// float64, else two halves (`k` past either end of the normal range, as for a subnormal row).
+/// `v * a * b` is then `v 2^k` exactly unless the result is subnormal.
+pub(crate) fn power_factors(k: i32) -> (f64, f64) {
+    if (-1022..=1023).contains(&k) {
+        (exp2(k), 1.0)
+    } else {
+        (exp2(k / 2), exp2(k - k / 2))
+    }
+}
+
+/// The fixed tree that sums 8 lane accumulators.
+fn fold8(a: [f64; 8]) -> f64 {
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
 /// `frexp`'s exponent of a positive finite `v`: `v = m 2^e` with `m` in `[0.5, 1)`.
@@ -922,23 +1039,212 @@ fn exponent(v: f64) -> i32 {
     raw - 1022
 }
 
-/// [`scaled_dot_norm`] of every row, one task per row: `(dots, norms, exponents)`.
+/// Rows a task of [`scaled_dots`] takes together at most: each block of `z` is read from memory
+/// once for all of them instead of once per row.
+const DOT_ROWS: usize = 8;
+/// Coordinates per block of [`scaled_dots`] (a multiple of 8): 8 KiB of `z`, kept in L1 while
+/// the group's rows use it.
+const DOT_BLOCK: usize = 1024;
+
+/// `a.max(b)` for the lanes that track a largest magnitude next to a NaN flag: a NaN `b` may be
+/// dropped (the flag reports it), so this is one compare-and-select (`vmaxpd`), where `max`'s
+/// NaN rule costs two more instructions per value.
+#[inline(always)]
+fn max_ignoring_nan(a: f64, b: f64) -> f64 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// The largest magnitude of `r` as float64, and whether `r` holds NaN or ±inf (8 lanes: `v * 0`
+/// is 0 for a finite value, NaN otherwise).
+#[inline(always)]
+fn top_and_bad<T: Float>(r: &[T]) -> (f64, bool) {
+    let (mut top, mut bad) = ([0.0f64; 8], [0.0f64; 8]);
+    let rc = r.chunks_exact(8);
+    let rest = rc.remainder();
+    for p in rc {
+        for l in 0..8 {
+            let v = p[l].to_f64();
+            top[l] = max_ignoring_nan(top[l], v.abs());
+            bad[l] += v * 0.0;
+        }
+    }
+    for (l, p) in rest.iter().enumerate() {
+        let v = p.to_f64();
+        top[l] = max_ignoring_nan(top[l], v.abs());
+        bad[l] += v * 0.0;
+    }
+    let bad = bad.iter().any(|b| *b != 0.0);
+    (top.iter().fold(0.0f64, |a, &b| a.max(b)), bad)
+}
+
+/// Add the products of a block of `r` scaled by `s1 s2` to the row's 8 lane sums: `dot` with
+/// `z`, `sq` with itself. Lane `l` takes coordinate `k` with `k % 8 == l` (blocks start at
+/// multiples of 8), so the sums are those of one pass over the whole row.
+#[inline(always)]
+fn dot_block<T: Float>(
+    r: &[T],
+    z: &[f64],
+    (s1, s2): (f64, f64),
+    dot: &mut [f64; 8],
+    sq: &mut [f64; 8],
+) {
+    let (rc, zc) = (r.chunks_exact(8), z.chunks_exact(8));
+    let (rr, zr) = (rc.remainder(), zc.remainder());
+    for (p, q) in rc.zip(zc) {
+        for l in 0..8 {
+            let v = p[l].to_f64() * s1 * s2;
+            dot[l] += v * q[l];
+            sq[l] += v * v;
+        }
+    }
+    for (l, (p, q)) in rr.iter().zip(zr).enumerate() {
+        let v = p.to_f64() * s1 * s2;
+        dot[l] += v * q;
+        sq[l] += v * v;
+    }
+}
+
+/// [`dot_block`] of the unscaled row, also taking its largest magnitude and NaN flag lanes
+/// ([`top_and_bad`]): float32 rows in one pass ([`scaled_dots`] says when this is exact).
+#[inline(always)]
+fn dot_block_unscaled<T: Float>(r: &[T], z: &[f64], acc: &mut [[f64; 8]; 4]) {
+    let [dot, sq, top, bad] = acc;
+    let (rc, zc) = (r.chunks_exact(8), z.chunks_exact(8));
+    let (rr, zr) = (rc.remainder(), zc.remainder());
+    for (p, q) in rc.zip(zc) {
+        for l in 0..8 {
+            let v = p[l].to_f64();
+            dot[l] += v * q[l];
+            sq[l] += v * v;
+            top[l] = max_ignoring_nan(top[l], v.abs());
+            bad[l] += v * 0.0;
+        }
+    }
+    for (l, (p, q)) in rr.iter().zip(zr).enumerate() {
+        let v = p.to_f64();
+        dot[l] += v * q;
+        sq[l] += v * v;
+        top[l] = max_ignoring_nan(top[l], v.abs());
+        bad[l] += v * 0.0;
+    }
+}
+
+/// The smallest float64 magnitude `z` may hold (zeros aside) for [`scaled_dots`] to sum float32
+/// rows unscaled: every product of a float32 value and a `z` value is then a normal float64
+/// whether or not the row is scaled.
+const ONE_PASS_Z_MIN: f64 = f64::from_bits(323 << 52); // 2^-700
+
+crate::simd::per_level! {
+    avx512;
+    /// A group of at most [`DOT_ROWS`] rows of [`scaled_dots`], the columns block by block,
+    /// each block of `z` used by every row of the group. `one_pass`: unscaled sums and the
+    /// largest magnitudes in one pass, scaled at the end (float32 rows, see [`scaled_dots`]);
+    /// else one pass per row for its largest magnitude, then the scaled sums.
+    fn dot_group[T: Float][T](isa: I, rows: &[&[T]], z: &[f64], one_pass: bool, out: &mut [(f64, f64, i32)]) {
+        let _ = isa;
+        let d = z.len();
+        if one_pass {
+            let mut acc = [[[0.0f64; 8]; 4]; DOT_ROWS];
+            let mut c0 = 0;
+            while c0 < d {
+                let c1 = (c0 + DOT_BLOCK).min(d);
+                for (r, a) in rows.iter().zip(acc.iter_mut()) {
+                    dot_block_unscaled(&r[c0..c1], &z[c0..c1], a);
+                }
+                c0 = c1;
+            }
+            for (a, o) in acc.iter().zip(out.iter_mut()) {
+                let top = a[2].iter().fold(0.0f64, |m, &v| m.max(v));
+                *o = if a[3].iter().any(|b| *b != 0.0) {
+                    (f64::NAN, f64::NAN, 0)
+                } else if top == 0.0 {
+                    (0.0, 0.0, 0)
+                } else {
+                    let e = exponent(top);
+                    let s = exp2(-e); // a normal power of two for float32 rows
+                    (fold8(a[0]) * s, fold8(a[1]).sqrt() * s, e)
+                };
+            }
+            return;
+        }
+        let mut live = [(0usize, (1.0f64, 1.0f64)); DOT_ROWS];
+        let mut k = 0;
+        for (i, (r, o)) in rows.iter().zip(out.iter_mut()).enumerate() {
+            let (top, bad) = top_and_bad(r);
+            *o = if bad { (f64::NAN, f64::NAN, 0) } else { (0.0, 0.0, 0) };
+            if !bad && top > 0.0 {
+                let e = exponent(top);
+                o.2 = e;
+                live[k] = (i, power_factors(-e));
+                k += 1;
+            }
+        }
+        let live = &live[..k];
+        let mut dot = [[0.0f64; 8]; DOT_ROWS];
+        let mut sq = [[0.0f64; 8]; DOT_ROWS];
+        let mut c0 = 0;
+        while c0 < d {
+            let c1 = (c0 + DOT_BLOCK).min(d);
+            for (g, &(i, f)) in live.iter().enumerate() {
+                dot_block(&rows[i][c0..c1], &z[c0..c1], f, &mut dot[g], &mut sq[g]);
+            }
+            c0 = c1;
+        }
+        for (g, &(i, _)) in live.iter().enumerate() {
+            out[i].0 = fold8(dot[g]);
+            out[i].1 = fold8(sq[g]).sqrt();
+        }
+    }
+}
+
+/// Per row: its dot product with `z` and its norm, both of the row scaled by `2^-e`, and `e`,
+/// the exponent of the row's largest magnitude (`frexp`; 0 for a zero row): `(dots, norms,
+/// exponents)`.
+///
+/// Scaling by a power of two is exact and brings the largest value into `[0.5, 1)`, so the
+/// float64 sums neither overflow nor lose a tiny row to underflow: `x . z = dot 2^e` and
+/// `||x|| = norm 2^e` for any finite row. A row holding NaN or ±inf gives NaN. Each row's sums
+/// run in 8 lanes in coordinate order, then a fixed tree: the bits do not depend on the thread
+/// count, the SIMD level or the rows grouped with it. Rows go in groups of up to [`DOT_ROWS`]
+/// that share each block of `z`.
 pub fn scaled_dots<T: Float>(x: &Rows<'_, T>, z: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<i32>) {
     assert_eq!(z.len(), x.d());
-    let one = |r: &&[T]| scaled_dot_norm(r, z);
-    let all: Vec<(f64, f64, i32)> = if !crate::pool::split(x.n() * x.d()) {
-        x.rows().iter().map(one).collect()
+    let n = x.n();
+    let proof = simd::proof();
+    let mut all = vec![(0.0f64, 0.0f64, 0i32); n];
+    let split = crate::pool::split(n * x.d());
+    // Enough groups for every thread; the grouping never changes a row's result.
+    let group = if split {
+        n.div_ceil(2 * crate::pool::num_threads())
+            .clamp(1, DOT_ROWS)
     } else {
-        crate::pool::install(|| x.rows().par_iter().map(one).collect())
+        DOT_ROWS
     };
+    // float32 rows summed unscaled give the scaled sums times 2^e exactly when no product is
+    // subnormal either way: float32 values times z values of at least ONE_PASS_Z_MIN (or 0).
+    let one_pass =
+        T::is_f32().is_some() && z.iter().all(|v| *v == 0.0 || v.abs() >= ONE_PASS_Z_MIN);
+    let rows = x.rows();
+    let task = |(k, o): (usize, &mut [(f64, f64, i32)])| {
+        dot_group(proof, &rows[k * group..k * group + o.len()], z, one_pass, o);
+    };
+    if split {
+        crate::pool::install(|| all.par_chunks_mut(group).enumerate().for_each(task));
+    } else {
+        all.chunks_mut(group).enumerate().for_each(task);
+    }
     let mut out = (
-        Vec::with_capacity(all.len()),
-        Vec::with_capacity(all.len()),
-        Vec::new(),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
     );
-    for (d, n, e) in all {
+    for (d, nm, e) in all {
         out.0.push(d);
-        out.1.push(n);
+        out.1.push(nm);
         out.2.push(e);
     }
     out
@@ -1072,6 +1378,69 @@ mod tests {
                         (got - exact).abs() <= 1e-6 * exact,
                         "{i} {j}: {got} vs {exact}"
                     );
+                }
+            }
+        }
+        simd::set_level(simd::DEFAULT_MAX);
+    }
+
+    #[test]
+    fn scaled_dots_match_the_row_definition_bitwise() {
+        // The grouped, blocked kernel against the one-row definition, for every SIMD level and
+        // 1 or 2 threads: rows of every magnitude, a NaN row, an inf row, a zero row; lengths
+        // with and without a tail, shorter and longer than a block.
+        for d in [5, 8, 1_029, 3 * DOT_BLOCK + 13] {
+            let mut rng = Rng(11);
+            let z: Vec<f64> = (0..d).map(|_| rng.next_f64() - 0.5).collect();
+            let mut data: Vec<Vec<f64>> = [1e-310, 1e-300, 1e-5, 1.0, 3e7, 1e300, 1.7e308]
+                .iter()
+                .map(|&s| (0..d).map(|_| (rng.next_f64() - 0.5) * s).collect())
+                .collect();
+            data.push(vec![0.0; d]);
+            let mut nan = data[3].clone();
+            nan[d - 1] = f64::NAN;
+            let mut inf = data[3].clone();
+            inf[0] = f64::NEG_INFINITY;
+            data.extend([nan, inf]);
+            let x = rows(&data);
+            let want: Vec<(f64, f64, i32)> = data.iter().map(|r| scaled_dot_norm(r, &z)).collect();
+            let bits = |v: f64| if v.is_nan() { u64::MAX } else { v.to_bits() };
+            for threads in [1, 2] {
+                crate::pool::set_num_threads(threads).unwrap();
+                for level in [Level::Scalar, Level::Avx2, simd::DEFAULT_MAX] {
+                    simd::set_level(level);
+                    let (dots, norms, exps) = scaled_dots(&x, &z);
+                    for (i, w) in want.iter().enumerate() {
+                        assert_eq!(
+                            (bits(dots[i]), bits(norms[i]), exps[i]),
+                            (bits(w.0), bits(w.1), w.2),
+                            "d={d} row {i} {level:?} threads={threads}"
+                        );
+                    }
+                    // float32 rows from subnormal to f32::MAX, against z as it is (one pass)
+                    // and with a value that makes some products subnormal (two passes).
+                    let mut x32: Vec<Vec<f32>> = [1e-44, 1e-30, 1.0, 3e7, 3e38]
+                        .iter()
+                        .map(|&s| data[3].iter().map(|&v| (v * s) as f32).collect())
+                        .collect();
+                    x32[0][0] = f32::from_bits(1);
+                    x32[4][d / 2] = f32::MAX;
+                    let mut lone = vec![0.0f32; d];
+                    lone[d / 3] = 1e-44;
+                    x32.push(lone); // its only product with z_tiny: subnormal unless scaled
+                    let mut z_tiny = z.clone();
+                    z_tiny[d / 3] = 1e-300;
+                    for zz in [&z, &z_tiny] {
+                        let (d32, n32, e32) = scaled_dots(&rows(&x32), zz);
+                        for (i, r) in x32.iter().enumerate() {
+                            let w = scaled_dot_norm(r, zz);
+                            assert_eq!(
+                                (bits(d32[i]), bits(n32[i]), e32[i]),
+                                (bits(w.0), bits(w.1), w.2),
+                                "float32 d={d} row {i} {level:?}"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -401,3 +401,38 @@ def test_mixing_before_foolsgold_is_refused():
     with pytest.raises(aggkit.InvalidParameterError, match="mixes the clients' updates before it"):
         aggkit.Pipeline([aggkit.Bucketing(), aggkit.FoolsGold()])
     aggkit.rule("arc>foolsgold", f=1)  # clipping keeps each client's row its own
+
+
+@given(matrices(min_n=1, max_n=6, max_d=40), st.data())
+def test_history_pass_is_the_plain_sum(x, data):
+    # The Rust pass adds the round to the histories as numpy's `h + s * x` would, leaves the
+    # caller's histories alone, and reads rows given as views, None, or of another dtype.
+    n, d = x.shape
+    for i in data.draw(st.lists(st.integers(0, n - 1), max_size=2)):
+        x[i, data.draw(st.integers(0, d - 1))] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    rows = []
+    for _ in range(n):
+        kind = data.draw(st.sampled_from(["none", "f64", "f32", "strided"]))
+        h = data.draw(hnp.arrays(np.float64, 2 * d, elements=finite_elements(np.float64)))
+        rows.append({"none": None, "f64": h[:d], "f32": h[:d].astype(np.float32), "strided": h[::2]}[kind])
+    before = [None if r is None else r.copy() for r in rows]
+    clip = data.draw(st.sampled_from([None, 1.0]))
+    _, info = aggkit.foolsgold(x, history=rows, clip=clip, return_info=True)
+    for r, b in zip(rows, before, strict=True):
+        if r is not None:
+            np.testing.assert_array_equal(r, b)
+    finite = np.isfinite(x).all(axis=1)
+    for i in range(n):
+        h0 = np.zeros(d) if rows[i] is None else np.asarray(rows[i], dtype=np.float64)
+        if not finite[i]:
+            np.testing.assert_array_equal(info.history[i], h0)
+            continue
+        s = 1.0
+        if clip is not None:
+            norm = float(np.linalg.norm(x[i].astype(np.float64)))
+            s = min(1.0, clip / norm) if norm > 0 else 1.0
+        with np.errstate(over="ignore"):
+            want = h0 + s * x[i].astype(np.float64)
+        np.testing.assert_allclose(info.history[i], want, rtol=1e-12)
+        if clip is None:
+            np.testing.assert_array_equal(info.history[i], want)

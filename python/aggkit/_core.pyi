@@ -25,6 +25,7 @@ __all__ = [
     "detox_vote",
     "dists_to",
     "empty_input_error",
+    "foolsgold_history",
     "geometric_median",
     "get_num_threads",
     "group_means",
@@ -41,6 +42,7 @@ __all__ = [
     "pairwise_sq_distances",
     "row_norms",
     "scale_rows",
+    "scaled_distances",
     "scaled_dots",
     "segment_ptr",
     "segment_reduce",
@@ -126,6 +128,10 @@ def scaled_dots(x: _Matrix, z: _F64) -> tuple[_F64, _F64, list[int]]: ...
 def row_norms(x: _Matrix) -> _F64: ...
 def group_means(x: _Matrix, offsets: Sequence[int], members: Sequence[int]) -> _Out: ...
 def scale_rows(x: _Matrix, scales: Sequence[float]) -> _Out: ...
+def foolsgold_history(
+    x: _Matrix, scales: Sequence[float], active: Sequence[bool], history: Sequence[_F64 | None]
+) -> tuple[_F64, _F64]: ...
+def scaled_distances(rows: Sequence[_F64 | None], exps: Sequence[int], d: int) -> tuple[_F64, _F64]: ...
 
 # the other rules
 def sign_vote(x: _Matrix, nonfinite: _NonFinite) -> _Out: ...

@@ -400,6 +400,24 @@ def foolsgold_shares(cos: np.ndarray, kappa: float, active: np.ndarray) -> np.nd
     return out
 
 
+def foolsgold_from_history(
+    h: np.ndarray, top: np.ndarray, kappa: float, active: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """FoolsGold's weights from the histories ``h`` (float64 rows) and their largest magnitudes.
+
+    The cosines come from the Rust core's exact distances and norms of the rows scaled by the
+    power of two of their largest value (exact; squares stay finite); a history that overflowed
+    (``top`` NaN) gets no weight. Also the weights scaled to a largest of 1
+    (:func:`foolsgold_shares`), for the mean.
+    """
+    active = active & np.isfinite(top)
+    e = np.frexp(np.where(active, top, 0.0))[1].astype(np.int32)
+    rows = [h[i] if a else None for i, a in enumerate(active.tolist())]
+    dist, norms = _core.scaled_distances(rows, e.tolist(), h.shape[1])
+    cos = cosines(dist, norms)
+    return foolsgold_weights(cos, kappa, active), foolsgold_shares(cos, kappa, active)
+
+
 def _finite_block(dist: np.ndarray) -> list[int]:
     """The inputs left once those too far for a float64 Gram matrix are removed, farthest first.
 

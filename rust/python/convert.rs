@@ -272,13 +272,28 @@ where
     T: Float + numpy::Element,
     K: FnOnce(&mut [T]) -> Result<(), crate::error::AggError> + Send,
 {
+    Ok(fresh_matrix_with(py, n, d, fill)?.0)
+}
+
+/// [`fresh_matrix`] whose `fill` also returns a value.
+pub(crate) fn fresh_matrix_with<T, R, K>(
+    py: Python<'_>,
+    n: usize,
+    d: usize,
+    fill: K,
+) -> PyResult<(Out, R)>
+where
+    T: Float + numpy::Element,
+    R: Send,
+    K: FnOnce(&mut [T]) -> Result<R, crate::error::AggError> + Send,
+{
     let arr = zeros_2d::<T>(py, n, d)?;
-    {
+    let r = {
         // SAFETY: the array was just created here and no other reference to it exists.
         let out = unsafe { arr.as_slice_mut() }.expect("a new array is contiguous");
-        run_as(py, call_name::<K>(), || fill(out))?;
-    }
-    Ok(arr.into_any().unbind())
+        run_as(py, call_name::<K>(), || fill(out))?
+    };
+    Ok((arr.into_any().unbind(), r))
 }
 
 /// `numpy.zeros((n, d))`, or `MemoryError` where numpy cannot allocate it (rust-numpy's

@@ -10,6 +10,7 @@ mod convert;
 mod crossmax;
 mod detox;
 mod distance;
+mod foolsgold;
 mod geometric_median;
 mod krum;
 mod meamed;
@@ -204,6 +205,8 @@ mod _core {
     use super::detox::detox_vote;
     #[pymodule_export]
     use super::distance::{dists_to, pairwise_sq_distances, scaled_dots};
+    #[pymodule_export]
+    use super::foolsgold::{foolsgold_history, scaled_distances};
     #[pymodule_export]
     use super::geometric_median::geometric_median;
     #[pymodule_export]

@@ -9,6 +9,7 @@ pub mod bulyan;
 pub mod centered_clipping;
 pub mod crossmax;
 pub mod detox;
+pub mod foolsgold;
 pub mod geometric_median;
 pub mod krum;
 pub mod meamed;

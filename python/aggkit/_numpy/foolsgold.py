@@ -13,13 +13,14 @@ from aggkit.errors import InvalidParameterError, ShapeError, nonfinite_error
 from aggkit.rules.foolsgold import FoolsGold, FoolsGoldInfo, history_rows
 
 
-def parse_history(history: Any, n: int, d: int) -> np.ndarray:
-    """The clients' histories as a new ``(n, d)`` float64 array (zeros where ``None``)."""
-    out = np.zeros((n, d), dtype=np.float64)
+def parse_history(history: Any, n: int, d: int) -> list[np.ndarray | None]:
+    """The clients' histories as contiguous float64 rows of ``d`` values (``None``: none yet)."""
     if history is None:
-        return out
+        return [None] * n
+    out: list[np.ndarray | None] = []
     for i, h in enumerate(history_rows(history, n)):
         if h is None:
+            out.append(None)
             continue
         try:
             v = np.asarray(h, dtype=np.float64)
@@ -29,27 +30,8 @@ def parse_history(history: Any, n: int, d: int) -> np.ndarray:
             ) from None
         if v.size != d:
             raise ShapeError(f"foolsgold: history row {i} has {v.size} values, the inputs {d}")
-        out[i] = v.reshape(-1)
+        out.append(np.ascontiguousarray(v.reshape(-1)))
     return out
-
-
-def power_scaled(h: np.ndarray) -> np.ndarray:
-    """Each row divided by the power of two of its largest value (exact; squares stay finite)."""
-    top = np.abs(h).max(axis=1) if h.shape[1] else np.zeros(len(h))
-    e = np.frexp(np.where(np.isfinite(top), top, 0.0))[1]
-    out: np.ndarray = np.ldexp(h, -e[:, None])
-    return out
-
-
-def weights_from_history(h: np.ndarray, kappa: float, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FoolsGold's weights from the histories (float64 rows), their cosines by the Rust core.
-
-    Also the weights scaled to a largest of 1 (:func:`_plans.foolsgold_shares`), for the mean.
-    """
-    active = active & np.isfinite(h).all(axis=1)  # a history that overflowed: no weight
-    hs = power_scaled(np.where(active[:, None], h, 0.0))
-    cos = _plans.cosines(_core.pairwise_sq_distances(hs), _core.row_norms(hs))
-    return _plans.foolsgold_weights(cos, kappa, active), _plans.foolsgold_shares(cos, kappa, active)
 
 
 def weighted_output(p: Prepared, w: np.ndarray) -> Any:
@@ -65,7 +47,7 @@ def weighted_output(p: Prepared, w: np.ndarray) -> Any:
 def foolsgold(rule: FoolsGold, x: Any, *, history: Any = None) -> tuple[Any, FoolsGoldInfo]:
     """:func:`aggkit.foolsgold` on host arrays."""
     p = prepare(x, "foolsgold")
-    h = parse_history(history, p.n, p.d)
+    history_list = parse_history(history, p.n, p.d)
     bad = nonfinite_rows(p.data)
     if bad and rule.nonfinite == "raise":
         raise nonfinite_error("foolsgold", bad, "nonfinite='raise' refuses NaN and infinite values")
@@ -76,10 +58,8 @@ def foolsgold(rule: FoolsGold, x: Any, *, history: Any = None) -> tuple[Any, Foo
         m, e = _plans.wide_norms(_core.row_norms(p.data), lambda i: p.data[i])
         scales = _plans.clip_scales(m, e, (rule.clip, 0))
     scales[bad] = 0.0
-    with np.errstate(over="ignore", invalid="ignore"):  # a history that overflows: weight 0
-        for i in np.flatnonzero(active).tolist():
-            h[i] += scales[i] * np.asarray(p.data[i], dtype=np.float64)
-    w, shares = weights_from_history(h, rule.kappa, active)
+    h, top = _core.foolsgold_history(p.data, scales.tolist(), active.tolist(), history_list)
+    w, shares = _plans.foolsgold_from_history(h, top, rule.kappa, active)
     if rule.clip is None:
         return weighted_output(p, shares), FoolsGoldInfo(w, h)
     # clipped updates in the output too: weights w s / Σ w s, rescaled by Σ w s / Σ w
