@@ -38,6 +38,13 @@ def test_torch_gradient(rng):
 
     t = torch.from_numpy(rng.standard_normal((7, 6))).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v: at.centered_clipping(v, tau=1.0, iters=3), (t,))
+    # An input exactly at the centre: a finite gradient (its step is the constant-scale diff).
+    x = rng.standard_normal((5, 3))
+    x[1] = 0.0
+    tz = torch.from_numpy(x).requires_grad_(True)
+    (g,) = torch.autograd.grad(at.centered_clipping(tz, tau=0.5, iters=1).sum(), tz)
+    assert torch.isfinite(g).all()
+    np.testing.assert_allclose(g[1].numpy(), np.full(3, 1 / 5))
 
 
 def test_rounds_carry_the_centre_and_stateless_rules_carry_nothing():

@@ -111,3 +111,14 @@ def test_torch_preaggregators_and_pipelines(rng):
     p = aggkit.rule("nnm>trimmed_mean", f=2)
     np.testing.assert_allclose(p(t).detach().numpy(), p(x), rtol=1e-12)
     np.testing.assert_allclose(at.pipeline(t, stages=p.stages).detach().numpy(), p(x), rtol=1e-12)
+    # A zero row keeps its scale 1: its gradient is the identity, not NaN (sqrt's inf times 0).
+    z = x.copy()
+    z[0] = 0.0
+    tz = torch.from_numpy(z).requires_grad_(True)
+    for pre in (aggkit.ARC(f=2), aggkit.Clipping(c=1.0)):
+        (g,) = torch.autograd.grad(pre(tz).sum(), tz)
+        assert torch.isfinite(g).all(), pre
+        np.testing.assert_array_equal(g[0].numpy(), np.ones(6))
+        assert torch.autograd.gradcheck(lambda v, pre=pre: pre(v), (tz,))
+    (g,) = torch.autograd.grad(at.foolsgold(tz, clip=1.0).sum(), tz)
+    assert torch.isfinite(g).all()

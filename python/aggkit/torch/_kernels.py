@@ -267,6 +267,16 @@ def distances(x: torch.Tensor) -> np.ndarray:
     return _plans.finite_distances(host(xd))
 
 
+def sqrt0(s: torch.Tensor) -> torch.Tensor:
+    """``sqrt(s)`` for ``s >= 0`` whose gradient at ``s = 0`` is 0, not NaN (``inf * 0``).
+
+    A norm of a zero row (or a row at the centre) that later gets a constant scale: its
+    gradient must be finite.
+    """
+    pos = s > 0
+    return torch.where(pos, torch.where(pos, s, 1.0).sqrt(), s)
+
+
 def ldexp(v: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
     """``v * 2**k`` in four exact steps of at most ``2**550`` each (``2**k`` alone can overflow)."""
     k = torch.as_tensor(k, dtype=torch.int64, device=v.device).clamp(-2200, 2200)

@@ -47,7 +47,7 @@ def _centered_clipping(rule: CenteredClipping, x: Any, *, center: Any = None) ->
     finite = torch.isfinite(xd).all(dim=1)
     for _ in range(rule.iters):
         diff = xd - v[None]
-        norm = diff.square().sum(dim=1).sqrt()
+        norm = K.sqrt0(diff.square().sum(dim=1))
         scale = torch.clamp(rule.tau / norm.clamp(min=tiny), max=1.0)
         step = diff * scale[:, None]
         wide = torch.isinf(norm) & finite

@@ -35,13 +35,13 @@ def _group_means(x: Tensor, groups: list[list[int]]) -> Tensor:
 
 def _norms(x: Tensor) -> tuple[Tensor, Tensor]:
     """Differentiable norms as ``(m, e)``, ``||x_i|| = m_i * 2**e_i`` (:func:`_plans.wide_norms`)."""
-    m = x.double().square().sum(dim=1).sqrt()
+    m = K.sqrt0(x.double().square().sum(dim=1))
     e = torch.zeros(len(m), dtype=torch.int64, device=x.device)
     wide = torch.isinf(m) & torch.isfinite(x).all(dim=1)
     if bool(wide.any()):
         top = x.detach()[wide].double().abs().amax(dim=1)
         e = e.masked_scatter(wide, torch.frexp(top).exponent.to(torch.int64))
-        m = torch.where(wide, K.ldexp(x.double(), -e[:, None]).square().sum(dim=1).sqrt(), m)
+        m = torch.where(wide, K.sqrt0(K.ldexp(x.double(), -e[:, None]).square().sum(dim=1)), m)
     return m, e
 
 
