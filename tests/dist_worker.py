@@ -73,6 +73,34 @@ def all_reduce_worker(rank: int, world: int, port: int, out: str, d: int) -> Non
     _finish()
 
 
+def triton_all_reduce_worker(rank: int, world: int, port: int, out: str, d: int) -> None:
+    """robust_all_reduce with the Triton kernels (AGGKIT_TRITON=interpret, TRITON_INTERPRET=1
+    set by the test): records which kernels ran."""
+    import numpy as np
+    from aggkit.torch import _triton, _triton_dist
+
+    calls = []
+    for mod, name in (
+        (_triton, "median"),
+        (_triton, "trimmed_mean"),
+        (_triton_dist, "pairwise_sq_distances"),
+    ):
+        real = getattr(mod, name)
+        setattr(mod, name, lambda *a, _r=real, _n=name, **k: (calls.append(_n), _r(*a, **k))[1])
+    _init(rank, world, port)
+    results = {}
+    with np.errstate(all="ignore"):  # the interpreter computes inf and NaN with numpy
+        for name in ("median", "trimmed_mean", "krum"):
+            for sharded in (False, True) if name != "krum" else (False,):
+                y, _ = robust_all_reduce(
+                    contribution(rank, d), RULES[name], sharded=sharded, return_selection=True
+                )
+                results[(name, sharded)] = y
+    results["calls"] = sorted(set(calls))
+    torch.save(results, os.path.join(out, f"rank{rank}.pt"))
+    _finish()
+
+
 def ddp_worker(rank: int, world: int, port: int, out: str, rule: str, sharded: bool, steps: int) -> None:
     _init(rank, world, port)
     torch.manual_seed(0)  # same initial model everywhere

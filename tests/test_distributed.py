@@ -71,6 +71,23 @@ def test_robust_all_reduce_every_rule_both_modes(world, d, tmp_path):
             assert (y - torch.arange(1, d + 1)).abs().max() < 0.1, (name, sharded)
 
 
+def test_robust_all_reduce_runs_the_triton_kernels_under_the_interpreter(tmp_path, monkeypatch):
+    # The CUDA path of the collective (Triton kernels), on gloo with CPU tensors: the ranks run
+    # the kernels in Triton's interpreter and get the Rust core's bits.
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("AGGKIT_TRITON", "interpret")
+    world, d = 3, 7
+    ranks = spawn(dist_worker.triton_all_reduce_worker, world, tmp_path, d, timeout=180)
+    monkeypatch.delenv("AGGKIT_TRITON")
+    stacked = torch.stack([dist_worker.contribution(r, d) for r in range(world)]).numpy()
+    for r in ranks:
+        assert r.pop("calls") == ["median", "pairwise_sq_distances", "trimmed_mean"]
+        for (name, _), y in r.items():
+            want = torch.from_numpy(dist_worker.RULES[name](stacked))
+            assert bitwise(y.reshape(-1), want), name
+
+
 @pytest.mark.parametrize(
     ("rule", "sharded"), [("median", False), ("trimmed_mean", True), ("krum", False), ("multi_krum", True)]
 )

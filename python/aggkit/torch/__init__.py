@@ -37,7 +37,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 from aggkit import _dispatch
 from aggkit.torch import nn
 from aggkit.torch._input import ArrayOps
-from aggkit.torch._paths import force_native
+from aggkit.torch._paths import force_native, force_triton
 from aggkit.torch.bulyan import bulyan
 from aggkit.torch.centered_clipping import centered_clipping
 from aggkit.torch.crossmax import crossmax
@@ -76,6 +76,7 @@ __all__ = [
     "fltrust",
     "foolsgold",
     "force_native",
+    "force_triton",
     "geometric_median",
     "krum",
     "mda",

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from aggkit import _params
 from aggkit.errors import InvalidParameterError, ShapeError, empty_input_error
-from aggkit.torch._paths import native_forced
+from aggkit.torch._paths import native_forced, triton_forced
 
 _REDUCED = (torch.float16, torch.bfloat16)
 
@@ -134,7 +134,7 @@ def in_place_rows(x: Any) -> HostRows | None:
 
     The Rust core then reads each tensor where it is, as it reads numpy arrays.
     """
-    if torch.compiler.is_compiling() or native_forced():
+    if torch.compiler.is_compiling() or native_forced() or triton_forced():
         return None
     grad = torch.is_grad_enabled()
 

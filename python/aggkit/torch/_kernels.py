@@ -28,7 +28,7 @@ import torch
 
 from aggkit import _core, _plans
 from aggkit.errors import nonfinite_error
-from aggkit.torch._paths import rust
+from aggkit.torch._paths import rust, use_triton
 
 # Canonical quiet NaN bit patterns (Rust's f32::NAN / f64::NAN) and the masks that turn IEEE
 # bits into integers ordered like the floats (sign-magnitude -> two's complement).
@@ -229,7 +229,16 @@ def weight_total(w: list[float]) -> float:
 
 
 def pairwise_sq_distances(x: torch.Tensor) -> torch.Tensor:
-    """``(n, n)`` float64 squared distances from direct differences, column block by block."""
+    """``(n, n)`` float64 squared distances from direct differences.
+
+    The Triton kernel where :func:`~aggkit.torch._paths.use_triton` says so (the core's bits
+    for float64, ``O(n^2)`` extra memory; detached: callers only select with it); otherwise
+    torch ops, column block by block.
+    """
+    if use_triton(x):
+        from aggkit.torch import _triton_dist
+
+        return _triton_dist.pairwise_sq_distances(x.detach())
     n, d = x.shape
     dist = torch.zeros(n, n, dtype=torch.float64, device=x.device)
     block = max(1, (1 << 22) // max(n * n, 1))

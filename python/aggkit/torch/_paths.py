@@ -1,14 +1,22 @@
-"""Which kernel runs a torch op: the Rust core on CPU tensors, torch-native kernels elsewhere.
+"""Which kernel runs a torch op: the Rust core on CPU tensors, Triton or torch-native elsewhere.
 
 On CPU the ops hand the Rust core a zero-copy numpy view of the tensor's memory (the GIL is
-released inside) and wrap its result with ``torch.from_numpy`` (no copy). Every other device,
-and CPU inside :func:`force_native`, runs the torch-native kernels: the data never leaves its
-device.
+released inside) and wrap its result with ``torch.from_numpy`` (no copy). CUDA tensors run the
+Triton kernels (:mod:`aggkit.torch._triton`, :mod:`aggkit.torch._triton_dist`) where Triton is
+installed, and the torch-native kernels for what those do not cover; every other device runs
+the torch-native kernels. The data never leaves its device.
+
+Two switches, per thread: :func:`force_native` runs CPU tensors (and CUDA ones) through the
+torch-native kernels; :func:`force_triton` runs CPU tensors down the CUDA path, the Triton
+kernels in Triton's interpreter. The environment variable ``AGGKIT_TRITON`` sets them for a
+whole process: ``0`` never uses Triton, ``interpret`` is :func:`force_triton` everywhere.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import threading
 from collections.abc import Iterator
 
@@ -39,9 +47,56 @@ def native_forced() -> bool:
     return bool(getattr(_local, "native", False))
 
 
+@contextlib.contextmanager
+def force_triton() -> Iterator[None]:
+    """Run CPU tensors down the CUDA path: the Triton kernels, in Triton's interpreter.
+
+    For tests and for users without a GPU: the same kernels a CUDA tensor runs, compared with
+    the Rust core on any machine (slowly: the interpreter runs them as numpy). Needs
+    ``TRITON_INTERPRET=1`` in the environment before Triton is first imported; raises
+    ``RuntimeError`` otherwise. Applies to the calling thread.
+    """
+    from aggkit.torch import _triton
+
+    if not _triton.INTERPRETED:
+        installed = importlib.util.find_spec("triton") is not None
+        why = "TRITON_INTERPRET was not 1 when it was imported" if installed else "triton is not installed"
+        raise RuntimeError(
+            f"force_triton() runs the Triton kernels in Triton's interpreter: {why} (set "
+            "TRITON_INTERPRET=1 before triton is first imported)"
+        )
+    prev = getattr(_local, "triton", False)
+    _local.triton = True
+    try:
+        yield
+    finally:
+        _local.triton = prev
+
+
+def triton_forced() -> bool:
+    """Whether CPU tensors take the Triton path (:func:`force_triton`, ``AGGKIT_TRITON=interpret``)."""
+    return bool(getattr(_local, "triton", False)) or os.environ.get("AGGKIT_TRITON") == "interpret"
+
+
+def use_triton(x: Tensor) -> bool:
+    """Whether ``x`` goes to the Triton kernels of the median, trimmed mean, mean and distances.
+
+    A CUDA tensor where Triton is installed, or a CPU tensor under :func:`force_triton`; never
+    under :func:`force_native` or ``AGGKIT_TRITON=0``. Triton is imported only when a tensor
+    may need it.
+    """
+    if native_forced() or os.environ.get("AGGKIT_TRITON") == "0":
+        return False
+    if x.device.type == "cpu" and not triton_forced():
+        return False
+    from aggkit.torch import _triton
+
+    return _triton.available(x)
+
+
 def rust(x: Tensor) -> bool:
-    """Whether ``x`` goes to the Rust core (a CPU tensor, native kernels not forced)."""
-    return x.device.type == "cpu" and not native_forced()
+    """Whether ``x`` goes to the Rust core (a CPU tensor, neither switch in force)."""
+    return x.device.type == "cpu" and not native_forced() and not triton_forced()
 
 
 def rust_backward(g: Tensor) -> bool:

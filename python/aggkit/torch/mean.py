@@ -15,7 +15,7 @@ from aggkit.errors import InvalidParameterError, nonfinite_error
 from aggkit.rules.mean import Mean
 from aggkit.torch import _kernels as K
 from aggkit.torch._input import Prepared, host, in_place_rows
-from aggkit.torch._paths import rust, view
+from aggkit.torch._paths import rust, use_triton, view
 
 
 def native(x: Tensor, weights: list[float] | None, nonfinite: str) -> tuple[Tensor, Tensor]:
@@ -51,6 +51,10 @@ def mean_op(x: Tensor, weights: list[float], nonfinite: str) -> tuple[Tensor, Te
     ``weights``: one per input, or empty for the unweighted mean.
     """
     w = np.asarray(weights, dtype=np.float64) if weights else None
+    if w is None and use_triton(x):
+        from aggkit.torch import _triton
+
+        return _triton.mean(x, nonfinite)
     if rust(x):
         out, dropped = _core.mean(view(x), w, nonfinite)
         wv = np.ones(x.shape[0]) if w is None else w.copy()

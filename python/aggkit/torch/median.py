@@ -17,7 +17,7 @@ from aggkit.errors import InvalidParameterError
 from aggkit.rules.median import Median
 from aggkit.torch import _kernels as K
 from aggkit.torch._input import Prepared, host, in_place_rows, needs_grad
-from aggkit.torch._paths import rows_tensor, rust, rust_backward, u32, view
+from aggkit.torch._paths import rows_tensor, rust, rust_backward, u32, use_triton, view
 
 
 def native(x: Tensor, even: str, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -85,6 +85,10 @@ def missing_rows(name: str) -> RuntimeError:
 @torch.library.custom_op("aggkit::median", mutates_args=())
 def median_op(x: Tensor, even: str, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Values ``(d,)``; rows of the lower and upper middle values ``(d,)`` int32 if asked."""
+    if use_triton(x):
+        from aggkit.torch import _triton
+
+        return _triton.median(x, even, nonfinite, need_rows)
     if rust(x):
         return columns("median", x, even, nonfinite, need_rows)
     return native(x, even, nonfinite, need_rows)

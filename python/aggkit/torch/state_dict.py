@@ -24,6 +24,7 @@ from aggkit.registry import rule as make_rule
 from aggkit.rules.krum import Krum, MultiKrum
 from aggkit.rules.mean import Mean
 from aggkit.torch import _kernels as K
+from aggkit.torch._paths import rust
 
 __all__ = ["StateDictInfo", "aggregate_state_dicts"]
 
@@ -462,7 +463,7 @@ def _select(state_dicts: Sequence[Mapping[str, Tensor]], floats: list[str], r: K
 
 def pairwise_sq_distances(rows: Sequence[Tensor]) -> np.ndarray:
     """``(n, n)`` float64 squared distances between ``n`` 1-D tensors (CPU: read in place)."""
-    if rows[0].device.type == "cpu" and rows[0].dtype != torch.bfloat16:
+    if rust(rows[0]) and rows[0].dtype != torch.bfloat16:
         return _core.pairwise_sq_distances([_f32_or_f64(t.numpy()) for t in rows])
     x = torch.stack(list(rows))
     x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

@@ -17,7 +17,7 @@ from aggkit.errors import InvalidParameterError
 from aggkit.rules.trimmed_mean import TrimmedMean
 from aggkit.torch import _kernels as K
 from aggkit.torch._input import Prepared, host, in_place_rows, needs_grad
-from aggkit.torch._paths import rust, rust_backward, u32, view
+from aggkit.torch._paths import rust, rust_backward, u32, use_triton, view
 from aggkit.torch.median import columns, columns_fake, missing_rows
 
 
@@ -74,6 +74,10 @@ def weighted(x: Tensor, w: list[float], f: int, nonfinite: str) -> Tensor:
 @torch.library.custom_op("aggkit::trimmed_mean", mutates_args=())
 def trimmed_mean_op(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Values ``(d,)``; rows of the lowest and highest kept values ``(d,)`` int32 if asked."""
+    if use_triton(x):
+        from aggkit.torch import _triton
+
+        return _triton.trimmed_mean(x, f, nonfinite, need_rows)
     if rust(x):
         return columns("trimmed_mean", x, f, nonfinite, need_rows)
     return native(x, f, nonfinite, need_rows)

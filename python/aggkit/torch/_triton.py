@@ -1,0 +1,910 @@
+"""Triton kernels for the coordinate-wise median, trimmed mean and (unweighted) mean.
+
+They compute, on the tensor's device, exactly what the Rust core computes (``rust/order.rs``,
+``rust/rules/``) and what the torch-native kernels (:mod:`aggkit.torch._kernels`) compute, bit
+for bit, for ``(n, d)`` float32 and float64 tensors (rows are inputs, every column is reduced
+on its own). float16 / bfloat16 are widened to float32 in registers as they are read, and the
+float32 results returned: the core's half-precision path (``rust/half.rs``) is the float32 call
+on the widened values, rounded once to the input's format, which the caller does
+(``Prepared.finish``); no widened copy of the input is made:
+
+* values are ranked by ``(value, row)`` over ``order.rs``'s unsigned keys (``ord32`` /
+  ``ord64``: IEEE total order, every NaN made the canonical NaN first, so ``-0.0 < +0.0 <
+  ... < +inf < NaN``; equal keys rank by row). The selected values are taken back from their
+  keys, so a NaN comes back as the canonical NaN, as the core returns it;
+* the trimmed mean adds its kept values in ascending rank order, the mean its rows in row
+  order, with the core's accumulator: plain float64 from ``-0.0`` for float32 input,
+  Neumaier-compensated float64 for float64 input, plus the core's "wide" sum (terms scaled by
+  ``2**-560`` from the first one that overflows) for the float64 columns whose sum of finite
+  values overflowed; float64 averages are kept within the smallest and largest value averaged
+  (``order::average``), medians of two values are Rust's ``f32::midpoint`` /
+  ``f64::midpoint``. The kernels are launched with ``enable_fp_fusion=False`` (no ``a * b + c``
+  contracted into an FMA), add and divide in float64 (``div.rn.f64``) and do no float32
+  arithmetic at all (only conversions), so no flush-to-zero or approximate division applies.
+
+Two algorithms, chosen by ``n``:
+
+* **Register bound** ``n <= Config.max_register_n`` (default :data:`MAX_REGISTER_N` ``= 128``):
+  one program owns ``Config.register_elems // next_pow2(n)`` columns (4096 keys a program) and
+  keeps all their ``n`` keys in registers (a ``(next_pow2(n), block)`` tile; padding rows get the
+  all-ones key, above every real key). Ranks are counted, ``rank_i = #{j : key_j < key_i or
+  (key_j == key_i and j < i)}``, one row ``j`` at a time (``O(n^2)`` integer compares per
+  column, exact); the keys of given ranks are read off the tile by masked reductions, the
+  trimmed mean's kept ones in ascending rank order.
+* **Fallback**, larger ``n``: nothing of a column is held; each program streams its block of
+  ``Config.block_d`` columns from global memory in tiles of ``Config.tile`` rows, several times.
+  A radix select on the keys (``Config.radix`` bits a pass: 8 passes for float32, 16 for
+  float64 at 4 bits; each counts, per column, the keys below the ``2**radix`` candidate
+  prefixes) finds the keys of the wanted ranks; one more pass finds their rows (the ``k``-th
+  row of equal key, with a prefix sum) and the first NaN row. The trimmed mean then adds its
+  kept values in ascending order without sorting the column: the copies of the lowest kept
+  key (counted), then the keys strictly between the two boundary keys by batches (each pass
+  keeps the ``Config.batch`` smallest keys above the last one added, merged tile by tile by
+  counting ranks in registers; where a full batch may have cut through a run of equal keys,
+  that key's copies, counted, start the next pass), then the copies of the highest kept key.
+  Equal keys are equal bits, so adding copies is the core's ascending sum. Cost per column:
+  ``(bits / radix) * n * 2**radix`` compares to select, ``n * (n - 2f) / (batch - 1)`` reads and
+  ``~ 8 batch`` compares per read to add the kept values.
+
+**Memory bound**: besides the outputs (``d`` values, ``2d`` int32 rows when asked) the host
+allocates ``n`` int32 row flags (the mean under ``"robust"`` / ``"raise"``, the median and
+trimmed mean under ``"raise"``) and, where the robust mean drops rows, ``n`` keep flags and the
+``n`` coefficients. Kernels allocate no memory at all: a program's working set is registers of
+constant block shapes (at most ``register_elems`` keys, or ``block_d * max(tile * 2**radix,
+(2 batch)**2)`` comparisons in the fallback), whatever ``n`` and ``d``. No ``(n, d)``-sized
+temporary is ever made: extra device memory is ``O(n + d)``. Rows are ``int32`` (``n < 2**31``).
+
+Triton is optional: the module imports without it (:func:`available` is then ``False``).
+``TRITON_INTERPRET=1`` set before the first import runs the kernels in Triton's interpreter,
+which also serves CPU tensors inside :func:`aggkit.torch._paths.force_triton` (the tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from aggkit.errors import empty_input_error, nonfinite_error, too_few_inputs_error
+from aggkit.torch import _paths
+
+try:
+    import triton  # type: ignore[import-untyped]
+    import triton.language as tl  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - triton is an optional dependency
+    triton = None
+    tl = None
+
+#: Whether the kernels run in Triton's interpreter (``TRITON_INTERPRET=1`` at import).
+INTERPRETED = triton is not None and os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+#: The largest ``n`` whose columns are held in registers by default (then a streaming select).
+MAX_REGISTER_N = 128
+
+#: The input dtypes the kernels read (half precision widened to float32 as it is loaded).
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Block sizes of the kernels (powers of two; the defaults are untuned first choices).
+
+    ``max_register_n``: the largest ``n`` ranked in registers. ``register_elems``: keys one
+    program of the register kernel holds (its column block is ``register_elems // next_pow2(n)``,
+    clamped to ``[1, max_block_d]``). ``block_d``: columns of a program of the streaming
+    kernels; ``tile``: rows they read at a time; ``batch``: kept values the streaming trimmed
+    mean orders per pass; ``radix``: key bits a pass of the radix select decides (1, 2, 4 or 8).
+    ``register_warps`` / ``num_warps``: warps of a program of the register kernel / the others.
+
+    Offline builds for sm_90 (``triton.compile``, ``cuobjdump -res-usage``) of the defaults: the
+    register kernel uses at most 156 registers a thread with 8 warps (247 with 4), the streaming
+    ones 126, the mean 40, none spills.
+    """
+
+    max_register_n: int = MAX_REGISTER_N
+    register_elems: int = 4096
+    max_block_d: int = 128
+    block_d: int = 16
+    tile: int = 16
+    batch: int = 8
+    radix: int = 4
+    register_warps: int = 8
+    num_warps: int = 4
+
+    def __post_init__(self) -> None:
+        for name in (
+            "register_elems",
+            "max_block_d",
+            "block_d",
+            "tile",
+            "batch",
+            "register_warps",
+            "num_warps",
+        ):
+            v = getattr(self, name)
+            if v < 1 or v & (v - 1):
+                raise ValueError(f"Config.{name} must be a power of two, got {v}")
+        if self.radix not in (1, 2, 4, 8):
+            raise ValueError(f"Config.radix must be 1, 2, 4 or 8, got {self.radix}")
+        if not 0 <= self.max_register_n <= self.register_elems:
+            raise ValueError(
+                f"Config.max_register_n must lie in [0, register_elems={self.register_elems}], "
+                f"got {self.max_register_n}"
+            )
+
+
+#: The block sizes used unless a caller passes others.
+CONFIG = Config()
+
+
+#: The switch that sends CPU tensors here (:func:`aggkit.torch._paths.force_triton`).
+force_interpreter = _paths.force_triton
+
+
+def available(x: Tensor) -> bool:
+    """Whether these kernels can reduce ``x``: a floating-point tensor Triton can reach.
+
+    A CUDA (or ROCm) tensor when Triton imports; a CPU tensor only in the interpreter, inside
+    :func:`aggkit.torch._paths.force_triton`.
+    """
+    if triton is None or x.dtype not in _DTYPES:
+        return False
+    if x.device.type == "cuda":
+        return True
+    return INTERPRETED and x.device.type == "cpu" and _paths.triton_forced()
+
+
+# ---------------------------------------------------------------------------------------------
+# Device helpers. Literals stand for the core's constants: 2.6497349136889905e-169 is SHRINK
+# (2**-560), 3.7739624248215414e+168 its inverse, 1.7976931348623157e+308 f64::MAX,
+# 8.988465674311579e+307 f64::MAX / 2 and 4.450147717014403e-308 2 * f64::MIN_POSITIVE.
+# ---------------------------------------------------------------------------------------------
+
+
+def _jit(fn: Callable[..., Any]) -> Any:
+    """``triton.jit`` (the plain function where Triton is missing: never launched then)."""
+    return fn if triton is None else triton.jit(fn)
+
+
+@_jit
+def _keys(v: tl.tensor, IS64: tl.constexpr) -> Any:
+    """``order.rs``'s ``ord32`` / ``ord64``: unsigned keys ordered like ``v`` (canonical NaN).
+
+    Half precision is widened to float32 first (exact): its keys are those of the float32 call.
+    """
+    if IS64:
+        bits = v.to(tl.int64, bitcast=True)
+        bits = tl.where(v != v, 0x7FF8000000000000, bits)
+        bits = bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF)
+        key = bits.to(tl.uint64, bitcast=True) ^ 0x8000000000000000
+    else:
+        w = v.to(tl.float32)
+        bits32 = w.to(tl.int32, bitcast=True)
+        bits32 = tl.where(w != w, 0x7FC00000, bits32)
+        bits32 = bits32 ^ ((bits32 >> 31) & 0x7FFFFFFF)
+        key = bits32.to(tl.uint32, bitcast=True) ^ 0x80000000
+    return key
+
+
+@_jit
+def _value(key: tl.tensor, IS64: tl.constexpr) -> Any:
+    """The value a key was made from (``Float::key_value``; NaN comes back canonical)."""
+    if IS64:
+        bits = tl.where(key >= 0x8000000000000000, key ^ 0x8000000000000000, ~key)
+        v = bits.to(tl.float64, bitcast=True)
+    else:
+        bits32 = tl.where(key >= 0x80000000, key ^ 0x80000000, ~key)
+        v = bits32.to(tl.float32, bitcast=True)
+    return v
+
+
+@_jit
+def _top(key: tl.tensor, keep: tl.tensor, IS64: tl.constexpr) -> Any:
+    """``key`` where ``keep``, else the all-ones key (above every real key, NaN's included)."""
+    if IS64:
+        r = tl.where(keep, key, 0xFFFFFFFFFFFFFFFF)
+    else:
+        r = tl.where(keep, key, 0xFFFFFFFF)
+    return r
+
+
+@_jit
+def _finite(x: tl.tensor) -> Any:
+    """Whether float64 ``x`` is finite (NaN compares false)."""
+    return tl.abs(x) <= 1.7976931348623157e308
+
+
+@_jit
+def _infinite(x: tl.tensor) -> Any:
+    """Whether float64 ``x`` is ``±inf``."""
+    return tl.abs(x) > 1.7976931348623157e308
+
+
+@_jit
+def _step(s: tl.tensor, c: tl.tensor, v: tl.tensor) -> Any:
+    """Neumaier's step (``CompensatedSum::step``)."""
+    t = s + v
+    c = c + tl.where(tl.abs(s) >= tl.abs(v), (s - t) + v, (v - t) + s)
+    return t, c
+
+
+@_jit
+def _add(
+    s: tl.tensor,
+    c: tl.tensor,
+    ws: tl.tensor,
+    wc: tl.tensor,
+    k: tl.tensor,
+    x: tl.tensor,
+    m: tl.tensor,
+    IS64: tl.constexpr,
+) -> Any:
+    """Add the float64 term ``x`` where ``m`` to the core's accumulator of the element type.
+
+    float32: ``s += x``. float64: ``(s, c)`` is the ``CompensatedSum``; ``(ws, wc, k)`` the
+    ``wide_mean`` sum and its scale (1, or SHRINK from the first term that would overflow it).
+    """
+    if IS64:
+        t, c2 = _step(s, c, x)
+        s = tl.where(m, t, s)
+        c = tl.where(m, c2, c)
+        over = m & (k == 1.0) & _finite(ws) & _finite(x) & ~_finite(ws + x * k)
+        k = tl.where(over, 2.6497349136889905e-169, k)
+        ws = tl.where(over, ws * 2.6497349136889905e-169, ws)
+        wc = tl.where(over, wc * 2.6497349136889905e-169, wc)
+        wt, wc2 = _step(ws, wc, x * k)
+        ws = tl.where(m, wt, ws)
+        wc = tl.where(m, wc2, wc)
+    else:
+        s = tl.where(m, s + x, s)
+    return s, c, ws, wc, k
+
+
+@_jit
+def _value_of(s: tl.tensor, c: tl.tensor) -> Any:
+    """``CompensatedSum::value``: ``s + c``, but ``s`` where it is not finite or ``c == 0``."""
+    return tl.where(_finite(s) & (c != 0.0), s + c, s)
+
+
+@_jit
+def _average(
+    s: tl.tensor,
+    c: tl.tensor,
+    ws: tl.tensor,
+    wc: tl.tensor,
+    k: tl.tensor,
+    count: tl.tensor,
+    lo: tl.tensor,
+    hi: tl.tensor,
+    IS64: tl.constexpr,
+) -> Any:
+    """``order::average`` of the accumulated values over ``count`` (float64), within ``[lo, hi]``.
+
+    ``lo`` / ``hi``: the smallest and largest value averaged, in the element type.
+    """
+    if IS64:
+        q = _value_of(s, c) / count
+        late = (k == 1.0) & _finite(ws) & _infinite(_value_of(ws, wc))
+        ws = tl.where(late, ws * 2.6497349136889905e-169, ws)
+        wc = tl.where(late, wc * 2.6497349136889905e-169, wc)
+        k = tl.where(late, 2.6497349136889905e-169, k)
+        wide = _value_of(ws, wc) / count
+        wide = tl.where(k == 1.0, wide, wide * 3.7739624248215414e168)
+        q = tl.where(_infinite(q) & _finite(lo) & _finite(hi), wide, q)
+        q = tl.where(q < lo, lo, q)
+        y = tl.where(q > hi, hi, q)
+    else:
+        # A float32 mean needs no clamp (order::mean_within): rounding cannot cross lo or hi.
+        y = (s / count).to(tl.float32)
+    return y
+
+
+@_jit
+def _midpoint(a: tl.tensor, b: tl.tensor, IS64: tl.constexpr) -> Any:
+    """Rust's ``f32::midpoint`` / ``f64::midpoint`` (``* 0.5`` rounds the same quotient as ``/ 2``)."""
+    if IS64:
+        aa = tl.abs(a)
+        ab = tl.abs(b)
+        small = (aa <= 8.988465674311579e307) & (ab <= 8.988465674311579e307)
+        y = tl.where(
+            small,
+            (a + b) * 0.5,
+            tl.where(
+                aa < 4.450147717014403e-308,
+                a + b * 0.5,
+                tl.where(ab < 4.450147717014403e-308, a * 0.5 + b, a * 0.5 + b * 0.5),
+            ),
+        )
+    else:
+        y = ((a.to(tl.float64) + b.to(tl.float64)) * 0.5).to(tl.float32)
+    return y
+
+
+@_jit
+def _real(key: tl.tensor, IS64: tl.constexpr) -> Any:
+    """Whether ``key`` is a real key (not the all-ones padding of :func:`_top`)."""
+    if IS64:
+        r = key != 0xFFFFFFFFFFFFFFFF
+    else:
+        r = key != 0xFFFFFFFF
+    return r
+
+
+@_jit
+def _inf_like(v: tl.tensor) -> Any:
+    """``+inf`` in float64 ``v``'s shape."""
+    return (tl.zeros(v.shape, tl.int64) + 0x7FF0000000000000).to(tl.float64, bitcast=True)
+
+
+@_jit
+def _nan_like(v: tl.tensor, IS64: tl.constexpr) -> Any:
+    """The canonical NaN (``f32::NAN`` / ``f64::NAN``) in ``v``'s shape."""
+    if IS64:
+        r = (tl.zeros(v.shape, tl.int64) + 0x7FF8000000000000).to(tl.float64, bitcast=True)
+    else:
+        r = (tl.zeros(v.shape, tl.int32) + 0x7FC00000).to(tl.float32, bitcast=True)
+    return r
+
+
+# ---------------------------------------------------------------------------------------------
+# n <= max_register_n: the block's keys in registers, ranks counted.
+# ---------------------------------------------------------------------------------------------
+
+
+@_jit
+def _rank_kernel(
+    x_ptr: tl.tensor,
+    out_ptr: tl.tensor,
+    lo_ptr: tl.tensor,
+    hi_ptr: tl.tensor,
+    n: tl.tensor,
+    d: tl.tensor,
+    stride_n: tl.tensor,
+    stride_d: tl.tensor,
+    r_lo: tl.tensor,
+    r_hi: tl.tensor,
+    TRIMMED: tl.constexpr,
+    MIDPOINT: tl.constexpr,
+    TWO: tl.constexpr,
+    PROPAGATE: tl.constexpr,
+    ROWS: tl.constexpr,
+    IS64: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+) -> None:
+    """Median (values of ranks ``r_lo``, ``r_hi``) or trimmed mean (ranks ``r_lo..=r_hi``)."""
+    cols = tl.program_id(0).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = cols < d
+    col_off = cols * stride_d
+    rows = tl.arange(0, BLOCK_N)
+    m = (rows < n)[:, None] & cmask[None, :]
+    v = tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride_n + col_off[None, :], mask=m, other=0.0)
+    u = _top(_keys(v, IS64), m, IS64)
+    rank = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.int32)
+    row_j = x_ptr + col_off  # row j's block: a pointer stepped by stride_n (64-bit addresses)
+    for j in range(0, n):
+        uj = _keys(tl.load(row_j, mask=cmask, other=0.0), IS64)[None, :]
+        rank += ((uj < u) | ((uj == u) & (j < rows[:, None]))).to(tl.int32)
+        row_j += stride_n
+    k_lo = tl.max(tl.where(rank == r_lo, u, 0), axis=0)
+    k_hi = tl.max(tl.where(rank == r_hi, u, 0), axis=0)
+    a = _value(k_lo, IS64)
+    b = _value(k_hi, IS64)
+    if TRIMMED:
+        s = -tl.zeros([BLOCK_D], tl.float64)
+        c = tl.zeros([BLOCK_D], tl.float64)
+        ws = s
+        wc = c
+        k = c + 1.0
+        for r in range(r_lo, r_hi + 1):
+            kr = tl.max(tl.where(rank == r, u, 0), axis=0)
+            s, c, ws, wc, k = _add(s, c, ws, wc, k, _value(kr, IS64).to(tl.float64), cmask, IS64)
+        out = _average(s, c, ws, wc, k, tl.zeros([BLOCK_D], tl.float64) + (r_hi - r_lo + 1), a, b, IS64)
+    elif MIDPOINT:
+        out = _midpoint(a, b, IS64)
+    else:
+        out = b
+    if ROWS or PROPAGATE:
+        row_lo = tl.max(tl.where(rank == r_lo, rows[:, None], -1), axis=0)
+        row_hi = tl.max(tl.where(rank == r_hi, rows[:, None], -1), axis=0)
+        if PROPAGATE:
+            nan = (v != v) & m
+            has = tl.max(nan.to(tl.int32), axis=0) > 0
+            first = tl.min(tl.where(nan, rows[:, None], BLOCK_N), axis=0)
+            out = tl.where(has, _nan_like(out, IS64), out)
+            row_lo = tl.where(has, first, row_lo)
+            row_hi = tl.where(has, first, row_hi)
+        if ROWS:
+            tl.store(lo_ptr + cols, row_lo, mask=cmask)
+            tl.store(hi_ptr + cols, row_hi, mask=cmask)
+    tl.store(out_ptr + cols, out, mask=cmask)
+
+
+# ---------------------------------------------------------------------------------------------
+# n > max_register_n: streaming radix select, then (trimmed mean) the kept values in order.
+# ---------------------------------------------------------------------------------------------
+
+
+@_jit
+def _tile(
+    x_ptr: tl.tensor,
+    r0: tl.tensor,
+    n: tl.tensor,
+    stride_n: tl.tensor,
+    col_off: tl.tensor,
+    cmask: tl.tensor,
+    TILE: tl.constexpr,
+) -> Any:
+    """Rows ``r0 .. r0 + TILE`` of the block as a ``(BLOCK_D, TILE)`` tile, its mask, its rows."""
+    rows = r0 + tl.arange(0, TILE)
+    m = cmask[:, None] & (rows < n)[None, :]
+    v = tl.load(x_ptr + col_off[:, None] + rows.to(tl.int64)[None, :] * stride_n, mask=m, other=0.0)
+    return v, m, rows
+
+
+@_jit
+def _radix_pass(
+    x_ptr: tl.tensor,
+    n: tl.tensor,
+    stride_n: tl.tensor,
+    col_off: tl.tensor,
+    cmask: tl.tensor,
+    prefix: tl.tensor,
+    r: tl.tensor,
+    shift: tl.tensor,
+    IS64: tl.constexpr,
+    TILE: tl.constexpr,
+    RADIX: tl.constexpr,
+) -> Any:
+    """One radix pass: the next ``RADIX`` bits of the key of rank ``r``, below the ``prefix``.
+
+    With ``cnt[b] = #{key < prefix | b << shift}`` (non-decreasing in ``b``), the digit is the
+    largest ``b`` with ``cnt[b] <= r``; returns the new prefix and ``#{key < prefix}``.
+    """
+    digits = tl.arange(0, 1 << RADIX).to(prefix.dtype)
+    cand = prefix[:, None] | (digits[None, :] << shift)
+    cnt = tl.zeros(cand.shape, tl.int32)
+    for r0 in range(0, n, TILE):
+        v, m, _ = _tile(x_ptr, r0, n, stride_n, col_off, cmask, TILE)
+        u = _top(_keys(v, IS64), m, IS64)
+        cnt += tl.sum((u[:, :, None] < cand[:, None, :]).to(tl.int32), axis=1)
+    ok = cnt <= r
+    digit = tl.max(tl.where(ok, digits[None, :], 0), axis=1)
+    below = tl.max(tl.where(ok, cnt, 0), axis=1)
+    return prefix | (digit << shift), below
+
+
+@_jit
+def _smallest(best: tl.tensor, more: tl.tensor, BATCH: tl.constexpr) -> Any:
+    """The ``BATCH`` smallest of the keys ``best`` (ascending) and ``more``, ascending, per row.
+
+    Merged by counting: each of the ``2 * BATCH`` keys is ranked among them (ties by position;
+    equal keys are equal values) and the keys of ranks ``0 .. BATCH - 1`` are gathered in order.
+    """
+    both = tl.reshape(tl.join(best, more), [best.shape[0], 2 * BATCH])
+    at = tl.arange(0, 2 * BATCH)
+    ki = both[:, :, None]
+    kj = both[:, None, :]
+    before = (kj < ki) | ((kj == ki) & (at[None, None, :] < at[None, :, None]))
+    rank = tl.sum(before.to(tl.int32), axis=2)
+    slot = tl.arange(0, BATCH)
+    return tl.max(tl.where(rank[:, :, None] == slot[None, None, :], ki, 0), axis=1)
+
+
+@_jit
+def _repeat(
+    s: tl.tensor,
+    c: tl.tensor,
+    ws: tl.tensor,
+    wc: tl.tensor,
+    k: tl.tensor,
+    x: tl.tensor,
+    times: tl.tensor,
+    m: tl.tensor,
+    IS64: tl.constexpr,
+) -> Any:
+    """Add ``x`` ``times`` times (per column) where ``m``: copies of one key, in a row."""
+    most = tl.max(tl.where(m, times, 0), axis=0)
+    for i in range(0, most):
+        s, c, ws, wc, k = _add(s, c, ws, wc, k, x, m & (i < times), IS64)
+    return s, c, ws, wc, k
+
+
+@_jit
+def _select_kernel(
+    x_ptr: tl.tensor,
+    out_ptr: tl.tensor,
+    lo_ptr: tl.tensor,
+    hi_ptr: tl.tensor,
+    n: tl.tensor,
+    d: tl.tensor,
+    stride_n: tl.tensor,
+    stride_d: tl.tensor,
+    r_lo: tl.tensor,
+    r_hi: tl.tensor,
+    TRIMMED: tl.constexpr,
+    MIDPOINT: tl.constexpr,
+    TWO: tl.constexpr,
+    PROPAGATE: tl.constexpr,
+    ROWS: tl.constexpr,
+    IS64: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    TILE: tl.constexpr,
+    BATCH: tl.constexpr,
+    RADIX: tl.constexpr,
+) -> None:
+    """:func:`_rank_kernel`'s results without holding the columns: several streaming passes."""
+    cols = tl.program_id(0).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = cols < d
+    col_off = cols * stride_d
+    bits: tl.constexpr = 64 if IS64 else 32
+    a_lo = tl.zeros([BLOCK_D], tl.uint64 if IS64 else tl.uint32)
+    a_hi = a_lo
+    below_lo = tl.zeros([BLOCK_D], tl.int32)
+    below_hi = below_lo
+    for p in range(0, bits // RADIX):
+        shift = bits - RADIX * (p + 1)
+        a_lo, below_lo = _radix_pass(x_ptr, n, stride_n, col_off, cmask, a_lo, r_lo, shift, IS64, TILE, RADIX)
+        if TWO:
+            a_hi, below_hi = _radix_pass(
+                x_ptr, n, stride_n, col_off, cmask, a_hi, r_hi, shift, IS64, TILE, RADIX
+            )
+    if not TWO:
+        a_hi = a_lo
+        below_hi = below_lo
+    # The rows of the two ranks (the (r - below)-th row of equal key), how many keys equal
+    # each, and the first NaN row.
+    seen_lo = tl.zeros([BLOCK_D], tl.int32)
+    seen_hi = seen_lo
+    row_lo = seen_lo - 1
+    row_hi = row_lo
+    first = seen_lo + n
+    if ROWS or PROPAGATE or TRIMMED:  # (the plain median needs only the keys)
+        for r0 in range(0, n, TILE):
+            v, m, rows = _tile(x_ptr, r0, n, stride_n, col_off, cmask, TILE)
+            u = _top(_keys(v, IS64), m, IS64)
+            eq = u == a_lo[:, None]
+            run = tl.cumsum(eq.to(tl.int32), axis=1) + seen_lo[:, None]
+            hit = eq & (run == (r_lo - below_lo + 1)[:, None])
+            row_lo = tl.maximum(row_lo, tl.max(tl.where(hit, rows[None, :], -1), axis=1))
+            seen_lo += tl.sum(eq.to(tl.int32), axis=1)
+            eq = u == a_hi[:, None]
+            run = tl.cumsum(eq.to(tl.int32), axis=1) + seen_hi[:, None]
+            hit = eq & (run == (r_hi - below_hi + 1)[:, None])
+            row_hi = tl.maximum(row_hi, tl.max(tl.where(hit, rows[None, :], -1), axis=1))
+            seen_hi += tl.sum(eq.to(tl.int32), axis=1)
+            if PROPAGATE:
+                first = tl.minimum(first, tl.min(tl.where((v != v) & m, rows[None, :], n), axis=1))
+    a = _value(a_lo, IS64)
+    b = _value(a_hi, IS64)
+    if TRIMMED:
+        s = -tl.zeros([BLOCK_D], tl.float64)
+        c = tl.zeros([BLOCK_D], tl.float64)
+        ws = s
+        wc = c
+        k = c + 1.0
+        # Ranks below_lo .. below_lo + seen_lo - 1 hold the lowest kept key; those from r_lo
+        # are kept. Where both ends hold one key, every kept value is a copy of it.
+        same = a_lo == a_hi
+        pending = tl.where(same, r_hi - r_lo + 1, below_lo + seen_lo - r_lo)
+        last = a_lo
+        active = cmask
+        slot = tl.arange(0, BATCH)
+        while tl.max(active.to(tl.int32), axis=0) > 0:
+            # The BATCH smallest keys strictly between `last` and the highest kept key, and
+            # how many keys equal `last`.
+            best = _top(tl.zeros([BLOCK_D, BATCH], a_lo.dtype), slot[None, :] < 0, IS64)  # all above
+            equal = tl.zeros([BLOCK_D], tl.int32)
+            for r0 in range(0, n, BATCH):
+                v, m, _ = _tile(x_ptr, r0, n, stride_n, col_off, cmask, BATCH)
+                u = _top(_keys(v, IS64), m, IS64)
+                equal += tl.sum((u == last[:, None]).to(tl.int32), axis=1)
+                inside = active[:, None] & (u > last[:, None]) & (u < a_hi[:, None])
+                best = _smallest(best, _top(u, inside, IS64), BATCH)
+            # First the copies of `last` not added yet: those kept on the first pass (`pending`),
+            # all of them on later ones.
+            times = tl.where(pending >= 0, pending, equal)
+            pending = pending * 0 - 1
+            s, c, ws, wc, k = _repeat(s, c, ws, wc, k, _value(last, IS64).to(tl.float64), times, active, IS64)
+            top = tl.max(tl.where(slot[None, :] == BATCH - 1, best, 0), axis=1)
+            full = _real(top, IS64)
+            for q in range(0, BATCH):
+                e = tl.max(tl.where(slot[None, :] == q, best, 0), axis=1)
+                take = active & _real(e, IS64) & (~full | (e < top))
+                s, c, ws, wc, k = _add(s, c, ws, wc, k, _value(e, IS64).to(tl.float64), take, IS64)
+            # A full batch may have cut a run of equal keys: its top key goes first next pass.
+            last = tl.where(full, top, last)
+            active = active & full
+        # Then the copies of the highest kept key, up to rank r_hi (none where both ends met).
+        times = tl.where(same, 0, r_hi - below_hi + 1)
+        s, c, ws, wc, k = _repeat(s, c, ws, wc, k, b.to(tl.float64), times, cmask, IS64)
+        out = _average(s, c, ws, wc, k, tl.zeros([BLOCK_D], tl.float64) + (r_hi - r_lo + 1), a, b, IS64)
+    elif MIDPOINT:
+        out = _midpoint(a, b, IS64)
+    else:
+        out = b
+    if PROPAGATE:
+        has = first < n
+        out = tl.where(has, _nan_like(out, IS64), out)
+        row_lo = tl.where(has, first, row_lo)
+        row_hi = tl.where(has, first, row_hi)
+    if ROWS:
+        tl.store(lo_ptr + cols, row_lo, mask=cmask)
+        tl.store(hi_ptr + cols, row_hi, mask=cmask)
+    tl.store(out_ptr + cols, out, mask=cmask)
+
+
+# ---------------------------------------------------------------------------------------------
+# The mean, and the rows that hold NaN or ±inf.
+# ---------------------------------------------------------------------------------------------
+
+
+@_jit
+def _mean_kernel(
+    x_ptr: tl.tensor,
+    keep_ptr: tl.tensor,
+    out_ptr: tl.tensor,
+    bad_ptr: tl.tensor,
+    n: tl.tensor,
+    d: tl.tensor,
+    stride_n: tl.tensor,
+    stride_d: tl.tensor,
+    count: tl.tensor,
+    KEEP: tl.constexpr,
+    FLAG: tl.constexpr,
+    IS64: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+) -> None:
+    """``Σ x_i / count`` over the rows (those with ``keep_i != 0`` under ``KEEP``) in row order.
+
+    Under ``FLAG`` it also sets ``bad_i = 1`` for every row with a NaN or ``±inf`` in the block.
+    """
+    cols = tl.program_id(0).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = cols < d
+    col_off = cols * stride_d
+    s = -tl.zeros([BLOCK_D], tl.float64)
+    c = tl.zeros([BLOCK_D], tl.float64)
+    ws = s
+    wc = c
+    k = c + 1.0
+    # The smallest and largest value averaged, as the core tracks them (NaN never replaces).
+    hi = -_inf_like(c)
+    lo = -hi
+    row_i = x_ptr + col_off  # row i's block: a pointer stepped by stride_n (64-bit addresses)
+    for i in range(0, n):
+        x = tl.load(row_i, mask=cmask, other=0.0).to(tl.float64)
+        row_i += stride_n
+        m = cmask
+        if KEEP:
+            m = m & (tl.load(keep_ptr + i) != 0)
+        s, c, ws, wc, k = _add(s, c, ws, wc, k, x, m, IS64)
+        if IS64:
+            lo = tl.where(m & (x < lo), x, lo)
+            hi = tl.where(m & (x > hi), x, hi)
+        if FLAG:
+            if tl.max((cmask & ~_finite(x)).to(tl.int32), axis=0) > 0:
+                tl.atomic_max(bad_ptr + i, 1)
+    tl.store(
+        out_ptr + cols,
+        _average(s, c, ws, wc, k, tl.zeros([BLOCK_D], tl.float64) + count, lo, hi, IS64),
+        mask=cmask,
+    )
+
+
+@_jit
+def _row_flags_kernel(
+    x_ptr: tl.tensor,
+    bad_ptr: tl.tensor,
+    n: tl.tensor,
+    d: tl.tensor,
+    stride_n: tl.tensor,
+    stride_d: tl.tensor,
+    col_blocks: tl.tensor,
+    BLOCK_R: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+) -> None:
+    """``bad_i = 1`` for every row ``i`` with a NaN or ``±inf`` in this program's block.
+
+    A one-dimensional grid of ``row_blocks * col_blocks`` programs (CUDA's second and third grid
+    dimensions stop at 65535).
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    rows = (pid // col_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = (pid % col_blocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    m = (rows < n)[:, None] & (cols < d)[None, :]
+    v = tl.load(x_ptr + rows[:, None] * stride_n + cols[None, :] * stride_d, mask=m, other=0.0)
+    bad = tl.max((m & ~_finite(v.to(tl.float64))).to(tl.int32), axis=1)
+    tl.atomic_max(bad_ptr + rows, bad, mask=(rows < n) & (bad > 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side.
+# ---------------------------------------------------------------------------------------------
+
+
+def _pow2(v: int) -> int:
+    return 1 << max(0, v - 1).bit_length()
+
+
+def _out_dtype(x: Tensor) -> torch.dtype:
+    """float64 for float64 input, else float32 (half precision is computed in float32)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _device(x: Tensor) -> contextlib.AbstractContextManager[Any]:
+    """Make ``x``'s GPU the current one while launching (Triton launches on the current device)."""
+    return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
+
+
+def _check(x: Tensor) -> None:
+    if triton is None:
+        raise RuntimeError("aggkit.torch._triton needs triton (pip install triton)")
+    if x.dim() != 2 or x.dtype not in _DTYPES:
+        raise TypeError(
+            f"expected a 2-D float16/bfloat16/float32/float64 tensor, got {x.dtype} of shape {tuple(x.shape)}"
+        )
+    if x.shape[0] >= 2**31:
+        raise ValueError(f"the Triton kernels index rows in int32: n must be < 2**31, got n={x.shape[0]}")
+
+
+def nonfinite_rows(x: Tensor) -> list[int]:
+    """The rows of ``(n, d)`` ``x`` that hold a NaN or ``±inf``, in increasing order.
+
+    One pass over ``x`` into ``n`` int32 flags (no ``(n, d)`` mask), read back to the host.
+    """
+    _check(x)
+    n, d = x.shape
+    if n == 0 or d == 0:
+        return []
+    bad = torch.zeros(n, dtype=torch.int32, device=x.device)
+    block_r, block_c = 16, 128
+    col_blocks = triton.cdiv(d, block_c)
+    grid = (triton.cdiv(n, block_r) * col_blocks,)
+    with _device(x):
+        _row_flags_kernel[grid](
+            x, bad, n, d, x.stride(0), x.stride(1), col_blocks, BLOCK_R=block_r, BLOCK_C=block_c
+        )
+    return [int(i) for i in torch.nonzero(bad).flatten().tolist()]
+
+
+def check_policy(x: Tensor, rule: str, nonfinite: str) -> None:
+    """Under ``"raise"``, refuse non-finite inputs (``_kernels.check_policy``'s error)."""
+    if nonfinite == "raise":
+        bad = nonfinite_rows(x)
+        if bad:
+            raise nonfinite_error(rule, bad, "nonfinite='raise' refuses NaN and infinite values")
+
+
+def _order_statistic(
+    x: Tensor,
+    r_lo: int,
+    r_hi: int,
+    trimmed: bool,
+    nonfinite: str,
+    need_rows: bool,
+    config: Config,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Launch the kernel for ranks ``r_lo <= r_hi``: the median of them or the kept mean."""
+    n, d = x.shape
+    out = torch.empty(d, dtype=_out_dtype(x), device=x.device)
+    rows = d if need_rows else 0
+    lo = torch.empty(rows, dtype=torch.int32, device=x.device)
+    hi = torch.empty(rows, dtype=torch.int32, device=x.device)
+    if d == 0:
+        return out, lo, hi
+    # Unused row pointers (need_rows=False) point at the output; nothing is stored there.
+    lo_arg, hi_arg = (lo, hi) if need_rows else (out, out)
+    flags = {
+        "TRIMMED": trimmed,
+        "MIDPOINT": (not trimmed) and r_lo != r_hi,
+        "TWO": r_lo != r_hi,
+        "PROPAGATE": nonfinite == "propagate",
+        "ROWS": need_rows,
+        "IS64": x.dtype == torch.float64,
+    }
+    args = (x, out, lo_arg, hi_arg, n, d, x.stride(0), x.stride(1), r_lo, r_hi)
+    if n <= config.max_register_n:
+        block_n = _pow2(n)
+        block_d = min(config.max_block_d, max(1, config.register_elems // block_n), _pow2(d))
+        kernel = _rank_kernel
+        blocks = {"BLOCK_N": block_n, "BLOCK_D": block_d, "num_warps": config.register_warps}
+    else:
+        block_d = min(config.block_d, _pow2(d))
+        kernel = _select_kernel
+        blocks = {"BLOCK_D": block_d, "TILE": config.tile, "BATCH": config.batch, "RADIX": config.radix}
+        blocks["num_warps"] = config.num_warps
+    with _device(x):
+        kernel[(triton.cdiv(d, block_d),)](*args, **flags, **blocks, enable_fp_fusion=False)
+    return out, lo, hi
+
+
+def median(
+    x: Tensor, even: str, nonfinite: str, need_rows: bool, *, config: Config = CONFIG
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Coordinate-wise median of ``(n, d)`` ``x``: values, rows of the lower and upper middle.
+
+    The results of ``median.native`` (and ``_core.median``), bit for bit; the rows are
+    ``(d,)`` int32 where ``need_rows``, else empty.
+    """
+    _check(x)
+    n = x.shape[0]
+    if n == 0:
+        raise empty_input_error("median")
+    check_policy(x, "median", nonfinite)
+    if n % 2 == 1:
+        r_lo = r_hi = n // 2
+    else:
+        r_lo, r_hi = {"mean": (n // 2 - 1, n // 2), "lower": (n // 2 - 1,) * 2, "upper": (n // 2,) * 2}[even]
+    return _order_statistic(x, r_lo, r_hi, False, nonfinite, need_rows, config)
+
+
+def trimmed_mean(
+    x: Tensor, f: int, nonfinite: str, need_rows: bool, *, config: Config = CONFIG
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Coordinate-wise ``f``-trimmed mean: values, rows of the lowest and highest kept value.
+
+    The results of ``trimmed_mean.native`` (and ``_core.trimmed_mean``), bit for bit.
+    """
+    _check(x)
+    n = x.shape[0]
+    if n == 0:
+        raise empty_input_error("trimmed_mean")
+    if not 0 <= 2 * f < n:
+        raise too_few_inputs_error("trimmed mean", "n >= 2f + 1", n, f)
+    check_policy(x, "trimmed_mean", nonfinite)
+    return _order_statistic(x, f, n - f - 1, True, nonfinite, need_rows, config)
+
+
+def mean(x: Tensor, nonfinite: str, *, config: Config = CONFIG) -> tuple[Tensor, Tensor]:
+    """The unweighted mean of the rows of ``(n, d)`` ``x``, and each row's coefficient.
+
+    The results of ``mean.native(x, None, nonfinite)`` (and ``_core.mean``), bit for bit: the
+    rows are added in row order; under ``"robust"`` the rows that hold NaN or ``±inf`` are left
+    out (found in the same pass, which runs again without them only where there are some).
+    """
+    _check(x)
+    n, d = x.shape
+    if n == 0:
+        raise empty_input_error("mean")
+    out = torch.empty(d, dtype=_out_dtype(x), device=x.device)
+    flag = nonfinite in ("robust", "raise") and d > 0
+    bad = torch.zeros(n if flag else 0, dtype=torch.int32, device=x.device)
+    block_d = min(config.max_block_d, _pow2(d))
+
+    def run(keep: Tensor | None, count: int, flag_rows: bool) -> None:
+        if d == 0:
+            return
+        args = (x, out if keep is None else keep, out, bad if flag_rows else out, n, d)
+        with _device(x):
+            _mean_kernel[(triton.cdiv(d, block_d),)](
+                *args,
+                x.stride(0),
+                x.stride(1),
+                count,
+                KEEP=keep is not None,
+                FLAG=flag_rows,
+                IS64=x.dtype == torch.float64,
+                BLOCK_D=block_d,
+                num_warps=config.num_warps,
+                enable_fp_fusion=False,
+            )
+
+    run(None, n, flag)
+    dropped = [int(i) for i in torch.nonzero(bad).flatten().tolist()] if flag else []
+    if nonfinite == "raise" and dropped:
+        raise nonfinite_error("mean", dropped, "nonfinite='raise' refuses NaN and infinite values")
+    if nonfinite != "robust" or not dropped:
+        return out, torch.full((n,), 1.0 / n, dtype=torch.float64, device=x.device)
+    if len(dropped) == n:
+        raise nonfinite_error(
+            "mean", dropped, "every input holds NaN or infinite values, nothing is left to average"
+        )
+    keep = bad == 0
+    kept = n - len(dropped)
+    run(keep.to(torch.int8), kept, False)
+    return out, keep.to(torch.float64) * (1.0 / kept)

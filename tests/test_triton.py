@@ -1,0 +1,695 @@
+"""The Triton kernels (aggkit.torch._triton), run by Triton's interpreter on CPU tensors.
+
+Every result is compared bit for bit with the Rust core and with the torch-native kernels:
+values (NaN payloads made canonical), the rows the backward needs, the errors. ``n`` spans the
+register kernel and the streaming fallback (forced at small ``n`` with small blocks, so the
+interpreter stays fast, and once at the real bound).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import aggkit
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from strategies import DTYPES, TIES, finite_elements, junk
+
+torch = pytest.importorskip("torch")
+
+# The interpreter is chosen when the kernels are decorated: set it around the first import
+# only, and again (monkeypatch) while each test runs, so the rest of the session is untouched.
+_before = os.environ.get("TRITON_INTERPRET")
+os.environ["TRITON_INTERPRET"] = "1"
+try:
+    pytest.importorskip("triton")
+    from aggkit.torch import _paths
+    from aggkit.torch import _triton as T
+finally:
+    if _before is None:
+        del os.environ["TRITON_INTERPRET"]
+    else:
+        os.environ["TRITON_INTERPRET"] = _before
+
+from aggkit import _core  # noqa: E402
+from aggkit.torch.mean import native as mean_native  # noqa: E402
+from aggkit.torch.median import native as median_native  # noqa: E402
+from aggkit.torch.trimmed_mean import native as trimmed_native  # noqa: E402
+
+if not T.INTERPRETED:
+    pytest.skip(
+        "aggkit.torch._triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True
+    )
+
+#: The streaming kernels at every n, with blocks small enough for several tiles and batches.
+FALLBACK = T.Config(max_register_n=0, block_d=8, tile=8, batch=4)
+PATHS = {"registers": T.CONFIG, "fallback": FALLBACK}
+POLICIES = ("robust", "propagate")
+EVENS = ("mean", "lower", "upper")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _interpretable_triton_library():
+    """Triton's own library functions (``tl.zeros``, ``tl.max``, ``tl.sum``, ``tl.cumsum``, ...)
+    are ``@triton.jit`` functions, decorated when triton is first imported. Where an earlier
+    test module imported triton without ``TRITON_INTERPRET=1`` (byzfl's torch imports do), they
+    are compiled-mode functions the interpreter refuses to call: wrap them as interpreted ones
+    while this module runs (a no-op where triton was imported in interpreter mode)."""
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    patch = pytest.MonkeyPatch()
+    swapped = {}
+    for name, fn in list(vars(tl.standard).items()):
+        if isinstance(fn, JITFunction):
+            swapped[id(fn)] = InterpretedFunction(fn.fn)
+            patch.setattr(tl.standard, name, swapped[id(fn)])
+    for name, fn in list(vars(tl).items()):
+        if id(fn) in swapped:
+            patch.setattr(tl, name, swapped[id(fn)])
+    yield
+    patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def _interpreted(monkeypatch):
+    # The interpreter computes with numpy, which warns where IEEE arithmetic makes inf or NaN
+    # (the tests' point); the suite turns warnings into errors.
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with T.force_interpreter(), np.errstate(all="ignore"):
+        yield
+
+
+def bits(t) -> torch.Tensor:
+    """A float tensor's bits as integers, every NaN made the canonical one."""
+    t = torch.as_tensor(t).detach().clone()
+    t[torch.isnan(t)] = float("nan")
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def same(a, b) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(bits(a), bits(b))
+
+
+def core_rows(r) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(r).view(np.int32))
+
+
+def check_order_statistic(name, x, arg, nonfinite, config, rowless=False):
+    """``name`` (median / trimmed_mean) by the kernels against the core and the native one."""
+    kernel = {"median": T.median, "trimmed_mean": T.trimmed_mean}[name]
+    native = {"median": median_native, "trimmed_mean": trimmed_native}[name]
+    out, lo, hi = kernel(x, arg, nonfinite, True, config=config)
+    c_out, c_lo, c_hi = getattr(_core, name)(np.ascontiguousarray(x.numpy()), arg, nonfinite, True)
+    assert same(out, torch.from_numpy(c_out)), (out, c_out)
+    assert torch.equal(lo, core_rows(c_lo)), (lo, c_lo)
+    assert torch.equal(hi, core_rows(c_hi)), (hi, c_hi)
+    n_out, n_lo, n_hi = native(x, arg, nonfinite, True)
+    assert same(out, n_out)
+    assert torch.equal(lo, n_lo)
+    assert torch.equal(hi, n_hi)
+    if not rowless:
+        return
+    # Without rows: the same values and empty row tensors, as the native function gives.
+    v, e_lo, e_hi = kernel(x, arg, nonfinite, False, config=config)
+    assert same(v, out)
+    assert e_lo.shape == e_hi.shape == (0,)
+    assert e_lo.dtype == e_hi.dtype == torch.int32
+
+
+def check_mean(x, nonfinite):
+    """The mean by the kernel against the core and the native one (values, coefficients, errors)."""
+    if nonfinite == "robust" and not torch.isfinite(x).all(dim=1).any() and x.shape[1] > 0:
+        for fn in (T.mean, lambda x, p: mean_native(x, None, p)):
+            with pytest.raises(aggkit.NonFiniteError) as e:
+                fn(x, nonfinite)
+            assert e.value.rows == list(range(x.shape[0]))
+        return
+    out, coef = T.mean(x, nonfinite)
+    c_out, _ = _core.mean(np.ascontiguousarray(x.numpy()), None, nonfinite)
+    assert same(out, torch.from_numpy(c_out)), (out, c_out)
+    n_out, n_coef = mean_native(x, None, nonfinite)
+    assert same(out, n_out)
+    assert same(coef, n_coef), (coef, n_coef)
+
+
+SPECIALS = {
+    np.float32: [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45, 1e-40, 3e38, -3e38],
+    np.float64: [
+        *(np.nan, np.inf, -np.inf, -0.0, 0.0, 5e-324, -5e-324, 1e-310, 1e308, -1e308, 9e307),
+        *(2.0**1023, -(2.0**1023), 8.988465674311579e307, 2.0**-1021, 2.0**-1022),  # midpoint's bounds
+    ],
+}
+
+
+@st.composite
+def wild(draw, max_n=12, max_d=4):
+    """Matrices mixing ordinary values, exact ties, ±0, ±inf, NaN, subnormals and values whose
+    float64 sums overflow (the wide sum)."""
+    dt = draw(DTYPES)
+    n = draw(st.integers(1, max_n))
+    d = draw(st.integers(1, max_d))
+    elements = st.one_of(finite_elements(dt), TIES, st.sampled_from(SPECIALS[dt]))
+    x = draw(hnp.arrays(dt, (n, d), elements=elements))
+    if draw(st.booleans()) and n > 1:  # whole junk rows, as an attacker sends them
+        k = draw(st.integers(1, n - 1))
+        x[:k] = draw(junk(x[k:], k))
+    return torch.from_numpy(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bitwise agreement, every policy and every `even`, both kernels
+
+
+@pytest.mark.parametrize("path", PATHS)
+@settings(max_examples=25)
+@given(x=wild(), even=st.sampled_from(EVENS), nonfinite=st.sampled_from(POLICIES))
+def test_median_matches_core_and_native(path, x, even, nonfinite):
+    check_order_statistic("median", x, even, nonfinite, PATHS[path], rowless=path == "registers")
+
+
+@pytest.mark.parametrize("path", PATHS)
+@settings(max_examples=25)
+@given(x=wild(), data=st.data())
+def test_trimmed_mean_matches_core_and_native(path, x, data):
+    f = data.draw(st.integers(0, (x.shape[0] - 1) // 2))
+    nonfinite = data.draw(st.sampled_from(POLICIES))
+    check_order_statistic("trimmed_mean", x, f, nonfinite, PATHS[path], rowless=path == "registers")
+
+
+@settings(max_examples=40)
+@given(x=wild(max_n=16), nonfinite=st.sampled_from(POLICIES))
+def test_mean_matches_core_and_native(x, nonfinite):
+    check_mean(x, nonfinite)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [128, 129])  # the last n held in registers, the first streamed
+def test_at_the_register_bound(n, dtype):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randint(-4, 5, (n, 3), generator=g).to(dtype)  # many ties
+    x[5, 0] = x[77, 1] = float("nan")
+    x[:, 2] = torch.randn(n, generator=g, dtype=dtype)
+    x[n - 1, 2] = -0.0
+    x[3, 2] = 0.0
+    assert T.CONFIG.max_register_n == 128
+    check_order_statistic("median", x, "mean", "robust", T.CONFIG)
+    check_order_statistic("trimmed_mean", x, 56, "propagate", T.CONFIG)
+
+
+@pytest.mark.parametrize(("radix", "dtype"), [(2, np.float32), (8, np.float32), (8, np.float64)])
+def test_other_radix_widths(radix, dtype):
+    rng = np.random.default_rng(radix)
+    x = rng.integers(-3, 4, size=(11, 5)).astype(dtype)
+    x[2, 1] = x[7, 3] = np.nan
+    x[:, 4] = rng.standard_normal(11)
+    x[0, 4] = -np.inf
+    cfg = T.Config(max_register_n=0, block_d=8, tile=4, batch=4, radix=radix)
+    for even in EVENS:  # (and the streaming kernels asked for no rows)
+        check_order_statistic("median", torch.from_numpy(x), even, "robust", cfg, rowless=True)
+    check_order_statistic("trimmed_mean", torch.from_numpy(x), 2, "propagate", cfg, rowless=True)
+
+
+@pytest.mark.parametrize(("batch", "dtype"), [(2, np.float64), (4, np.float32)])
+def test_runs_of_equal_keys_across_batches(batch, dtype):
+    # The streaming trimmed mean orders its kept values by batches; runs of one key longer
+    # than a batch, at its ends and inside, and ±0 runs, must still be added in rank order.
+    rng = np.random.default_rng(batch)
+    runs = np.array([-1.0] * 3 + [0.25] * 9 + [-0.0] * 3 + [0.0] * 4 + [1e-3] * 2 + [7.0] * 5 + [np.nan] * 2)
+    x = np.stack([rng.permutation(runs) for _ in range(4)], axis=1)
+    x[:, 3] = np.sort(x[:, 3])[::-1]  # rows in descending order: ties broken by row still
+    cfg = T.Config(max_register_n=0, block_d=8, tile=8, batch=batch)
+    for f in (0, 3, 13):
+        check_order_statistic("trimmed_mean", torch.from_numpy(x.astype(dtype)), f, "robust", cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Edge cases, each on both kernels
+
+
+def edge_matrix(dtype) -> np.ndarray:
+    """Columns: midpoints at their bounds; all NaN; ±inf; sums beyond the float64 range;
+    subnormals; ±0 ties; a NaN row."""
+    top = float(np.finfo(dtype).max)
+    tiny = float(np.finfo(dtype).smallest_subnormal)
+    normal = float(np.finfo(dtype).smallest_normal)
+    half = 2.0 ** (np.finfo(dtype).maxexp - 1)  # midpoint's bounds: |v| <= top / 2, |v| < 2 normal
+    cols = [
+        [half, half, top / 2, half, -half, 2 * normal],
+        [np.nan] * 6,
+        [np.inf, -np.inf, np.inf, 1.0, -np.inf, np.inf],
+        [top, top, top / 2, top, 0.0, top],
+        [top, 1e-300 if dtype == np.float64 else 1e-30, top, -top / 4, tiny, top],
+        [tiny, -tiny, 3 * tiny, tiny, 0.0, -0.0],
+        [-0.0, 0.0, -0.0, 0.0, 0.0, -0.0],
+        [1.0, np.nan, 2.0, np.nan, 3.0, 0.5],
+    ]
+    return np.array(cols, dtype=dtype).T.copy()
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_edge_columns(path, dtype):
+    full = edge_matrix(dtype)
+    for n in (1, 2, 3, 6) if path == "registers" else (1, 2, 6):
+        x = torch.from_numpy(full[:n].copy())
+        for nonfinite in POLICIES:
+            for even in EVENS if n % 2 == 0 else EVENS[:1]:  # `even` matters for even n only
+                check_order_statistic("median", x, even, nonfinite, PATHS[path])
+            for f in range((n - 1) // 2 + 1):
+                check_order_statistic("trimmed_mean", x, f, nonfinite, PATHS[path])
+            check_mean(x, nonfinite)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_wide_sums(path):
+    top = np.finfo(np.float64).max
+    x = torch.tensor([[top, 1e300, top], [top / 2, 0.0, top], [0.0, 0.0, 1e-300]], dtype=torch.float64)
+    out, _, _ = T.trimmed_mean(x, 0, "robust", False, config=PATHS[path])
+    assert out[:2].tolist() == [top / 2, 1e300 / 3]
+    check_order_statistic("trimmed_mean", x, 0, "robust", PATHS[path])
+    assert T.mean(x, "robust")[0][:2].tolist() == [top / 2, 1e300 / 3]
+    check_mean(x, "propagate")
+    # Only adding the compensation overflows; then an infinity after the overflow.
+    x = torch.tensor([[top, top, -top], [9e291, top, -top], [9e291, -np.inf, np.inf]], dtype=torch.float64)
+    check_mean(x, "propagate")
+    check_order_statistic("trimmed_mean", x, 0, "propagate", PATHS[path])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_no_columns(dtype):
+    x = torch.empty(5, 0, dtype=dtype)
+    for config in PATHS.values():
+        check_order_statistic("median", x, "mean", "robust", config)
+        check_order_statistic("trimmed_mean", x, 1, "raise", config)
+    for nonfinite in ("robust", "raise", "propagate"):
+        check_mean(x, nonfinite)
+
+
+def test_non_contiguous_input():
+    base = torch.randn(9, 13, dtype=torch.float64)
+    base[4, 2] = float("nan")
+    x = base.t()  # (13, 9) with strides (1, 13)
+    for config in PATHS.values():
+        out, lo, hi = T.median(x, "mean", "robust", True, config=config)
+        want = T.median(x.contiguous(), "mean", "robust", True, config=config)
+        assert same(out, want[0])
+        assert torch.equal(lo, want[1])
+        assert torch.equal(hi, want[2])
+        check_order_statistic("trimmed_mean", x, 3, "propagate", config)
+    check_mean(x, "robust")
+    step = torch.randn(7, 20, dtype=torch.float32)[:, ::3]  # a column stride of 3
+    check_order_statistic("median", step, "lower", "robust", FALLBACK)
+    check_mean(step, "propagate")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_the_float32_call(dtype):
+    # Widened in registers as read: the float32 results on the widened values (the caller
+    # rounds them once), which for float16 rounded are the core's half-precision results.
+    x = (torch.randn(9, 6, generator=torch.Generator().manual_seed(3)) * 100).to(dtype)
+    x[2, 1] = float("nan")
+    x[4, 3] = float("inf")
+    x[0, 0], x[1, 0] = -0.0, 0.0
+    wide = x.float()
+    for config in PATHS.values():
+        for fn, arg in ((T.median, "mean"), (T.trimmed_mean, 2)):
+            got, want = (
+                fn(x, arg, "robust", True, config=config),
+                fn(wide, arg, "robust", True, config=config),
+            )
+            assert got[0].dtype == torch.float32
+            assert same(got[0], want[0])
+            assert torch.equal(got[1], want[1])
+            assert torch.equal(got[2], want[2])
+    assert same(T.mean(x, "robust")[0], T.mean(wide, "robust")[0])
+    if dtype == torch.float16:
+        y = x.numpy()
+        assert same(T.median(x, "mean", "robust", False)[0].half(), torch.from_numpy(aggkit.median(y)))
+        assert same(T.mean(x, "propagate")[0].half(), torch.from_numpy(aggkit.mean(y, nonfinite="propagate")))
+
+
+# ---------------------------------------------------------------------------------------------
+# nonfinite="raise", parameters, availability
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_raise_names_the_rows(path):
+    x = torch.ones(7, 300, dtype=torch.float32)  # several blocks of the row-flag kernel
+    x[2, 299] = float("inf")
+    x[5, 1] = float("nan")
+    v = x.numpy()
+    calls = [
+        (
+            lambda: T.median(x, "mean", "raise", True, config=PATHS[path]),
+            lambda: _core.median(v, "mean", "raise", True),
+        ),
+        (
+            lambda: T.trimmed_mean(x, 2, "raise", True, config=PATHS[path]),
+            lambda: _core.trimmed_mean(v, 2, "raise", True),
+        ),
+        (lambda: T.mean(x, "raise"), lambda: _core.mean(v, None, "raise")),
+    ]
+    for kernel, core in calls:
+        with pytest.raises(aggkit.NonFiniteError) as e:
+            kernel()
+        with pytest.raises(aggkit.NonFiniteError) as c:
+            core()
+        assert e.value.rows == c.value.rows == [2, 5]
+        assert str(e.value) == str(c.value)
+    x = x[:, ::37]  # finite now: "raise" computes as "robust"
+    check_order_statistic("median", x, "upper", "raise", PATHS[path])
+    check_mean(x, "raise")
+
+
+def test_parameters_and_availability():
+    x = torch.randn(4, 3)
+    with pytest.raises(aggkit.TooFewInputsError, match=r"needs n >= 2f \+ 1, got n=4, f=2"):
+        T.trimmed_mean(x, 2, "robust", False)
+    with pytest.raises(aggkit.EmptyInputError):
+        T.median(torch.empty(0, 3), "mean", "robust", False)
+    with pytest.raises(TypeError):
+        T.median(x.long(), "mean", "robust", False)
+    with pytest.raises(ValueError, match="power of two"):
+        T.Config(tile=12)
+    assert T.available(x)
+    assert T.available(x.double())
+    assert T.available(x.half())
+    assert not T.available(x.long())
+    with T.force_interpreter():
+        pass
+    assert T.available(x)  # the enclosing (fixture's) context is still in force
+
+
+def test_cpu_tensors_need_the_forcing_context():
+    x = torch.randn(3, 2)
+    prev = getattr(_paths._local, "triton", False)
+    _paths._local.triton = False
+    try:
+        assert not T.available(x)
+        with T.force_interpreter():
+            assert T.available(x)
+        assert not T.available(x)
+    finally:
+        _paths._local.triton = prev
+
+
+def test_module_imports_without_triton(monkeypatch):
+    # A fresh copy of the module with `import triton` failing: it imports, and refuses to run.
+    monkeypatch.setitem(sys.modules, "triton", None)
+    monkeypatch.setitem(sys.modules, "triton.language", None)
+    spec = importlib.util.spec_from_file_location("_triton_without", T.__file__)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "_triton_without", mod)
+    spec.loader.exec_module(mod)
+    x = torch.randn(3, 2)
+    assert mod.triton is None
+    assert not mod.INTERPRETED
+    assert not mod.available(x)
+    with pytest.raises(RuntimeError, match="needs triton"):
+        mod.median(x, "mean", "robust", False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: no (n, d)-sized temporary
+
+
+def torch_allocations(fn) -> list[int]:
+    """The sizes in bytes of every allocation the torch CPU allocator made while ``fn`` ran."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return [e.self_cpu_memory_usage for e in prof.events() if e.self_cpu_memory_usage > 0]
+
+
+def largest_block(fn) -> int:
+    """The most elements any value of a kernel program had while ``fn`` ran: in the interpreter
+    every register tensor (a loaded tile, an intermediate, an accumulator) is a numpy array
+    wrapped in a ``TensorHandle``."""
+    from triton.runtime import interpreter
+
+    largest = [0]
+    original = interpreter.TensorHandle.__post_init__
+
+    def record(self):
+        largest[0] = max(largest[0], int(np.size(self.data)))
+        original(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(interpreter.TensorHandle, "__post_init__", record)
+        fn()
+    return largest[0]
+
+
+def test_no_n_by_d_temporaries():
+    small = T.Config(max_register_n=0, block_d=64, tile=16, batch=4)
+    n, d = 64, 48
+    for dtype in (torch.float64,):  # the same host code for both dtypes, float64's rows are wider
+        x = torch.randn(n, d, dtype=dtype)
+        x[7, 3] = float("nan")  # the robust mean drops row 7 in a second pass
+        calls = {
+            "median": lambda x=x: T.median(x, "mean", "propagate", True, config=small),
+            "median in registers": lambda x=x: T.median(x, "lower", "robust", True),
+            "trimmed_mean": lambda x=x: T.trimmed_mean(x, 28, "robust", True, config=small),
+            "mean": lambda x=x: T.mean(x, "robust"),
+            "raise": lambda x=x: T.check_policy(x[8:], "median", "raise"),
+        }
+        # Host side: every torch allocation is an output (d values, 2 d rows) or per-row flags
+        # and coefficients: each at most 8 max(n, d) bytes and together at most 16 d + 24 n (+
+        # a few scalars), where one (n, d) boolean mask alone takes n d bytes.
+        for name, fn in calls.items():
+            sizes = torch_allocations(fn)
+            assert max(sizes, default=0) <= 8 * max(n, d), (name, sizes)
+            assert sum(sizes) <= 16 * d + 24 * n + 256 < n * d, (name, sizes)
+    # Device side: Triton allocates no memory, so what a kernel holds are register values of
+    # the constant block shapes of its Config: the largest (the radix pass's block x tile x
+    # 2**radix comparison, the batch merge's block x (2 batch)**2, the register kernel's
+    # next_pow2(n) x block keys) is the same whatever n and d, and below n d.
+    blocks = T.Config(max_register_n=0, block_d=8, tile=8, batch=4)
+    bound = blocks.block_d * max(blocks.tile << blocks.radix, (2 * blocks.batch) ** 2)
+    for n, d in ((16, 8), (48, 24)):
+        x = torch.randn(n, d)
+        assert largest_block(lambda x=x: T.median(x, "lower", "robust", True, config=blocks)) == bound
+        f = n // 2 - 2
+        assert largest_block(lambda x=x, f=f: T.trimmed_mean(x, f, "robust", True, config=blocks)) == bound
+        assert largest_block(lambda x=x: T.mean(x, "robust")) <= T.CONFIG.max_block_d
+    assert 48 * 24 > bound
+    for d in (64, 256):
+        size = largest_block(lambda d=d: T.median(torch.randn(64, d), "mean", "robust", True))
+        assert size == T.CONFIG.register_elems < 64 * 256
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled (GPU) kernels: built offline for sm_90, no device needed
+
+COMPILE = r"""
+import sys
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from aggkit.torch import _triton as T
+
+assert not T.INTERPRETED
+target = GPUTarget("cuda", 90, 32)
+
+
+def build(kernel, pointers, ints, constexprs):
+    signature = {**pointers, **dict.fromkeys(ints, "i32"), **dict.fromkeys(constexprs, "constexpr")}
+    names = list(signature)
+    consts = {(names.index(k),): v for k, v in constexprs.items()}
+    compiled = triton.compile(
+        ASTSource(fn=kernel, signature=signature, constexprs=consts),
+        target=target,
+        options={"enable_fp_fusion": False},
+    )
+    ptx = compiled.asm["ptx"]
+    # No fused multiply-add, no approximate division, no flush-to-zero.
+    for word in ("fma.", "div.full", "div.approx", ".ftz"):
+        assert word not in ptx, (kernel.fn.__name__, constexprs, word)
+    return ptx
+
+
+for f in ("fp32", "fp64"):
+    is64 = f == "fp64"
+    pointers = {"x_ptr": "*" + f, "out_ptr": "*" + f, "lo_ptr": "*i32", "hi_ptr": "*i32"}
+    ints = ["n", "d", "stride_n", "stride_d", "r_lo", "r_hi"]
+    # Every flag of the trimmed mean; the median's midpoint (without rows) for float64 only.
+    for trimmed, two, rows in ((True, True, True), (False, True, False))[: 1 + is64]:
+        flags = dict(TRIMMED=trimmed, MIDPOINT=two and not trimmed, TWO=two, PROPAGATE=rows, ROWS=rows)
+        flags["IS64"] = is64
+        build(T._rank_kernel, pointers, ints, {**flags, "BLOCK_N": 128, "BLOCK_D": 32})
+        c = T.CONFIG
+        blocks = {"BLOCK_D": c.block_d, "TILE": c.tile, "BATCH": c.batch, "RADIX": c.radix}
+        build(T._select_kernel, pointers, ints, {**flags, **blocks})
+    pointers = {"x_ptr": "*" + f, "keep_ptr": "*i8", "out_ptr": "*" + f, "bad_ptr": "*i32"}
+    ptx = build(T._mean_kernel, pointers, ["n", "d", "stride_n", "stride_d", "count"],
+                dict(KEEP=True, FLAG=True, IS64=is64, BLOCK_D=128))
+    assert "div.rn.f64" in ptx
+    build(T._row_flags_kernel, {"x_ptr": "*" + f, "bad_ptr": "*i32"},
+          ["n", "d", "stride_n", "stride_d", "col_blocks"], dict(BLOCK_R=16, BLOCK_C=128))
+print("compiled")
+"""
+
+
+def test_kernels_compile_for_the_gpu(tmp_path):
+    # In a fresh process (the kernels here are interpreted), into a private cache directory.
+    import triton.backends
+
+    if "nvidia" not in triton.backends.backends:
+        pytest.skip("this triton has no CUDA backend")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-c", COMPILE], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "compiled" in run.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# On a CUDA device (a machine with a GPU): the compiled kernels against the core, and their
+# device memory
+
+GPU = r"""
+import sys
+
+import numpy as np
+import torch
+
+from aggkit import _core
+from aggkit.torch import _triton as T
+
+device = sys.argv[1]
+sizes = [int(v) for v in sys.argv[2].split(",")]
+d = int(sys.argv[3])
+forced = T.force_interpreter() if device == "cpu" else torch.no_grad()
+rng = np.random.default_rng(7)
+SPECIAL = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, 2.0, -1.0]
+
+
+def bits(a):
+    a = np.array(a, dtype=np.float64 if a.dtype == np.float64 else np.float32)
+    a[np.isnan(a)] = np.nan
+    return a.view(np.int64 if a.dtype == np.float64 else np.int32)
+
+
+def matrix(n, dtype):
+    x = rng.standard_normal((n, d)).astype(dtype)
+    ties = rng.random((n, d)) < 0.4
+    x[ties] = rng.choice(SPECIAL, size=int(ties.sum()))
+    x[:, 0] = np.finfo(dtype).max  # a sum beyond the float64 range (float64)
+    x[:, 1] = np.nan
+    return x
+
+
+def check(name, got, want):
+    assert np.array_equal(bits(got[0].cpu().numpy()), bits(want[0])), name
+    if len(want) == 3 and want[1] is not None:
+        assert np.array_equal(got[1].cpu().numpy().view(np.uint32), want[1]), name
+        assert np.array_equal(got[2].cpu().numpy().view(np.uint32), want[2]), name
+
+
+with forced:
+    for n in sizes:
+        for dtype in (np.float32, np.float64):
+            x = matrix(n, dtype)
+            t = torch.from_numpy(x).to(device)
+            for policy in ("robust", "propagate"):
+                for even in ("mean", "lower", "upper"):
+                    want = _core.median(x, even, policy, True)
+                    check(f"median {n} {dtype} {policy} {even}", T.median(t, even, policy, True), want)
+                for f in sorted({0, n // 5, (n - 1) // 2}):
+                    want = _core.trimmed_mean(x, f, policy, True)
+                    check(f"trimmed {n} {dtype} {policy} {f}", T.trimmed_mean(t, f, policy, True), want)
+                if policy == "propagate":
+                    check(f"mean {n} {dtype}", T.mean(t, policy), _core.mean(x, None, policy))
+            if device == "cuda":
+                # Extra device memory of a call: the outputs and O(n) flags, never O(n d).
+                torch.cuda.synchronize()
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                T.trimmed_mean(t, n // 5, "robust", True)
+                T.median(t, "mean", "propagate", True)
+                T.mean(t[:, 2:], "robust")
+                extra = torch.cuda.max_memory_allocated() - base
+                assert extra <= 4 * (16 * d + 24 * n) + (1 << 16), (n, dtype, extra)
+print("gpu ok")
+"""
+
+
+def run_gpu_check(device, sizes, d, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if device == "cpu":
+        env["TRITON_INTERPRET"] = "1"
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
+    args = [sys.executable, "-c", GPU, device, ",".join(map(str, sizes)), str(d)]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_kernels_match_the_core(tmp_path):
+    # Both kernels (n <= 128 in registers, above streamed), every policy, many blocks.
+    run = run_gpu_check("cuda", [1, 2, 7, 64, 128, 129, 300], 5000, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "gpu ok" in run.stdout
+
+
+def test_public_ops_run_the_kernels_under_force_triton(monkeypatch):
+    # aggkit.torch's ops on CPU tensors under force_triton take the CUDA path: the Triton
+    # kernels (spied on here), with the Rust core's values and the same gradients.
+    import aggkit.torch as at
+    from aggkit.torch import _triton_dist as D
+
+    calls = []
+
+    def spy(module, name):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, **k: (calls.append(name), real(*a, **k))[1])
+
+    for name in ("median", "trimmed_mean", "mean"):
+        spy(T, name)
+    spy(D, "pairwise_sq_distances")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 33, dtype=torch.float64, generator=g)
+    x[2, 5], x[4, 7] = float("inf"), -0.0
+    xn = x.numpy()
+    assert same(at.median(x), torch.from_numpy(aggkit.median(xn)))
+    assert same(at.trimmed_mean(x, f=2), torch.from_numpy(aggkit.trimmed_mean(xn, f=2)))
+    assert same(at.mean(x), torch.from_numpy(aggkit.mean(xn)))
+    assert same(at.krum(x, f=2), torch.from_numpy(aggkit.krum(xn, f=2)))
+    assert calls == ["median", "trimmed_mean", "mean", "pairwise_sq_distances"]
+    # The backward of each op on the Triton path equals the Rust path's.
+    for op in (at.median, lambda v: at.trimmed_mean(v, f=2), at.mean):
+        xr = x.clone().requires_grad_(True)
+        (got,) = torch.autograd.grad((op(xr) * torch.arange(33.0, dtype=torch.float64)).sum(), xr)
+        prev, _paths._local.triton = getattr(_paths._local, "triton", False), False
+        try:
+            assert _paths.rust(xr)
+            (want,) = torch.autograd.grad((op(xr) * torch.arange(33.0, dtype=torch.float64)).sum(), xr)
+        finally:
+            _paths._local.triton = prev
+        assert same(got, want)
+    # force_native wins over force_triton.
+    calls.clear()
+    with _paths.force_native():
+        at.median(x)
+    assert calls == []
+
+
+def test_force_triton_refuses_without_the_interpreter(monkeypatch):
+    monkeypatch.setattr(T, "INTERPRETED", False)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"), _paths.force_triton():
+        pass
+    monkeypatch.setenv("AGGKIT_TRITON", "0")
+    monkeypatch.setattr(T, "INTERPRETED", True)
+    assert not _paths.use_triton(torch.ones(3, 2))
