@@ -693,3 +693,39 @@ def test_force_triton_refuses_without_the_interpreter(monkeypatch):
     monkeypatch.setenv("AGGKIT_TRITON", "0")
     monkeypatch.setattr(T, "INTERPRETED", True)
     assert not _paths.use_triton(torch.ones(3, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_and_strided_inputs_reach_the_kernels_without_a_copy(monkeypatch, dtype):
+    # The kernels widen half precision in registers and take strides: aggkit.torch passes the
+    # caller's tensor itself (no (n, d) float32 copy), with the Rust path's values and gradients.
+    import aggkit.torch as at
+
+    seen = []
+    for name in ("median", "trimmed_mean", "mean"):
+        real = getattr(T, name)
+        monkeypatch.setattr(T, name, lambda x, *a, _r=real, **k: (seen.append(x), _r(x, *a, **k))[1])
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(12, 7, generator=g).to(dtype)
+    w = torch.arange(1.0, 8.0).to(dtype)
+    for x in (base, base.t().contiguous().t()):  # contiguous, and columns-first strides
+        for op in (at.median, lambda v: at.trimmed_mean(v, f=3), at.mean):
+            seen.clear()
+            xr = (
+                x.detach().clone().requires_grad_(True)
+                if x.is_contiguous()
+                else x.detach().requires_grad_(True)
+            )
+            y = op(xr)
+            (grad,) = torch.autograd.grad((y * w).sum(), xr)
+            assert len(seen) == 1
+            assert seen[0].dtype == dtype
+            assert seen[0].data_ptr() == xr.data_ptr()
+            prev, _paths._local.triton = getattr(_paths._local, "triton", False), False
+            try:
+                y_cpu = op(xr)
+                (want,) = torch.autograd.grad((y_cpu * w).sum(), xr)
+            finally:
+                _paths._local.triton = prev
+            assert same(y, y_cpu)
+            assert same(grad, want)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from aggkit import _params
 from aggkit.errors import InvalidParameterError, ShapeError, empty_input_error
-from aggkit.torch._paths import native_forced, triton_forced
+from aggkit.torch._paths import native_forced, triton_forced, use_triton
 
 _REDUCED = (torch.float16, torch.bfloat16)
 
@@ -172,7 +172,13 @@ def needs_grad(x: Tensor) -> bool:
 class Prepared:
     """``x`` as a contiguous ``(n, d)`` float32/float64 tensor, and how to shape the output."""
 
-    def __init__(self, x: Any, rule: str, dim: int = 0) -> None:
+    def __init__(self, x: Any, rule: str, dim: int = 0, *, in_place: bool = False) -> None:
+        """Check ``x`` and lay it out as ``(n, d)``.
+
+        ``in_place``: the rule's op reads any strides and half precision where its kernels are
+        Triton's (:func:`~aggkit.torch._paths.use_triton`); ``x`` is then passed on without the
+        float32 / contiguous copy, which would be ``(n, d)``-sized.
+        """
         if not isinstance(x, Tensor):
             if isinstance(x, str | bytes) or not isinstance(x, Sequence):
                 raise TypeError(
@@ -197,10 +203,14 @@ class Prepared:
         # flatten / unsqueeze keep the sizes symbolic under torch.export and torch.compile
         # (reshape to shape.numel() would make the feature size a constant)
         x2 = x.flatten(1) if x.ndim > 1 else x.unsqueeze(1)
+        if in_place and use_triton(x2):
+            self.x: Tensor = x2
+            self.d: int = x2.shape[1]
+            return
         if x2.dtype != dt:
             x2 = x2.to(dt)
-        self.x: Tensor = x2.contiguous()
-        self.d: int = x2.shape[1]
+        self.x = x2.contiguous()
+        self.d = x2.shape[1]
 
     def finish(self, out: Tensor) -> Tensor:
         """A flat result in the input's trailing shape and dtype."""

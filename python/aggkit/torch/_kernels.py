@@ -36,8 +36,14 @@ _INT = {torch.float32: (torch.int32, 0x7FC00000, 0x7FFFFFFF, 31)}
 _INT[torch.float64] = (torch.int64, 0x7FF8000000000000, 0x7FFFFFFFFFFFFFFF, 63)
 
 
+#: Half-precision dtypes: computed in float32 (exact widening), rounded once at the end.
+HALF = (torch.float16, torch.bfloat16)
+
+
 def total_order_keys(x: torch.Tensor) -> torch.Tensor:
     """Integer keys ordered like ``x`` in IEEE total order, with every NaN mapped to one key."""
+    if x.dtype in HALF:  # widening is exact and keeps the order
+        x = x.float()
     it, nan_bits, mask, shift = _INT[x.dtype]
     bits = torch.where(torch.isnan(x), torch.tensor(nan_bits, dtype=it, device=x.device), x.view(it))
     return bits ^ ((bits >> shift) & mask)

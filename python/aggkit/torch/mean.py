@@ -54,7 +54,8 @@ def mean_op(x: Tensor, weights: list[float], nonfinite: str) -> tuple[Tensor, Te
     if w is None and use_triton(x):
         from aggkit.torch import _triton
 
-        return _triton.mean(x, nonfinite)
+        values, coef = _triton.mean(x, nonfinite)
+        return values.to(x.dtype), coef  # half precision: computed in float32, rounded once
     if rust(x):
         out, dropped = _core.mean(view(x), w, nonfinite)
         wv = np.ones(x.shape[0]) if w is None else w.copy()
@@ -75,7 +76,8 @@ def _setup(ctx: Any, inputs: Any, output: Any) -> None:
 
 def _backward(ctx: Any, g: Tensor, _coef: Tensor) -> tuple[Tensor, None, None]:
     (coef,) = ctx.saved_tensors
-    return coef.to(g.dtype)[:, None] * g[None], None, None
+    gw = g.float() if g.dtype in K.HALF else g  # half precision: as the float32 path, rounded once
+    return (coef.to(gw.dtype)[:, None] * gw[None]).to(g.dtype), None, None
 
 
 mean_op.register_autograd(_backward, setup_context=_setup)
@@ -93,7 +95,7 @@ def _mean(rule: Mean, x: Any, *, weights: Any = None, dim: int = 0) -> tuple[Ten
     if weights is None and dim == 0 and (rows := in_place_rows(x)) is not None:
         out, _ = _core.mean(rows.core, None, rule.nonfinite)
         return rows.finish(out), None
-    p = Prepared(x, "mean", dim)
+    p = Prepared(x, "mean", dim, in_place=weights is None)
     w = [] if weights is None else _params.weights(host(weights), p.n, "mean").tolist()
     out, _ = mean_op(p.x, w, rule.nonfinite)
     return p.finish(out), None

@@ -88,7 +88,8 @@ def median_op(x: Tensor, even: str, nonfinite: str, need_rows: bool) -> tuple[Te
     if use_triton(x):
         from aggkit.torch import _triton
 
-        return _triton.median(x, even, nonfinite, need_rows)
+        out, lo, hi = _triton.median(x, even, nonfinite, need_rows)
+        return out.to(x.dtype), lo, hi  # half precision: computed in float32, rounded once
     if rust(x):
         return columns("median", x, even, nonfinite, need_rows)
     return native(x, even, nonfinite, need_rows)
@@ -117,13 +118,14 @@ def _backward(ctx: Any, g: Tensor, _lo: Tensor, _hi: Tensor) -> tuple[Tensor, No
         gv = g.detach().contiguous().numpy()
         host = _core.median_backward(ctx.shape[0], u32(lo), u32(hi) if ctx.average else None, gv)
         return torch.from_numpy(host), None, None, None
-    grad = g.new_zeros(ctx.shape)
+    gw = g.float() if g.dtype in K.HALF else g  # half precision: as the float32 path, rounded once
+    grad = gw.new_zeros(ctx.shape)
     if ctx.average:
-        half = (g / 2)[None]
+        half = (gw / 2)[None]
         grad = grad.scatter_add(0, lo.long()[None], half).scatter_add(0, hi.long()[None], half)
     else:
-        grad = grad.scatter(0, lo.long()[None], g[None])
-    return grad, None, None, None
+        grad = grad.scatter(0, lo.long()[None], gw[None])
+    return grad.to(g.dtype), None, None, None
 
 
 median_op.register_autograd(_backward, setup_context=_setup)
@@ -140,7 +142,7 @@ def _median(rule: Median, x: Any, *, weights: Any = None, dim: int = 0) -> tuple
     if dim == 0 and (rows := in_place_rows(x)) is not None:
         out, _, _ = _core.median(rows.core, rule.even, rule.nonfinite, False)
         return rows.finish(out), None
-    p = Prepared(x, "median", dim)
+    p = Prepared(x, "median", dim, in_place=True)
     out, _, _ = median_op(p.x, rule.even, rule.nonfinite, needs_grad(p.x))
     return p.finish(out), None
 

@@ -77,7 +77,8 @@ def trimmed_mean_op(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple
     if use_triton(x):
         from aggkit.torch import _triton
 
-        return _triton.trimmed_mean(x, f, nonfinite, need_rows)
+        out, lo, hi = _triton.trimmed_mean(x, f, nonfinite, need_rows)
+        return out.to(x.dtype), lo, hi  # half precision: computed in float32, rounded once
     if rust(x):
         return columns("trimmed_mean", x, f, nonfinite, need_rows)
     return native(x, f, nonfinite, need_rows)
@@ -105,7 +106,8 @@ def kept_range_backward(ctx: Any, g: Tensor, name: str) -> tuple[Tensor, None, N
         grad = _core.trimmed_mean_backward(view(x), u32(lo), u32(hi), gv, ctx.kept)
         return torch.from_numpy(grad), None, None, None
     mask = K.kept_mask(x, lo, hi)
-    return torch.where(mask, (g / ctx.kept)[None], g.new_zeros(())), None, None, None
+    gw = g.float() if g.dtype in K.HALF else g  # half precision: as the float32 path, rounded once
+    return torch.where(mask, (gw / ctx.kept)[None], gw.new_zeros(())).to(g.dtype), None, None, None
 
 
 def _setup(ctx: Any, inputs: Any, output: Any) -> None:
@@ -134,7 +136,7 @@ def _trimmed_mean(rule: TrimmedMean, x: Any, *, weights: Any = None, dim: int = 
         rule.check_n(rows.n)
         out, _, _ = _core.trimmed_mean(rows.core, rule.f, rule.nonfinite, False)
         return rows.finish(out), None
-    p = Prepared(x, "trimmed_mean", dim)
+    p = Prepared(x, "trimmed_mean", dim, in_place=True)
     rule.check_n(p.n)
     out, _, _ = trimmed_mean_op(p.x, rule.f, rule.nonfinite, needs_grad(p.x))
     return p.finish(out), None
