@@ -14,12 +14,13 @@ with ``torch.cuda.synchronize()`` around each, of:
 * ``aggkit.torch.trimmed_mean`` (``f = n // 5``) against a sort-based trimmed mean,
   ``torch.sort(x, dim=0).values[f:n-f].mean(dim=0)``;
 * ``aggkit.torch.krum`` (``f = n // 5``) against a ``torch.cdist`` Krum (distances in the input
-  dtype, ``topk`` scores).
+  dtype, float32 for half precision, which ``cdist`` lacks; ``topk`` scores).
 
 Columns: aggkit's ms and the baseline's, the speed-up, aggkit's input read rate in GB/s
 (``n * d * itemsize`` bytes per call) and that rate as a % of the device's copy bandwidth
 measured at the start (``copy_`` of a 2 GiB buffer: bytes read plus bytes written per second,
-the best of 5), and each side's peak extra device memory (``torch.cuda.max_memory_allocated``
+the best of 5; a kernel that only reads reaches about 100 % when it reads at the rate a copy
+moves bytes), and each side's peak extra device memory (``torch.cuda.max_memory_allocated``
 during the calls, less the input). A point whose input would take more than 40 % of the free
 device memory is skipped; a call that runs out of memory is reported as ``OOM``. ``path`` says
 which kernels aggkit ran: ``triton`` or the torch-native fallback.
@@ -62,14 +63,15 @@ def torch_trimmed_mean(x: torch.Tensor, f: int) -> torch.Tensor:
 
 def torch_krum(x: torch.Tensor, f: int) -> torch.Tensor:
     n = x.shape[0]
-    dist = torch.cdist(x[None], x[None])[0].square()
+    xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # cdist has no half kernels
+    dist = torch.cdist(xf[None], xf[None])[0].square()
     dist.fill_diagonal_(float("inf"))
     scores = dist.topk(n - f - 2, dim=1, largest=False).values.sum(dim=1)
     return x[int(scores.argmin())]
 
 
 def measure(fn: Callable[[], object], x: torch.Tensor, repeats: int) -> tuple[float, float] | None:
-    """``(median seconds, peak extra bytes)`` of ``fn``, or ``None`` if it ran out of memory."""
+    """``(median seconds, peak extra bytes)`` of ``fn``; ``None`` if it ran out of memory or failed."""
     cuda = x.device.type == "cuda"
     try:
         if cuda:
@@ -82,6 +84,9 @@ def measure(fn: Callable[[], object], x: torch.Tensor, repeats: int) -> tuple[fl
     except torch.cuda.OutOfMemoryError:
         if cuda:
             torch.cuda.empty_cache()
+        return None
+    except Exception as e:  # one failing case must not lose the others' figures
+        print(f"  ({type(e).__name__}: {str(e)[:200]})", flush=True)
         return None
 
 
@@ -140,7 +145,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 if device.type == "cuda" and nbytes > 0.4 * torch.cuda.mem_get_info(device)[0]:
                     print(f"| (skipped: n={n} d={d:.0e} {dname} needs {nbytes / 1e9:.0f} GB) |")
                     continue
-                x = torch.randn(n, d, generator=gen, device=device, dtype=torch.float32).to(dtype)
+                x = torch.empty(n, d, device=device, dtype=dtype)
+                for i in range(n):  # row by row: no float32 copy of the whole input
+                    x[i] = torch.randn(d, generator=gen, device=device, dtype=torch.float32)
                 path = "triton" if _paths.use_triton(x) else ("rust" if _paths.rust(x) else "torch-native")
                 for name, ours, theirs in cases(n):
                     a = measure(lambda f=ours, x=x: f(x), x, args.repeats)
@@ -153,6 +160,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     row["gb_s"] = None if a is None else nbytes / a[0] / 1e9
                     row["pct_copy_bw"] = None if a is None else 100 * nbytes / a[0] / 1e9 / bw
                     rows.append(row)
+                    if args.json:  # after every row: a later failure keeps what was measured
+                        with open(args.json, "w") as fh:
+                            json.dump({"machine": machine_line(device, bw), "rows": rows}, fh, indent=1)
 
                     def fmt(v: float | None, spec: str) -> str:
                         return "OOM" if v is None else format(v, spec)
@@ -168,9 +178,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 x = torch.empty(0)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"machine": machine_line(device, bw), "rows": rows}, fh, indent=1)
     return rows
 
 

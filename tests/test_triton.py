@@ -729,3 +729,31 @@ def test_half_and_strided_inputs_reach_the_kernels_without_a_copy(monkeypatch, d
                 _paths._local.triton = prev
             assert same(y, y_cpu)
             assert same(grad, want)
+
+
+def test_a_device_where_the_kernels_fail_keeps_the_native_kernels(monkeypatch):
+    # A GPU Triton cannot compile for: the first tensor's probe fails, one warning, and the
+    # device's ops take the torch-native kernels from then on.
+    monkeypatch.setattr(_paths, "_probed", set())
+    monkeypatch.setattr(_paths, "_broken", set())
+    monkeypatch.setattr(T, "available", lambda x: True)
+
+    def fail(*a, **k):
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setattr(T, "median", fail)
+    x = torch.zeros(3, 2, device="meta")
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        assert not _paths.use_triton(x)
+    assert not _paths.use_triton(x)  # no second probe, no second warning
+    assert _paths._broken == {"meta"}
+
+
+def test_aggkit_triton_values_are_checked(monkeypatch):
+    monkeypatch.setenv("AGGKIT_TRITON", "off")
+    with pytest.raises(RuntimeError, match="AGGKIT_TRITON must be 0 or interpret"):
+        _paths.use_triton(torch.ones(2, 2))
+    monkeypatch.setenv("AGGKIT_TRITON", "interpret")
+    monkeypatch.setattr(T, "INTERPRETED", False)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        _paths.use_triton(torch.ones(2, 2))

@@ -244,7 +244,8 @@ def pairwise_sq_distances(x: torch.Tensor) -> torch.Tensor:
     if use_triton(x):
         from aggkit.torch import _triton_dist
 
-        return _triton_dist.pairwise_sq_distances(x.detach())
+        xd = x.detach()
+        return _triton_dist.pairwise_sq_distances(xd.float() if xd.dtype in HALF else xd)
     n, d = x.shape
     dist = torch.zeros(n, n, dtype=torch.float64, device=x.device)
     block = max(1, (1 << 22) // max(n * n, 1))

@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -73,25 +74,66 @@ def force_triton() -> Iterator[None]:
         _local.triton = prev
 
 
+def _triton_env() -> str:
+    """``AGGKIT_TRITON``: unset (or empty) for the default, ``0`` or ``interpret``."""
+    v = os.environ.get("AGGKIT_TRITON", "")
+    if v not in ("", "0", "interpret"):
+        raise RuntimeError(f"AGGKIT_TRITON must be 0 or interpret (or unset), got {v!r}")
+    return v
+
+
 def triton_forced() -> bool:
     """Whether CPU tensors take the Triton path (:func:`force_triton`, ``AGGKIT_TRITON=interpret``)."""
-    return bool(getattr(_local, "triton", False)) or os.environ.get("AGGKIT_TRITON") == "interpret"
+    return bool(getattr(_local, "triton", False)) or _triton_env() == "interpret"
+
+
+#: Devices whose Triton kernels failed their first launch (no compiler, an unsupported GPU):
+#: they run the torch-native kernels from then on.
+_broken: set[str] = set()
+_probed: set[str] = set()
+_probe_lock = threading.Lock()
 
 
 def use_triton(x: Tensor) -> bool:
     """Whether ``x`` goes to the Triton kernels of the median, trimmed mean, mean and distances.
 
-    A CUDA tensor where Triton is installed, or a CPU tensor under :func:`force_triton`; never
-    under :func:`force_native` or ``AGGKIT_TRITON=0``. Triton is imported only when a tensor
-    may need it.
+    A CUDA tensor where Triton is installed and works on its device, or a CPU tensor under
+    :func:`force_triton`; never under :func:`force_native` or ``AGGKIT_TRITON=0``. Triton is
+    imported only when a tensor may need it. The first tensor on each device launches a small
+    median first: where that fails (Triton cannot compile there, or the GPU is one Triton does
+    not support), a warning says why and the device keeps the torch-native kernels.
     """
-    if native_forced() or os.environ.get("AGGKIT_TRITON") == "0":
+    if native_forced() or _triton_env() == "0":
         return False
     if x.device.type == "cpu" and not triton_forced():
         return False
     from aggkit.torch import _triton
 
-    return _triton.available(x)
+    if x.device.type == "cpu" and not _triton.INTERPRETED:
+        raise RuntimeError(
+            "AGGKIT_TRITON=interpret runs CPU tensors in Triton's interpreter, but TRITON_INTERPRET "
+            "was not 1 when triton was imported"
+        )
+    if not _triton.available(x):
+        return False
+    key = str(x.device)
+    # Probe with a real tensor outside tracing only (a fake one cannot launch anything).
+    real = type(x) is torch.Tensor and not torch.compiler.is_compiling()
+    if real and x.device.type != "cpu" and key not in _probed:
+        with _probe_lock:
+            if key not in _probed:
+                try:
+                    _triton.median(torch.zeros(3, 4, device=x.device), "mean", "robust", True)
+                except Exception as e:
+                    _broken.add(key)
+                    warnings.warn(
+                        f"aggkit: Triton kernels do not run on {key} ({type(e).__name__}: {e}); "
+                        "using the torch-native kernels there",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                _probed.add(key)
+    return key not in _broken
 
 
 def rust(x: Tensor) -> bool:
