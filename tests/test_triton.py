@@ -519,9 +519,10 @@ def build(kernel, pointers, ints, constexprs):
     return ptx
 
 
-for f in ("fp32", "fp64"):
+for f in ("fp32", "fp64", "fp16", "bf16"):  # half precision is read as it is, computed in fp32
     is64 = f == "fp64"
-    pointers = {"x_ptr": "*" + f, "out_ptr": "*" + f, "lo_ptr": "*i32", "hi_ptr": "*i32"}
+    o = "fp64" if is64 else "fp32"
+    pointers = {"x_ptr": "*" + f, "out_ptr": "*" + o, "lo_ptr": "*i32", "hi_ptr": "*i32"}
     ints = ["n", "d", "stride_n", "stride_d", "r_lo", "r_hi"]
     # Every flag of the trimmed mean; the median's midpoint (without rows) for float64 only.
     for trimmed, two, rows in ((True, True, True), (False, True, False))[: 1 + is64]:
@@ -531,7 +532,7 @@ for f in ("fp32", "fp64"):
         c = T.CONFIG
         blocks = {"BLOCK_D": c.block_d, "TILE": c.tile, "BATCH": c.batch, "RADIX": c.radix}
         build(T._select_kernel, pointers, ints, {**flags, **blocks})
-    pointers = {"x_ptr": "*" + f, "keep_ptr": "*i8", "out_ptr": "*" + f, "bad_ptr": "*i32"}
+    pointers = {"x_ptr": "*" + f, "keep_ptr": "*i8", "out_ptr": "*" + o, "bad_ptr": "*i32"}
     ptx = build(T._mean_kernel, pointers, ["n", "d", "stride_n", "stride_d", "count"],
                 dict(KEEP=True, FLAG=True, IS64=is64, BLOCK_D=128))
     assert "div.rn.f64" in ptx
