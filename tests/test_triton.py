@@ -29,7 +29,7 @@ _before = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"
 try:
     pytest.importorskip("triton")
-    from aggkit.torch import _paths
+    from aggkit.torch import _paths, _switch
     from aggkit.torch import _triton as T
 finally:
     if _before is None:
@@ -390,15 +390,15 @@ def test_parameters_and_availability():
 
 def test_cpu_tensors_need_the_forcing_context():
     x = torch.randn(3, 2)
-    prev = getattr(_paths._local, "triton", False)
-    _paths._local.triton = False
+    prev = getattr(_switch._local, "triton", False)
+    _switch._local.triton = False
     try:
         assert not T.available(x)
         with T.force_interpreter():
             assert T.available(x)
         assert not T.available(x)
     finally:
-        _paths._local.triton = prev
+        _switch._local.triton = prev
 
 
 def test_module_imports_without_triton(monkeypatch):
@@ -673,12 +673,12 @@ def test_public_ops_run_the_kernels_under_force_triton(monkeypatch):
     for op in (at.median, lambda v: at.trimmed_mean(v, f=2), at.mean):
         xr = x.clone().requires_grad_(True)
         (got,) = torch.autograd.grad((op(xr) * torch.arange(33.0, dtype=torch.float64)).sum(), xr)
-        prev, _paths._local.triton = getattr(_paths._local, "triton", False), False
+        prev, _switch._local.triton = getattr(_switch._local, "triton", False), False
         try:
             assert _paths.rust(xr)
             (want,) = torch.autograd.grad((op(xr) * torch.arange(33.0, dtype=torch.float64)).sum(), xr)
         finally:
-            _paths._local.triton = prev
+            _switch._local.triton = prev
         assert same(got, want)
     # force_native wins over force_triton.
     calls.clear()
@@ -722,12 +722,12 @@ def test_half_and_strided_inputs_reach_the_kernels_without_a_copy(monkeypatch, d
             assert len(seen) == 1
             assert seen[0].dtype == dtype
             assert seen[0].data_ptr() == xr.data_ptr()
-            prev, _paths._local.triton = getattr(_paths._local, "triton", False), False
+            prev, _switch._local.triton = getattr(_switch._local, "triton", False), False
             try:
                 y_cpu = op(xr)
                 (want,) = torch.autograd.grad((y_cpu * w).sum(), xr)
             finally:
-                _paths._local.triton = prev
+                _switch._local.triton = prev
             assert same(y, y_cpu)
             assert same(grad, want)
 

@@ -31,7 +31,7 @@ _before = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"
 try:
     pytest.importorskip("triton")
-    from aggkit.torch import _paths, _triton  # noqa: F401 (both kernel modules interpreted)
+    from aggkit.torch import _paths, _switch, _triton  # noqa: F401 (both kernel modules interpreted)
     from aggkit.torch import _triton_dist as D
 finally:
     if _before is None:
@@ -388,12 +388,12 @@ def test_config_and_availability():
     assert D.available(x.double())
     for other in (x.half(), x.long(), x.to("meta")):
         assert not D.available(other)
-    prev = getattr(_paths._local, "triton", False)
-    _paths._local.triton = False
+    prev = getattr(_switch._local, "triton", False)
+    _switch._local.triton = False
     try:
         assert not D.available(x)
     finally:
-        _paths._local.triton = prev
+        _switch._local.triton = prev
     # The core's schedule: widths a multiple of 16, parts bounded by 64 (and by 1 beyond n = 128).
     for n in (2, 16, 17, 100, 128, 129, 1000):
         for d in (1, 2048, 10**6):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from torch import Tensor
+
+from aggkit.torch import _switch
 
 _local = threading.local()
 
@@ -66,25 +67,12 @@ def force_triton() -> Iterator[None]:
             f"force_triton() runs the Triton kernels in Triton's interpreter: {why} (set "
             "TRITON_INTERPRET=1 before triton is first imported)"
         )
-    prev = getattr(_local, "triton", False)
-    _local.triton = True
-    try:
+    with _switch.forced():
         yield
-    finally:
-        _local.triton = prev
 
 
-def _triton_env() -> str:
-    """``AGGKIT_TRITON``: unset (or empty) for the default, ``0`` or ``interpret``."""
-    v = os.environ.get("AGGKIT_TRITON", "")
-    if v not in ("", "0", "interpret"):
-        raise RuntimeError(f"AGGKIT_TRITON must be 0 or interpret (or unset), got {v!r}")
-    return v
-
-
-def triton_forced() -> bool:
-    """Whether CPU tensors take the Triton path (:func:`force_triton`, ``AGGKIT_TRITON=interpret``)."""
-    return bool(getattr(_local, "triton", False)) or _triton_env() == "interpret"
+#: Whether CPU tensors take the Triton path (:func:`force_triton`, ``AGGKIT_TRITON=interpret``).
+triton_forced = _switch.triton_forced
 
 
 #: Devices whose Triton kernels failed their first launch (no compiler, an unsupported GPU):
@@ -103,7 +91,7 @@ def use_triton(x: Tensor) -> bool:
     median first: where that fails (Triton cannot compile there, or the GPU is one Triton does
     not support), a warning says why and the device keeps the torch-native kernels.
     """
-    if native_forced() or _triton_env() == "0":
+    if native_forced() or _switch.triton_env() == "0":
         return False
     if x.device.type == "cpu" and not triton_forced():
         return False

@@ -71,7 +71,7 @@ import torch
 from torch import Tensor
 
 from aggkit.errors import empty_input_error, nonfinite_error, too_few_inputs_error
-from aggkit.torch import _paths
+from aggkit.torch import _switch
 
 try:
     import triton  # type: ignore[import-untyped]
@@ -143,7 +143,7 @@ CONFIG = Config()
 
 
 #: The switch that sends CPU tensors here (:func:`aggkit.torch._paths.force_triton`).
-force_interpreter = _paths.force_triton
+force_interpreter = _switch.forced
 
 
 def available(x: Tensor) -> bool:
@@ -156,7 +156,7 @@ def available(x: Tensor) -> bool:
         return False
     if x.device.type == "cuda":
         return True
-    return INTERPRETED and x.device.type == "cpu" and _paths.triton_forced()
+    return INTERPRETED and x.device.type == "cpu" and _switch.triton_forced()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from aggkit.torch import _paths
+from aggkit.torch import _switch
 
 try:
     import triton  # type: ignore[import-untyped]
@@ -130,7 +130,7 @@ CONFIG = Config()
 
 
 #: The switch that sends CPU tensors here (:func:`aggkit.torch._paths.force_triton`).
-force_interpreter = _paths.force_triton
+force_interpreter = _switch.forced
 
 
 def available(x: Tensor) -> bool:
@@ -143,7 +143,7 @@ def available(x: Tensor) -> bool:
         return False
     if x.device.type == "cuda":
         return True
-    return INTERPRETED and x.device.type == "cpu" and _paths.triton_forced()
+    return INTERPRETED and x.device.type == "cpu" and _switch.triton_forced()
 
 
 def _jit(fn: Callable[..., Any]) -> Any:
