@@ -594,6 +594,30 @@ impl<T: Float> Source for Rows<'_, T> {
     }
 }
 
+/// The rows of tile `(is, js)` that a [`Source`] transforms, one chunk of `w` columns each,
+/// written by `fill(i, dst)` into the task's buffer: row `i` of the result is its chunk (rows
+/// outside the tile are empty), columns `0..w`.
+fn buffered_chunk<'s, T: Float>(
+    n: usize,
+    (is, js): &Tile,
+    w: usize,
+    scratch: &'s mut Vec<T>,
+    fill: impl Fn(usize, &mut [T]),
+) -> Vec<&'s [T]> {
+    let mut need: Vec<usize> = is.clone().chain(js.clone()).collect();
+    need.sort_unstable();
+    need.dedup();
+    scratch.resize(need.len() * w, T::ZERO);
+    for (&i, dst) in need.iter().zip(scratch.chunks_exact_mut(w)) {
+        fill(i, dst);
+    }
+    let mut rows: Vec<&[T]> = vec![&[]; n];
+    for (&i, src) in need.iter().zip(scratch.chunks_exact(w)) {
+        rows[i] = src;
+    }
+    rows
+}
+
 impl Source for HalfRows<'_> {
     type T = f32;
     fn n(&self) -> usize {
@@ -604,25 +628,16 @@ impl Source for HalfRows<'_> {
     }
     fn with_chunk<R>(
         &self,
-        (is, js): &Tile,
+        tile: &Tile,
         c0: usize,
         c1: usize,
         scratch: &mut Vec<f32>,
         f: impl FnOnce(&[&[f32]], usize, usize) -> R,
     ) -> R {
-        let w = c1 - c0;
-        let mut need: Vec<usize> = is.clone().chain(js.clone()).collect();
-        need.sort_unstable();
-        need.dedup();
-        scratch.resize(need.len() * w, 0.0);
-        for (&i, dst) in need.iter().zip(scratch.chunks_exact_mut(w)) {
-            self.widen_into(i, c0, c1, dst);
-        }
-        let mut rows: Vec<&[f32]> = vec![&[]; self.n()];
-        for (&i, src) in need.iter().zip(scratch.chunks_exact(w)) {
-            rows[i] = src;
-        }
-        f(&rows, 0, w)
+        let rows = buffered_chunk(self.n(), tile, c1 - c0, scratch, |i, dst| {
+            self.widen_into(i, c0, c1, dst)
+        });
+        f(&rows, 0, c1 - c0)
     }
     fn pair_f64(&self, i: usize, j: usize) -> f64 {
         let wide = |r: usize| -> Vec<f32> {
@@ -705,25 +720,16 @@ impl Source for ScaledRows<'_> {
     }
     fn with_chunk<R>(
         &self,
-        (is, js): &Tile,
+        tile: &Tile,
         c0: usize,
         c1: usize,
         scratch: &mut Vec<f64>,
         f: impl FnOnce(&[&[f64]], usize, usize) -> R,
     ) -> R {
-        let w = c1 - c0;
-        let mut need: Vec<usize> = is.clone().chain(js.clone()).collect();
-        need.sort_unstable();
-        need.dedup();
-        scratch.resize(need.len() * w, 0.0);
-        for (&i, dst) in need.iter().zip(scratch.chunks_exact_mut(w)) {
-            self.scaled_into(i, c0, c1, dst);
-        }
-        let mut rows: Vec<&[f64]> = vec![&[]; self.rows.len()];
-        for (&i, src) in need.iter().zip(scratch.chunks_exact(w)) {
-            rows[i] = src;
-        }
-        f(&rows, 0, w)
+        let rows = buffered_chunk(self.rows.len(), tile, c1 - c0, scratch, |i, dst| {
+            self.scaled_into(i, c0, c1, dst)
+        });
+        f(&rows, 0, c1 - c0)
     }
     fn pair_f64(&self, i: usize, j: usize) -> f64 {
         let full = |r: usize| -> Vec<f64> {
