@@ -28,7 +28,7 @@ PY
 nvidia-smi >> "$out/machine.txt" 2>&1
 # The CUDA tests of the torch layer, compiled kernels (a process of their own: the Triton test
 # modules switch their own process to the interpreter), then the Triton modules' GPU tests.
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_torch.py -k cuda 2>&1 | tee "$out/tests.txt"
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_torch.py tests/test_residency.py -k cuda 2>&1 | tee "$out/tests.txt"
 t1=${PIPESTATUS[0]}
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_triton.py -k cuda 2>&1 | tee -a "$out/tests.txt"
 t2=${PIPESTATUS[0]}

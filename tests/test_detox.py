@@ -311,3 +311,65 @@ def test_torch_op_module_and_gradient():
     assert "q=2" in repr(DETOX(q=2))
     with pytest.raises(TypeError, match="tensor"):
         at.detox(x, q=0)
+
+
+# Values with exact ties, signed zeros, NaN, ±inf and near misses for the approx vote.
+_VOTE_VALUES = st.sampled_from([0.0, -0.0, 1.0, 1.0 + 1e-7, 1.0 + 2e-5, 2.0, -3.0, np.nan, np.inf, -np.inf])
+
+
+@st.composite
+def _votes(draw):
+    r = draw(st.sampled_from([1, 3, 5]))
+    g = draw(st.integers(1, 4))
+    d = draw(st.integers(0, 7))
+    base = draw(hnp.arrays(np.float64, (g, d), elements=_VOTE_VALUES))
+    x = np.repeat(base, r, axis=0)
+    noise = draw(hnp.arrays(np.float64, (g * r, d), elements=_VOTE_VALUES))
+    mask = draw(hnp.arrays(np.bool_, (g * r, d)))
+    x = np.where(mask, noise, x)
+    cuts = sorted(draw(st.lists(st.integers(0, d), max_size=3)))
+    groups = draw(st.permutations(range(g * r)))
+    mode = draw(st.sampled_from(["exact", "approx", "reference"]))
+    dtype = draw(st.sampled_from(["float32", "float64", "float16", "bfloat16"]))
+    return x, r, [0, *cuts, d], np.asarray(groups, dtype=np.int32), mode, dtype
+
+
+@given(_votes(), st.sampled_from([(0.0, 1e-5), (1e-6, 0.0), (0.5, 0.5)]))
+def test_torch_native_vote_matches_the_core(case, tol):
+    # The device vote (blocks of columns on the device, one table of decisions to the host)
+    # against the Rust vote on the same values: every mode, NaN, signed zeros, empty segments.
+    torch = pytest.importorskip("torch")
+    import aggkit.torch as at
+
+    op = torch.ops.aggkit.detox
+    x, r, segs, groups, mode, dtype = case
+    t = torch.tensor(x).to(getattr(torch, dtype))
+    gt = torch.from_numpy(groups)
+    want = op(t, gt, r, segs, mode, *tol)
+    with at.force_native():
+        got = op(t, gt, r, segs, mode, *tol)
+    assert torch.equal(got[0], want[0]), (got[0], want[0])
+    assert torch.equal(got[1], want[1]), (got[1], want[1])
+
+
+def test_torch_native_vote_bounds_its_temporaries(monkeypatch):
+    # Blocks of columns: a block size of a few elements gives the one-block answer.
+    torch = pytest.importorskip("torch")
+    import importlib
+
+    import aggkit.torch as at
+
+    D = importlib.import_module("aggkit.torch.detox")
+    rng = np.random.default_rng(3)
+    x, _ = redundant(rng, 3, 3, 40)
+    x[1, 17] = 9.0
+    x[6, 30:], x[7, 30:] = 1.0, 2.0
+    t, gt = torch.tensor(x), torch.arange(9, dtype=torch.int32)
+    with at.force_native():
+        whole = D.detox_op(t, gt, 3, [0, 17, 18, 40], "approx", 0.0, 1e-5)
+        monkeypatch.setattr(D, "_VOTE_BLOCK", 9 * 3)
+        blocks = D.detox_op(t, gt, 3, [0, 17, 18, 40], "approx", 0.0, 1e-5)
+    assert torch.equal(whole[0], blocks[0])
+    assert torch.equal(whole[1], blocks[1])
+    assert whole[0].tolist() == [0, 0, 0, 3, 3, 3, 6, 6, -1]  # (group, segment)
+    assert whole[1].tolist() == [True, False, True] + [True] * 6  # no winner: no disagreement

@@ -132,10 +132,10 @@ def compensated_sum(values: list[torch.Tensor], weights: Sequence[float | torch.
         v = w * (x * k)
         w_finite = torch.isfinite(w) if isinstance(w, torch.Tensor) else math.isfinite(w)
         over = ~torch.isfinite(ws + v) & torch.isfinite(ws) & torch.isfinite(x) & w_finite & (k == 1.0)
-        if bool(over.any()):
-            k = torch.where(over, SHRINK, k)
-            ws, wc = torch.where(over, ws * SHRINK, ws), torch.where(over, wc * SHRINK, wc)
-            v = w * (x * k)
+        # Branch-free (no host read of ``over``): where nothing overflows these are identities.
+        k = torch.where(over, SHRINK, k)
+        ws, wc = torch.where(over, ws * SHRINK, ws), torch.where(over, wc * SHRINK, wc)
+        v = w * (x * k)
         ws, wc = _neumaier_step(ws, wc, v)
     # Where only adding the compensation overflows, that too goes scaled.
     late = (k == 1.0) & torch.isfinite(ws) & torch.isinf(ws + wc)

@@ -6,7 +6,6 @@ winners, so the gradient reaches each group's winning member.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +19,38 @@ from aggkit.rules.detox import DETOX, DetoxInfo, run
 from aggkit.rules.detox import detox as _detox_rule
 from aggkit.torch._paths import rust, view
 
+#: Elements of the largest pairwise comparison one step of the device vote builds.
+_VOTE_BLOCK = 1 << 22
+
+
+def _far(data: Tensor, groups: Tensor, segs: list[int], mode: str, atol: float, rtol: float) -> Tensor:
+    """``far[g, j, m, s]``: group ``g``'s member ``j`` is not close to member ``m`` on segment ``s``.
+
+    Close is ``==`` (NaN differs from everything, ``-0.0 == +0.0``) or, for ``"approx"``,
+    ``|x_j - x_m| <= atol + rtol |x_m|`` in float64, as the core computes it. Runs on the data's
+    device over blocks of columns, so its temporaries are bounded by ``_VOTE_BLOCK`` elements
+    plus the ``(g, r, r, s)`` result, whatever ``d``.
+    """
+    g, r = groups.shape
+    d = data.shape[1]
+    s = len(segs) - 1
+    far = torch.zeros(g, r, r, s, dtype=torch.uint8, device=data.device)
+    bounds = torch.tensor(segs[1:], dtype=torch.int64, device=data.device)
+    width = max(1, _VOTE_BLOCK // max(1, g * r * r))
+    members = groups.reshape(-1)
+    for lo in range(0, d, width):
+        hi = min(d, lo + width)
+        block = data[:, lo:hi].index_select(0, members).reshape(g, r, hi - lo)
+        if mode == "approx":
+            block = block.to(torch.float64)
+            cand = block[:, None, :, :]
+            close = (block[:, :, None, :] - cand).abs() <= atol + rtol * cand.abs()
+        else:
+            close = block[:, :, None, :] == block[:, None, :, :]
+        seg = torch.bucketize(torch.arange(lo, hi, device=data.device), bounds, right=True)
+        far.scatter_reduce_(3, seg.expand(g, r, r, hi - lo), (~close).to(torch.uint8), "amax")
+    return far
+
 
 def native_vote(
     data: torch.Tensor, groups: np.ndarray, segs: list[int], mode: str, atol: float, rtol: float
@@ -27,42 +58,34 @@ def native_vote(
     """DETOX's vote with torch ops on the tensor's device (rust/rules/detox.rs semantics).
 
     ``data`` is ``(n, d)``; returns winners ``(g, s)`` (-1: none) and agreement ``(g, r)``.
+    The comparisons run on the device (:func:`_far`); one ``(g, r, r, s)`` table of
+    group-level decisions comes to the host, where the vote is counted.
     """
-    g, r = groups.shape
+    r = groups.shape[1]
+    idx = torch.from_numpy(groups).to(data.device)
+    eq = _far(data, idx, segs, mode, atol, rtol).cpu().numpy() == 0  # eq[g, j, m, s]: j close to m
+    eq = eq.transpose(0, 3, 1, 2)  # (g, s, j, m)
     need = r // 2 + 1
-    winners = np.full((g, len(segs) - 1), -1, dtype=np.int64)
-    agree = np.ones((g, r), dtype=bool)
-    for gi, members in enumerate(groups.tolist()):
-        for s, (lo, hi) in enumerate(itertools.pairwise(segs)):
-            seg = data[members, lo:hi]
-            if mode == "approx":
-                diff = (seg[:, None, :] - seg[None, :, :]).abs()
-                tol = atol + rtol * seg.abs()[None, :, :]
-                close = (diff <= tol).all(dim=2)  # close[j, m]: member j is close to candidate m
-            else:
-                close = (seg[:, None, :] == seg[None, :, :]).all(dim=2)
-            eq: np.ndarray = close.cpu().numpy()
-            w: int | None
-            if mode == "reference":
-                cand, count = 0, 0
-                for m in range(r):
-                    if count == 0:
-                        cand, count = m, 1
-                    elif eq[m, cand]:
-                        count += 1
-                    else:
-                        count -= 1
-                w = cand
-            else:
-                counts = eq.sum(axis=0) - (np.diag(eq) if mode == "approx" else 0)
-                target = need - 1 if mode == "approx" else need
-                ok = np.nonzero(counts >= target)[0]
-                w = int(ok[0]) if ok.size else None
-            if w is not None:
-                winners[gi, s] = members[w]
-                same = eq[:, w].copy()
-                same[w] = True
-                agree[gi] &= same
+    if mode == "reference":  # the reference code's Boyer-Moore pass, without verification
+        cand = np.zeros(eq.shape[:2], dtype=np.int64)
+        count = np.zeros(eq.shape[:2], dtype=np.int64)
+        for m in range(r):
+            same = np.take_along_axis(eq[:, :, m, :], cand[:, :, None], axis=2)[:, :, 0]
+            start = count == 0
+            cand = np.where(start, m, cand)
+            count = np.where(start, 1, np.where(same, count + 1, count - 1))
+        w, has = cand, np.ones(cand.shape, dtype=bool)
+    else:
+        counts = eq.sum(axis=2)  # (g, s, m): members close to candidate m
+        if mode == "approx":  # the candidate itself does not count
+            counts -= np.diagonal(eq, axis1=2, axis2=3)
+        ok = counts >= (need - 1 if mode == "approx" else need)
+        w, has = ok.argmax(axis=2), ok.any(axis=2)
+    winners = np.where(has, np.take_along_axis(groups, w, axis=1), -1)
+    same = np.take_along_axis(eq, w[:, :, None, None], axis=3)[..., 0]  # (g, s, j): j close to w
+    if mode != "approx":
+        same |= np.arange(r)[None, None, :] == w[:, :, None]
+    agree = np.asarray((same | ~has[:, :, None]).all(axis=1))
     return winners, agree
 
 
@@ -78,7 +101,8 @@ def detox_op(
     """
     g = groups.numel() // r
     if rust(x):
-        w, agree = _core.detox_vote(view(x), groups.numpy().view(np.uint32), r, segments, mode, atol, rtol)
+        xv = view(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x)
+        w, agree = _core.detox_vote(xv, groups.numpy().view(np.uint32), r, segments, mode, atol, rtol)
         return torch.from_numpy(w.view(np.int32)), torch.from_numpy(agree)
     w, agree = native_vote(x, groups.cpu().numpy().reshape(g, r).astype(np.int64), segments, mode, atol, rtol)
     w32 = torch.from_numpy(w.reshape(-1).astype(np.int32)).to(x.device)
@@ -116,8 +140,6 @@ class _Device:
         self, groups: np.ndarray, r: int, segments: list[int], mode: str, atol: float, rtol: float
     ) -> tuple[np.ndarray, np.ndarray]:
         data = self.data.detach().reshape(self.data.shape[0], -1)
-        if data.dtype in (torch.float16, torch.bfloat16):
-            data = data.float()
         gt = torch.from_numpy(groups.view(np.int32))
         winners, agree = detox_op(data.contiguous(), gt, r, segments, mode, float(atol), float(rtol))
         return winners.cpu().numpy().view(np.uint32), agree.cpu().numpy()
