@@ -418,6 +418,57 @@ def test_module_imports_without_triton(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
+# The gradient of the trimmed mean (and meamed): the kept values, without an (n, d) mask
+
+
+@settings(max_examples=40)
+@given(x=wild(), data=st.data())
+def test_kept_gradient_matches_the_mask(x, data):
+    from aggkit.torch import _kernels as K
+
+    n = x.shape[0]
+    f = data.draw(st.integers(0, (n - 1) // 2))
+    half = data.draw(st.sampled_from([None, torch.float16, torch.bfloat16]))
+    if half is not None:
+        x = x.float().to(half)
+    if data.draw(st.booleans()):
+        x = x.t().contiguous().t()  # columns-first strides
+    _, lo, hi = T.trimmed_mean(x, f, data.draw(st.sampled_from(POLICIES)), True)
+    q = torch.from_numpy(data.draw(hnp.arrays(np.float32, x.shape[1], elements=st.floats(width=32))))
+    q = q.to(x.dtype)
+    got = T.kept_grad(x, lo, hi, q)
+    want = torch.where(K.kept_mask(x, lo, hi), q[None], q.new_zeros(()))
+    assert same(got, want), (got, want)
+
+
+def test_trimmed_mean_and_meamed_backwards_run_the_kernel(monkeypatch):
+    import aggkit.torch as at
+
+    calls = []
+    real = T.kept_grad
+    monkeypatch.setattr(T, "kept_grad", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(11, 19, dtype=torch.float64, generator=g).round()  # ties across rows
+    x[3, 4] = float("nan")
+    w = torch.arange(19.0, dtype=torch.float64)
+    for op in (lambda v: at.trimmed_mean(v, f=3), lambda v: at.meamed(v, f=3)):
+        xr = x.clone().requires_grad_(True)
+        (got,) = torch.autograd.grad((op(xr) * w).sum(), xr)
+        prev, _switch._local.triton = getattr(_switch._local, "triton", False), False
+        try:
+            (want,) = torch.autograd.grad((op(xr) * w).sum(), xr)
+        finally:
+            _switch._local.triton = prev
+        assert same(got, want)
+    assert len(calls) == 2
+    # A higher-order graph needs differentiable torch ops: no kernel then.
+    xr = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(at.trimmed_mean(xr, f=3).sum(), xr, create_graph=True)
+    assert len(calls) == 2
+    assert gx.shape == x.shape
+
+
+# ---------------------------------------------------------------------------------------------
 # Memory: no (n, d)-sized temporary
 
 
@@ -462,6 +513,12 @@ def test_no_n_by_d_temporaries():
             "mean": lambda x=x: T.mean(x, "robust"),
             "raise": lambda x=x: T.check_policy(x[8:], "median", "raise"),
         }
+        _, lo, hi = T.trimmed_mean(x, 28, "robust", True)
+        q = torch.randn(d, dtype=dtype)
+        # The gradient kernel: its (n, d) result and nothing else of that order.
+        sizes = torch_allocations(lambda x=x, lo=lo, hi=hi, q=q: T.kept_grad(x, lo, hi, q))
+        assert sorted(sizes)[-1] == n * d * 8
+        assert sum(sorted(sizes)[:-1]) <= 256, sizes
         # Host side: every torch allocation is an output (d values, 2 d rows) or per-row flags
         # and coefficients: each at most 8 max(n, d) bytes and together at most 16 d + 24 n (+
         # a few scalars), where one (n, d) boolean mask alone takes n d bytes.
@@ -536,6 +593,8 @@ for f in ("fp32", "fp64", "fp16", "bf16"):  # half precision is read as it is, c
     ptx = build(T._mean_kernel, pointers, ["n", "d", "stride_n", "stride_d", "count"],
                 dict(KEEP=True, FLAG=True, IS64=is64, BLOCK_D=128))
     assert "div.rn.f64" in ptx
+    build(T._kept_grad_kernel, {"x_ptr": "*" + f, "lo_ptr": "*i32", "hi_ptr": "*i32", "q_ptr": "*" + f,
+          "out_ptr": "*" + f}, ["n", "d", "stride_n", "stride_d"], dict(IS64=is64, BLOCK_D=128))
     build(T._row_flags_kernel, {"x_ptr": "*" + f, "bad_ptr": "*i32"},
           ["n", "d", "stride_n", "stride_d", "col_blocks"], dict(BLOCK_R=16, BLOCK_C=128))
 print("compiled")

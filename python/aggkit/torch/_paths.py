@@ -139,6 +139,16 @@ def rust_backward(g: Tensor) -> bool:
     return type(g) is torch.Tensor and rust(g) and not torch.is_grad_enabled()
 
 
+def triton_backward(x: Tensor, g: Tensor) -> bool:
+    """Whether a backward of input ``x`` runs a Triton kernel on the gradient ``g``.
+
+    Where ``x`` takes the Triton path (:func:`use_triton`), unless a higher-order graph is being
+    built or the backward is being traced (as :func:`rust_backward`).
+    """
+    plain = type(g) is torch.Tensor and type(x) is torch.Tensor
+    return plain and not torch.is_grad_enabled() and use_triton(x)
+
+
 def view(x: Tensor) -> np.ndarray:
     """The tensor's memory as a numpy array (no copy; ``x`` is contiguous and on the CPU)."""
     return x.detach().numpy()

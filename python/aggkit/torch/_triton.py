@@ -53,6 +53,7 @@ trimmed mean under ``"raise"``) and, where the robust mean drops rows, ``n`` kee
 constant block shapes (at most ``register_elems`` keys, or ``block_d * max(tile * 2**radix,
 (2 batch)**2)`` comparisons in the fallback), whatever ``n`` and ``d``. No ``(n, d)``-sized
 temporary is ever made: extra device memory is ``O(n + d)``. Rows are ``int32`` (``n < 2**31``).
+The trimmed mean's backward (:func:`kept_grad`) allocates its ``(n, d)`` result only.
 
 Triton is optional: the module imports without it (:func:`available` is then ``False``).
 ``TRITON_INTERPRET=1`` set before the first import runs the kernels in Triton's interpreter,
@@ -722,6 +723,45 @@ def _row_flags_kernel(
     tl.atomic_max(bad_ptr + rows, bad, mask=(rows < n) & (bad > 0))
 
 
+@_jit
+def _kept_grad_kernel(
+    x_ptr: tl.tensor,
+    lo_ptr: tl.tensor,
+    hi_ptr: tl.tensor,
+    q_ptr: tl.tensor,
+    out_ptr: tl.tensor,
+    n: tl.tensor,
+    d: tl.tensor,
+    stride_n: tl.tensor,
+    stride_d: tl.tensor,
+    IS64: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+) -> None:
+    """The trimmed mean's (and meamed's) gradient, row by row in one read of ``x``.
+
+    ``out[j, c] = q[c]`` where row ``j``'s ``(key, row)`` lies between rows ``lo[c]`` and
+    ``hi[c]``'s (inclusive), else ``+0.0`` (``_kernels.kept_mask``'s rule, no mask made).
+    """
+    cols = tl.program_id(0).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = cols < d
+    col_off = cols * stride_d
+    lo = tl.load(lo_ptr + cols, mask=cmask, other=0)
+    hi = tl.load(hi_ptr + cols, mask=cmask, other=0)
+    k_lo = _keys(tl.load(x_ptr + lo.to(tl.int64) * stride_n + col_off, mask=cmask, other=0.0), IS64)
+    k_hi = _keys(tl.load(x_ptr + hi.to(tl.int64) * stride_n + col_off, mask=cmask, other=0.0), IS64)
+    q = tl.load(q_ptr + cols, mask=cmask, other=0.0)
+    zero = tl.zeros_like(q)
+    row_j = x_ptr + col_off
+    out_j = out_ptr + cols
+    for j in range(0, n):
+        u = _keys(tl.load(row_j, mask=cmask, other=0.0), IS64)
+        above = (u > k_lo) | ((u == k_lo) & (j >= lo))
+        below = (u < k_hi) | ((u == k_hi) & (j <= hi))
+        tl.store(out_j, tl.where(above & below, q, zero), mask=cmask)
+        row_j += stride_n
+        out_j += d
+
+
 # ---------------------------------------------------------------------------------------------
 # Host side.
 # ---------------------------------------------------------------------------------------------
@@ -858,6 +898,39 @@ def trimmed_mean(
         raise too_few_inputs_error("trimmed mean", "n >= 2f + 1", n, f)
     check_policy(x, "trimmed_mean", nonfinite)
     return _order_statistic(x, f, n - f - 1, True, nonfinite, need_rows, config)
+
+
+def kept_grad(x: Tensor, lo: Tensor, hi: Tensor, q: Tensor, *, config: Config = CONFIG) -> Tensor:
+    """The gradient of a mean over a range of ranks: ``(n, d)``, ``q[c]`` at the kept values.
+
+    Column ``c`` kept the rows whose ``(value, row)`` lies between those of rows ``lo[c]`` and
+    ``hi[c]`` (the lowest and highest kept, as :func:`trimmed_mean` returns them); they get
+    ``q[c]`` (``(d,)``, already in the gradient's dtype), every other value ``+0.0``. Equal to
+    ``torch.where(_kernels.kept_mask(x, lo, hi), q, 0)`` without its ``(n, d)`` keys and masks:
+    the only allocation is the ``(n, d)`` result.
+    """
+    _check(x)
+    n, d = x.shape
+    out = torch.empty((n, d), dtype=q.dtype, device=x.device)
+    if n == 0 or d == 0:
+        return out
+    block_d = min(config.max_block_d, _pow2(d))
+    with _device(x):
+        _kept_grad_kernel[(triton.cdiv(d, block_d),)](
+            x,
+            lo.contiguous(),
+            hi.contiguous(),
+            q.contiguous(),
+            out,
+            n,
+            d,
+            x.stride(0),
+            x.stride(1),
+            IS64=x.dtype == torch.float64,
+            BLOCK_D=block_d,
+            num_warps=config.num_warps,
+        )
+    return out
 
 
 def mean(x: Tensor, nonfinite: str, *, config: Config = CONFIG) -> tuple[Tensor, Tensor]:

@@ -17,7 +17,7 @@ from aggkit.errors import InvalidParameterError
 from aggkit.rules.trimmed_mean import TrimmedMean
 from aggkit.torch import _kernels as K
 from aggkit.torch._input import Prepared, host, in_place_rows, needs_grad
-from aggkit.torch._paths import rust, rust_backward, u32, use_triton, view
+from aggkit.torch._paths import rust, rust_backward, triton_backward, u32, use_triton, view
 from aggkit.torch.median import columns, columns_fake, missing_rows
 
 
@@ -105,8 +105,12 @@ def kept_range_backward(ctx: Any, g: Tensor, name: str) -> tuple[Tensor, None, N
         gv = g.detach().contiguous().numpy()
         grad = _core.trimmed_mean_backward(view(x), u32(lo), u32(hi), gv, ctx.kept)
         return torch.from_numpy(grad), None, None, None
-    mask = K.kept_mask(x, lo, hi)
     gw = g.float() if g.dtype in K.HALF else g  # half precision: as the float32 path, rounded once
+    if triton_backward(x, g):
+        from aggkit.torch import _triton
+
+        return _triton.kept_grad(x, lo, hi, (gw / ctx.kept).to(g.dtype)), None, None, None
+    mask = K.kept_mask(x, lo, hi)
     return torch.where(mask, (gw / ctx.kept)[None], gw.new_zeros(())).to(g.dtype), None, None, None
 
 
