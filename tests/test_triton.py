@@ -190,6 +190,59 @@ def test_mean_matches_core_and_native(x, nonfinite):
     check_mean(x, nonfinite)
 
 
+@settings(max_examples=40)
+@given(x=wild(), data=st.data())
+def test_meamed_matches_core_and_native(x, data):
+    from aggkit.torch.meamed import native as meamed_native
+
+    n = x.shape[0]
+    keep = data.draw(st.integers(1, n))
+    nonfinite = data.draw(st.sampled_from(POLICIES))
+    out, lo, hi = T.meamed(x, keep, nonfinite, True)
+    c_out, c_lo, c_hi = _core.meamed(np.ascontiguousarray(x.numpy()), 0, keep, nonfinite, True)
+    assert same(out, torch.from_numpy(c_out)), (out, c_out)
+    assert torch.equal(lo, core_rows(c_lo)), (lo, c_lo)
+    assert torch.equal(hi, core_rows(c_hi)), (hi, c_hi)
+    n_out, n_lo, n_hi = meamed_native(x, keep, nonfinite, True)
+    assert same(out, n_out)
+    assert torch.equal(lo, n_lo)
+    assert torch.equal(hi, n_hi)
+    v, e_lo, e_hi = T.meamed(x, keep, nonfinite, False)
+    assert same(v, out)
+    assert e_lo.shape == e_hi.shape == (0,)
+
+
+def test_meamed_in_public_ops_and_bulyan(monkeypatch):
+    # aggkit.torch.meamed and Bulyan's second stage take the kernel under force_triton (n up to
+    # the register bound; the torch-native kernel above), with the core's values and gradients.
+    import aggkit.torch as at
+
+    calls = []
+    real = T.meamed
+    monkeypatch.setattr(T, "meamed", lambda x, *a, **k: (calls.append(x.shape[0]), real(x, *a, **k))[1])
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(13, 21, dtype=torch.float64, generator=g).round()
+    x[2, 3] = float("-inf")
+    xn = x.numpy()
+    w = torch.arange(21.0, dtype=torch.float64)
+    xr = x.clone().requires_grad_(True)
+    y = at.meamed(xr, f=4)
+    (grad,) = torch.autograd.grad((y * w).sum(), xr)
+    assert same(y.detach(), torch.from_numpy(aggkit.meamed(xn, f=4)))
+    assert same(at.bulyan(x, f=2), torch.from_numpy(aggkit.bulyan(xn, f=2)))
+    assert calls == [13, 9]  # Bulyan: the closest-to-median mean of its n - 2f selection
+    prev, _switch._local.triton = getattr(_switch._local, "triton", False), False
+    try:
+        (want,) = torch.autograd.grad((at.meamed(xr, f=4) * w).sum(), xr)
+    finally:
+        _switch._local.triton = prev
+    assert same(grad, want)
+    calls.clear()
+    big = torch.randn(T.CONFIG.max_register_n + 1, 3, dtype=torch.float64, generator=g)
+    assert same(at.meamed(big, f=5), torch.from_numpy(aggkit.meamed(big.numpy(), f=5)))
+    assert calls == []
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n", [128, 129])  # the last n held in registers, the first streamed
 def test_at_the_register_bound(n, dtype):
@@ -511,6 +564,7 @@ def test_no_n_by_d_temporaries():
             "median in registers": lambda x=x: T.median(x, "lower", "robust", True),
             "trimmed_mean": lambda x=x: T.trimmed_mean(x, 28, "robust", True, config=small),
             "mean": lambda x=x: T.mean(x, "robust"),
+            "meamed": lambda x=x: T.meamed(x, 40, "propagate", True),
             "raise": lambda x=x: T.check_policy(x[8:], "median", "raise"),
         }
         _, lo, hi = T.trimmed_mean(x, 28, "robust", True)
@@ -589,6 +643,8 @@ for f in ("fp32", "fp64", "fp16", "bf16"):  # half precision is read as it is, c
         c = T.CONFIG
         blocks = {"BLOCK_D": c.block_d, "TILE": c.tile, "BATCH": c.batch, "RADIX": c.radix}
         build(T._select_kernel, pointers, ints, {**flags, **blocks})
+    build(T._meamed_kernel, pointers, [*ints[:4], "keep"],
+          dict(PROPAGATE=True, ROWS=True, IS64=is64, BLOCK_N=64, BLOCK_D=32))
     pointers = {"x_ptr": "*" + f, "keep_ptr": "*i8", "out_ptr": "*" + o, "bad_ptr": "*i32"}
     ptx = build(T._mean_kernel, pointers, ["n", "d", "stride_n", "stride_d", "count"],
                 dict(KEEP=True, FLAG=True, IS64=is64, BLOCK_D=128))

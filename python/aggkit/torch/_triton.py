@@ -1,4 +1,4 @@
-"""Triton kernels for the coordinate-wise median, trimmed mean and (unweighted) mean.
+"""Triton kernels for the coordinate-wise median, trimmed mean, meamed and (unweighted) mean.
 
 They compute, on the tensor's device, exactly what the Rust core computes (``rust/order.rs``,
 ``rust/rules/``) and what the torch-native kernels (:mod:`aggkit.torch._kernels`) compute, bit
@@ -55,6 +55,11 @@ constant block shapes (at most ``register_elems`` keys, or ``block_d * max(tile 
 temporary is ever made: extra device memory is ``O(n + d)``. Rows are ``int32`` (``n < 2**31``).
 The trimmed mean's backward (:func:`kept_grad`) allocates its ``(n, d)`` result only.
 
+**Meamed** (the mean of the values closest to the median; Bulyan's second stage) has the
+register kernel only (:func:`meamed`, ``n <= max_register_n``): the ranked block gives the
+median, the kept range grows outward from it by the core's rule, and the kept ranks are added in
+ascending order.
+
 Triton is optional: the module imports without it (:func:`available` is then ``False``).
 ``TRITON_INTERPRET=1`` set before the first import runs the kernels in Triton's interpreter,
 which also serves CPU tensors inside :func:`aggkit.torch._paths.force_triton` (the tests).
@@ -71,7 +76,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from aggkit.errors import empty_input_error, nonfinite_error, too_few_inputs_error
+from aggkit.errors import InvalidParameterError, empty_input_error, nonfinite_error, too_few_inputs_error
 from aggkit.torch import _switch
 
 try:
@@ -358,6 +363,134 @@ def _nan_like(v: tl.tensor, IS64: tl.constexpr) -> Any:
 
 
 @_jit
+def _ranked_block(
+    x_ptr: tl.tensor,
+    n: tl.tensor,
+    d: tl.tensor,
+    stride_n: tl.tensor,
+    stride_d: tl.tensor,
+    IS64: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+) -> Any:
+    """A program's block of columns in registers, ranked.
+
+    Returns the columns, their mask, the rows, the tile's mask, values and keys (padding rows:
+    the all-ones key) and each value's rank ``#{j : key_j < key_i or (key_j == key_i and j <
+    i)}``, counted one row ``j`` at a time.
+    """
+    cols = tl.program_id(0).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = cols < d
+    col_off = cols * stride_d
+    rows = tl.arange(0, BLOCK_N)
+    m = (rows < n)[:, None] & cmask[None, :]
+    v = tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride_n + col_off[None, :], mask=m, other=0.0)
+    u = _top(_keys(v, IS64), m, IS64)
+    rank = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.int32)
+    row_j = x_ptr + col_off  # row j's block: a pointer stepped by stride_n (64-bit addresses)
+    for j in range(0, n):
+        uj = _keys(tl.load(row_j, mask=cmask, other=0.0), IS64)[None, :]
+        rank += ((uj < u) | ((uj == u) & (j < rows[:, None]))).to(tl.int32)
+        row_j += stride_n
+    return cols, cmask, rows, m, v, u, rank
+
+
+@_jit
+def _propagate(
+    out: tl.tensor,
+    row_lo: tl.tensor,
+    row_hi: tl.tensor,
+    v: tl.tensor,
+    m: tl.tensor,
+    rows: tl.tensor,
+    IS64: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+) -> Any:
+    """``nonfinite="propagate"``: a column holding a NaN gives NaN and its first NaN row twice."""
+    nan = (v != v) & m
+    has = tl.max(nan.to(tl.int32), axis=0) > 0
+    first = tl.min(tl.where(nan, rows[:, None], BLOCK_N), axis=0)
+    out = tl.where(has, _nan_like(out, IS64), out)
+    row_lo = tl.where(has, first, row_lo)
+    row_hi = tl.where(has, first, row_hi)
+    return out, row_lo, row_hi
+
+
+@_jit
+def _meamed_kernel(
+    x_ptr: tl.tensor,
+    out_ptr: tl.tensor,
+    lo_ptr: tl.tensor,
+    hi_ptr: tl.tensor,
+    n: tl.tensor,
+    d: tl.tensor,
+    stride_n: tl.tensor,
+    stride_d: tl.tensor,
+    keep: tl.tensor,
+    PROPAGATE: tl.constexpr,
+    ROWS: tl.constexpr,
+    IS64: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+) -> None:
+    """The mean of the ``keep`` values closest to the median (``rust/rules/meamed.rs``).
+
+    From the median's rank the kept range grows outward one rank at a time: the next value
+    below is taken when it is strictly closer to the median (float64 distance, NaN read as
+    ``+inf``) than the next above, or as close and from a lower row. The kept ranks are then
+    added in ascending order, as the trimmed mean adds its own.
+    """
+    cols, cmask, rows, m, v, u, rank = _ranked_block(x_ptr, n, d, stride_n, stride_d, IS64, BLOCK_N, BLOCK_D)
+    p = n // 2
+    a = _value(tl.max(tl.where(rank == p - 1, u, 0), axis=0), IS64)
+    b = _value(tl.max(tl.where(rank == p, u, 0), axis=0), IS64)
+    if n % 2 == 1:
+        med = b.to(tl.float64)
+    else:
+        med = _midpoint(a, b, IS64).to(tl.float64)
+    dist = tl.abs(_value(u, IS64).to(tl.float64) - med[None, :])
+    dist = tl.where(dist != dist, _inf_like(dist), dist)
+    inf = _inf_like(med)
+    lo = tl.zeros([BLOCK_D], tl.int32) + p
+    hi = lo
+    for _ in range(0, keep):
+        has_low = lo > 0
+        has_high = hi < n
+        below = rank == (lo - 1)[None, :]
+        above = rank == hi[None, :]
+        dl = tl.where(has_low, tl.max(tl.where(below, dist, -1.0), axis=0), inf)
+        dh = tl.where(has_high, tl.max(tl.where(above, dist, -1.0), axis=0), inf)
+        rl = tl.max(tl.where(below, rows[:, None], -1), axis=0)
+        rh = tl.max(tl.where(above, rows[:, None], -1), axis=0)
+        take_low = has_low & (~has_high | (dl < dh) | ((dl == dh) & (rl < rh)))
+        lo = tl.where(take_low, lo - 1, lo)
+        hi = tl.where(take_low, hi, hi + 1)
+    s = -tl.zeros([BLOCK_D], tl.float64)
+    c = tl.zeros([BLOCK_D], tl.float64)
+    ws = s
+    wc = c
+    k = c + 1.0
+    for r in range(0, n):
+        kr = tl.max(tl.where(rank == r, u, 0), axis=0)
+        inside = cmask & (r >= lo) & (r < hi)
+        s, c, ws, wc, k = _add(s, c, ws, wc, k, _value(kr, IS64).to(tl.float64), inside, IS64)
+    first = rank == lo[None, :]
+    last = rank == (hi - 1)[None, :]
+    a = _value(tl.max(tl.where(first, u, 0), axis=0), IS64)
+    b = _value(tl.max(tl.where(last, u, 0), axis=0), IS64)
+    out = _average(s, c, ws, wc, k, tl.zeros([BLOCK_D], tl.float64) + keep, a, b, IS64)
+    if ROWS or PROPAGATE:
+        row_lo = tl.max(tl.where(first, rows[:, None], -1), axis=0)
+        row_hi = tl.max(tl.where(last, rows[:, None], -1), axis=0)
+        if PROPAGATE:
+            out, row_lo, row_hi = _propagate(out, row_lo, row_hi, v, m, rows, IS64, BLOCK_N)
+        if ROWS:
+            tl.store(lo_ptr + cols, row_lo, mask=cmask)
+            tl.store(hi_ptr + cols, row_hi, mask=cmask)
+    tl.store(out_ptr + cols, out, mask=cmask)
+
+
+@_jit
 def _rank_kernel(
     x_ptr: tl.tensor,
     out_ptr: tl.tensor,
@@ -379,19 +512,7 @@ def _rank_kernel(
     BLOCK_D: tl.constexpr,
 ) -> None:
     """Median (values of ranks ``r_lo``, ``r_hi``) or trimmed mean (ranks ``r_lo..=r_hi``)."""
-    cols = tl.program_id(0).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
-    cmask = cols < d
-    col_off = cols * stride_d
-    rows = tl.arange(0, BLOCK_N)
-    m = (rows < n)[:, None] & cmask[None, :]
-    v = tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride_n + col_off[None, :], mask=m, other=0.0)
-    u = _top(_keys(v, IS64), m, IS64)
-    rank = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.int32)
-    row_j = x_ptr + col_off  # row j's block: a pointer stepped by stride_n (64-bit addresses)
-    for j in range(0, n):
-        uj = _keys(tl.load(row_j, mask=cmask, other=0.0), IS64)[None, :]
-        rank += ((uj < u) | ((uj == u) & (j < rows[:, None]))).to(tl.int32)
-        row_j += stride_n
+    cols, cmask, rows, m, v, u, rank = _ranked_block(x_ptr, n, d, stride_n, stride_d, IS64, BLOCK_N, BLOCK_D)
     k_lo = tl.max(tl.where(rank == r_lo, u, 0), axis=0)
     k_hi = tl.max(tl.where(rank == r_hi, u, 0), axis=0)
     a = _value(k_lo, IS64)
@@ -414,12 +535,7 @@ def _rank_kernel(
         row_lo = tl.max(tl.where(rank == r_lo, rows[:, None], -1), axis=0)
         row_hi = tl.max(tl.where(rank == r_hi, rows[:, None], -1), axis=0)
         if PROPAGATE:
-            nan = (v != v) & m
-            has = tl.max(nan.to(tl.int32), axis=0) > 0
-            first = tl.min(tl.where(nan, rows[:, None], BLOCK_N), axis=0)
-            out = tl.where(has, _nan_like(out, IS64), out)
-            row_lo = tl.where(has, first, row_lo)
-            row_hi = tl.where(has, first, row_hi)
+            out, row_lo, row_hi = _propagate(out, row_lo, row_hi, v, m, rows, IS64, BLOCK_N)
         if ROWS:
             tl.store(lo_ptr + cols, row_lo, mask=cmask)
             tl.store(hi_ptr + cols, row_hi, mask=cmask)
@@ -898,6 +1014,58 @@ def trimmed_mean(
         raise too_few_inputs_error("trimmed mean", "n >= 2f + 1", n, f)
     check_policy(x, "trimmed_mean", nonfinite)
     return _order_statistic(x, f, n - f - 1, True, nonfinite, need_rows, config)
+
+
+def meamed(
+    x: Tensor, keep: int, nonfinite: str, need_rows: bool, *, config: Config = CONFIG
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Each column's mean of the ``keep`` values closest to its median, and its kept range's ends.
+
+    The results of ``meamed.native`` and ``_core.meamed``, bit for bit.
+
+    Register kernel only: ``n <= config.max_register_n`` (callers take the torch-native kernel
+    above it).
+    """
+    _check(x)
+    n, d = x.shape
+    if n == 0:
+        raise empty_input_error("meamed")
+    if not 1 <= keep <= n:
+        raise InvalidParameterError(
+            f"meamed: the number of values kept must be in 1..=n, got {keep} for n={n}"
+        )
+    if n > config.max_register_n:
+        raise ValueError(f"meamed's kernel holds n <= {config.max_register_n} values a column, got n={n}")
+    check_policy(x, "meamed", nonfinite)
+    out = torch.empty(d, dtype=_out_dtype(x), device=x.device)
+    rows = d if need_rows else 0
+    lo = torch.empty(rows, dtype=torch.int32, device=x.device)
+    hi = torch.empty(rows, dtype=torch.int32, device=x.device)
+    if d == 0:
+        return out, lo, hi
+    lo_arg, hi_arg = (lo, hi) if need_rows else (out, out)
+    block_n = _pow2(n)
+    block_d = min(config.max_block_d, max(1, config.register_elems // block_n), _pow2(d))
+    with _device(x):
+        _meamed_kernel[(triton.cdiv(d, block_d),)](
+            x,
+            out,
+            lo_arg,
+            hi_arg,
+            n,
+            d,
+            x.stride(0),
+            x.stride(1),
+            keep,
+            PROPAGATE=nonfinite == "propagate",
+            ROWS=need_rows,
+            IS64=x.dtype == torch.float64,
+            BLOCK_N=block_n,
+            BLOCK_D=block_d,
+            num_warps=config.register_warps,
+            enable_fp_fusion=False,
+        )
+    return out, lo, hi
 
 
 def kept_grad(x: Tensor, lo: Tensor, hi: Tensor, q: Tensor, *, config: Config = CONFIG) -> Tensor:

@@ -16,7 +16,7 @@ from aggkit._params import NonFinite
 from aggkit.rules.meamed import Meamed
 from aggkit.torch import _kernels as K
 from aggkit.torch._input import Prepared, needs_grad
-from aggkit.torch._paths import rows_tensor, rust, view
+from aggkit.torch._paths import rows_tensor, rust, use_triton, view
 from aggkit.torch.median import columns_fake
 from aggkit.torch.trimmed_mean import kept_range_backward, kept_range_setup
 
@@ -56,6 +56,12 @@ def native(x: Tensor, keep: int, nonfinite: str, need_rows: bool) -> tuple[Tenso
 @torch.library.custom_op("aggkit::meamed", mutates_args=())
 def meamed_op(x: Tensor, keep: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Mean of the ``keep`` values closest to the median ``(d,)``; rows of the kept range's ends."""
+    if use_triton(x):
+        from aggkit.torch import _triton
+
+        if x.shape[0] <= _triton.CONFIG.max_register_n:  # above: the torch-native kernel
+            values, lo, hi = _triton.meamed(x, keep, nonfinite, need_rows)
+            return values.to(x.dtype), lo, hi
     if rust(x):
         out, lo, hi = _core.meamed(view(x), 0, keep, nonfinite, need_rows)
         return torch.from_numpy(out), rows_tensor(lo, x), rows_tensor(hi, x)
