@@ -60,8 +60,8 @@ def meamed_op(x: Tensor, keep: int, nonfinite: str, need_rows: bool) -> tuple[Te
         from aggkit.torch import _triton
 
         if x.shape[0] <= _triton.CONFIG.max_register_n:  # above: the torch-native kernel
-            values, lo, hi = _triton.meamed(x, keep, nonfinite, need_rows)
-            return values.to(x.dtype), lo, hi
+            values, row_lo, row_hi = _triton.meamed(x, keep, nonfinite, need_rows)
+            return values.to(x.dtype), row_lo, row_hi
     if rust(x):
         out, lo, hi = _core.meamed(view(x), 0, keep, nonfinite, need_rows)
         return torch.from_numpy(out), rows_tensor(lo, x), rows_tensor(hi, x)
