@@ -175,13 +175,34 @@ def test_median_matches_core_and_native(path, x, even, nonfinite):
     check_order_statistic("median", x, even, nonfinite, PATHS[path], rowless=path == "registers")
 
 
-@pytest.mark.parametrize("path", PATHS)
+#: Above the register bound, trimmed means keeping many values sort chunks of a few columns.
+SORTED = T.Config(max_register_n=0, sort_kept=0, sort_bytes=24 * 12 * 2)
+
+
+@pytest.mark.parametrize("path", [*PATHS, "sorted"])
 @settings(max_examples=25)
 @given(x=wild(), data=st.data())
 def test_trimmed_mean_matches_core_and_native(path, x, data):
     f = data.draw(st.integers(0, (x.shape[0] - 1) // 2))
     nonfinite = data.draw(st.sampled_from(POLICIES))
-    check_order_statistic("trimmed_mean", x, f, nonfinite, PATHS[path], rowless=path == "registers")
+    config = SORTED if path == "sorted" else PATHS[path]
+    check_order_statistic("trimmed_mean", x, f, nonfinite, config, rowless=path != "fallback")
+
+
+def test_sorted_trimmed_mean_is_chosen_by_kept_count_and_bounded(monkeypatch):
+    # Streamed while it keeps at most sort_kept values a column, sorted above; the sort path's
+    # buffers are one chunk of columns (sort_bytes), whatever d.
+    sorted_calls = []
+    real = T._sorted_trimmed_mean
+    monkeypatch.setattr(T, "_sorted_trimmed_mean", lambda *a: (sorted_calls.append(a[1:3]), real(*a))[1])
+    n, d = 64, 48
+    x = torch.randn(n, d, dtype=torch.float64)
+    cfg = T.Config(max_register_n=0, sort_kept=40, sort_bytes=24 * n * 4)  # 4 columns a chunk
+    T.trimmed_mean(x, 12, "robust", False, config=cfg)  # keeps 40: streamed
+    assert sorted_calls == []
+    sizes = torch_allocations(lambda: T.trimmed_mean(x, 11, "propagate", True, config=cfg))
+    assert sorted_calls == [(11, 52)]
+    assert max(sizes) <= cfg.sort_bytes < 8 * n * d
 
 
 @settings(max_examples=40)
@@ -643,6 +664,9 @@ for f in ("fp32", "fp64", "fp16", "bf16"):  # half precision is read as it is, c
         c = T.CONFIG
         blocks = {"BLOCK_D": c.block_d, "TILE": c.tile, "BATCH": c.batch, "RADIX": c.radix}
         build(T._select_kernel, pointers, ints, {**flags, **blocks})
+    if f in ("fp32", "fp64"):  # the sorted values are float32 or float64
+        build(T._sorted_sum_kernel, {"v_ptr": "*" + f, "out_ptr": "*" + f}, ["w", "r_lo", "r_hi"],
+              dict(IS64=is64, BLOCK_D=128))
     build(T._meamed_kernel, pointers, [*ints[:4], "keep"],
           dict(PROPAGATE=True, ROWS=True, IS64=is64, BLOCK_N=64, BLOCK_D=32))
     pointers = {"x_ptr": "*" + f, "keep_ptr": "*i8", "out_ptr": "*" + o, "bad_ptr": "*i32"}

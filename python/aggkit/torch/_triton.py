@@ -22,7 +22,7 @@ on the widened values, rounded once to the input's format, which the caller does
   contracted into an FMA), add and divide in float64 (``div.rn.f64``) and do no float32
   arithmetic at all (only conversions), so no flush-to-zero or approximate division applies.
 
-Two algorithms, chosen by ``n``:
+The algorithms, chosen by ``n`` (and the trimmed mean's kept count):
 
 * **Register bound** ``n <= Config.max_register_n`` (default :data:`MAX_REGISTER_N` ``= 128``):
   one program owns ``Config.register_elems // next_pow2(n)`` columns (4096 keys a program) and
@@ -45,6 +45,11 @@ Two algorithms, chosen by ``n``:
   Equal keys are equal bits, so adding copies is the core's ascending sum. Cost per column:
   ``(bits / radix) * n * 2**radix`` compares to select, ``n * (n - 2f) / (batch - 1)`` reads and
   ``~ 8 batch`` compares per read to add the kept values.
+* **Sorted chunks**, a trimmed mean above the register bound that keeps more than
+  ``Config.sort_kept`` values a column (the streamed sum's cost grows as ``n (n - 2f)``):
+  chunks of columns, at most ``Config.sort_bytes`` of sort buffers each, are sorted by
+  ``(key, row)`` with torch's stable sort, and a kernel adds each column's kept ranks in
+  ascending order (:func:`_sorted_trimmed_mean`): the same additions, the same bits.
 
 **Memory bound**: besides the outputs (``d`` values, ``2d`` int32 rows when asked) the host
 allocates ``n`` int32 row flags (the mean under ``"robust"`` / ``"raise"``, the median and
@@ -52,7 +57,8 @@ trimmed mean under ``"raise"``) and, where the robust mean drops rows, ``n`` kee
 ``n`` coefficients. Kernels allocate no memory at all: a program's working set is registers of
 constant block shapes (at most ``register_elems`` keys, or ``block_d * max(tile * 2**radix,
 (2 batch)**2)`` comparisons in the fallback), whatever ``n`` and ``d``. No ``(n, d)``-sized
-temporary is ever made: extra device memory is ``O(n + d)``. Rows are ``int32`` (``n < 2**31``).
+temporary is ever made: extra device memory is ``O(n + d)``, plus ``sort_bytes`` for sorted
+chunks. Rows are ``int32`` (``n < 2**31``).
 The trimmed mean's backward (:func:`kept_grad`) allocates its ``(n, d)`` result only.
 
 **Meamed** (the mean of the values closest to the median; Bulyan's second stage) has the
@@ -106,6 +112,9 @@ class Config:
     kernels; ``tile``: rows they read at a time; ``batch``: kept values the streaming trimmed
     mean orders per pass; ``radix``: key bits a pass of the radix select decides (1, 2, 4 or 8).
     ``register_warps`` / ``num_warps``: warps of a program of the register kernel / the others.
+    ``sort_kept``: above the register bound, a trimmed mean that keeps more values a column than
+    this sorts chunks of columns instead of streaming them (:func:`_sorted_trimmed_mean`), in
+    chunks of at most about ``sort_bytes`` of sort buffers.
 
     Offline builds for sm_90 (``triton.compile``, ``cuobjdump -res-usage``) of the defaults: the
     register kernel uses at most 156 registers a thread with 8 warps (247 with 4), the streaming
@@ -121,6 +130,8 @@ class Config:
     radix: int = 4
     register_warps: int = 8
     num_warps: int = 4
+    sort_kept: int = 256
+    sort_bytes: int = 1 << 28
 
     def __post_init__(self) -> None:
         for name in (
@@ -137,6 +148,10 @@ class Config:
                 raise ValueError(f"Config.{name} must be a power of two, got {v}")
         if self.radix not in (1, 2, 4, 8):
             raise ValueError(f"Config.radix must be 1, 2, 4 or 8, got {self.radix}")
+        if self.sort_kept < 0 or self.sort_bytes < 1:
+            raise ValueError(
+                f"Config.sort_kept must be >= 0 and sort_bytes >= 1, got {self.sort_kept}, {self.sort_bytes}"
+            )
         if not 0 <= self.max_register_n <= self.register_elems:
             raise ValueError(
                 f"Config.max_register_n must lie in [0, register_elems={self.register_elems}], "
@@ -840,6 +855,39 @@ def _row_flags_kernel(
 
 
 @_jit
+def _sorted_sum_kernel(
+    v_ptr: tl.tensor,
+    out_ptr: tl.tensor,
+    w: tl.tensor,
+    r_lo: tl.tensor,
+    r_hi: tl.tensor,
+    IS64: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+) -> None:
+    """The mean of ranks ``r_lo..=r_hi`` of columns already sorted.
+
+    ``v`` is ``(n, w)`` contiguous, ascending down each column; the kept ranks are added in that
+    order with the core's accumulator.
+    """
+    cols = tl.program_id(0).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = cols < w
+    s = -tl.zeros([BLOCK_D], tl.float64)
+    c = tl.zeros([BLOCK_D], tl.float64)
+    ws = s
+    wc = c
+    k = c + 1.0
+    row = v_ptr + r_lo.to(tl.int64) * w + cols
+    for _ in range(r_lo, r_hi + 1):
+        val = tl.load(row, mask=cmask, other=0.0).to(tl.float64)
+        s, c, ws, wc, k = _add(s, c, ws, wc, k, val, cmask, IS64)
+        row += w
+    a = tl.load(v_ptr + r_lo.to(tl.int64) * w + cols, mask=cmask, other=0.0)
+    b = tl.load(v_ptr + r_hi.to(tl.int64) * w + cols, mask=cmask, other=0.0)
+    out = _average(s, c, ws, wc, k, tl.zeros([BLOCK_D], tl.float64) + (r_hi - r_lo + 1), a, b, IS64)
+    tl.store(out_ptr + cols, out, mask=cmask)
+
+
+@_jit
 def _kept_grad_kernel(
     x_ptr: tl.tensor,
     lo_ptr: tl.tensor,
@@ -947,6 +995,8 @@ def _order_statistic(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Launch the kernel for ranks ``r_lo <= r_hi``: the median of them or the kept mean."""
     n, d = x.shape
+    if trimmed and n > config.max_register_n and r_hi - r_lo + 1 > config.sort_kept:
+        return _sorted_trimmed_mean(x, r_lo, r_hi, nonfinite, need_rows, config)
     out = torch.empty(d, dtype=_out_dtype(x), device=x.device)
     rows = d if need_rows else 0
     lo = torch.empty(rows, dtype=torch.int32, device=x.device)
@@ -976,6 +1026,60 @@ def _order_statistic(
         blocks["num_warps"] = config.num_warps
     with _device(x):
         kernel[(triton.cdiv(d, block_d),)](*args, **flags, **blocks, enable_fp_fusion=False)
+    return out, lo, hi
+
+
+def _sorted_trimmed_mean(
+    x: Tensor, r_lo: int, r_hi: int, nonfinite: str, need_rows: bool, config: Config
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The trimmed mean of ranks ``r_lo..=r_hi`` by sorting chunks of columns (many kept values).
+
+    The streaming kernel's ordered sum re-reads a column ``~ kept / batch`` times; here each
+    chunk of columns is sorted once by ``(key, row)`` (torch's stable sort on integer keys
+    ordered like the values, NaN canonical), and :func:`_sorted_sum_kernel` adds the kept ranks
+    in ascending order, the same additions in the same order, so the same bits. The chunk is
+    at most ``config.sort_bytes`` of sort buffers (about 24 bytes a value), so extra memory is
+    ``O(d + sort_bytes)`` whatever ``n`` and ``d``.
+    """
+    from aggkit.torch import _kernels as K
+
+    n, d = x.shape
+    out = torch.empty(d, dtype=_out_dtype(x), device=x.device)
+    rows = d if need_rows else 0
+    lo = torch.empty(rows, dtype=torch.int32, device=x.device)
+    hi = torch.empty(rows, dtype=torch.int32, device=x.device)
+    width = max(1, min(d, config.sort_bytes // (24 * n)))
+    is64 = x.dtype == torch.float64
+    _, _, mask, shift = K._INT[_out_dtype(x)]
+    for c0 in range(0, d, width):
+        part = x[:, c0 : c0 + width]
+        keys, order = torch.sort(K.total_order_keys(part), dim=0, stable=True)
+        values = (keys ^ ((keys >> shift) & mask)).view(_out_dtype(x))  # canonical NaN
+        del keys
+        w = part.shape[1]
+        block_d = min(config.max_block_d, _pow2(w))
+        with _device(x):
+            _sorted_sum_kernel[(triton.cdiv(w, block_d),)](
+                values,
+                out[c0 : c0 + w],
+                w,
+                r_lo,
+                r_hi,
+                IS64=is64,
+                BLOCK_D=block_d,
+                num_warps=config.num_warps,
+                enable_fp_fusion=False,
+            )
+        if need_rows or nonfinite == "propagate":
+            row_lo, row_hi = order[r_lo], order[r_hi]
+            if nonfinite == "propagate":
+                has, first = K.first_nan(part)
+                part_out = out[c0 : c0 + w]
+                part_out.copy_(torch.where(has, torch.full_like(part_out, float("nan")), part_out))
+                row_lo, row_hi = torch.where(has, first, row_lo), torch.where(has, first, row_hi)
+            if need_rows:
+                lo[c0 : c0 + w] = row_lo
+                hi[c0 : c0 + w] = row_hi
     return out, lo, hi
 
 
