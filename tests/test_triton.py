@@ -189,6 +189,28 @@ def test_trimmed_mean_matches_core_and_native(path, x, data):
     check_order_statistic("trimmed_mean", x, f, nonfinite, config, rowless=path != "fallback")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stored_nans_are_canonical(dtype):
+    # inf - inf is x86's negative default NaN in the core; a GPU makes its own. The kernels
+    # store the canonical NaN whatever the arithmetic made.
+    x = torch.tensor([[float("inf")] * 3, [float("-inf")] * 3, [1.0] * 3], dtype=dtype)
+    canonical = torch.tensor([float("nan")], dtype=dtype).view(bits(torch.zeros(1, dtype=dtype)).dtype)
+    for out in (
+        T.mean(x, "propagate")[0],
+        T.trimmed_mean(x, 0, "propagate", False)[0],
+        T.trimmed_mean(x, 0, "propagate", False, config=SORTED)[0],
+        T.meamed(x, 3, "propagate", False)[0],
+    ):
+        raw = out.view(canonical.dtype)
+        assert torch.isnan(out).all()
+        assert torch.equal(raw, canonical.expand_as(raw)), raw
+
+
+def test_row_count_is_bounded_below_int32_wrap():
+    with pytest.raises(ValueError, match="2\\*\\*31 - 2\\*\\*16"):
+        T.median(torch.empty(2**31 - 2**16 + 1, 1, device="meta"), "mean", "robust", False)
+
+
 def test_sorted_trimmed_mean_is_chosen_by_kept_count_and_bounded(monkeypatch):
     # Streamed while it keeps at most sort_kept values a column, sorted above; the sort path's
     # buffers are one chunk of columns (sort_bytes), whatever d.

@@ -58,7 +58,9 @@ trimmed mean under ``"raise"``) and, where the robust mean drops rows, ``n`` kee
 constant block shapes (at most ``register_elems`` keys, or ``block_d * max(tile * 2**radix,
 (2 batch)**2)`` comparisons in the fallback), whatever ``n`` and ``d``. No ``(n, d)``-sized
 temporary is ever made: extra device memory is ``O(n + d)``, plus ``sort_bytes`` for sorted
-chunks. Rows are ``int32`` (``n < 2**31``).
+chunks. Rows are ``int32`` (``n <= 2**31 - 2**16``, so a tile's rows cannot wrap). Every NaN a
+kernel stores is the canonical NaN, whatever NaN the device's arithmetic made (the core, on
+x86, can return another NaN payload: values and NaN-ness agree, payloads need not).
 The trimmed mean's backward (:func:`kept_grad`) allocates its ``(n, d)`` result only.
 
 **Meamed** (the mean of the values closest to the median; Bulyan's second stage) has the
@@ -97,6 +99,9 @@ INTERPRETED = triton is not None and os.environ.get("TRITON_INTERPRET", "0") == 
 
 #: The largest ``n`` whose columns are held in registers by default (then a streaming select).
 MAX_REGISTER_N = 128
+
+#: The largest ``n``: rows are int32, and a tile's rows ``r0 + arange(TILE)`` must not wrap.
+_MAX_N = 2**31 - 2**16
 
 #: The input dtypes the kernels read (half precision widened to float32 as it is loaded).
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -372,6 +377,16 @@ def _nan_like(v: tl.tensor, IS64: tl.constexpr) -> Any:
     return r
 
 
+@_jit
+def _canonical(v: tl.tensor, IS64: tl.constexpr) -> Any:
+    """``v`` with every NaN made the canonical one.
+
+    What a GPU's arithmetic makes of a NaN differs by vendor (and from x86's); a stored result
+    must not.
+    """
+    return tl.where(v != v, _nan_like(v, IS64), v)
+
+
 # ---------------------------------------------------------------------------------------------
 # n <= max_register_n: the block's keys in registers, ranks counted.
 # ---------------------------------------------------------------------------------------------
@@ -502,7 +517,7 @@ def _meamed_kernel(
         if ROWS:
             tl.store(lo_ptr + cols, row_lo, mask=cmask)
             tl.store(hi_ptr + cols, row_hi, mask=cmask)
-    tl.store(out_ptr + cols, out, mask=cmask)
+    tl.store(out_ptr + cols, _canonical(out, IS64), mask=cmask)
 
 
 @_jit
@@ -554,7 +569,7 @@ def _rank_kernel(
         if ROWS:
             tl.store(lo_ptr + cols, row_lo, mask=cmask)
             tl.store(hi_ptr + cols, row_hi, mask=cmask)
-    tl.store(out_ptr + cols, out, mask=cmask)
+    tl.store(out_ptr + cols, _canonical(out, IS64), mask=cmask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -768,7 +783,7 @@ def _select_kernel(
     if ROWS:
         tl.store(lo_ptr + cols, row_lo, mask=cmask)
         tl.store(hi_ptr + cols, row_hi, mask=cmask)
-    tl.store(out_ptr + cols, out, mask=cmask)
+    tl.store(out_ptr + cols, _canonical(out, IS64), mask=cmask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -821,11 +836,8 @@ def _mean_kernel(
         if FLAG:
             if tl.max((cmask & ~_finite(x)).to(tl.int32), axis=0) > 0:
                 tl.atomic_max(bad_ptr + i, 1)
-    tl.store(
-        out_ptr + cols,
-        _average(s, c, ws, wc, k, tl.zeros([BLOCK_D], tl.float64) + count, lo, hi, IS64),
-        mask=cmask,
-    )
+    out = _average(s, c, ws, wc, k, tl.zeros([BLOCK_D], tl.float64) + count, lo, hi, IS64)
+    tl.store(out_ptr + cols, _canonical(out, IS64), mask=cmask)
 
 
 @_jit
@@ -884,7 +896,7 @@ def _sorted_sum_kernel(
     a = tl.load(v_ptr + r_lo.to(tl.int64) * w + cols, mask=cmask, other=0.0)
     b = tl.load(v_ptr + r_hi.to(tl.int64) * w + cols, mask=cmask, other=0.0)
     out = _average(s, c, ws, wc, k, tl.zeros([BLOCK_D], tl.float64) + (r_hi - r_lo + 1), a, b, IS64)
-    tl.store(out_ptr + cols, out, mask=cmask)
+    tl.store(out_ptr + cols, _canonical(out, IS64), mask=cmask)
 
 
 @_jit
@@ -952,8 +964,10 @@ def _check(x: Tensor) -> None:
         raise TypeError(
             f"expected a 2-D float16/bfloat16/float32/float64 tensor, got {x.dtype} of shape {tuple(x.shape)}"
         )
-    if x.shape[0] >= 2**31:
-        raise ValueError(f"the Triton kernels index rows in int32: n must be < 2**31, got n={x.shape[0]}")
+    if x.shape[0] > _MAX_N:
+        raise ValueError(
+            f"the Triton kernels index rows in int32: n must be <= 2**31 - 2**16, got n={x.shape[0]}"
+        )
 
 
 def nonfinite_rows(x: Tensor) -> list[int]:
