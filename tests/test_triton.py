@@ -255,6 +255,52 @@ def test_meamed_matches_core_and_native(x, data):
     assert e_lo.shape == e_hi.shape == (0,)
 
 
+@settings(max_examples=40)
+@given(x=wild(), data=st.data())
+def test_weighted_median_matches_core_and_native(x, data):
+    # Rows from the kernel (sequential running sums of the weights in (value, row) order), the
+    # value taken in torch ops: the core's bits for every `even` and policy.
+    import aggkit.torch as at
+
+    n = x.shape[0]
+    w = np.asarray(
+        data.draw(
+            st.lists(
+                st.sampled_from([0.0, 0.1, 0.2, 0.3, 1.0, 2.0, 3.0, 1e-300, 7e300]), min_size=n, max_size=n
+            )
+        )
+    )
+    if not w.sum() > 0:
+        w[0] = 1.0
+    even = data.draw(st.sampled_from(EVENS))
+    nonfinite = data.draw(st.sampled_from(POLICIES))
+    got = at.median(x, weights=w, even=even, nonfinite=nonfinite)
+    want = aggkit.median(x.numpy(), weights=w, even=even, nonfinite=nonfinite)
+    assert same(got, torch.from_numpy(np.asarray(want))), (got, want)
+    with _paths.force_native():
+        assert same(got, at.median(x, weights=w, even=even, nonfinite=nonfinite))
+
+
+def test_weighted_median_runs_the_kernel_with_gradients(monkeypatch):
+    import aggkit.torch as at
+
+    calls = []
+    real = T.weighted_median_rows
+    monkeypatch.setattr(T, "weighted_median_rows", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(10, 17, dtype=torch.float64, generator=g).round()
+    w = [1.0, 0.0, 2.0, 3.0, 1.0, 1.0, 0.5, 0.5, 2.0, 1.0]
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(at.median(xr, weights=w, even="mean").sum(), xr)
+    assert calls == [1]
+    with _paths.force_native():
+        (want,) = torch.autograd.grad(at.median(xr, weights=w, even="mean").sum(), xr)
+    assert same(grad, want)
+    big = torch.randn(T.CONFIG.max_register_n + 1, 2, dtype=torch.float64, generator=g)
+    at.median(big, weights=np.ones(big.shape[0]))
+    assert calls == [1]  # above the register bound: the torch-native rule
+
+
 def test_meamed_in_public_ops_and_bulyan(monkeypatch):
     # aggkit.torch.meamed and Bulyan's second stage take the kernel under force_triton (n up to
     # the register bound; the torch-native kernel above), with the core's values and gradients.
@@ -689,6 +735,8 @@ for f in ("fp32", "fp64", "fp16", "bf16"):  # half precision is read as it is, c
     if f in ("fp32", "fp64"):  # the sorted values are float32 or float64
         build(T._sorted_sum_kernel, {"v_ptr": "*" + f, "out_ptr": "*" + f}, ["w", "r_lo", "r_hi"],
               dict(IS64=is64, BLOCK_D=128))
+    build(T._weighted_median_kernel, {"x_ptr": "*" + f, "w_ptr": "*fp64", "r_ptr": "*i32", "s_ptr": "*i32",
+          "exact_ptr": "*i8"}, ints[:4], dict(IS64=is64, BLOCK_N=64, BLOCK_D=32))
     build(T._meamed_kernel, pointers, [*ints[:4], "keep"],
           dict(PROPAGATE=True, ROWS=True, IS64=is64, BLOCK_N=64, BLOCK_D=32))
     pointers = {"x_ptr": "*" + f, "keep_ptr": "*i8", "out_ptr": "*" + o, "bad_ptr": "*i32"}

@@ -447,6 +447,58 @@ def _propagate(
 
 
 @_jit
+def _weighted_median_kernel(
+    x_ptr: tl.tensor,
+    w_ptr: tl.tensor,
+    r_ptr: tl.tensor,
+    s_ptr: tl.tensor,
+    exact_ptr: tl.tensor,
+    n: tl.tensor,
+    d: tl.tensor,
+    stride_n: tl.tensor,
+    stride_d: tl.tensor,
+    IS64: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+) -> None:
+    """The rows of the weighted median of each column (``median.weighted``'s rule).
+
+    In ``(value, row)`` order the weights are summed one rank at a time in float64: ``r`` is
+    the first rank of positive weight whose running sum reaches half the total, ``exact``
+    whether it is exactly half, ``s`` the next rank of positive weight (``r`` if none). The
+    running sums are sequential, as the core's (a parallel scan would round differently).
+    """
+    cols, cmask, rows, m, v, u, rank = _ranked_block(x_ptr, n, d, stride_n, stride_d, IS64, BLOCK_N, BLOCK_D)
+    w = tl.load(w_ptr + rows, mask=rows < n, other=0.0)
+    wt = w[:, None] + tl.zeros([BLOCK_N, BLOCK_D], tl.float64)
+    total = tl.zeros([BLOCK_D], tl.float64)
+    for r in range(0, n):
+        total = total + tl.max(tl.where(rank == r, wt, -1.0), axis=0)
+    c = tl.zeros([BLOCK_D], tl.float64)
+    found = c != c
+    has_s = found
+    exact = found
+    r_sel = tl.zeros([BLOCK_D], tl.int32)
+    s_sel = r_sel
+    for r in range(0, n):
+        w_r = tl.max(tl.where(rank == r, wt, -1.0), axis=0)
+        c = c + w_r
+        nxt = found & ~has_s & (w_r > 0.0)
+        s_sel = tl.where(nxt, r, s_sel)
+        has_s = has_s | nxt
+        hit = ~found & (2.0 * c >= total) & (w_r > 0.0)
+        r_sel = tl.where(hit, r, r_sel)
+        exact = tl.where(hit, 2.0 * c == total, exact)
+        found = found | hit
+    s_sel = tl.where(has_s, s_sel, r_sel)
+    row_r = tl.max(tl.where(rank == r_sel[None, :], rows[:, None], -1), axis=0)
+    row_s = tl.max(tl.where(rank == s_sel[None, :], rows[:, None], -1), axis=0)
+    tl.store(r_ptr + cols, row_r, mask=cmask)
+    tl.store(s_ptr + cols, row_s, mask=cmask)
+    tl.store(exact_ptr + cols, exact.to(tl.int8), mask=cmask)
+
+
+@_jit
 def _meamed_kernel(
     x_ptr: tl.tensor,
     out_ptr: tl.tensor,
@@ -1184,6 +1236,45 @@ def meamed(
             enable_fp_fusion=False,
         )
     return out, lo, hi
+
+
+def weighted_median_rows(
+    x: Tensor, w: Tensor, *, config: Config = CONFIG
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per column of ``(n, d)`` ``x``, the rows of the weighted median: ``r``, ``s`` (int64) and
+    whether the weight below ``r`` is exactly half (bool); ``median.weighted`` builds the value.
+
+    ``w``: ``(n,)`` float64 weights, already normalised. Register kernel only (``n <=
+    config.max_register_n``).
+    """
+    _check(x)
+    n, d = x.shape
+    if not 1 <= n <= config.max_register_n:
+        raise ValueError(f"the weighted median's kernel holds 1 <= n <= {config.max_register_n}, got n={n}")
+    r = torch.empty(d, dtype=torch.int32, device=x.device)
+    s = torch.empty(d, dtype=torch.int32, device=x.device)
+    exact = torch.empty(d, dtype=torch.int8, device=x.device)
+    if d > 0:
+        block_n = _pow2(n)
+        block_d = min(config.max_block_d, max(1, config.register_elems // block_n), _pow2(d))
+        with _device(x):
+            _weighted_median_kernel[(triton.cdiv(d, block_d),)](
+                x,
+                w.to(device=x.device, dtype=torch.float64).contiguous(),
+                r,
+                s,
+                exact,
+                n,
+                d,
+                x.stride(0),
+                x.stride(1),
+                IS64=x.dtype == torch.float64,
+                BLOCK_N=block_n,
+                BLOCK_D=block_d,
+                num_warps=config.register_warps,
+                enable_fp_fusion=False,
+            )
+    return r.long(), s.long(), exact.bool()
 
 
 def kept_grad(x: Tensor, lo: Tensor, hi: Tensor, q: Tensor, *, config: Config = CONFIG) -> Tensor:

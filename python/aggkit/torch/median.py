@@ -39,8 +39,17 @@ def weighted(x: Tensor, w: list[float], even: str, nonfinite: str) -> Tensor:
     """Weighted median of the columns of ``(n, d)`` ``x`` in torch ops (any device)."""
     K.check_policy(x, "median", nonfinite)
     n = x.shape[0]
+    wn = torch.tensor(K.normalise_weights(w), dtype=torch.float64, device=x.device)
+    if use_triton(x):
+        from aggkit.torch import _triton
+
+        if n <= _triton.CONFIG.max_register_n:  # the rows by a kernel (sequential sums, no sort)
+            row_r, row_s, exact = _triton.weighted_median_rows(x, wn)
+            vr = x.gather(0, row_r[None])[0]
+            vs = x.gather(0, row_s[None])[0]
+            return _weighted_value(x, vr, vs, exact, even, nonfinite)
     order = K.rank_order(x)
-    wt = torch.tensor(K.normalise_weights(w), dtype=torch.float64, device=x.device)[order]
+    wt = wn[order]
     c = wt.cumsum(0)
     total = c[-1:]
     reach = (2.0 * c >= total) & (wt > 0)
@@ -51,6 +60,11 @@ def weighted(x: Tensor, w: list[float], even: str, nonfinite: str) -> Tensor:
     s = torch.where(nxt.any(0, keepdim=True), nxt.to(torch.uint8).argmax(0, keepdim=True), r)
     vr = x.gather(0, order.gather(0, r))[0]
     vs = x.gather(0, order.gather(0, s))[0]
+    return _weighted_value(x, vr, vs, exact, even, nonfinite)
+
+
+def _weighted_value(x: Tensor, vr: Tensor, vs: Tensor, exact: Tensor, even: str, nonfinite: str) -> Tensor:
+    """The weighted median from the values of ranks ``r`` and ``s`` (differentiable in ``x``)."""
     if even == "lower":
         out = vr
     elif even == "upper":
