@@ -468,7 +468,8 @@ def _weighted_median_kernel(
     whether it is exactly half, ``s`` the next rank of positive weight (``r`` if none). The
     running sums are sequential, as the core's (a parallel scan would round differently).
     """
-    cols, cmask, rows, m, v, u, rank = _ranked_block(x_ptr, n, d, stride_n, stride_d, IS64, BLOCK_N, BLOCK_D)
+    block = _ranked_block(x_ptr, n, d, stride_n, stride_d, IS64, BLOCK_N, BLOCK_D)
+    cols, cmask, rows, rank = block[0], block[1], block[2], block[6]
     w = tl.load(w_ptr + rows, mask=rows < n, other=0.0)
     wt = w[:, None] + tl.zeros([BLOCK_N, BLOCK_D], tl.float64)
     total = tl.zeros([BLOCK_D], tl.float64)
@@ -1238,12 +1239,10 @@ def meamed(
     return out, lo, hi
 
 
-def weighted_median_rows(
-    x: Tensor, w: Tensor, *, config: Config = CONFIG
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Per column of ``(n, d)`` ``x``, the rows of the weighted median: ``r``, ``s`` (int64) and
-    whether the weight below ``r`` is exactly half (bool); ``median.weighted`` builds the value.
+def weighted_median_rows(x: Tensor, w: Tensor, *, config: Config = CONFIG) -> tuple[Tensor, Tensor, Tensor]:
+    """Per column of ``(n, d)`` ``x``, the rows of the weighted median, for ``median.weighted``.
 
+    Returns ``r``, ``s`` (int64) and whether the weight up to ``r`` is exactly half (bool).
     ``w``: ``(n,)`` float64 weights, already normalised. Register kernel only (``n <=
     config.max_register_n``).
     """
