@@ -14,7 +14,13 @@ with ``torch.cuda.synchronize()`` around each, of:
 * ``aggkit.torch.trimmed_mean`` (``f = n // 5``) against a sort-based trimmed mean,
   ``torch.sort(x, dim=0).values[f:n-f].mean(dim=0)``;
 * ``aggkit.torch.krum`` (``f = n // 5``) against a ``torch.cdist`` Krum (distances in the input
-  dtype, float32 for half precision, which ``cdist`` lacks; ``topk`` scores).
+  dtype, float32 for half precision, which ``cdist`` lacks; ``topk`` scores);
+* ``aggkit.torch.meamed`` (``f = n // 5``) against ``topk`` of the distances to
+  ``torch.median`` and a mean of the gathered values;
+* ``aggkit.torch.median`` with weights ``1..n`` against a sort and a ``cumsum`` of the weights
+  (the lower weighted median).
+
+``--rules`` picks some of them.
 
 Columns: aggkit's ms and the baseline's, the speed-up, aggkit's input read rate in GB/s
 (``n * d * itemsize`` bytes per call) and that rate as a % of the device's copy bandwidth
@@ -90,13 +96,38 @@ def measure(fn: Callable[[], object], x: torch.Tensor, repeats: int) -> tuple[fl
         return None
 
 
-def cases(n: int) -> list[tuple[str, Callable[[torch.Tensor], object], Callable[[torch.Tensor], object]]]:
+def torch_meamed(x: torch.Tensor, f: int) -> torch.Tensor:
+    med = torch.median(x, dim=0).values
+    idx = (x - med).abs().topk(x.shape[0] - f, dim=0, largest=False).indices
+    return x.gather(0, idx).float().mean(dim=0)
+
+
+def torch_weighted_median(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    values, order = torch.sort(x, dim=0)
+    c = w[order].cumsum(0)
+    r = (2 * c >= c[-1:]).to(torch.uint8).argmax(0, keepdim=True)
+    return values.gather(0, r)[0]
+
+
+RULES = ("median", "trimmed_mean", "krum", "meamed", "weighted_median")
+
+
+def cases(
+    n: int, rules: list[str]
+) -> list[tuple[str, Callable[[torch.Tensor], object], Callable[[torch.Tensor], object]]]:
     f = n // 5
-    return [
-        ("median", lambda x: at.median(x), lambda x: torch.median(x, dim=0)),
-        ("trimmed_mean", lambda x: at.trimmed_mean(x, f=f), lambda x: torch_trimmed_mean(x, f)),
-        ("krum", lambda x: at.krum(x, f=f), lambda x: torch_krum(x, f)),
-    ]
+    w = torch.arange(1.0, n + 1, dtype=torch.float64)
+    all_cases = {
+        "median": (lambda x: at.median(x), lambda x: torch.median(x, dim=0)),
+        "trimmed_mean": (lambda x: at.trimmed_mean(x, f=f), lambda x: torch_trimmed_mean(x, f)),
+        "krum": (lambda x: at.krum(x, f=f), lambda x: torch_krum(x, f)),
+        "meamed": (lambda x: at.meamed(x, f=f), lambda x: torch_meamed(x, f)),
+        "weighted_median": (
+            lambda x: at.median(x, weights=w),
+            lambda x: torch_weighted_median(x, w.to(x.device)),
+        ),
+    }
+    return [(name, *all_cases[name]) for name in rules]
 
 
 def machine_line(device: torch.device, bw: float) -> str:
@@ -119,6 +150,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--n", type=int, nargs="+", default=[10, 50, 200, 1000])
     ap.add_argument("--d", type=size, nargs="+", default=[1_000_000, 100_000_000])
     ap.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"], choices=sorted(DTYPES))
+    ap.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="n 10/50, d 1e5, float32, 3 repeats")
     ap.add_argument("--json", help="also write the rows to this JSON file")
@@ -149,7 +181,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 for i in range(n):  # row by row: no float32 copy of the whole input
                     x[i] = torch.randn(d, generator=gen, device=device, dtype=torch.float32)
                 path = "triton" if _paths.use_triton(x) else ("rust" if _paths.rust(x) else "torch-native")
-                for name, ours, theirs in cases(n):
+                for name, ours, theirs in cases(n, args.rules):
                     a = measure(lambda f=ours, x=x: f(x), x, args.repeats)
                     b = measure(lambda f=theirs, x=x: f(x), x, args.repeats)
                     row: dict[str, Any] = {"rule": name, "n": n, "d": d, "dtype": dname, "path": path}

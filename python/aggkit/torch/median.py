@@ -1,6 +1,7 @@
 """The median on tensors: ``torch.ops.aggkit.median`` and the weighted median.
 
-The gradient goes to the middle rows; the weighted median runs as torch ops on any device.
+The gradient goes to the middle rows; the weighted median's value is gathered in torch ops from
+rows the core, a Triton kernel or torch ops find.
 """
 
 from __future__ import annotations
@@ -36,17 +37,25 @@ def native(x: Tensor, even: str, nonfinite: str, need_rows: bool) -> tuple[Tenso
 
 
 def weighted(x: Tensor, w: list[float], even: str, nonfinite: str) -> Tensor:
-    """Weighted median of the columns of ``(n, d)`` ``x`` in torch ops (any device)."""
+    """Weighted median of the columns of ``(n, d)`` ``x``, differentiable in ``x``.
+
+    The rows of the median come from the core on CPU, from a Triton kernel where one serves
+    the tensor, else from torch ops; the value is gathered from them in torch ops.
+    """
     K.check_policy(x, "median", nonfinite)
     n = x.shape[0]
     wn = torch.tensor(K.normalise_weights(w), dtype=torch.float64, device=x.device)
+    if rust(x):  # the rows by the core, the value gathered (differentiable)
+        _, lo, hi = _core.weighted_median(view(x), wn.numpy(), even, nonfinite, True)
+        row_r, row_s = rows_tensor(lo, x).long(), rows_tensor(hi, x).long()
+        vr, vs = x.gather(0, row_r[None])[0], x.gather(0, row_s[None])[0]
+        return _weighted_value(x, vr, vs, row_r != row_s, even, nonfinite)
     if use_triton(x):
         from aggkit.torch import _triton
 
         if n <= _triton.CONFIG.max_register_n:  # the rows by a kernel (sequential sums, no sort)
             row_r, row_s, exact = _triton.weighted_median_rows(x, wn)
-            vr = x.gather(0, row_r[None])[0]
-            vs = x.gather(0, row_s[None])[0]
+            vr, vs = x.gather(0, row_r[None])[0], x.gather(0, row_s[None])[0]
             return _weighted_value(x, vr, vs, exact, even, nonfinite)
     order = K.rank_order(x)
     wt = wn[order]
