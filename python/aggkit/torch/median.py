@@ -182,6 +182,8 @@ def median(
 
     The gradient goes to the middle element of each coordinate (half to each of the two
     middle elements under ``even="mean"`` with even ``n``); ties are broken by row index.
-    With ``weights`` it runs as torch ops on every device (sort, cumulative weights, gather).
+    With ``weights`` the rows of the median come from the core (CPU), a Triton kernel (CUDA,
+    ``n <= 128``) or torch ops, and the value is gathered from them, so the gradient goes to
+    those rows.
     """
     return _median(Median(even=even, nonfinite=nonfinite), x, weights=weights, dim=dim)[0]
