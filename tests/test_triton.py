@@ -301,6 +301,63 @@ def test_weighted_median_runs_the_kernel_with_gradients(monkeypatch):
     assert calls == [1]  # above the register bound: the torch-native rule
 
 
+@settings(max_examples=40)
+@given(x=wild(max_n=10), data=st.data())
+def test_weighted_mean_matches_core_and_native(x, data):
+    # Weights whose products with the values overflow float64 (the wide sum), zeros (left out
+    # of the clamp), every policy; the public op, so the host plan is the one the op uses.
+    import aggkit.torch as at
+
+    n = x.shape[0]
+    weights = data.draw(
+        st.lists(st.sampled_from([0.0, 0.3, 1.0, 2.5, 1e100, 3e-200]), min_size=n, max_size=n)
+    )
+    if sum(weights) == 0:
+        weights[0] = 1.0
+    nonfinite = data.draw(st.sampled_from(POLICIES))
+    try:
+        want = aggkit.mean(x.numpy(), weights=weights, nonfinite=nonfinite)
+    except aggkit.AggkitError as e:
+        with pytest.raises(type(e)):
+            at.mean(x, weights=weights, nonfinite=nonfinite)
+        return
+    got = at.mean(x, weights=weights, nonfinite=nonfinite)
+    assert same(got, torch.from_numpy(np.asarray(want))), (got, want)
+    with _paths.force_native():
+        assert same(got, at.mean(x, weights=weights, nonfinite=nonfinite))
+
+
+def test_weighted_mean_is_kept_within_the_values_of_positive_weight():
+    # Equal values of positive weight average to themselves although the sums round; a value
+    # of zero weight (here 5.0) must not widen the clamp.
+    import aggkit.torch as at
+
+    for v in (0.7, 1 / 3, 0.3):
+        for w in (0.3, 0.1, 0.7, 0.35):
+            x = torch.tensor([[v, -v], [v, -v], [v, -v], [5.0, -5.0]], dtype=torch.float64)
+            got = at.mean(x, weights=[w, w, w, 0.0])
+            assert got.tolist() == [v, -v], (v, w, got)
+
+
+def test_weighted_mean_runs_the_kernel_with_gradients(monkeypatch):
+    import aggkit.torch as at
+
+    calls = []
+    real = T.weighted_mean
+    monkeypatch.setattr(T, "weighted_mean", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 9, dtype=torch.float64, generator=g)
+    x[4, 2] = float("nan")  # dropped under "robust": its coefficient is 0
+    w = [1.0, 2.0, 0.0, 0.5, 3.0, 1.0]
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(at.mean(xr, weights=w).sum(), xr)
+    assert calls == [1]
+    with _paths.force_native():
+        (want,) = torch.autograd.grad(at.mean(xr, weights=w).sum(), xr)
+    assert same(grad, want)
+    assert torch.all(grad[4] == 0)
+
+
 def test_meamed_in_public_ops_and_bulyan(monkeypatch):
     # aggkit.torch.meamed and Bulyan's second stage take the kernel under force_triton (n up to
     # the register bound; the torch-native kernel above), with the core's values and gradients.
@@ -739,10 +796,11 @@ for f in ("fp32", "fp64", "fp16", "bf16"):  # half precision is read as it is, c
           "exact_ptr": "*i8"}, ints[:4], dict(IS64=is64, BLOCK_N=64, BLOCK_D=32))
     build(T._meamed_kernel, pointers, [*ints[:4], "keep"],
           dict(PROPAGATE=True, ROWS=True, IS64=is64, BLOCK_N=64, BLOCK_D=32))
-    pointers = {"x_ptr": "*" + f, "keep_ptr": "*i8", "out_ptr": "*" + o, "bad_ptr": "*i32"}
-    ptx = build(T._mean_kernel, pointers, ["n", "d", "stride_n", "stride_d", "count"],
-                dict(KEEP=True, FLAG=True, IS64=is64, BLOCK_D=128))
-    assert "div.rn.f64" in ptx
+    pointers = {"x_ptr": "*" + f, "keep_ptr": "*i8", "w_ptr": "*fp64", "out_ptr": "*" + o, "bad_ptr": "*i32"}
+    for weighted in (False, True):
+        ptx = build(T._mean_kernel, pointers, ["n", "d", "stride_n", "stride_d", "count"],
+                    dict(KEEP=True, WEIGHTED=weighted, FLAG=not weighted, IS64=is64, BLOCK_D=128))
+        assert "div.rn.f64" in ptx
     build(T._kept_grad_kernel, {"x_ptr": "*" + f, "lo_ptr": "*i32", "hi_ptr": "*i32", "q_ptr": "*" + f,
           "out_ptr": "*" + f}, ["n", "d", "stride_n", "stride_d"], dict(IS64=is64, BLOCK_D=128))
     build(T._row_flags_kernel, {"x_ptr": "*" + f, "bad_ptr": "*i32"},

@@ -275,19 +275,38 @@ def _add(
     float32: ``s += x``. float64: ``(s, c)`` is the ``CompensatedSum``; ``(ws, wc, k)`` the
     ``wide_mean`` sum and its scale (1, or SHRINK from the first term that would overflow it).
     """
+    return _add_weighted(s, c, ws, wc, k, x, 1.0, m, IS64)
+
+
+@_jit
+def _add_weighted(
+    s: tl.tensor,
+    c: tl.tensor,
+    ws: tl.tensor,
+    wc: tl.tensor,
+    k: tl.tensor,
+    x: tl.tensor,
+    w: tl.tensor,
+    m: tl.tensor,
+    IS64: tl.constexpr,
+) -> Any:
+    """:func:`_add` of ``w x`` (``w`` finite): the wide sum adds ``w (x k)``, as the core's.
+
+    ``w = 1`` is :func:`_add` itself: multiplying by one is exact.
+    """
     if IS64:
-        t, c2 = _step(s, c, x)
+        t, c2 = _step(s, c, w * x)
         s = tl.where(m, t, s)
         c = tl.where(m, c2, c)
-        over = m & (k == 1.0) & _finite(ws) & _finite(x) & ~_finite(ws + x * k)
+        over = m & (k == 1.0) & _finite(ws) & _finite(x) & ~_finite(ws + w * (x * k))
         k = tl.where(over, 2.6497349136889905e-169, k)
         ws = tl.where(over, ws * 2.6497349136889905e-169, ws)
         wc = tl.where(over, wc * 2.6497349136889905e-169, wc)
-        wt, wc2 = _step(ws, wc, x * k)
+        wt, wc2 = _step(ws, wc, w * (x * k))
         ws = tl.where(m, wt, ws)
         wc = tl.where(m, wc2, wc)
     else:
-        s = tl.where(m, s + x, s)
+        s = tl.where(m, s + w * x, s)
     return s, c, ws, wc, k
 
 
@@ -848,6 +867,7 @@ def _select_kernel(
 def _mean_kernel(
     x_ptr: tl.tensor,
     keep_ptr: tl.tensor,
+    w_ptr: tl.tensor,
     out_ptr: tl.tensor,
     bad_ptr: tl.tensor,
     n: tl.tensor,
@@ -856,13 +876,17 @@ def _mean_kernel(
     stride_d: tl.tensor,
     count: tl.tensor,
     KEEP: tl.constexpr,
+    WEIGHTED: tl.constexpr,
     FLAG: tl.constexpr,
     IS64: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ) -> None:
     """``Σ x_i / count`` over the rows (those with ``keep_i != 0`` under ``KEEP``) in row order.
 
-    Under ``FLAG`` it also sets ``bad_i = 1`` for every row with a NaN or ``±inf`` in the block.
+    Under ``WEIGHTED`` the terms are ``w_i x_i`` (float64 weights ``w[:n]``), ``count`` is
+    unused and the total ``w[n]`` divides (a float64: a float argument would be float32), and
+    the float64 result is kept within the values of positive weight. Under ``FLAG`` it also
+    sets ``bad_i = 1`` for every row with a NaN or ``±inf`` in the block.
     """
     cols = tl.program_id(0).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = cols < d
@@ -882,14 +906,24 @@ def _mean_kernel(
         m = cmask
         if KEEP:
             m = m & (tl.load(keep_ptr + i) != 0)
-        s, c, ws, wc, k = _add(s, c, ws, wc, k, x, m, IS64)
+        if WEIGHTED:
+            wi = tl.zeros([BLOCK_D], tl.float64) + tl.load(w_ptr + i)
+            s, c, ws, wc, k = _add_weighted(s, c, ws, wc, k, x, wi, m, IS64)
+            used = m & (wi > 0.0)
+        else:
+            s, c, ws, wc, k = _add(s, c, ws, wc, k, x, m, IS64)
+            used = m
         if IS64:
-            lo = tl.where(m & (x < lo), x, lo)
-            hi = tl.where(m & (x > hi), x, hi)
+            lo = tl.where(used & (x < lo), x, lo)
+            hi = tl.where(used & (x > hi), x, hi)
         if FLAG:
             if tl.max((cmask & ~_finite(x)).to(tl.int32), axis=0) > 0:
                 tl.atomic_max(bad_ptr + i, 1)
-    out = _average(s, c, ws, wc, k, tl.zeros([BLOCK_D], tl.float64) + count, lo, hi, IS64)
+    if WEIGHTED:
+        total = tl.zeros([BLOCK_D], tl.float64) + tl.load(w_ptr + n)
+    else:
+        total = tl.zeros([BLOCK_D], tl.float64) + count
+    out = _average(s, c, ws, wc, k, total, lo, hi, IS64)
     tl.store(out_ptr + cols, _canonical(out, IS64), mask=cmask)
 
 
@@ -1276,6 +1310,52 @@ def weighted_median_rows(x: Tensor, w: Tensor, *, config: Config = CONFIG) -> tu
     return r.long(), s.long(), exact.bool()
 
 
+def weighted_mean(
+    x: Tensor, items: list[tuple[int, float]], total: float, *, config: Config = CONFIG
+) -> Tensor:
+    """``Σ w_i x_i / total`` over ``items`` (row, weight; rows ascending) of ``(n, d)`` ``x``.
+
+    ``mean.native``'s weighted mean (``_kernels.weighted_mean``), bit for bit: the rows in row
+    order, the core's accumulator over ``w_i x_i``, a float64 result kept within the values of
+    positive weight. The rows left out and the weights are ``n`` flags and ``n`` float64s.
+    """
+    _check(x)
+    n, d = x.shape
+    out = torch.empty(d, dtype=_out_dtype(x), device=x.device)
+    if d == 0:
+        return out
+    rows = [i for i, _ in items]
+    if rows != sorted(rows):
+        raise ValueError("weighted_mean: the rows of items must be in increasing order")
+    keep = torch.zeros(n, dtype=torch.int8)
+    w = torch.zeros(n + 1, dtype=torch.float64)  # the weights, then the total
+    keep[rows] = 1
+    w[rows] = torch.tensor([v for _, v in items], dtype=torch.float64)
+    w[n] = total
+    block_d = min(config.max_block_d, _pow2(d))
+    with _device(x):
+        _mean_kernel[(triton.cdiv(d, block_d),)](
+            x,
+            keep.to(x.device),
+            w.to(x.device),
+            out,
+            out,
+            n,
+            d,
+            x.stride(0),
+            x.stride(1),
+            0,
+            KEEP=True,
+            WEIGHTED=True,
+            FLAG=False,
+            IS64=x.dtype == torch.float64,
+            BLOCK_D=block_d,
+            num_warps=config.num_warps,
+            enable_fp_fusion=False,
+        )
+    return out
+
+
 def kept_grad(x: Tensor, lo: Tensor, hi: Tensor, q: Tensor, *, config: Config = CONFIG) -> Tensor:
     """The gradient of a mean over a range of ranks: ``(n, d)``, ``q[c]`` at the kept values.
 
@@ -1328,7 +1408,7 @@ def mean(x: Tensor, nonfinite: str, *, config: Config = CONFIG) -> tuple[Tensor,
     def run(keep: Tensor | None, count: int, flag_rows: bool) -> None:
         if d == 0:
             return
-        args = (x, out if keep is None else keep, out, bad if flag_rows else out, n, d)
+        args = (x, out if keep is None else keep, out, out, bad if flag_rows else out, n, d)
         with _device(x):
             _mean_kernel[(triton.cdiv(d, block_d),)](
                 *args,
@@ -1336,6 +1416,7 @@ def mean(x: Tensor, nonfinite: str, *, config: Config = CONFIG) -> tuple[Tensor,
                 x.stride(1),
                 count,
                 KEEP=keep is not None,
+                WEIGHTED=False,
                 FLAG=flag_rows,
                 IS64=x.dtype == torch.float64,
                 BLOCK_D=block_d,

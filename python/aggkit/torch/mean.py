@@ -18,18 +18,20 @@ from aggkit.torch._input import Prepared, host, in_place_rows
 from aggkit.torch._paths import rust, use_triton, view
 
 
-def native(x: Tensor, weights: list[float] | None, nonfinite: str) -> tuple[Tensor, Tensor]:
-    """The (weighted) mean in torch ops; also each input's coefficient (0 for dropped inputs)."""
-    n = x.shape[0]
+def plan(n: int, weights: list[float] | None, dropped: list[int]) -> tuple[list[tuple[int, float]], float]:
+    """The rows averaged with their weights, and the total they are divided by (the core's).
+
+    The given weights of the inputs averaged (all but ``dropped``), their largest scaled into
+    ``[1/2, 1)``, summed with Neumaier's compensation; refuses totals of 0 and a call that
+    drops every input.
+    """
     w = [1.0] * n if weights is None else weights
-    K.check_policy(x, "mean", nonfinite)
-    dropped: list[int] = K.nonfinite_rows(x) if nonfinite == "robust" else []
     if len(dropped) == n:
         raise nonfinite_error(
             "mean", dropped, "every input holds NaN or infinite values, nothing is left to average"
         )
-    keep = [i for i in range(n) if i not in set(dropped)]
-    # As the core: the given weights of the inputs averaged, their largest scaled into [1/2, 1).
+    gone = set(dropped)
+    keep = [i for i in range(n) if i not in gone]
     norm = K.normalise_weights if weights is not None else (lambda v: v)
     items = list(zip(keep, norm([w[i] for i in keep]), strict=True))
     total = K.weight_total([v for _, v in items])
@@ -38,10 +40,24 @@ def native(x: Tensor, weights: list[float] | None, nonfinite: str) -> tuple[Tens
             raise InvalidParameterError(
                 f"mean: the weights of the inputs averaged sum to 0 ({ndropped} non-finite inputs dropped)"
             )
-    out = K.weighted_mean(x, items, total)
-    coef = torch.zeros(n, dtype=torch.float64, device=x.device)
-    coef[keep] = torch.tensor([v / total for _, v in items], dtype=torch.float64, device=x.device)
-    return out, coef
+    return items, total
+
+
+def coefficients(n: int, items: list[tuple[int, float]], total: float, device: torch.device) -> Tensor:
+    """Each input's coefficient ``w_i / Σ w`` (0 for the inputs left out), float64."""
+    coef = torch.zeros(n, dtype=torch.float64, device=device)
+    values = torch.tensor([v / total for _, v in items], dtype=torch.float64, device=device)
+    coef[[i for i, _ in items]] = values
+    return coef
+
+
+def native(x: Tensor, weights: list[float] | None, nonfinite: str) -> tuple[Tensor, Tensor]:
+    """The (weighted) mean in torch ops; also each input's coefficient (0 for dropped inputs)."""
+    n = x.shape[0]
+    K.check_policy(x, "mean", nonfinite)
+    dropped: list[int] = K.nonfinite_rows(x) if nonfinite == "robust" else []
+    items, total = plan(n, weights, dropped)
+    return K.weighted_mean(x, items, total), coefficients(n, items, total, x.device)
 
 
 @torch.library.custom_op("aggkit::mean", mutates_args=())
@@ -51,10 +67,17 @@ def mean_op(x: Tensor, weights: list[float], nonfinite: str) -> tuple[Tensor, Te
     ``weights``: one per input, or empty for the unweighted mean.
     """
     w = np.asarray(weights, dtype=np.float64) if weights else None
-    if w is None and use_triton(x):
+    if use_triton(x):
         from aggkit.torch import _triton
 
-        values, coef = _triton.mean(x, nonfinite)
+        if w is None:
+            values, coef = _triton.mean(x, nonfinite)
+        else:
+            _triton.check_policy(x, "mean", nonfinite)
+            dropped = _triton.nonfinite_rows(x) if nonfinite == "robust" else []
+            items, total = plan(x.shape[0], list(weights), dropped)
+            values = _triton.weighted_mean(x, items, total)
+            coef = coefficients(x.shape[0], items, total, x.device)
         return values.to(x.dtype), coef  # half precision: computed in float32, rounded once
     if rust(x):
         out, dropped = _core.mean(view(x), w, nonfinite)
