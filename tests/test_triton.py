@@ -327,6 +327,45 @@ def test_weighted_mean_matches_core_and_native(x, data):
         assert same(got, at.mean(x, weights=weights, nonfinite=nonfinite))
 
 
+@settings(max_examples=40)
+@given(x=wild(max_n=10), data=st.data())
+def test_weighted_trimmed_mean_matches_core_and_native(x, data):
+    import aggkit.torch as at
+
+    n = x.shape[0]
+    weights = data.draw(
+        st.lists(st.sampled_from([0.0, 0.3, 1.0, 2.5, 1e100, 3e-200]), min_size=n, max_size=n)
+    )
+    if sum(weights) == 0:
+        weights[0] = 1.0
+    f = data.draw(st.integers(0, (n - 1) // 2))
+    nonfinite = data.draw(st.sampled_from(POLICIES))
+    got = at.trimmed_mean(x, f=f, weights=weights, nonfinite=nonfinite)
+    want = aggkit.trimmed_mean(x.numpy(), f=f, weights=weights, nonfinite=nonfinite)
+    assert same(got, torch.from_numpy(np.asarray(want))), (got, want)
+    with _paths.force_native():
+        assert same(got, at.trimmed_mean(x, f=f, weights=weights, nonfinite=nonfinite))
+
+
+def test_weighted_trimmed_mean_kernel_serves_values_and_torch_serves_gradients(monkeypatch):
+    import aggkit.torch as at
+
+    calls = []
+    real = T.weighted_trimmed_mean
+    monkeypatch.setattr(T, "weighted_trimmed_mean", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(9, 13, dtype=torch.float64, generator=g).round()
+    w = [1.0, 0.5, 2.0, 0.0, 1.0, 3.0, 1.0, 0.25, 1.0]
+    y = at.trimmed_mean(x, f=2, weights=w)
+    assert calls == [1]
+    xr = x.clone().requires_grad_(True)
+    yr = at.trimmed_mean(xr, f=2, weights=w)
+    assert calls == [1]  # a recorded gradient: the torch-native rule
+    assert same(yr.detach(), y)
+    (grad,) = torch.autograd.grad(yr.sum(), xr)
+    assert torch.isclose(grad.sum(dim=0), torch.ones(13, dtype=torch.float64)).all()
+
+
 def test_weighted_mean_is_kept_within_the_values_of_positive_weight():
     # Equal values of positive weight average to themselves although the sums round; a value
     # of zero weight (here 5.0) must not widen the clamp.
@@ -792,6 +831,8 @@ for f in ("fp32", "fp64", "fp16", "bf16"):  # half precision is read as it is, c
     if f in ("fp32", "fp64"):  # the sorted values are float32 or float64
         build(T._sorted_sum_kernel, {"v_ptr": "*" + f, "out_ptr": "*" + f}, ["w", "r_lo", "r_hi"],
               dict(IS64=is64, BLOCK_D=128))
+    build(T._weighted_trimmed_kernel, {"x_ptr": "*" + f, "w_ptr": "*fp64", "out_ptr": "*" + o},
+          [*ints[:4], "f"], dict(PROPAGATE=True, IS64=is64, BLOCK_N=64, BLOCK_D=32))
     build(T._weighted_median_kernel, {"x_ptr": "*" + f, "w_ptr": "*fp64", "r_ptr": "*i32", "s_ptr": "*i32",
           "exact_ptr": "*i8"}, ints[:4], dict(IS64=is64, BLOCK_N=64, BLOCK_D=32))
     build(T._meamed_kernel, pointers, [*ints[:4], "keep"],

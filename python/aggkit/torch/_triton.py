@@ -519,6 +519,67 @@ def _weighted_median_kernel(
 
 
 @_jit
+def _weighted_trimmed_kernel(
+    x_ptr: tl.tensor,
+    w_ptr: tl.tensor,
+    out_ptr: tl.tensor,
+    n: tl.tensor,
+    d: tl.tensor,
+    stride_n: tl.tensor,
+    stride_d: tl.tensor,
+    f: tl.tensor,
+    PROPAGATE: tl.constexpr,
+    IS64: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+) -> None:
+    """The weighted trimmed mean of each column (``trimmed_mean.weighted``'s rule).
+
+    In ``(value, row)`` order, each value weighs the part of its weight inside the kept mass
+    ``[t, total - t]``, ``t = total f / n`` (running sums from zero, rank by rank); the values of
+    positive part are added in that order with the core's accumulator and averaged over the
+    kept mass, kept within the first and last of them (NaN where none has a positive part).
+    """
+    cols, cmask, rows, m, v, u, rank = _ranked_block(x_ptr, n, d, stride_n, stride_d, IS64, BLOCK_N, BLOCK_D)
+    w = tl.load(w_ptr + rows, mask=rows < n, other=0.0)
+    wt = w[:, None] + tl.zeros([BLOCK_N, BLOCK_D], tl.float64)
+    total = -tl.zeros([BLOCK_D], tl.float64)
+    for r in range(0, n):
+        total = total + tl.max(tl.where(rank == r, wt, -1.0), axis=0)
+    lo_mass = total * f.to(tl.float64) / n.to(tl.float64)
+    hi_mass = total - lo_mass
+    s = -tl.zeros([BLOCK_D], tl.float64)
+    c = tl.zeros([BLOCK_D], tl.float64)
+    ws = s
+    wc = c
+    k = c + 1.0
+    kept = tl.zeros([BLOCK_D], tl.float64)
+    c0 = tl.zeros([BLOCK_D], tl.float64)
+    first = tl.zeros([BLOCK_D], tl.int32) - 1
+    last = first
+    for r in range(0, n):
+        at_r = rank == r
+        w_r = tl.max(tl.where(at_r, wt, -1.0), axis=0)
+        c1 = c0 + w_r
+        part = tl.minimum(c1, hi_mass) - tl.maximum(c0, lo_mass)
+        c0 = c1
+        pos = part > 0.0
+        val = _value(tl.max(tl.where(at_r, u, 0), axis=0), IS64).to(tl.float64)
+        s, c, ws, wc, k = _add_weighted(s, c, ws, wc, k, val, part, cmask & pos, IS64)
+        kept = kept + tl.where(pos, part, 0.0)
+        first = tl.where(pos & (first < 0), r, first)
+        last = tl.where(pos, r, last)
+    a = _value(tl.max(tl.where(rank == first[None, :], u, 0), axis=0), IS64)
+    b = _value(tl.max(tl.where(rank == last[None, :], u, 0), axis=0), IS64)
+    out = _average(s, c, ws, wc, k, kept, a, b, IS64)
+    out = tl.where(first < 0, _nan_like(out, IS64), out)
+    if PROPAGATE:
+        has = tl.max(((v != v) & m).to(tl.int32), axis=0) > 0
+        out = tl.where(has, _nan_like(out, IS64), out)
+    tl.store(out_ptr + cols, _canonical(out, IS64), mask=cmask)
+
+
+@_jit
 def _meamed_kernel(
     x_ptr: tl.tensor,
     out_ptr: tl.tensor,
@@ -1351,6 +1412,45 @@ def weighted_mean(
             IS64=x.dtype == torch.float64,
             BLOCK_D=block_d,
             num_warps=config.num_warps,
+            enable_fp_fusion=False,
+        )
+    return out
+
+
+def weighted_trimmed_mean(x: Tensor, w: Tensor, f: int, nonfinite: str, *, config: Config = CONFIG) -> Tensor:
+    """The weighted trimmed mean of each column of ``(n, d)`` ``x`` (values only, no rows).
+
+    ``trimmed_mean.weighted``'s results, bit for bit; ``w``: ``(n,)`` float64 weights, already
+    normalised. Register kernel only (``n <= config.max_register_n``); not differentiable (the
+    torch-native rule serves gradients).
+    """
+    _check(x)
+    n, d = x.shape
+    if not 1 <= n <= config.max_register_n:
+        raise ValueError(
+            f"the weighted trimmed mean's kernel holds 1 <= n <= {config.max_register_n}, got n={n}"
+        )
+    check_policy(x, "trimmed_mean", nonfinite)
+    out = torch.empty(d, dtype=_out_dtype(x), device=x.device)
+    if d == 0:
+        return out
+    block_n = _pow2(n)
+    block_d = min(config.max_block_d, max(1, config.register_elems // block_n), _pow2(d))
+    with _device(x):
+        _weighted_trimmed_kernel[(triton.cdiv(d, block_d),)](
+            x,
+            w.to(device=x.device, dtype=torch.float64).contiguous(),
+            out,
+            n,
+            d,
+            x.stride(0),
+            x.stride(1),
+            f,
+            PROPAGATE=nonfinite == "propagate",
+            IS64=x.dtype == torch.float64,
+            BLOCK_N=block_n,
+            BLOCK_D=block_d,
+            num_warps=config.register_warps,
             enable_fp_fusion=False,
         )
     return out

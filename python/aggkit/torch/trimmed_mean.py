@@ -1,6 +1,7 @@
 """The trimmed mean on tensors: ``torch.ops.aggkit.trimmed_mean`` and the weighted one.
 
-The gradient goes to the kept values; the weighted trimmed mean runs as torch ops.
+The gradient goes to the kept values. The weighted trimmed mean's values come from the core (CPU)
+or a Triton kernel where no gradient is recorded; with one, it runs as torch ops.
 """
 
 from __future__ import annotations
@@ -33,16 +34,28 @@ def native(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, 
 
 
 def weighted(x: Tensor, w: list[float], f: int, nonfinite: str) -> Tensor:
-    """Weighted trimmed mean of the columns of ``(n, d)`` ``x`` in torch ops (any device).
+    """Weighted trimmed mean of the columns of ``(n, d)`` ``x``.
 
-    The core's ``weighted::trimmed_column`` column-parallel: in rank order, the part of each
-    weight inside the kept mass ``[t, total - t]`` (``t = total f / n``) weighs its value, summed
-    with the core's accumulator and kept within the values of positive part.
+    Without autograd: the core on CPU, a Triton kernel where one serves (``n <= 128``). Else,
+    and for the gradient, torch ops on any device: the core's ``weighted::trimmed_column``
+    column-parallel: in rank order, the part of each weight inside the kept mass ``[t, total -
+    t]`` (``t = total f / n``) weighs its value, summed with the core's accumulator and kept
+    within the values of positive part.
     """
     K.check_policy(x, "trimmed_mean", nonfinite)
     n = x.shape[0]
+    wn = torch.tensor(K.normalise_weights(w), dtype=torch.float64, device=x.device)
+    if not needs_grad(x):  # values only: the core, or a Triton kernel
+        if rust(x):
+            values, _, _ = _core.weighted_trimmed_mean(view(x), wn.numpy(), f, nonfinite, False)
+            return torch.from_numpy(values)
+        if use_triton(x):
+            from aggkit.torch import _triton
+
+            if n <= _triton.CONFIG.max_register_n:
+                return _triton.weighted_trimmed_mean(x, wn, f, nonfinite).to(x.dtype)
     order = K.rank_order(x)
-    wt = torch.tensor(K.normalise_weights(w), dtype=torch.float64, device=x.device)[order]
+    wt = wn[order]
     vals = x.gather(0, order)
     total = K.plain_sum(list(wt)).value()
     lo_mass = total * f / n
