@@ -204,7 +204,9 @@ def _sharded(
     d = flat.numel()
     s = max(1, -(-d // world))  # shard length; the tail is padded with zeros (same on every rank)
     padded = flat if s * world == d else torch.cat([flat, flat.new_zeros(s * world - d)])
-    recv = [torch.empty(s, dtype=flat.dtype, device=flat.device) for _ in range(world)]
+    # One (world, s) buffer whose rows receive: the rule reads it as it is (no stacked copy).
+    received = torch.empty((world, s), dtype=flat.dtype, device=flat.device)
+    recv = list(received.unbind(0))
     dist.all_to_all(recv, list(torch.split(padded, s)), group=group)  # recv[j]: rank j's values of my shard
     # The rule sees another shard on each rank and may refuse on some ranks only: from here on,
     # a failure is sent along with the next all-gather, and every rank raises if any rank failed.
@@ -213,7 +215,7 @@ def _sharded(
     mine = flat.new_zeros(s)
     if r.coordinate_wise:
         try:
-            mine = r(recv)
+            mine = r(received)
         except Exception as e:
             failure = e
     else:
@@ -224,7 +226,7 @@ def _sharded(
                 if bad:
                     name = "Krum" if r.name == "krum" else "Multi-Krum"
                     raise nonfinite_error(name, bad, "nonfinite='raise' refuses NaN and infinite values")
-            partial = torch.from_numpy(pairwise_sq_distances(recv)).to(flat.device)
+            partial = torch.from_numpy(pairwise_sq_distances(received)).to(flat.device)
         except Exception as e:
             failure = e
         partials = _all_gather_checked(partial, failure, group)

@@ -461,11 +461,15 @@ def _select(state_dicts: Sequence[Mapping[str, Tensor]], floats: list[str], r: K
     return Selection(torch.tensor(idx, dtype=torch.int64, device=dev), torch.from_numpy(scores).to(dev))
 
 
-def pairwise_sq_distances(rows: Sequence[Tensor]) -> np.ndarray:
-    """``(n, n)`` float64 squared distances between ``n`` 1-D tensors (CPU: read in place)."""
+def pairwise_sq_distances(rows: Sequence[Tensor] | Tensor) -> np.ndarray:
+    """``(n, n)`` float64 squared distances between ``n`` 1-D tensors or the rows of a 2-D one.
+
+    Read in place on CPU, and on other devices when ``rows`` is one tensor (a sequence is
+    stacked first).
+    """
     if rust(rows[0]) and rows[0].dtype != torch.bfloat16:
         return _core.pairwise_sq_distances([_f32_or_f64(t.numpy()) for t in rows])
-    x = torch.stack(list(rows))
+    x = rows if isinstance(rows, Tensor) else torch.stack(list(rows))
     x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     return K.pairwise_sq_distances(x).cpu().numpy()
 
