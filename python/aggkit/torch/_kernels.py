@@ -28,25 +28,10 @@ import torch
 
 from aggkit import _core, _plans
 from aggkit.errors import nonfinite_error
+from aggkit.torch._keys import HALF as HALF
+from aggkit.torch._keys import first_nan as first_nan
+from aggkit.torch._keys import total_order_keys as total_order_keys
 from aggkit.torch._paths import rust, use_triton
-
-# Canonical quiet NaN bit patterns (Rust's f32::NAN / f64::NAN) and the masks that turn IEEE
-# bits into integers ordered like the floats (sign-magnitude -> two's complement).
-_INT = {torch.float32: (torch.int32, 0x7FC00000, 0x7FFFFFFF, 31)}
-_INT[torch.float64] = (torch.int64, 0x7FF8000000000000, 0x7FFFFFFFFFFFFFFF, 63)
-
-
-#: Half-precision dtypes: computed in float32 (exact widening), rounded once at the end.
-HALF = (torch.float16, torch.bfloat16)
-
-
-def total_order_keys(x: torch.Tensor) -> torch.Tensor:
-    """Integer keys ordered like ``x`` in IEEE total order, with every NaN mapped to one key."""
-    if x.dtype in HALF:  # widening is exact and keeps the order
-        x = x.float()
-    it, nan_bits, mask, shift = _INT[x.dtype]
-    bits = torch.where(torch.isnan(x), torch.tensor(nan_bits, dtype=it, device=x.device), x.view(it))
-    return bits ^ ((bits >> shift) & mask)
 
 
 def rank_order(x: torch.Tensor) -> torch.Tensor:
@@ -178,12 +163,6 @@ def midpoint(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         (a + b) / 2.0,
         torch.where(aa < lo, a + b / 2.0, torch.where(ab < lo, a / 2.0 + b, a / 2.0 + b / 2.0)),
     )
-
-
-def first_nan(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per column: whether it holds a NaN, and the first NaN row (``propagate``)."""
-    nan = torch.isnan(x)
-    return nan.any(dim=0), nan.to(torch.uint8).argmax(dim=0)
 
 
 def empty_rows(x: torch.Tensor) -> torch.Tensor:

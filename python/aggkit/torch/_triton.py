@@ -86,6 +86,7 @@ from torch import Tensor
 
 from aggkit.errors import InvalidParameterError, empty_input_error, nonfinite_error, too_few_inputs_error
 from aggkit.torch import _switch
+from aggkit.torch._keys import first_nan, key_values, total_order_keys
 
 try:
     import triton  # type: ignore[import-untyped]
@@ -1203,8 +1204,6 @@ def _sorted_trimmed_mean(
     at most ``config.sort_bytes`` of sort buffers (about 24 bytes a value), so extra memory is
     ``O(d + sort_bytes)`` whatever ``n`` and ``d``.
     """
-    from aggkit.torch import _kernels as K
-
     n, d = x.shape
     out = torch.empty(d, dtype=_out_dtype(x), device=x.device)
     rows = d if need_rows else 0
@@ -1212,11 +1211,10 @@ def _sorted_trimmed_mean(
     hi = torch.empty(rows, dtype=torch.int32, device=x.device)
     width = max(1, min(d, config.sort_bytes // (24 * n)))
     is64 = x.dtype == torch.float64
-    _, _, mask, shift = K._INT[_out_dtype(x)]
     for c0 in range(0, d, width):
         part = x[:, c0 : c0 + width]
-        keys, order = torch.sort(K.total_order_keys(part), dim=0, stable=True)
-        values = (keys ^ ((keys >> shift) & mask)).view(_out_dtype(x))  # canonical NaN
+        keys, order = torch.sort(total_order_keys(part), dim=0, stable=True)
+        values = key_values(keys)  # NaN comes back canonical
         del keys
         w = part.shape[1]
         block_d = min(config.max_block_d, _pow2(w))
@@ -1235,7 +1233,7 @@ def _sorted_trimmed_mean(
         if need_rows or nonfinite == "propagate":
             row_lo, row_hi = order[r_lo], order[r_hi]
             if nonfinite == "propagate":
-                has, first = K.first_nan(part)
+                has, first = first_nan(part)
                 part_out = out[c0 : c0 + w]
                 part_out.copy_(torch.where(has, torch.full_like(part_out, float("nan")), part_out))
                 row_lo, row_hi = torch.where(has, first, row_lo), torch.where(has, first, row_hi)
