@@ -398,6 +398,24 @@ def _nan_like(v: tl.tensor, IS64: tl.constexpr) -> Any:
 
 
 @_jit
+def _sum_start(BLOCK_D: tl.constexpr) -> Any:
+    """An empty accumulator of :func:`_add`: ``s = -0.0``, ``c = 0``, the wide sum, scale 1."""
+    s = -tl.zeros([BLOCK_D], tl.float64)
+    c = tl.zeros([BLOCK_D], tl.float64)
+    return s, c, s, c, c + 1.0
+
+
+@_jit
+def _at_rank(rank: tl.tensor, t: tl.tensor, r: tl.tensor) -> Any:
+    """Per column, the entry of the ``(BLOCK_N, BLOCK_D)`` tile ``t`` at rank ``r``.
+
+    Exactly one row holds each rank, so the masked maximum over the others' zeros (keys,
+    non-negative weights) is that entry.
+    """
+    return tl.max(tl.where(rank == r, t, 0), axis=0)
+
+
+@_jit
 def _canonical(v: tl.tensor, IS64: tl.constexpr) -> Any:
     """``v`` with every NaN made the canonical one.
 
@@ -494,7 +512,7 @@ def _weighted_median_kernel(
     wt = w[:, None] + tl.zeros([BLOCK_N, BLOCK_D], tl.float64)
     total = tl.zeros([BLOCK_D], tl.float64)
     for r in range(0, n):
-        total = total + tl.max(tl.where(rank == r, wt, -1.0), axis=0)
+        total = total + _at_rank(rank, wt, r)
     c = tl.zeros([BLOCK_D], tl.float64)
     found = c != c
     has_s = found
@@ -502,7 +520,7 @@ def _weighted_median_kernel(
     r_sel = tl.zeros([BLOCK_D], tl.int32)
     s_sel = r_sel
     for r in range(0, n):
-        w_r = tl.max(tl.where(rank == r, wt, -1.0), axis=0)
+        w_r = _at_rank(rank, wt, r)
         c = c + w_r
         nxt = found & ~has_s & (w_r > 0.0)
         s_sel = tl.where(nxt, r, s_sel)
@@ -512,8 +530,8 @@ def _weighted_median_kernel(
         exact = tl.where(hit, 2.0 * c == total, exact)
         found = found | hit
     s_sel = tl.where(has_s, s_sel, r_sel)
-    row_r = tl.max(tl.where(rank == r_sel[None, :], rows[:, None], -1), axis=0)
-    row_s = tl.max(tl.where(rank == s_sel[None, :], rows[:, None], -1), axis=0)
+    row_r = _at_rank(rank, rows[:, None], r_sel[None, :])
+    row_s = _at_rank(rank, rows[:, None], s_sel[None, :])
     tl.store(r_ptr + cols, row_r, mask=cmask)
     tl.store(s_ptr + cols, row_s, mask=cmask)
     tl.store(exact_ptr + cols, exact.to(tl.int8), mask=cmask)
@@ -546,32 +564,27 @@ def _weighted_trimmed_kernel(
     wt = w[:, None] + tl.zeros([BLOCK_N, BLOCK_D], tl.float64)
     total = -tl.zeros([BLOCK_D], tl.float64)
     for r in range(0, n):
-        total = total + tl.max(tl.where(rank == r, wt, -1.0), axis=0)
+        total = total + _at_rank(rank, wt, r)
     lo_mass = total * f.to(tl.float64) / n.to(tl.float64)
     hi_mass = total - lo_mass
-    s = -tl.zeros([BLOCK_D], tl.float64)
-    c = tl.zeros([BLOCK_D], tl.float64)
-    ws = s
-    wc = c
-    k = c + 1.0
+    s, c, ws, wc, k = _sum_start(BLOCK_D)
     kept = tl.zeros([BLOCK_D], tl.float64)
     c0 = tl.zeros([BLOCK_D], tl.float64)
     first = tl.zeros([BLOCK_D], tl.int32) - 1
     last = first
     for r in range(0, n):
-        at_r = rank == r
-        w_r = tl.max(tl.where(at_r, wt, -1.0), axis=0)
+        w_r = _at_rank(rank, wt, r)
         c1 = c0 + w_r
         part = tl.minimum(c1, hi_mass) - tl.maximum(c0, lo_mass)
         c0 = c1
         pos = part > 0.0
-        val = _value(tl.max(tl.where(at_r, u, 0), axis=0), IS64).to(tl.float64)
+        val = _value(_at_rank(rank, u, r), IS64).to(tl.float64)
         s, c, ws, wc, k = _add_weighted(s, c, ws, wc, k, val, part, cmask & pos, IS64)
         kept = kept + tl.where(pos, part, 0.0)
         first = tl.where(pos & (first < 0), r, first)
         last = tl.where(pos, r, last)
-    a = _value(tl.max(tl.where(rank == first[None, :], u, 0), axis=0), IS64)
-    b = _value(tl.max(tl.where(rank == last[None, :], u, 0), axis=0), IS64)
+    a = _value(_at_rank(rank, u, first[None, :]), IS64)
+    b = _value(_at_rank(rank, u, last[None, :]), IS64)
     out = _average(s, c, ws, wc, k, kept, a, b, IS64)
     out = tl.where(first < 0, _nan_like(out, IS64), out)
     if PROPAGATE:
@@ -606,8 +619,8 @@ def _meamed_kernel(
     """
     cols, cmask, rows, m, v, u, rank = _ranked_block(x_ptr, n, d, stride_n, stride_d, IS64, BLOCK_N, BLOCK_D)
     p = n // 2
-    a = _value(tl.max(tl.where(rank == p - 1, u, 0), axis=0), IS64)
-    b = _value(tl.max(tl.where(rank == p, u, 0), axis=0), IS64)
+    a = _value(_at_rank(rank, u, p - 1), IS64)
+    b = _value(_at_rank(rank, u, p), IS64)
     if n % 2 == 1:
         med = b.to(tl.float64)
     else:
@@ -629,13 +642,9 @@ def _meamed_kernel(
         take_low = has_low & (~has_high | (dl < dh) | ((dl == dh) & (rl < rh)))
         lo = tl.where(take_low, lo - 1, lo)
         hi = tl.where(take_low, hi, hi + 1)
-    s = -tl.zeros([BLOCK_D], tl.float64)
-    c = tl.zeros([BLOCK_D], tl.float64)
-    ws = s
-    wc = c
-    k = c + 1.0
+    s, c, ws, wc, k = _sum_start(BLOCK_D)
     for r in range(0, n):
-        kr = tl.max(tl.where(rank == r, u, 0), axis=0)
+        kr = _at_rank(rank, u, r)
         inside = cmask & (r >= lo) & (r < hi)
         s, c, ws, wc, k = _add(s, c, ws, wc, k, _value(kr, IS64).to(tl.float64), inside, IS64)
     first = rank == lo[None, :]
@@ -677,18 +686,14 @@ def _rank_kernel(
 ) -> None:
     """Median (values of ranks ``r_lo``, ``r_hi``) or trimmed mean (ranks ``r_lo..=r_hi``)."""
     cols, cmask, rows, m, v, u, rank = _ranked_block(x_ptr, n, d, stride_n, stride_d, IS64, BLOCK_N, BLOCK_D)
-    k_lo = tl.max(tl.where(rank == r_lo, u, 0), axis=0)
-    k_hi = tl.max(tl.where(rank == r_hi, u, 0), axis=0)
+    k_lo = _at_rank(rank, u, r_lo)
+    k_hi = _at_rank(rank, u, r_hi)
     a = _value(k_lo, IS64)
     b = _value(k_hi, IS64)
     if TRIMMED:
-        s = -tl.zeros([BLOCK_D], tl.float64)
-        c = tl.zeros([BLOCK_D], tl.float64)
-        ws = s
-        wc = c
-        k = c + 1.0
+        s, c, ws, wc, k = _sum_start(BLOCK_D)
         for r in range(r_lo, r_hi + 1):
-            kr = tl.max(tl.where(rank == r, u, 0), axis=0)
+            kr = _at_rank(rank, u, r)
             s, c, ws, wc, k = _add(s, c, ws, wc, k, _value(kr, IS64).to(tl.float64), cmask, IS64)
         out = _average(s, c, ws, wc, k, tl.zeros([BLOCK_D], tl.float64) + (r_hi - r_lo + 1), a, b, IS64)
     elif MIDPOINT:
@@ -696,8 +701,8 @@ def _rank_kernel(
     else:
         out = b
     if ROWS or PROPAGATE:
-        row_lo = tl.max(tl.where(rank == r_lo, rows[:, None], -1), axis=0)
-        row_hi = tl.max(tl.where(rank == r_hi, rows[:, None], -1), axis=0)
+        row_lo = _at_rank(rank, rows[:, None], r_lo)
+        row_hi = _at_rank(rank, rows[:, None], r_hi)
         if PROPAGATE:
             out, row_lo, row_hi = _propagate(out, row_lo, row_hi, v, m, rows, IS64, BLOCK_N)
         if ROWS:
@@ -864,11 +869,7 @@ def _select_kernel(
     a = _value(a_lo, IS64)
     b = _value(a_hi, IS64)
     if TRIMMED:
-        s = -tl.zeros([BLOCK_D], tl.float64)
-        c = tl.zeros([BLOCK_D], tl.float64)
-        ws = s
-        wc = c
-        k = c + 1.0
+        s, c, ws, wc, k = _sum_start(BLOCK_D)
         # Ranks below_lo .. below_lo + seen_lo - 1 hold the lowest kept key; those from r_lo
         # are kept. Where both ends hold one key, every kept value is a copy of it.
         same = a_lo == a_hi
@@ -953,11 +954,7 @@ def _mean_kernel(
     cols = tl.program_id(0).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = cols < d
     col_off = cols * stride_d
-    s = -tl.zeros([BLOCK_D], tl.float64)
-    c = tl.zeros([BLOCK_D], tl.float64)
-    ws = s
-    wc = c
-    k = c + 1.0
+    s, c, ws, wc, k = _sum_start(BLOCK_D)
     # The smallest and largest value averaged, as the core tracks them (NaN never replaces).
     hi = -_inf_like(c)
     lo = -hi
@@ -1032,11 +1029,7 @@ def _sorted_sum_kernel(
     """
     cols = tl.program_id(0).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = cols < w
-    s = -tl.zeros([BLOCK_D], tl.float64)
-    c = tl.zeros([BLOCK_D], tl.float64)
-    ws = s
-    wc = c
-    k = c + 1.0
+    s, c, ws, wc, k = _sum_start(BLOCK_D)
     row = v_ptr + r_lo.to(tl.int64) * w + cols
     for _ in range(r_lo, r_hi + 1):
         val = tl.load(row, mask=cmask, other=0.0).to(tl.float64)
