@@ -876,7 +876,9 @@ import numpy as np
 import torch
 
 from aggkit import _core
+from aggkit.torch import _kernels as K
 from aggkit.torch import _triton as T
+from aggkit.torch.mean import plan
 
 device = sys.argv[1]
 sizes = [int(v) for v in sys.argv[2].split(",")]
@@ -922,6 +924,39 @@ with forced:
                     check(f"trimmed {n} {dtype} {policy} {f}", T.trimmed_mean(t, f, policy, True), want)
                 if policy == "propagate":
                     check(f"mean {n} {dtype}", T.mean(t, policy), _core.mean(x, None, policy))
+                # The sorted-chunk trimmed mean, and the trimmed mean's backward kernel.
+                f = n // 5
+                chunks = T.Config(max_register_n=0, sort_kept=0, sort_bytes=24 * n * 1000)
+                want = _core.trimmed_mean(x, f, policy, True)
+                got = T.trimmed_mean(t, f, policy, True, config=chunks)
+                check(f"sorted trimmed {n} {dtype} {policy}", got, want)
+                _, lo, hi = T.trimmed_mean(t, f, policy, True)
+                q = torch.from_numpy(rng.standard_normal(d).astype(dtype)).to(device)
+                mask = K.kept_mask(torch.from_numpy(x), lo.cpu(), hi.cpu())
+                grad = torch.where(mask, q.cpu()[None], q.new_zeros(()).cpu())
+                assert torch.equal(T.kept_grad(t, lo, hi, q).cpu(), grad), ("kept_grad", n, dtype, policy)
+                if n > T.CONFIG.max_register_n:
+                    continue
+                for keep in sorted({1, (n + 1) // 2, n}):
+                    want = _core.meamed(x, 0, keep, policy, True)
+                    check(f"meamed {n} {dtype} {policy} {keep}", T.meamed(t, keep, policy, True), want)
+                w = rng.choice([0.0, 0.5, 1.0, 2.0, 3.0], n)
+                w[0] = 1.0
+                wn = np.asarray(K.normalise_weights(w.tolist()))
+                wt = torch.from_numpy(wn)
+                want = _core.weighted_trimmed_mean(x, wn, f, policy, False)
+                got = (T.weighted_trimmed_mean(t, wt, f, policy),)
+                check(f"weighted trimmed {n} {dtype} {policy}", got, want)
+                if policy == "propagate":
+                    items, total = plan(n, w.tolist(), [])
+                    want = _core.mean(x, w, policy)
+                    check(f"weighted mean {n} {dtype}", (T.weighted_mean(t, items, total),), want)
+                else:
+                    r, s, exact = T.weighted_median_rows(t, wt)
+                    _, lo, hi = _core.weighted_median(x, wn, "upper", policy, True)
+                    lower = _core.weighted_median(x, wn, "lower", policy, True)[1]
+                    assert np.array_equal(r.cpu().numpy(), lower), ("weighted median", n)
+                    assert np.array_equal(torch.where(exact, s, r).cpu().numpy(), hi), ("weighted median", n)
             if device == "cuda":
                 # Extra device memory of a call: the outputs and O(n) flags, never O(n d).
                 torch.cuda.synchronize()
@@ -943,6 +978,14 @@ def run_gpu_check(device, sizes, d, tmp_path):
     env["TRITON_CACHE_DIR"] = str(tmp_path)
     args = [sys.executable, "-c", GPU, device, ",".join(map(str, sizes)), str(d)]
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_the_gpu_check_runs_under_the_interpreter(tmp_path):
+    # The GPU subprocess check itself, on CPU tensors in the interpreter (small sizes): it is
+    # run for real only where a GPU is lent, so it must not fail for its own reasons there.
+    run = run_gpu_check("cpu", [1, 6], 16, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "gpu ok" in run.stdout
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
