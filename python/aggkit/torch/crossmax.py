@@ -16,7 +16,7 @@ from aggkit.errors import nonfinite_error
 from aggkit.rules.crossmax import CrossMax, CrossMaxEven, Reducer, normalize_dims
 from aggkit.torch import _kernels as K
 from aggkit.torch._input import compute_dtype, needs_grad
-from aggkit.torch._paths import rust, rust_backward, u32, view
+from aggkit.torch._paths import rust, rust_backward, u32, use_triton, view
 
 
 def native(
@@ -89,6 +89,11 @@ def crossmax_op(
             return y, none, none.clone(), none.clone(), none.clone()
         i = [torch.from_numpy(v.view(np.int32)) for v in (top, kth, kth2, am)]
         return y, i[0].reshape(b, c), i[1].reshape(b, c), i[2].reshape(b, c), i[3].reshape(b, n)
+    if use_triton(z):
+        from aggkit.torch import _triton_crossmax
+
+        if _triton_crossmax.supported(z):  # N in registers (N <= 128): the kernel, else torch ops
+            return _triton_crossmax.crossmax(z, k, reducer, even, nonfinite, need_indices)
     return native(z, k, reducer, even, nonfinite, need_indices)
 
 
