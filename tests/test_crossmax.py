@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import aggkit
 import numpy as np
 import pytest
@@ -126,6 +128,29 @@ def test_masked_classes_and_nonfinite_policies():
     z[2] = -np.inf  # predictor 2 has no finite logit: it abstains under "robust"
     assert np.isfinite(aggkit.crossmax(z, k=3)).all()
     assert aggkit.crossmax(z, k=4).tolist() == [-np.inf] * 4
+    # ... and under "raise" (-inf is allowed there): not -inf - -inf = NaN in every score, which
+    # a single client could otherwise cause. "propagate" computes it naively.
+    np.testing.assert_array_equal(aggkit.crossmax(z, k=3, nonfinite="raise"), aggkit.crossmax(z, k=3))
+    assert np.isnan(aggkit.crossmax(z, nonfinite="propagate")).all()
+
+
+def test_torch_paths_let_an_all_masked_predictor_abstain_and_take_no_classes():
+    torch = pytest.importorskip("torch")
+    import aggkit.torch as at
+
+    z = torch.from_numpy(Z.copy())[None].repeat(2, 1, 1)
+    z[1, 2] = -np.inf
+    want = torch.from_numpy(aggkit.crossmax(z.numpy(), k=3, nonfinite="raise"))
+    assert not torch.isnan(want).any()
+    for ctx in (contextlib.nullcontext, at.force_native):
+        with ctx():
+            assert torch.equal(at.crossmax(z, k=3, nonfinite="raise"), want)
+        with ctx():
+            empty = torch.zeros(2, 3, 0, requires_grad=True)
+            y = at.crossmax(empty, k=2)
+            y.sum().backward()
+        assert y.shape == (2, 0)
+        assert empty.grad.shape == (2, 3, 0)
 
 
 def test_bad_input():

@@ -429,7 +429,7 @@ for f in ("fp32", "fp64"):
     pointers = {"z_ptr": "*" + f, "m_ptr": "*" + f, "y_ptr": "*" + f}
     pointers.update({"top_ptr": "*i32", "kth_ptr": "*i32", "kth2_ptr": "*i32"})
     ints = ["n", "c", "stride_b", "stride_n", "stride_c", "col_blocks", "ra", "rb"]
-    flags = dict(ROBUST=True, NANS=True, MIDPOINT=True, INDICES=True, IS64=is64)
+    flags = dict(ROBUST=True, ABSTAIN=True, NANS=True, MIDPOINT=True, INDICES=True, IS64=is64)
     build(X._rank_kernel, pointers, ints, {**flags, "BLOCK_N": 128, "BLOCK_C": 32})
 print("compiled")
 """

@@ -19,8 +19,8 @@
 //!
 //! Non-finite logits: a class that is `-inf` for every predictor is masked (`Y = -inf`).
 //! `Robust` reads NaN as `-inf` (the predictor bids nothing for that class) and `+inf` as the
-//! largest finite value, and a predictor whose logits are all `-inf` abstains (its `A` is
-//! `-inf`). `Raise` refuses NaN and `+inf` (naming the predictors). `Propagate` computes
+//! largest finite value. Under both, a predictor whose logits are all `-inf` abstains (its `A`
+//! is `-inf`). `Raise` refuses NaN and `+inf` (naming the predictors). `Propagate` computes
 //! naively, as the reference's torch code does (NaN spreads through the maxima).
 //!
 //! For the backward the kernel reports, per `(b, c)`, the top predictor and the k-th one (two
@@ -277,7 +277,9 @@ fn example<T: Float>(
     for p in 0..n {
         let row = &zb[p * c..(p + 1) * c];
         let m = s.maxima[p];
-        let abstains = policy == NonFinite::Robust && m == neg_inf;
+        // No logit above -inf: the predictor abstains (every class masked for it), unless
+        // Propagate asked for the naive -inf - -inf = NaN.
+        let abstains = policy != NonFinite::Propagate && m == neg_inf;
         for (j, &v) in row.iter().enumerate() {
             let v = clean(v, policy, max_finite);
             s.masked[j] &= v == neg_inf;
@@ -501,6 +503,16 @@ mod tests {
             },
         );
         assert!(matches!(e, Err(AggError::NonFinite { ref rows, .. }) if rows == &vec![1]));
+        // A predictor whose logits are all -inf abstains under Raise as under Robust: it does
+        // not turn every score into -inf - -inf = NaN (one client could otherwise).
+        let mut masked = Z.to_vec();
+        masked[8..12].fill(f64::NEG_INFINITY);
+        let raise = run(&masked, 4, 4, Reducer::Kth(2), NonFinite::Raise);
+        assert_eq!(raise, run(&masked, 4, 4, Reducer::Kth(2), NonFinite::Robust));
+        assert!(raise.iter().all(|v| !v.is_nan()));
+        assert!(run(&masked, 4, 4, Reducer::Kth(2), NonFinite::Propagate)
+            .iter()
+            .all(|v| v.is_nan()));
         // Robust reads the NaN as -inf: predictor 1 no longer bids for class 1.
         let r = run(&z, 4, 4, Reducer::Kth(2), NonFinite::Robust);
         assert!(r.iter().all(|v| v.is_finite()));

@@ -16,6 +16,9 @@ Reducer = Literal["kth", "median"]
 CrossMaxEven = Literal["lower", "upper", "mean"]
 """The median's convention for an even number of predictors."""
 
+#: Why ``nonfinite="raise"`` refuses predictors (the core's words, on every path).
+RAISE_DETAIL = "NaN or +inf logits under nonfinite='raise' (-inf marks a masked class and is allowed)"
+
 
 def _k(value: Any, name: str, rule: str) -> int | None:
     return None if value is None else any_integer(value, name, rule)
@@ -159,8 +162,8 @@ def crossmax(
     :func:`aggkit.torch.crossmax`).
 
     ``nonfinite="robust"`` reads NaN as ``-inf`` (no bid for that class) and ``+inf`` as the
-    largest finite value, and a predictor whose logits are all ``-inf`` abstains;
-    ``"raise"`` refuses NaN and ``+inf`` (``-inf`` masks a class and is always allowed);
+    largest finite value; ``"raise"`` refuses NaN and ``+inf`` (``-inf`` masks a class and is
+    always allowed); under both, a predictor whose logits are all ``-inf`` abstains;
     ``"propagate"`` computes naively, so a NaN logit makes its example's scores NaN.
 
     Convention: ``k = 3`` is the default because the authors' reference notebook uses it (with

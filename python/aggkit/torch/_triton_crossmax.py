@@ -9,7 +9,7 @@ predictor's argmax class (``am``):
 * per predictor, its maximum over the ``C`` classes after the policy's substitution (``"robust"``:
   NaN read as ``-inf``, ``+inf`` as the dtype's largest finite value), NaN if it holds a NaN
   (``"propagate"``), and the lowest class equal to it (the first NaN where there is one);
-* ``a = (z - m) + 0.0`` (``-inf`` for a predictor that abstains under ``"robust"``: no logit
+* ``a = (z - m) + 0.0`` (``-inf`` for a predictor that abstains, except under ``"propagate"``: no logit
   above ``-inf``), a class's score is its ``a`` of descending rank ``k`` (the midpoint, Rust's
   ``midpoint``, of two for an averaged median) minus its top ``a``; ``-inf`` where every
   predictor has ``-inf`` (masked), NaN where an ``a`` is NaN;
@@ -55,6 +55,7 @@ import torch
 from torch import Tensor
 
 from aggkit.errors import nonfinite_error
+from aggkit.rules.crossmax import RAISE_DETAIL
 
 # triton and tl are None where Triton is missing (_triton does not re-export them: the ignore).
 from aggkit.torch._triton import _device, _jit, _midpoint, _nan_like, _pow2, tl, triton  # type: ignore[attr-defined]
@@ -147,16 +148,17 @@ def _sub(a: tl.tensor, b: tl.tensor, IS64: tl.constexpr) -> Any:
 
 
 @_jit
-def _shift(v: tl.tensor, m: tl.tensor, ROBUST: tl.constexpr, IS64: tl.constexpr) -> Any:
+def _shift(v: tl.tensor, m: tl.tensor, ABSTAIN: tl.constexpr, IS64: tl.constexpr) -> Any:
     """``a = (v - m) + 0.0`` of cleaned logits ``v`` and their predictors' maxima ``m``.
 
-    ``-inf`` where a predictor abstains (``"robust"``, ``m == -inf``).
+    ``-inf`` where a predictor abstains (``ABSTAIN``: every policy but ``"propagate"``; ``m ==
+    -inf``).
     """
     if IS64:
         a = (v - m) + 0.0
     else:
         a = ((v.to(tl.float64) - m.to(tl.float64)) + 0.0).to(tl.float32)
-    if ROBUST:
+    if ABSTAIN:
         ninf = _neg_inf_like(a, IS64)
         a = tl.where(m == ninf, ninf, a)
     return a
@@ -281,6 +283,7 @@ def _rank_kernel(
     ra: tl.tensor,
     rb: tl.tensor,
     ROBUST: tl.constexpr,
+    ABSTAIN: tl.constexpr,
     NANS: tl.constexpr,
     MIDPOINT: tl.constexpr,
     INDICES: tl.constexpr,
@@ -304,13 +307,13 @@ def _rank_kernel(
     v = tl.load(z_ptr + col_off[None, :] + rows.to(tl.int64)[:, None] * stride_n, mask=msk, other=0.0)
     v = _clean(v, ROBUST, IS64)
     m = tl.load(m_ptr + b * n + rows, mask=real, other=0.0)
-    a = _shift(v, m[:, None], ROBUST, IS64)
+    a = _shift(v, m[:, None], ABSTAIN, IS64)
     masked = tl.min(((v == _neg_inf_like(v, IS64)) | ~real[:, None]).to(tl.int32), axis=0) > 0
     rank = tl.zeros([BLOCK_N, BLOCK_C], dtype=tl.int32)
     row_j = z_ptr + col_off  # predictor j's block: a pointer stepped by stride_n
     for j in range(0, n):
         vj = _clean(tl.load(row_j, mask=cmask, other=0.0), ROBUST, IS64)
-        aj = _shift(vj, tl.load(m_ptr + b * n + j), ROBUST, IS64)[None, :]
+        aj = _shift(vj, tl.load(m_ptr + b * n + j), ABSTAIN, IS64)[None, :]
         rank += ((aj > a) | ((aj == a) & (j < rows[:, None]))).to(tl.int32)
         row_j += stride_n
     nan = real[:, None] & (a != a)
@@ -414,11 +417,7 @@ def crossmax(
             enable_fp_fusion=False,
         )
         if raising and bool(bad.any()):
-            raise nonfinite_error(
-                "crossmax",
-                torch.nonzero(bad).flatten().tolist(),
-                "NaN or +inf logits under nonfinite='raise' (-inf marks a masked class and is allowed)",
-            )
+            raise nonfinite_error("crossmax", torch.nonzero(bad).flatten().tolist(), RAISE_DETAIL)
         block_n = _pow2(n)
         block = min(config.max_block_c, max(1, config.register_elems // block_n), _pow2(c))
         col_blocks = triton.cdiv(c, block)
@@ -434,6 +433,7 @@ def crossmax(
             ra,
             rb,
             ROBUST=robust,
+            ABSTAIN=nonfinite != "propagate",
             NANS=not robust,
             MIDPOINT=ra != rb,
             INDICES=need_indices,

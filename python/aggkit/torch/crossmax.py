@@ -13,7 +13,7 @@ from aggkit import _core
 from aggkit._dispatch import implements
 from aggkit._params import NonFinite
 from aggkit.errors import nonfinite_error
-from aggkit.rules.crossmax import CrossMax, CrossMaxEven, Reducer, normalize_dims
+from aggkit.rules.crossmax import RAISE_DETAIL, CrossMax, CrossMaxEven, Reducer, normalize_dims
 from aggkit.torch import _kernels as K
 from aggkit.torch._input import compute_dtype, needs_grad
 from aggkit.torch._paths import rust, rust_backward, u32, use_triton, view
@@ -31,11 +31,14 @@ def native(
     if nonfinite == "raise":
         bad = (torch.isnan(z) | (z == math.inf)).any(dim=2).any(dim=0)
         if bool(bad.any()):
-            raise nonfinite_error(
-                "crossmax",
-                torch.nonzero(bad).flatten().tolist(),
-                "NaN or +inf logits under nonfinite='raise' (-inf marks a masked class and is allowed)",
-            )
+            raise nonfinite_error("crossmax", torch.nonzero(bad).flatten().tolist(), RAISE_DETAIL)
+    if z.shape[2] == 0:  # no classes: no scores (argmax classes 0, as the core reports them)
+        i32 = torch.int32
+        none = z.new_empty(0, dtype=i32)
+        if not need_indices:
+            return z.new_empty(z.shape[0], 0), none, none.clone(), none.clone(), none.clone()
+        bc = z.new_empty(z.shape[0], 0, dtype=i32)
+        return z.new_empty(z.shape[0], 0), bc, bc.clone(), bc.clone(), z.new_zeros(z.shape[:2], dtype=i32)
     neg_inf = torch.tensor(-math.inf, dtype=z.dtype, device=z.device)
     if nonfinite == "robust":
         z = torch.where(torch.isnan(z), neg_inf, z)
@@ -44,8 +47,8 @@ def native(
         )
     m = z.amax(dim=2, keepdim=True)
     a = (z - m) + 0.0
-    if nonfinite == "robust":
-        a = torch.where(m == -math.inf, neg_inf, a)  # a predictor with no finite logit abstains
+    if nonfinite != "propagate":
+        a = torch.where(m == -math.inf, neg_inf, a)  # a predictor with no logit above -inf abstains
     vals, order = torch.sort(a, dim=1, descending=True, stable=True)
     if reducer == "kth":
         ra = rb = k
@@ -138,6 +141,8 @@ def _backward(ctx: Any, g: Tensor, *_: Any) -> tuple[Tensor, None, None, None, N
             "differentiate; call it through aggkit.torch.crossmax"
         )
     b, n, c = ctx.shape
+    if c == 0:  # no classes, no scores: nothing to route
+        return g.new_zeros(b, n, 0), None, None, None, None, None
     if rust_backward(g):
         finite = torch.isfinite(y.detach()).reshape(-1).numpy()
         t, k1, k2, a = (u32(t.reshape(-1)) for t in (top, kth, kth2, am))
@@ -179,7 +184,7 @@ def _crossmax(spec: CrossMax, z: Any) -> tuple[Tensor, None]:
     moved = z.movedim((pd, cd), (-2, -1))
     batch, (n, c) = moved.shape[:-2], moved.shape[-2:]
     spec.check_predictors(n)
-    z3 = moved.reshape(-1, n, c)
+    z3 = moved.reshape(math.prod(batch), n, c)  # (-1 cannot be inferred when c == 0)
     if z3.dtype != dt:
         z3 = z3.to(dt)
     y, *_ = crossmax_op(z3.contiguous(), spec.rank, spec.reducer, spec.even, spec.nonfinite, needs_grad(z3))
