@@ -508,7 +508,10 @@ mod tests {
         let mut masked = Z.to_vec();
         masked[8..12].fill(f64::NEG_INFINITY);
         let raise = run(&masked, 4, 4, Reducer::Kth(2), NonFinite::Raise);
-        assert_eq!(raise, run(&masked, 4, 4, Reducer::Kth(2), NonFinite::Robust));
+        assert_eq!(
+            raise,
+            run(&masked, 4, 4, Reducer::Kth(2), NonFinite::Robust)
+        );
         assert!(raise.iter().all(|v| !v.is_nan()));
         assert!(run(&masked, 4, 4, Reducer::Kth(2), NonFinite::Propagate)
             .iter()
