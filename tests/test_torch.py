@@ -114,6 +114,30 @@ def test_weighted_median_core_rows_match_native_values_and_gradients(x, data):
     assert same(grad, grad_n)
 
 
+@pytest.mark.parametrize("rule", ["median", "trimmed_mean"])
+def test_weighted_rules_under_torch_func_and_export(rule):
+    # Outside a custom op, the weighted rules read tensors in the core only when they are plain:
+    # torch.func's wrapped tensors and export's fake ones take the torch ops.
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(7, 5, dtype=torch.float64, generator=g)
+    w = [1.0, 2.0, 0.5, 1.0, 3.0, 0.0, 1.0]
+    kw = {"f": 1} if rule == "trimmed_mean" else {}
+    fn = getattr(at, rule)
+    want = fn(x, weights=w, **kw)
+    batched = torch.func.vmap(lambda v: fn(v, weights=w, **kw), in_dims=2)(x[:, :, None].expand(7, 5, 3))
+    assert same(batched, want[:, None].expand(5, 3).t())
+    grad = torch.func.grad(lambda v: fn(v, weights=w, **kw).sum())(x)
+    (want_grad,) = torch.autograd.grad(fn(x.requires_grad_(), weights=w, **kw).sum(), x)
+    assert same(grad, want_grad)
+
+    class M(torch.nn.Module):
+        def forward(self, v):
+            return fn(v, weights=w, **kw)
+
+    exported = torch.export.export(M(), (x.detach(),), strict=False)
+    assert same(exported.module()(x.detach()), want)
+
+
 def test_averages_whose_sum_overflows_on_both_paths():
     top = np.finfo(np.float64).max
     x = torch.tensor([[top, 1e300], [top / 2, 0.0], [0.0, 0.0]], dtype=torch.float64)

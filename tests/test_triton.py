@@ -176,7 +176,7 @@ def test_median_matches_core_and_native(path, x, even, nonfinite):
 
 
 #: Above the register bound, trimmed means keeping many values sort chunks of a few columns.
-SORTED = T.Config(max_register_n=0, sort_kept=0, sort_bytes=24 * 12 * 2)
+SORTED = T.Config(max_register_n=0, sort_kept=0, sort_bytes=48 * 12 * 2)
 
 
 @pytest.mark.parametrize("path", [*PATHS, "sorted"])
@@ -219,12 +219,18 @@ def test_sorted_trimmed_mean_is_chosen_by_kept_count_and_bounded(monkeypatch):
     monkeypatch.setattr(T, "_sorted_trimmed_mean", lambda *a: (sorted_calls.append(a[1:3]), real(*a))[1])
     n, d = 64, 48
     x = torch.randn(n, d, dtype=torch.float64)
-    cfg = T.Config(max_register_n=0, sort_kept=40, sort_bytes=24 * n * 4)  # 4 columns a chunk
+    cfg = T.Config(max_register_n=0, sort_kept=40, sort_bytes=48 * n * 4)  # 4 columns a chunk
     T.trimmed_mean(x, 12, "robust", False, config=cfg)  # keeps 40: streamed
     assert sorted_calls == []
     sizes = torch_allocations(lambda: T.trimmed_mean(x, 11, "propagate", True, config=cfg))
     assert sorted_calls == [(11, 52)]
     assert max(sizes) <= cfg.sort_bytes < 8 * n * d
+    # Columns-first input: the chunks are sorted row-major for the kernel.
+    xt = x.t().contiguous().t()
+    got = T.trimmed_mean(xt, 11, "robust", True, config=cfg)
+    want = _core.trimmed_mean(x.numpy(), 11, "robust", True)
+    assert same(got[0], torch.from_numpy(want[0]))
+    assert torch.equal(got[1], core_rows(want[1]))
 
 
 @settings(max_examples=40)
@@ -395,6 +401,26 @@ def test_weighted_mean_runs_the_kernel_with_gradients(monkeypatch):
         (want,) = torch.autograd.grad(at.mean(xr, weights=w).sum(), xr)
     assert same(grad, want)
     assert torch.all(grad[4] == 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_backward_follows_the_forward_path_not_the_switch_at_backward_time(dtype):
+    # The forward took the Triton path (a strided or half tensor, passed uncopied); the backward
+    # runs where the switch is off (on CUDA: autograd's own thread). It must still run the
+    # Triton path's backward, not hand that tensor to the Rust core.
+    import aggkit.torch as at
+
+    g = torch.Generator().manual_seed(12)
+    base = torch.randn(9, 11, generator=g).to(dtype)
+    xr = base.t().contiguous().t().requires_grad_(True)  # columns-first strides
+    y = at.trimmed_mean(xr, f=2)
+    prev, _switch._local.triton = getattr(_switch._local, "triton", False), False
+    try:
+        (got,) = torch.autograd.grad(y.sum(), xr)
+        (want,) = torch.autograd.grad(at.trimmed_mean(xr, f=2).sum(), xr)
+    finally:
+        _switch._local.triton = prev
+    assert same(got, want)
 
 
 def test_meamed_in_public_ops_and_bulyan(monkeypatch):
@@ -799,15 +825,21 @@ assert not T.INTERPRETED
 target = GPUTarget("cuda", 90, 32)
 
 
-def build(kernel, pointers, ints, constexprs):
-    signature = {**pointers, **dict.fromkeys(ints, "i32"), **dict.fromkeys(constexprs, "constexpr")}
+def build(kernel, pointers, ints, constexprs, ones=False):
+    # Then again with every int argument 1: Triton's launcher makes such an argument a
+    # constexpr (which has no .to), something the interpreter never does.
+    kind = "constexpr" if ones else "i32"
+    signature = {**pointers, **dict.fromkeys(ints, kind), **dict.fromkeys(constexprs, "constexpr")}
     names = list(signature)
-    consts = {(names.index(k),): v for k, v in constexprs.items()}
+    values = {**constexprs, **dict.fromkeys(ints if ones else [], 1)}
+    consts = {(names.index(k),): v for k, v in values.items()}
     compiled = triton.compile(
         ASTSource(fn=kernel, signature=signature, constexprs=consts),
         target=target,
         options={"enable_fp_fusion": False},
     )
+    if not ones:
+        build(kernel, pointers, ints, constexprs, ones=True)
     ptx = compiled.asm["ptx"]
     # No fused multiply-add, no approximate division, no flush-to-zero.
     for word in ("fma.", "div.full", "div.approx", ".ftz"):

@@ -402,15 +402,20 @@ assert not T.INTERPRETED
 target = GPUTarget("cuda", 90, 32)
 
 
-def build(kernel, pointers, ints, constexprs):
-    signature = {**pointers, **dict.fromkeys(ints, "i32"), **dict.fromkeys(constexprs, "constexpr")}
+def build(kernel, pointers, ints, constexprs, ones=False):
+    # Then again with every int argument 1 (Triton's launcher makes it a constexpr).
+    kind = "constexpr" if ones else "i32"
+    signature = {**pointers, **dict.fromkeys(ints, kind), **dict.fromkeys(constexprs, "constexpr")}
     names = list(signature)
-    consts = {(names.index(k),): v for k, v in constexprs.items()}
+    values = {**constexprs, **dict.fromkeys(ints if ones else [], 1)}
+    consts = {(names.index(k),): v for k, v in values.items()}
     compiled = triton.compile(
         ASTSource(fn=kernel, signature=signature, constexprs=consts),
         target=target,
         options={"enable_fp_fusion": False},
     )
+    if not ones:
+        build(kernel, pointers, ints, constexprs, ones=True)
     ptx = compiled.asm["ptx"]
     # No fused multiply-add, no approximate division, no flush-to-zero.
     for word in ("fma.", "div.full", "div.approx", ".ftz"):

@@ -139,14 +139,18 @@ def rust_backward(g: Tensor) -> bool:
     return type(g) is torch.Tensor and rust(g) and not torch.is_grad_enabled()
 
 
-def triton_backward(x: Tensor, g: Tensor) -> bool:
-    """Whether a backward of input ``x`` runs a Triton kernel on the gradient ``g``.
+def plain(x: Tensor) -> bool:
+    """Whether ``x`` is an ordinary tensor whose memory a kernel can read.
 
-    Where ``x`` takes the Triton path (:func:`use_triton`), unless a higher-order graph is being
-    built or the backward is being traced (as :func:`rust_backward`).
+    Not a fake or functional tensor being traced (``torch.compile``, ``torch.export``) and not
+    one wrapped by a ``torch.func`` transform (``grad``, ``vmap``): code outside a custom op must
+    run torch ops on those.
     """
-    plain = type(g) is torch.Tensor and type(x) is torch.Tensor
-    return plain and not torch.is_grad_enabled() and use_triton(x)
+    return (
+        type(x) is torch.Tensor
+        and not torch.compiler.is_compiling()
+        and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+    )
 
 
 def view(x: Tensor) -> np.ndarray:

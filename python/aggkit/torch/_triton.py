@@ -565,7 +565,8 @@ def _weighted_trimmed_kernel(
     total = -tl.zeros([BLOCK_D], tl.float64)
     for r in range(0, n):
         total = total + _at_rank(rank, wt, r)
-    lo_mass = total * f.to(tl.float64) / n.to(tl.float64)
+    # tl.cast, not .to: an int argument equal to 1 arrives as a constexpr, which has no .to.
+    lo_mass = total * tl.cast(f, tl.float64) / tl.cast(n, tl.float64)
     hi_mass = total - lo_mass
     s, c, ws, wc, k = _sum_start(BLOCK_D)
     kept = tl.zeros([BLOCK_D], tl.float64)
@@ -1030,13 +1031,13 @@ def _sorted_sum_kernel(
     cols = tl.program_id(0).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = cols < w
     s, c, ws, wc, k = _sum_start(BLOCK_D)
-    row = v_ptr + r_lo.to(tl.int64) * w + cols
+    row = v_ptr + tl.cast(r_lo, tl.int64) * w + cols
     for _ in range(r_lo, r_hi + 1):
         val = tl.load(row, mask=cmask, other=0.0).to(tl.float64)
         s, c, ws, wc, k = _add(s, c, ws, wc, k, val, cmask, IS64)
         row += w
-    a = tl.load(v_ptr + r_lo.to(tl.int64) * w + cols, mask=cmask, other=0.0)
-    b = tl.load(v_ptr + r_hi.to(tl.int64) * w + cols, mask=cmask, other=0.0)
+    a = tl.load(v_ptr + tl.cast(r_lo, tl.int64) * w + cols, mask=cmask, other=0.0)
+    b = tl.load(v_ptr + tl.cast(r_hi, tl.int64) * w + cols, mask=cmask, other=0.0)
     out = _average(s, c, ws, wc, k, tl.zeros([BLOCK_D], tl.float64) + (r_hi - r_lo + 1), a, b, IS64)
     tl.store(out_ptr + cols, _canonical(out, IS64), mask=cmask)
 
@@ -1194,7 +1195,8 @@ def _sorted_trimmed_mean(
     chunk of columns is sorted once by ``(key, row)`` (torch's stable sort on integer keys
     ordered like the values, NaN canonical), and :func:`_sorted_sum_kernel` adds the kept ranks
     in ascending order, the same additions in the same order, so the same bits. The chunk is
-    at most ``config.sort_bytes`` of sort buffers (about 24 bytes a value), so extra memory is
+    at most ``config.sort_bytes`` of sort buffers (about 48 bytes a value: keys, sorted keys,
+    indices, values, masks), so extra memory is
     ``O(d + sort_bytes)`` whatever ``n`` and ``d``.
     """
     n, d = x.shape
@@ -1202,12 +1204,13 @@ def _sorted_trimmed_mean(
     rows = d if need_rows else 0
     lo = torch.empty(rows, dtype=torch.int32, device=x.device)
     hi = torch.empty(rows, dtype=torch.int32, device=x.device)
-    width = max(1, min(d, config.sort_bytes // (24 * n)))
+    width = max(1, min(d, config.sort_bytes // (48 * n)))
     is64 = x.dtype == torch.float64
     for c0 in range(0, d, width):
         part = x[:, c0 : c0 + width]
-        keys, order = torch.sort(total_order_keys(part), dim=0, stable=True)
-        values = key_values(keys)  # NaN comes back canonical
+        # Row-major for the kernel: a sort keeps its input's layout (x may be columns-first).
+        keys, order = torch.sort(total_order_keys(part).contiguous(), dim=0, stable=True)
+        values = key_values(keys).contiguous()  # NaN comes back canonical
         del keys
         w = part.shape[1]
         block_d = min(config.max_block_d, _pow2(w))

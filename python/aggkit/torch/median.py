@@ -18,7 +18,7 @@ from aggkit.errors import InvalidParameterError
 from aggkit.rules.median import Median
 from aggkit.torch import _kernels as K
 from aggkit.torch._input import Prepared, host, in_place_rows, needs_grad
-from aggkit.torch._paths import rows_tensor, rust, rust_backward, u32, use_triton, view
+from aggkit.torch._paths import plain, rows_tensor, rust, rust_backward, u32, use_triton, view
 
 
 def native(x: Tensor, even: str, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -45,12 +45,12 @@ def weighted(x: Tensor, w: list[float], even: str, nonfinite: str) -> Tensor:
     K.check_policy(x, "median", nonfinite)
     n = x.shape[0]
     wn = torch.tensor(K.normalise_weights(w), dtype=torch.float64, device=x.device)
-    if rust(x):  # the rows by the core, the value gathered (differentiable)
+    if rust(x) and plain(x):  # the rows by the core, the value gathered (differentiable)
         _, lo, hi = _core.weighted_median(view(x), wn.numpy(), even, nonfinite, True)
         row_r, row_s = rows_tensor(lo, x).long(), rows_tensor(hi, x).long()
         vr, vs = x.gather(0, row_r[None])[0], x.gather(0, row_s[None])[0]
         return _weighted_value(x, vr, vs, row_r != row_s, even, nonfinite)
-    if use_triton(x):
+    if plain(x) and use_triton(x):
         from aggkit.torch import _triton
 
         if n <= _triton.CONFIG.max_register_n:  # the rows by a kernel (sequential sums, no sort)

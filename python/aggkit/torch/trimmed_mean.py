@@ -18,7 +18,7 @@ from aggkit.errors import InvalidParameterError
 from aggkit.rules.trimmed_mean import TrimmedMean
 from aggkit.torch import _kernels as K
 from aggkit.torch._input import Prepared, host, in_place_rows, needs_grad
-from aggkit.torch._paths import rust, rust_backward, triton_backward, u32, use_triton, view
+from aggkit.torch._paths import plain, rust, u32, use_triton, view
 from aggkit.torch.median import columns, columns_fake, missing_rows
 
 
@@ -45,7 +45,7 @@ def weighted(x: Tensor, w: list[float], f: int, nonfinite: str) -> Tensor:
     K.check_policy(x, "trimmed_mean", nonfinite)
     n = x.shape[0]
     wn = torch.tensor(K.normalise_weights(w), dtype=torch.float64, device=x.device)
-    if not needs_grad(x):  # values only: the core, or a Triton kernel
+    if not needs_grad(x) and plain(x):  # values only: the core, or a Triton kernel
         if rust(x):
             values, _, _ = _core.weighted_trimmed_mean(view(x), wn.numpy(), f, nonfinite, False)
             return torch.from_numpy(values)
@@ -103,9 +103,15 @@ def _(x: Tensor, f: int, nonfinite: str, need_rows: bool) -> tuple[Tensor, Tenso
 
 
 def kept_range_setup(ctx: Any, x: Tensor, kept: int, need_rows: bool, lo: Tensor, hi: Tensor) -> None:
-    """Save what :func:`kept_range_backward` needs."""
+    """Save what :func:`kept_range_backward` needs, and which kernels the forward ran.
+
+    The backward runs on autograd's thread (on CUDA, its device thread), where the per-thread
+    switches of :mod:`aggkit.torch._paths` may say otherwise; ``x`` was laid out for the
+    forward's path (uncopied strided or half-precision input goes to Triton only).
+    """
     ctx.kept = kept
     ctx.need_rows = need_rows
+    ctx.path = "triton" if use_triton(x) else "rust" if rust(x) else "native"
     ctx.save_for_backward(x, lo, hi)
 
 
@@ -114,12 +120,13 @@ def kept_range_backward(ctx: Any, g: Tensor, name: str) -> tuple[Tensor, None, N
     x, lo, hi = ctx.saved_tensors
     if not ctx.need_rows:
         raise missing_rows(name)
-    if rust_backward(g):
+    kernel = plain(g) and not torch.is_grad_enabled()  # no higher-order graph, not traced
+    if kernel and ctx.path == "rust" and g.device.type == "cpu":
         gv = g.detach().contiguous().numpy()
         grad = _core.trimmed_mean_backward(view(x), u32(lo), u32(hi), gv, ctx.kept)
         return torch.from_numpy(grad), None, None, None
     gw = g.float() if g.dtype in K.HALF else g  # half precision: as the float32 path, rounded once
-    if triton_backward(x, g):
+    if kernel and ctx.path == "triton" and plain(x):
         from aggkit.torch import _triton
 
         return _triton.kept_grad(x, lo, hi, (gw / ctx.kept).to(g.dtype)), None, None, None
