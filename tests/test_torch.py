@@ -138,6 +138,21 @@ def test_weighted_rules_under_torch_func_and_export(rule):
     assert same(exported.module()(x.detach()), want)
 
 
+def test_median_backward_of_a_propagated_nan_column_is_the_same_on_both_paths():
+    # even="mean", a NaN column under "propagate": both middle rows are the first NaN row, which
+    # gets both halves of the gradient on every path (the Rust backward used to give one).
+    x = torch.tensor([[1.0, 2.0], [float("nan"), 3.0], [4.0, 5.0], [6.0, -0.0]], dtype=torch.float64)
+    g = torch.tensor([3.0, -0.0], dtype=torch.float64)
+    grads = []
+    for ctx in (_null, at.force_native):
+        xr = x.clone().requires_grad_(True)
+        with ctx():
+            (gx,) = torch.autograd.grad(at.median(xr, even="mean", nonfinite="propagate"), xr, g)
+        grads.append(gx)
+    assert same(grads[0], grads[1])
+    assert grads[0][1, 0].item() == 3.0
+
+
 def test_averages_whose_sum_overflows_on_both_paths():
     top = np.finfo(np.float64).max
     x = torch.tensor([[top, 1e300], [top / 2, 0.0], [0.0, 0.0]], dtype=torch.float64)

@@ -67,7 +67,13 @@ pub fn route<T: Float>(
             let i = i as u32;
             // Zipped slices, no indexing: no bounds checks, so the loop vectorises.
             for (((y, &a), &b), &h) in o.iter_mut().zip(lo).zip(hi).zip(&half) {
-                *y = if (a == i) | (b == i) { h } else { T::ZERO };
+                // Half to each middle row, both halves where they are one row (a NaN column
+                // under Propagate): ((0 + h) + h), the torch path's scatter-adds, bit for bit.
+                let (ha, hb) = (
+                    if a == i { h } else { T::ZERO },
+                    if b == i { h } else { T::ZERO },
+                );
+                *y = (T::ZERO + ha) + hb;
             }
         });
     } else {
