@@ -19,33 +19,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from interpreted import import_kernels, interpretable_triton_library, interpreted  # noqa: F401
 from strategies import DTYPES, TIES, finite_elements, junk
 
 torch = pytest.importorskip("torch")
 
-# The interpreter is chosen when the kernels are decorated: set it around the first import
-# only, and again (monkeypatch) while each test runs, so the rest of the session is untouched.
-_before = os.environ.get("TRITON_INTERPRET")
-os.environ["TRITON_INTERPRET"] = "1"
-try:
-    pytest.importorskip("triton")
-    from aggkit.torch import _paths, _switch
-    from aggkit.torch import _triton as T
-finally:
-    if _before is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = _before
+T, _paths, _switch = import_kernels("_triton", "_paths", "_switch")
 
 from aggkit import _core  # noqa: E402
 from aggkit.torch.mean import native as mean_native  # noqa: E402
 from aggkit.torch.median import native as median_native  # noqa: E402
 from aggkit.torch.trimmed_mean import native as trimmed_native  # noqa: E402
-
-if not T.INTERPRETED:
-    pytest.skip(
-        "aggkit.torch._triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True
-    )
 
 #: The streaming kernels at every n, with blocks small enough for several tiles and batches.
 FALLBACK = T.Config(max_register_n=0, block_d=8, tile=8, batch=4)
@@ -54,37 +38,7 @@ POLICIES = ("robust", "propagate")
 EVENS = ("mean", "lower", "upper")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _interpretable_triton_library():
-    """Triton's own library functions (``tl.zeros``, ``tl.max``, ``tl.sum``, ``tl.cumsum``, ...)
-    are ``@triton.jit`` functions, decorated when triton is first imported. Where an earlier
-    test module imported triton without ``TRITON_INTERPRET=1`` (byzfl's torch imports do), they
-    are compiled-mode functions the interpreter refuses to call: wrap them as interpreted ones
-    while this module runs (a no-op where triton was imported in interpreter mode)."""
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-    from triton.runtime.jit import JITFunction
-
-    patch = pytest.MonkeyPatch()
-    swapped = {}
-    for name, fn in list(vars(tl.standard).items()):
-        if isinstance(fn, JITFunction):
-            swapped[id(fn)] = InterpretedFunction(fn.fn)
-            patch.setattr(tl.standard, name, swapped[id(fn)])
-    for name, fn in list(vars(tl).items()):
-        if id(fn) in swapped:
-            patch.setattr(tl, name, swapped[id(fn)])
-    yield
-    patch.undo()
-
-
-@pytest.fixture(autouse=True)
-def _interpreted(monkeypatch):
-    # The interpreter computes with numpy, which warns where IEEE arithmetic makes inf or NaN
-    # (the tests' point); the suite turns warnings into errors.
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    with T.force_interpreter(), np.errstate(all="ignore"):
-        yield
+pytestmark = pytest.mark.usefixtures("interpretable_triton_library", "interpreted")
 
 
 def bits(t) -> torch.Tensor:

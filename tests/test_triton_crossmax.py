@@ -19,33 +19,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from interpreted import import_kernels, interpretable_triton_library, interpreted  # noqa: F401
 from strategies import DTYPES, TIES, finite_elements
 
 torch = pytest.importorskip("torch")
 
-# The interpreter is chosen when the kernels are decorated: set it around the first import
-# only, and again (monkeypatch) while each test runs, so the rest of the session is untouched.
-_before = os.environ.get("TRITON_INTERPRET")
-os.environ["TRITON_INTERPRET"] = "1"
-try:
-    pytest.importorskip("triton")
-    from aggkit.torch import _paths, _switch
-    from aggkit.torch import _triton as T
-    from aggkit.torch import _triton_crossmax as X
-finally:
-    if _before is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = _before
+_paths, _switch, T, X = import_kernels("_paths", "_switch", "_triton", "_triton_crossmax")
 
 from aggkit import _core  # noqa: E402
 from aggkit.torch.crossmax import native  # noqa: E402
-
-if not T.INTERPRETED or not type(X._rank_kernel).__name__.startswith("Interpreted"):
-    pytest.skip(
-        "aggkit.torch._triton(_crossmax) was imported before TRITON_INTERPRET=1 was set",
-        allow_module_level=True,
-    )
 
 #: Blocks small enough for several of them in every dimension at hypothesis's sizes.
 SMALL = X.Config(max_block_c=2, block_c=2, block_p=2)
@@ -53,37 +35,7 @@ POLICIES = ("robust", "propagate", "raise")
 EVENS = ("lower", "upper", "mean")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _interpretable_triton_library():
-    """Triton's own library functions (``tl.zeros``, ``tl.max``, ``tl.sum``, ...) are
-    ``@triton.jit`` functions, decorated when triton is first imported. Where an earlier test
-    module imported triton without ``TRITON_INTERPRET=1`` (byzfl's torch imports do), they are
-    compiled-mode functions the interpreter refuses to call: wrap them as interpreted ones while
-    this module runs (a no-op where triton was imported in interpreter mode)."""
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-    from triton.runtime.jit import JITFunction
-
-    patch = pytest.MonkeyPatch()
-    swapped = {}
-    for name, fn in list(vars(tl.standard).items()):
-        if isinstance(fn, JITFunction):
-            swapped[id(fn)] = InterpretedFunction(fn.fn)
-            patch.setattr(tl.standard, name, swapped[id(fn)])
-    for name, fn in list(vars(tl).items()):
-        if id(fn) in swapped:
-            patch.setattr(tl, name, swapped[id(fn)])
-    yield
-    patch.undo()
-
-
-@pytest.fixture(autouse=True)
-def _interpreted(monkeypatch):
-    # The interpreter computes with numpy, which warns where IEEE arithmetic makes inf or NaN
-    # (the tests' point); the suite turns warnings into errors.
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    with T.force_interpreter(), np.errstate(all="ignore"):
-        yield
+pytestmark = pytest.mark.usefixtures("interpretable_triton_library", "interpreted")
 
 
 def bits(t) -> torch.Tensor:

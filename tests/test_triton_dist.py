@@ -10,7 +10,6 @@ counts every byte the torch allocator hands out during a call.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from fractions import Fraction
 
@@ -19,45 +18,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from interpreted import import_kernels, interpreted  # noqa: F401
 from strategies import DTYPES, TIES, finite_elements, junk
 
 torch = pytest.importorskip("torch")
 
-# The interpreter is chosen when the kernels are decorated: set it around the first import
-# only, and again (monkeypatch) while each test runs, so the rest of the session is untouched.
-# (The kernels call no @jit function of triton.language, so they run whether or not triton
-# itself was first imported under the interpreter.)
-_before = os.environ.get("TRITON_INTERPRET")
-os.environ["TRITON_INTERPRET"] = "1"
-try:
-    pytest.importorskip("triton")
-    from aggkit.torch import _paths, _switch, _triton  # noqa: F401 (both kernel modules interpreted)
-    from aggkit.torch import _triton_dist as D
-finally:
-    if _before is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = _before
+_paths, _switch, _triton, D = import_kernels("_paths", "_switch", "_triton", "_triton_dist")
 
 import aggkit  # noqa: E402
 from aggkit import _core, _plans  # noqa: E402
 from aggkit.torch import _kernels as K  # noqa: E402
 
-if not D.INTERPRETED:
-    pytest.skip(
-        "aggkit.torch._triton_dist was imported before TRITON_INTERPRET=1 was set", allow_module_level=True
-    )
-
 U = 2.0**-53
 
 
-@pytest.fixture(autouse=True)
-def _interpreted(monkeypatch):
-    # The interpreter computes with numpy, which warns where IEEE arithmetic makes inf or NaN
-    # (the tests' point); the suite turns warnings into errors.
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    with D.force_interpreter(), np.errstate(all="ignore"):
-        yield
+pytestmark = pytest.mark.usefixtures("interpreted")
 
 
 def gamma(k: int, u: float = U) -> float:
