@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,3 +75,48 @@ def interpreted(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with _switch.forced(), np.errstate(all="ignore"):
         yield
+
+
+def bits(t: Any) -> Any:
+    """A float tensor's bits as integers, every NaN made the canonical one."""
+    import torch
+
+    t = torch.as_tensor(t).detach().clone()
+    t[torch.isnan(t)] = float("nan")
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def same(a: Any, b: Any) -> bool:
+    """Same dtype, shape and bits (NaN payloads aside)."""
+    import torch
+
+    return bool(a.dtype == b.dtype and a.shape == b.shape and torch.equal(bits(a), bits(b)))
+
+
+def torch_allocations(fn: Callable[[], object]) -> list[int]:
+    """The sizes in bytes of every allocation the torch CPU allocator made while ``fn`` ran
+    (the launcher and, in the interpreter, the launches)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return [e.self_cpu_memory_usage for e in prof.events() if e.self_cpu_memory_usage > 0]
+
+
+def largest_block(fn: Callable[[], object]) -> int:
+    """The most elements any value of a kernel program had while ``fn`` ran: in the interpreter
+    every register tensor (a loaded tile, an intermediate, an accumulator) is a numpy array
+    wrapped in a ``TensorHandle``."""
+    from triton.runtime import interpreter
+
+    largest = [0]
+    original = interpreter.TensorHandle.__post_init__
+
+    def record(self: Any) -> None:
+        largest[0] = max(largest[0], int(np.size(self.data)))
+        original(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(interpreter.TensorHandle, "__post_init__", record)
+        fn()
+    return largest[0]

@@ -19,7 +19,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from interpreted import import_kernels, interpretable_triton_library, interpreted  # noqa: F401
+from interpreted import (  # noqa: F401 (fixtures)
+    bits,
+    import_kernels,
+    interpretable_triton_library,
+    interpreted,
+    largest_block,
+    same,
+    torch_allocations,
+)
 from strategies import DTYPES, TIES, finite_elements
 
 torch = pytest.importorskip("torch")
@@ -36,17 +44,6 @@ EVENS = ("lower", "upper", "mean")
 
 
 pytestmark = pytest.mark.usefixtures("interpretable_triton_library", "interpreted")
-
-
-def bits(t) -> torch.Tensor:
-    """A float tensor's bits as integers, every NaN made the canonical one."""
-    t = torch.as_tensor(t).detach().clone()
-    t[torch.isnan(t)] = float("nan")
-    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
-
-
-def same(a, b) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(bits(a), bits(b))
 
 
 def core(z, k, reducer, even, nonfinite, need_indices):
@@ -292,33 +289,6 @@ def test_public_op_runs_the_kernel_under_force_triton(monkeypatch):
 
 # ---------------------------------------------------------------------------------------------
 # Memory: no (B, N, C)-sized temporary
-
-
-def torch_allocations(fn) -> list[int]:
-    """The sizes in bytes of every allocation the torch CPU allocator made while ``fn`` ran."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    return [e.self_cpu_memory_usage for e in prof.events() if e.self_cpu_memory_usage > 0]
-
-
-def largest_block(fn) -> int:
-    """The most elements any value of a kernel program had while ``fn`` ran (in the interpreter
-    every register tensor is a numpy array wrapped in a ``TensorHandle``)."""
-    from triton.runtime import interpreter
-
-    largest = [0]
-    original = interpreter.TensorHandle.__post_init__
-
-    def record(self):
-        largest[0] = max(largest[0], int(np.size(self.data)))
-        original(self)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(interpreter.TensorHandle, "__post_init__", record)
-        fn()
-    return largest[0]
 
 
 def test_no_b_by_n_by_c_temporaries():

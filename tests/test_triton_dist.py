@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from interpreted import import_kernels, interpreted  # noqa: F401
+from interpreted import import_kernels, interpreted, torch_allocations  # noqa: F401 (fixtures)
 from strategies import DTYPES, TIES, finite_elements, junk
 
 torch = pytest.importorskip("torch")
@@ -410,16 +410,6 @@ def test_module_imports_without_triton(monkeypatch):
 
 # ---------------------------------------------------------------------------------------------
 # Memory: O(n²) extra, no (n, d) copy, no (n, n, block) temporary
-
-
-def torch_allocations(fn) -> list[int]:
-    """The sizes in bytes of every allocation the torch CPU allocator made while ``fn`` ran
-    (the launcher and, in the interpreter, the launches)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    return [e.self_cpu_memory_usage for e in prof.events() if e.self_cpu_memory_usage > 0]
 
 
 class Spy:
